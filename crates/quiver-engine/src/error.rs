@@ -1,0 +1,83 @@
+//! Typed errors of the engine. Every message says what went wrong and, where it can, what to do.
+
+use std::fmt;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the engine can return. The binding maps each variant to a typed JS error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller passed something the engine cannot accept.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// Data does not match the table's schema (names the offending field).
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+
+    /// The data type is not one Quiver stores.
+    #[error("unsupported data type for field '{field}': {data_type}. Supported: bool, int8-64, uint8-64, float16/32/64, utf8, large_utf8, binary, large_binary, date32, timestamp, fixed_size_list of float16/32/64/uint8/int8, list of utf8 or of a primitive, and structs of these")]
+    UnsupportedType { field: String, data_type: String },
+
+    /// A table with this name already exists and the mode forbids replacing it.
+    #[error("table '{0}' already exists; open it, or create it with mode 'overwrite' or exist_ok")]
+    TableAlreadyExists(String),
+
+    /// No table with this name exists.
+    #[error("table '{0}' was not found; check the name with table_names()")]
+    TableNotFound(String),
+
+    /// The requested version is not in the table's history.
+    #[error("version {version} of table '{table}' was not found; list the available ones with list_versions()")]
+    VersionNotFound { table: String, version: u64 },
+
+    /// A row address does not exist or was deleted.
+    #[error("row {0} was not found: it is out of range or deleted")]
+    RowNotFound(String),
+
+    /// A stored file is damaged: bad checksum, truncated, or impossible contents.
+    #[error("corrupt file '{path}': {reason}. The file was damaged after it was written; restore it from a backup or check out an older version")]
+    Corrupt { path: String, reason: String },
+
+    /// The file was written by a newer, incompatible format version.
+    #[error("file '{path}' uses format version {found}, this build reads up to {supported}; upgrade quiverdb")]
+    IncompatibleVersion { path: String, found: String, supported: String },
+
+    /// Another writer committed an operation that truly conflicts with this one.
+    #[error("commit conflict: {0}. Re-read the table and retry the operation")]
+    CommitConflict(String),
+
+    /// Rebasing kept losing the race to other writers.
+    #[error("commit failed after {attempts} attempts because other writers kept committing first; retry later or reduce write concurrency")]
+    CommitRetriesExhausted { attempts: u32 },
+
+    /// The table handle was opened at an old version and cannot be written.
+    #[error("table is checked out at version {0} (read-only); call checkout_latest() or restore() before writing")]
+    ReadOnlyVersion(u64),
+
+    /// An error from the underlying object store.
+    #[error("storage error: {0}")]
+    Storage(#[from] object_store::Error),
+
+    /// An error from the Arrow library.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+
+    /// A background task failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn corrupt(path: impl fmt::Display, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}

@@ -1,0 +1,387 @@
+//! Page encoding: how one column's values for a run of rows become bytes, and back.
+//!
+//! A page holds a list of buffers written depth-first over the array's tree (see FORMAT.md,
+//! "Page layout"): for every node, its validity bitmap (zero bytes when it has no nulls) and
+//! then the type's own buffers, then its children. Buffers start at 8-byte aligned offsets
+//! within the page so they can be handed to Arrow without copying. The (offset, length) of
+//! every buffer is kept in the page table, which is what lets `take` fetch one value without
+//! reading the page.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowPrimitiveType, Int32Type, Int64Type};
+use arrow_array::{make_array, Array, ArrayRef, OffsetSizeTrait};
+use arrow_array::ArrowNativeTypeOp;
+use arrow_buffer::ArrowNativeType;
+use arrow_buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
+use arrow_data::ArrayDataBuilder;
+use arrow_schema::DataType;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Alignment of each buffer inside a page.
+pub const BUFFER_ALIGNMENT: usize = 8;
+
+/// The bytes of one page and the location of each of its buffers within them.
+pub struct EncodedPage {
+    pub bytes: Vec<u8>,
+    /// `(offset, length)` of every buffer, relative to the page start, depth-first order.
+    pub buffers: Vec<(u64, u64)>,
+}
+
+struct PageBuilder {
+    bytes: Vec<u8>,
+    buffers: Vec<(u64, u64)>,
+}
+
+impl PageBuilder {
+    fn push(&mut self, data: &[u8]) {
+        let pad = self.bytes.len().next_multiple_of(BUFFER_ALIGNMENT) - self.bytes.len();
+        self.bytes.resize(self.bytes.len() + pad, 0);
+        self.buffers
+            .push((self.bytes.len() as u64, data.len() as u64));
+        self.bytes.extend_from_slice(data);
+    }
+
+    fn push_validity(&mut self, nulls: Option<&NullBuffer>) {
+        match nulls {
+            Some(n) if n.null_count() > 0 => {
+                let bits = n.inner().sliced();
+                self.push(&bits.as_slice()[..n.len().div_ceil(8)]);
+            }
+            _ => self.push(&[]),
+        }
+    }
+}
+
+/// Number of bytes a page of `array` will take (close estimate, used to cut pages).
+pub fn encoded_size(array: &dyn Array) -> usize {
+    let n = array.len();
+    let validity = if array.null_count() > 0 { n.div_ceil(8) } else { 0 };
+    validity
+        + match array.data_type() {
+            DataType::Boolean => n.div_ceil(8),
+            DataType::Utf8 | DataType::Binary => {
+                let o = array.to_data();
+                let offsets = o.buffer::<i32>(0);
+                let span = offsets[o.offset() + n] - offsets[o.offset()];
+                (n + 1) * 4 + span as usize
+            }
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                let o = array.to_data();
+                let offsets = o.buffer::<i64>(0);
+                let span = offsets[o.offset() + n] - offsets[o.offset()];
+                (n + 1) * 8 + span as usize
+            }
+            DataType::FixedSizeList(_, _) => encoded_size(array.as_fixed_size_list().values().as_ref()),
+            DataType::List(_) => {
+                let list = array.as_list::<i32>();
+                let offsets = list.value_offsets();
+                let first = offsets[0] as usize;
+                let last = offsets[n] as usize;
+                (n + 1) * 4 + encoded_size(list.values().slice(first, last - first).as_ref())
+            }
+            DataType::Struct(_) => array
+                .as_struct()
+                .columns()
+                .iter()
+                .map(|c| encoded_size(c.as_ref()))
+                .sum(),
+            dt => dt.primitive_width().unwrap_or(8) * n,
+        }
+}
+
+/// Encodes a whole (possibly sliced) array as one page.
+pub fn encode_page(array: &dyn Array) -> Result<EncodedPage> {
+    let mut builder = PageBuilder {
+        bytes: Vec::with_capacity(encoded_size(array) + 64),
+        buffers: Vec::new(),
+    };
+    encode_node(array, &mut builder)?;
+    Ok(EncodedPage {
+        bytes: builder.bytes,
+        buffers: builder.buffers,
+    })
+}
+
+fn encode_offsets<O: OffsetSizeTrait>(offsets: &[O], out: &mut PageBuilder) -> (usize, usize) {
+    let first = offsets[0];
+    let last = offsets[offsets.len() - 1];
+    let rebased: Vec<O> = offsets.iter().map(|o| *o - first).collect();
+    out.push(Buffer::from_vec(rebased).as_slice());
+    (first.as_usize(), last.as_usize())
+}
+
+fn encode_node(array: &dyn Array, out: &mut PageBuilder) -> Result<()> {
+    out.push_validity(array.nulls());
+    let n = array.len();
+    match array.data_type() {
+        DataType::Boolean => {
+            let values = array.as_boolean().values().sliced();
+            out.push(&values.as_slice()[..n.div_ceil(8)]);
+        }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            let (first, last) = encode_offsets(a.value_offsets(), out);
+            out.push(&a.value_data()[first..last]);
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            let (first, last) = encode_offsets(a.value_offsets(), out);
+            out.push(&a.value_data()[first..last]);
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            let (first, last) = encode_offsets(a.value_offsets(), out);
+            out.push(&a.value_data()[first..last]);
+        }
+        DataType::LargeBinary => {
+            let a = array.as_binary::<i64>();
+            let (first, last) = encode_offsets(a.value_offsets(), out);
+            out.push(&a.value_data()[first..last]);
+        }
+        DataType::FixedSizeList(_, _) => {
+            encode_node(array.as_fixed_size_list().values().as_ref(), out)?;
+        }
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let (first, last) = encode_offsets(list.value_offsets(), out);
+            encode_node(list.values().slice(first, last - first).as_ref(), out)?;
+        }
+        DataType::Struct(_) => {
+            for child in array.as_struct().columns() {
+                encode_node(child.as_ref(), out)?;
+            }
+        }
+        dt => {
+            let width = dt.primitive_width().ok_or_else(|| Error::UnsupportedType {
+                field: String::new(),
+                data_type: dt.to_string(),
+            })?;
+            let data = array.to_data();
+            let start = data.offset() * width;
+            out.push(&data.buffers()[0].as_slice()[start..start + n * width]);
+        }
+    }
+    Ok(())
+}
+
+/// Reads buffers of a page in the order they were written.
+struct PageCursor<'a> {
+    page: &'a Bytes,
+    buffers: &'a [(u64, u64)],
+    next: usize,
+}
+
+impl PageCursor<'_> {
+    fn take(&mut self) -> Result<Bytes> {
+        let (offset, len) = *self
+            .buffers
+            .get(self.next)
+            .ok_or_else(|| Error::Internal("page has fewer buffers than its type needs".into()))?;
+        self.next += 1;
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= self.page.len() as u64)
+            .ok_or_else(|| Error::Internal("page buffer lies outside the page".into()))?;
+        Ok(self.page.slice(offset as usize..end as usize))
+    }
+
+    fn take_exact(&mut self, expected: usize, what: &str) -> Result<Bytes> {
+        let b = self.take()?;
+        if b.len() != expected {
+            return Err(Error::Internal(format!(
+                "{what} buffer has {} bytes, expected {expected}",
+                b.len()
+            )));
+        }
+        Ok(b)
+    }
+}
+
+/// Decodes one page. `buffers` comes from the page table. Every structural fact is checked
+/// (buffer sizes, offsets, UTF-8), so damaged input yields an error, never a panic.
+pub fn decode_page(
+    data_type: &DataType,
+    num_rows: usize,
+    page: &Bytes,
+    buffers: &[(u64, u64)],
+) -> Result<ArrayRef> {
+    let mut cursor = PageCursor {
+        page,
+        buffers,
+        next: 0,
+    };
+    let array = decode_node(data_type, num_rows, &mut cursor, 0)?;
+    if cursor.next != buffers.len() {
+        return Err(Error::Internal("page has more buffers than its type needs".into()));
+    }
+    Ok(array)
+}
+
+pub(crate) fn validity_from(bytes: Bytes, len: usize) -> Result<Option<NullBuffer>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes.len() != len.div_ceil(8) {
+        return Err(Error::Internal("validity bitmap has the wrong size".into()));
+    }
+    Ok(Some(NullBuffer::new(BooleanBuffer::new(Buffer::from(bytes), 0, len))))
+}
+
+fn decode_offsets<O: OffsetSizeTrait>(bytes: &Bytes, len: usize) -> Result<usize> {
+    let width = std::mem::size_of::<O>();
+    if bytes.len() != (len + 1) * width {
+        return Err(Error::Internal("offsets buffer has the wrong size".into()));
+    }
+    let last = &bytes[len * width..];
+    let value = if width == 4 {
+        i32::from_le_bytes(last.try_into().map_err(|_| Error::Internal("offset".into()))?) as i64
+    } else {
+        i64::from_le_bytes(last.try_into().map_err(|_| Error::Internal("offset".into()))?)
+    };
+    usize::try_from(value).map_err(|_| Error::Internal("negative offset".into()))
+}
+
+fn decode_node(
+    dt: &DataType,
+    len: usize,
+    cursor: &mut PageCursor<'_>,
+    depth: usize,
+) -> Result<ArrayRef> {
+    if depth > 64 {
+        return Err(Error::Internal("type nesting is too deep".into()));
+    }
+    let nulls = validity_from(cursor.take()?, len)?;
+    let builder = ArrayDataBuilder::new(dt.clone()).len(len).nulls(nulls);
+    let builder = match dt {
+        DataType::Boolean => {
+            let values = cursor.take_exact(len.div_ceil(8), "boolean")?;
+            builder.add_buffer(Buffer::from(values))
+        }
+        DataType::Utf8 | DataType::Binary => {
+            let offsets = cursor.take()?;
+            let data_len = decode_offsets::<i32>(&offsets, len)?;
+            let values = cursor.take_exact(data_len, "string data")?;
+            builder
+                .add_buffer(Buffer::from(offsets))
+                .add_buffer(Buffer::from(values))
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            let offsets = cursor.take()?;
+            let data_len = decode_offsets::<i64>(&offsets, len)?;
+            let values = cursor.take_exact(data_len, "string data")?;
+            builder
+                .add_buffer(Buffer::from(offsets))
+                .add_buffer(Buffer::from(values))
+        }
+        DataType::FixedSizeList(item, dim) => {
+            let child_len = len
+                .checked_mul(*dim as usize)
+                .ok_or_else(|| Error::Internal("vector page too large".into()))?;
+            let child = decode_node(item.data_type(), child_len, cursor, depth + 1)?;
+            builder.add_child_data(child.to_data())
+        }
+        DataType::List(item) => {
+            let offsets = cursor.take()?;
+            let child_len = decode_offsets::<i32>(&offsets, len)?;
+            let child = decode_node(item.data_type(), child_len, cursor, depth + 1)?;
+            builder
+                .add_buffer(Buffer::from(offsets))
+                .add_child_data(child.to_data())
+        }
+        DataType::Struct(fields) => {
+            let mut b = builder;
+            for f in fields {
+                let child = decode_node(f.data_type(), len, cursor, depth + 1)?;
+                b = b.add_child_data(child.to_data());
+            }
+            b
+        }
+        dt => {
+            let width = dt
+                .primitive_width()
+                .ok_or_else(|| Error::Internal(format!("cannot decode type {dt}")))?;
+            let values = cursor.take_exact(len * width, "values")?;
+            builder.add_buffer(Buffer::from(values))
+        }
+    };
+    Ok(make_array(builder.align_buffers(true).build()?))
+}
+
+/// Builds a fixed-width array from values gathered row by row (used by `take`).
+pub(crate) fn fixed_width_array(
+    dt: &DataType,
+    len: usize,
+    values: MutableBuffer,
+    nulls: Option<NullBuffer>,
+) -> Result<ArrayRef> {
+    let values: Buffer = values.into();
+    let data = match dt {
+        DataType::FixedSizeList(item, _) => {
+            let child_len = values.len() / item.data_type().primitive_width().unwrap_or(1);
+            let child = ArrayDataBuilder::new(item.data_type().clone())
+                .len(child_len)
+                .add_buffer(values)
+                .build()?;
+            ArrayDataBuilder::new(dt.clone())
+                .len(len)
+                .nulls(nulls)
+                .add_child_data(child)
+                .build()?
+        }
+        _ => ArrayDataBuilder::new(dt.clone())
+            .len(len)
+            .nulls(nulls)
+            .add_buffer(values)
+            .build()?,
+    };
+    Ok(make_array(data))
+}
+
+/// Builds a variable-width (string or binary) array from gathered values (used by `take`).
+pub(crate) fn var_width_array(
+    dt: &DataType,
+    values: &[Bytes],
+    nulls: Option<NullBuffer>,
+) -> Result<ArrayRef> {
+    let total: usize = values.iter().map(Bytes::len).sum();
+    let mut data = MutableBuffer::with_capacity(total);
+    for v in values {
+        data.extend_from_slice(v);
+    }
+    let offsets: Buffer = match dt {
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            offsets_from_lengths::<Int64Type>(values.iter().map(Bytes::len))
+        }
+        _ => {
+            if i32::try_from(total).is_err() {
+                return Err(Error::invalid(
+                    "taken string values exceed 2 GiB; use large_utf8 or take fewer rows",
+                ));
+            }
+            offsets_from_lengths::<Int32Type>(values.iter().map(Bytes::len))
+        }
+    };
+    let array_data = ArrayDataBuilder::new(dt.clone())
+        .len(values.len())
+        .nulls(nulls)
+        .add_buffer(offsets)
+        .add_buffer(data.into())
+        .build()?;
+    Ok(make_array(array_data))
+}
+
+fn offsets_from_lengths<T: ArrowPrimitiveType>(lengths: impl Iterator<Item = usize>) -> Buffer
+where
+    T::Native: arrow_array::ArrowNativeTypeOp,
+{
+    let mut acc = T::Native::usize_as(0);
+    let mut out = vec![acc];
+    for l in lengths {
+        acc = acc.add_wrapping(T::Native::usize_as(l));
+        out.push(acc);
+    }
+    Buffer::from_vec(out)
+}
+

@@ -1,0 +1,505 @@
+//! Reads data files: metadata (one tail read when it fits), whole pages for scans, and single
+//! values for `take`.
+//!
+//! `take` on a fixed-width column (primitives, vectors) reads exactly the bytes of each wanted
+//! value: one ranged read per non-adjacent row (plus one read of the validity bits of a page
+//! that holds nulls). A variable-width column reads the two offsets of each value, then its
+//! bytes: two reads per row. Other types (lists, structs, booleans) read the whole page.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, UInt32Array};
+use arrow_buffer::{BooleanBufferBuilder, MutableBuffer, NullBuffer};
+use arrow_schema::DataType;
+use arrow_select::concat::concat;
+use bytes::Bytes;
+use object_store::path::Path;
+
+use super::encoding::{decode_page, fixed_width_array, var_width_array};
+use super::stats::PageStats;
+use super::{
+    decode_block_message, ColumnIndexProto, ColumnMetadataProto, Footer, FOOTER_LEN, HEADER_LEN,
+};
+use crate::error::{Error, Result};
+use crate::schema::TableSchema;
+use crate::storage::Storage;
+
+/// How much of a file's end to fetch when opening it: enough for the metadata of most files,
+/// so opening costs a single request.
+const TAIL_READ: u64 = 64 * 1024;
+
+/// One page as described by the page table.
+#[derive(Debug, Clone)]
+pub struct PageMeta {
+    pub offset: u64,
+    pub length: u64,
+    pub num_rows: u64,
+    pub null_count: u64,
+    pub crc32: u32,
+    pub buffers: Vec<(u64, u64)>,
+    pub stats: PageStats,
+}
+
+/// One column of a file.
+#[derive(Debug, Clone)]
+pub struct ColumnMeta {
+    pub data_type: DataType,
+    pub pages: Vec<PageMeta>,
+    /// First row of each page, plus the total row count at the end.
+    pub row_starts: Vec<u64>,
+}
+
+impl ColumnMeta {
+    /// Index of the page holding `row`.
+    pub fn page_of(&self, row: u64) -> usize {
+        self.row_starts.partition_point(|&s| s <= row) - 1
+    }
+}
+
+/// Everything the footer, column index and column metadata blocks say about a file.
+#[derive(Debug)]
+pub struct FileMetadata {
+    pub num_rows: u64,
+    pub size_bytes: u64,
+    pub columns: HashMap<i32, ColumnMeta>,
+    /// Approximate heap size, used to weigh the metadata cache.
+    pub heap_bytes: usize,
+}
+
+impl FileMetadata {
+    /// The column with top-level field id `field_id`.
+    pub fn column(&self, field_id: i32, path: &Path) -> Result<&ColumnMeta> {
+        self.columns
+            .get(&field_id)
+            .ok_or_else(|| Error::corrupt(path, format!("data file has no column for field id {field_id}")))
+    }
+}
+
+/// Reads and validates the metadata of the data file at `path`.
+pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadata> {
+    let (tail, size) = storage.read_tail(path, TAIL_READ).await?;
+    if size < HEADER_LEN + FOOTER_LEN || (tail.len() as u64) < FOOTER_LEN.min(size) {
+        return Err(Error::corrupt(path, "file is too short to be a data file (truncated?)"));
+    }
+    let tail_start = size - tail.len() as u64;
+    let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN as usize..], path)?;
+    let index_end = footer.column_index_offset + footer.column_index_length as u64;
+    if index_end != size - FOOTER_LEN || footer.column_index_offset < HEADER_LEN {
+        return Err(Error::corrupt(path, "footer points outside the file (truncated or appended to?)"));
+    }
+    let slice_or_read = |range: Range<u64>| {
+        let tail = tail.clone();
+        async move {
+            if range.start >= tail_start {
+                let s = (range.start - tail_start) as usize;
+                let e = (range.end - tail_start) as usize;
+                Ok(tail.slice(s..e))
+            } else {
+                storage.read_range(path, range).await
+            }
+        }
+    };
+    let index_bytes = slice_or_read(footer.column_index_offset..index_end).await?;
+    let index: ColumnIndexProto = decode_block_message(&index_bytes, path, "column index")?;
+    if index.num_rows != footer.num_rows || index.columns.len() != footer.num_columns as usize {
+        return Err(Error::corrupt(path, "column index disagrees with the footer"));
+    }
+    let meta_start = index
+        .columns
+        .iter()
+        .map(|c| c.offset)
+        .min()
+        .unwrap_or(footer.column_index_offset);
+    for c in &index.columns {
+        if c.offset < HEADER_LEN || c.offset.saturating_add(c.length) > footer.column_index_offset {
+            return Err(Error::corrupt(path, "column metadata block lies outside the metadata region"));
+        }
+    }
+    let meta_region = slice_or_read(meta_start..footer.column_index_offset).await?;
+    let mut columns = HashMap::with_capacity(index.columns.len());
+    let mut heap_bytes = std::mem::size_of::<FileMetadata>();
+    for loc in &index.columns {
+        let s = (loc.offset - meta_start) as usize;
+        let block = &meta_region[s..s + loc.length as usize];
+        let proto: ColumnMetadataProto = decode_block_message(block, path, "column metadata")?;
+        if proto.field_id != loc.field_id {
+            return Err(Error::corrupt(path, "column metadata has the wrong field id"));
+        }
+        let schema = TableSchema::from_protos(proto.fields, HashMap::new())?;
+        let data_type = match schema.arrow.fields().first() {
+            Some(f) if schema.arrow.fields().len() == 1 => f.data_type().clone(),
+            _ => return Err(Error::corrupt(path, "column metadata does not describe one field")),
+        };
+        let mut pages = Vec::with_capacity(proto.pages.len());
+        let mut row_starts = Vec::with_capacity(proto.pages.len() + 1);
+        let mut rows = 0u64;
+        for p in proto.pages {
+            if p.buffers.len() % 2 != 0
+                || p.offset < HEADER_LEN
+                || p.offset.saturating_add(p.length) > meta_start
+                || p.null_count > p.num_rows
+                || p.buffers
+                    .chunks(2)
+                    .any(|b| b[0].saturating_add(b[1]) > p.length)
+            {
+                return Err(Error::corrupt(path, "page table entry is inconsistent"));
+            }
+            row_starts.push(rows);
+            rows = rows
+                .checked_add(p.num_rows)
+                .ok_or_else(|| Error::corrupt(path, "row count overflow"))?;
+            heap_bytes += std::mem::size_of::<PageMeta>() + p.buffers.len() * 8 + 32;
+            pages.push(PageMeta {
+                offset: p.offset,
+                length: p.length,
+                num_rows: p.num_rows,
+                null_count: p.null_count,
+                crc32: p.crc32,
+                buffers: p.buffers.chunks(2).map(|b| (b[0], b[1])).collect(),
+                stats: PageStats {
+                    min: p.min,
+                    max: p.max,
+                    has_nan: p.has_nan,
+                },
+            });
+        }
+        row_starts.push(rows);
+        if rows != footer.num_rows {
+            return Err(Error::corrupt(path, "a column's pages do not add up to the file's row count"));
+        }
+        columns.insert(
+            loc.field_id,
+            ColumnMeta {
+                data_type,
+                pages,
+                row_starts,
+            },
+        );
+    }
+    Ok(FileMetadata {
+        num_rows: footer.num_rows,
+        size_bytes: size,
+        columns,
+        heap_bytes,
+    })
+}
+
+/// A data file with its metadata loaded.
+#[derive(Debug, Clone)]
+pub struct FileReader {
+    storage: Storage,
+    path: Path,
+    meta: Arc<FileMetadata>,
+}
+
+impl FileReader {
+    pub fn new(storage: Storage, path: Path, meta: Arc<FileMetadata>) -> Self {
+        FileReader {
+            storage,
+            path,
+            meta,
+        }
+    }
+
+    pub fn metadata(&self) -> &Arc<FileMetadata> {
+        &self.meta
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_page(&self, page: &PageMeta, bytes: &Bytes) -> Result<()> {
+        if bytes.len() as u64 != page.length || crc32fast::hash(bytes) != page.crc32 {
+            return Err(Error::corrupt(&self.path, format!("page at offset {} fails its checksum", page.offset)));
+        }
+        Ok(())
+    }
+
+    fn decode(&self, column: &ColumnMeta, page: &PageMeta, bytes: &Bytes) -> Result<ArrayRef> {
+        self.check_page(page, bytes)?;
+        decode_page(&column.data_type, page.num_rows as usize, bytes, &page.buffers).map_err(|e| {
+            Error::corrupt(&self.path, format!("page at offset {} does not decode: {e}", page.offset))
+        })
+    }
+
+    /// Reads and decodes whole pages of one column (checksums verified), in one batched request.
+    pub async fn read_pages(&self, field_id: i32, pages: Range<usize>) -> Result<Vec<ArrayRef>> {
+        let column = self.meta.column(field_id, &self.path)?;
+        let metas = column
+            .pages
+            .get(pages.clone())
+            .ok_or_else(|| Error::Internal(format!("page range {pages:?} out of bounds")))?;
+        let ranges: Vec<Range<u64>> = metas.iter().map(|p| p.offset..p.offset + p.length).collect();
+        let bytes = self.storage.read_ranges(&self.path, &ranges).await?;
+        metas
+            .iter()
+            .zip(bytes.iter())
+            .map(|(p, b)| self.decode(column, p, b))
+            .collect()
+    }
+
+    /// Values of column `field_id` at `rows` (sorted ascending, no duplicates), in that order.
+    pub async fn take(&self, field_id: i32, rows: &[u64]) -> Result<ArrayRef> {
+        let column = self.meta.column(field_id, &self.path)?;
+        if let Some(&last) = rows.last() {
+            if last >= self.meta.num_rows {
+                return Err(Error::RowNotFound(format!("offset {last} in {}", self.path)));
+            }
+        } else {
+            return Ok(arrow_array::new_empty_array(&column.data_type));
+        }
+        let groups = group_by_page(column, rows);
+        match value_layout(&column.data_type) {
+            ValueLayout::Fixed(width) if fixed_pages_ok(column, &groups) => {
+                self.take_fixed(column, &groups, width).await
+            }
+            ValueLayout::Variable(offset_width) => {
+                self.take_variable(column, &groups, offset_width).await
+            }
+            _ => self.take_from_pages(column, &groups).await,
+        }
+    }
+
+    async fn take_fixed(
+        &self,
+        column: &ColumnMeta,
+        groups: &[(usize, Vec<u64>)],
+        width: u64,
+    ) -> Result<ArrayRef> {
+        let total: usize = groups.iter().map(|(_, r)| r.len()).sum();
+        let mut ranges = Vec::with_capacity(total + groups.len());
+        for (page_idx, local) in groups {
+            let page = &column.pages[*page_idx];
+            let values = values_buffer(page, &column.data_type);
+            for &r in local {
+                let start = page.offset + values.0 + r * width;
+                ranges.push(start..start + width);
+            }
+            push_validity_range(page, local, &mut ranges);
+        }
+        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let mut values = MutableBuffer::with_capacity(total * width as usize);
+        let mut nulls = NullCollector::new(total);
+        let mut next = fetched.iter();
+        for (page_idx, local) in groups {
+            let page = &column.pages[*page_idx];
+            for _ in local {
+                let v = next.next().ok_or_else(|| Error::Internal("missing range".into()))?;
+                if v.len() as u64 != width {
+                    return Err(Error::corrupt(&self.path, "value lies past the end of its page"));
+                }
+                values.extend_from_slice(v);
+            }
+            nulls.push_page(page, local, &mut next)?;
+        }
+        fixed_width_array(&column.data_type, total, values, nulls.finish())
+            .map_err(|e| Error::corrupt(&self.path, format!("taken values do not decode: {e}")))
+    }
+
+    async fn take_variable(
+        &self,
+        column: &ColumnMeta,
+        groups: &[(usize, Vec<u64>)],
+        offset_width: u64,
+    ) -> Result<ArrayRef> {
+        let total: usize = groups.iter().map(|(_, r)| r.len()).sum();
+        // Round 1: the two offsets around each value, plus validity bits.
+        let mut ranges = Vec::with_capacity(total + groups.len());
+        for (page_idx, local) in groups {
+            let page = &column.pages[*page_idx];
+            let offsets = buffer(page, 1)?;
+            for &r in local {
+                let start = page.offset + offsets.0 + r * offset_width;
+                ranges.push(start..start + 2 * offset_width);
+            }
+            push_validity_range(page, local, &mut ranges);
+        }
+        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let mut data_ranges = Vec::with_capacity(total);
+        let mut nulls = NullCollector::new(total);
+        let mut next = fetched.iter();
+        for (page_idx, local) in groups {
+            let page = &column.pages[*page_idx];
+            let data = buffer(page, 2)?;
+            for _ in local {
+                let o = next.next().ok_or_else(|| Error::Internal("missing range".into()))?;
+                let (start, end) = read_offset_pair(o, offset_width)
+                    .filter(|(s, e)| s <= e && *e <= data.1)
+                    .ok_or_else(|| Error::corrupt(&self.path, "string offsets are out of bounds"))?;
+                data_ranges.push(page.offset + data.0 + start..page.offset + data.0 + end);
+            }
+            nulls.push_page(page, local, &mut next)?;
+        }
+        // Round 2: the value bytes.
+        let values = self.storage.read_ranges(&self.path, &data_ranges).await?;
+        var_width_array(&column.data_type, &values, nulls.finish())
+            .map_err(|e| Error::corrupt(&self.path, format!("taken values do not decode: {e}")))
+    }
+
+    async fn take_from_pages(
+        &self,
+        column: &ColumnMeta,
+        groups: &[(usize, Vec<u64>)],
+    ) -> Result<ArrayRef> {
+        let ranges: Vec<Range<u64>> = groups
+            .iter()
+            .map(|(p, _)| {
+                let page = &column.pages[*p];
+                page.offset..page.offset + page.length
+            })
+            .collect();
+        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let mut parts = Vec::with_capacity(groups.len());
+        for ((page_idx, local), bytes) in groups.iter().zip(fetched.iter()) {
+            let page = &column.pages[*page_idx];
+            let array = self.decode(column, page, bytes)?;
+            let indices = UInt32Array::from_iter_values(local.iter().map(|&r| r as u32));
+            parts.push(arrow_select::take::take(array.as_ref(), &indices, None)?);
+        }
+        concat_parts(parts, &column.data_type)
+    }
+}
+
+pub(crate) fn concat_parts(mut parts: Vec<ArrayRef>, dt: &DataType) -> Result<ArrayRef> {
+    match parts.len() {
+        0 => Ok(arrow_array::new_empty_array(dt)),
+        1 => Ok(parts.swap_remove(0)),
+        _ => {
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            Ok(concat(&refs)?)
+        }
+    }
+}
+
+/// Splits sorted file rows into (page, rows local to the page) groups.
+fn group_by_page(column: &ColumnMeta, rows: &[u64]) -> Vec<(usize, Vec<u64>)> {
+    let mut groups: Vec<(usize, Vec<u64>)> = Vec::new();
+    for &row in rows {
+        let page = column.page_of(row);
+        let local = row - column.row_starts[page];
+        match groups.last_mut() {
+            Some((p, v)) if *p == page => v.push(local),
+            _ => groups.push((page, vec![local])),
+        }
+    }
+    groups
+}
+
+enum ValueLayout {
+    /// Values of this many bytes each, contiguous.
+    Fixed(u64),
+    /// Offsets of this width, then data.
+    Variable(u64),
+    Other,
+}
+
+fn value_layout(dt: &DataType) -> ValueLayout {
+    match dt {
+        DataType::Utf8 | DataType::Binary => ValueLayout::Variable(4),
+        DataType::LargeUtf8 | DataType::LargeBinary => ValueLayout::Variable(8),
+        DataType::FixedSizeList(item, dim) => match item.data_type().primitive_width() {
+            Some(w) => ValueLayout::Fixed(w as u64 * *dim as u64),
+            None => ValueLayout::Other,
+        },
+        DataType::Boolean => ValueLayout::Other,
+        dt => match dt.primitive_width() {
+            Some(w) => ValueLayout::Fixed(w as u64),
+            None => ValueLayout::Other,
+        },
+    }
+}
+
+/// Vectors whose elements hold nulls keep a validity bitmap per element; those pages are
+/// read whole instead.
+fn fixed_pages_ok(column: &ColumnMeta, groups: &[(usize, Vec<u64>)]) -> bool {
+    match column.data_type {
+        DataType::FixedSizeList(_, _) => groups
+            .iter()
+            .all(|(p, _)| column.pages[*p].buffers.get(1).is_some_and(|b| b.1 == 0)),
+        _ => true,
+    }
+}
+
+fn buffer(page: &PageMeta, index: usize) -> Result<(u64, u64)> {
+    page.buffers
+        .get(index)
+        .copied()
+        .ok_or_else(|| Error::Internal("page has too few buffers".into()))
+}
+
+/// The values buffer of a fixed-width page: buffer 1 for a primitive (after its validity),
+/// buffer 2 for a vector (after the list's and the elements' validity).
+fn values_buffer(page: &PageMeta, dt: &DataType) -> (u64, u64) {
+    let idx = if matches!(dt, DataType::FixedSizeList(_, _)) { 2 } else { 1 };
+    page.buffers.get(idx).copied().unwrap_or((0, 0))
+}
+
+fn push_validity_range(page: &PageMeta, local: &[u64], ranges: &mut Vec<Range<u64>>) {
+    let validity = page.buffers.first().copied().unwrap_or((0, 0));
+    if validity.1 > 0 {
+        let first = local.first().copied().unwrap_or(0) / 8;
+        let last = local.last().copied().unwrap_or(0) / 8;
+        ranges.push(page.offset + validity.0 + first..page.offset + validity.0 + last + 1);
+    }
+}
+
+fn read_offset_pair(bytes: &[u8], width: u64) -> Option<(u64, u64)> {
+    if width == 4 {
+        let s = i32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
+        let e = i32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+        Some((u64::try_from(s).ok()?, u64::try_from(e).ok()?))
+    } else {
+        let s = i64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let e = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        Some((u64::try_from(s).ok()?, u64::try_from(e).ok()?))
+    }
+}
+
+/// Builds the validity of taken values from per-page bitmap fragments.
+struct NullCollector {
+    bits: BooleanBufferBuilder,
+    any_null: bool,
+}
+
+impl NullCollector {
+    fn new(capacity: usize) -> Self {
+        NullCollector {
+            bits: BooleanBufferBuilder::new(capacity),
+            any_null: false,
+        }
+    }
+
+    fn push_page<'a>(
+        &mut self,
+        page: &PageMeta,
+        local: &[u64],
+        fetched: &mut impl Iterator<Item = &'a Bytes>,
+    ) -> Result<()> {
+        if page.buffers.first().is_none_or(|v| v.1 == 0) {
+            self.bits.append_n(local.len(), true);
+            return Ok(());
+        }
+        let bitmap = fetched
+            .next()
+            .ok_or_else(|| Error::Internal("missing validity range".into()))?;
+        let base = local.first().copied().unwrap_or(0) / 8 * 8;
+        for &r in local {
+            let i = (r - base) as usize;
+            let byte = bitmap
+                .get(i / 8)
+                .ok_or_else(|| Error::Internal("validity range too short".into()))?;
+            let valid = byte & (1 << (i % 8)) != 0;
+            self.any_null |= !valid;
+            self.bits.append(valid);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Option<NullBuffer> {
+        let bits = self.bits.finish();
+        self.any_null.then(|| NullBuffer::new(bits))
+    }
+}

@@ -1,0 +1,18 @@
+//! Quiver's engine: a columnar, versioned table store over `object_store`.
+//!
+//! Data flows one way: [`table`] (databases, tables, versions, commits) → [`format`] (data
+//! files: pages, statistics, take) → [`storage`] (the object store). [`schema`] holds the
+//! stored form of schemas shared by manifests and data files. See docs/ARCHITECTURE.md.
+
+pub mod error;
+pub mod format;
+pub mod schema;
+pub mod storage;
+
+pub use error::{Error, Result};
+pub mod table;
+
+pub use table::{
+    batches_stream, ConnectOptions, CreateMode, Database, DeleteResult, ScanOptions, Table,
+    VersionInfo, WriteParams,
+};

@@ -1,0 +1,457 @@
+//! Schemas with stable field ids, and their stored form.
+//!
+//! A schema is stored flattened, Lance-style: every field (nested ones included) gets a numeric
+//! id that never changes, and a parent id. Data files name their columns by the top-level field
+//! id, so renaming or reordering columns later never touches data files. This module also owns
+//! the list of supported Arrow types and the checks that a batch fits a table's schema.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{Error, Result};
+
+/// One field as stored in manifests and data files (protobuf message `Field`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FieldProto {
+    /// Stable id, unique within a table.
+    #[prost(int32, tag = "1")]
+    pub id: i32,
+    /// Id of the parent field; -1 for a top-level column.
+    #[prost(int32, tag = "2")]
+    pub parent_id: i32,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    /// Logical type, see [`logical_type`].
+    #[prost(string, tag = "4")]
+    pub logical_type: String,
+    #[prost(bool, tag = "5")]
+    pub nullable: bool,
+    /// Time zone of a timestamp field ("" for none).
+    #[prost(string, tag = "6")]
+    pub timezone: String,
+    /// Arrow field metadata, kept as-is.
+    #[prost(map = "string, string", tag = "7")]
+    pub metadata: HashMap<String, String>,
+}
+
+/// A table schema plus the id of each top-level field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSchema {
+    pub arrow: SchemaRef,
+    /// `field_ids[i]` is the id of `arrow.field(i)`.
+    pub field_ids: Vec<i32>,
+    /// All fields, flattened, in id order of assignment.
+    pub fields: Vec<FieldProto>,
+}
+
+impl TableSchema {
+    /// Assigns fresh ids (from 0) to every field of `schema`, after checking every type is
+    /// supported.
+    pub fn new(schema: &Schema) -> Result<Self> {
+        let mut fields = Vec::new();
+        let mut field_ids = Vec::new();
+        let mut next_id = 0;
+        let mut names = std::collections::HashSet::new();
+        for field in schema.fields() {
+            if !names.insert(field.name().as_str()) {
+                return Err(Error::SchemaMismatch(format!(
+                    "column name '{}' appears twice; column names must be unique",
+                    field.name()
+                )));
+            }
+            if field.name().is_empty() {
+                return Err(Error::SchemaMismatch("a column has an empty name".into()));
+            }
+            check_supported(field.name(), field.data_type())?;
+            field_ids.push(next_id);
+            flatten(field, -1, &mut next_id, &mut fields);
+        }
+        Ok(TableSchema {
+            arrow: Arc::new(schema.clone()),
+            field_ids,
+            fields,
+        })
+    }
+
+    /// Rebuilds a schema from its stored fields.
+    pub fn from_protos(fields: Vec<FieldProto>, metadata: HashMap<String, String>) -> Result<Self> {
+        let mut children: HashMap<i32, Vec<&FieldProto>> = HashMap::new();
+        for f in &fields {
+            children.entry(f.parent_id).or_default().push(f);
+        }
+        let top = children.get(&-1).cloned().unwrap_or_default();
+        let mut arrow_fields = Vec::with_capacity(top.len());
+        let mut field_ids = Vec::with_capacity(top.len());
+        for f in top {
+            arrow_fields.push(unflatten(f, &children, 0)?);
+            field_ids.push(f.id);
+        }
+        Ok(TableSchema {
+            arrow: Arc::new(Schema::new_with_metadata(arrow_fields, metadata)),
+            field_ids,
+            fields,
+        })
+    }
+
+    /// The schema-level Arrow metadata as a plain map (for storing).
+    pub fn metadata_map(&self) -> HashMap<String, String> {
+        self.arrow
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Largest field id in use.
+    pub fn max_field_id(&self) -> i32 {
+        self.fields.iter().map(|f| f.id).max().unwrap_or(-1)
+    }
+
+    /// Index of the top-level column named `name`.
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.arrow.index_of(name).map_err(|_| {
+            let names: Vec<&str> = self.arrow.fields().iter().map(|f| f.name().as_str()).collect();
+            Error::invalid(format!(
+                "column '{name}' does not exist; the table has: {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// Checks that `batch_schema` can be appended to this schema: same column names in the
+    /// same order, same types (a vector must have the same length), and no nulls in a
+    /// non-nullable column (checked per batch by [`check_batch_nulls`]).
+    pub fn check_compatible(&self, batch_schema: &Schema) -> Result<()> {
+        let ours = self.arrow.fields();
+        let theirs = batch_schema.fields();
+        for (i, field) in ours.iter().enumerate() {
+            let Some(other) = theirs.get(i) else {
+                return Err(Error::SchemaMismatch(format!(
+                    "field '{}' is missing from the data; the table's columns are: {}",
+                    field.name(),
+                    column_list(&self.arrow)
+                )));
+            };
+            if other.name() != field.name() {
+                return Err(Error::SchemaMismatch(format!(
+                    "field '{}' found where the table has '{}' (column {}); the table's columns are: {}",
+                    other.name(),
+                    field.name(),
+                    i,
+                    column_list(&self.arrow)
+                )));
+            }
+            check_type_matches(field.name(), field.data_type(), other.data_type())?;
+        }
+        if let Some(extra) = theirs.get(ours.len()) {
+            return Err(Error::SchemaMismatch(format!(
+                "field '{}' is not in the table; the table's columns are: {}",
+                extra.name(),
+                column_list(&self.arrow)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_type_matches(name: &str, expected: &DataType, found: &DataType) -> Result<()> {
+    match (expected, found) {
+        (DataType::FixedSizeList(e, en), DataType::FixedSizeList(f, fnn)) => {
+            if e.data_type() == f.data_type() && en != fnn {
+                return Err(Error::SchemaMismatch(format!(
+                    "field '{name}' is a vector of {en} {} values but the data has vectors of {fnn}; \
+                     every vector in a column must have the same length",
+                    e.data_type()
+                )));
+            }
+            check_type_matches(name, e.data_type(), f.data_type())
+        }
+        (DataType::List(e), DataType::List(f)) | (DataType::LargeList(e), DataType::LargeList(f)) => {
+            check_type_matches(name, e.data_type(), f.data_type())
+        }
+        (DataType::Struct(e), DataType::Struct(f)) => {
+            if e.len() != f.len() {
+                return Err(Error::SchemaMismatch(format!(
+                    "field '{name}' is a struct of {} fields but the data has {}",
+                    e.len(),
+                    f.len()
+                )));
+            }
+            for (a, b) in e.iter().zip(f.iter()) {
+                if a.name() != b.name() {
+                    return Err(Error::SchemaMismatch(format!(
+                        "field '{name}.{}' found where the table has '{name}.{}'",
+                        b.name(),
+                        a.name()
+                    )));
+                }
+                check_type_matches(&format!("{name}.{}", a.name()), a.data_type(), b.data_type())?;
+            }
+            Ok(())
+        }
+        (e, f) if e == f => Ok(()),
+        (e, f) => Err(Error::SchemaMismatch(format!(
+            "field '{name}' has type {e} in the table but {f} in the data; cast the data to {e}"
+        ))),
+    }
+}
+
+/// Fails when a non-nullable column of `schema` holds nulls in `batch`.
+pub fn check_batch_nulls(schema: &Schema, batch: &arrow_array::RecordBatch) -> Result<()> {
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::SchemaMismatch(format!(
+                "field '{}' is not nullable but the data has {} null value(s)",
+                field.name(),
+                column.null_count()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_vector_element(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::UInt8 | DataType::Int8
+    )
+}
+
+fn is_scalar(dt: &DataType) -> bool {
+    dt.is_primitive() && !matches!(dt, DataType::Date64 | DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) | DataType::Interval(_) | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) | DataType::Decimal128(_, _) | DataType::Decimal256(_, _))
+        || matches!(dt, DataType::Boolean)
+}
+
+fn is_string_like(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+    )
+}
+
+/// Fails with [`Error::UnsupportedType`] unless Quiver can store `dt`.
+pub fn check_supported(name: &str, dt: &DataType) -> Result<()> {
+    let ok = match dt {
+        DataType::FixedSizeList(item, n) => is_vector_element(item.data_type()) && *n > 0,
+        DataType::List(item) => {
+            is_scalar(item.data_type()) || matches!(item.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+        }
+        DataType::Struct(children) => {
+            for child in children {
+                check_supported(&format!("{name}.{}", child.name()), child.data_type())?;
+            }
+            true
+        }
+        dt => is_scalar(dt) || is_string_like(dt),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedType {
+            field: name.to_string(),
+            data_type: dt.to_string(),
+        })
+    }
+}
+
+fn unit_name(unit: &TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
+/// The stored name of a (supported) type. Nested types name only the container; their item
+/// or members are child fields.
+pub fn logical_type(dt: &DataType) -> String {
+    match dt {
+        DataType::Boolean => "bool".into(),
+        DataType::Int8 => "int8".into(),
+        DataType::Int16 => "int16".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt8 => "uint8".into(),
+        DataType::UInt16 => "uint16".into(),
+        DataType::UInt32 => "uint32".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float16 => "float16".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Utf8 => "utf8".into(),
+        DataType::LargeUtf8 => "large_utf8".into(),
+        DataType::Binary => "binary".into(),
+        DataType::LargeBinary => "large_binary".into(),
+        DataType::Date32 => "date32".into(),
+        DataType::Timestamp(unit, _) => format!("timestamp:{}", unit_name(unit)),
+        DataType::FixedSizeList(_, n) => format!("fixed_size_list:{n}"),
+        DataType::List(_) => "list".into(),
+        DataType::Struct(_) => "struct".into(),
+        other => format!("unsupported:{other}"),
+    }
+}
+
+fn flatten(field: &Field, parent_id: i32, next_id: &mut i32, out: &mut Vec<FieldProto>) {
+    let id = *next_id;
+    *next_id += 1;
+    let timezone = match field.data_type() {
+        DataType::Timestamp(_, Some(tz)) => tz.to_string(),
+        _ => String::new(),
+    };
+    out.push(FieldProto {
+        id,
+        parent_id,
+        name: field.name().clone(),
+        logical_type: logical_type(field.data_type()),
+        nullable: field.is_nullable(),
+        timezone,
+        metadata: field
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    });
+    match field.data_type() {
+        DataType::FixedSizeList(item, _) | DataType::List(item) => flatten(item, id, next_id, out),
+        DataType::Struct(children) => {
+            for child in children {
+                flatten(child, id, next_id, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn unflatten(
+    f: &FieldProto,
+    children: &HashMap<i32, Vec<&FieldProto>>,
+    depth: usize,
+) -> Result<Field> {
+    let bad = |why: &str| Error::corrupt("schema", format!("field '{}' ({}): {why}", f.name, f.logical_type));
+    if depth > 64 {
+        return Err(bad("nesting is too deep"));
+    }
+    let kids = children.get(&f.id).map(Vec::as_slice).unwrap_or(&[]);
+    let one_child = || -> Result<Arc<Field>> {
+        match kids {
+            [child] => Ok(Arc::new(unflatten(child, children, depth + 1)?)),
+            _ => Err(bad("expected exactly one child field")),
+        }
+    };
+    let dt = match f.logical_type.as_str() {
+        "bool" => DataType::Boolean,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float16" => DataType::Float16,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "utf8" => DataType::Utf8,
+        "large_utf8" => DataType::LargeUtf8,
+        "binary" => DataType::Binary,
+        "large_binary" => DataType::LargeBinary,
+        "date32" => DataType::Date32,
+        "list" => DataType::List(one_child()?),
+        "struct" => DataType::Struct(Fields::from(
+            kids.iter()
+                .map(|c| unflatten(c, children, depth + 1))
+                .collect::<Result<Vec<_>>>()?,
+        )),
+        other => {
+            if let Some(unit) = other.strip_prefix("timestamp:") {
+                let unit = match unit {
+                    "s" => TimeUnit::Second,
+                    "ms" => TimeUnit::Millisecond,
+                    "us" => TimeUnit::Microsecond,
+                    "ns" => TimeUnit::Nanosecond,
+                    _ => return Err(bad("unknown time unit")),
+                };
+                let tz = (!f.timezone.is_empty()).then(|| Arc::from(f.timezone.as_str()));
+                DataType::Timestamp(unit, tz)
+            } else if let Some(n) = other.strip_prefix("fixed_size_list:") {
+                let n: i32 = n.parse().map_err(|_| bad("bad list size"))?;
+                if n <= 0 {
+                    return Err(bad("list size must be positive"));
+                }
+                DataType::FixedSizeList(one_child()?, n)
+            } else {
+                return Err(bad("unknown type"));
+            }
+        }
+    };
+    Ok(Field::new(f.name.clone(), dt, f.nullable).with_metadata(f.metadata.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "vector",
+                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 4),
+                true,
+            ),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new(
+                "meta",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("a", DataType::Utf8, true),
+                    Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+                ])),
+                true,
+            ),
+        ])
+    }
+
+    #[test]
+    fn schema_round_trips_through_protos() {
+        let ts = TableSchema::new(&sample()).unwrap();
+        assert_eq!(ts.field_ids, vec![0, 1, 3, 4]);
+        let back = TableSchema::from_protos(ts.fields.clone(), HashMap::new()).unwrap();
+        assert_eq!(back.arrow.as_ref(), &sample());
+        assert_eq!(back.field_ids, ts.field_ids);
+    }
+
+    #[test]
+    fn wrong_vector_length_is_named() {
+        let ts = TableSchema::new(&sample()).unwrap();
+        let mut fields: Vec<Field> = sample().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[1] = Field::new(
+            "vector",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 3),
+            true,
+        );
+        let err = ts.check_compatible(&Schema::new(fields)).unwrap_err().to_string();
+        assert!(err.contains("'vector'") && err.contains("vectors of 3"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_types_are_rejected() {
+        let schema = Schema::new(vec![Field::new("d", DataType::Date64, true)]);
+        assert!(matches!(TableSchema::new(&schema), Err(Error::UnsupportedType { .. })));
+    }
+}

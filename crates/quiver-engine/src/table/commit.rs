@@ -1,0 +1,260 @@
+//! Commits: turning an operation into the next manifest, publishing it atomically, and
+//! rebasing when another writer got there first.
+//!
+//! Publishing is a put-if-absent of the next version's manifest, which the store makes atomic
+//! (a hard link on local disk, a conditional write in memory and on S3). A writer that loses
+//! reads the versions committed since it read, checks whether they conflict with its own
+//! operation, and if not rebuilds its manifest on top of the newest one and tries again, with
+//! jittered exponential backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use roaring::RoaringBitmap;
+
+use super::deletion::write_deletion_file;
+use super::manifest::{FragmentProto, Manifest, ManifestProto, TransactionProto};
+use super::write::NewFragment;
+use super::TableInner;
+use crate::error::{Error, Result};
+use crate::schema::TableSchema;
+
+/// What a writer wants to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Operation {
+    /// Make a new table (version 1). Fails if any version exists.
+    Create { schema: TableSchema, fragments: Vec<NewFragment> },
+    /// Replace all rows (and the schema) of the table.
+    Overwrite { schema: TableSchema, fragments: Vec<NewFragment> },
+    /// Add fragments.
+    Append { fragments: Vec<NewFragment> },
+    /// Mark rows deleted: fragment id → row offsets this writer newly deletes.
+    Delete { rows: BTreeMap<u64, RoaringBitmap> },
+    /// Make an old version's content the newest version.
+    Restore { from: Arc<Manifest> },
+}
+
+impl Operation {
+    fn name(&self) -> &'static str {
+        match self {
+            Operation::Create { .. } => "create",
+            Operation::Overwrite { .. } => "overwrite",
+            Operation::Append { .. } => "append",
+            Operation::Delete { .. } => "delete",
+            Operation::Restore { .. } => "restore",
+        }
+    }
+
+    /// Operations that replace the whole table do not depend on what they read.
+    fn replaces_table(&self) -> bool {
+        matches!(self, Operation::Overwrite { .. } | Operation::Restore { .. })
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Fails with [`Error::CommitConflict`] when `committed` (a version another writer published
+/// after ours was read) cannot be reconciled with `ours`. Row-level conflicts of deletes are
+/// found later, when the manifest is rebuilt on the newest version.
+fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
+    if ours.replaces_table() {
+        return Ok(());
+    }
+    match committed.operation() {
+        "append" | "delete" => Ok(()),
+        theirs => Err(Error::CommitConflict(format!(
+            "a concurrent {theirs} replaced the table at version {} while this {} was in progress",
+            committed.version(),
+            ours.name()
+        ))),
+    }
+}
+
+fn new_fragments(next_id: &mut u64, fragments: &[NewFragment]) -> Vec<FragmentProto> {
+    fragments
+        .iter()
+        .map(|f| {
+            let id = *next_id;
+            *next_id += 1;
+            FragmentProto {
+                id,
+                files: vec![f.file.clone()],
+                physical_rows: f.physical_rows,
+                deletion: None,
+            }
+        })
+        .collect()
+}
+
+/// Builds the manifest that applies `op` on top of `base` (the newest version known).
+async fn build_manifest(
+    table: &TableInner,
+    base: Option<&Manifest>,
+    op: &Operation,
+    read_version: u64,
+) -> Result<Manifest> {
+    let version = base.map_or(1, |b| b.version() + 1);
+    let mut txn = TransactionProto {
+        operation: op.name().to_string(),
+        read_version,
+        uuid: uuid::Uuid::new_v4().simple().to_string(),
+        ..Default::default()
+    };
+    let writer_version = format!("quiverdb {}", env!("CARGO_PKG_VERSION"));
+    let proto = match (op, base) {
+        (Operation::Create { .. }, Some(_)) => {
+            return Err(Error::TableAlreadyExists(table.name.clone()));
+        }
+        (Operation::Create { schema, fragments }, None)
+        | (Operation::Overwrite { schema, fragments }, _) => {
+            let mut next_fragment_id = base.map_or(0, |b| b.proto.next_fragment_id);
+            let fragments = new_fragments(&mut next_fragment_id, fragments);
+            txn.added_fragment_ids = fragments.iter().map(|f| f.id).collect();
+            ManifestProto {
+                version,
+                timestamp_micros: now_micros(),
+                fields: schema.fields.clone(),
+                schema_metadata: schema.metadata_map(),
+                fragments,
+                indices: Vec::new(),
+                transaction: Some(txn),
+                writer_version,
+                next_fragment_id,
+                max_field_id: schema.max_field_id().max(base.map_or(-1, |b| b.proto.max_field_id)),
+            }
+        }
+        (Operation::Append { fragments }, Some(base)) => {
+            let mut proto = base.proto.clone();
+            let added = new_fragments(&mut proto.next_fragment_id, fragments);
+            txn.added_fragment_ids = added.iter().map(|f| f.id).collect();
+            proto.fragments.extend(added);
+            ManifestProto {
+                version,
+                timestamp_micros: now_micros(),
+                transaction: Some(txn),
+                writer_version,
+                ..proto
+            }
+        }
+        (Operation::Delete { rows }, Some(base)) => {
+            let mut proto = base.proto.clone();
+            for (&fragment_id, ours) in rows {
+                let Some(pos) = proto.fragments.iter().position(|f| f.id == fragment_id) else {
+                    return Err(Error::CommitConflict(format!(
+                        "fragment {fragment_id} was removed by a concurrent writer (version {})",
+                        base.version()
+                    )));
+                };
+                let fragment = &mut proto.fragments[pos];
+                let mut deleted = match &fragment.deletion {
+                    Some(file) => (*table.deletion_vector(file).await?).clone(),
+                    None => RoaringBitmap::new(),
+                };
+                if !deleted.is_disjoint(ours) {
+                    return Err(Error::CommitConflict(format!(
+                        "rows of fragment {fragment_id} were deleted by a concurrent writer (version {})",
+                        base.version()
+                    )));
+                }
+                deleted |= ours;
+                if deleted.len() >= fragment.physical_rows {
+                    txn.removed_fragment_ids.push(fragment_id);
+                } else {
+                    fragment.deletion =
+                        Some(write_deletion_file(&table.storage, fragment_id, version, &deleted).await?);
+                    txn.modified_fragment_ids.push(fragment_id);
+                }
+            }
+            proto
+                .fragments
+                .retain(|f| !txn.removed_fragment_ids.contains(&f.id));
+            ManifestProto {
+                version,
+                timestamp_micros: now_micros(),
+                transaction: Some(txn),
+                writer_version,
+                ..proto
+            }
+        }
+        (Operation::Restore { from }, Some(base)) => {
+            txn.restored_version = from.version();
+            ManifestProto {
+                version,
+                timestamp_micros: now_micros(),
+                fields: from.proto.fields.clone(),
+                schema_metadata: from.proto.schema_metadata.clone(),
+                fragments: from.proto.fragments.clone(),
+                indices: from.proto.indices.clone(),
+                transaction: Some(txn),
+                writer_version,
+                next_fragment_id: base.proto.next_fragment_id.max(from.proto.next_fragment_id),
+                max_field_id: base.proto.max_field_id.max(from.proto.max_field_id),
+            }
+        }
+        (op, None) => {
+            return Err(Error::TableNotFound(format!(
+                "{} (cannot {} a table that has no version)",
+                table.name,
+                op.name()
+            )));
+        }
+    };
+    let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())?;
+    Ok(Manifest { proto, schema })
+}
+
+/// Commits `op`, read at `read` (None for a table that does not exist yet). Returns the
+/// published manifest.
+pub(crate) async fn commit(
+    table: &TableInner,
+    read: Option<Arc<Manifest>>,
+    op: Operation,
+    max_retries: u32,
+) -> Result<Arc<Manifest>> {
+    let read_version = read.as_ref().map_or(0, |m| m.version());
+    let mut base = read;
+    for attempt in 0..=max_retries {
+        let manifest = build_manifest(table, base.as_deref(), &op, read_version).await?;
+        if table.manifests.try_publish(&manifest).await? {
+            let manifest = Arc::new(manifest);
+            table.cache_manifest(&manifest);
+            return Ok(manifest);
+        }
+        // Lost the race: look at everything committed since our base.
+        let from = base.as_ref().map_or(0, |b| b.version());
+        let latest = table
+            .manifests
+            .latest_version()
+            .await?
+            .ok_or_else(|| Error::Internal("commit lost a race but no version exists".into()))?;
+        if matches!(op, Operation::Create { .. }) {
+            return Err(Error::TableAlreadyExists(table.name.clone()));
+        }
+        let mut newest = None;
+        for v in from + 1..=latest {
+            let committed = table.manifest(v).await?;
+            check_conflict(&op, &committed)?;
+            newest = Some(committed);
+        }
+        if newest.is_some() {
+            base = newest;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(Error::CommitRetriesExhausted {
+        attempts: max_retries + 1,
+    })
+}
+
+/// Exponential backoff with full jitter, capped so a crowd of writers drains quickly.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (2u64 << attempt.min(7)).min(200);
+    let ms = rand::rng().random_range(0..=cap_ms);
+    Duration::from_millis(ms)
+}

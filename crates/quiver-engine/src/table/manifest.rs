@@ -1,0 +1,289 @@
+//! Manifests: the immutable description of one table version, and how they are named.
+//!
+//! A manifest is a protobuf message framed as a checksummed block (see FORMAT.md,
+//! "Manifest"). It is stored at `_versions/{u64::MAX - version:020}.manifest`, so that a plain
+//! lexicographic listing yields the newest version first on stores that list in order, and
+//! any listing finds the newest by name alone, without reading manifests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::{decode_block_message, encode_block};
+use crate::schema::{FieldProto, TableSchema};
+use crate::storage::Storage;
+
+/// Folder of manifests inside a table.
+pub const VERSIONS_DIR: &str = "_versions";
+/// Folder of data files inside a table.
+pub const DATA_DIR: &str = "data";
+/// Folder of deletion files inside a table.
+pub const DELETIONS_DIR: &str = "_deletions";
+/// Folder reserved for index files.
+pub const INDICES_DIR: &str = "_indices";
+const MANIFEST_SUFFIX: &str = ".manifest";
+
+/// Name of the manifest of `version`.
+pub fn manifest_name(version: u64) -> String {
+    format!("{:020}{MANIFEST_SUFFIX}", u64::MAX - version)
+}
+
+/// The version a manifest file name stands for; `None` for other files.
+pub fn parse_manifest_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(MANIFEST_SUFFIX)?;
+    if digits.len() != 20 {
+        return None;
+    }
+    digits.parse::<u64>().ok().map(|r| u64::MAX - r)
+}
+
+/// A data file of a fragment.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DataFileProto {
+    /// Path relative to the table folder, e.g. `data/<uuid>.qvd`.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Top-level field ids the file holds, in order.
+    #[prost(int32, repeated, tag = "2")]
+    pub field_ids: Vec<i32>,
+    #[prost(uint64, tag = "3")]
+    pub size_bytes: u64,
+}
+
+/// The deletion vector of a fragment.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeletionFileProto {
+    /// Path relative to the table folder, e.g. `_deletions/3-7-<uuid>.del`.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint64, tag = "2")]
+    pub num_deleted_rows: u64,
+}
+
+/// A fragment: rows stored in data files, minus the rows its deletion vector marks.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FragmentProto {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub files: Vec<DataFileProto>,
+    /// Rows stored in the data files, deleted ones included.
+    #[prost(uint64, tag = "3")]
+    pub physical_rows: u64,
+    #[prost(message, optional, tag = "4")]
+    pub deletion: Option<DeletionFileProto>,
+}
+
+impl FragmentProto {
+    /// Rows not deleted.
+    pub fn live_rows(&self) -> u64 {
+        self.physical_rows
+            - self
+                .deletion
+                .as_ref()
+                .map_or(0, |d| d.num_deleted_rows.min(self.physical_rows))
+    }
+}
+
+/// An index over some fragments (filled in by the index issues).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IndexMetadataProto {
+    #[prost(string, tag = "1")]
+    pub uuid: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(int32, repeated, tag = "3")]
+    pub field_ids: Vec<i32>,
+    #[prost(uint64, tag = "4")]
+    pub dataset_version: u64,
+    #[prost(uint64, repeated, tag = "5")]
+    pub fragment_ids: Vec<u64>,
+    #[prost(string, tag = "6")]
+    pub index_type: String,
+    #[prost(bytes = "vec", tag = "7")]
+    pub details: Vec<u8>,
+}
+
+/// What produced a version.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransactionProto {
+    /// `create`, `overwrite`, `append`, `delete` or `restore`.
+    #[prost(string, tag = "1")]
+    pub operation: String,
+    /// Version the writer read before writing.
+    #[prost(uint64, tag = "2")]
+    pub read_version: u64,
+    #[prost(string, tag = "3")]
+    pub uuid: String,
+    #[prost(uint64, repeated, tag = "4")]
+    pub added_fragment_ids: Vec<u64>,
+    #[prost(uint64, repeated, tag = "5")]
+    pub modified_fragment_ids: Vec<u64>,
+    #[prost(uint64, repeated, tag = "6")]
+    pub removed_fragment_ids: Vec<u64>,
+    /// For `restore`: the version restored.
+    #[prost(uint64, tag = "7")]
+    pub restored_version: u64,
+}
+
+/// The stored manifest (protobuf message `Manifest`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ManifestProto {
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp_micros: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub fields: Vec<FieldProto>,
+    #[prost(map = "string, string", tag = "4")]
+    pub schema_metadata: HashMap<String, String>,
+    #[prost(message, repeated, tag = "5")]
+    pub fragments: Vec<FragmentProto>,
+    #[prost(message, repeated, tag = "6")]
+    pub indices: Vec<IndexMetadataProto>,
+    #[prost(message, optional, tag = "7")]
+    pub transaction: Option<TransactionProto>,
+    /// e.g. `quiverdb 0.1.0`.
+    #[prost(string, tag = "8")]
+    pub writer_version: String,
+    /// Id the next new fragment gets.
+    #[prost(uint64, tag = "9")]
+    pub next_fragment_id: u64,
+    /// Largest field id ever used, so dropped ids are never reused.
+    #[prost(int32, tag = "10")]
+    pub max_field_id: i32,
+}
+
+/// A decoded manifest with its schema resolved.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub proto: ManifestProto,
+    pub schema: TableSchema,
+}
+
+impl Manifest {
+    pub fn version(&self) -> u64 {
+        self.proto.version
+    }
+
+    pub fn fragments(&self) -> &[FragmentProto] {
+        &self.proto.fragments
+    }
+
+    /// Live rows over all fragments.
+    pub fn live_rows(&self) -> u64 {
+        self.proto.fragments.iter().map(FragmentProto::live_rows).sum()
+    }
+
+    pub fn operation(&self) -> &str {
+        self.proto
+            .transaction
+            .as_ref()
+            .map_or("unknown", |t| t.operation.as_str())
+    }
+
+    fn from_proto(proto: ManifestProto, path: &Path) -> Result<Self> {
+        let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())
+            .map_err(|e| Error::corrupt(path, format!("manifest schema: {e}")))?;
+        let mut seen = std::collections::HashSet::new();
+        for f in &proto.fragments {
+            if !seen.insert(f.id) || f.id >= proto.next_fragment_id {
+                return Err(Error::corrupt(path, "manifest lists an invalid fragment id"));
+            }
+            if f.files.is_empty() || f.physical_rows > u32::MAX as u64 + 1 {
+                return Err(Error::corrupt(path, "manifest lists an invalid fragment"));
+            }
+        }
+        Ok(Manifest { proto, schema })
+    }
+
+    /// Encodes the manifest as a checksummed block.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(encode_block(prost::Message::encode_to_vec(&self.proto)))
+    }
+
+    /// Decodes and validates a manifest read from `path`.
+    pub fn decode(bytes: &[u8], path: &Path, expected_version: u64) -> Result<Self> {
+        let proto: ManifestProto = decode_block_message(bytes, path, "manifest")?;
+        if proto.version != expected_version {
+            return Err(Error::corrupt(path, format!(
+                "manifest says version {} but is named for version {expected_version}",
+                proto.version
+            )));
+        }
+        Self::from_proto(proto, path)
+    }
+}
+
+/// Reads manifests of one table.
+#[derive(Debug, Clone)]
+pub struct ManifestStore {
+    storage: Storage,
+}
+
+impl ManifestStore {
+    pub fn new(table_storage: Storage) -> Self {
+        ManifestStore {
+            storage: table_storage,
+        }
+    }
+
+    pub fn path_of(&self, version: u64) -> Path {
+        self.storage
+            .path(&format!("{VERSIONS_DIR}/{}", manifest_name(version)))
+    }
+
+    /// All committed version numbers, ascending (one listing, no manifest reads).
+    pub async fn list_versions(&self) -> Result<Vec<u64>> {
+        let listing = self.storage.list(&self.storage.path(VERSIONS_DIR)).await?;
+        let mut versions: Vec<u64> = listing
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(parse_manifest_name))
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The newest committed version, if any.
+    pub async fn latest_version(&self) -> Result<Option<u64>> {
+        Ok(self.list_versions().await?.last().copied())
+    }
+
+    /// Reads the manifest of `version`; `Ok(None)` when it does not exist.
+    pub async fn read(&self, version: u64) -> Result<Option<Arc<Manifest>>> {
+        let path = self.path_of(version);
+        match self.storage.read_all(&path).await {
+            Ok(bytes) => Ok(Some(Arc::new(Manifest::decode(&bytes, &path, version)?))),
+            Err(Error::Storage(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes `manifest` as its version if no writer did so first. Returns `false` when
+    /// that version already exists (the caller lost the race).
+    pub async fn try_publish(&self, manifest: &Manifest) -> Result<bool> {
+        self.storage
+            .put_if_absent(&self.path_of(manifest.version()), manifest.encode())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_newest_first_and_parse_back() {
+        let a = manifest_name(1);
+        let b = manifest_name(2);
+        let c = manifest_name(10);
+        assert!(c < b && b < a);
+        assert_eq!(parse_manifest_name(&c), Some(10));
+        assert_eq!(parse_manifest_name("foo.manifest"), None);
+        assert_eq!(parse_manifest_name(&format!("{}.tmp", "0".repeat(20))), None);
+    }
+}

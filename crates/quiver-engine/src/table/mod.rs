@@ -1,0 +1,595 @@
+//! Databases, tables and versions.
+//!
+//! A database is a prefix of an object store; each table is a folder `{name}.quiver/` under it
+//! holding `data/` (data files), `_deletions/` (deletion vectors), `_versions/` (one manifest
+//! per version) and `_indices/` (later). A [`Table`] handle reads one version at a time: the
+//! latest (refreshed on demand) or a pinned older one (read-only). Every write produces exactly
+//! one new version through [`commit`].
+
+mod commit;
+pub mod deletion;
+pub mod manifest;
+pub mod scan;
+pub mod session;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use futures::stream::BoxStream;
+use roaring::RoaringBitmap;
+
+use self::commit::{commit, Operation};
+use self::manifest::{DeletionFileProto, Manifest, ManifestStore};
+pub use self::scan::{row_address, ScanOptions, ROW_ID};
+use self::session::{CachedEntry, Session};
+pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
+use crate::error::{Error, Result};
+use crate::format::reader::{read_metadata, FileReader};
+use crate::schema::TableSchema;
+use crate::storage::{IoSnapshot, Storage, StorageOptions};
+
+/// Suffix of a table's folder.
+pub const TABLE_SUFFIX: &str = ".quiver";
+
+/// Options of [`Database::connect`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Byte budget of the metadata cache (file metadata, deletion vectors, manifests).
+    pub metadata_cache_bytes: Option<u64>,
+    /// Store tuning; defaults suit the URI's store.
+    pub storage: Option<StorageOptions>,
+}
+
+/// How [`Database::create_table`] treats an existing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CreateMode {
+    /// Fail with [`Error::TableAlreadyExists`].
+    #[default]
+    Create,
+    /// Replace its rows and schema (as a new version; old versions stay readable).
+    Overwrite,
+    /// Open it and leave it unchanged.
+    ExistOk,
+}
+
+/// A database: a folder (or prefix) of tables.
+#[derive(Debug, Clone)]
+pub struct Database {
+    storage: Storage,
+    session: Arc<Session>,
+}
+
+/// Checks a table name: letters, digits, `_`, `-` and `.`, not starting with `.`, at most 128
+/// characters. This keeps names from escaping the database folder (`../x`, `a/b`).
+pub fn validate_table_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid table name '{name}': use 1-128 letters, digits, '_', '-' or '.', not starting with '.'"
+        )))
+    }
+}
+
+impl Database {
+    /// Opens the database at `uri` (see [`Storage::from_uri`]). A local folder is created on
+    /// the first write.
+    pub async fn connect(uri: &str, options: ConnectOptions) -> Result<Self> {
+        let storage = Storage::from_uri_with_options(uri, options.storage)?;
+        let session = Arc::new(Session::new(
+            options
+                .metadata_cache_bytes
+                .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
+        ));
+        Ok(Database { storage, session })
+    }
+
+    /// The shared session (caches).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// I/O done through this database so far.
+    pub fn io_stats(&self) -> IoSnapshot {
+        self.storage.io_stats()
+    }
+
+    fn table_storage(&self, name: &str) -> Storage {
+        self.storage.child(&format!("{name}{TABLE_SUFFIX}"))
+    }
+
+    fn inner(&self, name: &str) -> Arc<TableInner> {
+        let storage = self.table_storage(name);
+        Arc::new(TableInner {
+            name: name.to_string(),
+            manifests: ManifestStore::new(storage.clone()),
+            storage,
+            session: self.session.clone(),
+        })
+    }
+
+    /// Names of the tables, sorted. A folder without a committed version is not a table.
+    pub async fn table_names(&self) -> Result<Vec<String>> {
+        let dirs = self.storage.list_dirs(&self.storage.path("")).await?;
+        let mut names = Vec::new();
+        for dir in dirs {
+            if let Some(name) = dir.strip_suffix(TABLE_SUFFIX) {
+                if validate_table_name(name).is_ok()
+                    && self.inner(name).manifests.latest_version().await?.is_some()
+                {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Opens the latest version of a table.
+    pub async fn open_table(&self, name: &str) -> Result<Table> {
+        validate_table_name(name)?;
+        let inner = self.inner(name);
+        let latest = inner
+            .manifests
+            .latest_version()
+            .await?
+            .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
+        let manifest = inner.manifest(latest).await?;
+        Ok(Table::new(inner, manifest, false))
+    }
+
+    /// Creates a table from a stream of batches. `schema` is required when the stream may be
+    /// empty; otherwise it defaults to the schema of the first batch.
+    pub async fn create_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: BatchStream,
+        mode: CreateMode,
+        params: WriteParams,
+    ) -> Result<Table> {
+        validate_table_name(name)?;
+        let inner = self.inner(name);
+        let existing = inner.manifests.latest_version().await?;
+        let base = match (existing, mode) {
+            (Some(_), CreateMode::Create) => return Err(Error::TableAlreadyExists(name.to_string())),
+            (Some(_), CreateMode::ExistOk) => return self.open_table(name).await,
+            (Some(v), CreateMode::Overwrite) => Some(inner.manifest(v).await?),
+            (None, _) => None,
+        };
+        let table_schema = TableSchema::new(&schema)?;
+        let fragments =
+            write::write_fragments(&inner.storage, &table_schema, batches, &params).await?;
+        if let Some(hook) = &params.before_commit {
+            hook();
+        }
+        let op = if base.is_some() {
+            Operation::Overwrite { schema: table_schema, fragments }
+        } else {
+            Operation::Create { schema: table_schema, fragments }
+        };
+        let manifest = match commit(&inner, base, op, params.max_commit_retries).await {
+            Err(Error::TableAlreadyExists(_)) if mode == CreateMode::ExistOk => {
+                return self.open_table(name).await;
+            }
+            other => other?,
+        };
+        Ok(Table::new(inner, manifest, false))
+    }
+
+    /// Deletes a table and all its versions.
+    pub async fn drop_table(&self, name: &str) -> Result<()> {
+        validate_table_name(name)?;
+        let inner = self.inner(name);
+        if inner.manifests.latest_version().await?.is_none() {
+            return Err(Error::TableNotFound(name.to_string()));
+        }
+        self.storage.delete_prefix(&inner.storage.path("")).await
+    }
+}
+
+/// Shared state of one table: where it lives and the connection's caches.
+pub(crate) struct TableInner {
+    name: String,
+    storage: Storage,
+    manifests: ManifestStore,
+    session: Arc<Session>,
+}
+
+impl TableInner {
+    fn cache_key(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.storage.uri())
+    }
+
+    fn cache_manifest(&self, manifest: &Arc<Manifest>) {
+        self.session.insert(
+            self.cache_key(&format!("v{}", manifest.version())),
+            CachedEntry::Manifest(manifest.clone()),
+        );
+    }
+
+    /// Manifest of `version`, through the cache.
+    async fn manifest(&self, version: u64) -> Result<Arc<Manifest>> {
+        let key = self.cache_key(&format!("v{version}"));
+        if let Some(CachedEntry::Manifest(m)) = self.session.get(&key) {
+            return Ok(m);
+        }
+        let manifest = self
+            .manifests
+            .read(version)
+            .await?
+            .ok_or_else(|| Error::VersionNotFound {
+                table: self.name.clone(),
+                version,
+            })?;
+        self.cache_manifest(&manifest);
+        Ok(manifest)
+    }
+
+    /// A reader for the data file at `relative`, its metadata through the cache.
+    async fn file_reader(&self, relative: &str) -> Result<FileReader> {
+        let key = self.cache_key(relative);
+        let path = self.storage.path(relative);
+        let meta = match self.session.get(&key) {
+            Some(CachedEntry::File(m)) => m,
+            _ => {
+                let m = Arc::new(read_metadata(&self.storage, &path).await?);
+                self.session.insert(key, CachedEntry::File(m.clone()));
+                m
+            }
+        };
+        Ok(FileReader::new(self.storage.clone(), path, meta))
+    }
+
+    /// A fragment's deletion vector, through the cache.
+    async fn deletion_vector(&self, file: &DeletionFileProto) -> Result<Arc<RoaringBitmap>> {
+        let key = self.cache_key(&file.path);
+        if let Some(CachedEntry::Deletion(d)) = self.session.get(&key) {
+            return Ok(d);
+        }
+        let bitmap = Arc::new(deletion::read_deletion_file(&self.storage, file).await?);
+        self.session.insert(key, CachedEntry::Deletion(bitmap.clone()));
+        Ok(bitmap)
+    }
+}
+
+/// One entry of a table's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub timestamp_micros: i64,
+    /// `create`, `append`, `overwrite`, `delete` or `restore`.
+    pub operation: String,
+}
+
+/// Result of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteResult {
+    pub num_deleted_rows: u64,
+    pub version: u64,
+}
+
+/// Size facts about a table version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    pub num_rows: u64,
+    pub num_deleted_rows: u64,
+    pub num_fragments: u64,
+    pub data_bytes: u64,
+}
+
+struct TableState {
+    manifest: Arc<Manifest>,
+    /// Checked out at a fixed version: reads stay there and writes are refused.
+    pinned: bool,
+}
+
+/// A handle on one table. Clones share the handle's checked-out version.
+#[derive(Clone)]
+pub struct Table {
+    inner: Arc<TableInner>,
+    state: Arc<RwLock<TableState>>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("name", &self.inner.name)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl Table {
+    fn new(inner: Arc<TableInner>, manifest: Arc<Manifest>, pinned: bool) -> Self {
+        Table {
+            inner,
+            state: Arc::new(RwLock::new(TableState { manifest, pinned })),
+        }
+    }
+
+    fn read_state<T>(&self, f: impl FnOnce(&TableState) -> T) -> T {
+        match self.state.read() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_state(&self, manifest: Arc<Manifest>, pinned: bool) {
+        let mut guard = match self.state.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Never move a latest-tracking handle backwards (a slower concurrent call may finish last).
+        if pinned || guard.pinned || manifest.version() >= guard.manifest.version() {
+            *guard = TableState { manifest, pinned };
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The manifest this handle reads.
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.read_state(|s| s.manifest.clone())
+    }
+
+    /// The version this handle reads.
+    pub fn version(&self) -> u64 {
+        self.read_state(|s| s.manifest.version())
+    }
+
+    /// Whether the handle is pinned to an old version by [`Table::checkout`].
+    pub fn is_pinned(&self) -> bool {
+        self.read_state(|s| s.pinned)
+    }
+
+    /// The Arrow schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.manifest().schema.arrow.clone()
+    }
+
+    /// Live rows in the checked-out version (from the manifest; no data is read).
+    pub fn count_rows(&self) -> u64 {
+        self.manifest().live_rows()
+    }
+
+    /// Size facts of the checked-out version.
+    pub fn stats(&self) -> TableStats {
+        let m = self.manifest();
+        let physical: u64 = m.fragments().iter().map(|f| f.physical_rows).sum();
+        TableStats {
+            num_rows: m.live_rows(),
+            num_deleted_rows: physical - m.live_rows(),
+            num_fragments: m.fragments().len() as u64,
+            data_bytes: m
+                .fragments()
+                .iter()
+                .flat_map(|f| f.files.iter().map(|d| d.size_bytes))
+                .sum(),
+        }
+    }
+
+    /// Moves a latest-tracking handle to the newest committed version. Costs one request when
+    /// nothing changed. Pinned handles stay where they are.
+    pub async fn refresh(&self) -> Result<u64> {
+        let (current, pinned) = self.read_state(|s| (s.manifest.version(), s.pinned));
+        if pinned {
+            return Ok(current);
+        }
+        let Some(next) = self.inner.manifests.read(current + 1).await? else {
+            return Ok(current);
+        };
+        self.inner.cache_manifest(&next);
+        let latest = self.inner.manifests.latest_version().await?.unwrap_or(next.version());
+        let manifest = if latest == next.version() {
+            next
+        } else {
+            self.inner.manifest(latest).await?
+        };
+        self.set_state(manifest, false);
+        Ok(self.version())
+    }
+
+    /// Every committed version, oldest first.
+    pub async fn list_versions(&self) -> Result<Vec<VersionInfo>> {
+        let versions = self.inner.manifests.list_versions().await?;
+        let manifests = futures::future::try_join_all(versions.iter().map(|&v| self.inner.manifest(v))).await?;
+        Ok(manifests
+            .iter()
+            .map(|m| VersionInfo {
+                version: m.version(),
+                timestamp_micros: m.proto.timestamp_micros,
+                operation: m.operation().to_string(),
+            })
+            .collect())
+    }
+
+    /// Pins the handle to `version` (read-only until [`Table::checkout_latest`] or
+    /// [`Table::restore`]).
+    pub async fn checkout(&self, version: u64) -> Result<()> {
+        let manifest = self.inner.manifest(version).await?;
+        self.set_state(manifest, true);
+        Ok(())
+    }
+
+    /// Unpins the handle and moves it to the newest version.
+    pub async fn checkout_latest(&self) -> Result<u64> {
+        let latest = self
+            .inner
+            .manifests
+            .latest_version()
+            .await?
+            .ok_or_else(|| Error::TableNotFound(self.inner.name.clone()))?;
+        let manifest = self.inner.manifest(latest).await?;
+        self.set_state(manifest, false);
+        Ok(latest)
+    }
+
+    /// Commits the content of `version` (default: the checked-out version) as a new latest
+    /// version, and moves the handle there.
+    pub async fn restore(&self, version: Option<u64>) -> Result<u64> {
+        let from = match version {
+            Some(v) => self.inner.manifest(v).await?,
+            None => self.manifest(),
+        };
+        let latest = self.checkout_latest().await?;
+        let base = self.inner.manifest(latest).await?;
+        let manifest = commit(
+            &self.inner,
+            Some(base),
+            Operation::Restore { from },
+            WriteParams::default().max_commit_retries,
+        )
+        .await?;
+        let version = manifest.version();
+        self.set_state(manifest, false);
+        Ok(version)
+    }
+
+    fn writable_manifest(&self) -> Result<Arc<Manifest>> {
+        let (manifest, pinned) = self.read_state(|s| (s.manifest.clone(), s.pinned));
+        if pinned {
+            return Err(Error::ReadOnlyVersion(manifest.version()));
+        }
+        Ok(manifest)
+    }
+
+    /// Appends rows; returns the new version.
+    pub async fn append(&self, batches: BatchStream, params: WriteParams) -> Result<u64> {
+        let read = self.writable_manifest()?;
+        let fragments =
+            write::write_fragments(&self.inner.storage, &read.schema, batches, &params).await?;
+        if let Some(hook) = &params.before_commit {
+            hook();
+        }
+        let manifest = commit(
+            &self.inner,
+            Some(read),
+            Operation::Append { fragments },
+            params.max_commit_retries,
+        )
+        .await?;
+        let version = manifest.version();
+        self.set_state(manifest, false);
+        Ok(version)
+    }
+
+    /// Replaces all rows (and the schema) with `batches`; returns the new version.
+    pub async fn overwrite(
+        &self,
+        schema: SchemaRef,
+        batches: BatchStream,
+        params: WriteParams,
+    ) -> Result<u64> {
+        let read = self.writable_manifest()?;
+        let table_schema = TableSchema::new(&schema)?;
+        let fragments =
+            write::write_fragments(&self.inner.storage, &table_schema, batches, &params).await?;
+        if let Some(hook) = &params.before_commit {
+            hook();
+        }
+        let manifest = commit(
+            &self.inner,
+            Some(read),
+            Operation::Overwrite { schema: table_schema, fragments },
+            params.max_commit_retries,
+        )
+        .await?;
+        let version = manifest.version();
+        self.set_state(manifest, false);
+        Ok(version)
+    }
+
+    /// Deletes the rows at `addresses` (row addresses as returned in `_rowid`). Addresses of
+    /// rows already deleted are ignored; addresses outside the table are an error.
+    pub async fn delete_rows(&self, addresses: &[u64]) -> Result<DeleteResult> {
+        let read = self.writable_manifest()?;
+        let mut rows: BTreeMap<u64, RoaringBitmap> = BTreeMap::new();
+        for &address in addresses {
+            rows.entry(address >> 32)
+                .or_default()
+                .insert((address & 0xFFFF_FFFF) as u32);
+        }
+        let mut num_deleted_rows = 0;
+        for (fragment_id, bitmap) in rows.iter_mut() {
+            let fragment = read
+                .fragments()
+                .iter()
+                .find(|f| f.id == *fragment_id)
+                .ok_or_else(|| Error::RowNotFound(format!("fragment {fragment_id} is not in version {}", read.version())))?;
+            if bitmap.max().is_some_and(|m| m as u64 >= fragment.physical_rows) {
+                return Err(Error::RowNotFound(format!(
+                    "offset {} is past the end of fragment {fragment_id}",
+                    bitmap.max().unwrap_or_default()
+                )));
+            }
+            if let Some(d) = &fragment.deletion {
+                *bitmap -= self.inner.deletion_vector(d).await?.as_ref();
+            }
+            num_deleted_rows += bitmap.len();
+        }
+        rows.retain(|_, b| !b.is_empty());
+        if rows.is_empty() {
+            return Ok(DeleteResult {
+                num_deleted_rows: 0,
+                version: read.version(),
+            });
+        }
+        let manifest = commit(
+            &self.inner,
+            Some(read),
+            Operation::Delete { rows },
+            WriteParams::default().max_commit_retries,
+        )
+        .await?;
+        let version = manifest.version();
+        self.set_state(manifest, false);
+        Ok(DeleteResult {
+            num_deleted_rows,
+            version,
+        })
+    }
+
+    /// Streams the checked-out version's rows.
+    pub fn scan(
+        &self,
+        options: ScanOptions,
+    ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
+        scan::scan(self.inner.clone(), self.manifest(), options)
+    }
+
+    /// Reads a whole scan into memory (convenience for small tables and tests).
+    pub async fn scan_all(&self, options: ScanOptions) -> Result<Vec<RecordBatch>> {
+        use futures::TryStreamExt;
+        let (_, stream) = self.scan(options)?;
+        stream.try_collect().await
+    }
+
+    /// Rows at `addresses` in the order given (repeats allowed).
+    pub async fn take(
+        &self,
+        addresses: &[u64],
+        columns: Option<&[String]>,
+        with_row_id: bool,
+    ) -> Result<RecordBatch> {
+        let manifest = self.manifest();
+        scan::take(&self.inner, &manifest, addresses, columns, with_row_id).await
+    }
+
+    /// I/O done through this table's store so far.
+    pub fn io_stats(&self) -> IoSnapshot {
+        self.inner.storage.io_stats()
+    }
+}

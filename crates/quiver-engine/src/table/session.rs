@@ -1,0 +1,98 @@
+//! Caches shared by every table of a connection: data file metadata, deletion vectors and
+//! manifests, each weighed in bytes so the limit is a memory limit, not an entry count.
+//! Everything cached is immutable (files are never rewritten), so entries never go stale.
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use roaring::RoaringBitmap;
+
+use super::manifest::Manifest;
+use crate::format::reader::FileMetadata;
+
+/// Default byte budget of the metadata caches.
+pub const DEFAULT_METADATA_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<String, CachedEntry> for ByteWeighter {
+    fn weight(&self, key: &String, value: &CachedEntry) -> u64 {
+        (key.len() + value.heap_bytes()) as u64
+    }
+}
+
+/// One cached value.
+#[derive(Clone)]
+pub enum CachedEntry {
+    File(Arc<FileMetadata>),
+    Deletion(Arc<RoaringBitmap>),
+    Manifest(Arc<Manifest>),
+}
+
+impl CachedEntry {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            CachedEntry::File(m) => m.heap_bytes,
+            CachedEntry::Deletion(b) => b.serialized_size() + 64,
+            CachedEntry::Manifest(m) => {
+                512 + m.proto.fragments.len() * 160 + m.proto.fields.len() * 96
+            }
+        }
+    }
+}
+
+/// Cache statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+/// Per-connection state shared by its tables.
+pub struct Session {
+    cache: Cache<String, CachedEntry, ByteWeighter>,
+    capacity: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("cache", &self.stats()).finish()
+    }
+}
+
+impl Session {
+    /// A session whose metadata cache holds at most `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> Self {
+        Session {
+            cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
+            capacity: capacity_bytes,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<CachedEntry> {
+        self.cache.get(key)
+    }
+
+    pub fn insert(&self, key: String, value: CachedEntry) {
+        if self.capacity > 0 {
+            self.cache.insert(key, value);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.cache.len() as u64,
+            bytes: self.cache.weight(),
+            capacity_bytes: self.capacity,
+        }
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new(DEFAULT_METADATA_CACHE_BYTES)
+    }
+}

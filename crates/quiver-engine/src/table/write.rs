@@ -1,0 +1,140 @@
+//! Turning a stream of record batches into new fragments (data files not yet committed).
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::manifest::{DataFileProto, DATA_DIR};
+use crate::error::{Error, Result};
+use crate::format::writer::{DataFileWriter, DEFAULT_PAGE_SIZE};
+use crate::schema::{check_batch_nulls, TableSchema};
+use crate::storage::Storage;
+
+/// A stream of batches to write. Streams keep ingest memory bounded by one batch plus one
+/// page per column, whatever the total size.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// Makes a [`BatchStream`] from batches already in memory.
+pub fn batches_stream(batches: Vec<RecordBatch>) -> BatchStream {
+    futures::stream::iter(batches.into_iter().map(Ok)).boxed()
+}
+
+/// Called after a write's data files are complete and before its manifest is published.
+pub type CommitHook = Arc<dyn Fn() + Send + Sync>;
+
+/// How data is written and committed.
+#[derive(Clone)]
+pub struct WriteParams {
+    /// Target page size in bytes (4 KiB ..= 64 MiB).
+    pub page_size: usize,
+    /// Rows per data file; a larger write creates several fragments.
+    pub max_rows_per_file: u64,
+    /// How many times a commit that lost a race is rebased and retried.
+    pub max_commit_retries: u32,
+    /// Runs between writing data files and publishing the manifest (crash tests, tracing).
+    pub before_commit: Option<CommitHook>,
+}
+
+impl Default for WriteParams {
+    fn default() -> Self {
+        WriteParams {
+            page_size: DEFAULT_PAGE_SIZE,
+            max_rows_per_file: 1024 * 1024,
+            max_commit_retries: 50,
+            before_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteParams")
+            .field("page_size", &self.page_size)
+            .field("max_rows_per_file", &self.max_rows_per_file)
+            .field("max_commit_retries", &self.max_commit_retries)
+            .finish()
+    }
+}
+
+/// A fragment written but not yet part of any version.
+#[derive(Debug, Clone)]
+pub struct NewFragment {
+    pub file: DataFileProto,
+    pub physical_rows: u64,
+}
+
+/// Writes every batch of `batches` into data files under `table/data/`, checking each batch
+/// against `schema`. Nothing becomes visible until a manifest names the fragments.
+pub async fn write_fragments(
+    table: &Storage,
+    schema: &TableSchema,
+    mut batches: BatchStream,
+    params: &WriteParams,
+) -> Result<Vec<NewFragment>> {
+    if params.max_rows_per_file == 0 || params.max_rows_per_file > u32::MAX as u64 {
+        return Err(Error::invalid("max_rows_per_file must be between 1 and 2^32 - 1"));
+    }
+    let mut fragments = Vec::new();
+    let mut writer: Option<DataFileWriter> = None;
+    let result: Result<()> = async {
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            schema.check_compatible(batch.schema().as_ref())?;
+            check_batch_nulls(&schema.arrow, &batch)?;
+            let mut start = 0;
+            while start < batch.num_rows() {
+                if writer.is_none() {
+                    let relative = format!("{DATA_DIR}/{}.qvd", uuid::Uuid::new_v4().simple());
+                    writer = Some(
+                        DataFileWriter::create(table, table.path(&relative), schema, params.page_size)
+                            .await?,
+                    );
+                }
+                let Some(w) = writer.as_mut() else {
+                    unreachable!("writer was just created")
+                };
+                let room = (params.max_rows_per_file - w.num_rows()) as usize;
+                let n = room.min(batch.num_rows() - start);
+                w.write(&batch.slice(start, n)).await?;
+                start += n;
+                if w.num_rows() >= params.max_rows_per_file {
+                    if let Some(w) = writer.take() {
+                        fragments.push(finish(table, w, schema).await?);
+                    }
+                }
+            }
+        }
+        if let Some(w) = writer.take() {
+            fragments.push(finish(table, w, schema).await?);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(w) = writer.take() {
+            let _ = w.abort().await;
+        }
+        return Err(e);
+    }
+    Ok(fragments)
+}
+
+async fn finish(table: &Storage, writer: DataFileWriter, schema: &TableSchema) -> Result<NewFragment> {
+    let info = writer.finish().await?;
+    let root = table.path("");
+    let relative = info
+        .path
+        .prefix_match(&root)
+        .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+        .ok_or_else(|| Error::Internal("data file written outside its table".into()))?;
+    Ok(NewFragment {
+        file: DataFileProto {
+            path: relative,
+            field_ids: schema.field_ids.clone(),
+            size_bytes: info.size_bytes,
+        },
+        physical_rows: info.num_rows,
+    })
+}
