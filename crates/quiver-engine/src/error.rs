@@ -42,7 +42,11 @@ pub enum Error {
 
     /// The file was written by a newer, incompatible format version.
     #[error("file '{path}' uses format version {found}, this build reads up to {supported}; upgrade quiverdb")]
-    IncompatibleVersion { path: String, found: String, supported: String },
+    IncompatibleVersion {
+        path: String,
+        found: String,
+        supported: String,
+    },
 
     /// Another writer committed an operation that truly conflicts with this one.
     #[error("commit conflict: {0}. Re-read the table and retry the operation")]

@@ -112,7 +112,12 @@ impl TableSchema {
     /// Index of the top-level column named `name`.
     pub fn column_index(&self, name: &str) -> Result<usize> {
         self.arrow.index_of(name).map_err(|_| {
-            let names: Vec<&str> = self.arrow.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = self
+                .arrow
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             Error::invalid(format!(
                 "column '{name}' does not exist; the table has: {}",
                 names.join(", ")
@@ -177,7 +182,8 @@ fn check_type_matches(name: &str, expected: &DataType, found: &DataType) -> Resu
             }
             check_type_matches(name, e.data_type(), f.data_type())
         }
-        (DataType::List(e), DataType::List(f)) | (DataType::LargeList(e), DataType::LargeList(f)) => {
+        (DataType::List(e), DataType::List(f))
+        | (DataType::LargeList(e), DataType::LargeList(f)) => {
             check_type_matches(name, e.data_type(), f.data_type())
         }
         (DataType::Struct(e), DataType::Struct(f)) => {
@@ -196,7 +202,11 @@ fn check_type_matches(name: &str, expected: &DataType, found: &DataType) -> Resu
                         a.name()
                     )));
                 }
-                check_type_matches(&format!("{name}.{}", a.name()), a.data_type(), b.data_type())?;
+                check_type_matches(
+                    &format!("{name}.{}", a.name()),
+                    a.data_type(),
+                    b.data_type(),
+                )?;
             }
             Ok(())
         }
@@ -224,12 +234,28 @@ pub fn check_batch_nulls(schema: &Schema, batch: &arrow_array::RecordBatch) -> R
 fn is_vector_element(dt: &DataType) -> bool {
     matches!(
         dt,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::UInt8 | DataType::Int8
+        DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::UInt8
+            | DataType::Int8
     )
 }
 
 fn is_scalar(dt: &DataType) -> bool {
-    dt.is_primitive() && !matches!(dt, DataType::Date64 | DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) | DataType::Interval(_) | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) | DataType::Decimal128(_, _) | DataType::Decimal256(_, _))
+    dt.is_primitive()
+        && !matches!(
+            dt,
+            DataType::Date64
+                | DataType::Time32(_)
+                | DataType::Time64(_)
+                | DataType::Duration(_)
+                | DataType::Interval(_)
+                | DataType::Decimal32(_, _)
+                | DataType::Decimal64(_, _)
+                | DataType::Decimal128(_, _)
+                | DataType::Decimal256(_, _)
+        )
         || matches!(dt, DataType::Boolean)
 }
 
@@ -245,7 +271,8 @@ pub fn check_supported(name: &str, dt: &DataType) -> Result<()> {
     let ok = match dt {
         DataType::FixedSizeList(item, n) => is_vector_element(item.data_type()) && *n > 0,
         DataType::List(item) => {
-            is_scalar(item.data_type()) || matches!(item.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+            is_scalar(item.data_type())
+                || matches!(item.data_type(), DataType::Utf8 | DataType::LargeUtf8)
         }
         DataType::Struct(children) => {
             for child in children {
@@ -339,7 +366,12 @@ fn unflatten(
     children: &HashMap<i32, Vec<&FieldProto>>,
     depth: usize,
 ) -> Result<Field> {
-    let bad = |why: &str| Error::corrupt("schema", format!("field '{}' ({}): {why}", f.name, f.logical_type));
+    let bad = |why: &str| {
+        Error::corrupt(
+            "schema",
+            format!("field '{}' ({}): {why}", f.name, f.logical_type),
+        )
+    };
     if depth > 64 {
         return Err(bad("nesting is too deep"));
     }
@@ -420,7 +452,11 @@ mod tests {
                 "meta",
                 DataType::Struct(Fields::from(vec![
                     Field::new("a", DataType::Utf8, true),
-                    Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+                    Field::new(
+                        "tags",
+                        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                        true,
+                    ),
                 ])),
                 true,
             ),
@@ -439,19 +475,32 @@ mod tests {
     #[test]
     fn wrong_vector_length_is_named() {
         let ts = TableSchema::new(&sample()).unwrap();
-        let mut fields: Vec<Field> = sample().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = sample()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields[1] = Field::new(
             "vector",
             DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 3),
             true,
         );
-        let err = ts.check_compatible(&Schema::new(fields)).unwrap_err().to_string();
-        assert!(err.contains("'vector'") && err.contains("vectors of 3"), "{err}");
+        let err = ts
+            .check_compatible(&Schema::new(fields))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'vector'") && err.contains("vectors of 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unsupported_types_are_rejected() {
         let schema = Schema::new(vec![Field::new("d", DataType::Date64, true)]);
-        assert!(matches!(TableSchema::new(&schema), Err(Error::UnsupportedType { .. })));
+        assert!(matches!(
+            TableSchema::new(&schema),
+            Err(Error::UnsupportedType { .. })
+        ));
     }
 }

@@ -9,8 +9,8 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{ArrowPrimitiveType, Int32Type, Int64Type};
-use arrow_array::{make_array, Array, ArrayRef, OffsetSizeTrait};
 use arrow_array::ArrowNativeTypeOp;
+use arrow_array::{make_array, Array, ArrayRef, OffsetSizeTrait};
 use arrow_buffer::ArrowNativeType;
 use arrow_buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
 use arrow_data::ArrayDataBuilder;
@@ -57,7 +57,11 @@ impl PageBuilder {
 /// Number of bytes a page of `array` will take (close estimate, used to cut pages).
 pub fn encoded_size(array: &dyn Array) -> usize {
     let n = array.len();
-    let validity = if array.null_count() > 0 { n.div_ceil(8) } else { 0 };
+    let validity = if array.null_count() > 0 {
+        n.div_ceil(8)
+    } else {
+        0
+    };
     validity
         + match array.data_type() {
             DataType::Boolean => n.div_ceil(8),
@@ -73,7 +77,9 @@ pub fn encoded_size(array: &dyn Array) -> usize {
                 let span = offsets[o.offset() + n] - offsets[o.offset()];
                 (n + 1) * 8 + span as usize
             }
-            DataType::FixedSizeList(_, _) => encoded_size(array.as_fixed_size_list().values().as_ref()),
+            DataType::FixedSizeList(_, _) => {
+                encoded_size(array.as_fixed_size_list().values().as_ref())
+            }
             DataType::List(_) => {
                 let list = array.as_list::<i32>();
                 let offsets = list.value_offsets();
@@ -214,7 +220,9 @@ pub fn decode_page(
     };
     let array = decode_node(data_type, num_rows, &mut cursor, 0)?;
     if cursor.next != buffers.len() {
-        return Err(Error::Internal("page has more buffers than its type needs".into()));
+        return Err(Error::Internal(
+            "page has more buffers than its type needs".into(),
+        ));
     }
     Ok(array)
 }
@@ -226,7 +234,11 @@ pub(crate) fn validity_from(bytes: Bytes, len: usize) -> Result<Option<NullBuffe
     if bytes.len() != len.div_ceil(8) {
         return Err(Error::Internal("validity bitmap has the wrong size".into()));
     }
-    Ok(Some(NullBuffer::new(BooleanBuffer::new(Buffer::from(bytes), 0, len))))
+    Ok(Some(NullBuffer::new(BooleanBuffer::new(
+        Buffer::from(bytes),
+        0,
+        len,
+    ))))
 }
 
 fn decode_offsets<O: OffsetSizeTrait>(bytes: &Bytes, len: usize) -> Result<usize> {
@@ -236,9 +248,15 @@ fn decode_offsets<O: OffsetSizeTrait>(bytes: &Bytes, len: usize) -> Result<usize
     }
     let last = &bytes[len * width..];
     let value = if width == 4 {
-        i32::from_le_bytes(last.try_into().map_err(|_| Error::Internal("offset".into()))?) as i64
+        i32::from_le_bytes(
+            last.try_into()
+                .map_err(|_| Error::Internal("offset".into()))?,
+        ) as i64
     } else {
-        i64::from_le_bytes(last.try_into().map_err(|_| Error::Internal("offset".into()))?)
+        i64::from_le_bytes(
+            last.try_into()
+                .map_err(|_| Error::Internal("offset".into()))?,
+        )
     };
     usize::try_from(value).map_err(|_| Error::Internal("negative offset".into()))
 }
@@ -384,4 +402,3 @@ where
     }
     Buffer::from_vec(out)
 }
-

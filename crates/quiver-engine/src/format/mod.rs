@@ -40,14 +40,21 @@ pub fn encode_block(mut payload: Vec<u8>) -> Vec<u8> {
 }
 
 /// Checks a block's CRC and version and returns its payload.
-pub fn decode_block<'a>(block: &'a [u8], path: &dyn std::fmt::Display, what: &str) -> Result<&'a [u8]> {
+pub fn decode_block<'a>(
+    block: &'a [u8],
+    path: &dyn std::fmt::Display,
+    what: &str,
+) -> Result<&'a [u8]> {
     if block.len() < BLOCK_TRAILER_LEN {
         return Err(Error::corrupt(path, format!("{what} block is truncated")));
     }
     let (body, crc_bytes) = block.split_at(block.len() - 4);
     let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
     if crc32fast::hash(body) != stored {
-        return Err(Error::corrupt(path, format!("{what} block checksum mismatch")));
+        return Err(Error::corrupt(
+            path,
+            format!("{what} block checksum mismatch"),
+        ));
     }
     let (payload, version) = body.split_at(body.len() - 4);
     let major = u16::from_le_bytes([version[0], version[1]]);
@@ -69,7 +76,8 @@ pub fn decode_block_message<M: prost::Message + Default>(
     what: &str,
 ) -> Result<M> {
     let payload = decode_block(block, path, what)?;
-    M::decode(payload).map_err(|e| Error::corrupt(path, format!("{what} block does not decode: {e}")))
+    M::decode(payload)
+        .map_err(|e| Error::corrupt(path, format!("{what} block does not decode: {e}")))
 }
 
 /// Per-page entry of the page table (protobuf message `Page`).
@@ -168,13 +176,27 @@ impl Footer {
             .try_into()
             .map_err(|_| Error::corrupt(path, "footer is truncated"))?;
         if &b[36..40] != DATA_MAGIC {
-            return Err(Error::corrupt(path, "not a Quiver data file (bad magic at end); it may be truncated"));
+            return Err(Error::corrupt(
+                path,
+                "not a Quiver data file (bad magic at end); it may be truncated",
+            ));
         }
         let crc = u32::from_le_bytes([b[32], b[33], b[34], b[35]]);
         if crc32fast::hash(&b[0..32]) != crc {
             return Err(Error::corrupt(path, "footer checksum mismatch"));
         }
-        let u64_at = |i: usize| u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        let u64_at = |i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let footer = Footer {
             column_index_offset: u64_at(0),
@@ -202,11 +224,17 @@ mod tests {
     #[test]
     fn block_detects_any_flipped_byte() {
         let block = encode_block(b"hello metadata".to_vec());
-        assert_eq!(decode_block(&block, &"t", "test").unwrap(), b"hello metadata");
+        assert_eq!(
+            decode_block(&block, &"t", "test").unwrap(),
+            b"hello metadata"
+        );
         for i in 0..block.len() {
             let mut bad = block.clone();
             bad[i] ^= 0x40;
-            assert!(decode_block(&bad, &"t", "test").is_err(), "flip at {i} undetected");
+            assert!(
+                decode_block(&bad, &"t", "test").is_err(),
+                "flip at {i} undetected"
+            );
         }
         assert!(decode_block(&block[..5], &"t", "test").is_err());
     }

@@ -71,9 +71,12 @@ pub struct FileMetadata {
 impl FileMetadata {
     /// The column with top-level field id `field_id`.
     pub fn column(&self, field_id: i32, path: &Path) -> Result<&ColumnMeta> {
-        self.columns
-            .get(&field_id)
-            .ok_or_else(|| Error::corrupt(path, format!("data file has no column for field id {field_id}")))
+        self.columns.get(&field_id).ok_or_else(|| {
+            Error::corrupt(
+                path,
+                format!("data file has no column for field id {field_id}"),
+            )
+        })
     }
 }
 
@@ -81,13 +84,19 @@ impl FileMetadata {
 pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadata> {
     let (tail, size) = storage.read_tail(path, TAIL_READ).await?;
     if size < HEADER_LEN + FOOTER_LEN || (tail.len() as u64) < FOOTER_LEN.min(size) {
-        return Err(Error::corrupt(path, "file is too short to be a data file (truncated?)"));
+        return Err(Error::corrupt(
+            path,
+            "file is too short to be a data file (truncated?)",
+        ));
     }
     let tail_start = size - tail.len() as u64;
     let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN as usize..], path)?;
     let index_end = footer.column_index_offset + footer.column_index_length as u64;
     if index_end != size - FOOTER_LEN || footer.column_index_offset < HEADER_LEN {
-        return Err(Error::corrupt(path, "footer points outside the file (truncated or appended to?)"));
+        return Err(Error::corrupt(
+            path,
+            "footer points outside the file (truncated or appended to?)",
+        ));
     }
     let slice_or_read = |range: Range<u64>| {
         let tail = tail.clone();
@@ -104,7 +113,10 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
     let index_bytes = slice_or_read(footer.column_index_offset..index_end).await?;
     let index: ColumnIndexProto = decode_block_message(&index_bytes, path, "column index")?;
     if index.num_rows != footer.num_rows || index.columns.len() != footer.num_columns as usize {
-        return Err(Error::corrupt(path, "column index disagrees with the footer"));
+        return Err(Error::corrupt(
+            path,
+            "column index disagrees with the footer",
+        ));
     }
     let meta_start = index
         .columns
@@ -114,7 +126,10 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
         .unwrap_or(footer.column_index_offset);
     for c in &index.columns {
         if c.offset < HEADER_LEN || c.offset.saturating_add(c.length) > footer.column_index_offset {
-            return Err(Error::corrupt(path, "column metadata block lies outside the metadata region"));
+            return Err(Error::corrupt(
+                path,
+                "column metadata block lies outside the metadata region",
+            ));
         }
     }
     let meta_region = slice_or_read(meta_start..footer.column_index_offset).await?;
@@ -125,12 +140,20 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
         let block = &meta_region[s..s + loc.length as usize];
         let proto: ColumnMetadataProto = decode_block_message(block, path, "column metadata")?;
         if proto.field_id != loc.field_id {
-            return Err(Error::corrupt(path, "column metadata has the wrong field id"));
+            return Err(Error::corrupt(
+                path,
+                "column metadata has the wrong field id",
+            ));
         }
         let schema = TableSchema::from_protos(proto.fields, HashMap::new())?;
         let data_type = match schema.arrow.fields().first() {
             Some(f) if schema.arrow.fields().len() == 1 => f.data_type().clone(),
-            _ => return Err(Error::corrupt(path, "column metadata does not describe one field")),
+            _ => {
+                return Err(Error::corrupt(
+                    path,
+                    "column metadata does not describe one field",
+                ))
+            }
         };
         let mut pages = Vec::with_capacity(proto.pages.len());
         let mut row_starts = Vec::with_capacity(proto.pages.len() + 1);
@@ -167,7 +190,10 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
         }
         row_starts.push(rows);
         if rows != footer.num_rows {
-            return Err(Error::corrupt(path, "a column's pages do not add up to the file's row count"));
+            return Err(Error::corrupt(
+                path,
+                "a column's pages do not add up to the file's row count",
+            ));
         }
         columns.insert(
             loc.field_id,
@@ -213,15 +239,27 @@ impl FileReader {
 
     fn check_page(&self, page: &PageMeta, bytes: &Bytes) -> Result<()> {
         if bytes.len() as u64 != page.length || crc32fast::hash(bytes) != page.crc32 {
-            return Err(Error::corrupt(&self.path, format!("page at offset {} fails its checksum", page.offset)));
+            return Err(Error::corrupt(
+                &self.path,
+                format!("page at offset {} fails its checksum", page.offset),
+            ));
         }
         Ok(())
     }
 
     fn decode(&self, column: &ColumnMeta, page: &PageMeta, bytes: &Bytes) -> Result<ArrayRef> {
         self.check_page(page, bytes)?;
-        decode_page(&column.data_type, page.num_rows as usize, bytes, &page.buffers).map_err(|e| {
-            Error::corrupt(&self.path, format!("page at offset {} does not decode: {e}", page.offset))
+        decode_page(
+            &column.data_type,
+            page.num_rows as usize,
+            bytes,
+            &page.buffers,
+        )
+        .map_err(|e| {
+            Error::corrupt(
+                &self.path,
+                format!("page at offset {} does not decode: {e}", page.offset),
+            )
         })
     }
 
@@ -232,7 +270,10 @@ impl FileReader {
             .pages
             .get(pages.clone())
             .ok_or_else(|| Error::Internal(format!("page range {pages:?} out of bounds")))?;
-        let ranges: Vec<Range<u64>> = metas.iter().map(|p| p.offset..p.offset + p.length).collect();
+        let ranges: Vec<Range<u64>> = metas
+            .iter()
+            .map(|p| p.offset..p.offset + p.length)
+            .collect();
         let bytes = self.storage.read_ranges(&self.path, &ranges).await?;
         metas
             .iter()
@@ -246,7 +287,10 @@ impl FileReader {
         let column = self.meta.column(field_id, &self.path)?;
         if let Some(&last) = rows.last() {
             if last >= self.meta.num_rows {
-                return Err(Error::RowNotFound(format!("offset {last} in {}", self.path)));
+                return Err(Error::RowNotFound(format!(
+                    "offset {last} in {}",
+                    self.path
+                )));
             }
         } else {
             return Ok(arrow_array::new_empty_array(&column.data_type));
@@ -287,9 +331,14 @@ impl FileReader {
         for (page_idx, local) in groups {
             let page = &column.pages[*page_idx];
             for _ in local {
-                let v = next.next().ok_or_else(|| Error::Internal("missing range".into()))?;
+                let v = next
+                    .next()
+                    .ok_or_else(|| Error::Internal("missing range".into()))?;
                 if v.len() as u64 != width {
-                    return Err(Error::corrupt(&self.path, "value lies past the end of its page"));
+                    return Err(Error::corrupt(
+                        &self.path,
+                        "value lies past the end of its page",
+                    ));
                 }
                 values.extend_from_slice(v);
             }
@@ -325,10 +374,14 @@ impl FileReader {
             let page = &column.pages[*page_idx];
             let data = buffer(page, 2)?;
             for _ in local {
-                let o = next.next().ok_or_else(|| Error::Internal("missing range".into()))?;
+                let o = next
+                    .next()
+                    .ok_or_else(|| Error::Internal("missing range".into()))?;
                 let (start, end) = read_offset_pair(o, offset_width)
                     .filter(|(s, e)| s <= e && *e <= data.1)
-                    .ok_or_else(|| Error::corrupt(&self.path, "string offsets are out of bounds"))?;
+                    .ok_or_else(|| {
+                        Error::corrupt(&self.path, "string offsets are out of bounds")
+                    })?;
                 data_ranges.push(page.offset + data.0 + start..page.offset + data.0 + end);
             }
             nulls.push_page(page, local, &mut next)?;
@@ -433,7 +486,11 @@ fn buffer(page: &PageMeta, index: usize) -> Result<(u64, u64)> {
 /// The values buffer of a fixed-width page: buffer 1 for a primitive (after its validity),
 /// buffer 2 for a vector (after the list's and the elements' validity).
 fn values_buffer(page: &PageMeta, dt: &DataType) -> (u64, u64) {
-    let idx = if matches!(dt, DataType::FixedSizeList(_, _)) { 2 } else { 1 };
+    let idx = if matches!(dt, DataType::FixedSizeList(_, _)) {
+        2
+    } else {
+        1
+    };
     page.buffers.get(idx).copied().unwrap_or((0, 0))
 }
 

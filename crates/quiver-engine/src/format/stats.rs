@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray};
 use arrow_buffer::ToByteSlice;
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 
 /// Longest string statistic kept, in bytes.
 pub const MAX_STRING_STAT: usize = 64;
@@ -112,9 +112,17 @@ pub fn compute(array: &dyn Array) -> Option<PageStats> {
         DataType::Float32 => primitive_stats(array.as_primitive::<Float32Type>()),
         DataType::Float64 => primitive_stats(array.as_primitive::<Float64Type>()),
         DataType::Date32 => primitive_stats(array.as_primitive::<Date32Type>()),
-        DataType::Timestamp(_, _) => {
-            // Every unit shares the i64 representation.
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            primitive_stats(array.as_primitive::<TimestampSecondType>())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            primitive_stats(array.as_primitive::<TimestampMillisecondType>())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
             primitive_stats(array.as_primitive::<TimestampMicrosecondType>())
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            primitive_stats(array.as_primitive::<TimestampNanosecondType>())
         }
         DataType::Utf8 => string_stats(array.as_string::<i32>().iter()),
         DataType::LargeUtf8 => string_stats(array.as_string::<i64>().iter()),

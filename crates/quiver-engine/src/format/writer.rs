@@ -209,7 +209,9 @@ impl DataFileWriter {
             minor: FORMAT_MINOR,
         };
         self.out.write(Bytes::from(index_block)).await?;
-        self.out.write(Bytes::copy_from_slice(&footer.encode())).await?;
+        self.out
+            .write(Bytes::copy_from_slice(&footer.encode()))
+            .await?;
         let size_bytes = self.out.finish().await?;
         Ok(DataFileInfo {
             path: self.path,

@@ -131,7 +131,9 @@ impl Storage {
     /// Like [`Storage::from_uri`] with explicit options.
     pub fn from_uri_with_options(uri: &str, options: Option<StorageOptions>) -> Result<Self> {
         if uri.is_empty() {
-            return Err(Error::invalid("the database URI is empty; pass a folder path, file://… or memory://"));
+            return Err(Error::invalid(
+                "the database URI is empty; pass a folder path, file://… or memory://",
+            ));
         }
         if let Some(name) = uri.strip_prefix("memory://") {
             let name = name.trim_matches('/');
@@ -156,8 +158,11 @@ impl Storage {
         let fs_path = if let Some(rest) = uri.strip_prefix("file://") {
             let url = url::Url::parse(&format!("file://{rest}"))
                 .map_err(|e| Error::invalid(format!("'{uri}' is not a valid file:// URI: {e}")))?;
-            url.to_file_path()
-                .map_err(|_| Error::invalid(format!("'{uri}' is not an absolute file:// URI; use file:///absolute/path")))?
+            url.to_file_path().map_err(|_| {
+                Error::invalid(format!(
+                    "'{uri}' is not an absolute file:// URI; use file:///absolute/path"
+                ))
+            })?
         } else if uri.contains("://") {
             let scheme = uri.split("://").next().unwrap_or_default();
             return Err(Error::invalid(format!(
@@ -344,11 +349,7 @@ impl Storage {
 
     /// Deletes every object under `prefix`.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
-        let locations = self
-            .store
-            .list(Some(prefix))
-            .map_ok(|m| m.location)
-            .boxed();
+        let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
         let deleted = self.store.delete_stream(locations);
         deleted
             .try_for_each(|_| futures::future::ready(Ok(())))
@@ -393,13 +394,12 @@ impl StorageWriter {
     /// Completes the upload; the object becomes visible atomically.
     pub async fn finish(mut self) -> Result<u64> {
         use tokio::io::AsyncWriteExt;
-        self.inner
-            .shutdown()
-            .await
-            .map_err(|e| Error::Storage(object_store::Error::Generic {
+        self.inner.shutdown().await.map_err(|e| {
+            Error::Storage(object_store::Error::Generic {
                 store: "writer",
                 source: Box::new(e),
-            }))?;
+            })
+        })?;
         self.stats.record_write(self.written);
         Ok(self.written)
     }

@@ -25,9 +25,15 @@ use crate::schema::TableSchema;
 #[derive(Debug, Clone)]
 pub(crate) enum Operation {
     /// Make a new table (version 1). Fails if any version exists.
-    Create { schema: TableSchema, fragments: Vec<NewFragment> },
+    Create {
+        schema: TableSchema,
+        fragments: Vec<NewFragment>,
+    },
     /// Replace all rows (and the schema) of the table.
-    Overwrite { schema: TableSchema, fragments: Vec<NewFragment> },
+    Overwrite {
+        schema: TableSchema,
+        fragments: Vec<NewFragment>,
+    },
     /// Add fragments.
     Append { fragments: Vec<NewFragment> },
     /// Mark rows deleted: fragment id → row offsets this writer newly deletes.
@@ -49,7 +55,10 @@ impl Operation {
 
     /// Operations that replace the whole table do not depend on what they read.
     fn replaces_table(&self) -> bool {
-        matches!(self, Operation::Overwrite { .. } | Operation::Restore { .. })
+        matches!(
+            self,
+            Operation::Overwrite { .. } | Operation::Restore { .. }
+        )
     }
 }
 
@@ -126,7 +135,9 @@ async fn build_manifest(
                 transaction: Some(txn),
                 writer_version,
                 next_fragment_id,
-                max_field_id: schema.max_field_id().max(base.map_or(-1, |b| b.proto.max_field_id)),
+                max_field_id: schema
+                    .max_field_id()
+                    .max(base.map_or(-1, |b| b.proto.max_field_id)),
             }
         }
         (Operation::Append { fragments }, Some(base)) => {
@@ -166,8 +177,9 @@ async fn build_manifest(
                 if deleted.len() >= fragment.physical_rows {
                     txn.removed_fragment_ids.push(fragment_id);
                 } else {
-                    fragment.deletion =
-                        Some(write_deletion_file(&table.storage, fragment_id, version, &deleted).await?);
+                    fragment.deletion = Some(
+                        write_deletion_file(&table.storage, fragment_id, version, &deleted).await?,
+                    );
                     txn.modified_fragment_ids.push(fragment_id);
                 }
             }
@@ -228,11 +240,10 @@ pub(crate) async fn commit(
         }
         // Lost the race: look at everything committed since our base.
         let from = base.as_ref().map_or(0, |b| b.version());
-        let latest = table
-            .manifests
-            .latest_version()
-            .await?
-            .ok_or_else(|| Error::Internal("commit lost a race but no version exists".into()))?;
+        let latest =
+            table.manifests.latest_version().await?.ok_or_else(|| {
+                Error::Internal("commit lost a race but no version exists".into())
+            })?;
         if matches!(op, Operation::Create { .. }) {
             return Err(Error::TableAlreadyExists(table.name.clone()));
         }

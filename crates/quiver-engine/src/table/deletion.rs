@@ -37,7 +37,10 @@ pub async fn write_deletion_file(
 }
 
 /// Reads and checks a deletion vector.
-pub async fn read_deletion_file(table: &Storage, file: &DeletionFileProto) -> Result<RoaringBitmap> {
+pub async fn read_deletion_file(
+    table: &Storage,
+    file: &DeletionFileProto,
+) -> Result<RoaringBitmap> {
     let path = table.path(&file.path);
     let bytes = table.read_all(&path).await?;
     let payload = decode_block(&bytes, &path, "deletion vector")?;

@@ -176,7 +176,11 @@ impl Manifest {
 
     /// Live rows over all fragments.
     pub fn live_rows(&self) -> u64 {
-        self.proto.fragments.iter().map(FragmentProto::live_rows).sum()
+        self.proto
+            .fragments
+            .iter()
+            .map(FragmentProto::live_rows)
+            .sum()
     }
 
     pub fn operation(&self) -> &str {
@@ -192,7 +196,10 @@ impl Manifest {
         let mut seen = std::collections::HashSet::new();
         for f in &proto.fragments {
             if !seen.insert(f.id) || f.id >= proto.next_fragment_id {
-                return Err(Error::corrupt(path, "manifest lists an invalid fragment id"));
+                return Err(Error::corrupt(
+                    path,
+                    "manifest lists an invalid fragment id",
+                ));
             }
             if f.files.is_empty() || f.physical_rows > u32::MAX as u64 + 1 {
                 return Err(Error::corrupt(path, "manifest lists an invalid fragment"));
@@ -210,10 +217,13 @@ impl Manifest {
     pub fn decode(bytes: &[u8], path: &Path, expected_version: u64) -> Result<Self> {
         let proto: ManifestProto = decode_block_message(bytes, path, "manifest")?;
         if proto.version != expected_version {
-            return Err(Error::corrupt(path, format!(
-                "manifest says version {} but is named for version {expected_version}",
-                proto.version
-            )));
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "manifest says version {} but is named for version {expected_version}",
+                    proto.version
+                ),
+            ));
         }
         Self::from_proto(proto, path)
     }
@@ -284,6 +294,9 @@ mod tests {
         assert!(c < b && b < a);
         assert_eq!(parse_manifest_name(&c), Some(10));
         assert_eq!(parse_manifest_name("foo.manifest"), None);
-        assert_eq!(parse_manifest_name(&format!("{}.tmp", "0".repeat(20))), None);
+        assert_eq!(
+            parse_manifest_name(&format!("{}.tmp", "0".repeat(20))),
+            None
+        );
     }
 }

@@ -84,13 +84,18 @@ impl Database {
     /// Opens the database at `uri` (see [`Storage::from_uri`]). A local folder is created on
     /// the first write.
     pub async fn connect(uri: &str, options: ConnectOptions) -> Result<Self> {
-        let storage = Storage::from_uri_with_options(uri, options.storage)?;
+        let storage = Storage::from_uri_with_options(uri, options.storage.clone())?;
+        Ok(Self::from_storage(storage, options))
+    }
+
+    /// A database over an existing store handle (tests wrap stores to count or break I/O).
+    pub fn from_storage(storage: Storage, options: ConnectOptions) -> Self {
         let session = Arc::new(Session::new(
             options
                 .metadata_cache_bytes
                 .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
         ));
-        Ok(Database { storage, session })
+        Database { storage, session }
     }
 
     /// The shared session (caches).
@@ -161,7 +166,9 @@ impl Database {
         let inner = self.inner(name);
         let existing = inner.manifests.latest_version().await?;
         let base = match (existing, mode) {
-            (Some(_), CreateMode::Create) => return Err(Error::TableAlreadyExists(name.to_string())),
+            (Some(_), CreateMode::Create) => {
+                return Err(Error::TableAlreadyExists(name.to_string()))
+            }
             (Some(_), CreateMode::ExistOk) => return self.open_table(name).await,
             (Some(v), CreateMode::Overwrite) => Some(inner.manifest(v).await?),
             (None, _) => None,
@@ -173,9 +180,15 @@ impl Database {
             hook();
         }
         let op = if base.is_some() {
-            Operation::Overwrite { schema: table_schema, fragments }
+            Operation::Overwrite {
+                schema: table_schema,
+                fragments,
+            }
         } else {
-            Operation::Create { schema: table_schema, fragments }
+            Operation::Create {
+                schema: table_schema,
+                fragments,
+            }
         };
         let manifest = match commit(&inner, base, op, params.max_commit_retries).await {
             Err(Error::TableAlreadyExists(_)) if mode == CreateMode::ExistOk => {
@@ -223,14 +236,14 @@ impl TableInner {
         if let Some(CachedEntry::Manifest(m)) = self.session.get(&key) {
             return Ok(m);
         }
-        let manifest = self
-            .manifests
-            .read(version)
-            .await?
-            .ok_or_else(|| Error::VersionNotFound {
-                table: self.name.clone(),
-                version,
-            })?;
+        let manifest =
+            self.manifests
+                .read(version)
+                .await?
+                .ok_or_else(|| Error::VersionNotFound {
+                    table: self.name.clone(),
+                    version,
+                })?;
         self.cache_manifest(&manifest);
         Ok(manifest)
     }
@@ -257,7 +270,8 @@ impl TableInner {
             return Ok(d);
         }
         let bitmap = Arc::new(deletion::read_deletion_file(&self.storage, file).await?);
-        self.session.insert(key, CachedEntry::Deletion(bitmap.clone()));
+        self.session
+            .insert(key, CachedEntry::Deletion(bitmap.clone()));
         Ok(bitmap)
     }
 }
@@ -392,7 +406,12 @@ impl Table {
             return Ok(current);
         };
         self.inner.cache_manifest(&next);
-        let latest = self.inner.manifests.latest_version().await?.unwrap_or(next.version());
+        let latest = self
+            .inner
+            .manifests
+            .latest_version()
+            .await?
+            .unwrap_or(next.version());
         let manifest = if latest == next.version() {
             next
         } else {
@@ -405,7 +424,8 @@ impl Table {
     /// Every committed version, oldest first.
     pub async fn list_versions(&self) -> Result<Vec<VersionInfo>> {
         let versions = self.inner.manifests.list_versions().await?;
-        let manifests = futures::future::try_join_all(versions.iter().map(|&v| self.inner.manifest(v))).await?;
+        let manifests =
+            futures::future::try_join_all(versions.iter().map(|&v| self.inner.manifest(v))).await?;
         Ok(manifests
             .iter()
             .map(|m| VersionInfo {
@@ -503,7 +523,10 @@ impl Table {
         let manifest = commit(
             &self.inner,
             Some(read),
-            Operation::Overwrite { schema: table_schema, fragments },
+            Operation::Overwrite {
+                schema: table_schema,
+                fragments,
+            },
             params.max_commit_retries,
         )
         .await?;
@@ -528,8 +551,16 @@ impl Table {
                 .fragments()
                 .iter()
                 .find(|f| f.id == *fragment_id)
-                .ok_or_else(|| Error::RowNotFound(format!("fragment {fragment_id} is not in version {}", read.version())))?;
-            if bitmap.max().is_some_and(|m| m as u64 >= fragment.physical_rows) {
+                .ok_or_else(|| {
+                    Error::RowNotFound(format!(
+                        "fragment {fragment_id} is not in version {}",
+                        read.version()
+                    ))
+                })?;
+            if bitmap
+                .max()
+                .is_some_and(|m| m as u64 >= fragment.physical_rows)
+            {
                 return Err(Error::RowNotFound(format!(
                     "offset {} is past the end of fragment {fragment_id}",
                     bitmap.max().unwrap_or_default()

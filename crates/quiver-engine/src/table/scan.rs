@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use futures::stream::{self, BoxStream};
@@ -62,7 +64,10 @@ pub fn row_address(fragment_id: u64, offset: u64) -> u64 {
 }
 
 /// Resolves projection names to (top-level field id, output field).
-pub(crate) fn projection(manifest: &Manifest, columns: Option<&[String]>) -> Result<Vec<(i32, Arc<Field>)>> {
+pub(crate) fn projection(
+    manifest: &Manifest,
+    columns: Option<&[String]>,
+) -> Result<Vec<(i32, Arc<Field>)>> {
     let schema = &manifest.schema;
     match columns {
         None => Ok(schema
@@ -90,13 +95,18 @@ fn output_schema(fields: &[(i32, Arc<Field>)], with_row_id: bool) -> SchemaRef {
 }
 
 /// The path of the data file holding `field_id` in `fragment`.
-fn file_for<'a>(fragment: &'a FragmentProto, field_id: i32) -> Result<&'a str> {
+fn file_for(fragment: &FragmentProto, field_id: i32) -> Result<&str> {
     fragment
         .files
         .iter()
         .find(|f| f.field_ids.contains(&field_id))
         .map(|f| f.path.as_str())
-        .ok_or_else(|| Error::Internal(format!("fragment {} has no file for field {field_id}", fragment.id)))
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "fragment {} has no file for field {field_id}",
+                fragment.id
+            ))
+        })
 }
 
 /// Pages of one column, read ahead, handed out as row slices.
@@ -123,7 +133,9 @@ impl ColumnCursor {
                 })
             })
             .buffered(readahead.max(1))
-            .map(|joined| joined.map_err(|e| Error::Internal(format!("page reader failed: {e}")))?)
+            .map(|joined| {
+                joined.map_err(|e| Error::Internal(format!("page reader failed: {e}")))?
+            })
             .boxed();
         Ok(ColumnCursor {
             pages,
@@ -184,8 +196,15 @@ impl ScanState {
     async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<FragmentScan> {
         let mut cursors = Vec::with_capacity(self.fields.len());
         for (field_id, _) in &self.fields {
-            let reader = self.table.file_reader(file_for(fragment, *field_id)?).await?;
-            cursors.push(ColumnCursor::new(reader, *field_id, self.options.readahead_pages)?);
+            let reader = self
+                .table
+                .file_reader(file_for(fragment, *field_id)?)
+                .await?;
+            cursors.push(ColumnCursor::new(
+                reader,
+                *field_id,
+                self.options.readahead_pages,
+            )?);
         }
         let deleted = match &fragment.deletion {
             Some(d) => Some(self.table.deletion_vector(d).await?),
@@ -241,7 +260,8 @@ impl ScanState {
                 )) as ArrayRef);
             }
             let options = RecordBatchOptions::new().with_row_count(Some(n as usize));
-            let mut batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+            let mut batch =
+                RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
             if let Some(deleted) = &frag.deleted {
                 let end = start + n;
                 if deleted.range_cardinality(start as u32..end as u32) > 0 {
@@ -323,7 +343,12 @@ pub(crate) async fn take(
                 .fragments()
                 .iter()
                 .find(|f| f.id == fragment_id)
-                .ok_or_else(|| Error::RowNotFound(format!("{address} (fragment {fragment_id} is not in version {})", manifest.version())))?;
+                .ok_or_else(|| {
+                    Error::RowNotFound(format!(
+                        "{address} (fragment {fragment_id} is not in version {})",
+                        manifest.version()
+                    ))
+                })?;
             fragment_runs.push((fragment, Vec::new()));
         }
         if let Some((fragment, offsets)) = fragment_runs.last_mut() {
@@ -337,7 +362,10 @@ pub(crate) async fn take(
         if let Some(d) = &fragment.deletion {
             let deleted = table.deletion_vector(d).await?;
             if let Some(o) = offsets.iter().find(|&&o| deleted.contains(o as u32)) {
-                return Err(Error::RowNotFound(format!("{} (deleted)", row_address(fragment.id, *o))));
+                return Err(Error::RowNotFound(format!(
+                    "{} (deleted)",
+                    row_address(fragment.id, *o)
+                )));
             }
         }
     }
@@ -378,5 +406,9 @@ pub(crate) async fn take(
         .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(addresses.len()));
-    Ok(RecordBatch::try_new_with_options(batch.schema(), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &options,
+    )?)
 }

@@ -59,7 +59,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("cache", &self.stats()).finish()
+        f.debug_struct("Session")
+            .field("cache", &self.stats())
+            .finish()
     }
 }
 

@@ -74,7 +74,9 @@ pub async fn write_fragments(
     params: &WriteParams,
 ) -> Result<Vec<NewFragment>> {
     if params.max_rows_per_file == 0 || params.max_rows_per_file > u32::MAX as u64 {
-        return Err(Error::invalid("max_rows_per_file must be between 1 and 2^32 - 1"));
+        return Err(Error::invalid(
+            "max_rows_per_file must be between 1 and 2^32 - 1",
+        ));
     }
     let mut fragments = Vec::new();
     let mut writer: Option<DataFileWriter> = None;
@@ -88,8 +90,13 @@ pub async fn write_fragments(
                 if writer.is_none() {
                     let relative = format!("{DATA_DIR}/{}.qvd", uuid::Uuid::new_v4().simple());
                     writer = Some(
-                        DataFileWriter::create(table, table.path(&relative), schema, params.page_size)
-                            .await?,
+                        DataFileWriter::create(
+                            table,
+                            table.path(&relative),
+                            schema,
+                            params.page_size,
+                        )
+                        .await?,
                     );
                 }
                 let Some(w) = writer.as_mut() else {
@@ -121,13 +128,22 @@ pub async fn write_fragments(
     Ok(fragments)
 }
 
-async fn finish(table: &Storage, writer: DataFileWriter, schema: &TableSchema) -> Result<NewFragment> {
+async fn finish(
+    table: &Storage,
+    writer: DataFileWriter,
+    schema: &TableSchema,
+) -> Result<NewFragment> {
     let info = writer.finish().await?;
     let root = table.path("");
     let relative = info
         .path
         .prefix_match(&root)
-        .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+        .map(|parts| {
+            parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
         .ok_or_else(|| Error::Internal("data file written outside its table".into()))?;
     Ok(NewFragment {
         file: DataFileProto {
