@@ -5,121 +5,21 @@
 
 mod common;
 
-use std::fmt;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
+use common::InstrumentedStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 use quiver_engine::storage::{Storage, StorageOptions};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, WriteParams,
 };
 
-/// Counts every read request (a ranged GET, or one range of a multi-range GET) and its bytes.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: InMemory,
-    reads: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore")
-    }
-}
-
-impl CountingStore {
-    fn snapshot(&self) -> (u64, u64) {
-        (
-            self.reads.load(Ordering::SeqCst),
-            self.bytes.load(Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let result = self.inner.get_opts(location, options).await?;
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.bytes
-            .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
-        Ok(result)
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        let out = self.inner.get_ranges(location, ranges).await?;
-        self.reads.fetch_add(ranges.len() as u64, Ordering::SeqCst);
-        self.bytes
-            .fetch_add(out.iter().map(|b| b.len() as u64).sum(), Ordering::SeqCst);
-        Ok(out)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 const DIM: i32 = 128;
 const ROWS: usize = 20_000;
 
-async fn fixture() -> (Arc<CountingStore>, quiver_engine::Table) {
-    let store = Arc::new(CountingStore::default());
+async fn fixture() -> (Arc<InstrumentedStore>, quiver_engine::Table) {
+    let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
     let storage = Storage::from_store(
         store.clone(),
         Path::default(),

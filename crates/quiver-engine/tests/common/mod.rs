@@ -2,7 +2,19 @@
 //! batches of it, and small fixtures.
 #![allow(dead_code)]
 
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 
 use arrow_array::types::*;
 use arrow_array::*;
@@ -278,4 +290,123 @@ pub fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
 /// Concatenates batches of one schema.
 pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
     arrow_select::concat::concat_batches(schema, batches).expect("concat")
+}
+
+/// Called before every single-request put with its path and payload.
+pub type PutHook = Box<dyn Fn(&Path, &PutPayload) + Send + Sync>;
+
+/// A store wrapper that counts every read request (a ranged GET, or one range of a
+/// multi-range GET) and its bytes, and can run a hook before puts (crash tests).
+pub struct InstrumentedStore {
+    inner: Arc<dyn ObjectStore>,
+    reads: AtomicU64,
+    bytes: AtomicU64,
+    before_put: Option<PutHook>,
+}
+
+impl InstrumentedStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        InstrumentedStore {
+            inner,
+            reads: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            before_put: None,
+        }
+    }
+
+    pub fn with_put_hook(mut self, hook: PutHook) -> Self {
+        self.before_put = Some(hook);
+        self
+    }
+
+    /// (read requests, bytes read) so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::SeqCst),
+            self.bytes.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl fmt::Debug for InstrumentedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstrumentedStore({})", self.inner)
+    }
+}
+
+impl fmt::Display for InstrumentedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstrumentedStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for InstrumentedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if let Some(hook) = &self.before_put {
+            hook(location, &payload);
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let result = self.inner.get_opts(location, options).await?;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.bytes
+            .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        let out = self.inner.get_ranges(location, ranges).await?;
+        self.reads.fetch_add(ranges.len() as u64, Ordering::SeqCst);
+        self.bytes
+            .fetch_add(out.iter().map(|b| b.len() as u64).sum(), Ordering::SeqCst);
+        Ok(out)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }

@@ -1,0 +1,313 @@
+//! Optimistic concurrency: concurrent appends all land exactly once with a linear history;
+//! commuting operations rebase; truly conflicting ones fail with a typed error; two processes
+//! appending to one local table lose nothing.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+
+use arrow_array::UInt64Array;
+use quiver_engine::{
+    batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
+};
+
+const DIM: i32 = 4;
+
+async fn create(db: &Database, rows: usize) -> Table {
+    db.create_table(
+        "t",
+        common::simple_schema(DIM),
+        batches_stream(vec![common::simple_batch(0, rows, DIM)]),
+        CreateMode::Create,
+        WriteParams::default(),
+    )
+    .await
+    .expect("create")
+}
+
+async fn check_linear_history(table: &Table, initial_rows: u64, rows_per_append: u64) {
+    let history = table.list_versions().await.expect("versions");
+    let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
+    assert_eq!(
+        versions,
+        (1..=history.len() as u64).collect::<Vec<_>>(),
+        "versions are contiguous"
+    );
+    for info in &history[1..] {
+        assert_eq!(info.operation, "append");
+        let snapshot = table.clone();
+        snapshot.checkout(info.version).await.expect("checkout");
+        assert_eq!(
+            snapshot.count_rows(),
+            initial_rows + rows_per_append * (info.version - 1),
+            "version {} holds every earlier append plus its own",
+            info.version
+        );
+    }
+    table.checkout_latest().await.expect("latest");
+}
+
+fn assert_ids_exactly_once(ids: &[i64], expected: impl Iterator<Item = i64>) {
+    let mut seen = HashSet::new();
+    for id in ids {
+        assert!(seen.insert(*id), "id {id} appears twice");
+    }
+    let expected: HashSet<i64> = expected.collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_append_at_once() {
+    for uri in ["memory://", "local"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = if uri == "local" {
+            dir.path().to_str().expect("utf8").to_string()
+        } else {
+            uri.to_string()
+        };
+        let db = Database::connect(&uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        let table = create(&db, 10).await;
+        let tasks = 16;
+        let mut handles = Vec::new();
+        for task in 0..tasks {
+            // Every task has its own handle, all reading version 1.
+            let t = db.open_table("t").await.expect("open");
+            handles.push(tokio::spawn(async move {
+                let start = 1000 + task * 10;
+                t.append(
+                    batches_stream(vec![common::simple_batch(start, 10, DIM)]),
+                    WriteParams::default(),
+                )
+                .await
+            }));
+        }
+        let mut versions = Vec::new();
+        for h in handles {
+            versions.push(h.await.expect("join").expect("append"));
+        }
+        versions.sort_unstable();
+        assert_eq!(
+            versions,
+            (2..=tasks as u64 + 1).collect::<Vec<_>>(),
+            "each append got its own version"
+        );
+        table.checkout_latest().await.expect("latest");
+        let ids = common::ids_of(&table.scan_all(ScanOptions::default()).await.expect("scan"));
+        assert_ids_exactly_once(&ids, (0..10).chain(1000..1000 + tasks * 10));
+        check_linear_history(&table, 10, 10).await;
+    }
+}
+
+fn addresses(table_rows: &[arrow_array::RecordBatch]) -> Vec<u64> {
+    table_rows
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("_rowid")
+                .expect("rowid")
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("u64")
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn commuting_operations_rebase() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t1 = create(&db, 100).await;
+    let t2 = db.open_table("t").await.expect("open");
+    let rows = addresses(
+        &t1.scan_all(ScanOptions {
+            with_row_id: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan"),
+    );
+
+    // Delete vs delete on different rows of the same fragment.
+    t1.delete_rows(&rows[0..10]).await.expect("delete 1");
+    let r = t2
+        .delete_rows(&rows[10..20])
+        .await
+        .expect("delete 2 rebases");
+    assert_eq!((r.num_deleted_rows, r.version), (10, 3));
+    assert_eq!(t2.count_rows(), 80);
+    let ids = common::ids_of(&t2.scan_all(ScanOptions::default()).await.expect("scan"));
+    assert_eq!(ids, (20..100).collect::<Vec<_>>());
+
+    // Append vs delete, both ways.
+    t1.refresh().await.expect("refresh");
+    let t3 = db.open_table("t").await.expect("open");
+    t1.append(
+        batches_stream(vec![common::simple_batch(100, 5, DIM)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    t3.delete_rows(&rows[20..25])
+        .await
+        .expect("delete after append rebases");
+    let t4 = db.open_table("t").await.expect("open");
+    t4.delete_rows(&rows[25..30]).await.expect("delete");
+    t3.append(
+        batches_stream(vec![common::simple_batch(200, 5, DIM)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append after delete rebases");
+    let latest = db.open_table("t").await.expect("open");
+    let ids = common::ids_of(&latest.scan_all(ScanOptions::default()).await.expect("scan"));
+    let expected: Vec<i64> = (30..105).chain(200..205).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn conflicting_operations_fail_with_typed_errors() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t1 = create(&db, 100).await;
+    let t2 = db.open_table("t").await.expect("open");
+    let rows = addresses(
+        &t1.scan_all(ScanOptions {
+            with_row_id: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan"),
+    );
+
+    // Overlapping deletes.
+    t1.delete_rows(&rows[0..10]).await.expect("delete");
+    let err = t2.delete_rows(&rows[5..15]).await.unwrap_err();
+    assert!(matches!(err, Error::CommitConflict(_)), "{err}");
+    assert_eq!(
+        t2.version(),
+        1,
+        "a failed commit leaves the handle where it was"
+    );
+
+    // Append after a concurrent overwrite.
+    let t3 = db.open_table("t").await.expect("open");
+    t1.overwrite(
+        common::simple_schema(DIM),
+        batches_stream(vec![common::simple_batch(0, 3, DIM)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("overwrite");
+    let err = t3
+        .append(
+            batches_stream(vec![common::simple_batch(500, 3, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CommitConflict(_)), "{err}");
+    let latest = db.open_table("t").await.expect("open");
+    assert_eq!(
+        latest.count_rows(),
+        3,
+        "the conflicting append left no rows behind"
+    );
+
+    // Retries exhausted is its own error.
+    let t4 = db.open_table("t").await.expect("open");
+    latest
+        .append(
+            batches_stream(vec![common::simple_batch(7, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    let no_retries = WriteParams {
+        max_commit_retries: 0,
+        ..Default::default()
+    };
+    let err = t4
+        .append(
+            batches_stream(vec![common::simple_batch(8, 1, DIM)]),
+            no_retries,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CommitRetriesExhausted { attempts: 1 }),
+        "{err}"
+    );
+}
+
+/// Run as a child process by `two_processes_append`: appends `QUIVER_CHILD_BATCHES` batches
+/// of 10 rows starting at id `QUIVER_CHILD_START`, one commit each.
+#[tokio::test]
+#[ignore = "helper: run as a child process by two_processes_append"]
+async fn child_appender() {
+    let uri = std::env::var("QUIVER_CHILD_DB").expect("QUIVER_CHILD_DB");
+    let start: i64 = std::env::var("QUIVER_CHILD_START")
+        .expect("start")
+        .parse()
+        .expect("int");
+    let batches: i64 = std::env::var("QUIVER_CHILD_BATCHES")
+        .expect("batches")
+        .parse()
+        .expect("int");
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = db.open_table("t").await.expect("open");
+    for b in 0..batches {
+        table
+            .append(
+                batches_stream(vec![common::simple_batch(start + b * 10, 10, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+    }
+}
+
+#[tokio::test]
+async fn two_processes_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf8").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = create(&db, 10).await;
+    let exe = std::env::current_exe().expect("test binary");
+    let children: Vec<_> = [100_000i64, 200_000]
+        .iter()
+        .map(|start| {
+            Command::new(&exe)
+                .args(["--exact", "child_appender", "--ignored", "--nocapture"])
+                .env("QUIVER_CHILD_DB", &uri)
+                .env("QUIVER_CHILD_START", start.to_string())
+                .env("QUIVER_CHILD_BATCHES", "15")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().expect("wait").success(),
+            "a child appender failed"
+        );
+    }
+    table.refresh().await.expect("refresh");
+    assert_eq!(table.version(), 31);
+    let ids = common::ids_of(&table.scan_all(ScanOptions::default()).await.expect("scan"));
+    assert_ids_exactly_once(
+        &ids,
+        (0..10).chain(100_000..100_150).chain(200_000..200_150),
+    );
+    check_linear_history(&table, 10, 10).await;
+}
