@@ -347,6 +347,14 @@ impl Storage {
             .collect())
     }
 
+    /// Deletes one object (no error if it is already gone).
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes every object under `prefix`.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
         let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
