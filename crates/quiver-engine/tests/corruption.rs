@@ -10,7 +10,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use quiver_engine::storage::Storage;
-use quiver_engine::{batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, WriteParams};
+use quiver_engine::{
+    batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, WriteParams,
+};
 
 fn is_damage_error(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. } | Error::IncompatibleVersion { .. })
@@ -26,9 +28,17 @@ async fn fixture(name: &str) -> (Storage, Vec<RecordBatch>) {
         Field::new("tags", DataType::List(common::item(DataType::Utf8)), true),
     ]));
     let batch = common::random_batch(&schema, 40, 3, 0.1);
-    let db = Database::connect(&uri, ConnectOptions::default()).await.expect("connect");
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
     let table = db
-        .create_table("t", schema, batches_stream(vec![batch]), CreateMode::Create, WriteParams::default())
+        .create_table(
+            "t",
+            schema,
+            batches_stream(vec![batch]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
         .await
         .expect("create");
     table.delete_rows(&[3, 7]).await.expect("delete");
@@ -67,23 +77,38 @@ async fn damage_every_byte(name: &str, folder: &str, unused_bytes_allowed: bool)
         bad[i] ^= 0x5A;
         storage.put(&path, Bytes::from(bad)).await.expect("put");
         match read_back(&uri).await {
-            Err(e) => assert!(is_damage_error(&e), "byte {i} of {folder}: untyped error {e}"),
+            Err(e) => assert!(
+                is_damage_error(&e),
+                "byte {i} of {folder}: untyped error {e}"
+            ),
             Ok(batches) => {
-                assert!(unused_bytes_allowed, "byte {i} of {folder}: damage went unnoticed");
+                assert!(
+                    unused_bytes_allowed,
+                    "byte {i} of {folder}: damage went unnoticed"
+                );
                 assert_eq!(batches, expected, "byte {i} of {folder}: wrong rows");
                 undetected += 1;
             }
         }
     }
     for len in [0, 1, original.len() / 2, original.len() - 1] {
-        storage.put(&path, original.slice(..len)).await.expect("put");
+        storage
+            .put(&path, original.slice(..len))
+            .await
+            .expect("put");
         let err = read_back(&uri).await.expect_err("truncated file must fail");
-        assert!(is_damage_error(&err), "truncated {folder} to {len}: untyped error {err}");
+        assert!(
+            is_damage_error(&err),
+            "truncated {folder} to {len}: untyped error {err}"
+        );
     }
     storage.put(&path, original).await.expect("restore");
     assert_eq!(read_back(&uri).await.expect("intact"), expected);
     // Header and alignment padding are the only bytes no reader depends on.
-    assert!(undetected < 200, "{undetected} undetected flips in {folder}");
+    assert!(
+        undetected < 200,
+        "{undetected} undetected flips in {folder}"
+    );
 }
 
 #[tokio::test]
@@ -106,6 +131,11 @@ async fn missing_data_file_is_a_clear_error() {
     let (storage, _) = fixture("missing-data").await;
     let path = find(&storage, "data").await;
     storage.delete(&path).await.expect("delete");
-    let err = read_back("memory://missing-data").await.expect_err("must fail");
-    assert!(matches!(err, Error::Storage(object_store::Error::NotFound { .. })), "{err}");
+    let err = read_back("memory://missing-data")
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(err, Error::Storage(object_store::Error::NotFound { .. })),
+        "{err}"
+    );
 }
