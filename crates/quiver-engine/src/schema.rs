@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
@@ -125,39 +126,81 @@ impl TableSchema {
         })
     }
 
-    /// Checks that `batch_schema` can be appended to this schema: same column names in the
-    /// same order, same types (a vector must have the same length), and no nulls in a
-    /// non-nullable column (checked per batch by [`check_batch_nulls`]).
+    /// Checks that data of `batch_schema` can be appended: the same column names (in any
+    /// order) with the same types; a vector column must have the same length.
     pub fn check_compatible(&self, batch_schema: &Schema) -> Result<()> {
-        let ours = self.arrow.fields();
-        let theirs = batch_schema.fields();
-        for (i, field) in ours.iter().enumerate() {
-            let Some(other) = theirs.get(i) else {
+        self.column_order(batch_schema).map(|_| ())
+    }
+
+    /// For each column of this schema, its index in `batch_schema`.
+    fn column_order(&self, batch_schema: &Schema) -> Result<Vec<usize>> {
+        for other in batch_schema.fields() {
+            if self.arrow.field_with_name(other.name()).is_err() {
                 return Err(Error::SchemaMismatch(format!(
-                    "field '{}' is missing from the data; the table's columns are: {}",
-                    field.name(),
-                    column_list(&self.arrow)
-                )));
-            };
-            if other.name() != field.name() {
-                return Err(Error::SchemaMismatch(format!(
-                    "field '{}' found where the table has '{}' (column {}); the table's columns are: {}",
+                    "field '{}' is not in the table; the table's columns are: {}",
                     other.name(),
-                    field.name(),
-                    i,
                     column_list(&self.arrow)
                 )));
             }
-            check_type_matches(field.name(), field.data_type(), other.data_type())?;
         }
-        if let Some(extra) = theirs.get(ours.len()) {
-            return Err(Error::SchemaMismatch(format!(
-                "field '{}' is not in the table; the table's columns are: {}",
-                extra.name(),
-                column_list(&self.arrow)
-            )));
+        if batch_schema.fields().len() != self.arrow.fields().len() {
+            let missing: Vec<&str> = self
+                .arrow
+                .fields()
+                .iter()
+                .filter(|f| batch_schema.field_with_name(f.name()).is_err())
+                .map(|f| f.name().as_str())
+                .collect();
+            return Err(Error::SchemaMismatch(if missing.is_empty() {
+                "the data names a column more than once".to_string()
+            } else {
+                format!(
+                    "field '{}' is missing from the data; the table's columns are: {}",
+                    missing.join("', '"),
+                    column_list(&self.arrow)
+                )
+            }));
         }
-        Ok(())
+        self.arrow
+            .fields()
+            .iter()
+            .map(|field| {
+                let index = batch_schema.index_of(field.name()).map_err(|_| {
+                    Error::SchemaMismatch(format!(
+                        "field '{}' is missing from the data",
+                        field.name()
+                    ))
+                })?;
+                check_type_matches(
+                    field.name(),
+                    field.data_type(),
+                    batch_schema.field(index).data_type(),
+                )?;
+                Ok(index)
+            })
+            .collect()
+    }
+
+    /// The columns of `batch` in this schema's order, after checking names, types, vector
+    /// lengths and that non-nullable columns hold no nulls.
+    pub fn conform(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let order = self.column_order(batch.schema_ref())?;
+        self.arrow
+            .fields()
+            .iter()
+            .zip(order)
+            .map(|(field, index)| {
+                let column = batch.column(index);
+                if !field.is_nullable() && column.null_count() > 0 {
+                    return Err(Error::SchemaMismatch(format!(
+                        "field '{}' is not nullable but the data has {} null value(s)",
+                        field.name(),
+                        column.null_count()
+                    )));
+                }
+                Ok(column.clone())
+            })
+            .collect()
     }
 }
 
@@ -215,20 +258,6 @@ fn check_type_matches(name: &str, expected: &DataType, found: &DataType) -> Resu
             "field '{name}' has type {e} in the table but {f} in the data; cast the data to {e}"
         ))),
     }
-}
-
-/// Fails when a non-nullable column of `schema` holds nulls in `batch`.
-pub fn check_batch_nulls(schema: &Schema, batch: &arrow_array::RecordBatch) -> Result<()> {
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if !field.is_nullable() && column.null_count() > 0 {
-            return Err(Error::SchemaMismatch(format!(
-                "field '{}' is not nullable but the data has {} null value(s)",
-                field.name(),
-                column.null_count()
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn is_vector_element(dt: &DataType) -> bool {

@@ -470,3 +470,73 @@ async fn local_paths_and_file_uris_and_other_connections() {
         .expect("m2");
     assert_eq!(m2.table_names().await.expect("names"), vec!["t"]);
 }
+
+#[tokio::test]
+async fn columns_in_another_order_are_accepted() {
+    let db = db().await;
+    let t = table_with(
+        &db,
+        "t",
+        vec![common::simple_batch(0, 5, DIM)],
+        WriteParams::default(),
+    )
+    .await;
+    let batch = common::simple_batch(5, 5, DIM);
+    let reordered = batch.project(&[2, 0, 1]).expect("reorder");
+    t.append(batches_stream(vec![reordered]), WriteParams::default())
+        .await
+        .expect("append");
+    assert_eq!(all_ids(&t).await, (0..10).collect::<Vec<_>>());
+    // Row 7 is the third row of the second fragment.
+    let texts = t
+        .take(&[(1 << 32) | 2], Some(&["text".to_string()]), false)
+        .await
+        .expect("take");
+    let texts = texts
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .expect("utf8");
+    assert_eq!(texts.value(0), "row 7");
+}
+
+#[tokio::test]
+async fn dropped_and_recreated_table_is_read_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::connect(
+        dir.path().to_str().expect("utf8"),
+        ConnectOptions::default(),
+    )
+    .await
+    .expect("connect");
+    let t = table_with(
+        &db,
+        "t",
+        vec![common::simple_batch(0, 10, DIM)],
+        WriteParams::default(),
+    )
+    .await;
+    assert_eq!(t.list_versions().await.expect("versions").len(), 1);
+    db.drop_table("t").await.expect("drop");
+    // Same name, same version number 1, other rows: no cached manifest may leak through.
+    table_with(
+        &db,
+        "t",
+        vec![common::simple_batch(500, 3, DIM)],
+        WriteParams::default(),
+    )
+    .await;
+    let reopened = db.open_table("t").await.expect("open");
+    assert_eq!(all_ids(&reopened).await, vec![500, 501, 502]);
+    let pinned = db.open_table_at("t", 1).await.expect("open at v1");
+    assert!(pinned.is_pinned());
+    assert_eq!(pinned.count_rows(), 3);
+    assert!(matches!(
+        db.open_table_at("t", 2).await,
+        Err(Error::VersionNotFound { .. })
+    ));
+    assert!(matches!(
+        db.open_table_at("nope", 1).await,
+        Err(Error::TableNotFound(_))
+    ));
+}

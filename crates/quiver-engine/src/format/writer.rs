@@ -5,7 +5,7 @@
 //! interleave in the file. On finish, the column metadata blocks, the column index and the
 //! footer are appended. Memory held is about one page per column.
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::ArrayRef;
 use arrow_select::concat::concat;
 use bytes::Bytes;
 use object_store::path::Path;
@@ -95,17 +95,17 @@ impl DataFileWriter {
         self.num_rows
     }
 
-    /// Appends a batch whose columns match the schema the writer was created with.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_columns() != self.columns.len() {
+    /// Appends rows given as one array per column, in the schema's order, all of one length.
+    pub async fn write(&mut self, columns: &[ArrayRef]) -> Result<()> {
+        let rows = columns.first().map_or(0, |c| c.len());
+        if columns.len() != self.columns.len() || columns.iter().any(|c| c.len() != rows) {
             return Err(Error::Internal(format!(
-                "batch has {} columns, file has {}",
-                batch.num_columns(),
+                "{} columns of unequal lengths given to a file of {} columns",
+                columns.len(),
                 self.columns.len()
             )));
         }
-        for i in 0..self.columns.len() {
-            let array = batch.column(i);
+        for (i, array) in columns.iter().enumerate() {
             let size = encoded_size(array.as_ref());
             let len = array.len();
             if size > self.page_size && len > 1 {
@@ -123,7 +123,7 @@ impl DataFileWriter {
                 self.push(i, array.clone(), size).await?;
             }
         }
-        self.num_rows += batch.num_rows() as u64;
+        self.num_rows += rows as u64;
         Ok(())
     }
 

@@ -235,6 +235,15 @@ impl Storage {
         Ok(bytes)
     }
 
+    /// Reads a whole object and returns it with its metadata (size, modification time, e-tag).
+    pub async fn read_all_with_meta(&self, path: &Path) -> Result<(Bytes, ObjectMeta)> {
+        let result = self.store.get(path).await?;
+        let meta = result.meta.clone();
+        let bytes = result.bytes().await?;
+        self.stats.record_read(1, bytes.len() as u64);
+        Ok((bytes, meta))
+    }
+
     /// Reads the last `len` bytes of an object (all of it when smaller) in one request and
     /// returns them with the object's total size, so a reader can find a footer without a HEAD.
     pub async fn read_tail(&self, path: &Path, len: u64) -> Result<(Bytes, u64)> {

@@ -234,24 +234,20 @@ pub(crate) async fn commit(
     for attempt in 0..=max_retries {
         let manifest = build_manifest(table, base.as_deref(), &op, read_version).await?;
         if table.manifests.try_publish(&manifest).await? {
-            let manifest = Arc::new(manifest);
-            table.cache_manifest(&manifest);
-            return Ok(manifest);
+            return Ok(Arc::new(manifest));
         }
         // Lost the race: look at everything committed since our base.
         let from = base.as_ref().map_or(0, |b| b.version());
-        let latest =
-            table.manifests.latest_version().await?.ok_or_else(|| {
-                Error::Internal("commit lost a race but no version exists".into())
-            })?;
         if matches!(op, Operation::Create { .. }) {
             return Err(Error::TableAlreadyExists(table.name.clone()));
         }
         let mut newest = None;
-        for v in from + 1..=latest {
-            let committed = table.manifest(v).await?;
-            check_conflict(&op, &committed)?;
-            newest = Some(committed);
+        for entry in table.manifests.list().await? {
+            if entry.version > from {
+                let committed = table.manifest_at(&entry).await?;
+                check_conflict(&op, &committed)?;
+                newest = Some(committed);
+            }
         }
         if newest.is_some() {
             base = newest;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
+use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
 use crate::format::{decode_block_message, encode_block};
@@ -229,6 +230,22 @@ impl Manifest {
     }
 }
 
+/// A committed version as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub version: u64,
+    /// Tells this manifest object apart from another one later written under the same name
+    /// (a table dropped and created again): the e-tag, or size and modification time.
+    pub identity: String,
+}
+
+fn identity(meta: &ObjectMeta) -> String {
+    match &meta.e_tag {
+        Some(tag) => tag.clone(),
+        None => format!("{}-{:?}", meta.size, meta.last_modified),
+    }
+}
+
 /// Reads manifests of one table.
 #[derive(Debug, Clone)]
 pub struct ManifestStore {
@@ -247,27 +264,39 @@ impl ManifestStore {
             .path(&format!("{VERSIONS_DIR}/{}", manifest_name(version)))
     }
 
-    /// All committed version numbers, ascending (one listing, no manifest reads).
-    pub async fn list_versions(&self) -> Result<Vec<u64>> {
+    /// Every committed version, ascending (one listing, no manifest reads).
+    pub async fn list(&self) -> Result<Vec<VersionEntry>> {
         let listing = self.storage.list(&self.storage.path(VERSIONS_DIR)).await?;
-        let mut versions: Vec<u64> = listing
+        let mut versions: Vec<VersionEntry> = listing
             .iter()
-            .filter_map(|m| m.location.filename().and_then(parse_manifest_name))
+            .filter_map(|m| {
+                let version = m.location.filename().and_then(parse_manifest_name)?;
+                Some(VersionEntry {
+                    version,
+                    identity: identity(m),
+                })
+            })
             .collect();
-        versions.sort_unstable();
+        versions.sort_unstable_by_key(|v| v.version);
         Ok(versions)
     }
 
     /// The newest committed version, if any.
-    pub async fn latest_version(&self) -> Result<Option<u64>> {
-        Ok(self.list_versions().await?.last().copied())
+    pub async fn latest(&self) -> Result<Option<VersionEntry>> {
+        Ok(self.list().await?.pop())
     }
 
     /// Reads the manifest of `version`; `Ok(None)` when it does not exist.
-    pub async fn read(&self, version: u64) -> Result<Option<Arc<Manifest>>> {
+    pub async fn read(&self, version: u64) -> Result<Option<(Arc<Manifest>, VersionEntry)>> {
         let path = self.path_of(version);
-        match self.storage.read_all(&path).await {
-            Ok(bytes) => Ok(Some(Arc::new(Manifest::decode(&bytes, &path, version)?))),
+        match self.storage.read_all_with_meta(&path).await {
+            Ok((bytes, meta)) => Ok(Some((
+                Arc::new(Manifest::decode(&bytes, &path, version)?),
+                VersionEntry {
+                    version,
+                    identity: identity(&meta),
+                },
+            ))),
             Err(Error::Storage(object_store::Error::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }

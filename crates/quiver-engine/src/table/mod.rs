@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 use roaring::RoaringBitmap;
 
 use self::commit::{commit, Operation};
-use self::manifest::{DeletionFileProto, Manifest, ManifestStore};
+use self::manifest::{DeletionFileProto, Manifest, ManifestStore, VersionEntry};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
 pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
@@ -129,7 +129,7 @@ impl Database {
         for dir in dirs {
             if let Some(name) = dir.strip_suffix(TABLE_SUFFIX) {
                 if validate_table_name(name).is_ok()
-                    && self.inner(name).manifests.latest_version().await?.is_some()
+                    && self.inner(name).manifests.latest().await?.is_some()
                 {
                     names.push(name.to_string());
                 }
@@ -143,13 +143,24 @@ impl Database {
     pub async fn open_table(&self, name: &str) -> Result<Table> {
         validate_table_name(name)?;
         let inner = self.inner(name);
-        let latest = inner
-            .manifests
-            .latest_version()
+        let manifest = inner
+            .latest_manifest()
             .await?
             .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
-        let manifest = inner.manifest(latest).await?;
         Ok(Table::new(inner, manifest, false))
+    }
+
+    /// Opens a table pinned (read-only) at `version`.
+    pub async fn open_table_at(&self, name: &str, version: u64) -> Result<Table> {
+        validate_table_name(name)?;
+        let inner = self.inner(name);
+        let manifest = match inner.manifest(version).await {
+            Err(Error::VersionNotFound { .. }) if inner.manifests.latest().await?.is_none() => {
+                return Err(Error::TableNotFound(name.to_string()))
+            }
+            other => other?,
+        };
+        Ok(Table::new(inner, manifest, true))
     }
 
     /// Creates a table from a stream of batches. `schema` is required when the stream may be
@@ -164,13 +175,13 @@ impl Database {
     ) -> Result<Table> {
         validate_table_name(name)?;
         let inner = self.inner(name);
-        let existing = inner.manifests.latest_version().await?;
+        let existing = inner.latest_manifest().await?;
         let base = match (existing, mode) {
             (Some(_), CreateMode::Create) => {
                 return Err(Error::TableAlreadyExists(name.to_string()))
             }
-            (Some(_), CreateMode::ExistOk) => return self.open_table(name).await,
-            (Some(v), CreateMode::Overwrite) => Some(inner.manifest(v).await?),
+            (Some(m), CreateMode::ExistOk) => return Ok(Table::new(inner, m, false)),
+            (Some(m), CreateMode::Overwrite) => Some(m),
             (None, _) => None,
         };
         let table_schema = TableSchema::new(&schema)?;
@@ -203,7 +214,7 @@ impl Database {
     pub async fn drop_table(&self, name: &str) -> Result<()> {
         validate_table_name(name)?;
         let inner = self.inner(name);
-        if inner.manifests.latest_version().await?.is_none() {
+        if inner.manifests.latest().await?.is_none() {
             return Err(Error::TableNotFound(name.to_string()));
         }
         self.storage.delete_prefix(&inner.storage.path("")).await
@@ -223,29 +234,51 @@ impl TableInner {
         format!("{}/{relative}", self.storage.uri())
     }
 
-    fn cache_manifest(&self, manifest: &Arc<Manifest>) {
+    /// Manifest of a listed version, through the cache.
+    async fn manifest_at(&self, entry: &VersionEntry) -> Result<Arc<Manifest>> {
+        let key = self.cache_key(&format!("v{}@{}", entry.version, entry.identity));
+        if let Some(CachedEntry::Manifest(m)) = self.session.get(&key) {
+            return Ok(m);
+        }
+        let (manifest, read_entry) = self
+            .manifests
+            .read(entry.version)
+            .await?
+            .ok_or_else(|| self.version_not_found(entry.version))?;
+        self.cache_manifest(&manifest, &read_entry);
+        Ok(manifest)
+    }
+
+    fn cache_manifest(&self, manifest: &Arc<Manifest>, entry: &VersionEntry) {
         self.session.insert(
-            self.cache_key(&format!("v{}", manifest.version())),
+            self.cache_key(&format!("v{}@{}", entry.version, entry.identity)),
             CachedEntry::Manifest(manifest.clone()),
         );
     }
 
-    /// Manifest of `version`, through the cache.
-    async fn manifest(&self, version: u64) -> Result<Arc<Manifest>> {
-        let key = self.cache_key(&format!("v{version}"));
-        if let Some(CachedEntry::Manifest(m)) = self.session.get(&key) {
-            return Ok(m);
+    fn version_not_found(&self, version: u64) -> Error {
+        Error::VersionNotFound {
+            table: self.name.clone(),
+            version,
         }
-        let manifest =
-            self.manifests
-                .read(version)
-                .await?
-                .ok_or_else(|| Error::VersionNotFound {
-                    table: self.name.clone(),
-                    version,
-                })?;
-        self.cache_manifest(&manifest);
-        Ok(manifest)
+    }
+
+    /// Manifest of `version` (one listing to find it, then the cache).
+    async fn manifest(&self, version: u64) -> Result<Arc<Manifest>> {
+        let versions = self.manifests.list().await?;
+        let entry = versions
+            .iter()
+            .find(|e| e.version == version)
+            .ok_or_else(|| self.version_not_found(version))?;
+        self.manifest_at(entry).await
+    }
+
+    /// The newest manifest, if the table has any version.
+    async fn latest_manifest(&self) -> Result<Option<Arc<Manifest>>> {
+        match self.manifests.latest().await? {
+            Some(entry) => Ok(Some(self.manifest_at(&entry).await?)),
+            None => Ok(None),
+        }
     }
 
     /// A reader for the data file at `relative`, its metadata through the cache.
@@ -402,20 +435,15 @@ impl Table {
         if pinned {
             return Ok(current);
         }
-        let Some(next) = self.inner.manifests.read(current + 1).await? else {
+        let Some((next, entry)) = self.inner.manifests.read(current + 1).await? else {
             return Ok(current);
         };
-        self.inner.cache_manifest(&next);
-        let latest = self
-            .inner
-            .manifests
-            .latest_version()
-            .await?
-            .unwrap_or(next.version());
-        let manifest = if latest == next.version() {
-            next
-        } else {
-            self.inner.manifest(latest).await?
+        self.inner.cache_manifest(&next, &entry);
+        let manifest = match self.inner.manifests.latest().await? {
+            Some(latest) if latest.version > next.version() => {
+                self.inner.manifest_at(&latest).await?
+            }
+            _ => next,
         };
         self.set_state(manifest, false);
         Ok(self.version())
@@ -423,9 +451,10 @@ impl Table {
 
     /// Every committed version, oldest first.
     pub async fn list_versions(&self) -> Result<Vec<VersionInfo>> {
-        let versions = self.inner.manifests.list_versions().await?;
+        let versions = self.inner.manifests.list().await?;
         let manifests =
-            futures::future::try_join_all(versions.iter().map(|&v| self.inner.manifest(v))).await?;
+            futures::future::try_join_all(versions.iter().map(|v| self.inner.manifest_at(v)))
+                .await?;
         Ok(manifests
             .iter()
             .map(|m| VersionInfo {
@@ -446,15 +475,14 @@ impl Table {
 
     /// Unpins the handle and moves it to the newest version.
     pub async fn checkout_latest(&self) -> Result<u64> {
-        let latest = self
+        let manifest = self
             .inner
-            .manifests
-            .latest_version()
+            .latest_manifest()
             .await?
             .ok_or_else(|| Error::TableNotFound(self.inner.name.clone()))?;
-        let manifest = self.inner.manifest(latest).await?;
+        let version = manifest.version();
         self.set_state(manifest, false);
-        Ok(latest)
+        Ok(version)
     }
 
     /// Commits the content of `version` (default: the checked-out version) as a new latest
@@ -464,8 +492,8 @@ impl Table {
             Some(v) => self.inner.manifest(v).await?,
             None => self.manifest(),
         };
-        let latest = self.checkout_latest().await?;
-        let base = self.inner.manifest(latest).await?;
+        self.checkout_latest().await?;
+        let base = self.manifest();
         let manifest = commit(
             &self.inner,
             Some(base),

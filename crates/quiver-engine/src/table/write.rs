@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::manifest::{DataFileProto, DATA_DIR};
 use crate::error::{Error, Result};
 use crate::format::writer::{DataFileWriter, DEFAULT_PAGE_SIZE};
-use crate::schema::{check_batch_nulls, TableSchema};
+use crate::schema::TableSchema;
 use crate::storage::Storage;
 
 /// A stream of batches to write. Streams keep ingest memory bounded by one batch plus one
@@ -83,10 +83,10 @@ pub async fn write_fragments(
     let result: Result<()> = async {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
-            schema.check_compatible(batch.schema().as_ref())?;
-            check_batch_nulls(&schema.arrow, &batch)?;
+            let columns = schema.conform(&batch)?;
+            let rows = batch.num_rows();
             let mut start = 0;
-            while start < batch.num_rows() {
+            while start < rows {
                 if writer.is_none() {
                     let relative = format!("{DATA_DIR}/{}.qvd", uuid::Uuid::new_v4().simple());
                     writer = Some(
@@ -103,8 +103,9 @@ pub async fn write_fragments(
                     unreachable!("writer was just created")
                 };
                 let room = (params.max_rows_per_file - w.num_rows()) as usize;
-                let n = room.min(batch.num_rows() - start);
-                w.write(&batch.slice(start, n)).await?;
+                let n = room.min(rows - start);
+                let slice: Vec<_> = columns.iter().map(|c| c.slice(start, n)).collect();
+                w.write(&slice).await?;
                 start += n;
                 if w.num_rows() >= params.max_rows_per_file {
                     if let Some(w) = writer.take() {
