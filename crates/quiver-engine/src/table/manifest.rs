@@ -202,7 +202,7 @@ impl Manifest {
                     "manifest lists an invalid fragment id",
                 ));
             }
-            if f.files.is_empty() || f.physical_rows > u32::MAX as u64 + 1 {
+            if f.files.is_empty() || f.physical_rows > u32::MAX as u64 {
                 return Err(Error::corrupt(path, "manifest lists an invalid fragment"));
             }
         }

@@ -94,19 +94,36 @@ fn output_schema(fields: &[(i32, Arc<Field>)], with_row_id: bool) -> SchemaRef {
     Arc::new(Schema::new(out))
 }
 
-/// The path of the data file holding `field_id` in `fragment`.
-fn file_for(fragment: &FragmentProto, field_id: i32) -> Result<&str> {
-    fragment
+/// A reader of the data file holding `field_id` in `fragment`, checked to hold exactly the
+/// fragment's rows.
+async fn fragment_reader(
+    table: &TableInner,
+    fragment: &FragmentProto,
+    field_id: i32,
+) -> Result<FileReader> {
+    let file = fragment
         .files
         .iter()
         .find(|f| f.field_ids.contains(&field_id))
-        .map(|f| f.path.as_str())
         .ok_or_else(|| {
             Error::Internal(format!(
                 "fragment {} has no file for field {field_id}",
                 fragment.id
             ))
-        })
+        })?;
+    let reader = table.file_reader(&file.path).await?;
+    if reader.metadata().num_rows != fragment.physical_rows {
+        return Err(Error::corrupt(
+            reader.path(),
+            format!(
+                "file holds {} rows but the manifest says fragment {} has {}",
+                reader.metadata().num_rows,
+                fragment.id,
+                fragment.physical_rows
+            ),
+        ));
+    }
+    Ok(reader)
 }
 
 /// Pages of one column, read ahead, handed out as row slices.
@@ -196,10 +213,7 @@ impl ScanState {
     async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<FragmentScan> {
         let mut cursors = Vec::with_capacity(self.fields.len());
         for (field_id, _) in &self.fields {
-            let reader = self
-                .table
-                .file_reader(file_for(fragment, *field_id)?)
-                .await?;
+            let reader = fragment_reader(&self.table, fragment, *field_id).await?;
             cursors.push(ColumnCursor::new(
                 reader,
                 *field_id,
@@ -372,7 +386,7 @@ pub(crate) async fn take(
     // Every (fragment, column) read runs concurrently.
     let reads = fragment_runs.iter().flat_map(|(fragment, offsets)| {
         fields.iter().map(move |(field_id, _)| async move {
-            let reader = table.file_reader(file_for(fragment, *field_id)?).await?;
+            let reader = fragment_reader(table, fragment, *field_id).await?;
             reader.take(*field_id, offsets).await
         })
     });
