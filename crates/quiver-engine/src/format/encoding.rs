@@ -402,3 +402,107 @@ where
     }
     Buffer::from_vec(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{
+        BooleanArray, FixedSizeListArray, Float32Array, Int32Array, ListArray, StringArray,
+    };
+    use arrow_buffer::OffsetBuffer;
+    use arrow_schema::Field;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn round_trip(array: &dyn Array) -> ArrayRef {
+        let page = encode_page(array).expect("encode");
+        assert!(page
+            .buffers
+            .iter()
+            .all(|(o, _)| o % BUFFER_ALIGNMENT as u64 == 0));
+        decode_page(
+            array.data_type(),
+            array.len(),
+            &Bytes::from(page.bytes),
+            &page.buffers,
+        )
+        .expect("decode")
+    }
+
+    fn arrays(values: &[Option<i32>]) -> Vec<ArrayRef> {
+        let ints = Int32Array::from(values.to_vec());
+        let bools = BooleanArray::from(
+            values
+                .iter()
+                .map(|v| v.map(|x| x % 2 == 0))
+                .collect::<Vec<_>>(),
+        );
+        let strings = StringArray::from(
+            values
+                .iter()
+                .map(|v| v.map(|x| "é".repeat((x.unsigned_abs() % 5) as usize)))
+                .collect::<Vec<_>>(),
+        );
+        let item = Arc::new(Field::new("item", arrow_schema::DataType::Float32, true));
+        let floats = Float32Array::from_iter_values(values.iter().flat_map(|v| {
+            let x = v.unwrap_or(0) as f32;
+            [x, -x]
+        }));
+        let vectors = FixedSizeListArray::try_new(
+            item.clone(),
+            2,
+            Arc::new(floats.clone()),
+            ints.nulls().cloned(),
+        )
+        .expect("vectors");
+        let lists = ListArray::try_new(
+            item,
+            OffsetBuffer::from_lengths(values.iter().map(|_| 2)),
+            Arc::new(floats),
+            ints.nulls().cloned(),
+        )
+        .expect("lists");
+        vec![
+            Arc::new(ints),
+            Arc::new(bools),
+            Arc::new(strings),
+            Arc::new(vectors),
+            Arc::new(lists),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn sliced_arrays_round_trip(
+            values in proptest::collection::vec(proptest::option::of(any::<i32>()), 1..200),
+            cut in any::<(usize, usize)>(),
+        ) {
+            let offset = cut.0 % values.len();
+            let len = cut.1 % (values.len() - offset + 1);
+            for array in arrays(&values) {
+                let slice = array.slice(offset, len);
+                let back = round_trip(slice.as_ref());
+                prop_assert_eq!(back.as_ref(), slice.as_ref());
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_buffer_tables_are_errors_not_panics() {
+        let array = StringArray::from(vec![Some("ab"), None, Some("cde")]);
+        let page = encode_page(&array).expect("encode");
+        let bytes = Bytes::from(page.bytes.clone());
+        let dt = array.data_type();
+        // Too few buffers, a buffer past the page end, a wrong row count.
+        assert!(decode_page(dt, 3, &bytes, &page.buffers[..2]).is_err());
+        let mut past_end = page.buffers.clone();
+        past_end[2].1 += 1000;
+        assert!(decode_page(dt, 3, &bytes, &past_end).is_err());
+        assert!(decode_page(dt, 4, &bytes, &page.buffers).is_err());
+        // Offsets that point outside the data.
+        let mut bad = page.bytes.clone();
+        let off = page.buffers[1].0 as usize + 8;
+        bad[off..off + 4].copy_from_slice(&1000i32.to_le_bytes());
+        assert!(decode_page(dt, 3, &Bytes::from(bad), &page.buffers).is_err());
+    }
+}
