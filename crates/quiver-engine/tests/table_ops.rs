@@ -540,3 +540,28 @@ async fn dropped_and_recreated_table_is_read_fresh() {
         Err(Error::TableNotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_missing_local_folder_is_an_empty_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("not/yet/there");
+    let db = Database::connect(path.to_str().expect("utf8"), ConnectOptions::default())
+        .await
+        .expect("connect");
+    assert!(db.table_names().await.expect("names").is_empty());
+    assert!(matches!(
+        db.open_table("t").await,
+        Err(Error::TableNotFound(_))
+    ));
+    table_with(
+        &db,
+        "t",
+        vec![common::simple_batch(0, 2, DIM)],
+        WriteParams::default(),
+    )
+    .await;
+    assert!(
+        path.join("t.quiver/_versions").is_dir(),
+        "the folder is created on the first write"
+    );
+}
