@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 
-use arrow_array::UInt64Array;
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
 };
@@ -101,21 +100,6 @@ async fn many_tasks_append_at_once() {
     }
 }
 
-fn addresses(table_rows: &[arrow_array::RecordBatch]) -> Vec<u64> {
-    table_rows
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("_rowid")
-                .expect("rowid")
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .expect("u64")
-                .values()
-                .to_vec()
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn commuting_operations_rebase() {
     let db = Database::connect("memory://", ConnectOptions::default())
@@ -123,7 +107,7 @@ async fn commuting_operations_rebase() {
         .expect("connect");
     let t1 = create(&db, 100).await;
     let t2 = db.open_table("t").await.expect("open");
-    let rows = addresses(
+    let rows = common::row_ids_of(
         &t1.scan_all(ScanOptions {
             with_row_id: true,
             ..Default::default()
@@ -176,7 +160,7 @@ async fn conflicting_operations_fail_with_typed_errors() {
         .expect("connect");
     let t1 = create(&db, 100).await;
     let t2 = db.open_table("t").await.expect("open");
-    let rows = addresses(
+    let rows = common::row_ids_of(
         &t1.scan_all(ScanOptions {
             with_row_id: true,
             ..Default::default()

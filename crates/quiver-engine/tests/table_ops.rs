@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch, UInt64Array};
+use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
@@ -38,21 +38,6 @@ async fn table_with(
 
 async fn all_ids(table: &Table) -> Vec<i64> {
     common::ids_of(&table.scan_all(ScanOptions::default()).await.expect("scan"))
-}
-
-fn row_ids(batches: &[RecordBatch]) -> Vec<u64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("_rowid")
-                .expect("_rowid")
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .expect("u64")
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -203,7 +188,7 @@ async fn scan_limit_offset_batches_and_projection() {
         })
         .await
         .expect("scan");
-    assert_eq!(row_ids(&ids_only).len(), 1000);
+    assert_eq!(common::row_ids_of(&ids_only).len(), 1000);
 }
 
 #[tokio::test]
@@ -221,7 +206,7 @@ async fn delete_by_row_address_and_time_travel() {
         })
         .await
         .expect("scan");
-    let addresses = row_ids(&scanned);
+    let addresses = common::row_ids_of(&scanned);
     // Delete the even ids of the first fragment and all of the second.
     let mut doomed: Vec<u64> = addresses[0..100].iter().step_by(2).copied().collect();
     doomed.extend_from_slice(&addresses[100..200]);

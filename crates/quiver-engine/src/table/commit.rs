@@ -115,7 +115,6 @@ async fn build_manifest(
         uuid: uuid::Uuid::new_v4().simple().to_string(),
         ..Default::default()
     };
-    let writer_version = format!("quiverdb {}", env!("CARGO_PKG_VERSION"));
     let proto = match (op, base) {
         (Operation::Create { .. }, Some(_)) => {
             return Err(Error::TableAlreadyExists(table.name.clone()));
@@ -126,18 +125,14 @@ async fn build_manifest(
             let fragments = new_fragments(&mut next_fragment_id, fragments);
             txn.added_fragment_ids = fragments.iter().map(|f| f.id).collect();
             ManifestProto {
-                version,
-                timestamp_micros: now_micros(),
                 fields: schema.fields.clone(),
                 schema_metadata: schema.metadata_map(),
                 fragments,
-                indices: Vec::new(),
-                transaction: Some(txn),
-                writer_version,
                 next_fragment_id,
                 max_field_id: schema
                     .max_field_id()
                     .max(base.map_or(-1, |b| b.proto.max_field_id)),
+                ..Default::default()
             }
         }
         (Operation::Append { fragments }, Some(base)) => {
@@ -145,13 +140,7 @@ async fn build_manifest(
             let added = new_fragments(&mut proto.next_fragment_id, fragments);
             txn.added_fragment_ids = added.iter().map(|f| f.id).collect();
             proto.fragments.extend(added);
-            ManifestProto {
-                version,
-                timestamp_micros: now_micros(),
-                transaction: Some(txn),
-                writer_version,
-                ..proto
-            }
+            proto
         }
         (Operation::Delete { rows }, Some(base)) => {
             let mut proto = base.proto.clone();
@@ -186,27 +175,18 @@ async fn build_manifest(
             proto
                 .fragments
                 .retain(|f| !txn.removed_fragment_ids.contains(&f.id));
-            ManifestProto {
-                version,
-                timestamp_micros: now_micros(),
-                transaction: Some(txn),
-                writer_version,
-                ..proto
-            }
+            proto
         }
         (Operation::Restore { from }, Some(base)) => {
             txn.restored_version = from.version();
             ManifestProto {
-                version,
-                timestamp_micros: now_micros(),
                 fields: from.proto.fields.clone(),
                 schema_metadata: from.proto.schema_metadata.clone(),
                 fragments: from.proto.fragments.clone(),
                 indices: from.proto.indices.clone(),
-                transaction: Some(txn),
-                writer_version,
                 next_fragment_id: base.proto.next_fragment_id.max(from.proto.next_fragment_id),
                 max_field_id: base.proto.max_field_id.max(from.proto.max_field_id),
+                ..Default::default()
             }
         }
         (op, None) => {
@@ -216,6 +196,13 @@ async fn build_manifest(
                 op.name()
             )));
         }
+    };
+    let proto = ManifestProto {
+        version,
+        timestamp_micros: now_micros(),
+        transaction: Some(txn),
+        writer_version: format!("quiverdb {}", env!("CARGO_PKG_VERSION")),
+        ..proto
     };
     let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())?;
     Ok(Manifest { proto, schema })

@@ -287,6 +287,22 @@ pub fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
         .collect()
 }
 
+/// All `_rowid` values of a scan's batches, in order.
+pub fn row_ids_of(batches: &[RecordBatch]) -> Vec<u64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("_rowid")
+                .expect("_rowid column")
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("u64 row ids")
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 /// Concatenates batches of one schema.
 pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
     arrow_select::concat::concat_batches(schema, batches).expect("concat")
