@@ -6,6 +6,8 @@
 
 pub mod error;
 pub mod format;
+pub mod linalg;
+pub mod query;
 pub mod schema;
 pub mod storage;
 

@@ -550,3 +550,41 @@ async fn a_missing_local_folder_is_an_empty_database() {
         "the folder is created on the first write"
     );
 }
+
+#[tokio::test]
+async fn positions_map_to_row_ids_around_deletions() {
+    let db = db().await;
+    let params = WriteParams {
+        max_rows_per_file: 10,
+        ..Default::default()
+    };
+    let t = table_with(&db, "t", vec![common::simple_batch(0, 30, DIM)], params).await;
+    let all = common::row_ids_of(
+        &t.scan_all(ScanOptions {
+            with_row_id: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan"),
+    );
+    // Delete ids 0, 3, 4 and all of the second fragment.
+    let mut doomed = vec![all[0], all[3], all[4]];
+    doomed.extend_from_slice(&all[10..20]);
+    t.delete_rows(&doomed).await.expect("delete");
+    let live = common::row_ids_of(
+        &t.scan_all(ScanOptions {
+            with_row_id: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan"),
+    );
+    let positions: Vec<u64> = (0..live.len() as u64).rev().collect();
+    let got = t.row_ids_at(&positions).await.expect("positions");
+    let want: Vec<u64> = positions.iter().map(|&p| live[p as usize]).collect();
+    assert_eq!(got, want);
+    assert!(matches!(
+        t.row_ids_at(&[live.len() as u64]).await,
+        Err(Error::RowNotFound(_))
+    ));
+}

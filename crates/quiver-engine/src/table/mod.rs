@@ -647,6 +647,49 @@ impl Table {
         scan::take(&self.inner, &manifest, addresses, columns, with_row_id).await
     }
 
+    /// Row addresses of the rows at `positions` among the live rows of the checked-out
+    /// version (0-based, in scan order), in the order given.
+    pub async fn row_ids_at(&self, positions: &[u64]) -> Result<Vec<u64>> {
+        let manifest = self.manifest();
+        let mut starts = Vec::with_capacity(manifest.fragments().len());
+        let mut total = 0u64;
+        for f in manifest.fragments() {
+            starts.push(total);
+            total += f.live_rows();
+        }
+        let mut out = Vec::with_capacity(positions.len());
+        for &position in positions {
+            if position >= total {
+                return Err(Error::RowNotFound(format!(
+                    "offset {position} (the table has {total} rows)"
+                )));
+            }
+            let index = starts.partition_point(|&s| s <= position) - 1;
+            let fragment = &manifest.fragments()[index];
+            let local = position - starts[index];
+            let offset = match &fragment.deletion {
+                None => local,
+                Some(d) => {
+                    let deleted = self.inner.deletion_vector(d).await?;
+                    // The smallest row x with exactly `local + 1` live rows in 0..=x.
+                    let (mut lo, mut hi) = (local, fragment.physical_rows - 1);
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        let live = mid + 1 - deleted.rank(mid as u32);
+                        if live > local {
+                            hi = mid;
+                        } else {
+                            lo = mid + 1;
+                        }
+                    }
+                    lo
+                }
+            };
+            out.push(row_address(fragment.id, offset));
+        }
+        Ok(out)
+    }
+
     /// I/O done through this table's store so far.
     pub fn io_stats(&self) -> IoSnapshot {
         self.inner.storage.io_stats()
