@@ -1,21 +1,31 @@
-// Public TypeScript API of quiverdb. The connection, table and query API arrive with the Node
-// API issue; until then this module exposes the native addon's version information.
-import { createRequire } from "node:module";
+// quiverdb: an embedded vector database for Node.js. Public API.
+import { binding } from "./native.js";
 
-interface NativeBinding {
-  version(): string;
-  formatVersion(): string;
-}
-
-const require = createRequire(import.meta.url);
-const native: NativeBinding = require("../native/index.cjs");
+export { connect, Connection, type ConnectOptions, type CreateTableOptions } from "./connection.js";
+export { Table, type AddOptions, type TableStats, type Version } from "./table.js";
+export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
+export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
+export {
+  QuiverError,
+  TableNotFoundError,
+  TableExistsError,
+  SchemaMismatchError,
+  InvalidArgumentError,
+  FilterError,
+  CommitConflictError,
+  CorruptionError,
+  IoError,
+  ClosedError,
+  NotFoundError,
+  InternalError,
+} from "./errors.js";
 
 /** Version of the native engine (equals the npm package version). */
 export function version(): string {
-  return native.version();
+  return binding.version();
 }
 
 /** Major.minor version of the data file format this build writes. */
 export function formatVersion(): string {
-  return native.formatVersion();
+  return binding.formatVersion();
 }

@@ -1,8 +1,29 @@
 //! Node.js binding of Quiver (napi-rs). Thin by design: argument conversion, async tasks and
-//! error mapping only; the engine lives in `crates/quiver-engine`. The full API arrives with
-//! the Node API issue; for now the addon reports its version and engine format version.
+//! error mapping only; the engine lives in `crates/quiver-engine`. Data crosses the boundary
+//! as Arrow IPC stream bytes (one copy); the TypeScript layer in `lib/` decodes them with
+//! apache-arrow and turns errors into typed `Error` subclasses using the `[Code]` prefix that
+//! [`to_js_error`] puts on every message.
 
+use std::future::Future;
+use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
+use quiver_engine::{
+    batches_stream, ConnectOptions, CreateMode, Database, Error as EngineError, ScanOptions,
+    WriteParams,
+};
 
 /// Version of the native addon (matches the npm package version).
 #[napi]
@@ -18,4 +39,736 @@ pub fn format_version() -> String {
         quiver_engine::format::FORMAT_MAJOR,
         quiver_engine::format::FORMAT_MINOR
     )
+}
+
+/// The stable error code of an engine error (the TS layer maps codes to classes).
+fn error_code(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::InvalidArgument(_) => "InvalidArgument",
+        EngineError::SchemaMismatch(_) | EngineError::UnsupportedType { .. } => "SchemaMismatch",
+        EngineError::TableAlreadyExists(_) => "TableExists",
+        EngineError::TableNotFound(_) => "TableNotFound",
+        EngineError::VersionNotFound { .. } => "VersionNotFound",
+        EngineError::RowNotFound(_) => "RowNotFound",
+        EngineError::Corrupt { .. } | EngineError::IncompatibleVersion { .. } => "Corruption",
+        EngineError::CommitConflict(_) => "CommitConflict",
+        EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
+        EngineError::ReadOnlyVersion(_) => "ReadOnlyVersion",
+        EngineError::Storage(_) => "Io",
+        EngineError::Arrow(_) => "InvalidArgument",
+        EngineError::Internal(_) => "Internal",
+    }
+}
+
+fn to_js_error(e: EngineError) -> napi::Error {
+    let mut message = format!("[{}] {e}", error_code(&e));
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!("\n  caused by: {cause}"));
+        source = cause.source();
+    }
+    napi::Error::from_reason(message)
+}
+
+fn coded(code: &str, message: impl std::fmt::Display) -> napi::Error {
+    napi::Error::from_reason(format!("[{code}] {message}"))
+}
+
+/// Runs engine work and turns both errors and panics into rejected promises.
+async fn guarded<T>(work: impl Future<Output = quiver_engine::Result<T>>) -> napi::Result<T> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result.map_err(to_js_error),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(coded("Internal", format!("the engine panicked: {what}")))
+        }
+    }
+}
+
+fn decode_ipc(bytes: &[u8]) -> quiver_engine::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| {
+        EngineError::InvalidArgument(format!("data is not an Arrow IPC stream: {e}"))
+    })?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| EngineError::InvalidArgument(format!("Arrow IPC stream is damaged: {e}")))?;
+    decode_dictionaries(schema, batches)
+}
+
+/// Dictionary-encoded columns (apache-arrow encodes JS strings that way) are stored as their
+/// plain value type.
+fn decode_dictionaries(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> quiver_engine::Result<(SchemaRef, Vec<RecordBatch>)> {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Dictionary(_, _)))
+    {
+        return Ok((schema, batches));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => {
+                f.as_ref().clone().with_data_type(value.as_ref().clone())
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let plain = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = batches
+        .into_iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| match c.as_any_dictionary_opt() {
+                    Some(dict) => Ok(arrow_select::take::take(
+                        dict.values().as_ref(),
+                        dict.keys(),
+                        None,
+                    )?),
+                    None => Ok(c.clone()),
+                })
+                .collect::<quiver_engine::Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(plain.clone(), columns)?)
+        })
+        .collect::<quiver_engine::Result<Vec<_>>>()?;
+    Ok((plain, batches))
+}
+
+fn encode_ipc(schema: &SchemaRef, batches: &[RecordBatch]) -> quiver_engine::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(
+        batches
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>()
+            + 1024,
+    );
+    let mut writer = StreamWriter::try_new(&mut out, schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn u64_of(value: &BigInt, what: &str) -> napi::Result<u64> {
+    let (signed, v, lossless) = value.get_u64();
+    if signed || !lossless {
+        return Err(coded(
+            "InvalidArgument",
+            format!("{what} must be a non-negative 64-bit integer"),
+        ));
+    }
+    Ok(v)
+}
+
+fn version_arg(v: f64) -> napi::Result<u64> {
+    if v.fract() != 0.0 || !(1.0..=9.007_199_254_740_991e15).contains(&v) {
+        return Err(coded(
+            "InvalidArgument",
+            format!("version must be a positive integer, got {v}"),
+        ));
+    }
+    Ok(v as u64)
+}
+
+/// Options of `connect`.
+#[napi(object)]
+pub struct NativeConnectOptions {
+    /// Seconds between checks for other writers' commits; 0 checks before every read.
+    pub read_consistency_interval: Option<f64>,
+    /// Byte budget of the metadata cache.
+    pub metadata_cache_bytes: Option<f64>,
+}
+
+/// A database connection.
+#[napi]
+pub struct NativeConnection {
+    db: Database,
+    uri: String,
+    open: Arc<AtomicBool>,
+    read_consistency: Option<Duration>,
+}
+
+/// Opens (or creates on first write) the database at `uri`.
+#[napi]
+pub async fn connect(
+    uri: String,
+    options: Option<NativeConnectOptions>,
+) -> napi::Result<NativeConnection> {
+    let options = options.unwrap_or(NativeConnectOptions {
+        read_consistency_interval: None,
+        metadata_cache_bytes: None,
+    });
+    let read_consistency = match options.read_consistency_interval {
+        None => Some(Duration::ZERO),
+        Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) if s.is_infinite() && s > 0.0 => None,
+        Some(s) => {
+            return Err(coded(
+                "InvalidArgument",
+                format!("readConsistencyInterval must be >= 0 seconds, got {s}"),
+            ))
+        }
+    };
+    let engine_options = ConnectOptions {
+        metadata_cache_bytes: options.metadata_cache_bytes.map(|b| b.max(0.0) as u64),
+        storage: None,
+    };
+    let db = guarded(Database::connect(&uri, engine_options)).await?;
+    Ok(NativeConnection {
+        db,
+        uri,
+        open: Arc::new(AtomicBool::new(true)),
+        read_consistency,
+    })
+}
+
+impl NativeConnection {
+    fn check_open(&self) -> napi::Result<()> {
+        if self.open.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(coded(
+                "Closed",
+                format!("connection to '{}' is closed", self.uri),
+            ))
+        }
+    }
+
+    fn wrap(&self, table: quiver_engine::Table) -> NativeTable {
+        NativeTable {
+            table,
+            connection_open: self.open.clone(),
+            open: Arc::new(AtomicBool::new(true)),
+            read_consistency: self.read_consistency,
+            last_refresh: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+}
+
+#[napi]
+impl NativeConnection {
+    #[napi]
+    pub fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    #[napi]
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Closes the connection; its tables are closed with it.
+    #[napi]
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    #[napi]
+    pub async fn table_names(&self) -> napi::Result<Vec<String>> {
+        self.check_open()?;
+        guarded(self.db.table_names()).await
+    }
+
+    #[napi]
+    pub async fn open_table(
+        &self,
+        name: String,
+        version: Option<f64>,
+    ) -> napi::Result<NativeTable> {
+        self.check_open()?;
+        let table = match version {
+            Some(v) => {
+                let v = version_arg(v)?;
+                guarded(self.db.open_table_at(&name, v)).await?
+            }
+            None => guarded(self.db.open_table(&name)).await?,
+        };
+        Ok(self.wrap(table))
+    }
+
+    /// Creates a table from Arrow IPC stream bytes. `mode`: create, overwrite or exist_ok.
+    #[napi]
+    pub async fn create_table(
+        &self,
+        name: String,
+        data: Buffer,
+        mode: String,
+    ) -> napi::Result<NativeTable> {
+        self.check_open()?;
+        let mode = match mode.as_str() {
+            "create" => CreateMode::Create,
+            "overwrite" => CreateMode::Overwrite,
+            "exist_ok" => CreateMode::ExistOk,
+            other => {
+                return Err(coded(
+                    "InvalidArgument",
+                    format!("mode must be 'create' or 'overwrite', got '{other}'"),
+                ))
+            }
+        };
+        let table = guarded(async {
+            let (schema, batches) = decode_ipc(&data)?;
+            self.db
+                .create_table(
+                    &name,
+                    schema,
+                    batches_stream(batches),
+                    mode,
+                    WriteParams::default(),
+                )
+                .await
+        })
+        .await?;
+        Ok(self.wrap(table))
+    }
+
+    #[napi]
+    pub async fn drop_table(&self, name: String) -> napi::Result<()> {
+        self.check_open()?;
+        guarded(self.db.drop_table(&name)).await
+    }
+}
+
+/// One committed version.
+#[napi(object)]
+pub struct NativeVersion {
+    pub version: f64,
+    /// Commit time in milliseconds since the Unix epoch.
+    pub timestamp: f64,
+    pub operation: String,
+}
+
+/// Size facts of a table version.
+#[napi(object)]
+pub struct NativeTableStats {
+    pub num_rows: f64,
+    pub num_deleted_rows: f64,
+    pub num_fragments: f64,
+    pub data_bytes: f64,
+    pub version: f64,
+}
+
+/// Options of a scan.
+#[napi(object)]
+pub struct NativeScanOptions {
+    pub columns: Option<Vec<String>>,
+    pub limit: Option<f64>,
+    pub offset: Option<f64>,
+    pub with_row_id: Option<bool>,
+    pub batch_size: Option<u32>,
+}
+
+/// Options of an exact vector search.
+#[napi(object)]
+pub struct NativeSearchOptions {
+    pub column: Option<String>,
+    pub k: u32,
+    pub distance_type: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub with_row_id: Option<bool>,
+    pub lower_bound: Option<f64>,
+    pub upper_bound: Option<f64>,
+}
+
+/// I/O counters of a table's store.
+#[napi(object)]
+pub struct NativeIoStats {
+    pub read_ops: f64,
+    pub read_bytes: f64,
+    pub write_ops: f64,
+    pub write_bytes: f64,
+}
+
+/// A table handle.
+#[napi]
+pub struct NativeTable {
+    table: quiver_engine::Table,
+    connection_open: Arc<AtomicBool>,
+    open: Arc<AtomicBool>,
+    read_consistency: Option<Duration>,
+    last_refresh: Arc<Mutex<Instant>>,
+}
+
+impl NativeTable {
+    fn check_open(&self) -> napi::Result<()> {
+        if !self.connection_open.load(Ordering::Acquire) {
+            return Err(coded(
+                "Closed",
+                format!(
+                    "table '{}' is closed: its connection was closed",
+                    self.table.name()
+                ),
+            ));
+        }
+        if !self.open.load(Ordering::Acquire) {
+            return Err(coded(
+                "Closed",
+                format!("table '{}' is closed", self.table.name()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sees other writers' commits according to the connection's read consistency.
+    async fn consistent(&self) -> quiver_engine::Result<()> {
+        let Some(interval) = self.read_consistency else {
+            return Ok(());
+        };
+        let due = {
+            let last = self
+                .last_refresh
+                .lock()
+                .map_err(|_| EngineError::Internal("refresh clock poisoned".into()))?;
+            interval.is_zero() || last.elapsed() >= interval
+        };
+        if due {
+            self.table.refresh().await?;
+            if let Ok(mut last) = self.last_refresh.lock() {
+                *last = Instant::now();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stream of result batches, each as Arrow IPC stream bytes.
+#[napi]
+pub struct NativeBatchStream {
+    schema: SchemaRef,
+    inner: Arc<tokio::sync::Mutex<Option<BoxStream<'static, quiver_engine::Result<RecordBatch>>>>>,
+}
+
+#[napi]
+impl NativeBatchStream {
+    /// The next batch as IPC bytes, or `null` at the end.
+    #[napi]
+    pub async fn next(&self) -> napi::Result<Option<Buffer>> {
+        let inner = self.inner.clone();
+        let schema = self.schema.clone();
+        guarded(async move {
+            let mut guard = inner.lock().await;
+            let Some(stream) = guard.as_mut() else {
+                return Ok(None);
+            };
+            match stream.next().await {
+                Some(batch) => Ok(Some(encode_ipc(&schema, &[batch?])?.into())),
+                None => {
+                    *guard = None;
+                    Ok(None)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The schema of the batches, as an IPC stream without batches.
+    #[napi]
+    pub fn schema(&self) -> napi::Result<Buffer> {
+        encode_ipc(&self.schema, &[])
+            .map(Buffer::from)
+            .map_err(to_js_error)
+    }
+
+    /// Stops the stream early, releasing what it holds.
+    #[napi]
+    pub async fn cancel(&self) -> napi::Result<()> {
+        *self.inner.lock().await = None;
+        Ok(())
+    }
+}
+
+#[napi]
+impl NativeTable {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.table.name().to_string()
+    }
+
+    #[napi]
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire) && self.connection_open.load(Ordering::Acquire)
+    }
+
+    #[napi]
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    /// The schema as an IPC stream without batches.
+    #[napi]
+    pub async fn schema(&self) -> napi::Result<Buffer> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            Ok(encode_ipc(&self.table.schema(), &[])?.into())
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn count_rows(&self) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            Ok(self.table.count_rows() as f64)
+        })
+        .await
+    }
+
+    /// Adds rows (IPC stream bytes); `mode` is append or overwrite. Returns the new version.
+    #[napi]
+    pub async fn add(&self, data: Buffer, mode: String) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            let (schema, batches) = decode_ipc(&data)?;
+            let version = match mode.as_str() {
+                "append" => {
+                    // Checked before writing so that data without batches is refused too.
+                    self.table.manifest().schema.check_compatible(&schema)?;
+                    self.table
+                        .append(batches_stream(batches), WriteParams::default())
+                        .await?
+                }
+                "overwrite" => {
+                    self.table
+                        .overwrite(schema, batches_stream(batches), WriteParams::default())
+                        .await?
+                }
+                other => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "mode must be 'append' or 'overwrite', got '{other}'"
+                    )))
+                }
+            };
+            Ok(version as f64)
+        })
+        .await
+    }
+
+    /// Deletes rows by row id; returns [deleted rows, version].
+    #[napi]
+    pub async fn delete_row_ids(&self, ids: Vec<BigInt>) -> napi::Result<Vec<f64>> {
+        self.check_open()?;
+        let ids = ids
+            .iter()
+            .map(|i| u64_of(i, "a row id"))
+            .collect::<napi::Result<Vec<u64>>>()?;
+        guarded(async {
+            let r = self.table.delete_rows(&ids).await?;
+            Ok(vec![r.num_deleted_rows as f64, r.version as f64])
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn version(&self) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            Ok(self.table.version() as f64)
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn list_versions(&self) -> napi::Result<Vec<NativeVersion>> {
+        self.check_open()?;
+        guarded(async {
+            Ok(self
+                .table
+                .list_versions()
+                .await?
+                .into_iter()
+                .map(|v| NativeVersion {
+                    version: v.version as f64,
+                    timestamp: v.timestamp_micros as f64 / 1000.0,
+                    operation: v.operation,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn checkout(&self, version: f64) -> napi::Result<()> {
+        self.check_open()?;
+        let version = version_arg(version)?;
+        guarded(self.table.checkout(version)).await
+    }
+
+    #[napi]
+    pub async fn checkout_latest(&self) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async { Ok(self.table.checkout_latest().await? as f64) }).await
+    }
+
+    #[napi]
+    pub async fn restore(&self, version: Option<f64>) -> napi::Result<f64> {
+        self.check_open()?;
+        let version = version.map(version_arg).transpose()?;
+        guarded(async { Ok(self.table.restore(version).await? as f64) }).await
+    }
+
+    #[napi]
+    pub async fn stats(&self) -> napi::Result<NativeTableStats> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let s = self.table.stats();
+            Ok(NativeTableStats {
+                num_rows: s.num_rows as f64,
+                num_deleted_rows: s.num_deleted_rows as f64,
+                num_fragments: s.num_fragments as f64,
+                data_bytes: s.data_bytes as f64,
+                version: self.table.version() as f64,
+            })
+        })
+        .await
+    }
+
+    /// Starts a scan; batches come from the returned stream.
+    #[napi]
+    pub async fn scan(&self, options: NativeScanOptions) -> napi::Result<NativeBatchStream> {
+        self.check_open()?;
+        let count = |v: Option<f64>, what: &str| -> napi::Result<Option<u64>> {
+            match v {
+                Some(n) if n.fract() != 0.0 || n < 0.0 => Err(coded(
+                    "InvalidArgument",
+                    format!("{what} must be a non-negative integer, got {n}"),
+                )),
+                other => Ok(other.map(|n| n as u64)),
+            }
+        };
+        let limit = count(options.limit, "limit")?;
+        let offset = count(options.offset, "offset")?.unwrap_or(0);
+        let (schema, stream) = guarded(async {
+            self.consistent().await?;
+            self.table.scan(ScanOptions {
+                columns: options.columns,
+                limit,
+                offset,
+                with_row_id: options.with_row_id.unwrap_or(false),
+                batch_size: options
+                    .batch_size
+                    .map_or(quiver_engine::table::scan::DEFAULT_BATCH_SIZE, |b| {
+                        b as usize
+                    }),
+                ..Default::default()
+            })
+        })
+        .await?;
+        Ok(NativeBatchStream {
+            schema,
+            inner: Arc::new(tokio::sync::Mutex::new(Some(stream))),
+        })
+    }
+
+    /// Rows by row id, in the order given, as IPC bytes.
+    #[napi]
+    pub async fn take_row_ids(
+        &self,
+        ids: Vec<BigInt>,
+        columns: Option<Vec<String>>,
+        with_row_id: Option<bool>,
+    ) -> napi::Result<Buffer> {
+        self.check_open()?;
+        let ids = ids
+            .iter()
+            .map(|i| u64_of(i, "a row id"))
+            .collect::<napi::Result<Vec<u64>>>()?;
+        guarded(async {
+            self.consistent().await?;
+            let batch = self
+                .table
+                .take(&ids, columns.as_deref(), with_row_id.unwrap_or(false))
+                .await?;
+            Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+        })
+        .await
+    }
+
+    /// Rows by position among the live rows (0-based), in the order given, as IPC bytes.
+    #[napi]
+    pub async fn take_offsets(
+        &self,
+        offsets: Vec<f64>,
+        columns: Option<Vec<String>>,
+        with_row_id: Option<bool>,
+    ) -> napi::Result<Buffer> {
+        self.check_open()?;
+        if let Some(bad) = offsets.iter().find(|o| o.fract() != 0.0 || **o < 0.0) {
+            return Err(coded(
+                "InvalidArgument",
+                format!("offsets must be non-negative integers, got {bad}"),
+            ));
+        }
+        let offsets: Vec<u64> = offsets.iter().map(|o| *o as u64).collect();
+        guarded(async {
+            self.consistent().await?;
+            let ids = self.table.row_ids_at(&offsets).await?;
+            let batch = self
+                .table
+                .take(&ids, columns.as_deref(), with_row_id.unwrap_or(false))
+                .await?;
+            Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+        })
+        .await
+    }
+
+    /// Exact nearest neighbours of `query`, as IPC bytes with a `_distance` column.
+    #[napi]
+    pub async fn vector_search(
+        &self,
+        query: Vec<f64>,
+        options: NativeSearchOptions,
+    ) -> napi::Result<Buffer> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let distance_type = match &options.distance_type {
+                Some(d) => d.parse()?,
+                None => quiver_engine::linalg::DistanceType::L2,
+            };
+            let search = quiver_engine::query::VectorSearch {
+                column: options.column,
+                query,
+                k: options.k as usize,
+                distance_type,
+                columns: options.columns,
+                with_row_id: options.with_row_id.unwrap_or(false),
+                distance_range: (
+                    options.lower_bound.map(|v| v as f32),
+                    options.upper_bound.map(|v| v as f32),
+                ),
+            };
+            let batch = quiver_engine::query::exact_search(&self.table, &search).await?;
+            Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+        })
+        .await
+    }
+
+    /// I/O done through this table's store so far (shared by the connection's tables).
+    #[napi]
+    pub fn io_stats(&self) -> NativeIoStats {
+        let s = self.table.io_stats();
+        NativeIoStats {
+            read_ops: s.read_ops as f64,
+            read_bytes: s.read_bytes as f64,
+            write_ops: s.write_ops as f64,
+            write_bytes: s.write_bytes as f64,
+        }
+    }
 }

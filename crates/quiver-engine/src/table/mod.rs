@@ -514,11 +514,15 @@ impl Table {
         Ok(manifest)
     }
 
-    /// Appends rows; returns the new version.
+    /// Appends rows; returns the new version (the current one when there were no rows: an
+    /// empty append commits nothing).
     pub async fn append(&self, batches: BatchStream, params: WriteParams) -> Result<u64> {
         let read = self.writable_manifest()?;
         let fragments =
             write::write_fragments(&self.inner.storage, &read.schema, batches, &params).await?;
+        if fragments.is_empty() {
+            return Ok(read.version());
+        }
         if let Some(hook) = &params.before_commit {
             hook();
         }

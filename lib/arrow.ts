@@ -1,0 +1,389 @@
+// Data in and out: plain objects, apache-arrow tables and batches, and Arrow IPC bytes become
+// IPC stream bytes for the engine; IPC bytes from the engine become apache-arrow tables or
+// plain objects. Arrow objects are duck-typed so any apache-arrow version from 15 up works.
+import {
+  Binary,
+  Bool,
+  DataType,
+  Field,
+  FixedSizeList,
+  Float32,
+  Float64,
+  Int64,
+  Int8,
+  List,
+  makeData,
+  makeVector,
+  Precision,
+  RecordBatch,
+  RecordBatchReader,
+  Schema,
+  Struct,
+  Table,
+  tableFromIPC,
+  tableToIPC,
+  TimestampMillisecond,
+  Uint8,
+  Utf8,
+  vectorFromArray,
+  type Vector,
+} from "apache-arrow";
+import { InvalidArgumentError, SchemaMismatchError } from "./errors.js";
+
+/** One row as a plain object. */
+export type Row = Record<string, unknown>;
+
+/** Anything Quiver accepts as rows. */
+export type Data =
+  | Row[]
+  | Table
+  | RecordBatch
+  | RecordBatch[]
+  | Uint8Array
+  | ArrayBuffer;
+
+/** Rows arriving over time: batches or arrays of objects. */
+export type DataStream = AsyncIterable<RecordBatch | Row[]> | Iterable<RecordBatch | Row[]>;
+
+function isArrowTable(x: unknown): x is Table {
+  return typeof x === "object" && x !== null && "batches" in x && "schema" in x && "numRows" in x;
+}
+
+function isArrowBatch(x: unknown): x is RecordBatch {
+  return typeof x === "object" && x !== null && "schema" in x && "numRows" in x && "data" in x && !("batches" in x);
+}
+
+/** Whether `x` is a non-empty array of plain-object rows. */
+export function isRowArray(x: unknown): x is Row[] {
+  return Array.isArray(x) && x.length > 0 && !isArrowBatch(x[0]);
+}
+
+/** Whether `x` is a stream of batches or row arrays rather than data in memory. */
+export function isDataStream(x: unknown): x is DataStream {
+  if (x === null || typeof x !== "object") return false;
+  if (Array.isArray(x) || x instanceof Uint8Array || x instanceof ArrayBuffer || isArrowTable(x) || isArrowBatch(x)) return false;
+  return Symbol.asyncIterator in x || Symbol.iterator in x;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema inference
+
+type Kind =
+  | { t: "float64" }
+  | { t: "int64" }
+  | { t: "utf8" }
+  | { t: "bool" }
+  | { t: "timestamp" }
+  | { t: "vector"; element: "float32" | "float64" | "uint8" | "int8"; dim: number }
+  | { t: "list_utf8" }
+  | { t: "struct"; fields: Map<string, Kind | null> };
+
+function describe(k: Kind): string {
+  switch (k.t) {
+    case "vector":
+      return `a vector of ${k.dim} ${k.element}`;
+    case "list_utf8":
+      return "a list of strings";
+    case "struct":
+      return "an object";
+    default:
+      return `a ${k.t} value`;
+  }
+}
+
+function kindOf(value: unknown, path: string, row: number): Kind | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "bigint") return { t: "int64" };
+  if (typeof value === "number") return { t: "float64" };
+  if (typeof value === "string") return { t: "utf8" };
+  if (typeof value === "boolean") return { t: "bool" };
+  if (value instanceof Date) return { t: "timestamp" };
+  if (value instanceof Float32Array) return { t: "vector", element: "float32", dim: value.length };
+  if (value instanceof Float64Array) return { t: "vector", element: "float64", dim: value.length };
+  if (value instanceof Uint8Array) return { t: "vector", element: "uint8", dim: value.length };
+  if (value instanceof Int8Array) return { t: "vector", element: "int8", dim: value.length };
+  if (Array.isArray(value)) {
+    if (value.length > 0 && value.every((v) => typeof v === "number")) {
+      return { t: "vector", element: "float32", dim: value.length };
+    }
+    if (value.every((v) => typeof v === "string" || v === null || v === undefined)) return { t: "list_utf8" };
+    throw new SchemaMismatchError(
+      "SchemaMismatch",
+      `field '${path}' in row ${row} is an array mixing types; use numbers (a vector) or strings (a list)`,
+    );
+  }
+  if (typeof value === "object") {
+    const fields = new Map<string, Kind | null>();
+    for (const [k, v] of Object.entries(value as Row)) fields.set(k, kindOf(v, `${path}.${k}`, row));
+    return { t: "struct", fields };
+  }
+  throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} has unsupported type ${typeof value}`);
+}
+
+function merge(a: Kind | null, b: Kind | null, path: string, row: number): Kind | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  if (a.t === "vector" && b.t === "vector") {
+    if (a.dim !== b.dim) {
+      throw new SchemaMismatchError(
+        "SchemaMismatch",
+        `field '${path}' in row ${row} is a vector of ${b.dim} values but earlier rows have ${a.dim}; every vector in a column must have the same length`,
+      );
+    }
+    if (a.element !== b.element) {
+      throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describe(b)} but earlier rows have ${describe(a)}`);
+    }
+    return a;
+  }
+  // An empty number array looks like a list of strings; a real vector elsewhere decides.
+  if (a.t === "struct" && b.t === "struct") {
+    for (const [k, v] of b.fields) a.fields.set(k, merge(a.fields.get(k) ?? null, v, `${path}.${k}`, row));
+    return a;
+  }
+  if (a.t !== b.t) {
+    throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describe(b)} but earlier rows have ${describe(a)}`);
+  }
+  return a;
+}
+
+function arrowType(k: Kind | null, path: string): DataType {
+  if (k === null) {
+    throw new SchemaMismatchError(
+      "SchemaMismatch",
+      `field '${path}' is null or undefined in every row, so its type cannot be inferred; pass a schema`,
+    );
+  }
+  switch (k.t) {
+    case "float64":
+      return new Float64();
+    case "int64":
+      return new Int64();
+    case "utf8":
+      return new Utf8();
+    case "bool":
+      return new Bool();
+    case "timestamp":
+      return new TimestampMillisecond();
+    case "list_utf8":
+      return new List(new Field("item", new Utf8(), true));
+    case "vector": {
+      const element = { float32: new Float32(), float64: new Float64(), uint8: new Uint8(), int8: new Int8() }[k.element];
+      return new FixedSizeList(k.dim, new Field("item", element, true));
+    }
+    case "struct":
+      return new Struct([...k.fields].map(([name, v]) => new Field(name, arrowType(v, `${path}.${name}`), true)));
+  }
+}
+
+/** Infers an Arrow schema from plain objects (see the README for the rules). */
+export function inferSchema(rows: Row[]): Schema {
+  if (rows.length === 0) {
+    throw new InvalidArgumentError("InvalidArgument", "cannot infer a schema from zero rows; pass a schema");
+  }
+  const columns = new Map<string, Kind | null>();
+  rows.forEach((row, i) => {
+    if (row === null || typeof row !== "object" || Array.isArray(row)) {
+      throw new InvalidArgumentError("InvalidArgument", `row ${i} is not an object`);
+    }
+    for (const [key, value] of Object.entries(row)) {
+      columns.set(key, merge(columns.get(key) ?? null, kindOf(value, key, i), key, i));
+    }
+  });
+  return new Schema([...columns].map(([name, k]) => new Field(name, arrowType(k, name), true)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building columns
+
+/** The typed array holding a vector column's elements, when it has one. */
+function elementArray(element: DataType) {
+  if (DataType.isFloat(element)) {
+    if (element.precision === Precision.SINGLE) return Float32Array;
+    if (element.precision === Precision.DOUBLE) return Float64Array;
+    return null;
+  }
+  if (DataType.isInt(element) && element.bitWidth === 8) return element.isSigned ? Int8Array : Uint8Array;
+  return null;
+}
+
+/** Builds a vector column straight into one flat typed array (no per-element builder). */
+function typedVector(type: FixedSizeList, values: unknown[], name: string): Vector {
+  const dim = type.listSize;
+  const element = type.children[0].type;
+  const Ctor = elementArray(element);
+  if (Ctor === null) return vectorFromArray(values, type);
+  const flat = new Ctor(values.length * dim);
+  const valid = new Uint8Array(Math.ceil(values.length / 8));
+  let nulls = 0;
+  values.forEach((v, i) => {
+    if (v === null || v === undefined) {
+      nulls++;
+      return;
+    }
+    const arr = v as ArrayLike<number>;
+    if (typeof arr !== "object" || arr.length !== dim) {
+      throw new SchemaMismatchError(
+        "SchemaMismatch",
+        `field '${name}' in row ${i} must be a vector of ${dim} numbers, got ${typeof arr === "object" ? `${arr.length} values` : typeof arr}`,
+      );
+    }
+    flat.set(arr, i * dim);
+    valid[i >> 3] |= 1 << (i & 7);
+  });
+  const child = makeData({ type: element, length: flat.length, data: flat } as never);
+  const data = makeData({
+    type,
+    length: values.length,
+    nullCount: nulls,
+    nullBitmap: nulls > 0 ? valid : undefined,
+    child,
+  } as never);
+  return makeVector(data);
+}
+
+function coerce(value: unknown, type: DataType, name: string, row: number): unknown {
+  if (value === undefined) return null;
+  if (value === null) return null;
+  if (type instanceof Int64 || (DataType.isInt(type) && type.bitWidth === 64)) {
+    if (typeof value === "number") {
+      if (!Number.isInteger(value)) {
+        throw new SchemaMismatchError("SchemaMismatch", `field '${name}' in row ${row} is ${value}, not an integer`);
+      }
+      return BigInt(value);
+    }
+  }
+  if (DataType.isTimestamp(type) && typeof value === "number") return new Date(value);
+  return value;
+}
+
+function column(field: Field, rows: Row[]): Vector {
+  const name = field.name;
+  if (DataType.isFixedSizeList(field.type)) {
+    return typedVector(field.type, rows.map((r) => r[name]), name);
+  }
+  const values = rows.map((r, i) => coerce(r[name], field.type, name, i));
+  try {
+    return vectorFromArray(values, field.type);
+  } catch (e) {
+    throw new SchemaMismatchError("SchemaMismatch", `field '${name}' cannot be built as ${field.type}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** Builds an Arrow table from plain objects, with `schema` or an inferred one. */
+export function rowsToTable(rows: Row[], schema?: Schema): Table {
+  const target = schema ?? inferSchema(rows);
+  if (schema) {
+    const known = new Set(schema.fields.map((f) => f.name));
+    rows.forEach((row, i) => {
+      for (const key of Object.keys(row)) {
+        if (!known.has(key)) {
+          throw new SchemaMismatchError("SchemaMismatch", `row ${i} has field '${key}', which is not in the schema`);
+        }
+      }
+    });
+  }
+  const vectors = target.fields.map((f) => column(f, rows));
+  const length = rows.length;
+  const data = makeData({
+    type: new Struct(target.fields),
+    length,
+    nullCount: 0,
+    children: vectors.map((v) => v.data[0]),
+  } as never);
+  return new Table([new RecordBatch(target, data as never)]);
+}
+
+/** IPC stream bytes of any accepted in-memory data. */
+export function toIPC(data: Data, schema?: Schema): Uint8Array {
+  if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+  if (data instanceof Uint8Array) {
+    // Re-encode the file format (and validate either form) through apache-arrow.
+    let table: Table;
+    try {
+      table = tableFromIPC(data);
+    } catch (e) {
+      throw new InvalidArgumentError("InvalidArgument", `bytes are not Arrow IPC (stream or file): ${(e as Error).message}`, { cause: e });
+    }
+    if (table.schema.fields.length === 0) {
+      throw new InvalidArgumentError("InvalidArgument", "bytes are not Arrow IPC (stream or file): no schema found");
+    }
+    return tableToIPC(table, "stream");
+  }
+  if (isArrowTable(data)) return tableToIPC(data as Table, "stream");
+  if (isArrowBatch(data)) return tableToIPC(new Table([data as RecordBatch]), "stream");
+  if (Array.isArray(data)) {
+    if (data.length > 0 && data.every(isArrowBatch)) return tableToIPC(new Table(data as RecordBatch[]), "stream");
+    if (data.length === 0 && !schema) {
+      throw new InvalidArgumentError("InvalidArgument", "no rows given; pass a schema to create an empty table");
+    }
+    return tableToIPC(data.length === 0 ? new Table(schema as Schema) : rowsToTable(data as Row[], schema), "stream");
+  }
+  throw new InvalidArgumentError(
+    "InvalidArgument",
+    "data must be an array of objects, an apache-arrow Table or RecordBatch(es), Arrow IPC bytes, or an async iterable of batches",
+  );
+}
+
+/** An empty IPC stream carrying only `schema`. */
+export function schemaToIPC(schema: Schema): Uint8Array {
+  return tableToIPC(new Table(schema), "stream");
+}
+
+/** Decodes IPC stream bytes from the engine. */
+export function fromIPC(bytes: Uint8Array): Table {
+  return tableFromIPC(bytes);
+}
+
+/** Decodes one IPC message holding a single batch. */
+export function batchFromIPC(bytes: Uint8Array): RecordBatch | null {
+  const reader = RecordBatchReader.from(bytes);
+  const next = reader.next();
+  return next.done ? null : (next.value as RecordBatch);
+}
+
+/** Options of `toArray()`. */
+export interface ToArrayOptions {
+  /** Return int64/uint64 values as JS numbers instead of bigint (precision above 2^53 is lost). */
+  bigIntAsNumber?: boolean;
+}
+
+function plain(value: unknown, type: DataType, options: ToArrayOptions): unknown {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "bigint") return options.bigIntAsNumber ? Number(value) : value;
+  if (DataType.isTimestamp(type) || DataType.isDate(type)) {
+    return value instanceof Date ? value : new Date(Number(value));
+  }
+  if (DataType.isFixedSizeList(type)) {
+    const v = value as { toArray(): unknown };
+    return v.toArray();
+  }
+  if (DataType.isList(type)) {
+    const child = type.children[0].type;
+    return Array.from(value as Iterable<unknown>, (x) => plain(x, child, options));
+  }
+  if (DataType.isStruct(type)) {
+    const out: Row = {};
+    const obj = value as Record<string, unknown>;
+    for (const f of type.children) out[f.name] = plain(obj[f.name], f.type, options);
+    return out;
+  }
+  return value;
+}
+
+/** Rows of `table` as plain objects: vectors as typed arrays (Float32Array for float32),
+ * int64 as bigint (or number with `bigIntAsNumber`), timestamps as Date, lists as arrays. */
+export function tableToRows(table: Table, options: ToArrayOptions = {}): Row[] {
+  const fields = table.schema.fields;
+  const columns = fields.map((f) => table.getChild(f.name));
+  const rows: Row[] = new Array(table.numRows);
+  for (let i = 0; i < table.numRows; i++) {
+    const row: Row = {};
+    fields.forEach((f, c) => {
+      row[f.name] = plain(columns[c]?.get(i), f.type, options);
+    });
+    rows[i] = row;
+  }
+  return rows;
+}

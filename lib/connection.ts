@@ -1,0 +1,153 @@
+// Connections: where tables live.
+import type { Schema } from "apache-arrow";
+import { type Data, type DataStream, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
+import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
+import { binding, type NativeConnection } from "./native.js";
+import { Table } from "./table.js";
+
+export interface ConnectOptions {
+  /**
+   * Seconds between checks for commits made by other connections or processes. The default,
+   * 0, checks before every read (one small request), so another process's writes are visible
+   * at once; `Infinity` never checks (call `checkoutLatest()` to move forward).
+   */
+  readConsistencyInterval?: number;
+  /** Byte budget of the metadata cache (file metadata, deletion vectors, manifests). */
+  metadataCacheBytes?: number;
+  /** Object-store settings (used by the S3 issue; local and memory stores need none). */
+  storageOptions?: Record<string, string>;
+}
+
+export interface CreateTableOptions {
+  /** create (default): fail if the table exists; overwrite: replace it. */
+  mode?: "create" | "overwrite";
+  /** With mode create: open the existing table instead of failing. */
+  existOk?: boolean;
+  /** Schema for the data (required for empty data; overrides inference). */
+  schema?: Schema;
+}
+
+export class Connection {
+  private readonly inner: NativeConnection;
+
+  /** @internal */
+  constructor(inner: NativeConnection) {
+    this.inner = inner;
+  }
+
+  private native(): NativeConnection {
+    if (!this.inner.isOpen()) throw new ClosedError("Closed", `connection to '${this.inner.uri()}' is closed`);
+    return this.inner;
+  }
+
+  /** The URI this connection was opened with. */
+  get uri(): string {
+    return this.inner.uri();
+  }
+
+  /** Table names, sorted; page with `startAfter` and `limit`. */
+  async tableNames(options: { startAfter?: string; limit?: number } = {}): Promise<string[]> {
+    const c = this.native();
+    let names = await native(() => c.tableNames());
+    if (options.startAfter !== undefined) names = names.filter((n) => n > (options.startAfter as string));
+    if (options.limit !== undefined) names = names.slice(0, options.limit);
+    return names;
+  }
+
+  /** Opens a table at its latest version, or pinned (read-only) at `version`. */
+  async openTable(name: string, options: { version?: number } = {}): Promise<Table> {
+    const c = this.native();
+    return new Table(await native(() => c.openTable(name, options.version)));
+  }
+
+  /** Creates a table from rows, Arrow data, IPC bytes or a stream of batches. */
+  async createTable(name: string, data: Data | DataStream, options: CreateTableOptions = {}): Promise<Table> {
+    const mode = options.mode ?? "create";
+    if (mode !== "create" && mode !== "overwrite") {
+      throw new InvalidArgumentError("InvalidArgument", `mode must be 'create' or 'overwrite', got '${mode}'`);
+    }
+    const nativeMode = mode === "create" && options.existOk ? "exist_ok" : mode;
+    const c = this.native();
+    if (isDataStream(data)) {
+      const iterator = (Symbol.asyncIterator in data
+        ? (data as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+        : (data as Iterable<unknown>)[Symbol.iterator]()) as AsyncIterator<unknown> | Iterator<unknown>;
+      const first = await iterator.next();
+      const firstBytes = first.done
+        ? schemaToIPC(requireSchema(options.schema))
+        : toIPC(first.value as Data, options.schema);
+      const table = new Table(await native(() => c.createTable(name, firstBytes, nativeMode)));
+      const rest = {
+        async *[Symbol.asyncIterator]() {
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done) return;
+            yield next.value as never;
+          }
+        },
+      };
+      if (!first.done) await table.add(rest, { schema: options.schema });
+      return table;
+    }
+    const bytes =
+      Array.isArray(data) && data.length === 0 ? schemaToIPC(requireSchema(options.schema)) : toIPC(data, options.schema);
+    return new Table(await native(() => c.createTable(name, bytes, nativeMode)));
+  }
+
+  /** Creates a table with no rows. */
+  async createEmptyTable(name: string, schema: Schema, options: Omit<CreateTableOptions, "schema"> = {}): Promise<Table> {
+    return this.createTable(name, [], { ...options, schema });
+  }
+
+  /** Deletes a table and all its versions. */
+  async dropTable(name: string): Promise<void> {
+    const c = this.native();
+    await native(() => c.dropTable(name));
+  }
+
+  /** Deletes every table. */
+  async dropAllTables(): Promise<void> {
+    for (const name of await this.tableNames()) await this.dropTable(name);
+  }
+
+  isOpen(): boolean {
+    return this.inner.isOpen();
+  }
+
+  /** Closes the connection and its tables; later calls throw ClosedError. */
+  close(): void {
+    nativeSync(() => this.inner.close());
+  }
+
+  display(): string {
+    return `Connection(${this.inner.uri()}${this.inner.isOpen() ? "" : ", closed"})`;
+  }
+
+  toString(): string {
+    return this.display();
+  }
+}
+
+function requireSchema(schema: Schema | undefined): Schema {
+  if (!schema) {
+    throw new InvalidArgumentError("InvalidArgument", "no rows given; pass { schema } to create an empty table");
+  }
+  return schema;
+}
+
+/** Opens the database at `uri`: a local folder (created on first write), `file://…` or `memory://`. */
+export async function connect(uri: string, options: ConnectOptions = {}): Promise<Connection> {
+  if (typeof uri !== "string" || uri === "") {
+    throw new InvalidArgumentError("InvalidArgument", "connect() takes a URI: a folder path, file://… or memory://");
+  }
+  const interval = options.readConsistencyInterval;
+  const inner = await native(() =>
+    binding.connect(uri, {
+      readConsistencyInterval: interval,
+      metadataCacheBytes: options.metadataCacheBytes,
+    }),
+  );
+  return new Connection(inner);
+}
+
+

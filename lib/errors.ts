@@ -1,0 +1,78 @@
+// Typed errors. Every error Quiver throws is a QuiverError with a stable `code`; the native
+// layer prefixes its messages with `[Code]`, which `toQuiverError` turns into the subclass.
+
+/** Base class of every error Quiver throws. */
+export class QuiverError extends Error {
+  /** Stable, machine-readable error code. */
+  readonly code: string;
+  /** Whether retrying the same call may succeed. */
+  readonly retryable: boolean;
+
+  constructor(code: string, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+export class TableNotFoundError extends QuiverError {}
+export class TableExistsError extends QuiverError {}
+export class SchemaMismatchError extends QuiverError {}
+export class InvalidArgumentError extends QuiverError {}
+export class FilterError extends QuiverError {}
+export class CommitConflictError extends QuiverError {}
+export class CorruptionError extends QuiverError {}
+export class IoError extends QuiverError {}
+export class ClosedError extends QuiverError {}
+export class NotFoundError extends QuiverError {}
+export class InternalError extends QuiverError {}
+
+type ErrorClass = new (code: string, message: string, options?: { cause?: unknown; retryable?: boolean }) => QuiverError;
+
+const CLASSES: Record<string, [ErrorClass, boolean]> = {
+  TableNotFound: [TableNotFoundError, false],
+  TableExists: [TableExistsError, false],
+  SchemaMismatch: [SchemaMismatchError, false],
+  InvalidArgument: [InvalidArgumentError, false],
+  Filter: [FilterError, false],
+  CommitConflict: [CommitConflictError, true],
+  CommitRetriesExhausted: [CommitConflictError, true],
+  Corruption: [CorruptionError, false],
+  Io: [IoError, true],
+  Closed: [ClosedError, false],
+  VersionNotFound: [NotFoundError, false],
+  RowNotFound: [NotFoundError, false],
+  ReadOnlyVersion: [InvalidArgumentError, false],
+  Internal: [InternalError, false],
+};
+
+/** Turns anything thrown by the native layer into a typed QuiverError. */
+export function toQuiverError(error: unknown): QuiverError {
+  if (error instanceof QuiverError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const match = /^\[(\w+)\] ([\s\S]*)$/.exec(message);
+  if (match) {
+    const [cls, retryable] = CLASSES[match[1]] ?? [InternalError, false];
+    return new cls(match[1], match[2], { cause: error, retryable });
+  }
+  return new InternalError("Internal", message, { cause: error });
+}
+
+/** Awaits a native call, rethrowing its failure as a typed error. */
+export async function native<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw toQuiverError(e);
+  }
+}
+
+/** Runs a synchronous native call, rethrowing its failure as a typed error. */
+export function nativeSync<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (e) {
+    throw toQuiverError(e);
+  }
+}

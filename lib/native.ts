@@ -1,0 +1,84 @@
+// The native addon's surface, as the napi binding (src/lib.rs) defines it.
+import { createRequire } from "node:module";
+
+export interface NativeVersion {
+  version: number;
+  timestamp: number;
+  operation: string;
+}
+
+export interface NativeTableStats {
+  numRows: number;
+  numDeletedRows: number;
+  numFragments: number;
+  dataBytes: number;
+  version: number;
+}
+
+export interface NativeScanOptions {
+  columns?: string[];
+  limit?: number;
+  offset?: number;
+  withRowId?: boolean;
+  batchSize?: number;
+}
+
+export interface NativeBatchStream {
+  next(): Promise<Buffer | null>;
+  schema(): Buffer;
+  cancel(): Promise<void>;
+}
+
+export interface NativeTable {
+  readonly name: string;
+  isOpen(): boolean;
+  close(): void;
+  schema(): Promise<Buffer>;
+  countRows(): Promise<number>;
+  add(data: Uint8Array, mode: string): Promise<number>;
+  deleteRowIds(ids: bigint[]): Promise<number[]>;
+  version(): Promise<number>;
+  listVersions(): Promise<NativeVersion[]>;
+  checkout(version: number): Promise<void>;
+  checkoutLatest(): Promise<number>;
+  restore(version?: number): Promise<number>;
+  stats(): Promise<NativeTableStats>;
+  scan(options: NativeScanOptions): Promise<NativeBatchStream>;
+  takeRowIds(ids: bigint[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
+  takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
+  vectorSearch(
+    query: number[],
+    options: {
+      column?: string;
+      k: number;
+      distanceType?: string;
+      columns?: string[];
+      withRowId?: boolean;
+      lowerBound?: number;
+      upperBound?: number;
+    },
+  ): Promise<Buffer>;
+  ioStats(): { readOps: number; readBytes: number; writeOps: number; writeBytes: number };
+}
+
+export interface NativeConnection {
+  uri(): string;
+  isOpen(): boolean;
+  close(): void;
+  tableNames(): Promise<string[]>;
+  openTable(name: string, version?: number): Promise<NativeTable>;
+  createTable(name: string, data: Uint8Array, mode: string): Promise<NativeTable>;
+  dropTable(name: string): Promise<void>;
+}
+
+export interface NativeBinding {
+  version(): string;
+  formatVersion(): string;
+  connect(
+    uri: string,
+    options?: { readConsistencyInterval?: number; metadataCacheBytes?: number },
+  ): Promise<NativeConnection>;
+}
+
+const require = createRequire(import.meta.url);
+export const binding: NativeBinding = require("../native/index.cjs");

@@ -1,0 +1,325 @@
+// Query builders. Each call returns a new builder; nothing runs until a terminal call
+// (toArrow, toArray, stream, explainPlan, analyzePlan).
+import { type RecordBatch, Table as ArrowTable } from "apache-arrow";
+import { batchFromIPC, fromIPC, type Row, tableToRows, type ToArrayOptions } from "./arrow.js";
+import { InvalidArgumentError, native } from "./errors.js";
+import type { NativeTable } from "./native.js";
+
+/** What a query asks for. */
+interface QueryState {
+  filter?: string;
+  columns?: string[];
+  renames?: Record<string, string>;
+  limit?: number;
+  offset?: number;
+  withRowId: boolean;
+}
+
+/** Vector-search settings. */
+interface SearchState {
+  vector: number[];
+  column?: string;
+  distanceType: DistanceType;
+  nprobes?: number;
+  refineFactor?: number;
+  ef?: number;
+  postfilter: boolean;
+  bypassVectorIndex: boolean;
+  lower?: number;
+  upper?: number;
+}
+
+export type DistanceType = "l2" | "cosine" | "dot" | "hamming";
+
+/** The vector a search starts from. */
+export type VectorLike = number[] | Float32Array | Float64Array | Uint8Array | Int8Array;
+
+/** How a table handle is reached from a query (the table checks it is open). */
+export interface QueryTarget {
+  native(): NativeTable;
+}
+
+function nonNegativeInteger(n: number, what: string): number {
+  if (!Number.isInteger(n) || n < 0) {
+    throw new InvalidArgumentError("InvalidArgument", `${what} must be a non-negative integer, got ${n}`);
+  }
+  return n;
+}
+
+function filterUnsupported(filter: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    "InvalidArgument",
+    `where("${filter}"): SQL filters are not supported yet by this version of the engine; ` +
+      "filter the returned rows in JavaScript for now",
+  );
+}
+
+/** A plain query: a scan with optional projection, limit and offset. */
+export class Query implements AsyncIterable<RecordBatch> {
+  protected readonly target: QueryTarget;
+  protected readonly state: QueryState;
+
+  constructor(target: QueryTarget, state: QueryState = { withRowId: false }) {
+    this.target = target;
+    this.state = state;
+  }
+
+  protected with(patch: Partial<QueryState>): this {
+    const Ctor = this.constructor as new (target: QueryTarget, state: QueryState, ...rest: unknown[]) => this;
+    return new Ctor(this.target, { ...this.state, ...patch }, ...this.extraState());
+  }
+
+  protected extraState(): unknown[] {
+    return [];
+  }
+
+  /** Keeps rows matching a SQL predicate. */
+  where(predicate: string): this {
+    if (typeof predicate !== "string" || predicate.trim() === "") {
+      throw new InvalidArgumentError("InvalidArgument", "where() takes a non-empty SQL predicate string");
+    }
+    return this.with({ filter: predicate });
+  }
+
+  /** Columns to return: names, or `{ alias: column }` to rename. */
+  select(columns: string[] | Record<string, string>): this {
+    if (Array.isArray(columns)) {
+      if (!columns.every((c) => typeof c === "string")) {
+        throw new InvalidArgumentError("InvalidArgument", "select() takes column names");
+      }
+      return this.with({ columns: [...columns], renames: undefined });
+    }
+    if (columns === null || typeof columns !== "object") {
+      throw new InvalidArgumentError("InvalidArgument", "select() takes an array of names or an { alias: column } object");
+    }
+    const entries = Object.entries(columns);
+    for (const [alias, expr] of entries) {
+      if (typeof expr !== "string" || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(expr)) {
+        throw new InvalidArgumentError(
+          "InvalidArgument",
+          `select({ ${alias}: "${expr}" }): only plain column names can be selected until SQL expressions are supported`,
+        );
+      }
+    }
+    return this.with({ columns: entries.map(([, c]) => c), renames: Object.fromEntries(entries.map(([a, c]) => [c, a])) });
+  }
+
+  /** At most `n` rows. */
+  limit(n: number): this {
+    return this.with({ limit: nonNegativeInteger(n, "limit") });
+  }
+
+  /** Skips the first `n` rows. */
+  offset(n: number): this {
+    return this.with({ offset: nonNegativeInteger(n, "offset") });
+  }
+
+  /** Adds the `_rowid` column (stable row address, usable with `takeRowIds`). */
+  withRowId(): this {
+    return this.with({ withRowId: true });
+  }
+
+  protected rename(table: ArrowTable): ArrowTable {
+    const renames = this.state.renames;
+    if (!renames) return table;
+    const columns: Record<string, ReturnType<ArrowTable["getChild"]>> = {};
+    for (const f of table.schema.fields) columns[renames[f.name] ?? f.name] = table.getChild(f.name);
+    return new ArrowTable(columns as never);
+  }
+
+  /** Runs the query and returns an apache-arrow Table. */
+  async toArrow(): Promise<ArrowTable> {
+    const batches: RecordBatch[] = [];
+    for await (const batch of this.stream()) batches.push(batch);
+    if (batches.length > 0) return new ArrowTable(batches);
+    // No rows: still return the right schema.
+    const stream = await this.openStream();
+    const schema = fromIPC(stream.schema()).schema;
+    await stream.cancel();
+    return this.rename(new ArrowTable(schema));
+  }
+
+  /** Runs the query and returns rows as plain objects. */
+  async toArray(options?: ToArrayOptions): Promise<Row[]> {
+    return tableToRows(await this.toArrow(), options);
+  }
+
+  protected async openStream() {
+    if (this.state.filter !== undefined) throw filterUnsupported(this.state.filter);
+    const table = this.target.native();
+    return native(() =>
+      table.scan({
+        columns: this.state.columns,
+        limit: this.state.limit,
+        offset: this.state.offset,
+        withRowId: this.state.withRowId,
+      }),
+    );
+  }
+
+  /** Runs the query, yielding apache-arrow RecordBatches one at a time. */
+  async *stream(): AsyncGenerator<RecordBatch> {
+    const stream = await this.openStream();
+    try {
+      for (;;) {
+        const bytes = await native(() => stream.next());
+        if (bytes === null) return;
+        const batch = batchFromIPC(bytes);
+        if (batch === null) return;
+        yield this.state.renames ? this.rename(new ArrowTable([batch])).batches[0] : batch;
+      }
+    } finally {
+      await stream.cancel();
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<RecordBatch> {
+    return this.stream();
+  }
+
+  /** A description of how the query runs. */
+  async explainPlan(): Promise<string> {
+    const s = this.state;
+    const lines = [
+      `Scan ${this.target.native().name}: columns=${s.columns ? `[${s.columns.join(", ")}]` : "*"}` +
+        `${s.withRowId ? " +_rowid" : ""}`,
+    ];
+    if (s.filter !== undefined) lines.push(`  Filter: ${s.filter} (not supported yet)`);
+    if (s.offset !== undefined || s.limit !== undefined) {
+      lines.push(`  Slice: offset=${s.offset ?? 0} limit=${s.limit ?? "none"}`);
+    }
+    return lines.join("\n");
+  }
+
+  /** Runs the query and returns its plan with execution metrics. */
+  async analyzePlan(): Promise<string> {
+    const table = this.target.native();
+    const before = table.ioStats();
+    const started = performance.now();
+    let rows = 0;
+    let batches = 0;
+    for await (const batch of this.stream()) {
+      rows += batch.numRows;
+      batches++;
+    }
+    const elapsed = performance.now() - started;
+    const after = table.ioStats();
+    return [
+      await this.explainPlan(),
+      `Metrics: rows=${rows} batches=${batches} elapsed_ms=${elapsed.toFixed(2)} ` +
+        `io_ops=${after.readOps - before.readOps} bytes_read=${after.readBytes - before.readBytes} ` +
+        `indexes_loaded=0 index_comparisons=0`,
+    ].join("\n");
+  }
+}
+
+/** A vector query: nearest rows to a vector; results carry `_distance`. */
+export class VectorQuery extends Query {
+  private readonly search: SearchState;
+
+  constructor(target: QueryTarget, state: QueryState, search: SearchState) {
+    super(target, state);
+    this.search = search;
+  }
+
+  protected override extraState(): unknown[] {
+    return [this.search];
+  }
+
+  private withSearch(patch: Partial<SearchState>): this {
+    const Ctor = this.constructor as new (target: QueryTarget, state: QueryState, search: SearchState) => this;
+    return new Ctor(this.target, this.state, { ...this.search, ...patch });
+  }
+
+  /** The vector column to search (needed when the table has several). */
+  column(name: string): this {
+    return this.withSearch({ column: name });
+  }
+
+  /** l2 (squared Euclidean, default), cosine (1 − similarity), dot (negative inner product), hamming. */
+  distanceType(type: DistanceType): this {
+    if (!["l2", "cosine", "dot", "hamming"].includes(type)) {
+      throw new InvalidArgumentError("InvalidArgument", `distanceType must be l2, cosine, dot or hamming, got '${type}'`);
+    }
+    return this.withSearch({ distanceType: type });
+  }
+
+  /** Partitions probed by an IVF index (no effect on exact search). */
+  nprobes(n: number): this {
+    return this.withSearch({ nprobes: nonNegativeInteger(n, "nprobes") });
+  }
+
+  /** Re-ranking factor of an index search (no effect on exact search). */
+  refineFactor(n: number): this {
+    return this.withSearch({ refineFactor: nonNegativeInteger(n, "refineFactor") });
+  }
+
+  /** Search breadth of a graph index (no effect on exact search). */
+  ef(n: number): this {
+    return this.withSearch({ ef: nonNegativeInteger(n, "ef") });
+  }
+
+  /** Filter after ranking instead of before. */
+  postfilter(): this {
+    return this.withSearch({ postfilter: true });
+  }
+
+  /** Always search exactly, ignoring indexes. */
+  bypassVectorIndex(): this {
+    return this.withSearch({ bypassVectorIndex: true });
+  }
+
+  /** Keep results with lower <= _distance < upper. */
+  distanceRange(lower?: number, upper?: number): this {
+    return this.withSearch({ lower, upper });
+  }
+
+  override async toArrow(): Promise<ArrowTable> {
+    if (this.state.filter !== undefined) throw filterUnsupported(this.state.filter);
+    if (this.state.offset !== undefined && this.state.offset > 0) {
+      throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
+    }
+    const table = this.target.native();
+    const bytes = await native(() =>
+      table.vectorSearch(this.search.vector, {
+        column: this.search.column,
+        k: this.state.limit ?? 10,
+        distanceType: this.search.distanceType,
+        columns: this.state.columns,
+        withRowId: this.state.withRowId,
+        lowerBound: this.search.lower,
+        upperBound: this.search.upper,
+      }),
+    );
+    return this.rename(fromIPC(bytes));
+  }
+
+  override async *stream(): AsyncGenerator<RecordBatch> {
+    yield* (await this.toArrow()).batches;
+  }
+
+  override async explainPlan(): Promise<string> {
+    const s = this.search;
+    return [
+      `ExactSearch ${this.target.native().name}: column=${s.column ?? "(inferred)"} distance=${s.distanceType} ` +
+        `k=${this.state.limit ?? 10} (flat: no vector index yet)`,
+      ...(this.state.filter !== undefined ? [`  Filter: ${this.state.filter} (not supported yet)`] : []),
+    ].join("\n");
+  }
+}
+
+/** Builds the initial vector query of `table.search(vector)`. */
+export function vectorQuery(target: QueryTarget, vector: VectorLike): VectorQuery {
+  if (!(Array.isArray(vector) || ArrayBuffer.isView(vector))) {
+    throw new InvalidArgumentError("InvalidArgument", "search() takes a vector: number[] or a typed array");
+  }
+  const values = Array.from(vector as ArrayLike<number>);
+  if (values.length === 0 || values.some((v) => typeof v !== "number")) {
+    throw new InvalidArgumentError("InvalidArgument", "the query vector must be a non-empty array of numbers");
+  }
+  return new VectorQuery(
+    target,
+    { withRowId: false },
+    { vector: values, distanceType: "l2", postfilter: false, bypassVectorIndex: false },
+  );
+}
