@@ -181,15 +181,28 @@ describe("data in and out", () => {
     }
     const t = await db.createTable("t", chunks());
     expect(await t.countRows()).toBe(20_000);
+    expect(await t.version()).toBe(1);
+    expect(await t.add(chunks())).toBe(2);
+    expect(await t.countRows()).toBe(40_000);
+    await t.add([docs(1, 99)[0]]);
+    // A chunk that fails part-way commits nothing.
+    async function* broken() {
+      yield docs(10, 100_000);
+      yield [{ id: 1n, vector: [1, 2], text: "short vector", price: 1, tags: [] }];
+    }
+    await expect(t.add(broken())).rejects.toBeInstanceOf(SchemaMismatchError);
+    expect(await t.countRows()).toBe(40_001);
+    await expect(db.createTable("never", broken())).rejects.toBeInstanceOf(SchemaMismatchError);
+    expect(await db.tableNames()).toEqual(["t"]);
     let rows = 0;
     let batches = 0;
     for await (const batch of t.query().select(["id"])) {
       rows += batch.numRows;
       batches++;
     }
-    expect(rows).toBe(20_000);
     expect(batches).toBeGreaterThan(1);
     const page = await t.query().offset(10_000).limit(3).toArray();
+    expect(rows).toBe(40_001);
     expect(page.map((r) => r.id)).toEqual([10_000n, 10_001n, 10_002n]);
   });
 });

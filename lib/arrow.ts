@@ -295,11 +295,10 @@ export function rowsToTable(rows: Row[], schema?: Schema): Table {
   return new Table([new RecordBatch(target, data as never)]);
 }
 
-/** IPC stream bytes of any accepted in-memory data. */
-export function toIPC(data: Data, schema?: Schema): Uint8Array {
+/** Any accepted in-memory data as an apache-arrow Table. */
+export function toArrowTable(data: Data, schema?: Schema): Table {
   if (data instanceof ArrayBuffer) data = new Uint8Array(data);
   if (data instanceof Uint8Array) {
-    // Re-encode the file format (and validate either form) through apache-arrow.
     let table: Table;
     try {
       table = tableFromIPC(data);
@@ -309,21 +308,27 @@ export function toIPC(data: Data, schema?: Schema): Uint8Array {
     if (table.schema.fields.length === 0) {
       throw new InvalidArgumentError("InvalidArgument", "bytes are not Arrow IPC (stream or file): no schema found");
     }
-    return tableToIPC(table, "stream");
+    return table;
   }
-  if (isArrowTable(data)) return tableToIPC(data as Table, "stream");
-  if (isArrowBatch(data)) return tableToIPC(new Table([data as RecordBatch]), "stream");
+  if (isArrowTable(data)) return data as Table;
+  if (isArrowBatch(data)) return new Table([data as RecordBatch]);
   if (Array.isArray(data)) {
-    if (data.length > 0 && data.every(isArrowBatch)) return tableToIPC(new Table(data as RecordBatch[]), "stream");
-    if (data.length === 0 && !schema) {
-      throw new InvalidArgumentError("InvalidArgument", "no rows given; pass a schema to create an empty table");
+    if (data.length > 0 && data.every(isArrowBatch)) return new Table(data as RecordBatch[]);
+    if (data.length === 0) {
+      if (!schema) throw new InvalidArgumentError("InvalidArgument", "no rows given; pass a schema to create an empty table");
+      return new Table(schema);
     }
-    return tableToIPC(data.length === 0 ? new Table(schema as Schema) : rowsToTable(data as Row[], schema), "stream");
+    return rowsToTable(data as Row[], schema);
   }
   throw new InvalidArgumentError(
     "InvalidArgument",
     "data must be an array of objects, an apache-arrow Table or RecordBatch(es), Arrow IPC bytes, or an async iterable of batches",
   );
+}
+
+/** IPC stream bytes of any accepted in-memory data. */
+export function toIPC(data: Data, schema?: Schema): Uint8Array {
+  return tableToIPC(toArrowTable(data, schema), "stream");
 }
 
 /** An empty IPC stream carrying only `schema`. */

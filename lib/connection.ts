@@ -1,6 +1,7 @@
 // Connections: where tables live.
 import type { Schema } from "apache-arrow";
 import { type Data, type DataStream, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
+import { writeStream } from "./stream.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import { binding, type NativeConnection } from "./native.js";
 import { Table } from "./table.js";
@@ -69,25 +70,8 @@ export class Connection {
     const nativeMode = mode === "create" && options.existOk ? "exist_ok" : mode;
     const c = this.native();
     if (isDataStream(data)) {
-      const iterator = (Symbol.asyncIterator in data
-        ? (data as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-        : (data as Iterable<unknown>)[Symbol.iterator]()) as AsyncIterator<unknown> | Iterator<unknown>;
-      const first = await iterator.next();
-      const firstBytes = first.done
-        ? schemaToIPC(requireSchema(options.schema))
-        : toIPC(first.value as Data, options.schema);
-      const table = new Table(await native(() => c.createTable(name, firstBytes, nativeMode)));
-      const rest = {
-        async *[Symbol.asyncIterator]() {
-          for (;;) {
-            const next = await iterator.next();
-            if (next.done) return;
-            yield next.value as never;
-          }
-        },
-      };
-      if (!first.done) await table.add(rest, { schema: options.schema });
-      return table;
+      await writeStream(data, options.schema, options.schema, (first) => c.createTableWriter(name, first, nativeMode));
+      return this.openTable(name);
     }
     const bytes =
       Array.isArray(data) && data.length === 0 ? schemaToIPC(requireSchema(options.schema)) : toIPC(data, options.schema);

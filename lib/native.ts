@@ -29,6 +29,12 @@ export interface NativeBatchStream {
   cancel(): Promise<void>;
 }
 
+export interface NativeWriter {
+  write(data: Uint8Array): Promise<void>;
+  finish(): Promise<number>;
+  abort(): Promise<void>;
+}
+
 export interface NativeTable {
   readonly name: string;
   isOpen(): boolean;
@@ -36,6 +42,7 @@ export interface NativeTable {
   schema(): Promise<Buffer>;
   countRows(): Promise<number>;
   add(data: Uint8Array, mode: string): Promise<number>;
+  addWriter(schema: Uint8Array, mode: string): Promise<NativeWriter>;
   deleteRowIds(ids: bigint[]): Promise<number[]>;
   version(): Promise<number>;
   listVersions(): Promise<NativeVersion[]>;
@@ -68,6 +75,7 @@ export interface NativeConnection {
   tableNames(): Promise<string[]>;
   openTable(name: string, version?: number): Promise<NativeTable>;
   createTable(name: string, data: Uint8Array, mode: string): Promise<NativeTable>;
+  createTableWriter(name: string, schema: Uint8Array, mode: string): Promise<NativeWriter>;
   dropTable(name: string): Promise<void>;
 }
 

@@ -3,6 +3,7 @@ import type { Schema, Table as ArrowTable } from "apache-arrow";
 import { type Data, type DataStream, fromIPC, isDataStream, isRowArray, toIPC } from "./arrow.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
+import { writeStream } from "./stream.js";
 import { Query, type QueryTarget, type VectorLike, type VectorQuery, vectorQuery } from "./query.js";
 
 /** One committed version of a table. */
@@ -78,15 +79,8 @@ export class Table implements QueryTarget {
     const schemaFor = async (chunk: unknown) =>
       options.schema ?? (isRowArray(chunk) && mode === "append" ? await this.schema() : undefined);
     if (isDataStream(data)) {
-      let version = await this.version();
-      let first = true;
-      for await (const chunk of data as AsyncIterable<unknown>) {
-        const chunkMode = first ? mode : "append";
-        const bytes = toIPC(chunk as Data, await schemaFor(chunk));
-        version = await native(() => t.add(bytes, chunkMode));
-        first = false;
-      }
-      return version;
+      const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
+      return writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode));
     }
     const bytes = toIPC(data, await schemaFor(data));
     return native(() => t.add(bytes, mode));

@@ -183,6 +183,18 @@ fn version_arg(v: f64) -> napi::Result<u64> {
     Ok(v as u64)
 }
 
+fn create_mode(mode: &str) -> napi::Result<CreateMode> {
+    match mode {
+        "create" => Ok(CreateMode::Create),
+        "overwrite" => Ok(CreateMode::Overwrite),
+        "exist_ok" => Ok(CreateMode::ExistOk),
+        other => Err(coded(
+            "InvalidArgument",
+            format!("mode must be 'create' or 'overwrite', got '{other}'"),
+        )),
+    }
+}
+
 /// Options of `connect`.
 #[napi(object)]
 pub struct NativeConnectOptions {
@@ -333,6 +345,26 @@ impl NativeConnection {
         })
         .await?;
         Ok(self.wrap(table))
+    }
+
+    /// Starts a streaming create: send batches to the writer, then `finish`.
+    #[napi]
+    pub async fn create_table_writer(
+        &self,
+        name: String,
+        schema: Buffer,
+        mode: String,
+    ) -> napi::Result<NativeWriter> {
+        self.check_open()?;
+        let mode = create_mode(&mode)?;
+        let (table_schema, _) = guarded(async { decode_ipc(&schema) }).await?;
+        let db = self.db.clone();
+        Ok(NativeWriter::start(move |stream| async move {
+            let table = db
+                .create_table(&name, table_schema, stream, mode, WriteParams::default())
+                .await?;
+            Ok(table.version())
+        }))
     }
 
     #[napi]
@@ -558,6 +590,37 @@ impl NativeTable {
         .await
     }
 
+    /// Starts a streaming add (`append` or `overwrite`): send batches, then `finish`.
+    #[napi]
+    pub async fn add_writer(&self, schema: Buffer, mode: String) -> napi::Result<NativeWriter> {
+        self.check_open()?;
+        let (schema, _) = guarded(async { decode_ipc(&schema) }).await?;
+        let table = self.table.clone();
+        let overwrite = match mode.as_str() {
+            "append" => {
+                guarded(async { table.manifest().schema.check_compatible(&schema) }).await?;
+                false
+            }
+            "overwrite" => true,
+            other => {
+                return Err(coded(
+                    "InvalidArgument",
+                    format!("mode must be 'append' or 'overwrite', got '{other}'"),
+                ))
+            }
+        };
+        let new_schema = schema.clone();
+        Ok(NativeWriter::start(move |stream| async move {
+            if overwrite {
+                table
+                    .overwrite(new_schema, stream, WriteParams::default())
+                    .await
+            } else {
+                table.append(stream, WriteParams::default()).await
+            }
+        }))
+    }
+
     /// Deletes rows by row id; returns [deleted rows, version].
     #[napi]
     pub async fn delete_row_ids(&self, ids: Vec<BigInt>) -> napi::Result<Vec<f64>> {
@@ -769,6 +832,105 @@ impl NativeTable {
             read_bytes: s.read_bytes as f64,
             write_ops: s.write_ops as f64,
             write_bytes: s.write_bytes as f64,
+        }
+    }
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<quiver_engine::Result<RecordBatch>>;
+
+/// A streaming write: batches sent with `write` flow into one data-file writer, and `finish`
+/// commits them as one version (or nothing, if anything failed or `abort` was called).
+#[napi]
+pub struct NativeWriter {
+    sender: tokio::sync::Mutex<Option<BatchSender>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<quiver_engine::Result<u64>>>>,
+}
+
+impl NativeWriter {
+    /// Starts `write` on a task that consumes batches as they arrive; two batches in flight at
+    /// most, so ingest memory stays bounded whatever the total size.
+    fn start<F, Fut>(write: F) -> NativeWriter
+    where
+        F: FnOnce(quiver_engine::BatchStream) -> Fut,
+        Fut: Future<Output = quiver_engine::Result<u64>> + Send + 'static,
+    {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let stream = futures::stream::unfold(receiver, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        let task = tokio::spawn(AssertUnwindSafe(write(stream)).catch_unwind().map(|r| {
+            r.unwrap_or_else(|_| Err(EngineError::Internal("the writer panicked".into())))
+        }));
+        NativeWriter {
+            sender: tokio::sync::Mutex::new(Some(sender)),
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    async fn outcome(&self) -> quiver_engine::Result<u64> {
+        match self.task.lock().await.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| EngineError::Internal(format!("writer task failed: {e}")))?,
+            None => Err(EngineError::InvalidArgument(
+                "this write has already finished".into(),
+            )),
+        }
+    }
+}
+
+#[napi]
+impl NativeWriter {
+    /// Sends the batches of an IPC stream; waits while the writer is busy.
+    #[napi]
+    pub async fn write(&self, data: Buffer) -> napi::Result<()> {
+        guarded(async {
+            // Each batch is checked against the table's schema by the engine.
+            let (_, batches) = decode_ipc(&data)?;
+            let sender = self.sender.lock().await.clone();
+            let Some(sender) = sender else {
+                return Err(EngineError::InvalidArgument(
+                    "this write has already finished".into(),
+                ));
+            };
+            for batch in batches {
+                if sender.send(Ok(batch)).await.is_err() {
+                    // The writer stopped early: report why.
+                    self.sender.lock().await.take();
+                    return self.outcome().await.map(|_| ());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commits everything written as one version and returns it.
+    #[napi]
+    pub async fn finish(&self) -> napi::Result<f64> {
+        guarded(async {
+            self.sender.lock().await.take();
+            Ok(self.outcome().await? as f64)
+        })
+        .await
+    }
+
+    /// Abandons the write: nothing is committed.
+    #[napi]
+    pub async fn abort(&self) -> napi::Result<()> {
+        self.abort_with("the write was aborted").await;
+        let _ = self.outcome().await;
+        Ok(())
+    }
+}
+
+impl NativeWriter {
+    async fn abort_with(&self, why: &str) {
+        if let Some(sender) = self.sender.lock().await.take() {
+            let _ = sender
+                .send(Err(EngineError::InvalidArgument(why.to_string())))
+                .await;
         }
     }
 }

@@ -15,6 +15,6 @@ pub use error::{Error, Result};
 pub mod table;
 
 pub use table::{
-    batches_stream, ConnectOptions, CreateMode, Database, DeleteResult, ScanOptions, Table,
-    VersionInfo, WriteParams,
+    batches_stream, BatchStream, ConnectOptions, CreateMode, Database, DeleteResult, ScanOptions,
+    Table, VersionInfo, WriteParams,
 };

@@ -2,7 +2,7 @@
 //! with the vector-search issue and must match these results.
 //!
 //! Conventions: smaller is always closer. `l2` is the squared Euclidean distance, `cosine` is
-//! 1 − cosine similarity (1 when either vector is all zeros), `dot` is the negative inner
+//! 1 − cosine similarity, clamped at 0 (1 when either vector is all zeros), `dot` is the negative inner
 //! product, `hamming` counts differing bits of uint8 vectors.
 
 use std::str::FromStr;
@@ -51,7 +51,8 @@ pub fn cosine(a: &[f32], b: &[f32], a_norm: f32) -> f32 {
     if a_norm == 0.0 || b_norm == 0.0 {
         return 1.0;
     }
-    1.0 - dot(a, b) / (a_norm * b_norm)
+    // Rounding can push identical directions a hair below zero.
+    (1.0 - dot(a, b) / (a_norm * b_norm)).max(0.0)
 }
 
 /// Number of differing bits.

@@ -1,0 +1,68 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Worker } from "node:worker_threads";
+import { afterAll, describe, expect, it } from "vitest";
+import { connect } from "../dist/index.js";
+
+const run = promisify(execFile);
+const fixture = new URL("./fixtures/appender.mjs", import.meta.url);
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+async function freshTable() {
+  const dir = mkdtempSync(join(tmpdir(), "quiver-proc-"));
+  dirs.push(dir);
+  const db = await connect(dir);
+  const table = await db.createTable("t", [{ id: 0n, vector: [0, 1] }]);
+  return { dir, db, table };
+}
+
+async function ids(table: Awaited<ReturnType<typeof freshTable>>["table"]) {
+  return (await table.query().select(["id"]).toArray()).map((r) => r.id as bigint).sort((a, b) => (a < b ? -1 : 1));
+}
+
+describe("several processes and threads", () => {
+  it("two processes appending to one folder see each other's commits", async () => {
+    const { dir, table } = await freshTable();
+    await Promise.all([
+      run(process.execPath, [fixture.pathname, dir, "1000", "10"]),
+      run(process.execPath, [fixture.pathname, dir, "2000", "10"]),
+    ]);
+    const got = await ids(table);
+    const want = [0n, ...Array.from({ length: 10 }, (_, i) => 1000n + BigInt(i)), ...Array.from({ length: 10 }, (_, i) => 2000n + BigInt(i))];
+    expect(got).toEqual(want);
+    expect(await table.version()).toBe(21);
+  });
+
+  it("works from worker_threads using tables at once", async () => {
+    const { dir, table } = await freshTable();
+    const workers = [100, 200, 300].map(
+      (start) =>
+        new Promise<void>((resolve, reject) => {
+          const w = new Worker(fixture, { workerData: [dir, start, 5] });
+          w.once("message", () => resolve());
+          w.once("error", reject);
+          w.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`worker exited with ${code}`))));
+        }),
+    );
+    await Promise.all(workers);
+    expect((await ids(table)).length).toBe(16);
+  });
+
+  it("does not keep the event loop alive after close", async () => {
+    const { dir } = await freshTable();
+    const script = `
+      import { connect } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};
+      const db = await connect(${JSON.stringify(dir)});
+      const t = await db.openTable("t");
+      await t.search([0, 1]).limit(1).toArray();
+      db.close();
+    `;
+    const started = Date.now();
+    await run(process.execPath, ["--input-type=module", "-e", script], { timeout: 20_000 });
+    expect(Date.now() - started).toBeLessThan(20_000);
+  });
+});
