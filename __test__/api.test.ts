@@ -288,3 +288,22 @@ describe("table", () => {
     expect(await tl.countRows()).toBe(6);
   });
 });
+
+describe("README", () => {
+  it("the example runs as written", async () => {
+    const db = await connect("memory://");
+    const table = await db.createTable("docs", [
+      { id: 1n, vector: [0.1, 0.2, 0.3], text: "hello", price: 10.5, tags: ["a"] },
+      { id: 2n, vector: [0.3, 0.1, 0.9], text: "world", price: 3.0, tags: [] },
+    ]);
+    await table.add([{ id: 3n, vector: [0.2, 0.2, 0.2], text: "again", price: 7, tags: ["b"] }]);
+    const hits = await table.search([0.1, 0.2, 0.25]).select(["id", "text"]).limit(2).toArray();
+    expect(hits[0]).toMatchObject({ id: 1n, text: "hello" });
+    expect(hits[0]._distance as number).toBeCloseTo(0.0025, 6);
+    let rows = 0;
+    for await (const batch of table.query().select(["id", "price"])) rows += batch.numRows;
+    expect(rows).toBe(3);
+    await table.checkout(1);
+    expect(await table.restore()).toBe(3);
+  });
+});
