@@ -454,6 +454,20 @@ impl NativeTable {
         Ok(())
     }
 
+    /// A read of the handle's version, after seeing other writers' commits as the
+    /// connection's read consistency asks.
+    async fn read<T>(
+        &self,
+        read: impl FnOnce(&quiver_engine::Table) -> quiver_engine::Result<T>,
+    ) -> napi::Result<T> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            read(&self.table)
+        })
+        .await
+    }
+
     /// Sees other writers' commits according to the connection's read consistency.
     async fn consistent(&self) -> quiver_engine::Result<()> {
         let Some(interval) = self.read_consistency else {
@@ -542,22 +556,13 @@ impl NativeTable {
     /// The schema as an IPC stream without batches.
     #[napi]
     pub async fn schema(&self) -> napi::Result<Buffer> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            Ok(encode_ipc(&self.table.schema(), &[])?.into())
-        })
-        .await
+        self.read(|t| Ok(encode_ipc(&t.schema(), &[])?.into()))
+            .await
     }
 
     #[napi]
     pub async fn count_rows(&self) -> napi::Result<f64> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            Ok(self.table.count_rows() as f64)
-        })
-        .await
+        self.read(|t| Ok(t.count_rows() as f64)).await
     }
 
     /// Adds rows (IPC stream bytes); `mode` is append or overwrite. Returns the new version.
@@ -638,12 +643,7 @@ impl NativeTable {
 
     #[napi]
     pub async fn version(&self) -> napi::Result<f64> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            Ok(self.table.version() as f64)
-        })
-        .await
+        self.read(|t| Ok(t.version() as f64)).await
     }
 
     #[napi]
@@ -687,16 +687,14 @@ impl NativeTable {
 
     #[napi]
     pub async fn stats(&self) -> napi::Result<NativeTableStats> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            let s = self.table.stats();
+        self.read(|t| {
+            let s = t.stats();
             Ok(NativeTableStats {
                 num_rows: s.num_rows as f64,
                 num_deleted_rows: s.num_deleted_rows as f64,
                 num_fragments: s.num_fragments as f64,
                 data_bytes: s.data_bytes as f64,
-                version: self.table.version() as f64,
+                version: t.version() as f64,
             })
         })
         .await

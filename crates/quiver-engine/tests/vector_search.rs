@@ -61,6 +61,16 @@ async fn table(rows: usize) -> (Table, Vec<Vec<f32>>) {
     (t, vectors)
 }
 
+/// The column `name` of `batch` as a `T`.
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+}
+
 fn reference(vectors: &[Vec<f32>], q: &[f32], d: DistanceType) -> Vec<(i64, f64)> {
     let mut all: Vec<(i64, f64)> = vectors
         .iter()
@@ -107,18 +117,8 @@ async fn matches_brute_force_for_every_distance() {
     for d in [DistanceType::L2, DistanceType::Cosine, DistanceType::Dot] {
         let got = exact_search(&t, &search(&q, 10, d)).await.expect("search");
         let want = reference(&vectors, &q, d);
-        let ids = got
-            .column_by_name("id")
-            .expect("id")
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("i64");
-        let dist = got
-            .column_by_name("_distance")
-            .expect("d")
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .expect("f32");
+        let ids = column::<Int64Array>(&got, "id");
+        let dist = column::<Float32Array>(&got, "_distance");
         assert_eq!(got.num_rows(), 10);
         for (i, want) in want.iter().take(10).enumerate() {
             assert_eq!(ids.value(i), want.0, "{d:?} rank {i}");
@@ -135,34 +135,18 @@ async fn k_larger_than_the_table_ranges_and_deletions() {
         .await
         .expect("search");
     assert_eq!(all.num_rows(), 50);
-    let ids = all
-        .column_by_name("id")
-        .expect("id")
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("i64");
+    let ids = column::<Int64Array>(&all, "id");
     assert_eq!(ids.value(0), 7, "a row's own vector is its nearest");
     t.delete_rows(&[7]).await.expect("delete");
     let after = exact_search(&t, &search(&q, 1, DistanceType::L2))
         .await
         .expect("search");
-    let first = after
-        .column_by_name("id")
-        .expect("id")
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("i64")
-        .value(0);
+    let first = column::<Int64Array>(&after, "id").value(0);
     assert_ne!(first, 7, "deleted rows are not returned");
     let mut ranged = search(&q, 100, DistanceType::L2);
     ranged.distance_range = (Some(0.5), Some(1.0));
     let r = exact_search(&t, &ranged).await.expect("search");
-    let d = r
-        .column_by_name("_distance")
-        .expect("d")
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .expect("f32");
+    let d = column::<Float32Array>(&r, "_distance");
     assert!(d.values().iter().all(|v| (0.5..1.0).contains(v)));
     let mut projected = search(&q, 3, DistanceType::L2);
     projected.columns = Some(vec!["id".into()]);
@@ -231,11 +215,6 @@ async fn hamming_on_binary_vectors() {
     let r = exact_search(&t, &search(&[0.0, 255.0], 3, DistanceType::Hamming))
         .await
         .expect("search");
-    let d = r
-        .column_by_name("_distance")
-        .expect("d")
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .expect("f32");
+    let d = column::<Float32Array>(&r, "_distance");
     assert_eq!(d.values().to_vec(), vec![0.0, 8.0, 9.0]);
 }
