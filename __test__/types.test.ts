@@ -3,11 +3,19 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { expect, it } from "vitest";
 
-it("public type declarations match the snapshot", async () => {
-  const dist = new URL("../dist/", import.meta.url);
-  const files = readdirSync(dist)
+function declarations(folder: string): string {
+  const dist = new URL(folder, import.meta.url);
+  return readdirSync(dist)
     .filter((f) => f.endsWith(".d.ts"))
-    .sort();
-  const text = files.map((f) => `// ---- ${f}\n${readFileSync(new URL(f, dist), "utf8")}`).join("\n");
-  await expect(text).toMatchFileSnapshot("./__snapshots__/public-api.d.ts.snap");
+    .sort()
+    .map((f) => `// ---- ${f}\n${readFileSync(new URL(f, dist), "utf8")}`)
+    .join("\n");
+}
+
+it("public type declarations match the snapshot", async () => {
+  await expect(declarations("../dist/")).toMatchFileSnapshot("./__snapshots__/public-api.d.ts.snap");
+});
+
+it("the CommonJS build declares the same API as the ESM build", () => {
+  expect(declarations("../dist/cjs/")).toBe(declarations("../dist/"));
 });

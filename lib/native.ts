@@ -1,5 +1,5 @@
 // The native addon's surface, as the napi binding (src/lib.rs) defines it.
-import { createRequire } from "node:module";
+import loadedBinding from "#native";
 
 export interface NativeVersion {
   version: number;
@@ -88,5 +88,4 @@ export interface NativeBinding {
   ): Promise<NativeConnection>;
 }
 
-const require = createRequire(import.meta.url);
-export const binding: NativeBinding = require("../native/index.cjs");
+export const binding = loadedBinding as NativeBinding;
