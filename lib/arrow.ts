@@ -361,8 +361,12 @@ function plain(value: unknown, type: DataType, options: ToArrayOptions): unknown
     return value instanceof Date ? value : new Date(Number(value));
   }
   if (DataType.isFixedSizeList(type)) {
-    const v = value as { toArray(): unknown };
-    return v.toArray();
+    const element = type.children[0].type;
+    // apache-arrow hands out float16 as raw bits; users get the numbers, widened to float32.
+    if (DataType.isFloat(element) && element.precision === Precision.HALF) {
+      return Float32Array.from(value as Iterable<number>);
+    }
+    return (value as { toArray(): unknown }).toArray();
   }
   if (DataType.isList(type)) {
     const child = type.children[0].type;
@@ -377,7 +381,8 @@ function plain(value: unknown, type: DataType, options: ToArrayOptions): unknown
   return value;
 }
 
-/** Rows of `table` as plain objects: vectors as typed arrays (Float32Array for float32),
+/** Rows of `table` as plain objects: vectors as typed arrays (Float32Array for float32 and
+ * float16),
  * int64 as bigint (or number with `bigIntAsNumber`), timestamps as Date, lists as arrays. */
 export function tableToRows(table: Table, options: ToArrayOptions = {}): Row[] {
   const fields = table.schema.fields;
