@@ -932,3 +932,43 @@ impl NativeWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn reason<T>(work: impl Future<Output = quiver_engine::Result<T>>) -> String {
+        match guarded(work).now_or_never() {
+            Some(Err(error)) => error.reason,
+            Some(Ok(_)) => panic!("expected an error"),
+            None => panic!("the guarded future did not complete"),
+        }
+    }
+
+    #[test]
+    fn panics_become_internal_errors() {
+        let literal = reason(async {
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Ok(())
+        });
+        assert_eq!(literal, "[Internal] the engine panicked: boom");
+        let row = 3;
+        let formatted = reason(async move {
+            if row > 0 {
+                panic!("bad row {row}");
+            }
+            Ok(())
+        });
+        assert_eq!(formatted, "[Internal] the engine panicked: bad row 3");
+    }
+
+    #[test]
+    fn engine_errors_keep_their_code() {
+        let error =
+            reason(async { Err::<(), _>(EngineError::InvalidArgument("k must be > 0".into())) });
+        assert!(error.starts_with("[InvalidArgument]"), "{error}");
+        assert!(error.contains("k must be > 0"), "{error}");
+    }
+}
