@@ -125,6 +125,19 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
     throw new InvalidArgumentError("InvalidArgument", "connect() takes a URI: a folder path, file://… or memory://");
   }
   const interval = options.readConsistencyInterval;
+  if (interval !== undefined && (typeof interval !== "number" || Number.isNaN(interval) || interval < 0)) {
+    throw new InvalidArgumentError(
+      "InvalidArgument",
+      `readConsistencyInterval must be a number of seconds >= 0 (or Infinity), got ${String(interval)}`,
+    );
+  }
+  const cacheBytes = options.metadataCacheBytes;
+  if (cacheBytes !== undefined && !(Number.isSafeInteger(cacheBytes) && cacheBytes >= 0)) {
+    throw new InvalidArgumentError(
+      "InvalidArgument",
+      `metadataCacheBytes must be a whole number of bytes >= 0, got ${String(cacheBytes)}`,
+    );
+  }
   const inner = await native(() =>
     binding.connect(uri, {
       readConsistencyInterval: interval,

@@ -1,0 +1,150 @@
+// The options and error classes not exercised by api.test.ts: vector query options, explicit
+// streams, cache sizes, and the errors a damaged folder, a blocked path or a lost race give.
+import { readdirSync, rmSync, writeFileSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  CommitConflictError,
+  connect,
+  CorruptionError,
+  InvalidArgumentError,
+  IoError,
+  QuiverError,
+} from "../dist/index.js";
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+function tempDir() {
+  const dir = mkdtempSync(join(tmpdir(), "quiver-opts-"));
+  dirs.push(dir);
+  return dir;
+}
+
+const twoVectorRows = Array.from({ length: 50 }, (_, i) => ({
+  id: BigInt(i),
+  a: [i, 0],
+  b: [0, 100 - i, 1],
+}));
+
+describe("vector query options", () => {
+  it("searches the named column and accepts the index options on exact search", async () => {
+    const db = await connect("memory://");
+    const t = await db.createTable("t", twoVectorRows);
+    await expect(t.search([1, 2]).limit(1).toArray()).rejects.toBeInstanceOf(InvalidArgumentError);
+    const onA = await t.search([10, 0]).column("a").select(["id"]).limit(2).toArray();
+    expect(onA.map((r) => r.id)).toEqual([10n, 9n]);
+    const onB = await t.vectorSearch([0, 97, 1]).column("b").select(["id"]).limit(1).toArray();
+    expect(onB[0].id).toBe(3n);
+    const tuned = await t
+      .search([10, 0])
+      .column("a")
+      .nprobes(20)
+      .refineFactor(2)
+      .ef(64)
+      .postfilter()
+      .bypassVectorIndex()
+      .distanceType("l2")
+      .select(["id"])
+      .limit(2)
+      .toArray();
+    expect(tuned).toEqual(onA.map(({ id, _distance }) => ({ id, _distance })));
+    expect(() => t.search([1, 2]).nprobes(-1)).toThrow(InvalidArgumentError);
+    expect(() => t.search([1, 2]).refineFactor(1.5)).toThrow(InvalidArgumentError);
+    expect(() => t.search([1, 2]).distanceType("manhattan" as never)).toThrow(/distanceType/);
+    expect(() => t.search([])).toThrow(InvalidArgumentError);
+    await expect(t.search([1, 2, 3]).column("a").toArray()).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(t.search([1, 2]).column("nope").toArray()).rejects.toBeInstanceOf(QuiverError);
+    expect(await t.search([10, 0]).column("a").explainPlan()).toContain("column=a");
+  });
+
+  it("builders are immutable: each call returns a new query", async () => {
+    const db = await connect("memory://");
+    const t = await db.createTable("t", twoVectorRows);
+    const base = t.search([10, 0]).column("a").select(["id"]);
+    const one = base.limit(1);
+    const three = base.limit(3);
+    expect((await one.toArray()).length).toBe(1);
+    expect((await three.toArray()).length).toBe(3);
+    expect((await base.toArray()).length).toBe(10);
+    const dot = base.distanceType("dot").limit(1);
+    expect((await dot.toArray())[0].id).toBe(49n);
+    expect((await base.limit(1).toArray())[0].id).toBe(10n);
+  });
+
+  it("streams vector results and query results as record batches", async () => {
+    const db = await connect("memory://");
+    const t = await db.createTable("t", twoVectorRows);
+    let hits = 0;
+    for await (const batch of t.search([0, 0]).column("a").limit(5).stream()) hits += batch.numRows;
+    expect(hits).toBe(5);
+    const stream = t.query().select(["id"]).stream();
+    let rows = 0;
+    for await (const batch of stream) {
+      expect(batch.schema.fields.map((f) => f.name)).toEqual(["id"]);
+      rows += batch.numRows;
+    }
+    expect(rows).toBe(50);
+  });
+});
+
+describe("connection options", () => {
+  it("takes a metadata cache size and rejects nonsense options", async () => {
+    const dir = tempDir();
+    const small = await connect(dir, { metadataCacheBytes: 1024, readConsistencyInterval: 0 });
+    const t = await small.createTable("t", twoVectorRows);
+    expect(await t.countRows()).toBe(50);
+    expect((await t.search([3, 0]).column("a").limit(1).toArray())[0].id).toBe(3n);
+    await expect(connect(dir, { metadataCacheBytes: -5 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(connect(dir, { readConsistencyInterval: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(connect("s3x://bucket/path")).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
+describe("error classes from the engine", () => {
+  it("CorruptionError for a damaged data file, with committed data intact elsewhere", async () => {
+    const dir = tempDir();
+    const db = await connect(dir);
+    const t = await db.createTable("t", twoVectorRows);
+    const healthy = await db.createTable("healthy", twoVectorRows);
+    const dataDir = join(dir, "t.quiver", "data");
+    const [file] = readdirSync(dataDir);
+    const bytes = readFileSync(join(dataDir, file));
+    bytes[bytes.length - 20] ^= 0xff; // inside the footer
+    writeFileSync(join(dataDir, file), bytes);
+    const reopened = await connect(dir);
+    const err = await (await reopened.openTable("t")).query().toArray().catch((e) => e);
+    expect(err).toBeInstanceOf(CorruptionError);
+    expect(err.code).toBe("Corruption");
+    expect(err.retryable).toBe(false);
+    expect(await healthy.countRows()).toBe(50);
+    expect((await (await reopened.openTable("healthy")).query().toArray()).length).toBe(50);
+  });
+
+  it("IoError when the database path cannot be written", async () => {
+    const file = join(tempDir(), "not-a-folder");
+    writeFileSync(file, "x");
+    const db = await connect(file).catch((e) => e);
+    const err = db instanceof Error ? db : await db.createTable("t", twoVectorRows).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IoError);
+    expect(err.code).toBe("Io");
+    expect(err.retryable).toBe(true);
+  });
+
+  it("CommitConflictError when two writers delete the same rows at once", async () => {
+    const dir = tempDir();
+    const first = await connect(dir, { readConsistencyInterval: Infinity });
+    const second = await connect(dir, { readConsistencyInterval: Infinity });
+    await first.createTable("t", twoVectorRows);
+    const a = await first.openTable("t");
+    const b = await second.openTable("t");
+    const ids = (await a.query().withRowId().limit(3).toArray()).map((r) => r._rowid as bigint);
+    const list = ids.join(", ");
+    await a.delete(`_rowid IN (${list})`);
+    const err = await b.delete(`_rowid IN (${list})`).catch((e) => e);
+    expect(err).toBeInstanceOf(CommitConflictError);
+    expect(err.retryable).toBe(true);
+    await b.checkoutLatest();
+    expect(await b.countRows()).toBe(47);
+  });
+});
