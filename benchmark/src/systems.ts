@@ -1,0 +1,153 @@
+// The two systems under test behind one small interface, each used the way its own users
+// would: Quiver through `quiverdb`, LanceDB through `@lancedb/lancedb`. Both receive the same
+// apache-arrow tables or the same plain objects.
+import type { RecordBatch, Table as ArrowTable } from "apache-arrow";
+import { installedVersion } from "./env.js";
+
+export type SystemName = "quiver" | "lancedb";
+export const SYSTEMS: SystemName[] = ["quiver", "lancedb"];
+
+type Row = Record<string, unknown>;
+
+interface QueryLike extends AsyncIterable<RecordBatch> {
+  select(columns: string[]): QueryLike;
+  where(filter: string): QueryLike;
+  limit(n: number): QueryLike;
+  withRowId(): QueryLike;
+  toArrow(): Promise<ArrowTable>;
+}
+
+interface TableLike {
+  query(): QueryLike;
+  countRows(filter?: string): Promise<number>;
+  close(): void;
+}
+
+export interface System {
+  name: SystemName;
+  version: string;
+  /** Creates (or replaces) table `name` from Arrow data or plain objects. */
+  createTable(name: string, data: ArrowTable | Row[]): Promise<void>;
+  openTable(name: string): Promise<void>;
+  /** Streams every batch of a scan (optionally projected and filtered); returns rows seen. */
+  scan(options?: { columns?: string[]; filter?: string; limit?: number }): Promise<number>;
+  /** All row ids, in scan order. */
+  rowIds(): Promise<bigint[]>;
+  /** Fetches whole rows by row id as an Arrow table; returns rows fetched. */
+  takeRowIds(ids: bigint[]): Promise<number>;
+  countRows(filter?: string): Promise<number>;
+  close(): void;
+}
+
+async function drain(query: QueryLike): Promise<number> {
+  let rows = 0;
+  for await (const batch of query) rows += batch.numRows;
+  return rows;
+}
+
+function tableOps(
+  table: () => TableLike,
+  take: (ids: bigint[]) => Promise<ArrowTable>,
+): Pick<System, "scan" | "rowIds" | "takeRowIds" | "countRows"> {
+  return {
+    async scan(options = {}) {
+      let query = table().query();
+      if (options.columns) query = query.select(options.columns);
+      if (options.filter) query = query.where(options.filter);
+      if (options.limit !== undefined) query = query.limit(options.limit);
+      return drain(query);
+    },
+    async rowIds() {
+      const ids: bigint[] = [];
+      for await (const batch of table().query().select(["id"]).withRowId()) {
+        const column = batch.getChild("_rowid");
+        if (!column) throw new Error("scan did not return _rowid");
+        for (const id of column) ids.push(BigInt(id as bigint));
+      }
+      return ids;
+    },
+    async takeRowIds(ids) {
+      return (await take(ids)).numRows;
+    },
+    async countRows(filter) {
+      return table().countRows(filter);
+    },
+  };
+}
+
+export interface Driver {
+  name: SystemName;
+  version: string;
+  connect(uri: string): Promise<System>;
+}
+
+async function quiver(): Promise<Driver> {
+  const q = await import("quiverdb");
+  return {
+    name: "quiver",
+    version: q.version(),
+    async connect(uri) {
+      const db = await q.connect(uri);
+      let table: InstanceType<typeof q.Table> | null = null;
+      const current = () => {
+        if (!table) throw new Error("no table open");
+        return table;
+      };
+      return {
+        name: "quiver",
+        version: q.version(),
+        async createTable(name, data) {
+          table = await db.createTable(name, data as never, { mode: "overwrite" });
+        },
+        async openTable(name) {
+          table = await db.openTable(name);
+        },
+        ...tableOps(current as unknown as () => TableLike, (ids) => current().takeRowIds(ids)),
+        close() {
+          table?.close();
+          db.close();
+        },
+      };
+    },
+  };
+}
+
+async function lancedb(): Promise<Driver> {
+  const l = await import("@lancedb/lancedb");
+  const version = installedVersion("@lancedb/lancedb");
+  return {
+    name: "lancedb",
+    version,
+    async connect(uri) {
+      const db = await l.connect(uri);
+      let table: Awaited<ReturnType<typeof db.openTable>> | null = null;
+      const current = () => {
+        if (!table) throw new Error("no table open");
+        return table;
+      };
+      return {
+        name: "lancedb",
+        version,
+        async createTable(name, data) {
+          table = await db.createTable(name, data as never, { mode: "overwrite" });
+        },
+        async openTable(name) {
+          table = await db.openTable(name);
+        },
+        ...tableOps(
+          current as unknown as () => TableLike,
+          (ids) => current().takeRowIds(ids).toArrow() as Promise<ArrowTable>,
+        ),
+        close() {
+          table?.close();
+          db.close();
+        },
+      };
+    },
+  };
+}
+
+/** Loads a system's package (not timed: module loading is not part of any workload). */
+export function loadDriver(name: SystemName): Promise<Driver> {
+  return name === "quiver" ? quiver() : lancedb();
+}

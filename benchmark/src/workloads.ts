@@ -1,0 +1,301 @@
+// The workloads, each run in a child process per system (src/worker.ts) so memory figures do
+// not mix. A workload that a system cannot run yet reports "n/a" with the reason.
+import { rmSync } from "node:fs";
+import {
+  Field,
+  FixedSizeList,
+  Float32,
+  Float64,
+  Int32,
+  Int64,
+  makeData,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table as ArrowTable,
+  Utf8,
+  vectorFromArray,
+} from "apache-arrow";
+import type { Columns, Size } from "./datasets.js";
+import type { Driver, System } from "./systems.js";
+
+export const BENCH_TABLE = "bench";
+
+export interface Measurement {
+  unit: string;
+  values: number[];
+  /** Rows (and bytes) each sample processed, for throughput. */
+  rowsPerSample?: number;
+  bytesPerSample?: number;
+  params: Record<string, unknown>;
+}
+
+export interface WorkloadContext {
+  driver: Driver;
+  /** The prepared table, open (for workloads with needsTable). */
+  system: System;
+  /** The folder holding the prepared table. */
+  dbDir: string;
+  /** Dataset columns (loaded only for workloads that need them). */
+  columns: () => Columns;
+  /** A scratch database folder for ingest runs. */
+  scratch: string;
+  size: Size;
+}
+
+export interface Workload {
+  name: string;
+  description: string;
+  /** Fresh process per sample (cold start); the runner launches `iterations` processes. */
+  perProcess?: boolean;
+  /** Opens the prepared table before running. */
+  needsTable: boolean;
+  iterations: Record<Size, number>;
+  /** Lower-is-better bar Quiver must meet against LanceDB, as a ratio of medians. */
+  bar?: { metric: "median" | "throughput" | "peak_rss"; ratio: number; text: string };
+  run(ctx: WorkloadContext, iterations: number): Promise<Measurement>;
+}
+
+const BATCH_ROWS = 10_000;
+
+/** The dataset as an apache-arrow table: id int64, vector fixed_size_list<float32>, category
+ * int32, price float64, text utf8; in batches of 10,000 rows. */
+export function arrowTableOf(cols: Columns): ArrowTable {
+  const vectorType = new FixedSizeList(cols.d, new Field("item", new Float32(), true));
+  const schema = new Schema([
+    new Field("id", new Int64(), false),
+    new Field("vector", vectorType, false),
+    new Field("category", new Int32(), false),
+    new Field("price", new Float64(), false),
+    new Field("text", new Utf8(), false),
+  ]);
+  const batches: RecordBatch[] = [];
+  for (let start = 0; start < cols.n; start += BATCH_ROWS) {
+    const end = Math.min(cols.n, start + BATCH_ROWS);
+    const length = end - start;
+    const ids = BigInt64Array.from({ length }, (_, i) => BigInt(start + i));
+    const flat = cols.vectors.subarray(start * cols.d, end * cols.d);
+    const children = [
+      makeData({ type: new Int64(), length, data: ids } as never),
+      makeData({
+        type: vectorType,
+        length,
+        child: makeData({ type: new Float32(), length: flat.length, data: flat } as never),
+      } as never),
+      makeData({ type: new Int32(), length, data: cols.category.subarray(start, end) } as never),
+      makeData({ type: new Float64(), length, data: cols.price.subarray(start, end) } as never),
+      vectorFromArray(cols.text.slice(start, end), new Utf8()).data[0],
+    ];
+    const data = makeData({ type: new Struct(schema.fields), length, nullCount: 0, children } as never);
+    batches.push(new RecordBatch(schema, data as never));
+  }
+  return new ArrowTable(batches);
+}
+
+/** The dataset as plain objects, as an app would hold them (vectors as number[]). */
+export function objectRowsOf(cols: Columns): Record<string, unknown>[] {
+  return Array.from({ length: cols.n }, (_, i) => ({
+    id: i,
+    vector: Array.from(cols.vectors.subarray(i * cols.d, (i + 1) * cols.d)),
+    category: cols.category[i],
+    price: cols.price[i],
+    text: cols.text[i],
+  }));
+}
+
+function rawBytes(cols: Columns): number {
+  const textBytes = cols.text.reduce((s, t) => s + Buffer.byteLength(t), 0);
+  return cols.n * (8 + 4 * cols.d + 4 + 8 + 4) + textBytes;
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await fn();
+  return performance.now() - start;
+}
+
+/** A seeded generator of row positions, identical for both systems. */
+function positions(seed: number, count: number, n: number): number[] {
+  let s = seed >>> 0 || 1;
+  return Array.from({ length: count }, () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  });
+}
+
+async function ingest(ctx: WorkloadContext, iterations: number, data: ArrowTable | Record<string, unknown>[], cols: Columns) {
+  const values: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    rmSync(ctx.scratch, { recursive: true, force: true });
+    const target = await ctx.driver.connect(ctx.scratch);
+    values.push((await timed(() => target.createTable("ingest", data))) / 1000);
+    target.close();
+  }
+  rmSync(ctx.scratch, { recursive: true, force: true });
+  return { unit: "s", values, rowsPerSample: cols.n, bytesPerSample: rawBytes(cols), params: { rows: cols.n, dim: cols.d } };
+}
+
+async function repeat(iterations: number, fn: (i: number) => Promise<unknown>, warmup = 1): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn(-1 - i);
+  const values: number[] = [];
+  for (let i = 0; i < iterations; i++) values.push(await timed(() => fn(i)));
+  return values;
+}
+
+export const WORKLOADS: Workload[] = [
+  {
+    name: "ingest_arrow",
+    description: "create a table from an apache-arrow Table",
+    needsTable: false,
+    iterations: { small: 2, medium: 3, full: 1 },
+    bar: { metric: "throughput", ratio: 2, text: "rows/s ≥ 2×" },
+    async run(ctx, iterations) {
+      const cols = ctx.columns();
+      return ingest(ctx, iterations, arrowTableOf(cols), cols);
+    },
+  },
+  {
+    name: "ingest_objects",
+    description: "create a table from plain JS objects (vectors as number[])",
+    needsTable: false,
+    iterations: { small: 2, medium: 2, full: 1 },
+    async run(ctx, iterations) {
+      const cols = ctx.columns();
+      return ingest(ctx, iterations, objectRowsOf(cols), cols);
+    },
+  },
+  {
+    name: "cold_open",
+    description: "connect + open table + first query (10 rows) in a fresh process",
+    perProcess: true,
+    needsTable: false,
+    iterations: { small: 3, medium: 10, full: 10 },
+    bar: { metric: "median", ratio: 0.5, text: "time ≤ 0.5×" },
+    async run(ctx) {
+      const start = performance.now();
+      const fresh = await ctx.driver.connect(ctx.dbDir);
+      await fresh.openTable(BENCH_TABLE);
+      await fresh.scan({ limit: 10 });
+      const ms = performance.now() - start;
+      fresh.close();
+      return { unit: "ms", values: [ms], params: {} };
+    },
+  },
+  {
+    name: "full_scan",
+    description: "stream every column of every row",
+    needsTable: true,
+    iterations: { small: 3, medium: 5, full: 3 },
+    bar: { metric: "throughput", ratio: 1.5, text: "rows/s ≥ 1.5×" },
+    async run(ctx, iterations) {
+      const n = await ctx.system.countRows();
+      const values = (await repeat(iterations, () => ctx.system.scan())).map((ms) => ms / 1000);
+      return { unit: "s", values, rowsPerSample: n, params: { rows: n } };
+    },
+  },
+  {
+    name: "projected_scan",
+    description: "stream the id and price columns",
+    needsTable: true,
+    iterations: { small: 3, medium: 5, full: 3 },
+    bar: { metric: "throughput", ratio: 1.5, text: "rows/s ≥ 1.5×" },
+    async run(ctx, iterations) {
+      const n = await ctx.system.countRows();
+      const columns = ["id", "price"];
+      const values = (await repeat(iterations, () => ctx.system.scan({ columns }))).map((ms) => ms / 1000);
+      return { unit: "s", values, rowsPerSample: n, params: { rows: n, columns } };
+    },
+  },
+  {
+    name: "filtered_scan",
+    description: "stream id, price where category < 10 (~10% of rows)",
+    needsTable: true,
+    iterations: { small: 3, medium: 5, full: 3 },
+    async run(ctx, iterations) {
+      const n = await ctx.system.countRows();
+      const filter = "category < 10";
+      const values = (await repeat(iterations, () => ctx.system.scan({ columns: ["id", "price"], filter }))).map(
+        (ms) => ms / 1000,
+      );
+      return { unit: "s", values, rowsPerSample: n, params: { rows: n, filter } };
+    },
+  },
+  {
+    name: "take_1000",
+    description: "fetch 1,000 random whole rows by row id",
+    needsTable: true,
+    iterations: { small: 10, medium: 30, full: 30 },
+    async run(ctx, iterations) {
+      const ids = await ctx.system.rowIds();
+      const sets = Array.from({ length: iterations + 1 }, (_, i) => positions(1000 + i, 1000, ids.length).map((p) => ids[p]));
+      const values = await repeat(iterations, (i) => ctx.system.takeRowIds(sets[i + 1]));
+      return { unit: "ms", values, params: { rows: 1000 } };
+    },
+  },
+  {
+    name: "take_1",
+    description: "fetch one random whole row by row id",
+    needsTable: true,
+    iterations: { small: 50, medium: 200, full: 200 },
+    bar: { metric: "median", ratio: 0.5, text: "p50 ≤ 0.5×" },
+    async run(ctx, iterations) {
+      const ids = await ctx.system.rowIds();
+      const picks = positions(7, iterations + 5, ids.length).map((p) => ids[p]);
+      const values = await repeat(iterations, (i) => ctx.system.takeRowIds([picks[i + 5]]), 5);
+      return { unit: "ms", values, params: { rows: 1 } };
+    },
+  },
+  {
+    name: "point_query",
+    description: "where(\"id = X\") for a random X, no index",
+    needsTable: true,
+    iterations: { small: 10, medium: 30, full: 20 },
+    async run(ctx, iterations) {
+      const n = await ctx.system.countRows();
+      const picks = positions(11, iterations + 1, n);
+      const values = await repeat(iterations, (i) => ctx.system.scan({ filter: `id = ${picks[i + 1]}` }));
+      return { unit: "ms", values, params: { filter: "id = X" } };
+    },
+  },
+  {
+    name: "count_filter",
+    description: "countRows(\"category < 10\")",
+    needsTable: true,
+    iterations: { small: 5, medium: 10, full: 10 },
+    async run(ctx, iterations) {
+      const values = await repeat(iterations, () => ctx.system.countRows("category < 10"));
+      return { unit: "ms", values, params: { filter: "category < 10" } };
+    },
+  },
+  {
+    name: "serve",
+    description: "a serving process: open, 100 single-row takes, 10 takes of 1,000 rows, 3 projected scans",
+    needsTable: true,
+    iterations: { small: 1, medium: 3, full: 3 },
+    bar: { metric: "peak_rss", ratio: 1, text: "peak RSS ≤ 1×" },
+    async run(ctx, iterations) {
+      const ids = await ctx.system.rowIds();
+      const values = await repeat(
+        iterations,
+        async (i) => {
+          const picks = positions(100 + i, 100 + 10 * 1000, ids.length).map((p) => ids[p]);
+          for (let k = 0; k < 100; k++) await ctx.system.takeRowIds([picks[k]]);
+          for (let k = 0; k < 10; k++) await ctx.system.takeRowIds(picks.slice(100 + k * 1000, 100 + (k + 1) * 1000));
+          for (let k = 0; k < 3; k++) await ctx.system.scan({ columns: ["id", "price"] });
+        },
+        0,
+      );
+      return { unit: "ms", values, params: { takes1: 100, takes1000: 10, scans: 3 } };
+    },
+  },
+];
+
+export function workload(name: string): Workload {
+  const found = WORKLOADS.find((w) => w.name === name);
+  if (!found) throw new Error(`unknown workload '${name}'; known: ${WORKLOADS.map((w) => w.name).join(", ")}`);
+  return found;
+}
