@@ -148,3 +148,24 @@ describe("error classes from the engine", () => {
     expect(await b.countRows()).toBe(47);
   });
 });
+
+describe("large in-memory data", () => {
+  it("is written in chunks but committed as one version, and errors name the right row", async () => {
+    const db = await connect("memory://");
+    const rows = Array.from({ length: 40_000 }, (_, i) => ({ id: BigInt(i), v: [i, 1] }));
+    const t = await db.createTable("t", rows);
+    expect(await t.version()).toBe(1);
+    expect(await t.countRows()).toBe(40_000);
+    const arrow = await t.toArrow();
+    expect(arrow.batches.length).toBeGreaterThan(1);
+    expect(await t.add(arrow)).toBe(2);
+    expect(await t.countRows()).toBe(80_000);
+    const bad = rows.map((r, i) => (i === 35_001 ? { id: r.id, v: [1, 2, 3] } : r));
+    const err = await t.add(bad).catch((e) => e);
+    expect(err.message).toContain("row 35001");
+    expect(await t.version()).toBe(2);
+    expect(await t.countRows()).toBe(80_000);
+    const ids = (await t.query().select(["id"]).offset(39_999).limit(2).toArray()).map((r) => r.id);
+    expect(ids).toEqual([39_999n, 0n]);
+  });
+});

@@ -207,7 +207,7 @@ function elementArray(element: DataType) {
 }
 
 /** Builds a vector column straight into one flat typed array (no per-element builder). */
-function typedVector(type: FixedSizeList, values: unknown[], name: string): Vector {
+function typedVector(type: FixedSizeList, values: unknown[], name: string, firstRow: number): Vector {
   const dim = type.listSize;
   const element = type.children[0].type;
   const Ctor = elementArray(element);
@@ -224,7 +224,7 @@ function typedVector(type: FixedSizeList, values: unknown[], name: string): Vect
     if (typeof arr !== "object" || arr.length !== dim) {
       throw new SchemaMismatchError(
         "SchemaMismatch",
-        `field '${name}' in row ${i} must be a vector of ${dim} numbers, got ${typeof arr === "object" ? `${arr.length} values` : typeof arr}`,
+        `field '${name}' in row ${firstRow + i} must be a vector of ${dim} numbers, got ${typeof arr === "object" ? `${arr.length} values` : typeof arr}`,
       );
     }
     flat.set(arr, i * dim);
@@ -256,12 +256,12 @@ function coerce(value: unknown, type: DataType, name: string, row: number): unkn
   return value;
 }
 
-function column(field: Field, rows: Row[]): Vector {
+function column(field: Field, rows: Row[], firstRow: number): Vector {
   const name = field.name;
   if (DataType.isFixedSizeList(field.type)) {
-    return typedVector(field.type, rows.map((r) => r[name]), name);
+    return typedVector(field.type, rows.map((r) => r[name]), name, firstRow);
   }
-  const values = rows.map((r, i) => coerce(r[name], field.type, name, i));
+  const values = rows.map((r, i) => coerce(r[name], field.type, name, firstRow + i));
   try {
     return vectorFromArray(values, field.type);
   } catch (e) {
@@ -271,20 +271,24 @@ function column(field: Field, rows: Row[]): Vector {
   }
 }
 
-/** Builds an Arrow table from plain objects, with `schema` or an inferred one. */
-export function rowsToTable(rows: Row[], schema?: Schema): Table {
+/** Builds an Arrow table from plain objects, with `schema` or an inferred one. `firstRow` is
+ * the index of `rows[0]` in the caller's data, for error messages. */
+export function rowsToTable(rows: Row[], schema?: Schema, firstRow = 0): Table {
   const target = schema ?? inferSchema(rows);
   if (schema) {
     const known = new Set(schema.fields.map((f) => f.name));
     rows.forEach((row, i) => {
       for (const key of Object.keys(row)) {
         if (!known.has(key)) {
-          throw new SchemaMismatchError("SchemaMismatch", `row ${i} has field '${key}', which is not in the schema`);
+          throw new SchemaMismatchError(
+            "SchemaMismatch",
+            `row ${firstRow + i} has field '${key}', which is not in the schema`,
+          );
         }
       }
     });
   }
-  const vectors = target.fields.map((f) => column(f, rows));
+  const vectors = target.fields.map((f) => column(f, rows, firstRow));
   const length = rows.length;
   const data = makeData({
     type: new Struct(target.fields),
@@ -324,6 +328,44 @@ export function toArrowTable(data: Data, schema?: Schema): Table {
     "InvalidArgument",
     "data must be an array of objects, an apache-arrow Table or RecordBatch(es), Arrow IPC bytes, or an async iterable of batches",
   );
+}
+
+/** Rows per chunk when in-memory data is written as a stream. */
+const CHUNK_ROWS = 16_384;
+
+/**
+ * In-memory data big enough to be worth streaming, as a lazy sequence of Arrow chunks: the
+ * engine writes one chunk while the next is converted, and no single IPC buffer holds it all.
+ * Null for data that is small, or already IPC bytes (sent as they are).
+ */
+export function inMemoryChunks(data: Data, schema?: Schema): Iterable<Table | RecordBatch> | null {
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) return null;
+  if (isRowArray(data)) {
+    if (data.length <= CHUNK_ROWS) return null;
+    const rows = data;
+    const target = schema ?? inferSchema(rows);
+    return (function* () {
+      for (let start = 0; start < rows.length; start += CHUNK_ROWS) {
+        yield rowsToTable(rows.slice(start, start + CHUNK_ROWS), target, start);
+      }
+    })();
+  }
+  if (schema) return null;
+  const batches = isArrowTable(data)
+    ? data.batches
+    : isArrowBatch(data)
+      ? [data]
+      : Array.isArray(data) && data.length > 0 && data.every(isArrowBatch)
+        ? (data as RecordBatch[])
+        : null;
+  if (batches === null || batches.reduce((n, b) => n + b.numRows, 0) <= CHUNK_ROWS) return null;
+  return (function* () {
+    for (const batch of batches) {
+      for (let start = 0; start < batch.numRows; start += CHUNK_ROWS) {
+        yield start === 0 && batch.numRows <= CHUNK_ROWS ? batch : batch.slice(start, start + CHUNK_ROWS);
+      }
+    }
+  })();
 }
 
 /** IPC stream bytes of any accepted in-memory data. */

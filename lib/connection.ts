@@ -1,6 +1,6 @@
 // Connections: where tables live.
 import type { Schema } from "apache-arrow";
-import { type Data, type DataStream, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
+import { type Data, type DataStream, inMemoryChunks, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
 import { writeStream } from "./stream.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import { binding, type NativeConnection } from "./native.js";
@@ -71,6 +71,11 @@ export class Connection {
     const c = this.native();
     if (isDataStream(data)) {
       await writeStream(data, options.schema, options.schema, (first) => c.createTableWriter(name, first, nativeMode));
+      return this.openTable(name);
+    }
+    const chunks = inMemoryChunks(data, options.schema);
+    if (chunks) {
+      await writeStream(chunks, undefined, undefined, (first) => c.createTableWriter(name, first, nativeMode));
       return this.openTable(name);
     }
     const bytes =

@@ -1,6 +1,6 @@
 // Streaming ingest: chunks of an (async) iterable flow through one native writer and are
 // committed as a single version, or not at all if any chunk fails.
-import type { Schema } from "apache-arrow";
+import type { RecordBatch, Schema, Table } from "apache-arrow";
 import { tableToIPC } from "apache-arrow";
 import { type Data, type DataStream, isRowArray, toArrowTable } from "./arrow.js";
 import { native, toQuiverError } from "./errors.js";
@@ -12,7 +12,7 @@ import type { NativeWriter } from "./native.js";
  * when given, else with the first chunk's schema, so all chunks agree.
  */
 export async function writeStream(
-  data: DataStream,
+  data: DataStream | Iterable<Table | RecordBatch>,
   schema: Schema | undefined,
   rowSchema: Schema | undefined,
   open: (firstChunk: Uint8Array) => Promise<NativeWriter>,

@@ -1,6 +1,6 @@
 // A table: rows, versions and queries.
 import type { Schema, Table as ArrowTable } from "apache-arrow";
-import { type Data, type DataStream, fromIPC, isDataStream, isRowArray, toIPC } from "./arrow.js";
+import { type Data, type DataStream, fromIPC, inMemoryChunks, isDataStream, isRowArray, toIPC } from "./arrow.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
@@ -82,6 +82,8 @@ export class Table implements QueryTarget {
       const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
       return writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode));
     }
+    const chunks = inMemoryChunks(data, await schemaFor(data));
+    if (chunks) return writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode));
     const bytes = toIPC(data, await schemaFor(data));
     return native(() => t.add(bytes, mode));
   }

@@ -14,7 +14,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::filter::filter_record_batch;
 use futures::stream::{self, BoxStream};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 
 use super::manifest::{FragmentProto, Manifest};
@@ -162,6 +162,24 @@ impl ColumnCursor {
         })
     }
 
+    /// Rows left in the current page, loading the next page when this one is used up (0 at
+    /// the end of the column).
+    async fn available(&mut self) -> Result<usize> {
+        loop {
+            let remaining = self.current.as_ref().map_or(0, |c| c.len() - self.position);
+            if remaining > 0 {
+                return Ok(remaining);
+            }
+            match self.pages.next().await {
+                Some(page) => {
+                    self.current = Some(page?);
+                    self.position = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+
     /// The next `n` rows of the column.
     async fn next_rows(&mut self, mut n: usize) -> Result<ArrayRef> {
         let mut parts = Vec::new();
@@ -260,7 +278,16 @@ impl ScanState {
                 self.current = None;
                 continue;
             }
-            let n = (self.options.batch_size as u64).min(frag.physical_rows - frag.position);
+            let mut n = (self.options.batch_size as u64).min(frag.physical_rows - frag.position);
+            // Cut batches at page boundaries when the pages are big enough: each column is then
+            // a zero-copy slice of its page instead of a concatenation of several.
+            let mut in_page = u64::MAX;
+            for cursor in &mut frag.cursors {
+                in_page = in_page.min(cursor.available().await? as u64);
+            }
+            if in_page >= n.min(MIN_PAGE_ALIGNED_ROWS) {
+                n = n.min(in_page);
+            }
             let mut columns = Vec::with_capacity(self.fields.len() + 1);
             for cursor in &mut frag.cursors {
                 columns.push(cursor.next_rows(n as usize).await?);
@@ -304,6 +331,55 @@ impl ScanState {
     }
 }
 
+/// Batches shorter than this are not cut at page boundaries (concatenating is cheaper than
+/// handing out many tiny batches).
+const MIN_PAGE_ALIGNED_ROWS: u64 = 1024;
+
+/// Limits up to this many rows are served by `take` of exactly those rows rather than by
+/// reading whole pages: a `limit(10)` query reads kilobytes, not a page of every column.
+const SMALL_LIMIT_ROWS: u64 = 1024;
+
+/// Addresses of live rows `offset .. offset + limit` of `manifest`, in scan order.
+async fn live_addresses(
+    table: &TableInner,
+    manifest: &Manifest,
+    mut offset: u64,
+    limit: u64,
+) -> Result<Vec<u64>> {
+    let mut addresses = Vec::with_capacity(limit as usize);
+    for fragment in manifest.fragments() {
+        if addresses.len() as u64 >= limit {
+            break;
+        }
+        let live = fragment.live_rows();
+        if offset >= live {
+            offset -= live;
+            continue;
+        }
+        let Some(deletion) = &fragment.deletion else {
+            let wanted = (limit - addresses.len() as u64).min(live - offset);
+            addresses.extend((offset..offset + wanted).map(|row| row_address(fragment.id, row)));
+            offset = 0;
+            continue;
+        };
+        let deleted = table.deletion_vector(deletion).await?;
+        for row in 0..fragment.physical_rows {
+            if addresses.len() as u64 >= limit {
+                break;
+            }
+            if deleted.contains(row as u32) {
+                continue;
+            }
+            if offset > 0 {
+                offset -= 1;
+                continue;
+            }
+            addresses.push(row_address(fragment.id, row));
+        }
+    }
+    Ok(addresses)
+}
+
 /// A stream of the batches a scan of `manifest` returns, and their schema.
 pub(crate) fn scan(
     table: Arc<TableInner>,
@@ -315,6 +391,30 @@ pub(crate) fn scan(
     }
     let fields = projection(&manifest, options.columns.as_deref())?;
     let schema = output_schema(&fields, options.with_row_id);
+    if let Some(limit) = options.limit.filter(|&l| l <= SMALL_LIMIT_ROWS) {
+        let batch_size = options.batch_size;
+        let stream = stream::once(async move {
+            let addresses = live_addresses(&table, &manifest, options.offset, limit).await?;
+            take(
+                &table,
+                &manifest,
+                &addresses,
+                options.columns.as_deref(),
+                options.with_row_id,
+            )
+            .await
+        })
+        .map_ok(move |batch| {
+            let slices: Vec<Result<RecordBatch>> = (0..batch.num_rows())
+                .step_by(batch_size)
+                .map(|start| Ok(batch.slice(start, batch_size.min(batch.num_rows() - start))))
+                .collect();
+            stream::iter(slices)
+        })
+        .try_flatten()
+        .boxed();
+        return Ok((schema, stream));
+    }
     let state = ScanState {
         table,
         manifest,
