@@ -170,3 +170,22 @@ describe("suite smoke run", () => {
     expect(compare.stdout).toContain("need two runs");
   }, 300_000);
 });
+
+describe("side-by-side table", () => {
+  it("shows ingest MB/s from the bytes each sample moved", async () => {
+    const { megabytesPerSecond, markdownTable, pairRows } = await import("../benchmark/dist/side-by-side.js");
+    const ingest = record({
+      benchmark: "ingest_arrow",
+      unit: "s",
+      values: [2, 2, 2],
+      params: JSON.stringify({ rows: 1000, bytes_per_sample: 4e6 }),
+      throughput: 500,
+      throughput_unit: "rows/s",
+    });
+    expect(megabytesPerSecond(ingest)).toBe(2);
+    const table = markdownTable(pairRows([ingest, { ...ingest, system: "lancedb", values: [4, 4, 4], summary: summarize([4, 4, 4]), throughput: 250 }]));
+    expect(table).toContain("500 rows/s, 2.00 MB/s");
+    expect(table).toContain("| 0.50× | Quiver |");
+    expect(table).toContain("rows/s ≥ 2×: 2.00× met");
+  });
+});

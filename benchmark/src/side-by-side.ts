@@ -42,9 +42,17 @@ function value(r: ResultRecord | undefined): string {
   return `${fmtNumber(r.summary.median)} ${r.unit}`;
 }
 
+/** MB/s of a workload that records the bytes each sample moved (ingest). */
+export function megabytesPerSecond(r: ResultRecord): number | null {
+  const bytes = (JSON.parse(r.params || "{}") as { bytes_per_sample?: number }).bytes_per_sample;
+  if (!bytes || !r.summary || r.unit !== "s") return null;
+  return bytes / r.summary.median / 1e6;
+}
+
 function throughput(r: ResultRecord | undefined): string {
   if (!r || r.throughput === null) return "";
-  return `${fmtNumber(r.throughput)} ${r.throughput_unit ?? ""}`.trim();
+  const mbps = megabytesPerSecond(r);
+  return `${fmtNumber(r.throughput)} ${r.throughput_unit ?? ""}${mbps === null ? "" : `, ${fmtNumber(mbps)} MB/s`}`;
 }
 
 function rss(r: ResultRecord | undefined): string {
