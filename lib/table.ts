@@ -82,9 +82,11 @@ export class Table implements QueryTarget {
       const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
       return writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode));
     }
-    const chunks = inMemoryChunks(data, await schemaFor(data));
+    // One schema lookup (a native call) serves both paths.
+    const schema = await schemaFor(data);
+    const chunks = inMemoryChunks(data, schema);
     if (chunks) return writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode));
-    const bytes = toIPC(data, await schemaFor(data));
+    const bytes = toIPC(data, schema);
     return native(() => t.add(bytes, mode));
   }
 

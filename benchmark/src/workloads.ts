@@ -148,6 +148,17 @@ async function repeat(iterations: number, fn: (i: number) => Promise<unknown>, w
   return values;
 }
 
+/** Seconds per scan of the prepared table; throughput counts every row of the table. */
+async function timedScans(
+  ctx: WorkloadContext,
+  iterations: number,
+  scan: { columns?: string[]; filter?: string },
+): Promise<Measurement> {
+  const n = await ctx.system.countRows();
+  const values = (await repeat(iterations, () => ctx.system.scan(scan))).map((ms) => ms / 1000);
+  return { unit: "s", values, rowsPerSample: n, params: { rows: n, ...scan } };
+}
+
 export const WORKLOADS: Workload[] = [
   {
     name: "ingest_arrow",
@@ -194,9 +205,7 @@ export const WORKLOADS: Workload[] = [
     iterations: { small: 3, medium: 5, full: 3 },
     bar: { metric: "throughput", ratio: 1.5, text: "rows/s ≥ 1.5×" },
     async run(ctx, iterations) {
-      const n = await ctx.system.countRows();
-      const values = (await repeat(iterations, () => ctx.system.scan())).map((ms) => ms / 1000);
-      return { unit: "s", values, rowsPerSample: n, params: { rows: n } };
+      return timedScans(ctx, iterations, {});
     },
   },
   {
@@ -206,10 +215,7 @@ export const WORKLOADS: Workload[] = [
     iterations: { small: 3, medium: 5, full: 3 },
     bar: { metric: "throughput", ratio: 1.5, text: "rows/s ≥ 1.5×" },
     async run(ctx, iterations) {
-      const n = await ctx.system.countRows();
-      const columns = ["id", "price"];
-      const values = (await repeat(iterations, () => ctx.system.scan({ columns }))).map((ms) => ms / 1000);
-      return { unit: "s", values, rowsPerSample: n, params: { rows: n, columns } };
+      return timedScans(ctx, iterations, { columns: ["id", "price"] });
     },
   },
   {
@@ -218,12 +224,7 @@ export const WORKLOADS: Workload[] = [
     needsTable: true,
     iterations: { small: 3, medium: 5, full: 3 },
     async run(ctx, iterations) {
-      const n = await ctx.system.countRows();
-      const filter = "category < 10";
-      const values = (await repeat(iterations, () => ctx.system.scan({ columns: ["id", "price"], filter }))).map(
-        (ms) => ms / 1000,
-      );
-      return { unit: "s", values, rowsPerSample: n, params: { rows: n, filter } };
+      return timedScans(ctx, iterations, { columns: ["id", "price"], filter: "category < 10" });
     },
   },
   {
