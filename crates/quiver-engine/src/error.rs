@@ -60,6 +60,10 @@ pub enum Error {
     #[error("table is checked out at version {0} (read-only); call checkout_latest() or restore() before writing")]
     ReadOnlyVersion(u64),
 
+    /// A SQL filter or expression is malformed or does not fit the table (says what and where).
+    #[error("{0}")]
+    Filter(#[from] FilterError),
+
     /// An error from the underlying object store.
     #[error("storage error: {0}")]
     Storage(#[from] object_store::Error),
@@ -72,6 +76,71 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What is wrong with a SQL filter or expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterErrorKind {
+    /// The text does not parse.
+    Syntax,
+    /// A column name is not in the table.
+    UnknownColumn,
+    /// Operand types do not fit the operator or function.
+    TypeMismatch,
+    /// Valid SQL that Quiver does not evaluate.
+    Unsupported,
+    /// A literal or argument with a bad value (a malformed date, an invalid regex).
+    InvalidValue,
+}
+
+impl fmt::Display for FilterErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FilterErrorKind::Syntax => "syntax error",
+            FilterErrorKind::UnknownColumn => "unknown column",
+            FilterErrorKind::TypeMismatch => "type mismatch",
+            FilterErrorKind::Unsupported => "unsupported",
+            FilterErrorKind::InvalidValue => "invalid value",
+        })
+    }
+}
+
+/// A typed filter error, with the 1-based line and column where the problem starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub kind: FilterErrorKind,
+    pub message: String,
+    pub position: Option<(u64, u64)>,
+}
+
+impl FilterError {
+    pub fn new(kind: FilterErrorKind, message: impl Into<String>) -> Self {
+        FilterError {
+            kind,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// Sets the position unless one is already known (the innermost position is the precise one).
+    pub fn at(mut self, position: Option<(u64, u64)>) -> Self {
+        if self.position.is_none() {
+            self.position = position;
+        }
+        self
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some((line, column)) = self.position {
+            write!(f, " (at line {line}, column {column})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FilterError {}
 
 impl Error {
     pub(crate) fn corrupt(path: impl fmt::Display, reason: impl Into<String>) -> Self {

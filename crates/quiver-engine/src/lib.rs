@@ -5,13 +5,15 @@
 //! stored form of schemas shared by manifests and data files. See docs/ARCHITECTURE.md.
 
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod linalg;
 pub mod query;
 pub mod schema;
 pub mod storage;
 
-pub use error::{Error, Result};
+pub use error::{Error, FilterError, FilterErrorKind, Result};
+pub use filter::{Expression, Filter};
 pub mod table;
 
 pub use table::{
