@@ -135,3 +135,76 @@ async fn projected_scan_reads_only_projected_columns() {
         "{bytes} bytes read for {id_bytes} bytes of ids"
     );
 }
+
+/// A selective range filter over a sorted column reads only the pages its statistics allow,
+/// and the returned columns only at the matching rows.
+#[tokio::test]
+async fn range_filters_skip_pages_by_statistics() {
+    let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::from_store(
+        store.clone(),
+        Path::default(),
+        StorageOptions::default(),
+        "count://",
+    );
+    let db = Database::from_storage(storage, ConnectOptions::default());
+    let table = db
+        .create_table(
+            "sorted",
+            common::simple_schema(DIM),
+            batches_stream(vec![common::simple_batch(0, ROWS, DIM)]),
+            CreateMode::Create,
+            WriteParams {
+                page_size: 4096,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create");
+    let full = table
+        .count_rows_where("id >= 0")
+        .await
+        .expect("warm-up count");
+    assert_eq!(full, ROWS as u64);
+
+    let before = store.snapshot();
+    assert_eq!(
+        table.count_rows_where("id >= 0").await.expect("count"),
+        ROWS as u64
+    );
+    let after_full = store.snapshot();
+    let selective = "id >= 10000 AND id < 10100";
+    assert_eq!(table.count_rows_where(selective).await.expect("count"), 100);
+    let after_selective = store.snapshot();
+    let full_bytes = after_full.1 - before.1;
+    let selective_bytes = after_selective.1 - after_full.1;
+    assert!(full_bytes >= ROWS as u64 * 8, "{full_bytes}");
+    assert!(
+        selective_bytes * 20 < full_bytes,
+        "selective filter read {selective_bytes} bytes, full {full_bytes}"
+    );
+
+    // Late materialisation: the vectors of the 100 matches, not the whole column.
+    let before = store.snapshot();
+    let batches = table
+        .scan_all(ScanOptions {
+            columns: Some(vec!["vector".into()]),
+            filter: Some(table.parse_filter(selective).expect("parse")),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    let after = store.snapshot();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    let vector_bytes = (DIM as u64) * 4;
+    let read = after.1 - before.1;
+    assert!(
+        read < 100 * vector_bytes + 16 * 4096,
+        "read {read} bytes for 100 vectors of {vector_bytes} bytes"
+    );
+
+    // Nothing can match: no page is read at all.
+    let before = store.snapshot();
+    assert_eq!(table.count_rows_where("id < 0").await.expect("count"), 0);
+    assert_eq!(store.snapshot().0, before.0);
+}

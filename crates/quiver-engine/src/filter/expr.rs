@@ -276,11 +276,45 @@ fn cast_options() -> CastOptions<'static> {
 }
 
 /// Casts an array, failing (rather than producing NULL) on values that do not convert.
+///
+/// Timestamps store UTC instants whatever their zone, so casts into or out of a zoned type
+/// only relabel the zone (a literal without a zone is read as UTC); that also keeps zone names
+/// like "Europe/Paris" from needing a time-zone database.
 pub(crate) fn cast_array(
     array: &dyn Array,
     to: &DataType,
 ) -> Result<ArrayRef, arrow_schema::ArrowError> {
-    cast_with_options(array, to, &cast_options())
+    let source_zoned = matches!(array.data_type(), DataType::Timestamp(_, Some(_)));
+    let target_zoned = matches!(to, DataType::Timestamp(_, Some(_)));
+    if !source_zoned && !target_zoned {
+        return cast_with_options(array, to, &cast_options());
+    }
+    let source: ArrayRef = match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => relabel(array, *unit, None)?,
+        _ => arrow_array::make_array(array.to_data()),
+    };
+    match to {
+        DataType::Timestamp(unit, tz) => {
+            let naive =
+                cast_with_options(&source, &DataType::Timestamp(*unit, None), &cast_options())?;
+            relabel(naive.as_ref(), *unit, tz.clone())
+        }
+        other => cast_with_options(&source, other, &cast_options()),
+    }
+}
+
+/// The same timestamp values under another zone label.
+fn relabel(
+    array: &dyn Array,
+    unit: TimeUnit,
+    tz: Option<Arc<str>>,
+) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let data = array
+        .to_data()
+        .into_builder()
+        .data_type(DataType::Timestamp(unit, tz))
+        .build()?;
+    Ok(arrow_array::make_array(data))
 }
 
 /// The literal `value` converted to `target` when that keeps its meaning: integers that fit,

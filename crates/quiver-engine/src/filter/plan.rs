@@ -491,7 +491,7 @@ impl Planner<'_> {
                     item,
                 ));
             };
-            if v.is_null(0) {
+            if v.logical_null_count() > 0 {
                 has_null = true;
                 continue;
             }

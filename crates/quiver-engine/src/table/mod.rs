@@ -27,9 +27,16 @@ pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
 pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
 use crate::error::{Error, Result};
+use crate::filter::{Filter, FilterRef};
 use crate::format::reader::{read_metadata, FileReader};
 use crate::schema::TableSchema;
 use crate::storage::{IoSnapshot, Storage, StorageOptions};
+
+/// Fragments searched at once by filtered counts and mutations.
+const FRAGMENT_CONCURRENCY: usize = 4;
+
+/// How many times a mutation re-runs against a newer version after a row-level conflict.
+const MAX_REEXECUTIONS: u32 = 10;
 
 /// Suffix of a table's folder.
 pub const TABLE_SUFFIX: &str = ".quiver";
@@ -567,6 +574,85 @@ impl Table {
         Ok(version)
     }
 
+    /// Parses a SQL filter against the checked-out version's schema.
+    pub fn parse_filter(&self, text: &str) -> Result<FilterRef> {
+        Ok(Arc::new(Filter::parse(text, &self.schema())?))
+    }
+
+    /// Live rows matching `filter` in each fragment of `manifest` (fragments with none are
+    /// left out). Fragments are searched concurrently.
+    async fn matching_rows(
+        &self,
+        manifest: &Arc<Manifest>,
+        filter: &FilterRef,
+    ) -> Result<BTreeMap<u64, RoaringBitmap>> {
+        use futures::{StreamExt, TryStreamExt};
+        let found: Vec<(u64, RoaringBitmap)> = futures::stream::iter(manifest.fragments())
+            .map(|fragment| async move {
+                let rows =
+                    scan::fragment_matches(&self.inner, manifest, fragment, filter, u64::MAX)
+                        .await?;
+                Ok::<_, Error>((fragment.id, rows))
+            })
+            .buffered(FRAGMENT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().filter(|(_, r)| !r.is_empty()).collect())
+    }
+
+    /// Live rows matching a SQL filter (only the filter's columns are read, and only pages whose
+    /// statistics allow a match).
+    pub async fn count_rows_where(&self, filter: &str) -> Result<u64> {
+        let filter = self.parse_filter(filter)?;
+        let manifest = self.manifest();
+        Ok(self
+            .matching_rows(&manifest, &filter)
+            .await?
+            .values()
+            .map(RoaringBitmap::len)
+            .sum())
+    }
+
+    /// Deletes the rows matching a SQL filter, as one new version (the current one when nothing
+    /// matches). A concurrent commit that deleted some of the same rows makes it re-run against
+    /// the newer version.
+    pub async fn delete(&self, filter: &str) -> Result<DeleteResult> {
+        let filter = self.parse_filter(filter)?;
+        self.retry_on_conflict(|| async {
+            let read = self.writable_manifest()?;
+            let rows = self.matching_rows(&read, &filter).await?;
+            self.commit_deletes(read, rows).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it does not fail with a row-level commit conflict, moving the handle
+    /// to the newest version between tries.
+    async fn retry_on_conflict<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Err(Error::CommitConflict(_)) if tries < MAX_REEXECUTIONS => {
+                    tries += 1;
+                    self.checkout_latest_writable().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Moves a latest-tracking handle to the newest version (pinned handles fail later).
+    async fn checkout_latest_writable(&self) -> Result<()> {
+        if !self.is_pinned() {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the rows at `addresses` (row addresses as returned in `_rowid`). Addresses of
     /// rows already deleted are ignored; addresses outside the table are an error.
     pub async fn delete_rows(&self, addresses: &[u64]) -> Result<DeleteResult> {
@@ -577,7 +663,6 @@ impl Table {
                 .or_default()
                 .insert((address & 0xFFFF_FFFF) as u32);
         }
-        let mut num_deleted_rows = 0;
         for (fragment_id, bitmap) in rows.iter_mut() {
             let fragment = read
                 .fragments()
@@ -601,9 +686,18 @@ impl Table {
             if let Some(d) = &fragment.deletion {
                 *bitmap -= self.inner.deletion_vector(d).await?.as_ref();
             }
-            num_deleted_rows += bitmap.len();
         }
+        self.commit_deletes(read, rows).await
+    }
+
+    /// Commits the deletion of `rows` (fragment id → offsets not yet deleted) read at `read`.
+    async fn commit_deletes(
+        &self,
+        read: Arc<Manifest>,
+        mut rows: BTreeMap<u64, RoaringBitmap>,
+    ) -> Result<DeleteResult> {
         rows.retain(|_, b| !b.is_empty());
+        let num_deleted_rows = rows.values().map(RoaringBitmap::len).sum();
         if rows.is_empty() {
             return Ok(DeleteResult {
                 num_deleted_rows: 0,

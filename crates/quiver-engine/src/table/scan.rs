@@ -6,6 +6,7 @@
 //! are filtered out with the fragment's deletion vector. Memory is bounded by
 //! columns × (read-ahead + 1) pages plus one batch, not by the table.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -20,6 +21,7 @@ use roaring::RoaringBitmap;
 use super::manifest::{FragmentProto, Manifest};
 use super::TableInner;
 use crate::error::{Error, Result};
+use crate::filter::FilterRef;
 use crate::format::reader::{concat_parts, FileReader};
 
 /// Name of the row address column.
@@ -43,6 +45,8 @@ pub struct ScanOptions {
     pub with_row_id: bool,
     /// Pages read ahead per column.
     pub readahead_pages: usize,
+    /// Only rows matching this SQL filter (parsed against the table's schema).
+    pub filter: Option<FilterRef>,
 }
 
 impl Default for ScanOptions {
@@ -54,6 +58,7 @@ impl Default for ScanOptions {
             limit: None,
             with_row_id: false,
             readahead_pages: 2,
+            filter: None,
         }
     }
 }
@@ -126,27 +131,48 @@ async fn fragment_reader(
     Ok(reader)
 }
 
-/// Pages of one column, read ahead, handed out as row slices.
+/// Pages of one column overlapping the rows a scan reads, read ahead, handed out as row slices.
 struct ColumnCursor {
-    pages: BoxStream<'static, Result<ArrayRef>>,
+    pages: BoxStream<'static, Result<(u64, ArrayRef)>>,
     current: Option<ArrayRef>,
+    /// First row of the current page.
+    current_start: u64,
     position: usize,
     data_type: DataType,
 }
 
 impl ColumnCursor {
-    fn new(reader: FileReader, field_id: i32, readahead: usize) -> Result<Self> {
+    /// A cursor over the pages of `field_id` that overlap `ranges` (sorted, disjoint).
+    fn new(
+        reader: FileReader,
+        field_id: i32,
+        readahead: usize,
+        ranges: &[Range<u64>],
+    ) -> Result<Self> {
         let column = reader.metadata().column(field_id, reader.path())?;
         let data_type = column.data_type.clone();
-        let num_pages = column.pages.len();
-        let pages = stream::iter(0..num_pages)
-            .map(move |page| {
+        let mut pages: Vec<(usize, u64)> = Vec::new();
+        for range in ranges {
+            if range.is_empty() {
+                continue;
+            }
+            let first = column.page_of(range.start);
+            let last = column.page_of(range.end - 1);
+            for page in first..=last {
+                if pages.last().is_none_or(|&(p, _)| p < page) {
+                    pages.push((page, column.row_starts[page]));
+                }
+            }
+        }
+        let pages = stream::iter(pages)
+            .map(move |(page, start)| {
                 let reader = reader.clone();
                 tokio::spawn(async move {
                     let mut arrays = reader.read_pages(field_id, page..page + 1).await?;
-                    arrays
+                    let array = arrays
                         .pop()
-                        .ok_or_else(|| Error::Internal("page read returned nothing".into()))
+                        .ok_or_else(|| Error::Internal("page read returned nothing".into()))?;
+                    Ok((start, array))
                 })
             })
             .buffered(readahead.max(1))
@@ -157,43 +183,58 @@ impl ColumnCursor {
         Ok(ColumnCursor {
             pages,
             current: None,
+            current_start: 0,
             position: 0,
             data_type,
         })
     }
 
-    /// Rows left in the current page, loading the next page when this one is used up (0 at
-    /// the end of the column).
-    async fn available(&mut self) -> Result<usize> {
-        loop {
-            let remaining = self.current.as_ref().map_or(0, |c| c.len() - self.position);
-            if remaining > 0 {
-                return Ok(remaining);
+    async fn load_next(&mut self) -> Result<bool> {
+        match self.pages.next().await {
+            Some(page) => {
+                let (start, array) = page?;
+                self.current = Some(array);
+                self.current_start = start;
+                self.position = 0;
+                Ok(true)
             }
-            match self.pages.next().await {
-                Some(page) => {
-                    self.current = Some(page?);
-                    self.position = 0;
+            None => Ok(false),
+        }
+    }
+
+    /// Moves to `row` (never backwards), dropping pages before it.
+    async fn seek(&mut self, row: u64) -> Result<()> {
+        loop {
+            if let Some(current) = &self.current {
+                let end = self.current_start + current.len() as u64;
+                if row < end {
+                    self.position = row.saturating_sub(self.current_start) as usize;
+                    return Ok(());
                 }
-                None => return Ok(0),
+            }
+            if !self.load_next().await? {
+                return Err(Error::Internal(format!(
+                    "row {row} is past the column's pages"
+                )));
             }
         }
+    }
+
+    /// Rows left in the current page from the position.
+    fn available(&self) -> usize {
+        self.current.as_ref().map_or(0, |c| c.len() - self.position)
     }
 
     /// The next `n` rows of the column.
     async fn next_rows(&mut self, mut n: usize) -> Result<ArrayRef> {
         let mut parts = Vec::new();
         while n > 0 {
-            let remaining = self.current.as_ref().map_or(0, |c| c.len() - self.position);
+            let remaining = self.available();
             if remaining == 0 {
-                match self.pages.next().await {
-                    Some(page) => {
-                        self.current = Some(page?);
-                        self.position = 0;
-                        continue;
-                    }
-                    None => return Err(Error::Internal("column ended before the fragment".into())),
+                if self.load_next().await? {
+                    continue;
                 }
+                return Err(Error::Internal("column ended before the fragment".into()));
             }
             let take = remaining.min(n);
             if let Some(current) = &self.current {
@@ -206,53 +247,370 @@ impl ColumnCursor {
     }
 }
 
-/// Scan state of one fragment.
+/// Which rows of the ranges read a fragment scan keeps (before any filter).
+enum Keep {
+    All,
+    /// Every row but these (the deletion vector).
+    AllBut(Arc<RoaringBitmap>),
+    /// Only these rows (matches found by an earlier pass).
+    Only(Arc<RoaringBitmap>),
+}
+
+impl Keep {
+    fn deletions(deleted: Option<Arc<RoaringBitmap>>) -> Self {
+        deleted.map_or(Keep::All, Keep::AllBut)
+    }
+
+    /// Mask of rows `start..start + n` to keep; `None` when all are kept.
+    fn mask(&self, start: u64, n: u64) -> Option<BooleanArray> {
+        let range = start as u32..(start + n) as u32;
+        match self {
+            Keep::All => None,
+            Keep::AllBut(d) if d.range_cardinality(range.clone()) == 0 => None,
+            Keep::AllBut(d) => Some(BooleanArray::from_iter(range.map(|r| Some(!d.contains(r))))),
+            Keep::Only(m) if m.range_cardinality(range.clone()) == n => None,
+            Keep::Only(m) => Some(BooleanArray::from_iter(range.map(|r| Some(m.contains(r))))),
+        }
+    }
+}
+
+/// Reads some row ranges of one fragment: the given columns, cut into batches, with the rows
+/// to keep marked (deletions, earlier matches, a filter).
 struct FragmentScan {
     fragment_id: u64,
     cursors: Vec<ColumnCursor>,
-    deleted: Option<Arc<RoaringBitmap>>,
+    /// Schema of the batches read: the columns, then `_rowid` when `with_row_id`.
+    schema: SchemaRef,
+    with_row_id: bool,
+    ranges: Vec<Range<u64>>,
+    range: usize,
     position: u64,
-    physical_rows: u64,
+    keep: Keep,
+    predicate: Option<FilterRef>,
+}
+
+impl FragmentScan {
+    #[allow(clippy::too_many_arguments)]
+    async fn open(
+        table: &TableInner,
+        fragment: &FragmentProto,
+        fields: &[(i32, Arc<Field>)],
+        with_row_id: bool,
+        ranges: Vec<Range<u64>>,
+        keep: Keep,
+        predicate: Option<FilterRef>,
+        readahead: usize,
+    ) -> Result<Self> {
+        let mut cursors = Vec::with_capacity(fields.len());
+        for (field_id, _) in fields {
+            let reader = fragment_reader(table, fragment, *field_id).await?;
+            cursors.push(ColumnCursor::new(reader, *field_id, readahead, &ranges)?);
+        }
+        Ok(FragmentScan {
+            fragment_id: fragment.id,
+            cursors,
+            schema: output_schema(fields, with_row_id),
+            with_row_id,
+            ranges,
+            range: 0,
+            position: 0,
+            keep,
+            predicate,
+        })
+    }
+
+    /// The next batch of up to `batch_size` rows read, and the mask of rows to keep (`None`:
+    /// all). `None` at the end of the ranges.
+    async fn next_raw(
+        &mut self,
+        batch_size: u64,
+    ) -> Result<Option<(u64, RecordBatch, Option<BooleanArray>)>> {
+        let (start, mut n) = loop {
+            let Some(range) = self.ranges.get(self.range) else {
+                return Ok(None);
+            };
+            self.position = self.position.max(range.start);
+            if self.position >= range.end {
+                self.range += 1;
+                continue;
+            }
+            break (self.position, batch_size.min(range.end - self.position));
+        };
+        let mut in_page = u64::MAX;
+        for cursor in &mut self.cursors {
+            cursor.seek(start).await?;
+            in_page = in_page.min(cursor.available() as u64);
+        }
+        // Cut batches at page boundaries when the pages are big enough: each column is then
+        // a zero-copy slice of its page instead of a concatenation of several.
+        if in_page >= n.min(MIN_PAGE_ALIGNED_ROWS) {
+            n = n.min(in_page);
+        }
+        let mut columns = Vec::with_capacity(self.cursors.len() + 1);
+        for cursor in &mut self.cursors {
+            columns.push(cursor.next_rows(n as usize).await?);
+        }
+        self.position = start + n;
+        if self.with_row_id {
+            let base = row_address(self.fragment_id, 0);
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                (start..start + n).map(|r| base | r),
+            )) as ArrayRef);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(n as usize));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let mut mask = self.keep.mask(start, n);
+        if let Some(predicate) = &self.predicate {
+            let matches = predicate.evaluate(&batch)?;
+            mask = Some(match mask {
+                Some(m) => arrow_arith::boolean::and(&m, &matches)?,
+                None => matches,
+            });
+        }
+        Ok(Some((start, batch, mask)))
+    }
+
+    /// The next batch of kept rows (possibly empty), or `None` at the end.
+    async fn next_kept(&mut self, batch_size: u64) -> Result<Option<RecordBatch>> {
+        let Some((_, batch, mask)) = self.next_raw(batch_size).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match mask {
+            Some(mask) => filter_record_batch(&batch, &mask)?,
+            None => batch,
+        }))
+    }
+}
+
+/// Rows of `fragment` (live, in `ranges`) matching `filter`, stopping once `enough` are found.
+pub(crate) async fn fragment_matches(
+    table: &TableInner,
+    manifest: &Manifest,
+    fragment: &FragmentProto,
+    filter: &FilterRef,
+    enough: u64,
+) -> Result<RoaringBitmap> {
+    let mut matches = RoaringBitmap::new();
+    let Some(ranges) = candidate_ranges(table, manifest, fragment, filter).await? else {
+        return Ok(matches);
+    };
+    let fields = filter_fields(manifest, filter)?;
+    let deleted = match &fragment.deletion {
+        Some(d) => Some(table.deletion_vector(d).await?),
+        None => None,
+    };
+    let mut scan = FragmentScan::open(
+        table,
+        fragment,
+        &fields,
+        filter.uses_row_id(),
+        ranges,
+        Keep::deletions(deleted),
+        Some(filter.clone()),
+        2,
+    )
+    .await?;
+    while let Some((start, _, mask)) = scan.next_raw(DEFAULT_BATCH_SIZE as u64).await? {
+        match mask {
+            Some(mask) => {
+                for (i, keep) in mask.values().iter().enumerate() {
+                    if keep {
+                        matches.insert((start + i as u64) as u32);
+                    }
+                }
+            }
+            None => {
+                let n = scan.position - start;
+                matches.insert_range(start as u32..(start + n) as u32);
+            }
+        }
+        if matches.len() >= enough {
+            break;
+        }
+    }
+    Ok(matches)
+}
+
+/// The stored columns a filter reads (`_rowid` is computed, not read).
+fn filter_fields(manifest: &Manifest, filter: &FilterRef) -> Result<Vec<(i32, Arc<Field>)>> {
+    let names: Vec<String> = filter
+        .columns()
+        .iter()
+        .filter(|c| c.as_str() != ROW_ID)
+        .cloned()
+        .collect();
+    projection(manifest, Some(&names))
+}
+
+/// Row ranges of `fragment` whose page statistics allow a match (`None`: nothing can match).
+async fn candidate_ranges(
+    table: &TableInner,
+    manifest: &Manifest,
+    fragment: &FragmentProto,
+    filter: &FilterRef,
+) -> Result<Option<Vec<Range<u64>>>> {
+    let all = all_rows(fragment);
+    let mut metas = Vec::new();
+    for (field_id, field) in filter_fields(manifest, filter)? {
+        let reader = fragment_reader(table, fragment, field_id).await?;
+        metas.push((field.name().clone(), field_id, reader.metadata().clone()));
+    }
+    let lookup = |name: &str| {
+        metas
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .and_then(|(_, id, meta)| meta.columns.get(id))
+    };
+    let ranges = filter.candidate_ranges(&lookup).unwrap_or(all);
+    Ok((!ranges.is_empty()).then_some(ranges))
+}
+
+/// The one range covering every row of `fragment`.
+fn all_rows(fragment: &FragmentProto) -> Vec<Range<u64>> {
+    std::iter::once(0..fragment.physical_rows).collect()
+}
+
+/// Consecutive runs of `rows`, joined across gaps shorter than `max_gap` rows.
+fn runs(rows: &RoaringBitmap, max_gap: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for row in rows.iter().map(u64::from) {
+        match out.last_mut() {
+            Some(last) if row <= last.end + max_gap => last.end = row + 1,
+            _ => out.push(row..row + 1),
+        }
+    }
+    out
+}
+
+/// How a fragment's rows are being produced.
+enum FragmentState {
+    /// Reading row ranges.
+    Ranges(FragmentScan),
+    /// Few matches: taken by address, a batch at a time.
+    Take { addresses: Vec<u64>, next: usize },
 }
 
 struct ScanState {
     table: Arc<TableInner>,
     manifest: Arc<Manifest>,
+    /// Output columns.
     fields: Vec<(i32, Arc<Field>)>,
     schema: SchemaRef,
     options: ScanOptions,
     next_fragment: usize,
-    current: Option<FragmentScan>,
+    current: Option<FragmentState>,
     to_skip: u64,
     remaining: u64,
 }
 
 impl ScanState {
-    async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<FragmentScan> {
-        let mut cursors = Vec::with_capacity(self.fields.len());
-        for (field_id, _) in &self.fields {
-            let reader = fragment_reader(&self.table, fragment, *field_id).await?;
-            cursors.push(ColumnCursor::new(
-                reader,
-                *field_id,
-                self.options.readahead_pages,
-            )?);
-        }
+    async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<Option<FragmentState>> {
         let deleted = match &fragment.deletion {
             Some(d) => Some(self.table.deletion_vector(d).await?),
             None => None,
         };
-        Ok(FragmentScan {
-            fragment_id: fragment.id,
-            cursors,
-            deleted,
-            position: 0,
-            physical_rows: fragment.physical_rows,
-        })
+        let readahead = self.options.readahead_pages;
+        let Some(filter) = self.options.filter.clone() else {
+            return Ok(Some(FragmentState::Ranges(
+                FragmentScan::open(
+                    &self.table,
+                    fragment,
+                    &self.fields,
+                    self.options.with_row_id,
+                    all_rows(fragment),
+                    Keep::deletions(deleted),
+                    None,
+                    readahead,
+                )
+                .await?,
+            )));
+        };
+        let filter_columns = filter_fields(&self.manifest, &filter)?;
+        let covered = self
+            .fields
+            .iter()
+            .all(|(id, _)| filter_columns.iter().any(|(f, _)| f == id));
+        if covered {
+            // Everything returned is read for the filter anyway: one pass.
+            let Some(ranges) =
+                candidate_ranges(&self.table, &self.manifest, fragment, &filter).await?
+            else {
+                return Ok(None);
+            };
+            let mut fields = self.fields.clone();
+            fields.extend(
+                filter_columns
+                    .into_iter()
+                    .filter(|(id, _)| !self.fields.iter().any(|(f, _)| f == id)),
+            );
+            let with_row_id = self.options.with_row_id || filter.uses_row_id();
+            return Ok(Some(FragmentState::Ranges(
+                FragmentScan::open(
+                    &self.table,
+                    fragment,
+                    &fields,
+                    with_row_id,
+                    ranges,
+                    Keep::deletions(deleted),
+                    Some(filter),
+                    readahead,
+                )
+                .await?,
+            )));
+        }
+        // Late materialisation: find the matches from the filter's columns, then read the
+        // returned columns only where they are.
+        let enough = self.to_skip.saturating_add(self.remaining);
+        let matches =
+            fragment_matches(&self.table, &self.manifest, fragment, &filter, enough).await?;
+        if matches.is_empty() {
+            return Ok(None);
+        }
+        if matches.len() * SPARSE_MATCH_RATIO <= fragment.physical_rows {
+            let addresses = matches
+                .iter()
+                .map(|o| row_address(fragment.id, u64::from(o)))
+                .collect();
+            return Ok(Some(FragmentState::Take { addresses, next: 0 }));
+        }
+        let ranges = runs(&matches, MIN_PAGE_ALIGNED_ROWS);
+        Ok(Some(FragmentState::Ranges(
+            FragmentScan::open(
+                &self.table,
+                fragment,
+                &self.fields,
+                self.options.with_row_id,
+                ranges,
+                Keep::Only(Arc::new(matches)),
+                None,
+                readahead,
+            )
+            .await?,
+        )))
+    }
+
+    /// Output columns of a batch read with extra filter columns.
+    fn project(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let wanted = self.schema.fields().len();
+        if batch.num_columns() == wanted {
+            return Ok(batch);
+        }
+        let mut indices: Vec<usize> = (0..self.fields.len()).collect();
+        if self.options.with_row_id {
+            indices.push(batch.num_columns() - 1);
+        }
+        let columns = indices.iter().map(|&i| batch.column(i).clone()).collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 
     /// The next non-empty batch, or `None` at the end.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let batch_size = self.options.batch_size as u64;
         loop {
             if self.remaining == 0 {
                 return Ok(None);
@@ -264,54 +622,42 @@ impl ScanState {
                 };
                 self.next_fragment += 1;
                 let live = fragment.live_rows();
-                if self.to_skip >= live {
+                if self.options.filter.is_none() && self.to_skip >= live {
                     // Skipped without reading anything.
                     self.to_skip -= live;
                     continue;
                 }
-                self.current = Some(self.open_fragment(fragment).await?);
-            }
-            let Some(frag) = self.current.as_mut() else {
+                self.current = self.open_fragment(fragment).await?;
                 continue;
+            }
+            let batch = match self.current.as_mut() {
+                Some(FragmentState::Ranges(scan)) => scan.next_kept(batch_size).await?,
+                Some(FragmentState::Take { addresses, next }) => {
+                    let end = (*next + batch_size as usize).min(addresses.len());
+                    let chunk = &addresses[*next..end];
+                    *next = end;
+                    if chunk.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            take(
+                                &self.table,
+                                &self.manifest,
+                                chunk,
+                                self.options.columns.as_deref(),
+                                self.options.with_row_id,
+                            )
+                            .await?,
+                        )
+                    }
+                }
+                None => None,
             };
-            if frag.position >= frag.physical_rows {
+            let Some(batch) = batch else {
                 self.current = None;
                 continue;
-            }
-            let mut n = (self.options.batch_size as u64).min(frag.physical_rows - frag.position);
-            // Cut batches at page boundaries when the pages are big enough: each column is then
-            // a zero-copy slice of its page instead of a concatenation of several.
-            let mut in_page = u64::MAX;
-            for cursor in &mut frag.cursors {
-                in_page = in_page.min(cursor.available().await? as u64);
-            }
-            if in_page >= n.min(MIN_PAGE_ALIGNED_ROWS) {
-                n = n.min(in_page);
-            }
-            let mut columns = Vec::with_capacity(self.fields.len() + 1);
-            for cursor in &mut frag.cursors {
-                columns.push(cursor.next_rows(n as usize).await?);
-            }
-            let start = frag.position;
-            frag.position += n;
-            if self.options.with_row_id {
-                let base = row_address(frag.fragment_id, 0);
-                columns.push(Arc::new(UInt64Array::from_iter_values(
-                    (start..start + n).map(|r| base | r),
-                )) as ArrayRef);
-            }
-            let options = RecordBatchOptions::new().with_row_count(Some(n as usize));
-            let mut batch =
-                RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-            if let Some(deleted) = &frag.deleted {
-                let end = start + n;
-                if deleted.range_cardinality(start as u32..end as u32) > 0 {
-                    let keep = BooleanArray::from_iter(
-                        (start..end).map(|r| Some(!deleted.contains(r as u32))),
-                    );
-                    batch = filter_record_batch(&batch, &keep)?;
-                }
-            }
+            };
+            let mut batch = self.project(batch)?;
             let rows = batch.num_rows() as u64;
             if self.to_skip >= rows {
                 self.to_skip -= rows;
@@ -330,6 +676,10 @@ impl ScanState {
         }
     }
 }
+
+/// A fragment whose matches are at most 1 in this many rows is read by `take` of those rows
+/// rather than by reading the pages around them.
+const SPARSE_MATCH_RATIO: u64 = 16;
 
 /// Batches shorter than this are not cut at page boundaries (concatenating is cheaper than
 /// handing out many tiny batches).
@@ -391,7 +741,10 @@ pub(crate) fn scan(
     }
     let fields = projection(&manifest, options.columns.as_deref())?;
     let schema = output_schema(&fields, options.with_row_id);
-    if let Some(limit) = options.limit.filter(|&l| l <= SMALL_LIMIT_ROWS) {
+    let small_limit = options
+        .limit
+        .filter(|&l| l <= SMALL_LIMIT_ROWS && options.filter.is_none());
+    if let Some(limit) = small_limit {
         let batch_size = options.batch_size;
         let stream = stream::once(async move {
             let addresses = live_addresses(&table, &manifest, options.offset, limit).await?;
