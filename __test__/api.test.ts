@@ -5,6 +5,7 @@ import { Field, FixedSizeList, Float32, Int64, Schema, Table as ArrowTable, Utf8
 import { afterAll, describe, expect, it } from "vitest";
 import {
   ClosedError,
+  FilterError,
   connect,
   InvalidArgumentError,
   NotFoundError,
@@ -221,7 +222,7 @@ describe("table", () => {
     const byOffset = await t.takeOffsets([9, 0], ["text"]);
     expect(byOffset.getChild("text")?.toArray()).toEqual(["doc 9", "doc 0"]);
     await expect(t.takeOffsets([10])).rejects.toBeInstanceOf(NotFoundError);
-    await expect(t.query().where("price > 3").toArray()).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(t.query().where("pricey > 3").toArray()).rejects.toBeInstanceOf(FilterError);
     expect(await t.query().limit(2).explainPlan()).toContain("limit=2");
     expect(await t.query().analyzePlan()).toMatch(/rows=10 .*io_ops=\d+/);
     const arrow = await t.toArrow();
@@ -251,7 +252,7 @@ describe("table", () => {
     const ids = (await t.query().withRowId().toArray()).map((r) => r._rowid as bigint);
     const del = await t.delete(`_rowid IN (${ids[0]}, ${ids[1]})`);
     expect(del).toEqual({ numDeletedRows: 2, version: 3 });
-    await expect(t.delete("price > 1")).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(t.delete("price >")).rejects.toMatchObject({ code: "Filter", kind: "syntax" });
     const versions = await t.listVersions();
     expect(versions.map((v) => v.operation)).toEqual(["create", "append", "delete"]);
     expect(versions[0].timestamp).toBeInstanceOf(Date);

@@ -131,7 +131,7 @@ describe("error classes from the engine", () => {
     expect(err.retryable).toBe(true);
   });
 
-  it("CommitConflictError when two writers delete the same rows at once", async () => {
+  it("two writers deleting the same rows both succeed: the second re-runs on the newer version", async () => {
     const dir = tempDir();
     const first = await connect(dir, { readConsistencyInterval: Infinity });
     const second = await connect(dir, { readConsistencyInterval: Infinity });
@@ -140,12 +140,25 @@ describe("error classes from the engine", () => {
     const b = await second.openTable("t");
     const ids = (await a.query().withRowId().limit(3).toArray()).map((r) => r._rowid as bigint);
     const list = ids.join(", ");
-    await a.delete(`_rowid IN (${list})`);
-    const err = await b.delete(`_rowid IN (${list})`).catch((e) => e);
+    expect((await a.delete(`_rowid IN (${list})`)).numDeletedRows).toBe(3);
+    const again = await b.delete(`_rowid IN (${list})`);
+    expect(again).toEqual({ numDeletedRows: 0, version: 2 });
+    expect(await b.countRows()).toBe(47);
+  });
+
+  it("CommitConflictError when an append races an overwrite", async () => {
+    const dir = tempDir();
+    const first = await connect(dir, { readConsistencyInterval: Infinity });
+    const second = await connect(dir, { readConsistencyInterval: Infinity });
+    await first.createTable("t", twoVectorRows);
+    const a = await first.openTable("t");
+    const b = await second.openTable("t");
+    await b.add(twoVectorRows.slice(0, 5), { mode: "overwrite" });
+    const err = await a.add(twoVectorRows.slice(0, 1)).catch((e) => e);
     expect(err).toBeInstanceOf(CommitConflictError);
     expect(err.retryable).toBe(true);
-    await b.checkoutLatest();
-    expect(await b.countRows()).toBe(47);
+    await a.checkoutLatest();
+    expect(await a.countRows()).toBe(5);
   });
 });
 

@@ -20,7 +20,33 @@ export class TableNotFoundError extends QuiverError {}
 export class TableExistsError extends QuiverError {}
 export class SchemaMismatchError extends QuiverError {}
 export class InvalidArgumentError extends QuiverError {}
-export class FilterError extends QuiverError {}
+/** What is wrong with a SQL filter or expression. */
+export type FilterErrorKind = "syntax" | "unknownColumn" | "typeMismatch" | "unsupported" | "invalidValue";
+
+const FILTER_KINDS: Record<string, FilterErrorKind> = {
+  "syntax error": "syntax",
+  "unknown column": "unknownColumn",
+  "type mismatch": "typeMismatch",
+  unsupported: "unsupported",
+  "invalid value": "invalidValue",
+};
+
+/**
+ * A SQL filter or expression that does not parse or does not fit the table. `kind` says which
+ * problem; `position` (1-based) points at where it starts in the SQL text, when known.
+ */
+export class FilterError extends QuiverError {
+  readonly kind: FilterErrorKind;
+  readonly position?: { line: number; column: number };
+
+  constructor(code: string, message: string, options?: { cause?: unknown; retryable?: boolean }) {
+    super(code, message, options);
+    const kind = /^([a-z ]+):/.exec(message);
+    this.kind = (kind && FILTER_KINDS[kind[1]]) ?? "unsupported";
+    const at = /\(at line (\d+), column (\d+)\)$/.exec(message);
+    if (at) this.position = { line: Number(at[1]), column: Number(at[2]) };
+  }
+}
 export class CommitConflictError extends QuiverError {}
 export class CorruptionError extends QuiverError {}
 export class IoError extends QuiverError {}

@@ -12,6 +12,7 @@ export {
   SchemaMismatchError,
   InvalidArgumentError,
   FilterError,
+  type FilterErrorKind,
   CommitConflictError,
   CorruptionError,
   IoError,

@@ -21,6 +21,7 @@ export interface NativeScanOptions {
   offset?: number;
   withRowId?: boolean;
   batchSize?: number;
+  filter?: string;
 }
 
 export interface NativeBatchStream {
@@ -40,10 +41,10 @@ export interface NativeTable {
   isOpen(): boolean;
   close(): void;
   schema(): Promise<Buffer>;
-  countRows(): Promise<number>;
+  countRows(filter?: string): Promise<number>;
   add(data: Uint8Array, mode: string): Promise<number>;
   addWriter(schema: Uint8Array, mode: string): Promise<NativeWriter>;
-  deleteRowIds(ids: bigint[]): Promise<number[]>;
+  delete(filter: string): Promise<number[]>;
   version(): Promise<number>;
   listVersions(): Promise<NativeVersion[]>;
   checkout(version: number): Promise<void>;
@@ -63,6 +64,8 @@ export interface NativeTable {
       withRowId?: boolean;
       lowerBound?: number;
       upperBound?: number;
+      filter?: string;
+      postfilter?: boolean;
     },
   ): Promise<Buffer>;
   ioStats(): { readOps: number; readBytes: number; writeOps: number; writeBytes: number };

@@ -46,14 +46,6 @@ function nonNegativeInteger(n: number, what: string): number {
   return n;
 }
 
-function filterUnsupported(filter: string): InvalidArgumentError {
-  return new InvalidArgumentError(
-    "InvalidArgument",
-    `where("${filter}"): SQL filters are not supported yet by this version of the engine; ` +
-      "filter the returned rows in JavaScript for now",
-  );
-}
-
 /** A plain query: a scan with optional projection, limit and offset. */
 export class Query implements AsyncIterable<RecordBatch> {
   protected readonly target: QueryTarget;
@@ -73,7 +65,10 @@ export class Query implements AsyncIterable<RecordBatch> {
     return [];
   }
 
-  /** Keeps rows matching a SQL predicate. */
+  /**
+   * Keeps rows matching a SQL predicate, e.g. `"price > 10 AND category IN ('a', 'b')"`.
+   * See the README for the filter language. Errors are `FilterError`s with a position.
+   */
   where(predicate: string): this {
     if (typeof predicate !== "string" || predicate.trim() === "") {
       throw new InvalidArgumentError("InvalidArgument", "where() takes a non-empty SQL predicate string");
@@ -145,10 +140,10 @@ export class Query implements AsyncIterable<RecordBatch> {
   }
 
   protected async openStream() {
-    if (this.state.filter !== undefined) throw filterUnsupported(this.state.filter);
     const table = this.target.native();
     return native(() =>
       table.scan({
+        filter: this.state.filter,
         columns: this.state.columns,
         limit: this.state.limit,
         offset: this.state.offset,
@@ -184,7 +179,9 @@ export class Query implements AsyncIterable<RecordBatch> {
       `Scan ${this.target.native().name}: columns=${s.columns ? `[${s.columns.join(", ")}]` : "*"}` +
         `${s.withRowId ? " +_rowid" : ""}`,
     ];
-    if (s.filter !== undefined) lines.push(`  Filter: ${s.filter} (not supported yet)`);
+    if (s.filter !== undefined) {
+      lines.push(`  Filter: ${s.filter} (pushed into the scan: pages pruned by statistics, other columns read only where rows match)`);
+    }
     if (s.offset !== undefined || s.limit !== undefined) {
       lines.push(`  Slice: offset=${s.offset ?? 0} limit=${s.limit ?? "none"}`);
     }
@@ -259,7 +256,10 @@ export class VectorQuery extends Query {
     return this.withSearch({ ef: nonNegativeInteger(n, "ef") });
   }
 
-  /** Filter after ranking instead of before. */
+  /**
+   * Filter after ranking instead of before: the `limit` nearest rows are found first and those
+   * not matching `where()` are dropped, so fewer than `limit` rows may come back.
+   */
   postfilter(): this {
     return this.withSearch({ postfilter: true });
   }
@@ -275,7 +275,6 @@ export class VectorQuery extends Query {
   }
 
   override async toArrow(): Promise<ArrowTable> {
-    if (this.state.filter !== undefined) throw filterUnsupported(this.state.filter);
     if (this.state.offset !== undefined && this.state.offset > 0) {
       throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
     }
@@ -289,6 +288,8 @@ export class VectorQuery extends Query {
         withRowId: this.state.withRowId,
         lowerBound: this.search.lower,
         upperBound: this.search.upper,
+        filter: this.state.filter,
+        postfilter: this.search.postfilter,
       }),
     );
     return this.rename(fromIPC(bytes));
@@ -303,7 +304,13 @@ export class VectorQuery extends Query {
     return [
       `ExactSearch ${this.target.native().name}: column=${s.column ?? "(inferred)"} distance=${s.distanceType} ` +
         `k=${this.state.limit ?? 10} (flat: no vector index yet)`,
-      ...(this.state.filter !== undefined ? [`  Filter: ${this.state.filter} (not supported yet)`] : []),
+      ...(this.state.filter !== undefined
+        ? [
+            this.search.postfilter
+              ? `  Postfilter: ${this.state.filter} (applied to the top k; may return fewer)`
+              : `  Prefilter: ${this.state.filter} (only matching rows are ranked)`,
+          ]
+        : []),
     ].join("\n");
   }
 }

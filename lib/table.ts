@@ -59,13 +59,11 @@ export class Table implements QueryTarget {
     return fromIPC(await native(() => t.schema())).schema;
   }
 
-  /** Live rows; a filter is not supported yet. */
+  /** Live rows, or the rows matching a SQL filter (e.g. `"category = 'a' AND price < 10"`). */
   async countRows(filter?: string): Promise<number> {
-    if (filter !== undefined) {
-      throw new InvalidArgumentError("InvalidArgument", `countRows("${filter}"): SQL filters are not supported yet`);
-    }
+    if (filter !== undefined) sqlText(filter, "countRows");
     const t = this.native();
-    return native(() => t.countRows());
+    return native(() => t.countRows(filter));
   }
 
   /** Adds rows; returns the new version. */
@@ -90,11 +88,14 @@ export class Table implements QueryTarget {
     return native(() => t.add(bytes, mode));
   }
 
-  /** Deletes rows. Until SQL filters land, only `_rowid IN (…)` / `_rowid = …` is accepted. */
+  /**
+   * Deletes the rows matching a SQL filter, as one new version (none when nothing matches).
+   * `"_rowid IN (…)"` deletes rows by the ids `withRowId()` returned.
+   */
   async delete(filter: string): Promise<{ numDeletedRows: number; version: number }> {
-    const ids = parseRowIdFilter(filter);
+    sqlText(filter, "delete");
     const t = this.native();
-    const [numDeletedRows, version] = await native(() => t.deleteRowIds(ids));
+    const [numDeletedRows, version] = await native(() => t.delete(filter));
     return { numDeletedRows, version };
   }
 
@@ -188,23 +189,10 @@ export class Table implements QueryTarget {
   }
 }
 
-function parseRowIdFilter(filter: string): bigint[] {
-  if (typeof filter !== "string") {
-    throw new InvalidArgumentError("InvalidArgument", "delete() takes a SQL predicate string");
+/** Checks that a SQL argument is a non-empty string. */
+function sqlText(text: unknown, method: string): string {
+  if (typeof text !== "string" || text.trim() === "") {
+    throw new InvalidArgumentError("InvalidArgument", `${method}() takes a non-empty SQL predicate string`);
   }
-  const eq = /^\s*_rowid\s*=\s*(\d+)\s*$/i.exec(filter);
-  if (eq) return [BigInt(eq[1])];
-  const inList = /^\s*_rowid\s+in\s*\(\s*([\d\s,]*)\)\s*$/i.exec(filter);
-  if (inList) {
-    return inList[1]
-      .split(",")
-      .map((s) => s.trim())
-      .filter((s) => s !== "")
-      .map((s) => BigInt(s));
-  }
-  throw new InvalidArgumentError(
-    "InvalidArgument",
-    `delete("${filter}"): SQL filters are not supported yet; delete by row id with "_rowid IN (1, 2)" ` +
-      "(get row ids with query().withRowId())",
-  );
+  return text;
 }

@@ -92,6 +92,22 @@ console.log(`\nCosine search: ${ms(t)}`);
 printTable(cosine, ["id", "category", "_distance"]);
 
 t = performance.now();
+const filteredHits = await table
+  .search(probe)
+  .where("category = 3 AND price < 50")
+  .select(["id", "category", "price"])
+  .limit(3)
+  .toArray();
+console.log(`\nFiltered search (prefilter: category = 3 AND price < 50): ${ms(t)}`);
+printTable(filteredHits, ["id", "category", "price", "_distance"]);
+
+t = performance.now();
+const cheap = await table.query().where("price BETWEEN 10 AND 10.5 AND text LIKE '%3%'").select(["id", "text", "price"]).limit(4).toArray();
+const cheapCount = await table.countRows("price BETWEEN 10 AND 10.5");
+console.log(`\nFiltered query (price BETWEEN 10 AND 10.5 AND text LIKE '%3%'; ${cheapCount} rows in the price range): ${ms(t)}`);
+printTable(cheap, ["id", "text", "price"]);
+
+t = performance.now();
 const page = await table.query().select(["id", "text", "price"]).offset(1000).limit(3).toArray();
 console.log(`\nPlain query, rows 1000-1002: ${ms(t)}`);
 printTable(page, ["id", "text", "price"]);
@@ -102,7 +118,7 @@ const taken = await table.takeRowIds(rowIds.reverse(), ["id", "text"]);
 console.log(`\nTook ${taken.numRows} rows by _rowid in ${ms(t)}: ids ${taken.getChild("id").toArray().join(", ")}`);
 
 const before = await table.countRows();
-const { numDeletedRows, version } = await table.delete(`_rowid IN (${rowIds.join(", ")})`);
+const { numDeletedRows, version } = await table.delete(`_rowid IN (${rowIds.join(", ")}) OR price < 1`);
 console.log(`Deleted ${numDeletedRows} rows → version ${version} (${before} → ${await table.countRows()} rows)`);
 
 const versions = await table.listVersions();

@@ -71,6 +71,7 @@ fn error_code(e: &EngineError) -> &'static str {
         EngineError::ReadOnlyVersion(_) => "ReadOnlyVersion",
         EngineError::Storage(_) => "Io",
         EngineError::Arrow(_) => "InvalidArgument",
+        EngineError::Filter(_) => "Filter",
         EngineError::Internal(_) => "Internal",
     }
 }
@@ -416,6 +417,8 @@ pub struct NativeScanOptions {
     pub offset: Option<f64>,
     pub with_row_id: Option<bool>,
     pub batch_size: Option<u32>,
+    /// SQL filter.
+    pub filter: Option<String>,
 }
 
 /// Options of an exact vector search.
@@ -428,6 +431,9 @@ pub struct NativeSearchOptions {
     pub with_row_id: Option<bool>,
     pub lower_bound: Option<f64>,
     pub upper_bound: Option<f64>,
+    /// SQL filter, applied before ranking unless `postfilter`.
+    pub filter: Option<String>,
+    pub postfilter: Option<bool>,
 }
 
 /// I/O counters of a table's store.
@@ -575,9 +581,20 @@ impl NativeTable {
             .await
     }
 
+    /// Live rows, or rows matching a SQL filter.
     #[napi]
-    pub async fn count_rows(&self) -> napi::Result<f64> {
-        self.read(|t| Ok(t.count_rows() as f64)).await
+    pub async fn count_rows(&self, filter: Option<String>) -> napi::Result<f64> {
+        match filter {
+            None => self.read(|t| Ok(t.count_rows() as f64)).await,
+            Some(filter) => {
+                self.check_open()?;
+                guarded(async {
+                    self.consistent().await?;
+                    Ok(self.table.count_rows_where(&filter).await? as f64)
+                })
+                .await
+            }
+        }
     }
 
     /// Adds rows (IPC stream bytes); `mode` is append or overwrite. Returns the new version.
@@ -641,16 +658,12 @@ impl NativeTable {
         }))
     }
 
-    /// Deletes rows by row id; returns [deleted rows, version].
+    /// Deletes the rows matching a SQL filter; returns [deleted rows, version].
     #[napi]
-    pub async fn delete_row_ids(&self, ids: Vec<BigInt>) -> napi::Result<Vec<f64>> {
+    pub async fn delete(&self, filter: String) -> napi::Result<Vec<f64>> {
         self.check_open()?;
-        let ids = ids
-            .iter()
-            .map(|i| u64_of(i, "a row id"))
-            .collect::<napi::Result<Vec<u64>>>()?;
         guarded(async {
-            let r = self.table.delete_rows(&ids).await?;
+            let r = self.table.delete(&filter).await?;
             Ok(vec![r.num_deleted_rows as f64, r.version as f64])
         })
         .await
@@ -732,7 +745,12 @@ impl NativeTable {
         let offset = count(options.offset, "offset")?.unwrap_or(0);
         let (schema, stream) = guarded(async {
             self.consistent().await?;
+            let filter = match &options.filter {
+                Some(f) => Some(self.table.parse_filter(f)?),
+                None => None,
+            };
             self.table.scan(ScanOptions {
+                filter,
                 columns: options.columns,
                 limit,
                 offset,
@@ -829,6 +847,11 @@ impl NativeTable {
                     options.lower_bound.map(|v| v as f32),
                     options.upper_bound.map(|v| v as f32),
                 ),
+                filter: match &options.filter {
+                    Some(f) => Some(self.table.parse_filter(f)?),
+                    None => None,
+                },
+                postfilter: options.postfilter.unwrap_or(false),
             };
             let batch = quiver_engine::query::exact_search(&self.table, &search).await?;
             Ok(encode_ipc(&batch.schema(), &[batch])?.into())

@@ -107,6 +107,8 @@ fn search(q: &[f32], k: usize, d: DistanceType) -> VectorSearch {
         columns: None,
         with_row_id: false,
         distance_range: (None, None),
+        filter: None,
+        postfilter: false,
     }
 }
 
@@ -217,4 +219,33 @@ async fn hamming_on_binary_vectors() {
         .expect("search");
     let d = column::<Float32Array>(&r, "_distance");
     assert_eq!(d.values().to_vec(), vec![0.0, 8.0, 9.0]);
+}
+
+#[tokio::test]
+async fn prefilter_returns_k_matching_rows_and_postfilter_filters_the_top_k() {
+    let (t, vectors) = table(1000).await;
+    let q = vectors[3].clone();
+    let mut pre = search(&q, 10, DistanceType::L2);
+    pre.filter = Some(t.parse_filter("id % 10 = 0").expect("filter"));
+    let got = exact_search(&t, &pre).await.expect("prefilter search");
+    let want: Vec<i64> = reference(&vectors, &q, DistanceType::L2)
+        .into_iter()
+        .filter(|(id, _)| id % 10 == 0)
+        .take(10)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(column::<Int64Array>(&got, "id").values().to_vec(), want);
+
+    let mut post = search(&q, 10, DistanceType::L2);
+    post.filter = pre.filter.clone();
+    post.postfilter = true;
+    let got = exact_search(&t, &post).await.expect("postfilter search");
+    let top: Vec<i64> = reference(&vectors, &q, DistanceType::L2)
+        .into_iter()
+        .take(10)
+        .map(|(id, _)| id)
+        .filter(|id| id % 10 == 0)
+        .collect();
+    assert_eq!(column::<Int64Array>(&got, "id").values().to_vec(), top);
+    assert!(got.num_rows() < 10);
 }

@@ -42,7 +42,9 @@ pub(crate) fn parse(text: &str) -> PlanResult<sql::Expr> {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
             ParserError::RecursionLimitExceeded => "the expression is nested too deeply".into(),
         };
-        let position = message_position(&message);
+        // Errors at the end of the text ("expected an expression, found EOF") carry no
+        // position: point just past the last character.
+        let position = message_position(&message).or_else(|| end_position(text));
         FilterError::new(Kind::Syntax, strip_position(&message)).at(position)
     };
     if text.trim().is_empty() {
@@ -71,6 +73,12 @@ fn message_position(message: &str) -> Option<(u64, u64)> {
     let column = rest.trim().strip_prefix("Column: ")?;
     let digits: String = column.chars().take_while(char::is_ascii_digit).collect();
     Some((line.trim().parse().ok()?, digits.parse().ok()?))
+}
+
+fn end_position(text: &str) -> Option<(u64, u64)> {
+    let lines = text.split('\n').count() as u64;
+    let last = text.rsplit('\n').next().unwrap_or_default();
+    Some((lines, last.chars().count() as u64 + 1))
 }
 
 fn strip_position(message: &str) -> String {

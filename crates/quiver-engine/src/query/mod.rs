@@ -1,5 +1,6 @@
-//! Query execution above plain scans. Today: exact (flat) vector search over every live row.
-//! SQL filters and index-backed search plug in here in later issues.
+//! Query execution above plain scans. Today: exact (flat) vector search over every live row,
+//! with a SQL prefilter (only matching rows are ranked) or postfilter. Index-backed search
+//! plugs in here later.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -12,6 +13,7 @@ use arrow_schema::{DataType, Field, Schema};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
+use crate::filter::FilterRef;
 use crate::linalg::{self, DistanceType};
 use crate::table::{ScanOptions, Table, ROW_ID};
 
@@ -31,6 +33,10 @@ pub struct VectorSearch {
     pub with_row_id: bool,
     /// Keep only results with `lower <= distance < upper`.
     pub distance_range: (Option<f32>, Option<f32>),
+    /// Only rows matching this filter are ranked (or, with `postfilter`, returned).
+    pub filter: Option<FilterRef>,
+    /// Rank every row first and filter the top `k` afterwards (may return fewer than `k`).
+    pub postfilter: bool,
 }
 
 #[derive(PartialEq)]
@@ -209,6 +215,7 @@ pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<Record
     let (_, mut stream) = table.scan(ScanOptions {
         columns: Some(vec![column]),
         with_row_id: true,
+        filter: search.filter.clone().filter(|_| !search.postfilter),
         ..Default::default()
     })?;
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
@@ -244,7 +251,23 @@ pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<Record
             }
         }
     }
-    let best = heap.into_sorted_vec();
+    let mut best = heap.into_sorted_vec();
+    if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
+        let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
+        let names: Vec<String> = filter
+            .columns()
+            .iter()
+            .filter(|c| c.as_str() != ROW_ID)
+            .cloned()
+            .collect();
+        let rows = table.take(&ids, Some(&names), true).await?;
+        let keep = filter.evaluate(&rows)?;
+        let mut index = 0;
+        best.retain(|_| {
+            index += 1;
+            keep.value(index - 1)
+        });
+    }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
     let rows = table
         .take(&ids, search.columns.as_deref(), search.with_row_id)

@@ -587,12 +587,18 @@ impl Table {
         filter: &FilterRef,
     ) -> Result<BTreeMap<u64, RoaringBitmap>> {
         use futures::{StreamExt, TryStreamExt};
-        let found: Vec<(u64, RoaringBitmap)> = futures::stream::iter(manifest.fragments())
-            .map(|fragment| async move {
-                let rows =
-                    scan::fragment_matches(&self.inner, manifest, fragment, filter, u64::MAX)
-                        .await?;
-                Ok::<_, Error>((fragment.id, rows))
+        // Owned handles per task: the futures must be `Send` for any borrow lifetime.
+        let found: Vec<(u64, RoaringBitmap)> = futures::stream::iter(0..manifest.fragments().len())
+            .map(|index| {
+                let (inner, manifest, filter) =
+                    (self.inner.clone(), manifest.clone(), filter.clone());
+                async move {
+                    let fragment = &manifest.fragments()[index];
+                    let rows =
+                        scan::fragment_matches(&inner, &manifest, fragment, &filter, u64::MAX)
+                            .await?;
+                    Ok::<_, Error>((fragment.id, rows))
+                }
             })
             .buffered(FRAGMENT_CONCURRENCY)
             .try_collect()
