@@ -170,6 +170,11 @@ impl Filter {
     }
 }
 
+/// `array` cast to `to` under the filter language's rules (failing on values that do not fit).
+pub(crate) fn cast_value(array: &dyn Array, to: &DataType) -> Result<ArrayRef> {
+    Ok(expr::cast_array(array, to)?)
+}
+
 /// Shared form used by scans.
 pub type FilterRef = Arc<Filter>;
 

@@ -40,6 +40,18 @@ pub(crate) enum Operation {
     Delete { rows: BTreeMap<u64, RoaringBitmap> },
     /// Make an old version's content the newest version.
     Restore { from: Arc<Manifest> },
+    /// Rewrite rows: delete `rows` (fragment id → offsets) and add `fragments` holding their
+    /// new values (an update).
+    Update {
+        rows: BTreeMap<u64, RoaringBitmap>,
+        fragments: Vec<NewFragment>,
+    },
+    /// An upsert: like `Update`, but new fragments may hold new keys, so any rows another
+    /// writer added meanwhile conflict (they could hold the same keys).
+    MergeInsert {
+        rows: BTreeMap<u64, RoaringBitmap>,
+        fragments: Vec<NewFragment>,
+    },
 }
 
 impl Operation {
@@ -50,6 +62,8 @@ impl Operation {
             Operation::Append { .. } => "append",
             Operation::Delete { .. } => "delete",
             Operation::Restore { .. } => "restore",
+            Operation::Update { .. } => "update",
+            Operation::MergeInsert { .. } => "merge_insert",
         }
     }
 
@@ -75,8 +89,16 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
     if ours.replaces_table() {
         return Ok(());
     }
+    let adds_rows = matches!(committed.operation(), "append" | "update" | "merge_insert");
+    if matches!(ours, Operation::MergeInsert { .. }) && adds_rows {
+        return Err(Error::CommitConflict(format!(
+            "a concurrent {} added rows at version {} that may hold the same keys as this merge_insert",
+            committed.operation(),
+            committed.version()
+        )));
+    }
     match committed.operation() {
-        "append" | "delete" => Ok(()),
+        "append" | "delete" | "update" | "merge_insert" => Ok(()),
         theirs => Err(Error::CommitConflict(format!(
             "a concurrent {theirs} replaced the table at version {} while this {} was in progress",
             committed.version(),
@@ -99,6 +121,49 @@ fn new_fragments(next_id: &mut u64, fragments: &[NewFragment]) -> Vec<FragmentPr
             }
         })
         .collect()
+}
+
+/// Marks `rows` deleted in `proto` (a copy of `base`'s), writing new deletion files and
+/// dropping fragments left empty. Rows another writer deleted first are a conflict.
+async fn apply_deletes(
+    table: &TableInner,
+    base: &Manifest,
+    proto: &mut ManifestProto,
+    txn: &mut TransactionProto,
+    rows: &BTreeMap<u64, RoaringBitmap>,
+    version: u64,
+) -> Result<()> {
+    for (&fragment_id, ours) in rows {
+        let Some(pos) = proto.fragments.iter().position(|f| f.id == fragment_id) else {
+            return Err(Error::CommitConflict(format!(
+                "fragment {fragment_id} was removed by a concurrent writer (version {})",
+                base.version()
+            )));
+        };
+        let fragment = &mut proto.fragments[pos];
+        let mut deleted = match &fragment.deletion {
+            Some(file) => (*table.deletion_vector(file).await?).clone(),
+            None => RoaringBitmap::new(),
+        };
+        if !deleted.is_disjoint(ours) {
+            return Err(Error::CommitConflict(format!(
+                "rows of fragment {fragment_id} were deleted or rewritten by a concurrent writer (version {})",
+                base.version()
+            )));
+        }
+        deleted |= ours;
+        if deleted.len() >= fragment.physical_rows {
+            txn.removed_fragment_ids.push(fragment_id);
+        } else {
+            fragment.deletion =
+                Some(write_deletion_file(&table.storage, fragment_id, version, &deleted).await?);
+            txn.modified_fragment_ids.push(fragment_id);
+        }
+    }
+    proto
+        .fragments
+        .retain(|f| !txn.removed_fragment_ids.contains(&f.id));
+    Ok(())
 }
 
 /// Builds the manifest that applies `op` on top of `base` (the newest version known).
@@ -144,37 +209,16 @@ async fn build_manifest(
         }
         (Operation::Delete { rows }, Some(base)) => {
             let mut proto = base.proto.clone();
-            for (&fragment_id, ours) in rows {
-                let Some(pos) = proto.fragments.iter().position(|f| f.id == fragment_id) else {
-                    return Err(Error::CommitConflict(format!(
-                        "fragment {fragment_id} was removed by a concurrent writer (version {})",
-                        base.version()
-                    )));
-                };
-                let fragment = &mut proto.fragments[pos];
-                let mut deleted = match &fragment.deletion {
-                    Some(file) => (*table.deletion_vector(file).await?).clone(),
-                    None => RoaringBitmap::new(),
-                };
-                if !deleted.is_disjoint(ours) {
-                    return Err(Error::CommitConflict(format!(
-                        "rows of fragment {fragment_id} were deleted by a concurrent writer (version {})",
-                        base.version()
-                    )));
-                }
-                deleted |= ours;
-                if deleted.len() >= fragment.physical_rows {
-                    txn.removed_fragment_ids.push(fragment_id);
-                } else {
-                    fragment.deletion = Some(
-                        write_deletion_file(&table.storage, fragment_id, version, &deleted).await?,
-                    );
-                    txn.modified_fragment_ids.push(fragment_id);
-                }
-            }
+            apply_deletes(table, base, &mut proto, &mut txn, rows, version).await?;
             proto
-                .fragments
-                .retain(|f| !txn.removed_fragment_ids.contains(&f.id));
+        }
+        (Operation::Update { rows, fragments }, Some(base))
+        | (Operation::MergeInsert { rows, fragments }, Some(base)) => {
+            let mut proto = base.proto.clone();
+            apply_deletes(table, base, &mut proto, &mut txn, rows, version).await?;
+            let added = new_fragments(&mut proto.next_fragment_id, fragments);
+            txn.added_fragment_ids = added.iter().map(|f| f.id).collect();
+            proto.fragments.extend(added);
             proto
         }
         (Operation::Restore { from }, Some(base)) => {

@@ -9,6 +9,7 @@
 mod commit;
 pub mod deletion;
 pub mod manifest;
+mod mutate;
 pub mod scan;
 pub mod session;
 pub mod write;
@@ -23,6 +24,7 @@ use roaring::RoaringBitmap;
 
 use self::commit::{commit, Operation};
 use self::manifest::{DeletionFileProto, Manifest, ManifestStore, VersionEntry};
+pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
 pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
