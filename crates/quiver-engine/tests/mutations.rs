@@ -37,10 +37,7 @@ fn rows(ids: std::ops::Range<i64>, price: f64) -> RecordBatch {
             )),
         ],
     )
-    .map(|b| {
-        assert_eq!(b.num_rows(), n);
-        b
-    })
+    .inspect(|b| assert_eq!(b.num_rows(), n))
     .expect("batch")
 }
 
