@@ -2,7 +2,15 @@
 import { binding } from "./native.js";
 
 export { connect, Connection, type ConnectOptions, type CreateTableOptions } from "./connection.js";
-export { Table, type AddOptions, type TableStats, type Version } from "./table.js";
+export {
+  Table,
+  MergeInsertBuilder,
+  type AddOptions,
+  type MergeResult,
+  type TableStats,
+  type UpdateOptions,
+  type Version,
+} from "./table.js";
 export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

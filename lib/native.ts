@@ -45,6 +45,18 @@ export interface NativeTable {
   add(data: Uint8Array, mode: string): Promise<number>;
   addWriter(schema: Uint8Array, mode: string): Promise<NativeWriter>;
   delete(filter: string): Promise<number[]>;
+  update(filter: string | undefined, sqlColumns: string[], sqlValues: string[], values?: Uint8Array): Promise<number[]>;
+  mergeInsert(
+    on: string[],
+    options: {
+      whenMatchedUpdateAll: boolean;
+      matchedWhere?: string;
+      whenNotMatchedInsertAll: boolean;
+      whenNotMatchedBySourceDelete: boolean;
+      bySourceWhere?: string;
+    },
+    data: Uint8Array,
+  ): Promise<{ numInsertedRows: number; numUpdatedRows: number; numDeletedRows: number; version: number }>;
   version(): Promise<number>;
   listVersions(): Promise<NativeVersion[]>;
   checkout(version: number): Promise<void>;

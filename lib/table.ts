@@ -1,6 +1,16 @@
 // A table: rows, versions and queries.
-import type { Schema, Table as ArrowTable } from "apache-arrow";
-import { type Data, type DataStream, fromIPC, inMemoryChunks, isDataStream, isRowArray, toIPC } from "./arrow.js";
+import { Schema, type Table as ArrowTable } from "apache-arrow";
+import {
+  type Data,
+  type DataStream,
+  fromIPC,
+  inMemoryChunks,
+  isDataStream,
+  isRowArray,
+  type Row,
+  rowsToTable,
+  toIPC,
+} from "./arrow.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
@@ -99,6 +109,67 @@ export class Table implements QueryTarget {
     return { numDeletedRows, version };
   }
 
+  /**
+   * Sets columns of the rows matching `where` (every row when omitted), as one new version.
+   * `values` are JavaScript values, converted to each column's type; `valuesSql` are SQL
+   * expressions over the old row, e.g. `{ price: "price * 1.1" }`.
+   */
+  async update(options: UpdateOptions): Promise<{ rowsUpdated: number; version: number }> {
+    if (options === null || typeof options !== "object") {
+      throw new InvalidArgumentError("InvalidArgument", "update() takes { where?, values?, valuesSql? }");
+    }
+    const { where, values, valuesSql } = options;
+    if (where !== undefined) sqlText(where, "update");
+    const sqlEntries = Object.entries(valuesSql ?? {});
+    for (const [column, expr] of sqlEntries) {
+      if (typeof expr !== "string" || expr.trim() === "") {
+        throw new InvalidArgumentError("InvalidArgument", `valuesSql.${column} must be a SQL expression string`);
+      }
+    }
+    const valueNames = Object.keys(values ?? {});
+    if (sqlEntries.length === 0 && valueNames.length === 0) {
+      throw new InvalidArgumentError("InvalidArgument", "update() needs values or valuesSql with at least one column");
+    }
+    let literals: Uint8Array | undefined;
+    if (values && valueNames.length > 0) {
+      const schema = await this.schema();
+      const fields = valueNames.map((name) => {
+        const field = schema.fields.find((f) => f.name === name);
+        if (!field) {
+          throw new InvalidArgumentError(
+            "InvalidArgument",
+            `update sets column '${name}', which does not exist; the columns are: ${schema.fields.map((f) => f.name).join(", ")}`,
+          );
+        }
+        // Nullability is the engine's to check, with a message naming the column.
+        return field.clone({ nullable: true });
+      });
+      literals = toIPC(rowsToTable([values as Row], new Schema(fields)));
+    }
+    const t = this.native();
+    const [rowsUpdated, version] = await native(() =>
+      t.update(
+        where,
+        sqlEntries.map(([c]) => c),
+        sqlEntries.map(([, e]) => e),
+        literals,
+      ),
+    );
+    return { rowsUpdated, version };
+  }
+
+  /**
+   * Starts an upsert keyed on `on`: chain `whenMatchedUpdateAll()`, `whenNotMatchedInsertAll()`
+   * and/or `whenNotMatchedBySourceDelete()`, then `execute(data)`.
+   */
+  mergeInsert(on: string | string[]): MergeInsertBuilder {
+    const keys = typeof on === "string" ? [on] : on;
+    if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === "string")) {
+      throw new InvalidArgumentError("InvalidArgument", "mergeInsert() takes a key column name or an array of names");
+    }
+    return new MergeInsertBuilder(this, [...keys]);
+  }
+
   /** The version this handle reads. */
   async version(): Promise<number> {
     const t = this.native();
@@ -186,6 +257,80 @@ export class Table implements QueryTarget {
 
   toString(): string {
     return this.display();
+  }
+}
+
+/** Options of `Table.update`. */
+export interface UpdateOptions {
+  /** SQL filter of the rows to update; all rows when omitted. */
+  where?: string;
+  /** New values as JavaScript values, by column. */
+  values?: Record<string, unknown>;
+  /** New values as SQL expressions over the old row, by column. */
+  valuesSql?: Record<string, string>;
+}
+
+/** Counts and version of a merge-insert. */
+export interface MergeResult {
+  numInsertedRows: number;
+  numUpdatedRows: number;
+  numDeletedRows: number;
+  version: number;
+}
+
+interface MergeState {
+  matched?: { where?: string };
+  insert: boolean;
+  bySource?: { where?: string };
+}
+
+/** An upsert being built; each call returns a new builder. */
+export class MergeInsertBuilder {
+  readonly #table: Table;
+  readonly #on: string[];
+  readonly #state: MergeState;
+
+  constructor(table: Table, on: string[], state: MergeState = { insert: false }) {
+    this.#table = table;
+    this.#on = on;
+    this.#state = state;
+  }
+
+  /** Replaces matched rows by their source rows; with `where` (SQL over `target.col` and `source.col`), only where it holds. */
+  whenMatchedUpdateAll(options: { where?: string } = {}): MergeInsertBuilder {
+    if (options.where !== undefined) sqlText(options.where, "whenMatchedUpdateAll");
+    return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, matched: { where: options.where } });
+  }
+
+  /** Inserts source rows whose key matches no row of the table. */
+  whenNotMatchedInsertAll(): MergeInsertBuilder {
+    return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, insert: true });
+  }
+
+  /** Deletes table rows whose key is not in the source; with `where`, only those matching it. */
+  whenNotMatchedBySourceDelete(options: { where?: string } = {}): MergeInsertBuilder {
+    if (options.where !== undefined) sqlText(options.where, "whenNotMatchedBySourceDelete");
+    return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, bySource: { where: options.where } });
+  }
+
+  /** Runs the upsert with `data` as the source, as one new version. Duplicate source keys are an error. */
+  async execute(data: Data): Promise<MergeResult> {
+    const schema = isRowArray(data) ? await this.#table.schema() : undefined;
+    const bytes = toIPC(data, schema);
+    const t = this.#table.native();
+    return native(() =>
+      t.mergeInsert(
+        this.#on,
+        {
+          whenMatchedUpdateAll: this.#state.matched !== undefined,
+          matchedWhere: this.#state.matched?.where,
+          whenNotMatchedInsertAll: this.#state.insert,
+          whenNotMatchedBySourceDelete: this.#state.bySource !== undefined,
+          bySourceWhere: this.#state.bySource?.where,
+        },
+        bytes,
+      ),
+    );
   }
 }
 

@@ -20,6 +20,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
+use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error as EngineError, ScanOptions,
     WriteParams,
@@ -436,6 +437,24 @@ pub struct NativeSearchOptions {
     pub postfilter: Option<bool>,
 }
 
+/// What a merge-insert does (see the engine's `MergeInsert`).
+#[napi(object)]
+pub struct NativeMergeOptions {
+    pub when_matched_update_all: bool,
+    pub matched_where: Option<String>,
+    pub when_not_matched_insert_all: bool,
+    pub when_not_matched_by_source_delete: bool,
+    pub by_source_where: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeMergeResult {
+    pub num_inserted_rows: f64,
+    pub num_updated_rows: f64,
+    pub num_deleted_rows: f64,
+    pub version: f64,
+}
+
 /// I/O counters of a table's store.
 #[napi(object)]
 pub struct NativeIoStats {
@@ -665,6 +684,70 @@ impl NativeTable {
         guarded(async {
             let r = self.table.delete(&filter).await?;
             Ok(vec![r.num_deleted_rows as f64, r.version as f64])
+        })
+        .await
+    }
+
+    /// Updates rows: `sql_columns[i]` is set to the SQL expression `sql_values[i]`; `values`
+    /// (IPC, one row) holds constant new values. Returns [rows updated, version].
+    #[napi]
+    pub async fn update(
+        &self,
+        filter: Option<String>,
+        sql_columns: Vec<String>,
+        sql_values: Vec<String>,
+        values: Option<Buffer>,
+    ) -> napi::Result<Vec<f64>> {
+        self.check_open()?;
+        guarded(async {
+            let mut assignments: Vec<(String, UpdateValue)> = sql_columns
+                .into_iter()
+                .zip(sql_values)
+                .map(|(c, v)| (c, UpdateValue::Sql(v)))
+                .collect();
+            if let Some(bytes) = values {
+                let (_, batches) = decode_ipc(&bytes)?;
+                for batch in batches {
+                    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                        assignments
+                            .push((field.name().clone(), UpdateValue::Literal(column.clone())));
+                    }
+                }
+            }
+            let r = self.table.update(filter.as_deref(), assignments).await?;
+            Ok(vec![r.rows_updated as f64, r.version as f64])
+        })
+        .await
+    }
+
+    /// Upserts `data` (IPC) by the key columns `on`.
+    #[napi]
+    pub async fn merge_insert(
+        &self,
+        on: Vec<String>,
+        options: NativeMergeOptions,
+        data: Buffer,
+    ) -> napi::Result<NativeMergeResult> {
+        self.check_open()?;
+        guarded(async {
+            let (_, batches) = decode_ipc(&data)?;
+            let spec = MergeInsert {
+                on,
+                when_matched_update_all: options
+                    .when_matched_update_all
+                    .then_some(options.matched_where),
+                when_not_matched_insert_all: options.when_not_matched_insert_all,
+                when_not_matched_by_source_delete: options
+                    .when_not_matched_by_source_delete
+                    .then_some(options.by_source_where),
+            };
+            let r = self.table.merge_insert(&spec, batches).await?;
+            Ok(NativeMergeResult {
+                num_inserted_rows: r.num_inserted_rows as f64,
+                num_updated_rows: r.num_updated_rows as f64,
+                num_deleted_rows: r.num_deleted_rows as f64,
+                version: r.version as f64,
+            })
         })
         .await
     }
