@@ -131,13 +131,17 @@ describe("error classes from the engine", () => {
     expect(err.retryable).toBe(true);
   });
 
-  it("two writers deleting the same rows both succeed: the second re-runs on the newer version", async () => {
+  /** Handles on one table from two connections that never refresh on their own. */
+  async function twoWriters() {
     const dir = tempDir();
     const first = await connect(dir, { readConsistencyInterval: Infinity });
     const second = await connect(dir, { readConsistencyInterval: Infinity });
     await first.createTable("t", twoVectorRows);
-    const a = await first.openTable("t");
-    const b = await second.openTable("t");
+    return [await first.openTable("t"), await second.openTable("t")];
+  }
+
+  it("two writers deleting the same rows both succeed: the second re-runs on the newer version", async () => {
+    const [a, b] = await twoWriters();
     const ids = (await a.query().withRowId().limit(3).toArray()).map((r) => r._rowid as bigint);
     const list = ids.join(", ");
     expect((await a.delete(`_rowid IN (${list})`)).numDeletedRows).toBe(3);
@@ -147,12 +151,7 @@ describe("error classes from the engine", () => {
   });
 
   it("CommitConflictError when an append races an overwrite", async () => {
-    const dir = tempDir();
-    const first = await connect(dir, { readConsistencyInterval: Infinity });
-    const second = await connect(dir, { readConsistencyInterval: Infinity });
-    await first.createTable("t", twoVectorRows);
-    const a = await first.openTable("t");
-    const b = await second.openTable("t");
+    const [a, b] = await twoWriters();
     await b.add(twoVectorRows.slice(0, 5), { mode: "overwrite" });
     const err = await a.add(twoVectorRows.slice(0, 1)).catch((e) => e);
     expect(err).toBeInstanceOf(CommitConflictError);

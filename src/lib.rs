@@ -828,10 +828,11 @@ impl NativeTable {
         let offset = count(options.offset, "offset")?.unwrap_or(0);
         let (schema, stream) = guarded(async {
             self.consistent().await?;
-            let filter = match &options.filter {
-                Some(f) => Some(self.table.parse_filter(f)?),
-                None => None,
-            };
+            let filter = options
+                .filter
+                .as_deref()
+                .map(|f| self.table.parse_filter(f))
+                .transpose()?;
             self.table.scan(ScanOptions {
                 filter,
                 columns: options.columns,
@@ -930,10 +931,11 @@ impl NativeTable {
                     options.lower_bound.map(|v| v as f32),
                     options.upper_bound.map(|v| v as f32),
                 ),
-                filter: match &options.filter {
-                    Some(f) => Some(self.table.parse_filter(f)?),
-                    None => None,
-                },
+                filter: options
+                    .filter
+                    .as_deref()
+                    .map(|f| self.table.parse_filter(f))
+                    .transpose()?,
                 postfilter: options.postfilter.unwrap_or(false),
             };
             let batch = quiver_engine::query::exact_search(&self.table, &search).await?;

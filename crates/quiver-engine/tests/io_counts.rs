@@ -18,7 +18,8 @@ use quiver_engine::{
 const DIM: i32 = 128;
 const ROWS: usize = 20_000;
 
-async fn fixture() -> (Arc<InstrumentedStore>, quiver_engine::Table) {
+/// A database over an in-memory store that counts requests and bytes.
+fn counted_db() -> (Arc<InstrumentedStore>, Database) {
     let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
     let storage = Storage::from_store(
         store.clone(),
@@ -27,6 +28,11 @@ async fn fixture() -> (Arc<InstrumentedStore>, quiver_engine::Table) {
         "count://",
     );
     let db = Database::from_storage(storage, ConnectOptions::default());
+    (store, db)
+}
+
+async fn fixture() -> (Arc<InstrumentedStore>, quiver_engine::Table) {
+    let (store, db) = counted_db();
     let batches = (0..4)
         .map(|i| common::simple_batch(i * 5_000, 5_000, DIM))
         .collect();
@@ -140,14 +146,7 @@ async fn projected_scan_reads_only_projected_columns() {
 /// and the returned columns only at the matching rows.
 #[tokio::test]
 async fn range_filters_skip_pages_by_statistics() {
-    let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
-    let storage = Storage::from_store(
-        store.clone(),
-        Path::default(),
-        StorageOptions::default(),
-        "count://",
-    );
-    let db = Database::from_storage(storage, ConnectOptions::default());
+    let (store, db) = counted_db();
     let table = db
         .create_table(
             "sorted",

@@ -147,6 +147,15 @@ impl Filter {
         self.expression.uses_row_id()
     }
 
+    /// The stored columns the filter reads (`_rowid` is computed, not stored).
+    pub fn stored_columns(&self) -> Vec<String> {
+        self.columns()
+            .iter()
+            .filter(|c| c.as_str() != ROW_ID)
+            .cloned()
+            .collect()
+    }
+
     /// Which rows of `batch` match (`false` where the predicate is NULL).
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray> {
         let value = self.expression.evaluate(batch)?;

@@ -254,19 +254,8 @@ pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<Record
     let mut best = heap.into_sorted_vec();
     if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
         let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
-        let names: Vec<String> = filter
-            .columns()
-            .iter()
-            .filter(|c| c.as_str() != ROW_ID)
-            .cloned()
-            .collect();
-        let rows = table.take(&ids, Some(&names), true).await?;
-        let keep = filter.evaluate(&rows)?;
-        let mut index = 0;
-        best.retain(|_| {
-            index += 1;
-            keep.value(index - 1)
-        });
+        let mut keep = table.rows_matching(&ids, filter).await?.into_iter();
+        best.retain(|_| keep.next().unwrap_or(false));
     }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
     let rows = table

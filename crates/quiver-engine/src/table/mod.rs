@@ -634,6 +634,22 @@ impl Table {
         .await
     }
 
+    /// Which of the rows at `addresses` match `filter` (read a batch at a time, only the
+    /// filter's columns), in the order given.
+    pub(crate) async fn rows_matching(
+        &self,
+        addresses: &[u64],
+        filter: &Filter,
+    ) -> Result<Vec<bool>> {
+        let columns = filter.stored_columns();
+        let mut out = Vec::with_capacity(addresses.len());
+        for chunk in addresses.chunks(scan::DEFAULT_BATCH_SIZE) {
+            let rows = self.take(chunk, Some(&columns), true).await?;
+            out.extend(filter.evaluate(&rows)?.values().iter());
+        }
+        Ok(out)
+    }
+
     /// Runs `attempt` until it does not fail with a row-level commit conflict, moving the handle
     /// to the newest version between tries.
     async fn retry_on_conflict<T, F, Fut>(&self, attempt: F) -> Result<T>
@@ -646,19 +662,14 @@ impl Table {
             match attempt().await {
                 Err(Error::CommitConflict(_)) if tries < MAX_REEXECUTIONS => {
                     tries += 1;
-                    self.checkout_latest_writable().await?;
+                    // A pinned handle stays put; its retry then fails as read-only.
+                    if !self.is_pinned() {
+                        self.refresh().await?;
+                    }
                 }
                 other => return other,
             }
         }
-    }
-
-    /// Moves a latest-tracking handle to the newest version (pinned handles fail later).
-    async fn checkout_latest_writable(&self) -> Result<()> {
-        if !self.is_pinned() {
-            self.refresh().await?;
-        }
-        Ok(())
     }
 
     /// Deletes the rows at `addresses` (row addresses as returned in `_rowid`). Addresses of

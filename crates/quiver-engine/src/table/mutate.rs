@@ -378,25 +378,12 @@ impl Table {
             let doomed = match &cx.by_source_filter {
                 None => unmatched_target,
                 Some(filter) => {
-                    let names: Vec<String> = filter
-                        .columns()
-                        .iter()
-                        .filter(|c| c.as_str() != ROW_ID)
-                        .cloned()
-                        .collect();
-                    let mut doomed = Vec::new();
-                    for chunk in unmatched_target.chunks(scan::DEFAULT_BATCH_SIZE) {
-                        let rows = self.take(chunk, Some(&names), true).await?;
-                        let keep = filter.evaluate(&rows)?;
-                        doomed.extend(
-                            chunk
-                                .iter()
-                                .zip(keep.values().iter())
-                                .filter(|(_, k)| *k)
-                                .map(|(id, _)| *id),
-                        );
-                    }
-                    doomed
+                    let keep = self.rows_matching(&unmatched_target, filter).await?;
+                    unmatched_target
+                        .into_iter()
+                        .zip(keep)
+                        .filter_map(|(id, k)| k.then_some(id))
+                        .collect()
                 }
             };
             num_deleted_rows = doomed.len() as u64;

@@ -413,11 +413,14 @@ pub(crate) async fn fragment_matches(
     while let Some((start, _, mask)) = scan.next_raw(DEFAULT_BATCH_SIZE as u64).await? {
         match mask {
             Some(mask) => {
-                for (i, keep) in mask.values().iter().enumerate() {
-                    if keep {
-                        matches.insert((start + i as u64) as u32);
-                    }
-                }
+                // Offsets come in ascending order, which `append` takes without searching.
+                let offsets = mask
+                    .values()
+                    .set_indices()
+                    .map(|i| (start + i as u64) as u32);
+                matches
+                    .append(offsets)
+                    .map_err(|e| Error::Internal(format!("unsorted match offsets: {e}")))?;
             }
             None => {
                 let n = scan.position - start;
@@ -433,13 +436,7 @@ pub(crate) async fn fragment_matches(
 
 /// The stored columns a filter reads (`_rowid` is computed, not read).
 fn filter_fields(manifest: &Manifest, filter: &FilterRef) -> Result<Vec<(i32, Arc<Field>)>> {
-    let names: Vec<String> = filter
-        .columns()
-        .iter()
-        .filter(|c| c.as_str() != ROW_ID)
-        .cloned()
-        .collect();
-    projection(manifest, Some(&names))
+    projection(manifest, Some(&filter.stored_columns()))
 }
 
 /// Row ranges of `fragment` whose page statistics allow a match (`None`: nothing can match).
