@@ -17,6 +17,6 @@ pub use filter::{Expression, Filter};
 pub mod table;
 
 pub use table::{
-    batches_stream, BatchStream, ConnectOptions, CreateMode, Database, DeleteResult, ScanOptions,
-    Table, VersionInfo, WriteParams,
+    batches_stream, BatchStream, ColumnAlteration, ConnectOptions, CreateMode, Database,
+    DeleteResult, NewColumns, ScanOptions, Table, VersionInfo, WriteParams,
 };

@@ -51,9 +51,15 @@ impl TableSchema {
     /// Assigns fresh ids (from 0) to every field of `schema`, after checking every type is
     /// supported.
     pub fn new(schema: &Schema) -> Result<Self> {
+        Self::with_first_id(schema, 0)
+    }
+
+    /// Like [`Self::new`], with ids counting from `first_id` (columns added to a table take
+    /// ids above every id it ever used).
+    pub fn with_first_id(schema: &Schema, first_id: i32) -> Result<Self> {
         let mut fields = Vec::new();
         let mut field_ids = Vec::new();
-        let mut next_id = 0;
+        let mut next_id = first_id;
         let mut names = std::collections::HashSet::new();
         for field in schema.fields() {
             if !names.insert(field.name().as_str()) {
@@ -102,6 +108,165 @@ impl TableSchema {
             .metadata()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The schema with `added` (ids already assigned, see [`Self::with_first_id`]) as new
+    /// top-level columns after the existing ones.
+    pub fn with_columns(&self, added: &TableSchema) -> Result<Self> {
+        for field in added.arrow.fields() {
+            if self.arrow.field_with_name(field.name()).is_ok() {
+                return Err(Error::invalid(format!(
+                    "column '{}' already exists; pick another name (the table has: {})",
+                    field.name(),
+                    self.column_names().join(", ")
+                )));
+            }
+        }
+        let mut fields = self.fields.clone();
+        fields.extend(added.fields.iter().cloned());
+        TableSchema::from_protos(fields, self.metadata_map())
+    }
+
+    /// The schema without the top-level columns `names` (their ids are never reused).
+    pub fn without_columns(&self, names: &[String]) -> Result<Self> {
+        let mut dropped = Vec::with_capacity(names.len());
+        for name in names {
+            dropped.push(self.field_ids[self.column_index(name)?]);
+        }
+        if dropped.len() >= self.field_ids.len()
+            && self.field_ids.iter().all(|id| dropped.contains(id))
+        {
+            return Err(Error::invalid(
+                "cannot drop every column of a table; drop the table instead",
+            ));
+        }
+        let fields = self
+            .fields
+            .iter()
+            .filter(|f| !dropped.iter().any(|&d| self.is_within(f.id, d)))
+            .cloned()
+            .collect();
+        TableSchema::from_protos(fields, self.metadata_map())
+    }
+
+    /// The schema with top-level column `field_id` replaced (at the same position) by `field`,
+    /// whose ids start at `first_id`; also returns the one-column schema of the replacement.
+    pub fn with_column_replaced(
+        &self,
+        field_id: i32,
+        field: &Field,
+        first_id: i32,
+    ) -> Result<(Self, Self)> {
+        let replacement = TableSchema::with_first_id(&Schema::new(vec![field.clone()]), first_id)?;
+        let mut fields = Vec::with_capacity(self.fields.len() + replacement.fields.len());
+        for f in &self.fields {
+            if f.id == field_id {
+                fields.extend(replacement.fields.iter().cloned());
+            } else if !self.is_within(f.id, field_id) {
+                fields.push(f.clone());
+            }
+        }
+        Ok((
+            TableSchema::from_protos(fields, self.metadata_map())?,
+            replacement,
+        ))
+    }
+
+    /// Whether field `id` is `ancestor` or nested inside it.
+    fn is_within(&self, id: i32, ancestor: i32) -> bool {
+        let mut current = id;
+        for _ in 0..=self.fields.len() {
+            if current == ancestor {
+                return true;
+            }
+            match self.fields.iter().find(|f| f.id == current) {
+                Some(f) if f.parent_id >= 0 => current = f.parent_id,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// The id of the field at `path`: a top-level column name, or `parent.child` for a struct
+    /// member (a top-level name containing dots is matched whole first).
+    pub fn resolve_path(&self, path: &str) -> Result<i32> {
+        if let Ok(i) = self.arrow.index_of(path) {
+            return Ok(self.field_ids[i]);
+        }
+        let mut parts = path.split('.');
+        let root = parts.next().unwrap_or_default();
+        let mut id = self.field_ids[self.column_index(root)?];
+        let mut walked = root.to_string();
+        for part in parts {
+            if self.proto(id).is_none_or(|p| p.logical_type != "struct") {
+                return Err(Error::invalid(format!(
+                    "'{walked}' is not a struct, so '{path}' names nothing"
+                )));
+            }
+            let members = || {
+                self.fields
+                    .iter()
+                    .filter(|f| f.parent_id == id)
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match self
+                .fields
+                .iter()
+                .find(|f| f.parent_id == id && f.name == part)
+            {
+                Some(child) => id = child.id,
+                None => {
+                    return Err(Error::invalid(format!(
+                        "'{walked}' has no field '{part}'; its fields are: {}",
+                        members()
+                    )))
+                }
+            }
+            walked = format!("{walked}.{part}");
+        }
+        Ok(id)
+    }
+
+    /// The stored field with id `id`.
+    pub fn proto(&self, id: i32) -> Option<&FieldProto> {
+        self.fields.iter().find(|f| f.id == id)
+    }
+
+    /// The schema with stored field `id` changed by `edit` (a rename or nullability change),
+    /// checked to still hold unique, non-empty names.
+    pub fn with_field_edited(&self, id: i32, edit: impl FnOnce(&mut FieldProto)) -> Result<Self> {
+        let mut fields = self.fields.clone();
+        let Some(field) = fields.iter_mut().find(|f| f.id == id) else {
+            return Err(Error::Internal(format!("no field with id {id}")));
+        };
+        edit(field);
+        let (name, parent) = (field.name.clone(), field.parent_id);
+        if name.is_empty() {
+            return Err(Error::invalid(
+                "a column cannot be renamed to an empty name",
+            ));
+        }
+        if fields
+            .iter()
+            .filter(|f| f.parent_id == parent && f.name == name)
+            .count()
+            > 1
+        {
+            return Err(Error::invalid(format!(
+                "a column named '{name}' already exists there; pick another name"
+            )));
+        }
+        TableSchema::from_protos(fields, self.metadata_map())
+    }
+
+    fn column_names(&self) -> Vec<&str> {
+        self.arrow
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
             .collect()
     }
 
@@ -293,6 +458,108 @@ fn is_string_like(dt: &DataType) -> bool {
         dt,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
     )
+}
+
+/// Whether every value of type `from` converts to `to` without loss, so a column can be
+/// re-typed in place: wider integers (signed ones also from narrower unsigned), floats wide
+/// enough for the integer, wider floats, 64-bit string offsets, and vectors of wider elements.
+pub fn is_widening(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    fn int_bits(dt: &DataType) -> Option<(u32, bool)> {
+        Some(match dt {
+            Int8 => (8, true),
+            Int16 => (16, true),
+            Int32 => (32, true),
+            Int64 => (64, true),
+            UInt8 => (8, false),
+            UInt16 => (16, false),
+            UInt32 => (32, false),
+            UInt64 => (64, false),
+            _ => return None,
+        })
+    }
+    // Bits of mantissa (plus one) each float holds exactly.
+    fn float_bits(dt: &DataType) -> Option<u32> {
+        Some(match dt {
+            Float16 => 11,
+            Float32 => 24,
+            Float64 => 53,
+            _ => return None,
+        })
+    }
+    match (from, to) {
+        (FixedSizeList(a, n), FixedSizeList(b, m)) => {
+            n == m
+                && float_bits(a.data_type()).is_some()
+                && float_bits(a.data_type()) < float_bits(b.data_type())
+        }
+        (Utf8, LargeUtf8) | (Binary, LargeBinary) => true,
+        (f, t) => match (int_bits(f), int_bits(t), float_bits(f), float_bits(t)) {
+            (Some((fb, fs)), Some((tb, ts)), _, _) => {
+                (fs == ts && tb > fb) || (!fs && ts && tb > fb)
+            }
+            (Some((fb, _)), None, _, Some(mantissa)) => fb <= mantissa,
+            (None, None, Some(a), Some(b)) => a < b,
+            _ => false,
+        },
+    }
+}
+
+/// `array` (as stored) labelled with the names and nullability of `to`, the table's current
+/// type for it: a renamed struct member or a relaxed nullability changes only the schema, so
+/// arrays read from older files are relabelled on the way out (no data is copied).
+pub fn relabel(array: ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Array, FixedSizeListArray, ListArray, StructArray};
+    if array.data_type() == to {
+        return Ok(array);
+    }
+    let mismatch = || {
+        Error::Internal(format!(
+            "stored type {} does not fit the schema's {to}",
+            array.data_type()
+        ))
+    };
+    Ok(match to {
+        DataType::Struct(fields) => {
+            let s = array.as_struct_opt().ok_or_else(mismatch)?;
+            if s.num_columns() != fields.len() {
+                return Err(mismatch());
+            }
+            let children = s
+                .columns()
+                .iter()
+                .zip(fields.iter())
+                .map(|(c, f)| relabel(c.clone(), f.data_type()))
+                .collect::<Result<Vec<_>>>()?;
+            Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?)
+        }
+        DataType::List(item) => {
+            let l = array.as_list_opt::<i32>().ok_or_else(mismatch)?;
+            let values = relabel(l.values().clone(), item.data_type())?;
+            Arc::new(ListArray::try_new(
+                item.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?)
+        }
+        DataType::FixedSizeList(item, n) => {
+            let l = array.as_fixed_size_list_opt().ok_or_else(mismatch)?;
+            let values = relabel(l.values().clone(), item.data_type())?;
+            Arc::new(FixedSizeListArray::try_new(
+                item.clone(),
+                *n,
+                values,
+                l.nulls().cloned(),
+            )?)
+        }
+        _ => return Err(mismatch()),
+    })
 }
 
 /// Fails with [`Error::UnsupportedType`] unless Quiver can store `dt`.
@@ -522,6 +789,65 @@ mod tests {
             err.contains("'vector'") && err.contains("vectors of 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn widening_keeps_every_value() {
+        use DataType::*;
+        for (from, to) in [
+            (Int8, Int64),
+            (UInt8, Int16),
+            (UInt32, UInt64),
+            (Int32, Float64),
+            (Int16, Float32),
+            (Float16, Float64),
+            (Utf8, LargeUtf8),
+            (Binary, LargeBinary),
+        ] {
+            assert!(is_widening(&from, &to), "{from} -> {to}");
+        }
+        for (from, to) in [
+            (Int64, Int32),
+            (Int8, UInt16),
+            (UInt64, Int64),
+            (Int32, Float32),
+            (Int64, Float64),
+            (Float64, Float32),
+            (Utf8, Binary),
+            (Int32, Utf8),
+        ] {
+            assert!(!is_widening(&from, &to), "{from} -> {to}");
+        }
+        let vector = |dt: DataType, n| FixedSizeList(Arc::new(Field::new("item", dt, true)), n);
+        assert!(is_widening(&vector(Float32, 4), &vector(Float64, 4)));
+        assert!(!is_widening(&vector(Float32, 4), &vector(Float64, 8)));
+        assert!(!is_widening(&vector(UInt8, 4), &vector(Float32, 4)));
+    }
+
+    #[test]
+    fn relabel_renames_struct_members_without_copying() {
+        use arrow_array::{Array, Int32Array, StructArray};
+        let values: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
+        let stored = StructArray::try_new(
+            Fields::from(vec![Field::new("a", DataType::Int32, true)]),
+            vec![values.clone()],
+            None,
+        )
+        .unwrap();
+        let to = DataType::Struct(Fields::from(vec![Field::new("b", DataType::Int32, true)]));
+        let out = relabel(Arc::new(stored), &to).unwrap();
+        assert_eq!(out.data_type(), &to);
+        let child = out
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap()
+            .column(0)
+            .clone();
+        assert_eq!(
+            child.to_data().buffers()[0].as_ptr(),
+            values.to_data().buffers()[0].as_ptr()
+        );
+        assert!(relabel(out, &DataType::Int32).is_err());
     }
 
     #[test]

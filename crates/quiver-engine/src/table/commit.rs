@@ -15,7 +15,7 @@ use rand::Rng;
 use roaring::RoaringBitmap;
 
 use super::deletion::write_deletion_file;
-use super::manifest::{FragmentProto, Manifest, ManifestProto, TransactionProto};
+use super::manifest::{DataFileProto, FragmentProto, Manifest, ManifestProto, TransactionProto};
 use super::write::NewFragment;
 use super::TableInner;
 use crate::error::{Error, Result};
@@ -52,7 +52,22 @@ pub(crate) enum Operation {
         rows: BTreeMap<u64, RoaringBitmap>,
         fragments: Vec<NewFragment>,
     },
+    /// Add, alter or drop columns (`operation` names which). `files`, when the change writes
+    /// data, holds each fragment's new data files (values of added or re-typed columns).
+    /// `covers_rows`: the change was computed from every row read (new values, a cast, a NOT
+    /// NULL check), so rows another writer added meanwhile conflict.
+    ChangeSchema {
+        operation: &'static str,
+        schema: TableSchema,
+        files: Option<BTreeMap<u64, Vec<DataFileProto>>>,
+        covers_rows: bool,
+    },
 }
+
+/// Operation names of schema changes, as stored in transactions.
+pub(crate) const ADD_COLUMNS: &str = "add_columns";
+pub(crate) const ALTER_COLUMNS: &str = "alter_columns";
+pub(crate) const DROP_COLUMNS: &str = "drop_columns";
 
 impl Operation {
     fn name(&self) -> &'static str {
@@ -64,6 +79,7 @@ impl Operation {
             Operation::Restore { .. } => "restore",
             Operation::Update { .. } => "update",
             Operation::MergeInsert { .. } => "merge_insert",
+            Operation::ChangeSchema { operation, .. } => operation,
         }
     }
 
@@ -97,7 +113,41 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
             committed.version()
         )));
     }
-    match committed.operation() {
+    if let Operation::ChangeSchema {
+        covers_rows: true, ..
+    } = ours
+    {
+        if adds_rows {
+            return Err(Error::CommitConflict(format!(
+                "a concurrent {} added rows at version {} that this {} did not cover",
+                committed.operation(),
+                committed.version(),
+                ours.name()
+            )));
+        }
+    }
+    let theirs = committed.operation();
+    if matches!(theirs, ADD_COLUMNS | ALTER_COLUMNS | DROP_COLUMNS) {
+        // Deletion vectors address stored rows, whatever the columns; rows written under the
+        // old schema still hold every column left after a drop. Anything else re-runs.
+        let compatible = match ours {
+            Operation::Delete { .. } => true,
+            Operation::Append { .. } | Operation::Update { .. } | Operation::MergeInsert { .. } => {
+                theirs == DROP_COLUMNS
+            }
+            _ => false,
+        };
+        return if compatible {
+            Ok(())
+        } else {
+            Err(Error::CommitConflict(format!(
+                "a concurrent {theirs} changed the schema at version {} while this {} was in progress",
+                committed.version(),
+                ours.name()
+            )))
+        };
+    }
+    match theirs {
         "append" | "delete" | "update" | "merge_insert" => Ok(()),
         theirs => Err(Error::CommitConflict(format!(
             "a concurrent {theirs} replaced the table at version {} while this {} was in progress",
@@ -219,6 +269,26 @@ async fn build_manifest(
             let added = new_fragments(&mut proto.next_fragment_id, fragments);
             txn.added_fragment_ids = added.iter().map(|f| f.id).collect();
             proto.fragments.extend(added);
+            proto
+        }
+        (Operation::ChangeSchema { schema, files, .. }, Some(base)) => {
+            let mut proto = base.proto.clone();
+            proto.fields = schema.fields.clone();
+            proto.schema_metadata = schema.metadata_map();
+            proto.max_field_id = proto.max_field_id.max(schema.max_field_id());
+            if let Some(files) = files {
+                for fragment in &mut proto.fragments {
+                    let added = files.get(&fragment.id).ok_or_else(|| {
+                        Error::CommitConflict(format!(
+                            "fragment {} was added by a concurrent writer (version {}) and has no values for the changed columns",
+                            fragment.id,
+                            base.version()
+                        ))
+                    })?;
+                    fragment.files.extend(added.iter().cloned());
+                    txn.modified_fragment_ids.push(fragment.id);
+                }
+            }
             proto
         }
         (Operation::Restore { from }, Some(base)) => {

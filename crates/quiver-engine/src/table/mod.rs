@@ -8,6 +8,7 @@
 
 mod commit;
 pub mod deletion;
+mod evolve;
 pub mod manifest;
 mod mutate;
 pub mod scan;
@@ -23,6 +24,7 @@ use futures::stream::BoxStream;
 use roaring::RoaringBitmap;
 
 use self::commit::{commit, Operation};
+pub use self::evolve::{ColumnAlteration, NewColumns};
 use self::manifest::{DeletionFileProto, Manifest, ManifestStore, VersionEntry};
 pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};

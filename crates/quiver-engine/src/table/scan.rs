@@ -23,6 +23,7 @@ use super::TableInner;
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
 use crate::format::reader::{concat_parts, FileReader};
+use crate::schema::relabel;
 
 /// Name of the row address column.
 pub const ROW_ID: &str = "_rowid";
@@ -101,7 +102,7 @@ fn output_schema(fields: &[(i32, Arc<Field>)], with_row_id: bool) -> SchemaRef {
 
 /// A reader of the data file holding `field_id` in `fragment`, checked to hold exactly the
 /// fragment's rows.
-async fn fragment_reader(
+pub(crate) async fn fragment_reader(
     table: &TableInner,
     fragment: &FragmentProto,
     field_id: i32,
@@ -143,14 +144,17 @@ struct ColumnCursor {
 
 impl ColumnCursor {
     /// A cursor over the pages of `field_id` that overlap `ranges` (sorted, disjoint).
+    /// Pages come out labelled with `data_type`, the schema's type of the column.
     fn new(
         reader: FileReader,
         field_id: i32,
+        data_type: &DataType,
         readahead: usize,
         ranges: &[Range<u64>],
     ) -> Result<Self> {
         let column = reader.metadata().column(field_id, reader.path())?;
-        let data_type = column.data_type.clone();
+        let data_type = data_type.clone();
+        let target = (column.data_type != data_type).then(|| data_type.clone());
         let mut pages: Vec<(usize, u64)> = Vec::new();
         for range in ranges {
             if range.is_empty() {
@@ -167,11 +171,16 @@ impl ColumnCursor {
         let pages = stream::iter(pages)
             .map(move |(page, start)| {
                 let reader = reader.clone();
+                let target = target.clone();
                 tokio::spawn(async move {
                     let mut arrays = reader.read_pages(field_id, page..page + 1).await?;
                     let array = arrays
                         .pop()
                         .ok_or_else(|| Error::Internal("page read returned nothing".into()))?;
+                    let array = match &target {
+                        Some(to) => relabel(array, to)?,
+                        None => array,
+                    };
                     Ok((start, array))
                 })
             })
@@ -302,9 +311,15 @@ impl FragmentScan {
         readahead: usize,
     ) -> Result<Self> {
         let mut cursors = Vec::with_capacity(fields.len());
-        for (field_id, _) in fields {
+        for (field_id, field) in fields {
             let reader = fragment_reader(table, fragment, *field_id).await?;
-            cursors.push(ColumnCursor::new(reader, *field_id, readahead, &ranges)?);
+            cursors.push(ColumnCursor::new(
+                reader,
+                *field_id,
+                field.data_type(),
+                readahead,
+                &ranges,
+            )?);
         }
         Ok(FragmentScan {
             fragment_id: fragment.id,
@@ -380,6 +395,35 @@ impl FragmentScan {
             None => batch,
         }))
     }
+}
+
+/// Every stored row of `fragment`, deleted ones included, as batches of `fields` (plus
+/// `_rowid` when `with_row_id`): the input for columns added beside the fragment's data files,
+/// which must hold a value for each stored row.
+pub(crate) async fn stored_rows(
+    table: &TableInner,
+    fragment: &FragmentProto,
+    fields: &[(i32, Arc<Field>)],
+    with_row_id: bool,
+) -> Result<super::BatchStream> {
+    let scan = FragmentScan::open(
+        table,
+        fragment,
+        fields,
+        with_row_id,
+        all_rows(fragment),
+        Keep::All,
+        None,
+        2,
+    )
+    .await?;
+    Ok(stream::try_unfold(scan, |mut scan| async move {
+        Ok(scan
+            .next_kept(DEFAULT_BATCH_SIZE as u64)
+            .await?
+            .map(|batch| (batch, scan)))
+    })
+    .boxed())
 }
 
 /// Rows of `fragment` (live, in `ranges`) matching `filter`, stopping once `enough` are found.
@@ -835,9 +879,9 @@ pub(crate) async fn take(
     }
     // Every (fragment, column) read runs concurrently.
     let reads = fragment_runs.iter().flat_map(|(fragment, offsets)| {
-        fields.iter().map(move |(field_id, _)| async move {
+        fields.iter().map(move |(field_id, field)| async move {
             let reader = fragment_reader(table, fragment, *field_id).await?;
-            reader.take(*field_id, offsets).await
+            relabel(reader.take(*field_id, offsets).await?, field.data_type())
         })
     });
     let arrays = futures::future::try_join_all(reads).await?;
