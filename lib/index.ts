@@ -5,7 +5,9 @@ export { connect, Connection, type ConnectOptions, type CreateTableOptions } fro
 export {
   Table,
   MergeInsertBuilder,
+  type AddColumnsSql,
   type AddOptions,
+  type ColumnAlteration,
   type MergeResult,
   type TableStats,
   type UpdateOptions,

@@ -57,6 +57,12 @@ export interface NativeTable {
     },
     data: Uint8Array,
   ): Promise<{ numInsertedRows: number; numUpdatedRows: number; numDeletedRows: number; version: number }>;
+  addColumnsSql(names: string[], sqls: string[]): Promise<number>;
+  addColumnsNull(schema: Uint8Array): Promise<number>;
+  alterColumns(
+    alterations: { path: string; rename?: string; nullable?: boolean; dataType?: Uint8Array }[],
+  ): Promise<number>;
+  dropColumns(names: string[]): Promise<number>;
   version(): Promise<number>;
   listVersions(): Promise<NativeVersion[]>;
   checkout(version: number): Promise<void>;

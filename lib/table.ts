@@ -1,5 +1,26 @@
 // A table: rows, versions and queries.
-import { Schema, type Table as ArrowTable } from "apache-arrow";
+import {
+  Binary,
+  Bool,
+  type DataType,
+  Field,
+  Float16,
+  Float32,
+  Float64,
+  Int8,
+  Int16,
+  Int32,
+  Int64,
+  LargeBinary,
+  LargeUtf8,
+  Schema,
+  type Table as ArrowTable,
+  Uint8,
+  Uint16,
+  Uint32,
+  Uint64,
+  Utf8,
+} from "apache-arrow";
 import {
   type Data,
   type DataStream,
@@ -9,6 +30,7 @@ import {
   isRowArray,
   type Row,
   rowsToTable,
+  schemaToIPC,
   toIPC,
 } from "./arrow.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
@@ -20,7 +42,7 @@ import { Query, type QueryTarget, type VectorLike, type VectorQuery, vectorQuery
 export interface Version {
   version: number;
   timestamp: Date;
-  /** create, append, overwrite, delete or restore */
+  /** create, append, overwrite, delete, update, merge_insert, restore, add_columns, alter_columns or drop_columns */
   operation: string;
 }
 
@@ -168,6 +190,75 @@ export class Table implements QueryTarget {
       throw new InvalidArgumentError("InvalidArgument", "mergeInsert() takes a key column name or an array of names");
     }
     return new MergeInsertBuilder(this, [...keys]);
+  }
+
+  /**
+   * Adds columns, as one new version. Give `[{ name, valueSql }]` to compute each column from
+   * a SQL expression over the existing ones (e.g. `"price * qty"`), or an Arrow `Field`,
+   * `Field[]` or `Schema` to add nullable columns that are NULL in every row. Existing data
+   * files are not rewritten: the new values go into new files beside them.
+   */
+  async addColumns(newColumns: AddColumnsSql[] | Field | Field[] | Schema): Promise<{ version: number }> {
+    const t = this.native();
+    if (Array.isArray(newColumns) && newColumns.length > 0 && newColumns.every(isSqlColumn)) {
+      const names = newColumns.map((c) => c.name);
+      const sqls = newColumns.map((c) => c.valueSql);
+      return { version: await native(() => t.addColumnsSql(names, sqls)) };
+    }
+    const fields = isSchema(newColumns) ? newColumns.fields : Array.isArray(newColumns) ? newColumns : [newColumns];
+    if (fields.length === 0 || !fields.every(isField)) {
+      throw new InvalidArgumentError(
+        "InvalidArgument",
+        "addColumns() takes [{ name, valueSql }, …] or an Arrow Field, Field[] or Schema",
+      );
+    }
+    const schema = schemaToIPC(new Schema(fields as Field[]));
+    return { version: await native(() => t.addColumnsNull(schema)) };
+  }
+
+  /**
+   * Renames columns (`path` may name a struct member, `"meta.color"`), changes their
+   * nullability, or widens their type (`dataType`: an Arrow type or a name such as `"int64"`;
+   * only casts that keep every value, e.g. int32 → int64, float32 → float64), as one new version.
+   */
+  async alterColumns(alterations: ColumnAlteration[]): Promise<{ version: number }> {
+    if (!Array.isArray(alterations) || alterations.length === 0) {
+      throw new InvalidArgumentError("InvalidArgument", "alterColumns() takes a non-empty array of { path, rename?, nullable?, dataType? }");
+    }
+    const native_ = alterations.map((a) => {
+      if (a === null || typeof a !== "object" || typeof a.path !== "string" || a.path === "") {
+        throw new InvalidArgumentError("InvalidArgument", "each alteration needs a column `path` string");
+      }
+      if (a.rename !== undefined && typeof a.rename !== "string") {
+        throw new InvalidArgumentError("InvalidArgument", `rename of '${a.path}' must be a string`);
+      }
+      if (a.nullable !== undefined && typeof a.nullable !== "boolean") {
+        throw new InvalidArgumentError("InvalidArgument", `nullable of '${a.path}' must be true or false`);
+      }
+      return {
+        path: a.path,
+        rename: a.rename,
+        nullable: a.nullable,
+        dataType:
+          a.dataType === undefined
+            ? undefined
+            : schemaToIPC(new Schema([new Field("type", dataTypeOf(a.dataType, a.path), true)])),
+      };
+    });
+    const t = this.native();
+    return { version: await native(() => t.alterColumns(native_)) };
+  }
+
+  /**
+   * Drops top-level columns, as one new version. Only the schema changes: older versions still
+   * read them, and their space is reclaimed by compaction.
+   */
+  async dropColumns(names: string[]): Promise<{ version: number }> {
+    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === "string")) {
+      throw new InvalidArgumentError("InvalidArgument", "dropColumns() takes a non-empty array of column names");
+    }
+    const t = this.native();
+    return { version: await native(() => t.dropColumns(names)) };
   }
 
   /** The version this handle reads. */
@@ -335,6 +426,83 @@ export class MergeInsertBuilder {
 }
 
 /** Checks that a SQL argument is a non-empty string. */
+/** A column computed by a SQL expression over the existing columns. */
+export interface AddColumnsSql {
+  name: string;
+  /** e.g. `"price * qty"`, `"lower(title)"`, `"CAST(NULL AS BIGINT)"` */
+  valueSql: string;
+}
+
+/** A change to one column; what is left out stays as it is. */
+export interface ColumnAlteration {
+  /** A top-level column, or `"parent.child"` for a struct member. */
+  path: string;
+  rename?: string;
+  /** `true` allows NULLs; `false` requires that no stored row holds one. */
+  nullable?: boolean;
+  /** A wider type: an Arrow type, or a name such as `"int64"`, `"float64"`, `"large_utf8"`. */
+  dataType?: string | DataType;
+}
+
+const TYPE_NAMES: Record<string, () => DataType> = {
+  int8: () => new Int8(),
+  int16: () => new Int16(),
+  int32: () => new Int32(),
+  int64: () => new Int64(),
+  uint8: () => new Uint8(),
+  uint16: () => new Uint16(),
+  uint32: () => new Uint32(),
+  uint64: () => new Uint64(),
+  float16: () => new Float16(),
+  float32: () => new Float32(),
+  float: () => new Float32(),
+  float64: () => new Float64(),
+  double: () => new Float64(),
+  utf8: () => new Utf8(),
+  string: () => new Utf8(),
+  large_utf8: () => new LargeUtf8(),
+  large_string: () => new LargeUtf8(),
+  binary: () => new Binary(),
+  large_binary: () => new LargeBinary(),
+  bool: () => new Bool(),
+  boolean: () => new Bool(),
+};
+
+function dataTypeOf(type: string | DataType, path: string): DataType {
+  if (typeof type === "string") {
+    const make = TYPE_NAMES[type.toLowerCase()];
+    if (!make) {
+      throw new InvalidArgumentError(
+        "InvalidArgument",
+        `unknown dataType '${type}' for '${path}'; use an Arrow type or one of: ${Object.keys(TYPE_NAMES).join(", ")}`,
+      );
+    }
+    return make();
+  }
+  if (type === null || typeof type !== "object" || typeof (type as DataType).typeId !== "number") {
+    throw new InvalidArgumentError("InvalidArgument", `dataType of '${path}' must be an Arrow type or a type name`);
+  }
+  return type;
+}
+
+function isSqlColumn(x: unknown): x is AddColumnsSql {
+  return (
+    typeof x === "object" &&
+    x !== null &&
+    typeof (x as AddColumnsSql).name === "string" &&
+    typeof (x as AddColumnsSql).valueSql === "string"
+  );
+}
+
+// Duck-typed, so Arrow objects from another copy of apache-arrow work too.
+function isField(x: unknown): x is Field {
+  return typeof x === "object" && x !== null && typeof (x as Field).name === "string" && "type" in x && "nullable" in x;
+}
+
+function isSchema(x: unknown): x is Schema {
+  return typeof x === "object" && x !== null && Array.isArray((x as Schema).fields) && !("name" in x);
+}
+
 function sqlText(text: unknown, method: string): string {
   if (typeof text !== "string" || text.trim() === "") {
     throw new InvalidArgumentError("InvalidArgument", `${method}() takes a non-empty SQL predicate string`);

@@ -22,8 +22,8 @@ use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
 use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
-    batches_stream, ConnectOptions, CreateMode, Database, Error as EngineError, ScanOptions,
-    WriteParams,
+    batches_stream, ColumnAlteration, ConnectOptions, CreateMode, Database, Error as EngineError,
+    NewColumns, ScanOptions, WriteParams,
 };
 
 /// napi's tokio runtime with a small blocking pool: local file reads run on blocking threads,
@@ -447,6 +447,16 @@ pub struct NativeMergeOptions {
     pub by_source_where: Option<String>,
 }
 
+/// A change to one column (see the engine's `ColumnAlteration`); `data_type` is an Arrow IPC
+/// stream whose schema has one field of the new type.
+#[napi(object)]
+pub struct NativeColumnAlteration {
+    pub path: String,
+    pub rename: Option<String>,
+    pub nullable: Option<bool>,
+    pub data_type: Option<Buffer>,
+}
+
 #[napi(object)]
 pub struct NativeMergeResult {
     pub num_inserted_rows: f64,
@@ -750,6 +760,75 @@ impl NativeTable {
             })
         })
         .await
+    }
+
+    /// Adds columns computed by SQL expressions (`names[i]` = `sqls[i]`); returns the version.
+    #[napi]
+    pub async fn add_columns_sql(
+        &self,
+        names: Vec<String>,
+        sqls: Vec<String>,
+    ) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            let columns = NewColumns::Sql(names.into_iter().zip(sqls).collect());
+            Ok(self.table.add_columns(columns).await? as f64)
+        })
+        .await
+    }
+
+    /// Adds the fields of `schema` (IPC) as all-NULL columns; returns the version.
+    #[napi]
+    pub async fn add_columns_null(&self, schema: Buffer) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            let (schema, _) = decode_ipc(&schema)?;
+            Ok(self.table.add_columns(NewColumns::AllNull(schema)).await? as f64)
+        })
+        .await
+    }
+
+    /// Renames, changes nullability or widens columns; returns the version.
+    #[napi]
+    pub async fn alter_columns(
+        &self,
+        alterations: Vec<NativeColumnAlteration>,
+    ) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async {
+            let mut changes = Vec::with_capacity(alterations.len());
+            for a in alterations {
+                let data_type = match a.data_type {
+                    Some(bytes) => {
+                        let (schema, _) = decode_ipc(&bytes)?;
+                        match schema.fields().first() {
+                            Some(f) if schema.fields().len() == 1 => Some(f.data_type().clone()),
+                            _ => {
+                                return Err(EngineError::InvalidArgument(
+                                    "dataType must describe exactly one type".into(),
+                                ))
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                changes.push(ColumnAlteration {
+                    path: a.path,
+                    rename: a.rename,
+                    nullable: a.nullable,
+                    data_type,
+                });
+            }
+            Ok(self.table.alter_columns(&changes).await? as f64)
+        })
+        .await
+    }
+
+    /// Drops top-level columns (metadata only); returns the version.
+    #[napi]
+    pub async fn drop_columns(&self, names: Vec<String>) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async { Ok(self.table.drop_columns(&names).await? as f64) }).await
     }
 
     #[napi]
