@@ -9,6 +9,8 @@ import { connect } from "../dist/index.js";
 
 const run = promisify(execFile);
 const fixture = new URL("./fixtures/appender.mjs", import.meta.url);
+const mutator = new URL("./fixtures/mutator.mjs", import.meta.url);
+const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
@@ -36,6 +38,49 @@ describe("several processes and threads", () => {
     expect(got).toEqual(want);
     expect(await table.version()).toBe(21);
   });
+
+  it("two processes updating, upserting and deleting lose nothing and double nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "quiver-proc-"));
+    dirs.push(dir);
+    const db = await connect(dir);
+    // Rows 0..10 are incremented; rows 1000..1048 are deleted (by tag), each by one call.
+    const initial = [...range(0, 10), ...range(1000, 1048)].map((id) => ({ id, n: 0, owner: "init" }));
+    const table = await db.createTable("t", initial);
+    const mutate = async (op: string, tag: number) => {
+      const { stdout } = await run(process.execPath, [mutator.pathname, dir, op, "4", String(tag)]);
+      return JSON.parse(stdout) as { ok: number; conflicts: number; deleted: number[] };
+    };
+    const pairs = [
+      ["increment", "increment"],
+      ["increment", "upsert"],
+      ["upsert", "upsert"],
+      ["delete", "upsert"],
+      ["delete", "increment"],
+      ["delete", "delete"],
+    ];
+    let increments = 0;
+    const deleted: number[] = [];
+    let tag = 0;
+    for (const [a, b] of pairs) {
+      const results = await Promise.all([mutate(a, tag++), mutate(b, tag++)]);
+      for (const [op, r] of [
+        [a, results[0]],
+        [b, results[1]],
+      ] as const) {
+        expect(r.ok + r.conflicts).toBe(4);
+        if (op === "increment") increments += r.ok;
+        deleted.push(...r.deleted);
+      }
+    }
+    await table.checkoutLatest();
+    const rows = await table.query().select(["id", "n"]).toArray();
+    const ids = rows.map((r) => Number(r.id)).sort((x, y) => x - y);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids.filter((id) => id >= 100 && id < 110)).toEqual(range(100, 110));
+    expect(ids.filter((id) => id >= 1000)).toEqual(range(1000, 1048).filter((id) => !deleted.includes(id)));
+    expect(increments).toBeGreaterThan(0);
+    for (const r of rows.filter((r) => Number(r.id) < 10)) expect(Number(r.n)).toBe(increments);
+  }, 120_000);
 
   it("works from worker_threads using tables at once", async () => {
     const { dir, table } = await freshTable();

@@ -13,6 +13,7 @@ use common::InstrumentedStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use quiver_engine::storage::{Storage, StorageOptions};
+use quiver_engine::table::UpdateValue;
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
 };
@@ -54,6 +55,17 @@ async fn crashing_writer() {
         .expect("first id")
         .parse()
         .expect("int");
+    if std::env::var("QUIVER_CRASH_OP").as_deref() == Ok("update") {
+        // Every update rewrites every row's text to one generation's value.
+        loop {
+            let value = UpdateValue::Sql(format!("'gen {next}'"));
+            table
+                .update(None, vec![("text".to_string(), value)])
+                .await
+                .expect("update");
+            next += 1;
+        }
+    }
     loop {
         table
             .append(
@@ -67,10 +79,19 @@ async fn crashing_writer() {
 }
 
 fn spawn_writer(dir: &str, mode: &str, first_id: i64) -> std::process::Child {
+    spawn(dir, mode, first_id, "append")
+}
+
+fn spawn_updater(dir: &str, mode: &str, first_generation: i64) -> std::process::Child {
+    spawn(dir, mode, first_generation, "update")
+}
+
+fn spawn(dir: &str, mode: &str, first_id: i64, op: &str) -> std::process::Child {
     Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "crashing_writer", "--ignored", "--nocapture"])
         .env("QUIVER_CRASH_DB", dir)
         .env("QUIVER_CRASH_MODE", mode)
+        .env("QUIVER_CRASH_OP", op)
         .env("QUIVER_CRASH_FIRST_ID", first_id.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -174,4 +195,81 @@ async fn killed_at_random_moments() {
         assert!(version >= last_version);
         last_version = version + 1;
     }
+}
+
+/// After an update was interrupted: the 50 rows are each present once, and every row holds
+/// the text of one and the same generation (or the original text: no update committed); the
+/// next update succeeds. Returns the version read.
+async fn check_update_atomic(uri: &str) -> u64 {
+    let db = Database::connect(uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = db.open_table("t").await.expect("table opens after a crash");
+    let version = table.version();
+    let batches = table.scan_all(ScanOptions::default()).await.expect("scan");
+    let mut ids = common::ids_of(&batches);
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..50).collect::<Vec<_>>(),
+        "version {version}: rows lost or doubled"
+    );
+    let texts: std::collections::HashSet<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let texts = b
+                .column_by_name("text")
+                .expect("text")
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .expect("utf8")
+                .clone();
+            (0..arrow_array::Array::len(&texts))
+                .map(move |i| texts.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let untouched = texts.len() == 50 && texts.iter().all(|t| t.starts_with("row "));
+    assert!(
+        untouched || (texts.len() == 1 && texts.iter().all(|t| t.starts_with("gen "))),
+        "version {version} shows a partial update: {} distinct texts",
+        texts.len()
+    );
+    let next = table
+        .update(
+            None,
+            vec![("text".into(), UpdateValue::Sql("'after'".into()))],
+        )
+        .await
+        .expect("the next update succeeds");
+    assert_eq!(next.rows_updated, 50);
+    version
+}
+
+#[tokio::test]
+async fn update_killed_while_writing_the_manifest() {
+    let (_dir, uri, _table) = setup().await;
+    let status = spawn_updater(&uri, "during_manifest", 0)
+        .wait()
+        .expect("wait");
+    assert!(!status.success(), "the updater died");
+    // Its new fragment and deletion vector were written; no version names them.
+    assert_eq!(check_update_atomic(&uri).await, 1);
+}
+
+#[tokio::test]
+async fn update_killed_at_random_moments() {
+    let (_dir, uri, _table) = setup().await;
+    let mut last_version = 1;
+    for (round, delay_ms) in [40u64, 70, 100, 140].into_iter().enumerate() {
+        let mut child = spawn_updater(&uri, "loop", 1000 * round as i64);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("kill");
+        let _ = child.wait();
+        let version = check_update_atomic(&uri).await;
+        assert!(version >= last_version);
+        last_version = version + 1;
+    }
+    // The killed updaters did commit some updates: the kills landed mid-loop.
+    assert!(last_version > 1 + 4 + 1, "no updater committed (version {last_version})");
 }
