@@ -271,5 +271,8 @@ async fn update_killed_at_random_moments() {
         last_version = version + 1;
     }
     // The killed updaters did commit some updates: the kills landed mid-loop.
-    assert!(last_version > 1 + 4 + 1, "no updater committed (version {last_version})");
+    assert!(
+        last_version > 1 + 4 + 1,
+        "no updater committed (version {last_version})"
+    );
 }
