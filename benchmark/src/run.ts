@@ -122,6 +122,7 @@ async function main() {
       progress.finish();
     }
     for (const w of workloads) {
+      if (w.datasets && !w.datasets.includes(dataset.name)) continue;
       for (const system of SYSTEMS) {
         const dbDir = path.join(dataRoot, "db", `${system}-${path.basename(dataset.dir)}`);
         const progress = new Progress(`${dataset.name} ${w.name}: ${system}`, 1);

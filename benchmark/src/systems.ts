@@ -17,9 +17,18 @@ interface QueryLike extends AsyncIterable<RecordBatch> {
   toArrow(): Promise<ArrowTable>;
 }
 
+interface MergeBuilderLike {
+  whenMatchedUpdateAll(): MergeBuilderLike;
+  whenNotMatchedInsertAll(): MergeBuilderLike;
+  execute(data: ArrowTable): Promise<unknown>;
+}
+
 interface TableLike {
   query(): QueryLike;
   countRows(filter?: string): Promise<number>;
+  delete(filter: string): Promise<unknown>;
+  update(options: { where: string; valuesSql: Record<string, string> }): Promise<unknown>;
+  mergeInsert(on: string): MergeBuilderLike;
   close(): void;
 }
 
@@ -36,6 +45,11 @@ export interface System {
   /** Fetches whole rows by row id as an Arrow table; returns rows fetched. */
   takeRowIds(ids: bigint[]): Promise<number>;
   countRows(filter?: string): Promise<number>;
+  delete(filter: string): Promise<void>;
+  /** Sets columns to SQL expressions on the rows matching `where`. */
+  update(where: string, valuesSql: Record<string, string>): Promise<void>;
+  /** Upsert keyed on `on`: matched rows replaced, new ones inserted. */
+  upsert(on: string, data: ArrowTable): Promise<void>;
   close(): void;
 }
 
@@ -48,7 +62,7 @@ async function drain(query: QueryLike): Promise<number> {
 function tableOps(
   table: () => TableLike,
   take: (ids: bigint[]) => Promise<ArrowTable>,
-): Pick<System, "scan" | "rowIds" | "takeRowIds" | "countRows"> {
+): Pick<System, "scan" | "rowIds" | "takeRowIds" | "countRows" | "delete" | "update" | "upsert"> {
   return {
     async scan(options = {}) {
       let query = table().query();
@@ -71,6 +85,15 @@ function tableOps(
     },
     async countRows(filter) {
       return table().countRows(filter);
+    },
+    async delete(filter) {
+      await table().delete(filter);
+    },
+    async update(where, valuesSql) {
+      await table().update({ where, valuesSql });
+    },
+    async upsert(on, data) {
+      await table().mergeInsert(on).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(data);
     },
   };
 }

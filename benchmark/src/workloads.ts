@@ -51,6 +51,8 @@ export interface Workload {
   /** Opens the prepared table before running. */
   needsTable: boolean;
   iterations: Record<Size, number>;
+  /** Datasets it runs on (default: every one); workloads on their own synthetic data run once. */
+  datasets?: string[];
   /** Lower-is-better bar Quiver must meet against LanceDB, as a ratio of medians. */
   bar?: { metric: "median" | "throughput" | "peak_rss"; ratio: number; text: string };
   run(ctx: WorkloadContext, iterations: number): Promise<Measurement>;
@@ -275,6 +277,62 @@ export const WORKLOADS: Workload[] = [
     },
   },
   {
+    name: "delete_filtered",
+    description: "delete(\"category = k\") (~1% of rows) on a copy of the table, a new k each time",
+    needsTable: false,
+    iterations: { small: 3, medium: 5, full: 5 },
+    async run(ctx, iterations) {
+      const target = await scratchCopy(ctx);
+      const values = await repeat(iterations, (i) => target.delete(`category = ${50 + i}`));
+      target.close();
+      rmSync(ctx.scratch, { recursive: true, force: true });
+      return { unit: "ms", values, params: { filter: "category = k" } };
+    },
+  },
+  {
+    name: "update_filtered",
+    description: "update({ where: \"category = k\", valuesSql: { price: \"price * 1.1\" } }) (~1% of rows) on a copy of the table",
+    needsTable: false,
+    iterations: { small: 3, medium: 5, full: 5 },
+    async run(ctx, iterations) {
+      const target = await scratchCopy(ctx);
+      const values = await repeat(iterations, (i) => target.update(`category = ${50 + i}`, { price: "price * 1.1" }));
+      target.close();
+      rmSync(ctx.scratch, { recursive: true, force: true });
+      return { unit: "ms", values, params: { filter: "category = k", valuesSql: "price * 1.1" } };
+    },
+  },
+  {
+    name: "merge_insert",
+    description: "mergeInsert(\"id\") upsert of a source (half existing keys, half new) into a scalar table, fresh table each time",
+    needsTable: false,
+    datasets: ["clustered"],
+    iterations: { small: 2, medium: 3, full: 3 },
+    async run(ctx, iterations) {
+      const { target: targetRows, source: sourceRows } = MERGE_SIZES[ctx.size];
+      const targetData = scalarTable(0, targetRows);
+      // Half the source updates existing keys (spread over the table), half inserts new ones.
+      const source = scalarTable(targetRows - sourceRows / 2, sourceRows, 2);
+      const values: number[] = [];
+      for (let i = -1; i < iterations; i++) {
+        rmSync(ctx.scratch, { recursive: true, force: true });
+        const target = await ctx.driver.connect(ctx.scratch);
+        await target.createTable("merge", targetData);
+        const seconds = (await timed(() => target.upsert("id", source))) / 1000;
+        if ((await target.countRows()) !== targetRows + sourceRows / 2) throw new Error("merge_insert lost or doubled rows");
+        if (i >= 0) values.push(seconds);
+        target.close();
+      }
+      rmSync(ctx.scratch, { recursive: true, force: true });
+      return {
+        unit: "s",
+        values,
+        rowsPerSample: sourceRows,
+        params: { target_rows: targetRows, source_rows: sourceRows, matched: sourceRows / 2 },
+      };
+    },
+  },
+  {
     name: "serve",
     description: "a serving process: open, 100 single-row takes, 10 takes of 1,000 rows, 3 projected scans",
     needsTable: true,
@@ -296,6 +354,48 @@ export const WORKLOADS: Workload[] = [
     },
   },
 ];
+
+/** Target and source rows of the merge_insert workload (the issue's reference: 1M × 100K). */
+const MERGE_SIZES: Record<Size, { target: number; source: number }> = {
+  small: { target: 100_000, source: 10_000 },
+  medium: { target: 1_000_000, source: 100_000 },
+  full: { target: 1_000_000, source: 100_000 },
+};
+
+/** Rows `start..start + n` of a scalar table: id int64, category int32, price float64, text. */
+function scalarTable(start: number, n: number, version = 1): ArrowTable {
+  const schema = new Schema([
+    new Field("id", new Int64(), false),
+    new Field("category", new Int32(), false),
+    new Field("price", new Float64(), false),
+    new Field("text", new Utf8(), false),
+  ]);
+  const batches: RecordBatch[] = [];
+  for (let from = 0; from < n; from += BATCH_ROWS) {
+    const length = Math.min(BATCH_ROWS, n - from);
+    const first = start + from;
+    const children = [
+      makeData({ type: new Int64(), length, data: BigInt64Array.from({ length }, (_, i) => BigInt(first + i)) } as never),
+      makeData({ type: new Int32(), length, data: Int32Array.from({ length }, (_, i) => (first + i) % 100) } as never),
+      makeData({ type: new Float64(), length, data: Float64Array.from({ length }, (_, i) => version * (first + i) * 0.01) } as never),
+      vectorFromArray(
+        Array.from({ length }, (_, i) => `item ${first + i} v${version}`),
+        new Utf8(),
+      ).data[0],
+    ];
+    const data = makeData({ type: new Struct(schema.fields), length, nullCount: 0, children } as never);
+    batches.push(new RecordBatch(schema, data as never));
+  }
+  return new ArrowTable(batches);
+}
+
+/** A fresh copy of the dataset's table in the scratch folder (not timed), open. */
+async function scratchCopy(ctx: WorkloadContext): Promise<System> {
+  rmSync(ctx.scratch, { recursive: true, force: true });
+  const target = await ctx.driver.connect(ctx.scratch);
+  await target.createTable("mutate", arrowTableOf(ctx.columns()));
+  return target;
+}
 
 export function workload(name: string): Workload {
   const found = WORKLOADS.find((w) => w.name === name);
