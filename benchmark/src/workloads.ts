@@ -178,7 +178,8 @@ export const WORKLOADS: Workload[] = [
     name: "ingest_arrow",
     description: "create a table from an apache-arrow Table",
     needsTable: false,
-    iterations: { small: 2, medium: 3, full: 1 },
+    // Writes of ~300 MB vary by ±40% from one to the next on a small VM: more samples.
+    iterations: { small: 2, medium: 7, full: 1 },
     bar: { metric: "throughput", ratio: 2, text: "rows/s ≥ 2×" },
     async run(ctx, iterations) {
       const cols = ctx.columns();
