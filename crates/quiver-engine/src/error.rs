@@ -32,6 +32,10 @@ pub enum Error {
     #[error("version {version} of table '{table}' was not found; list the available ones with list_versions()")]
     VersionNotFound { table: String, version: u64 },
 
+    /// No index of this name exists.
+    #[error("index {0} was not found; list the table's indexes with list_indices()")]
+    IndexNotFound(String),
+
     /// A row address does not exist or was deleted.
     #[error("row {0} was not found: it is out of range or deleted")]
     RowNotFound(String),

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod filter;
 pub mod format;
+pub mod index;
 pub mod linalg;
 pub mod query;
 pub mod schema;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, UInt8Array};
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::linalg::DistanceType;
-use quiver_engine::query::{exact_search, VectorSearch};
+use quiver_engine::query::{search as exact_search, VectorSearch};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, Table, WriteParams,
 };
@@ -103,12 +103,8 @@ fn search(q: &[f32], k: usize, d: DistanceType) -> VectorSearch {
         column: None,
         query: q.iter().map(|v| *v as f64).collect(),
         k,
-        distance_type: d,
-        columns: None,
-        with_row_id: false,
-        distance_range: (None, None),
-        filter: None,
-        postfilter: false,
+        distance_type: Some(d),
+        ..Default::default()
     }
 }
 

@@ -1,33 +1,38 @@
-//! Query execution above plain scans. Today: exact (flat) vector search over every live row,
-//! with a SQL prefilter (only matching rows are ranked) or postfilter. Index-backed search
-//! plugs in here later.
+//! Vector search execution: an indexed search over the fragments a vector index covers, merged
+//! with an exact search over the rest, or an exact search over every live row; a SQL
+//! prefilter (only matching rows are ranked) or postfilter; refinement of approximate
+//! distances; and the final take of the returned columns.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, UInt8Type};
+use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, UInt64Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
+use crate::index::{self, IndexKind, RowGate};
 use crate::linalg::{self, DistanceType};
-use crate::table::{ScanOptions, Table, ROW_ID};
+use crate::table::manifest::Manifest;
+use crate::table::{scan, ScanOptions, Table, ROW_ID};
 
 /// Name of the distance column of search results.
 pub const DISTANCE: &str = "_distance";
 
-/// An exact nearest-neighbour search.
-#[derive(Debug, Clone)]
+/// A nearest-neighbour search.
+#[derive(Debug, Clone, Default)]
 pub struct VectorSearch {
     /// The vector column; inferred when the table has exactly one.
     pub column: Option<String>,
     pub query: Vec<f64>,
     pub k: usize,
-    pub distance_type: DistanceType,
+    /// `None`: the index's distance type when the column has an index, else l2. A type other
+    /// than the index's makes the search exact.
+    pub distance_type: Option<DistanceType>,
     /// Columns returned (all when `None`), plus `_distance`.
     pub columns: Option<Vec<String>>,
     pub with_row_id: bool,
@@ -37,12 +42,36 @@ pub struct VectorSearch {
     pub filter: Option<FilterRef>,
     /// Rank every row first and filter the top `k` afterwards (may return fewer than `k`).
     pub postfilter: bool,
+    /// Partitions an IVF index probes at least (default [`index::DEFAULT_NPROBES`]).
+    pub nprobes: Option<usize>,
+    /// Re-rank `k × refine_factor` index candidates by exact distance (default
+    /// [`DEFAULT_REFINE_FACTOR`] for IVF_PQ; IVF_FLAT distances are exact already).
+    pub refine_factor: Option<u32>,
+    /// Search exactly even when the column has an index.
+    pub bypass_index: bool,
 }
 
-#[derive(PartialEq)]
-struct Candidate {
-    distance: f32,
-    row_id: u64,
+/// Re-ranking factor of IVF_PQ searches that do not set one.
+pub const DEFAULT_REFINE_FACTOR: u32 = 4;
+/// A prefilter matching at most this many rows of the indexed fragments is answered by exact
+/// distances to those rows instead of the index.
+const SMALL_MATCH: u64 = 4096;
+
+/// How a search ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// The index used, if any.
+    pub index: Option<String>,
+    pub partitions_probed: usize,
+    /// Rows whose distance was computed exactly (exact search, refinement).
+    pub exact_rows: u64,
+}
+
+/// A row and its distance; ordered by distance, then row address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Candidate {
+    pub distance: f32,
+    pub row_id: u64,
 }
 
 impl Eq for Candidate {}
@@ -62,7 +91,10 @@ impl Ord for Candidate {
 }
 
 /// The vector column to search: the named one, or the only fixed-size-list column.
-fn resolve_column(schema: &Schema, column: Option<&str>) -> Result<(String, DataType, usize)> {
+pub(crate) fn resolve_column(
+    schema: &Schema,
+    column: Option<&str>,
+) -> Result<(String, DataType, usize)> {
     let vector_columns: Vec<&Arc<Field>> = schema
         .fields()
         .iter()
@@ -97,83 +129,86 @@ fn resolve_column(schema: &Schema, column: Option<&str>) -> Result<(String, Data
     }
 }
 
-/// Distances from `query` to every vector of `vectors` (`None` for null vectors).
+/// The query in the forms the kernels take: f32 (float columns), f64 (float64 columns) and
+/// bytes (hamming).
+struct Query {
+    f32: Vec<f32>,
+    f64: Vec<f64>,
+    bytes: Vec<u8>,
+}
+
+/// Distances from `query` to every vector of `vectors` into `out` (null vectors get NaN, which
+/// the search skips). One kernel call per batch.
 fn distances(
     vectors: &FixedSizeListArray,
-    query: &[f32],
-    query_bytes: &[u8],
-    query_norm: f32,
+    query: &Query,
     distance: DistanceType,
-    out: &mut Vec<Option<f32>>,
+    converted: &mut Vec<f32>,
+    out: &mut Vec<f32>,
 ) -> Result<()> {
-    let dim = query.len();
-    out.clear();
+    let kernels = linalg::kernels();
     let values = vectors.values();
-    let mut buffer = vec![0f32; dim];
-    for i in 0..vectors.len() {
-        if vectors.is_null(i) {
-            out.push(None);
-            continue;
+    let dim = query.f32.len();
+    let offset = vectors.offset() * dim;
+    let len = vectors.len() * dim;
+    out.clear();
+    out.resize(vectors.len(), 0.0);
+    match (values.data_type(), distance) {
+        (DataType::UInt8, DistanceType::Hamming) => {
+            let v = &values.as_primitive::<UInt8Type>().values()[offset..offset + len];
+            kernels.hamming_rows(&query.bytes, v, out);
         }
-        let range = i * dim..(i + 1) * dim;
-        let d = match (values.data_type(), distance) {
-            (DataType::UInt8, DistanceType::Hamming) => linalg::hamming(
-                query_bytes,
-                &values.as_primitive::<UInt8Type>().values()[range],
-            ),
-            (_, DistanceType::Hamming) => {
-                return Err(Error::invalid(
-                    "hamming distance needs a uint8 vector column",
-                ));
+        (_, DistanceType::Hamming) => {
+            return Err(Error::invalid(
+                "hamming distance needs a uint8 vector column",
+            ));
+        }
+        (DataType::Float32, _) => {
+            let v = &values.as_primitive::<Float32Type>().values()[offset..offset + len];
+            kernels.distances_f32(distance, &query.f32, v, out);
+        }
+        (DataType::Float16, _) => {
+            let v = &values.as_primitive::<Float16Type>().values()[offset..offset + len];
+            kernels.distances_f16(distance, &query.f32, v, out);
+        }
+        (DataType::Float64, _) => {
+            let v = &values.as_primitive::<Float64Type>().values()[offset..offset + len];
+            kernels.distances_f64(distance, &query.f64, v, out);
+        }
+        (DataType::UInt8 | DataType::Int8, _) => {
+            converted.clear();
+            if values.data_type() == &DataType::UInt8 {
+                let v = &values.as_primitive::<UInt8Type>().values()[offset..offset + len];
+                converted.extend(v.iter().map(|&x| x as f32));
+            } else {
+                let v = &values.as_primitive::<Int8Type>().values()[offset..offset + len];
+                converted.extend(v.iter().map(|&x| x as f32));
             }
-            (DataType::Float32, _) => {
-                let v = &values.as_primitive::<Float32Type>().values()[range];
-                float_distance(query, v, query_norm, distance)
-            }
-            (dt, _) => {
-                match dt {
-                    DataType::Float64 => {
-                        let v = &values.as_primitive::<Float64Type>().values()[range];
-                        buffer.iter_mut().zip(v).for_each(|(b, x)| *b = *x as f32);
-                    }
-                    DataType::Float16 => {
-                        let v = &values.as_primitive::<Float16Type>().values()[range];
-                        buffer.iter_mut().zip(v).for_each(|(b, x)| *b = x.to_f32());
-                    }
-                    DataType::UInt8 => {
-                        let v = &values.as_primitive::<UInt8Type>().values()[range];
-                        buffer.iter_mut().zip(v).for_each(|(b, x)| *b = *x as f32);
-                    }
-                    DataType::Int8 => {
-                        let v = &values.as_primitive::<Int8Type>().values()[range];
-                        buffer.iter_mut().zip(v).for_each(|(b, x)| *b = *x as f32);
-                    }
-                    other => {
-                        return Err(Error::invalid(format!("cannot search vectors of {other}")));
-                    }
-                }
-                float_distance(query, &buffer, query_norm, distance)
-            }
-        };
-        out.push(Some(d));
+            kernels.distances_f32(distance, &query.f32, converted, out);
+        }
+        (other, _) => return Err(Error::invalid(format!("cannot search vectors of {other}"))),
+    }
+    if let Some(nulls) = vectors.nulls() {
+        for i in nulls
+            .iter()
+            .enumerate()
+            .filter(|(_, valid)| !valid)
+            .map(|(i, _)| i)
+        {
+            out[i] = f32::NAN;
+        }
     }
     Ok(())
 }
 
-fn float_distance(query: &[f32], v: &[f32], query_norm: f32, distance: DistanceType) -> f32 {
-    match distance {
-        DistanceType::L2 => linalg::l2(query, v),
-        DistanceType::Dot => -linalg::dot(query, v),
-        DistanceType::Cosine => linalg::cosine(query, v, query_norm),
-        DistanceType::Hamming => f32::NAN,
-    }
-}
-
-/// Runs an exact search over every live row of `table`'s checked-out version. Results are
-/// sorted by distance (ties by row id) and carry a `_distance` column.
-pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<RecordBatch> {
-    let schema = table.schema();
-    let (column, element, dim) = resolve_column(&schema, search.column.as_deref())?;
+/// Checks the query vector against the column and returns it in the kernels' forms.
+fn prepare_query(
+    search: &VectorSearch,
+    column: &str,
+    element: &DataType,
+    dim: usize,
+    distance: DistanceType,
+) -> Result<Query> {
     if search.query.len() != dim {
         return Err(Error::invalid(format!(
             "the query vector has {} values but column '{column}' holds vectors of {dim}",
@@ -185,12 +220,12 @@ pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<Record
             "the query vector contains NaN or infinite values",
         ));
     }
-    if search.distance_type == DistanceType::Hamming && element != DataType::UInt8 {
+    if distance == DistanceType::Hamming && element != &DataType::UInt8 {
         return Err(Error::invalid(format!(
             "hamming distance needs a uint8 vector column; '{column}' holds {element}"
         )));
     }
-    let query_bytes: Vec<u8> = if search.distance_type == DistanceType::Hamming {
+    let bytes: Vec<u8> = if distance == DistanceType::Hamming {
         search
             .query
             .iter()
@@ -207,60 +242,270 @@ pub async fn exact_search(table: &Table, search: &VectorSearch) -> Result<Record
     } else {
         Vec::new()
     };
-    let query: Vec<f32> = search.query.iter().map(|&v| v as f32).collect();
-    let query_norm = linalg::dot(&query, &query).sqrt();
-    let (lower, upper) = search.distance_range;
-    let k = search.k;
+    Ok(Query {
+        f32: search.query.iter().map(|&v| v as f32).collect(),
+        f64: search.query.clone(),
+        bytes,
+    })
+}
 
-    let (_, mut stream) = table.scan(ScanOptions {
-        columns: Some(vec![column]),
-        with_row_id: true,
-        filter: search.filter.clone().filter(|_| !search.postfilter),
-        ..Default::default()
-    })?;
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-    let mut batch_distances = Vec::new();
+/// Keeps the `k` best candidates offered (a bounded max-heap).
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Candidate>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, candidate: Candidate) {
+        if self.heap.len() < self.k {
+            self.heap.push(candidate);
+        } else if self.heap.peek().is_some_and(|worst| candidate < *worst) {
+            self.heap.pop();
+            self.heap.push(candidate);
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Candidate> {
+        self.heap.into_sorted_vec()
+    }
+}
+
+fn in_range(distance: f32, (lower, upper): (Option<f32>, Option<f32>)) -> bool {
+    !distance.is_nan()
+        && !lower.is_some_and(|l| distance < l)
+        && !upper.is_some_and(|u| distance >= u)
+}
+
+/// What an exact pass over some rows compares.
+struct Exact<'a> {
+    column: &'a str,
+    query: &'a Query,
+    distance: DistanceType,
+    k: usize,
+    range: (Option<f32>, Option<f32>),
+}
+
+/// The `k` nearest live rows of `manifest` (optionally only those matching `prefilter`), by
+/// one streaming scan of the vector column: memory is a batch plus the heap.
+async fn exact_scan(
+    table: &Table,
+    manifest: Arc<Manifest>,
+    exact: &Exact<'_>,
+    prefilter: Option<FilterRef>,
+    stats: &mut SearchStats,
+) -> Result<Vec<Candidate>> {
+    if manifest.fragments().is_empty() {
+        return Ok(Vec::new());
+    }
+    let (_, mut stream) = table.scan_manifest(
+        manifest,
+        ScanOptions {
+            columns: Some(vec![exact.column.to_string()]),
+            with_row_id: true,
+            filter: prefilter,
+            ..Default::default()
+        },
+    )?;
+    let mut top = TopK::new(exact.k);
+    let (mut batch_distances, mut converted) = (Vec::new(), Vec::new());
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let vectors = batch.column(0).as_fixed_size_list();
-        let row_ids = batch
-            .column(1)
-            .as_primitive::<arrow_array::types::UInt64Type>();
+        let row_ids = batch.column(1).as_primitive::<UInt64Type>();
         distances(
-            vectors,
-            &query,
-            &query_bytes,
-            query_norm,
-            search.distance_type,
+            batch.column(0).as_fixed_size_list(),
+            exact.query,
+            exact.distance,
+            &mut converted,
             &mut batch_distances,
         )?;
-        for (d, row_id) in batch_distances.iter().zip(row_ids.values()) {
-            let Some(distance) = *d else { continue };
-            if lower.is_some_and(|l| distance < l) || upper.is_some_and(|u| distance >= u) {
-                continue;
-            }
-            let candidate = Candidate {
-                distance,
-                row_id: *row_id,
-            };
-            if heap.len() < k {
-                heap.push(candidate);
-            } else if heap.peek().is_some_and(|worst| candidate < *worst) {
-                heap.pop();
-                heap.push(candidate);
+        stats.exact_rows += batch.num_rows() as u64;
+        for (&distance, &row_id) in batch_distances.iter().zip(row_ids.values()) {
+            // NaN: a null vector, or one holding NaN; it cannot be ranked.
+            if in_range(distance, exact.range) {
+                top.offer(Candidate { distance, row_id });
             }
         }
     }
-    let mut best = heap.into_sorted_vec();
+    Ok(top.into_sorted())
+}
+
+/// Exact distances of the rows at `rows` (read by take), the `k` nearest kept.
+async fn exact_at(
+    table: &Table,
+    manifest: &Manifest,
+    rows: &[u64],
+    exact: &Exact<'_>,
+    stats: &mut SearchStats,
+) -> Result<Vec<Candidate>> {
+    let mut top = TopK::new(exact.k);
+    let (mut batch_distances, mut converted) = (Vec::new(), Vec::new());
+    let columns = [exact.column.to_string()];
+    for chunk in rows.chunks(scan::DEFAULT_BATCH_SIZE) {
+        let batch = scan::take(table.inner(), manifest, chunk, Some(&columns), true).await?;
+        let row_ids = batch.column(1).as_primitive::<UInt64Type>();
+        distances(
+            batch.column(0).as_fixed_size_list(),
+            exact.query,
+            exact.distance,
+            &mut converted,
+            &mut batch_distances,
+        )?;
+        stats.exact_rows += batch.num_rows() as u64;
+        for (&distance, &row_id) in batch_distances.iter().zip(row_ids.values()) {
+            if in_range(distance, exact.range) {
+                top.offer(Candidate { distance, row_id });
+            }
+        }
+    }
+    Ok(top.into_sorted())
+}
+
+/// Runs a search over the checked-out version. Results are sorted by distance (ties by row
+/// address) and carry a `_distance` column.
+pub async fn search(table: &Table, search: &VectorSearch) -> Result<RecordBatch> {
+    Ok(search_with_stats(table, search).await?.0)
+}
+
+/// [`search`], also saying how it ran.
+pub async fn search_with_stats(
+    table: &Table,
+    search: &VectorSearch,
+) -> Result<(RecordBatch, SearchStats)> {
+    let manifest = table.manifest();
+    let schema = manifest.schema.arrow.clone();
+    let (column, element, dim) = resolve_column(&schema, search.column.as_deref())?;
+    let field_id = manifest.schema.field_ids[manifest.schema.column_index(&column)?];
+    let index_meta = if search.bypass_index {
+        None
+    } else {
+        index::vector_index_for(&manifest, field_id)
+    };
+    let index_distance = match index_meta {
+        Some(meta) => Some(index::index_distance(meta)?),
+        None => None,
+    };
+    let distance = search
+        .distance_type
+        .or(index_distance)
+        .unwrap_or(DistanceType::L2);
+    let query = prepare_query(search, &column, &element, dim, distance)?;
+    let prefilter = search.filter.clone().filter(|_| !search.postfilter);
+    let exact = Exact {
+        column: &column,
+        query: &query,
+        distance,
+        k: search.k,
+        range: search.distance_range,
+    };
+    let mut stats = SearchStats::default();
+    let best = match index_meta.filter(|_| index_distance == Some(distance)) {
+        None => exact_scan(table, manifest.clone(), &exact, prefilter, &mut stats).await?,
+        Some(meta) => {
+            stats.index = Some(meta.name.clone());
+            let covered: std::collections::HashSet<u64> =
+                meta.fragment_ids.iter().copied().collect();
+            let indexed = manifest.with_fragments(|f| covered.contains(&f.id));
+            let rest = manifest.with_fragments(|f| !covered.contains(&f.id));
+            let mut best = indexed_search(
+                table, &indexed, meta, search, &exact, &prefilter, &mut stats,
+            )
+            .await?;
+            best.extend(exact_scan(table, rest, &exact, prefilter, &mut stats).await?);
+            best.sort_unstable();
+            best.truncate(search.k);
+            best
+        }
+    };
+    Ok((finish(table, &manifest, best, search).await?, stats))
+}
+
+/// The best candidates among the fragments of `indexed` (those the index covers).
+async fn indexed_search(
+    table: &Table,
+    indexed: &Arc<Manifest>,
+    meta: &crate::table::manifest::IndexMetadataProto,
+    search: &VectorSearch,
+    exact: &Exact<'_>,
+    prefilter: &Option<FilterRef>,
+    stats: &mut SearchStats,
+) -> Result<Vec<Candidate>> {
+    if indexed.fragments().is_empty() || search.k == 0 {
+        return Ok(Vec::new());
+    }
+    let index = index::load(table, meta).await?;
+    let gate = match prefilter {
+        Some(filter) => {
+            let matches = table.matching_rows(indexed, filter).await?;
+            let matched: u64 = matches.values().map(|r| r.len()).sum();
+            if matched <= SMALL_MATCH {
+                // Few matches: their exact distances cost less than probing for them.
+                let rows: Vec<u64> = matches
+                    .iter()
+                    .flat_map(|(&f, r)| r.iter().map(move |o| scan::row_address(f, o as u64)))
+                    .collect();
+                return exact_at(table, indexed, &rows, exact, stats).await;
+            }
+            RowGate::Only(matches.into_iter().collect())
+        }
+        None => index::live_gate(table, indexed).await?,
+    };
+    let refine = match (search.refine_factor, index.kind) {
+        (Some(r), _) => Some(r.max(1) as usize),
+        (None, IndexKind::IvfPq) => Some(DEFAULT_REFINE_FACTOR as usize),
+        (None, IndexKind::IvfFlat) => None,
+    };
+    let want = search.k.saturating_mul(refine.unwrap_or(1));
+    let nprobes = search.nprobes.unwrap_or(index::DEFAULT_NPROBES);
+    let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
+    let index_for_task = index.clone();
+    let (candidates, probed) = tokio::task::spawn_blocking(move || {
+        index::search_partitions(&index_for_task, &prepared, nprobes, want, &gate)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("index search failed: {e}")))?;
+    stats.partitions_probed += probed;
+    match refine {
+        Some(_) => {
+            let rows: Vec<u64> = candidates.iter().map(|c| c.row_id).collect();
+            exact_at(table, indexed, &rows, exact, stats).await
+        }
+        None => Ok(candidates
+            .into_iter()
+            .filter(|c| in_range(c.distance, exact.range))
+            .take(exact.k)
+            .collect()),
+    }
+}
+
+/// Applies a postfilter to `best` and reads the returned columns.
+async fn finish(
+    table: &Table,
+    manifest: &Manifest,
+    mut best: Vec<Candidate>,
+    search: &VectorSearch,
+) -> Result<RecordBatch> {
     if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
         let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
         let mut keep = table.rows_matching(&ids, filter).await?.into_iter();
         best.retain(|_| keep.next().unwrap_or(false));
     }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
-    let rows = table
-        .take(&ids, search.columns.as_deref(), search.with_row_id)
-        .await?;
+    let rows = scan::take(
+        table.inner(),
+        manifest,
+        &ids,
+        search.columns.as_deref(),
+        search.with_row_id,
+    )
+    .await?;
     let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
     let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
     fields.push(Arc::new(Field::new(DISTANCE, DataType::Float32, false)));

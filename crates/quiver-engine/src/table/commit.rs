@@ -15,7 +15,9 @@ use rand::Rng;
 use roaring::RoaringBitmap;
 
 use super::deletion::write_deletion_file;
-use super::manifest::{DataFileProto, FragmentProto, Manifest, ManifestProto, TransactionProto};
+use super::manifest::{
+    DataFileProto, FragmentProto, IndexMetadataProto, Manifest, ManifestProto, TransactionProto,
+};
 use super::write::NewFragment;
 use super::TableInner;
 use crate::error::{Error, Result};
@@ -62,6 +64,20 @@ pub(crate) enum Operation {
         files: Option<BTreeMap<u64, Vec<DataFileProto>>>,
         covers_rows: bool,
     },
+    /// Add, replace or remove an index (data is unchanged).
+    Index(IndexChange),
+}
+
+/// A change to the table's indexes.
+#[derive(Debug, Clone)]
+pub(crate) enum IndexChange {
+    /// Add `index`, removing the indexes named in `replaces` (and any of the same name).
+    Create {
+        index: IndexMetadataProto,
+        replaces: Vec<String>,
+    },
+    /// Remove the index called `name`.
+    Drop { name: String },
 }
 
 /// Operation names of schema changes, as stored in transactions.
@@ -80,6 +96,8 @@ impl Operation {
             Operation::Update { .. } => "update",
             Operation::MergeInsert { .. } => "merge_insert",
             Operation::ChangeSchema { operation, .. } => operation,
+            Operation::Index(IndexChange::Create { .. }) => "create_index",
+            Operation::Index(IndexChange::Drop { .. }) => "drop_index",
         }
     }
 
@@ -148,7 +166,9 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
         };
     }
     match theirs {
-        "append" | "delete" | "update" | "merge_insert" => Ok(()),
+        // Index changes leave rows alone; an index covers the fragments it names, whatever
+        // was added or deleted since.
+        "append" | "delete" | "update" | "merge_insert" | "create_index" | "drop_index" => Ok(()),
         theirs => Err(Error::CommitConflict(format!(
             "a concurrent {theirs} replaced the table at version {} while this {} was in progress",
             committed.version(),
@@ -289,6 +309,30 @@ async fn build_manifest(
                     txn.modified_fragment_ids.push(fragment.id);
                 }
             }
+            // An index on a dropped or re-typed column (re-typed columns get new field ids)
+            // no longer describes any column.
+            proto
+                .indices
+                .retain(|i| i.field_ids.iter().all(|id| schema.field_ids.contains(id)));
+            proto
+        }
+        (Operation::Index(IndexChange::Create { index, replaces }), Some(base)) => {
+            let mut proto = base.proto.clone();
+            proto
+                .indices
+                .retain(|i| i.name != index.name && !replaces.contains(&i.name));
+            proto.indices.push(index.clone());
+            proto
+        }
+        (Operation::Index(IndexChange::Drop { name }), Some(base)) => {
+            let mut proto = base.proto.clone();
+            if !proto.indices.iter().any(|i| &i.name == name) {
+                return Err(Error::IndexNotFound(format!(
+                    "'{name}' (dropped by a concurrent writer at version {})",
+                    base.version()
+                )));
+            }
+            proto.indices.retain(|i| &i.name != name);
             proto
         }
         (Operation::Restore { from }, Some(base)) => {

@@ -175,6 +175,17 @@ impl Manifest {
         &self.proto.fragments
     }
 
+    /// This version restricted to the fragments `keep` accepts (for searches that treat
+    /// indexed and unindexed fragments apart).
+    pub fn with_fragments(&self, keep: impl Fn(&FragmentProto) -> bool) -> Arc<Manifest> {
+        let mut proto = self.proto.clone();
+        proto.fragments.retain(keep);
+        Arc::new(Manifest {
+            proto,
+            schema: self.schema.clone(),
+        })
+    }
+
     /// Live rows over all fragments.
     pub fn live_rows(&self) -> u64 {
         self.proto

@@ -23,6 +23,7 @@ use arrow_schema::SchemaRef;
 use futures::stream::BoxStream;
 use roaring::RoaringBitmap;
 
+pub(crate) use self::commit::IndexChange;
 use self::commit::{commit, Operation};
 pub use self::evolve::{ColumnAlteration, NewColumns};
 use self::manifest::{DeletionFileProto, Manifest, ManifestStore, VersionEntry};
@@ -50,6 +51,8 @@ pub const TABLE_SUFFIX: &str = ".quiver";
 pub struct ConnectOptions {
     /// Byte budget of the metadata cache (file metadata, deletion vectors, manifests).
     pub metadata_cache_bytes: Option<u64>,
+    /// Byte budget of the index cache (loaded vector indexes).
+    pub index_cache_bytes: Option<u64>,
     /// Store tuning; defaults suit the URI's store.
     pub storage: Option<StorageOptions>,
 }
@@ -101,10 +104,13 @@ impl Database {
 
     /// A database over an existing store handle (tests wrap stores to count or break I/O).
     pub fn from_storage(storage: Storage, options: ConnectOptions) -> Self {
-        let session = Arc::new(Session::new(
+        let session = Arc::new(Session::with_index_cache(
             options
                 .metadata_cache_bytes
                 .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
+            options
+                .index_cache_bytes
+                .unwrap_or(session::DEFAULT_INDEX_CACHE_BYTES),
         ));
         Database { storage, session }
     }
@@ -234,10 +240,10 @@ impl Database {
 
 /// Shared state of one table: where it lives and the connection's caches.
 pub(crate) struct TableInner {
-    name: String,
-    storage: Storage,
+    pub(crate) name: String,
+    pub(crate) storage: Storage,
     manifests: ManifestStore,
-    session: Arc<Session>,
+    pub(crate) session: Arc<Session>,
 }
 
 impl TableInner {
@@ -308,7 +314,10 @@ impl TableInner {
     }
 
     /// A fragment's deletion vector, through the cache.
-    async fn deletion_vector(&self, file: &DeletionFileProto) -> Result<Arc<RoaringBitmap>> {
+    pub(crate) async fn deletion_vector(
+        &self,
+        file: &DeletionFileProto,
+    ) -> Result<Arc<RoaringBitmap>> {
         let key = self.cache_key(&file.path);
         if let Some(CachedEntry::Deletion(d)) = self.session.get(&key) {
             return Ok(d);
@@ -517,7 +526,29 @@ impl Table {
         Ok(version)
     }
 
-    fn writable_manifest(&self) -> Result<Arc<Manifest>> {
+    pub(crate) fn inner(&self) -> &Arc<TableInner> {
+        &self.inner
+    }
+
+    /// Commits a change to the table's indexes read at `read`; returns the new version.
+    pub(crate) async fn commit_index_change(
+        &self,
+        read: Arc<Manifest>,
+        change: IndexChange,
+    ) -> Result<u64> {
+        let manifest = commit(
+            &self.inner,
+            Some(read),
+            Operation::Index(change),
+            WriteParams::default().max_commit_retries,
+        )
+        .await?;
+        let version = manifest.version();
+        self.set_state(manifest, false);
+        Ok(version)
+    }
+
+    pub(crate) fn writable_manifest(&self) -> Result<Arc<Manifest>> {
         let (manifest, pinned) = self.read_state(|s| (s.manifest.clone(), s.pinned));
         if pinned {
             return Err(Error::ReadOnlyVersion(manifest.version()));
@@ -585,7 +616,7 @@ impl Table {
 
     /// Live rows matching `filter` in each fragment of `manifest` (fragments with none are
     /// left out). Fragments are searched concurrently.
-    async fn matching_rows(
+    pub(crate) async fn matching_rows(
         &self,
         manifest: &Arc<Manifest>,
         filter: &FilterRef,
@@ -746,6 +777,15 @@ impl Table {
         options: ScanOptions,
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
         scan::scan(self.inner.clone(), self.manifest(), options)
+    }
+
+    /// Streams the rows of `manifest` (a version or a subset of its fragments).
+    pub(crate) fn scan_manifest(
+        &self,
+        manifest: Arc<Manifest>,
+        options: ScanOptions,
+    ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
+        scan::scan(self.inner.clone(), manifest, options)
     }
 
     /// Reads a whole scan into memory (convenience for small tables and tests).

@@ -1,6 +1,7 @@
 //! Caches shared by every table of a connection: data file metadata, deletion vectors and
-//! manifests, each weighed in bytes so the limit is a memory limit, not an entry count.
-//! Everything cached is immutable (files are never rewritten), so entries never go stale.
+//! manifests in one, loaded vector indexes in another, each weighed in bytes so the limit is
+//! a memory limit, not an entry count. Everything cached is immutable (files are never
+//! rewritten), so entries never go stale.
 
 use std::sync::Arc;
 
@@ -10,9 +11,21 @@ use roaring::RoaringBitmap;
 
 use super::manifest::Manifest;
 use crate::format::reader::FileMetadata;
+use crate::index::IvfIndex;
 
 /// Default byte budget of the metadata caches.
 pub const DEFAULT_METADATA_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default byte budget of the index cache.
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+#[derive(Clone)]
+struct IndexWeighter;
+
+impl Weighter<String, Arc<IvfIndex>> for IndexWeighter {
+    fn weight(&self, key: &String, value: &Arc<IvfIndex>) -> u64 {
+        (key.len() + value.heap_bytes()) as u64
+    }
+}
 
 #[derive(Clone)]
 struct ByteWeighter;
@@ -55,22 +68,52 @@ pub struct CacheStats {
 pub struct Session {
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
+    indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
+    index_capacity: u64,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("cache", &self.stats())
+            .field("indexes", &self.index_stats())
             .finish()
     }
 }
 
 impl Session {
-    /// A session whose metadata cache holds at most `capacity_bytes`.
+    /// A session whose metadata cache holds at most `capacity_bytes` (and the index cache
+    /// its default).
     pub fn new(capacity_bytes: u64) -> Self {
+        Self::with_index_cache(capacity_bytes, DEFAULT_INDEX_CACHE_BYTES)
+    }
+
+    /// A session with both cache budgets given.
+    pub fn with_index_cache(capacity_bytes: u64, index_bytes: u64) -> Self {
         Session {
             cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
             capacity: capacity_bytes,
+            indexes: Cache::with_weighter(64, index_bytes.max(1), IndexWeighter),
+            index_capacity: index_bytes,
+        }
+    }
+
+    pub fn index(&self, key: &str) -> Option<Arc<IvfIndex>> {
+        self.indexes.get(key)
+    }
+
+    pub fn insert_index(&self, key: String, index: Arc<IvfIndex>) {
+        if self.index_capacity > 0 {
+            self.indexes.insert(key, index);
+        }
+    }
+
+    /// Statistics of the index cache.
+    pub fn index_stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.indexes.len() as u64,
+            bytes: self.indexes.weight(),
+            capacity_bytes: self.index_capacity,
         }
     }
 

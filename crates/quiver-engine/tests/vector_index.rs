@@ -1,0 +1,552 @@
+//! IVF_PQ and IVF_FLAT indexes on deterministic clustered vectors generated at test time by
+//! `../shared/data/gen-vectors.mjs` (exact ground truth included): recall at default and
+//! tuned settings, prefiltered searches returning exactly k rows, fresh appends, deletes and
+//! updates, reopen, replace, drop, and the typed errors of bad builds.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::{FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use quiver_engine::index::{
+    create_index, drop_index, index_stats, list_indices, optimize_indices, BuildProgress,
+    CreateIndexOptions, IndexKind, VectorIndexParams,
+};
+use quiver_engine::linalg::DistanceType;
+use quiver_engine::query::{search, search_with_stats, VectorSearch};
+use quiver_engine::{
+    batches_stream, ConnectOptions, CreateMode, Database, Error, Table, WriteParams,
+};
+
+/// A generated dataset: base vectors, queries, ground truth, categories.
+struct Dataset {
+    dim: usize,
+    base: Vec<f32>,
+    queries: Vec<f32>,
+    gt: Vec<u32>,
+    gt_filtered: Vec<u32>,
+    category: Vec<i32>,
+}
+
+fn read_matrix(path: &std::path::Path) -> (usize, usize, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let rows = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let cols = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    (rows, cols, bytes[12..].to_vec())
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Runs the shared generator once per test binary (50K × 128, 1,000 queries).
+fn dataset() -> &'static Dataset {
+    static DATA: OnceLock<Dataset> = OnceLock::new();
+    static GENERATING: Mutex<()> = Mutex::new(());
+    let _guard = GENERATING.lock().unwrap_or_else(|p| p.into_inner());
+    DATA.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let generator = root.join("../shared/data/gen-vectors.mjs");
+        assert!(
+            generator.exists(),
+            "{} is missing: these tests need the shared data generator beside the repository",
+            generator.display()
+        );
+        let out = root.join("target/test-data/n50000_d128");
+        if !out.join("manifest.json").exists() {
+            let status = std::process::Command::new("node")
+                .arg(&generator)
+                .args([
+                    "--n", "50000", "--d", "128", "--q", "1000", "--k", "100", "--out",
+                ])
+                .arg(&out)
+                .status()
+                .expect("run node gen-vectors.mjs");
+            assert!(status.success(), "gen-vectors.mjs failed");
+        }
+        let (_, dim, base) = read_matrix(&out.join("base.f32bin"));
+        let (_, _, queries) = read_matrix(&out.join("query.f32bin"));
+        let (_, _, gt) = read_matrix(&out.join("gt.u32bin"));
+        let (_, _, gt_filtered) = read_matrix(&out.join("gt_cat_lt10.u32bin"));
+        let (_, _, category) = read_matrix(&out.join("category.i32bin"));
+        Dataset {
+            dim,
+            base: f32s(&base),
+            queries: f32s(&queries),
+            gt: u32s(&gt),
+            gt_filtered: u32s(&gt_filtered),
+            category: category
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        }
+    })
+}
+
+fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> RecordBatch {
+    let dim = data.dim;
+    let values = Float32Array::from(data.base[rows.start * dim..rows.end * dim].to_vec());
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::Float32),
+        dim as i32,
+        Arc::new(values),
+        None,
+    )
+    .expect("list");
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "vector",
+                common::vector_type(DataType::Float32, dim as i32),
+                true,
+            ),
+            Field::new("category", DataType::Int32, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.clone().map(|i| i as i64))),
+            Arc::new(list),
+            Arc::new(Int32Array::from(data.category[rows].to_vec())),
+        ],
+    )
+    .expect("batch")
+}
+
+async fn create(db: &Database, name: &str, rows: std::ops::Range<usize>) -> Table {
+    let data = dataset();
+    let b = batch(data, rows);
+    db.create_table(
+        name,
+        b.schema(),
+        batches_stream(vec![b]),
+        CreateMode::Create,
+        WriteParams::default(),
+    )
+    .await
+    .expect("create table")
+}
+
+fn query(data: &Dataset, q: usize, k: usize) -> VectorSearch {
+    VectorSearch {
+        query: data.queries[q * data.dim..(q + 1) * data.dim]
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        k,
+        ..Default::default()
+    }
+}
+
+fn ids(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column_by_name("id")
+        .expect("id column")
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+/// Mean recall@10 over the first `queries` queries, and the result sizes seen.
+async fn recall(
+    t: &Table,
+    queries: usize,
+    configure: impl Fn(VectorSearch) -> VectorSearch,
+    truth: &[u32],
+) -> (f64, Vec<usize>) {
+    let data = dataset();
+    let mut hits = 0usize;
+    let mut sizes = Vec::new();
+    for q in 0..queries {
+        let got = search(t, &configure(query(data, q, 10)))
+            .await
+            .expect("search");
+        sizes.push(got.num_rows());
+        let truth: Vec<i64> = truth[q * 100..q * 100 + 10]
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        hits += ids(&got).iter().filter(|i| truth.contains(i)).count();
+    }
+    (hits as f64 / (queries * 10) as f64, sizes)
+}
+
+fn ivf_pq() -> CreateIndexOptions {
+    CreateIndexOptions {
+        replace: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
+    let data = dataset();
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "pq", 0..50_000).await;
+    let phases = Arc::new(Mutex::new(Vec::<BuildProgress>::new()));
+    let seen = phases.clone();
+    let options = CreateIndexOptions {
+        progress: Some(Arc::new(move |p| seen.lock().unwrap().push(p))),
+        ..ivf_pq()
+    };
+    let info = create_index(&t, "vector", options).await.expect("build");
+    assert_eq!(info.index_type, "IVF_PQ");
+    assert_eq!(info.num_partitions, 224, "√50,000 partitions by default");
+    assert_eq!(info.num_sub_vectors, 16, "one sub-vector per 8 dimensions");
+    assert_eq!(
+        (info.num_indexed_rows, info.num_unindexed_rows),
+        (50_000, 0)
+    );
+    let phases = phases.lock().unwrap().clone();
+    for phase in ["sample", "kmeans", "pq", "encode", "write"] {
+        let of_phase: Vec<_> = phases.iter().filter(|p| p.phase == phase).collect();
+        assert!(!of_phase.is_empty(), "no {phase} progress");
+        let last = of_phase.last().unwrap();
+        assert_eq!(last.done, last.total, "{phase} ends complete");
+    }
+
+    let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(
+        default_recall >= 0.90,
+        "recall@10 at defaults: {default_recall}"
+    );
+    let (tuned, _) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            nprobes: Some(32),
+            refine_factor: Some(10),
+            ..s
+        },
+        &data.gt,
+    )
+    .await;
+    assert!(
+        tuned >= 0.98,
+        "recall@10 with nprobes 32, refine 10: {tuned}"
+    );
+
+    let filter = t.parse_filter("category < 10").expect("filter");
+    let (filtered, sizes) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            filter: Some(filter.clone()),
+            ..s
+        },
+        &data.gt_filtered,
+    )
+    .await;
+    assert!(
+        sizes.iter().all(|&n| n == 10),
+        "a prefilter still returns k rows"
+    );
+    assert!(
+        filtered >= 0.90,
+        "prefiltered recall@10 at defaults: {filtered}"
+    );
+    let (filtered_tuned, _) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            filter: Some(filter.clone()),
+            nprobes: Some(32),
+            refine_factor: Some(10),
+            ..s
+        },
+        &data.gt_filtered,
+    )
+    .await;
+    assert!(
+        filtered_tuned >= 0.98,
+        "prefiltered tuned recall: {filtered_tuned}"
+    );
+
+    // A very selective filter still gives exactly k rows (or all that match).
+    let rare = t.parse_filter("id % 5000 = 7").expect("filter");
+    let got = search(
+        &t,
+        &VectorSearch {
+            filter: Some(rare),
+            ..query(data, 0, 10)
+        },
+    )
+    .await
+    .expect("search");
+    let mut got_ids = ids(&got);
+    got_ids.sort_unstable();
+    assert_eq!(got_ids, (0..10).map(|i| i * 5000 + 7).collect::<Vec<i64>>());
+
+    // The index is used, and exact search stays available.
+    let (_, stats) = search_with_stats(&t, &query(data, 1, 10))
+        .await
+        .expect("search");
+    assert_eq!(stats.index.as_deref(), Some("vector_idx"));
+    assert!(stats.partitions_probed >= 20);
+    let (exact, stats) = search_with_stats(
+        &t,
+        &VectorSearch {
+            bypass_index: true,
+            ..query(data, 1, 10)
+        },
+    )
+    .await
+    .expect("exact");
+    assert_eq!(stats.index, None);
+    let truth: Vec<i64> = data.gt[100..110].iter().map(|&i| i as i64).collect();
+    assert_eq!(ids(&exact), truth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_deleted_and_updated_rows_and_reopen() {
+    let data = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8 path").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "fresh", 0..20_000).await;
+    let options = CreateIndexOptions {
+        params: VectorIndexParams {
+            num_partitions: Some(64),
+            ..Default::default()
+        },
+        ..ivf_pq()
+    };
+    create_index(&t, "vector", options).await.expect("build");
+
+    // Appended rows are found at once (exact search over the uncovered fragment).
+    let b = batch(data, 20_000..20_100);
+    t.append(batches_stream(vec![b]), WriteParams::default())
+        .await
+        .expect("append");
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(
+        (stats.num_indexed_rows, stats.num_unindexed_rows),
+        (20_000, 100)
+    );
+    let target = 20_050usize;
+    let self_query = VectorSearch {
+        query: data.base[target * data.dim..(target + 1) * data.dim]
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        k: 1,
+        ..Default::default()
+    };
+    let got = search(&t, &self_query).await.expect("search");
+    assert_eq!(ids(&got), vec![target as i64]);
+
+    // Deleted rows never appear; updated rows appear with their new values only.
+    let indexed_target = 1234usize;
+    let probe = VectorSearch {
+        query: data.base[indexed_target * data.dim..(indexed_target + 1) * data.dim]
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        k: 5,
+        ..Default::default()
+    };
+    assert_eq!(ids(&search(&t, &probe).await.expect("search"))[0], 1234);
+    t.delete("id = 1234").await.expect("delete");
+    assert!(!ids(&search(&t, &probe).await.expect("search")).contains(&1234));
+    let before = ids(&search(&t, &probe).await.expect("search"));
+    let moved = before[0];
+    t.update(
+        Some(&format!("id = {moved}")),
+        vec![(
+            "id".to_string(),
+            quiver_engine::table::UpdateValue::Sql("id + 1000000".into()),
+        )],
+    )
+    .await
+    .expect("update");
+    let after = ids(&search(&t, &probe).await.expect("search"));
+    assert!(!after.contains(&moved), "the old row of an update is gone");
+    assert!(
+        after.contains(&(moved + 1_000_000)),
+        "its new version is found: {after:?}"
+    );
+
+    // optimize() folds the new rows into the index (no retraining) and drops deleted entries.
+    let optimized = optimize_indices(&t).await.expect("optimize");
+    assert_eq!(optimized.indexes_optimized, 1);
+    assert_eq!(
+        optimized.rows_added, 101,
+        "100 appended rows and 1 updated row"
+    );
+    assert_eq!(
+        optimized.rows_removed, 2,
+        "the deleted row and the update's old row"
+    );
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(
+        (stats.num_indexed_rows, stats.num_unindexed_rows),
+        (20_099, 0)
+    );
+    assert_eq!(ids(&search(&t, &probe).await.expect("search")), after);
+    assert_eq!(
+        ids(&search(&t, &self_query).await.expect("search")),
+        vec![target as i64]
+    );
+    let again = optimize_indices(&t).await.expect("optimize");
+    assert_eq!((again.indexes_optimized, again.version), (0, t.version()));
+
+    // The index survives reopening, from a fresh connection (no cache).
+    let db2 = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t2 = db2.open_table("fresh").await.expect("open");
+    assert_eq!(list_indices(&t2).expect("list").len(), 1);
+    let (reopened, stats) = search_with_stats(&t2, &probe).await.expect("search");
+    assert_eq!(stats.index.as_deref(), Some("vector_idx"));
+    assert_eq!(ids(&reopened), after);
+    // Older versions keep their own view: version 1 had no index.
+    let v1 = db2.open_table_at("fresh", 1).await.expect("v1");
+    assert!(list_indices(&v1).expect("list").is_empty());
+
+    // Replace and drop.
+    let err = create_index(&t2, "vector", CreateIndexOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref m) if m.contains("replace")),
+        "{err}"
+    );
+    drop_index(&t2, "vector_idx").await.expect("drop");
+    assert!(list_indices(&t2).expect("list").is_empty());
+    assert!(matches!(
+        drop_index(&t2, "vector_idx").await,
+        Err(Error::IndexNotFound(_))
+    ));
+    let (_, stats) = search_with_stats(&t2, &probe).await.expect("search");
+    assert_eq!(stats.index, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_flat_cosine_and_dot_and_bad_builds() {
+    let data = dataset();
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "flat", 0..10_000).await;
+    for distance in [DistanceType::Cosine, DistanceType::Dot] {
+        let options = CreateIndexOptions {
+            params: VectorIndexParams {
+                kind: IndexKind::IvfFlat,
+                distance_type: distance,
+                ..Default::default()
+            },
+            ..ivf_pq()
+        };
+        let info = create_index(&t, "vector", options).await.expect("build");
+        assert_eq!(
+            (info.index_type.as_str(), info.num_sub_vectors),
+            ("IVF_FLAT", 0)
+        );
+        let mut hits = 0;
+        for q in 0..50 {
+            // Searches take the index's distance type when none is given.
+            let indexed = search(
+                &t,
+                &VectorSearch {
+                    nprobes: Some(16),
+                    ..query(data, q, 10)
+                },
+            )
+            .await
+            .expect("search");
+            let exact = search(
+                &t,
+                &VectorSearch {
+                    bypass_index: true,
+                    distance_type: Some(distance),
+                    ..query(data, q, 10)
+                },
+            )
+            .await
+            .expect("exact");
+            let truth = ids(&exact);
+            hits += ids(&indexed).iter().filter(|i| truth.contains(i)).count();
+            // Flat distances are exact.
+            let d = indexed.column_by_name("_distance").expect("distance");
+            let e = exact.column_by_name("_distance").expect("distance");
+            assert!(
+                (d.as_primitive::<Float32Type>().value(0)
+                    - e.as_primitive::<Float32Type>().value(0))
+                .abs()
+                    < 1e-4
+            );
+        }
+        assert!(
+            hits as f64 / 500.0 >= 0.9,
+            "{distance:?} flat recall {}",
+            hits as f64 / 500.0
+        );
+    }
+
+    let bad = |params: VectorIndexParams| CreateIndexOptions { params, ..ivf_pq() };
+    for (options, needle) in [
+        (
+            bad(VectorIndexParams {
+                num_sub_vectors: Some(7),
+                ..Default::default()
+            }),
+            "numSubVectors",
+        ),
+        (
+            bad(VectorIndexParams {
+                num_bits: Some(4),
+                ..Default::default()
+            }),
+            "numBits",
+        ),
+        (
+            bad(VectorIndexParams {
+                distance_type: DistanceType::Hamming,
+                ..Default::default()
+            }),
+            "hamming",
+        ),
+    ] {
+        let err = create_index(&t, "vector", options).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(ref m) if m.contains(needle)),
+            "{err}"
+        );
+    }
+    let err = create_index(&t, "id", ivf_pq()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let err = create_index(&t, "missing", ivf_pq()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+
+    // A table smaller than a PQ codebook still builds (fewer codes) and searches exactly.
+    let tiny = create(&db, "tiny", 0..40).await;
+    create_index(&tiny, "vector", ivf_pq())
+        .await
+        .expect("tiny build");
+    let got = search(
+        &tiny,
+        &VectorSearch {
+            refine_factor: Some(10),
+            ..query(data, 0, 5)
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(got.num_rows(), 5);
+}
