@@ -15,6 +15,8 @@ export interface ConnectOptions {
   readConsistencyInterval?: number;
   /** Byte budget of the metadata cache (file metadata, deletion vectors, manifests). */
   metadataCacheBytes?: number;
+  /** Byte budget of the index cache (loaded vector indexes; default 2 GiB). */
+  indexCacheBytes?: number;
   /** Object-store settings (used by the S3 issue; local and memory stores need none). */
   storageOptions?: Record<string, string>;
 }
@@ -136,17 +138,17 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
       `readConsistencyInterval must be a number of seconds >= 0 (or Infinity), got ${String(interval)}`,
     );
   }
-  const cacheBytes = options.metadataCacheBytes;
-  if (cacheBytes !== undefined && !(Number.isSafeInteger(cacheBytes) && cacheBytes >= 0)) {
-    throw new InvalidArgumentError(
-      "InvalidArgument",
-      `metadataCacheBytes must be a whole number of bytes >= 0, got ${String(cacheBytes)}`,
-    );
+  for (const key of ["metadataCacheBytes", "indexCacheBytes"] as const) {
+    const bytes = options[key];
+    if (bytes !== undefined && !(Number.isSafeInteger(bytes) && bytes >= 0)) {
+      throw new InvalidArgumentError("InvalidArgument", `${key} must be a whole number of bytes >= 0, got ${String(bytes)}`);
+    }
   }
   const inner = await native(() =>
     binding.connect(uri, {
       readConsistencyInterval: interval,
       metadataCacheBytes: options.metadataCacheBytes,
+      indexCacheBytes: options.indexCacheBytes,
     }),
   );
   return new Connection(inner);

@@ -69,6 +69,7 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   Closed: [ClosedError, false],
   VersionNotFound: [NotFoundError, false],
   RowNotFound: [NotFoundError, false],
+  IndexNotFound: [NotFoundError, false],
   ReadOnlyVersion: [InvalidArgumentError, false],
   Internal: [InternalError, false],
 };

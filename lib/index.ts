@@ -13,6 +13,15 @@ export {
   type UpdateOptions,
   type Version,
 } from "./table.js";
+export {
+  Index,
+  type CreateIndexOptions,
+  type IndexProgress,
+  type IndexStats,
+  type IvfFlatOptions,
+  type IvfPqOptions,
+  type OptimizeStats,
+} from "./indices.js";
 export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

@@ -36,6 +36,18 @@ export interface NativeWriter {
   abort(): Promise<void>;
 }
 
+export interface NativeIndexInfo {
+  name: string;
+  indexType: string;
+  columns: string[];
+  distanceType: string;
+  numPartitions: number;
+  numSubVectors: number;
+  numBits: number;
+  numIndexedRows: number;
+  numUnindexedRows: number;
+}
+
 export interface NativeTable {
   readonly name: string;
   isOpen(): boolean;
@@ -84,8 +96,30 @@ export interface NativeTable {
       upperBound?: number;
       filter?: string;
       postfilter?: boolean;
+      nprobes?: number;
+      refineFactor?: number;
+      bypassVectorIndex?: boolean;
     },
   ): Promise<Buffer>;
+  createIndex(
+    column: string,
+    options: {
+      indexType: string;
+      distanceType?: string;
+      numPartitions?: number;
+      numSubVectors?: number;
+      numBits?: number;
+      maxIterations?: number;
+      sampleRate?: number;
+      name?: string;
+      replace?: boolean;
+    },
+    progress?: (progress: { phase: string; done: number; total: number }) => void,
+  ): Promise<NativeIndexInfo>;
+  listIndices(): Promise<NativeIndexInfo[]>;
+  indexStats(name: string): Promise<NativeIndexInfo>;
+  dropIndex(name: string): Promise<number>;
+  optimize(): Promise<{ indexesOptimized: number; rowsAdded: number; rowsRemoved: number; version: number }>;
   ioStats(): { readOps: number; readBytes: number; writeOps: number; writeBytes: number };
 }
 
@@ -105,7 +139,7 @@ export interface NativeBinding {
   formatVersion(): string;
   connect(
     uri: string,
-    options?: { readConsistencyInterval?: number; metadataCacheBytes?: number },
+    options?: { readConsistencyInterval?: number; metadataCacheBytes?: number; indexCacheBytes?: number },
   ): Promise<NativeConnection>;
 }
 

@@ -19,7 +19,8 @@ interface QueryState {
 interface SearchState {
   vector: number[];
   column?: string;
-  distanceType: DistanceType;
+  /** Unset: the index's distance type when the column has an index, else l2. */
+  distanceType?: DistanceType;
   nprobes?: number;
   refineFactor?: number;
   ef?: number;
@@ -233,7 +234,11 @@ export class VectorQuery extends Query {
     return this.withSearch({ column: name });
   }
 
-  /** l2 (squared Euclidean, default), cosine (1 − similarity), dot (negative inner product), hamming. */
+  /**
+   * l2 (squared Euclidean), cosine (1 − similarity), dot (negative inner product: smaller is
+   * closer), hamming (differing bits of uint8 vectors). Default: the index's type when the
+   * column has an index, else l2. A type other than the index's searches exactly.
+   */
   distanceType(type: DistanceType): this {
     if (!["l2", "cosine", "dot", "hamming"].includes(type)) {
       throw new InvalidArgumentError("InvalidArgument", `distanceType must be l2, cosine, dot or hamming, got '${type}'`);
@@ -241,12 +246,15 @@ export class VectorQuery extends Query {
     return this.withSearch({ distanceType: type });
   }
 
-  /** Partitions probed by an IVF index (no effect on exact search). */
+  /** Partitions an IVF index probes (default 20; more when a filter leaves too few rows). */
   nprobes(n: number): this {
     return this.withSearch({ nprobes: nonNegativeInteger(n, "nprobes") });
   }
 
-  /** Re-ranking factor of an index search (no effect on exact search). */
+  /**
+   * Re-ranks `limit × n` index candidates by exact distance, read from the stored vectors
+   * (IVF_PQ default 4; IVF_FLAT distances are exact already).
+   */
   refineFactor(n: number): this {
     return this.withSearch({ refineFactor: nonNegativeInteger(n, "refineFactor") });
   }
@@ -290,6 +298,9 @@ export class VectorQuery extends Query {
         upperBound: this.search.upper,
         filter: this.state.filter,
         postfilter: this.search.postfilter,
+        nprobes: this.search.nprobes,
+        refineFactor: this.search.refineFactor,
+        bypassVectorIndex: this.search.bypassVectorIndex,
       }),
     );
     return this.rename(fromIPC(bytes));
@@ -301,17 +312,29 @@ export class VectorQuery extends Query {
 
   override async explainPlan(): Promise<string> {
     const s = this.search;
-    return [
-      `ExactSearch ${this.target.native().name}: column=${s.column ?? "(inferred)"} distance=${s.distanceType} ` +
-        `k=${this.state.limit ?? 10} (flat: no vector index yet)`,
-      ...(this.state.filter !== undefined
-        ? [
-            this.search.postfilter
-              ? `  Postfilter: ${this.state.filter} (applied to the top k; may return fewer)`
-              : `  Prefilter: ${this.state.filter} (only matching rows are ranked)`,
-          ]
-        : []),
-    ].join("\n");
+    const table = this.target.native();
+    const k = this.state.limit ?? 10;
+    const indices = s.bypassVectorIndex ? [] : await native(() => table.listIndices());
+    const index = indices.find((i) => s.column === undefined || i.columns.includes(s.column));
+    const usable = index !== undefined && (s.distanceType === undefined || s.distanceType === index.distanceType);
+    const lines = usable
+      ? [
+          `IndexSearch ${table.name}: index=${index.name} (${index.indexType}, ${index.distanceType}) k=${k} ` +
+            `nprobes=${s.nprobes ?? 20} refineFactor=${s.refineFactor ?? (index.indexType === "IVF_PQ" ? 4 : "none")}`,
+          `  ExactSearch of ${index.numUnindexedRows} rows not yet indexed, merged with the index results`,
+        ]
+      : [
+          `ExactSearch ${table.name}: column=${s.column ?? "(inferred)"} distance=${s.distanceType ?? "l2"} k=${k} ` +
+            (index ? "(the index has another distance type)" : s.bypassVectorIndex ? "(index bypassed)" : "(no vector index)"),
+        ];
+    if (this.state.filter !== undefined) {
+      lines.push(
+        s.postfilter
+          ? `  Postfilter: ${this.state.filter} (applied to the top k; may return fewer)`
+          : `  Prefilter: ${this.state.filter} (only matching rows are ranked)`,
+      );
+    }
+    return lines.join("\n");
   }
 }
 
@@ -327,6 +350,6 @@ export function vectorQuery(target: QueryTarget, vector: VectorLike): VectorQuer
   return new VectorQuery(
     target,
     { withRowId: false },
-    { vector: values, distanceType: "l2", postfilter: false, bypassVectorIndex: false },
+    { vector: values, postfilter: false, bypassVectorIndex: false },
   );
 }

@@ -36,6 +36,7 @@ import {
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
+import { type CreateIndexOptions, Index, type IndexProgress, type IndexStats, type OptimizeStats } from "./indices.js";
 import { Query, type QueryTarget, type VectorLike, type VectorQuery, vectorQuery } from "./query.js";
 
 /** One committed version of a table. */
@@ -89,6 +90,84 @@ export class Table implements QueryTarget {
   async schema(): Promise<Schema> {
     const t = this.native();
     return fromIPC(await native(() => t.schema())).schema;
+  }
+
+  /**
+   * Trains a vector index on `column` (IVF_PQ unless `config` says otherwise) and commits it
+   * as a new version. Rows added later are searched exactly until `optimize()` adds them.
+   */
+  async createIndex(column: string, options: CreateIndexOptions = {}): Promise<IndexStats> {
+    if (typeof column !== "string" || column === "") {
+      throw new InvalidArgumentError("InvalidArgument", "createIndex() takes a column name");
+    }
+    if (options === null || typeof options !== "object") {
+      throw new InvalidArgumentError("InvalidArgument", "createIndex() options must be an object");
+    }
+    const config = options.config ?? Index.ivfPq();
+    if (!(config instanceof Index)) {
+      throw new InvalidArgumentError("InvalidArgument", "config must come from Index.ivfPq() or Index.ivfFlat()");
+    }
+    const { progress } = options;
+    if (progress !== undefined && typeof progress !== "function") {
+      throw new InvalidArgumentError("InvalidArgument", "progress must be a function");
+    }
+    const t = this.native();
+    const o = config.options;
+    const report = progress
+      ? (p: { phase: string; done: number; total: number }) => {
+          // A throwing callback must not take the build (or the process) down.
+          try {
+            progress(p as IndexProgress);
+          } catch {
+            /* the caller's error; the build goes on */
+          }
+        }
+      : undefined;
+    const info = await native(() =>
+      t.createIndex(
+        column,
+        {
+          indexType: config.type,
+          distanceType: o.distanceType,
+          numPartitions: o.numPartitions,
+          numSubVectors: o.numSubVectors,
+          numBits: o.numBits,
+          maxIterations: o.maxIterations,
+          sampleRate: o.sampleRate,
+          name: options.name,
+          replace: options.replace,
+        },
+        report,
+      ),
+    );
+    return info as IndexStats;
+  }
+
+  /** Every index of the checked-out version. */
+  async listIndices(): Promise<IndexStats[]> {
+    const t = this.native();
+    return (await native(() => t.listIndices())) as IndexStats[];
+  }
+
+  /** One index by name (`NotFoundError` when there is none). */
+  async indexStats(name: string): Promise<IndexStats> {
+    const t = this.native();
+    return (await native(() => t.indexStats(name))) as IndexStats;
+  }
+
+  /** Removes an index (a new version; older versions keep it). */
+  async dropIndex(name: string): Promise<number> {
+    const t = this.native();
+    return native(() => t.dropIndex(name));
+  }
+
+  /**
+   * Brings every vector index up to date: rows added since its build are assigned to the
+   * existing partitions and encoded (no retraining), deleted rows' entries are dropped.
+   */
+  async optimize(): Promise<OptimizeStats> {
+    const t = this.native();
+    return native(() => t.optimize());
   }
 
   /** Live rows, or the rows matching a SQL filter (e.g. `"category = 'a' AND price < 10"`). */

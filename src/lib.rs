@@ -19,6 +19,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use napi::bindgen_prelude::{BigInt, Buffer};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
@@ -66,6 +67,7 @@ fn error_code(e: &EngineError) -> &'static str {
         EngineError::TableNotFound(_) => "TableNotFound",
         EngineError::VersionNotFound { .. } => "VersionNotFound",
         EngineError::RowNotFound(_) => "RowNotFound",
+        EngineError::IndexNotFound(_) => "IndexNotFound",
         EngineError::Corrupt { .. } | EngineError::IncompatibleVersion { .. } => "Corruption",
         EngineError::CommitConflict(_) => "CommitConflict",
         EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
@@ -219,6 +221,8 @@ pub struct NativeConnectOptions {
     pub read_consistency_interval: Option<f64>,
     /// Byte budget of the metadata cache.
     pub metadata_cache_bytes: Option<f64>,
+    /// Byte budget of the index cache.
+    pub index_cache_bytes: Option<f64>,
 }
 
 /// A database connection.
@@ -239,6 +243,7 @@ pub async fn connect(
     let options = options.unwrap_or(NativeConnectOptions {
         read_consistency_interval: None,
         metadata_cache_bytes: None,
+        index_cache_bytes: None,
     });
     let read_consistency = match options.read_consistency_interval {
         None => Some(Duration::ZERO),
@@ -253,6 +258,7 @@ pub async fn connect(
     };
     let engine_options = ConnectOptions {
         metadata_cache_bytes: options.metadata_cache_bytes.map(|b| b.max(0.0) as u64),
+        index_cache_bytes: options.index_cache_bytes.map(|b| b.max(0.0) as u64),
         storage: None,
     };
     let db = guarded(Database::connect(&uri, engine_options)).await?;
@@ -422,7 +428,7 @@ pub struct NativeScanOptions {
     pub filter: Option<String>,
 }
 
-/// Options of an exact vector search.
+/// Options of a vector search.
 #[napi(object)]
 pub struct NativeSearchOptions {
     pub column: Option<String>,
@@ -435,7 +441,76 @@ pub struct NativeSearchOptions {
     /// SQL filter, applied before ranking unless `postfilter`.
     pub filter: Option<String>,
     pub postfilter: Option<bool>,
+    pub nprobes: Option<u32>,
+    pub refine_factor: Option<u32>,
+    pub bypass_vector_index: Option<bool>,
 }
+
+/// How to build a vector index (see the engine's `VectorIndexParams`).
+#[napi(object)]
+pub struct NativeIndexOptions {
+    /// `IVF_PQ` or `IVF_FLAT`.
+    pub index_type: String,
+    pub distance_type: Option<String>,
+    pub num_partitions: Option<u32>,
+    pub num_sub_vectors: Option<u32>,
+    pub num_bits: Option<u32>,
+    pub max_iterations: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub name: Option<String>,
+    pub replace: Option<bool>,
+}
+
+/// Build progress handed to the JS callback.
+#[napi(object)]
+pub struct NativeIndexProgress {
+    pub phase: String,
+    pub done: f64,
+    pub total: f64,
+}
+
+/// An index as `listIndices` / `indexStats` describe it.
+#[napi(object)]
+pub struct NativeIndexInfo {
+    pub name: String,
+    pub index_type: String,
+    pub columns: Vec<String>,
+    pub distance_type: String,
+    pub num_partitions: u32,
+    pub num_sub_vectors: u32,
+    pub num_bits: u32,
+    pub num_indexed_rows: f64,
+    pub num_unindexed_rows: f64,
+}
+
+impl From<quiver_engine::index::IndexInfo> for NativeIndexInfo {
+    fn from(i: quiver_engine::index::IndexInfo) -> Self {
+        NativeIndexInfo {
+            name: i.name,
+            index_type: i.index_type,
+            columns: i.columns,
+            distance_type: i.distance_type,
+            num_partitions: i.num_partitions,
+            num_sub_vectors: i.num_sub_vectors,
+            num_bits: i.num_bits,
+            num_indexed_rows: i.num_indexed_rows as f64,
+            num_unindexed_rows: i.num_unindexed_rows as f64,
+        }
+    }
+}
+
+/// What `optimize` did.
+#[napi(object)]
+pub struct NativeOptimizeStats {
+    pub indexes_optimized: f64,
+    pub rows_added: f64,
+    pub rows_removed: f64,
+    pub version: f64,
+}
+
+/// A JS progress callback called from build threads without waiting for it.
+type ProgressCallback =
+    ThreadsafeFunction<NativeIndexProgress, (), NativeIndexProgress, napi::Status, false>;
 
 /// What a merge-insert does (see the engine's `MergeInsert`).
 #[napi(object)]
@@ -995,10 +1070,11 @@ impl NativeTable {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
-            let distance_type = match &options.distance_type {
-                Some(d) => d.parse()?,
-                None => quiver_engine::linalg::DistanceType::L2,
-            };
+            let distance_type = options
+                .distance_type
+                .as_deref()
+                .map(str::parse)
+                .transpose()?;
             let search = quiver_engine::query::VectorSearch {
                 column: options.column,
                 query,
@@ -1016,9 +1092,110 @@ impl NativeTable {
                     .map(|f| self.table.parse_filter(f))
                     .transpose()?,
                 postfilter: options.postfilter.unwrap_or(false),
+                nprobes: options.nprobes.map(|n| n as usize),
+                refine_factor: options.refine_factor,
+                bypass_index: options.bypass_vector_index.unwrap_or(false),
             };
-            let batch = quiver_engine::query::exact_search(&self.table, &search).await?;
+            let batch = quiver_engine::query::search(&self.table, &search).await?;
             Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+        })
+        .await
+    }
+
+    /// Trains a vector index on `column` and commits it; `progress` receives build progress.
+    #[napi]
+    pub async fn create_index(
+        &self,
+        column: String,
+        options: NativeIndexOptions,
+        progress: Option<ProgressCallback>,
+    ) -> napi::Result<NativeIndexInfo> {
+        use quiver_engine::index::{CreateIndexOptions, IndexKind, ProgressFn, VectorIndexParams};
+        self.check_open()?;
+        let kind = IndexKind::parse(&options.index_type).ok_or_else(|| {
+            coded(
+                "InvalidArgument",
+                format!(
+                    "unknown index type '{}'; use IVF_PQ or IVF_FLAT",
+                    options.index_type
+                ),
+            )
+        })?;
+        guarded(async move {
+            let distance_type = match &options.distance_type {
+                Some(d) => d.parse()?,
+                None => quiver_engine::linalg::DistanceType::L2,
+            };
+            let progress: Option<ProgressFn> = progress.map(|callback| {
+                let callback = Arc::new(callback);
+                Arc::new(move |p: quiver_engine::index::BuildProgress| {
+                    callback.call(
+                        NativeIndexProgress {
+                            phase: p.phase.to_string(),
+                            done: p.done as f64,
+                            total: p.total as f64,
+                        },
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }) as ProgressFn
+            });
+            let create = CreateIndexOptions {
+                params: VectorIndexParams {
+                    kind,
+                    distance_type,
+                    num_partitions: options.num_partitions.map(|n| n as usize),
+                    num_sub_vectors: options.num_sub_vectors.map(|n| n as usize),
+                    num_bits: options.num_bits,
+                    max_iterations: options.max_iterations.map(|n| n as usize),
+                    sample_rate: options.sample_rate.map(|n| n as usize),
+                },
+                name: options.name,
+                replace: options.replace.unwrap_or(true),
+                progress,
+            };
+            let info = quiver_engine::index::create_index(&self.table, &column, create).await?;
+            Ok(info.into())
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn list_indices(&self) -> napi::Result<Vec<NativeIndexInfo>> {
+        self.read(|t| {
+            Ok(quiver_engine::index::list_indices(t)?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn index_stats(&self, name: String) -> napi::Result<NativeIndexInfo> {
+        self.read(|t| Ok(quiver_engine::index::index_stats(t, &name)?.into()))
+            .await
+    }
+
+    #[napi]
+    pub async fn drop_index(&self, name: String) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async { Ok(quiver_engine::index::drop_index(&self.table, &name).await? as f64) })
+            .await
+    }
+
+    /// Adds rows appended since each vector index was built to it (no retraining) and drops
+    /// deleted rows' entries.
+    #[napi]
+    pub async fn optimize(&self) -> napi::Result<NativeOptimizeStats> {
+        self.check_open()?;
+        guarded(async {
+            let s = quiver_engine::index::optimize_indices(&self.table).await?;
+            Ok(NativeOptimizeStats {
+                indexes_optimized: s.indexes_optimized as f64,
+                rows_added: s.rows_added as f64,
+                rows_removed: s.rows_removed as f64,
+                version: s.version as f64,
+            })
         })
         .await
     }
