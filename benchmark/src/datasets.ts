@@ -8,7 +8,7 @@
 // Both end up in one layout: base.f32bin, category.i32bin, price.f64bin, text.txt (+ ground
 // truth files where the source has them) and info.json.
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
@@ -180,6 +180,9 @@ function makePydocs(dir: string, rows: number | null): { n: number; d: number } 
   writeMatrix(path.join(dir, "category.i32bin"), MAGIC.I32C, n, 1, category);
   writeMatrix(path.join(dir, "price.f64bin"), MAGIC.F64C, n, 1, price);
   writeFileSync(path.join(dir, "text.txt"), texts.map((t) => t.replace(/\n/g, " ")).join("\n") + "\n");
+  // Same header layout as the generator's files; its l2 ground truth holds for all rows only.
+  copyFileSync(path.join(src, "queries.f32"), path.join(dir, "query.f32bin"));
+  if (n === total) copyFileSync(path.join(src, "gt.u32"), path.join(dir, "gt.u32bin"));
   progress.finish();
   return { n, d };
 }

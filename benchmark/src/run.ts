@@ -91,7 +91,7 @@ function toRecord(
     values: m?.values ?? [],
     summary,
     throughput,
-    throughput_unit: throughput === null ? null : "rows/s",
+    throughput_unit: throughput === null ? null : (m?.throughputUnit ?? "rows/s"),
     peak_rss_bytes: result.status === "ok" ? result.peak_rss_bytes : null,
     status: result.status,
     note: result.note,

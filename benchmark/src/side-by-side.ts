@@ -39,7 +39,8 @@ function fmtNumber(v: number): string {
 function value(r: ResultRecord | undefined): string {
   if (!r) return "—";
   if (r.status !== "ok" || !r.summary) return r.status;
-  return `${fmtNumber(r.summary.median)} ${r.unit}`;
+  const recall = (JSON.parse(r.params || "{}") as { recall_at_10?: number }).recall_at_10;
+  return `${fmtNumber(r.summary.median)} ${r.unit}${recall === undefined ? "" : ` (recall ${recall.toFixed(3)})`}`;
 }
 
 /** MB/s of a workload that records the bytes each sample moved (ingest). */

@@ -25,6 +25,8 @@ interface MergeBuilderLike {
 
 interface TableLike {
   query(): QueryLike;
+  search(vector: Float32Array): unknown;
+  listIndices(): Promise<unknown[]>;
   countRows(filter?: string): Promise<number>;
   delete(filter: string): Promise<unknown>;
   update(options: { where: string; valuesSql: Record<string, string> }): Promise<unknown>;
@@ -50,7 +52,41 @@ export interface System {
   update(where: string, valuesSql: Record<string, string>): Promise<void>;
   /** Upsert keyed on `on`: matched rows replaced, new ones inserted. */
   upsert(on: string, data: ArrowTable): Promise<void>;
+  /** Builds (or rebuilds) an IVF_PQ index on `vector`, the system's defaults unless given. */
+  createVectorIndex(options?: { numPartitions?: number }): Promise<void>;
+  /** Whether `vector` has an index. */
+  hasVectorIndex(): Promise<boolean>;
+  /** The ids of the `k` nearest rows (the system's defaults unless given). */
+  search(query: Float32Array, options: SearchOptions): Promise<number[]>;
   close(): void;
+}
+
+export interface SearchOptions {
+  k: number;
+  nprobes?: number;
+  refineFactor?: number;
+  filter?: string;
+  /** Exact search, ignoring any index. */
+  exact?: boolean;
+}
+
+interface VectorQueryLike {
+  limit(n: number): VectorQueryLike;
+  nprobes(n: number): VectorQueryLike;
+  refineFactor(n: number): VectorQueryLike;
+  where(filter: string): VectorQueryLike;
+  select(columns: string[]): VectorQueryLike;
+  bypassVectorIndex(): VectorQueryLike;
+  toArray(): Promise<Row[]>;
+}
+
+async function searchWith(query: VectorQueryLike, options: SearchOptions): Promise<number[]> {
+  let q = query.select(["id"]).limit(options.k);
+  if (options.nprobes !== undefined) q = q.nprobes(options.nprobes);
+  if (options.refineFactor !== undefined) q = q.refineFactor(options.refineFactor);
+  if (options.filter !== undefined) q = q.where(options.filter);
+  if (options.exact) q = q.bypassVectorIndex();
+  return (await q.toArray()).map((r) => Number(r.id));
 }
 
 async function drain(query: QueryLike): Promise<number> {
@@ -62,8 +98,14 @@ async function drain(query: QueryLike): Promise<number> {
 function tableOps(
   table: () => TableLike,
   take: (ids: bigint[]) => Promise<ArrowTable>,
-): Pick<System, "scan" | "rowIds" | "takeRowIds" | "countRows" | "delete" | "update" | "upsert"> {
+): Pick<System, "scan" | "rowIds" | "takeRowIds" | "countRows" | "delete" | "update" | "upsert" | "hasVectorIndex" | "search"> {
   return {
+    async hasVectorIndex() {
+      return (await table().listIndices()).length > 0;
+    },
+    async search(query, options) {
+      return searchWith(table().search(query) as VectorQueryLike, options);
+    },
     async scan(options = {}) {
       let query = table().query();
       if (options.columns) query = query.select(options.columns);
@@ -126,6 +168,9 @@ async function quiver(): Promise<Driver> {
           table = await db.openTable(name);
         },
         ...tableOps(current as unknown as () => TableLike, (ids) => current().takeRowIds(ids)),
+        async createVectorIndex(options = {}) {
+          await current().createIndex("vector", { config: q.Index.ivfPq(options), replace: true });
+        },
         close() {
           table?.close();
           db.close();
@@ -161,6 +206,9 @@ async function lancedb(): Promise<Driver> {
           current as unknown as () => TableLike,
           (ids) => current().takeRowIds(ids).toArrow() as Promise<ArrowTable>,
         ),
+        async createVectorIndex(options = {}) {
+          await current().createIndex("vector", { config: l.Index.ivfPq(options), replace: true });
+        },
         close() {
           table?.close();
           db.close();

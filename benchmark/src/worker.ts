@@ -1,6 +1,7 @@
 // One system × one workload in its own process, so its memory is measured alone. Prints one
 // line `@@result <json>` on stdout.
 import { loadColumns, type Columns, type DatasetInfo, type Size } from "./datasets.js";
+import { loadQueries } from "./queries.js";
 import { loadDriver, type System, type SystemName } from "./systems.js";
 import { arrowTableOf, BENCH_TABLE, workload, type Measurement } from "./workloads.js";
 
@@ -66,7 +67,15 @@ async function main(): Promise<WorkerResult> {
   }
   try {
     const measurement = await w.run(
-      { driver, system, dbDir: spec.dbDir, scratch: spec.scratch, columns: loadCols, size: spec.size },
+      {
+        driver,
+        system,
+        dbDir: spec.dbDir,
+        scratch: spec.scratch,
+        columns: loadCols,
+        queries: (count) => loadQueries(spec.dataset, loadCols(), count),
+        size: spec.size,
+      },
       spec.iterations,
     );
     return result("ok", null, measurement);

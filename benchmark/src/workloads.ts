@@ -18,7 +18,8 @@ import {
   vectorFromArray,
 } from "apache-arrow";
 import type { Columns, Size } from "./datasets.js";
-import type { Driver, System } from "./systems.js";
+import { FILTER, type QuerySet, recallAt } from "./queries.js";
+import type { Driver, SearchOptions, System } from "./systems.js";
 
 export const BENCH_TABLE = "bench";
 
@@ -27,6 +28,8 @@ export interface Measurement {
   values: number[];
   /** Rows (and bytes) each sample processed, for throughput. */
   rowsPerSample?: number;
+  /** What `rowsPerSample` counts (default rows). */
+  throughputUnit?: string;
   bytesPerSample?: number;
   params: Record<string, unknown>;
 }
@@ -39,6 +42,8 @@ export interface WorkloadContext {
   dbDir: string;
   /** Dataset columns (loaded only for workloads that need them). */
   columns: () => Columns;
+  /** Up to `count` query vectors with exact ground truth. */
+  queries: (count: number) => QuerySet;
   /** A scratch database folder for ingest runs. */
   scratch: string;
   size: Size;
@@ -172,6 +177,177 @@ async function timedScans(
   const values = (await repeat(iterations, () => ctx.system.scan(scan))).map((ms) => ms / 1000);
   return { unit: "s", values, rowsPerSample: n, params: { rows: n, ...scan } };
 }
+
+/** Queries per search workload (each query is one sample). */
+const SEARCH_QUERIES: Record<Size, number> = { small: 50, medium: 200, full: 200 };
+
+/** A setting at which LanceDB 0.39 reaches recall@10 ≥ 0.95 on the reference data; both
+ * systems run it in the tuned workloads. */
+const TUNED: Pick<SearchOptions, "nprobes" | "refineFactor"> = { nprobes: 20, refineFactor: 10 };
+
+/** Settings each system tries, cheapest first, in the matched-recall workload. */
+const RECALL_LADDER: Record<System["name"], Pick<SearchOptions, "nprobes" | "refineFactor">[]> = {
+  quiver: [
+    { nprobes: 5, refineFactor: 4 },
+    { nprobes: 10, refineFactor: 4 },
+    { nprobes: 20, refineFactor: 4 },
+    { nprobes: 30, refineFactor: 4 },
+    { nprobes: 40, refineFactor: 4 },
+    { nprobes: 60, refineFactor: 10 },
+    { nprobes: 100, refineFactor: 10 },
+  ],
+  lancedb: [
+    { nprobes: 5, refineFactor: 10 },
+    { nprobes: 10, refineFactor: 10 },
+    { nprobes: 20, refineFactor: 10 },
+    { nprobes: 40, refineFactor: 10 },
+    { nprobes: 60, refineFactor: 20 },
+    { nprobes: 100, refineFactor: 20 },
+  ],
+};
+/** Recall@10 the matched-recall workload asks for. */
+const TARGET_RECALL = 0.95;
+
+/** Builds the default index on the prepared table unless one exists (untimed). */
+async function ensureIndex(ctx: WorkloadContext): Promise<void> {
+  if (!(await ctx.system.hasVectorIndex())) await ctx.system.createVectorIndex();
+}
+
+/** Per-query latency (ms) of single searches, and their recall@10. */
+async function searchLatency(ctx: WorkloadContext, options: Omit<SearchOptions, "k">, warmup = 5): Promise<Measurement> {
+  await ensureIndex(ctx);
+  const queries = ctx.queries(SEARCH_QUERIES[ctx.size]);
+  const query = (q: number) => queries.vectors.subarray(q * queries.d, (q + 1) * queries.d);
+  const results: number[][] = new Array(queries.count);
+  const values = await repeat(
+    queries.count,
+    async (i) => {
+      const ids = await ctx.system.search(query(i < 0 ? -1 - i : i), { k: 10, ...options });
+      if (i >= 0) results[i] = ids;
+    },
+    warmup,
+  );
+  const truth = options.filter ? queries.gtFiltered : queries.gt;
+  const recall = recallAt(10, results, truth);
+  return { unit: "ms", values, params: { k: 10, queries: queries.count, ...options, recall_at_10: Number(recall.toFixed(4)) } };
+}
+
+const VECTOR_WORKLOADS: Workload[] = [
+  {
+    name: "index_build",
+    description: "createIndex(\"vector\") IVF_PQ at each system's defaults, on the prepared table",
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    bar: { metric: "median", ratio: 0.5, text: "time ≤ 0.5×" },
+    async run(ctx, iterations) {
+      const values = await repeat(iterations, () => ctx.system.createVectorIndex(), 0);
+      return { unit: "s", values: values.map((ms) => ms / 1000), params: { index: "IVF_PQ", defaults: true } };
+    },
+  },
+  {
+    name: "search_default",
+    description: "search(q).limit(10) at each system's default settings (recall@10 shown)",
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    async run(ctx) {
+      return searchLatency(ctx, {});
+    },
+  },
+  {
+    name: "search_tuned",
+    description: "search(q).nprobes(20).refineFactor(10).limit(10): the same setting for both",
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    async run(ctx) {
+      return searchLatency(ctx, TUNED);
+    },
+  },
+  {
+    name: "search_recall95",
+    description: `search(q).limit(10) at each system's cheapest setting reaching recall@10 ≥ ${TARGET_RECALL} (setting shown in params)`,
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    bar: { metric: "median", ratio: 0.33, text: "p50 ≤ 0.33×" },
+    async run(ctx) {
+      await ensureIndex(ctx);
+      const queries = ctx.queries(SEARCH_QUERIES[ctx.size]);
+      const query = (q: number) => queries.vectors.subarray(q * queries.d, (q + 1) * queries.d);
+      const ladder = RECALL_LADDER[ctx.system.name];
+      let chosen = ladder[ladder.length - 1];
+      for (const setting of ladder) {
+        const results: number[][] = [];
+        for (let q = 0; q < queries.count; q++) results.push(await ctx.system.search(query(q), { k: 10, ...setting }));
+        if (recallAt(10, results, queries.gt) >= TARGET_RECALL) {
+          chosen = setting;
+          break;
+        }
+      }
+      const measured = await searchLatency(ctx, chosen);
+      return { ...measured, params: { ...measured.params, target_recall: TARGET_RECALL } };
+    },
+  },
+  {
+    name: "search_filtered",
+    description: `search(q).where("${FILTER}").limit(10) (prefilter, ~10% of rows) at default settings`,
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    async run(ctx) {
+      return searchLatency(ctx, { filter: FILTER });
+    },
+  },
+  {
+    name: "search_qps",
+    description: "throughput with 8 searches in flight (tuned settings)",
+    needsTable: true,
+    iterations: { small: 2, medium: 5, full: 5 },
+    bar: { metric: "throughput", ratio: 2, text: "queries/s ≥ 2×" },
+    async run(ctx, iterations) {
+      await ensureIndex(ctx);
+      const queries = ctx.queries(SEARCH_QUERIES[ctx.size]);
+      const query = (q: number) => queries.vectors.subarray(q * queries.d, (q + 1) * queries.d);
+      const inFlight = 8;
+      const values = await repeat(iterations, async () => {
+        let next = 0;
+        const worker = async () => {
+          while (next < queries.count) await ctx.system.search(query(next++), { k: 10, ...TUNED });
+        };
+        await Promise.all(Array.from({ length: inFlight }, worker));
+      });
+      return {
+        unit: "s",
+        values: values.map((ms) => ms / 1000),
+        rowsPerSample: queries.count,
+        throughputUnit: "queries/s",
+        params: { in_flight: inFlight, queries: queries.count, ...TUNED },
+      };
+    },
+  },
+  {
+    name: "exact_search",
+    description: "search(q).bypassVectorIndex().limit(10): exact top 10 over every row",
+    needsTable: true,
+    iterations: { small: 1, medium: 1, full: 1 },
+    async run(ctx) {
+      const queries = ctx.queries(SEARCH_QUERIES[ctx.size] / 10);
+      const query = (q: number) => queries.vectors.subarray(q * queries.d, (q + 1) * queries.d);
+      const results: number[][] = new Array(queries.count);
+      const values = await repeat(
+        queries.count,
+        async (i) => {
+          const ids = await ctx.system.search(query(Math.max(i, 0)), { k: 10, exact: true });
+          if (i >= 0) results[i] = ids;
+        },
+        2,
+      );
+      const n = await ctx.system.countRows();
+      return {
+        unit: "ms",
+        values,
+        params: { k: 10, queries: queries.count, rows: n, recall_at_10: Number(recallAt(10, results, queries.gt).toFixed(4)) },
+      };
+    },
+  },
+];
 
 export const WORKLOADS: Workload[] = [
   {
@@ -366,6 +542,7 @@ export const WORKLOADS: Workload[] = [
       return { unit: "ms", values, params: { takes1: 100, takes1000: 10, scans: 3 } };
     },
   },
+  ...VECTOR_WORKLOADS,
 ];
 
 /** Target and source rows of the merge_insert workload (the issue's reference: 1M × 100K). */

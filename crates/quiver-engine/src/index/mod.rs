@@ -36,8 +36,10 @@ const INDEX_FILE: &str = "index.qvi";
 const PQ_TRAINING_ROWS: usize = 16_384;
 /// k-means iterations of each PQ codebook.
 const PQ_ITERATIONS: usize = 25;
-/// Relative improvement below which k-means stops.
-const KMEANS_TOLERANCE: f64 = 1e-4;
+/// Relative improvement of the k-means objective below which training stops. Measured on the
+/// 100K × 768 reference: at 1e-4 the partitions ran all 50 rounds (19.5 s), at 1e-3 they stop
+/// after 7.7 s, and recall@10 at default search settings moved from 0.995 to 0.993.
+pub(crate) const KMEANS_TOLERANCE: f64 = 1e-3;
 /// Default partitions probed by a search.
 pub const DEFAULT_NPROBES: usize = 20;
 

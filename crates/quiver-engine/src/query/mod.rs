@@ -285,20 +285,60 @@ fn in_range(distance: f32, (lower, upper): (Option<f32>, Option<f32>)) -> bool {
 }
 
 /// What an exact pass over some rows compares.
-struct Exact<'a> {
-    column: &'a str,
-    query: &'a Query,
+struct Exact {
+    column: String,
+    query: Query,
     distance: DistanceType,
     k: usize,
     range: (Option<f32>, Option<f32>),
 }
 
+/// Batches ranked at once on the rayon pool while the scan reads the next ones.
+const RANK_IN_FLIGHT: usize = 4;
+
+/// The `k` nearest rows of a batch of (vector, `_rowid`) columns.
+fn rank_batch(batch: &RecordBatch, exact: &Exact) -> Result<Vec<Candidate>> {
+    let mut top = TopK::new(exact.k);
+    let (mut batch_distances, mut converted) = (Vec::new(), Vec::new());
+    distances(
+        batch.column(0).as_fixed_size_list(),
+        &exact.query,
+        exact.distance,
+        &mut converted,
+        &mut batch_distances,
+    )?;
+    let row_ids = batch.column(1).as_primitive::<UInt64Type>();
+    for (&distance, &row_id) in batch_distances.iter().zip(row_ids.values()) {
+        // NaN: a null vector, or one holding NaN; it cannot be ranked.
+        if in_range(distance, exact.range) {
+            top.offer(Candidate { distance, row_id });
+        }
+    }
+    Ok(top.into_sorted())
+}
+
+/// Ranks `batch` on the rayon pool; a panic there becomes an error, not an abort.
+fn rank_on_pool(
+    batch: RecordBatch,
+    exact: Arc<Exact>,
+) -> tokio::sync::oneshot::Receiver<Result<Vec<Candidate>>> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let ranked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rank_batch(&batch, &exact)))
+                .unwrap_or_else(|_| Err(Error::Internal("ranking a batch panicked".into())));
+        let _ = sender.send(ranked);
+    });
+    receiver
+}
+
 /// The `k` nearest live rows of `manifest` (optionally only those matching `prefilter`), by
-/// one streaming scan of the vector column: memory is a batch plus the heap.
+/// one streaming scan of the vector column: batches are ranked on the rayon pool, several at
+/// once, while the scan reads ahead; memory is a few batches plus the heaps.
 async fn exact_scan(
     table: &Table,
     manifest: Arc<Manifest>,
-    exact: &Exact<'_>,
+    exact: &Arc<Exact>,
     prefilter: Option<FilterRef>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Candidate>> {
@@ -308,31 +348,31 @@ async fn exact_scan(
     let (_, mut stream) = table.scan_manifest(
         manifest,
         ScanOptions {
-            columns: Some(vec![exact.column.to_string()]),
+            columns: Some(vec![exact.column.clone()]),
             with_row_id: true,
             filter: prefilter,
             ..Default::default()
         },
     )?;
     let mut top = TopK::new(exact.k);
-    let (mut batch_distances, mut converted) = (Vec::new(), Vec::new());
+    let mut pending = std::collections::VecDeque::new();
+    let merge = |top: &mut TopK, ranked: std::result::Result<Result<Vec<Candidate>>, _>| {
+        ranked
+            .map_err(|_| Error::Internal("a ranking task was dropped".into()))?
+            .map(|best| best.into_iter().for_each(|c| top.offer(c)))
+    };
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let row_ids = batch.column(1).as_primitive::<UInt64Type>();
-        distances(
-            batch.column(0).as_fixed_size_list(),
-            exact.query,
-            exact.distance,
-            &mut converted,
-            &mut batch_distances,
-        )?;
         stats.exact_rows += batch.num_rows() as u64;
-        for (&distance, &row_id) in batch_distances.iter().zip(row_ids.values()) {
-            // NaN: a null vector, or one holding NaN; it cannot be ranked.
-            if in_range(distance, exact.range) {
-                top.offer(Candidate { distance, row_id });
+        pending.push_back(rank_on_pool(batch, exact.clone()));
+        if pending.len() >= RANK_IN_FLIGHT {
+            if let Some(next) = pending.pop_front() {
+                merge(&mut top, next.await)?;
             }
         }
+    }
+    for next in pending {
+        merge(&mut top, next.await)?;
     }
     Ok(top.into_sorted())
 }
@@ -342,28 +382,17 @@ async fn exact_at(
     table: &Table,
     manifest: &Manifest,
     rows: &[u64],
-    exact: &Exact<'_>,
+    exact: &Exact,
     stats: &mut SearchStats,
 ) -> Result<Vec<Candidate>> {
     let mut top = TopK::new(exact.k);
-    let (mut batch_distances, mut converted) = (Vec::new(), Vec::new());
-    let columns = [exact.column.to_string()];
+    let columns = [exact.column.clone()];
     for chunk in rows.chunks(scan::DEFAULT_BATCH_SIZE) {
         let batch = scan::take(table.inner(), manifest, chunk, Some(&columns), true).await?;
-        let row_ids = batch.column(1).as_primitive::<UInt64Type>();
-        distances(
-            batch.column(0).as_fixed_size_list(),
-            exact.query,
-            exact.distance,
-            &mut converted,
-            &mut batch_distances,
-        )?;
         stats.exact_rows += batch.num_rows() as u64;
-        for (&distance, &row_id) in batch_distances.iter().zip(row_ids.values()) {
-            if in_range(distance, exact.range) {
-                top.offer(Candidate { distance, row_id });
-            }
-        }
+        rank_batch(&batch, exact)?
+            .into_iter()
+            .for_each(|c| top.offer(c));
     }
     Ok(top.into_sorted())
 }
@@ -398,13 +427,13 @@ pub async fn search_with_stats(
         .unwrap_or(DistanceType::L2);
     let query = prepare_query(search, &column, &element, dim, distance)?;
     let prefilter = search.filter.clone().filter(|_| !search.postfilter);
-    let exact = Exact {
-        column: &column,
-        query: &query,
+    let exact = Arc::new(Exact {
+        column: column.clone(),
+        query,
         distance,
         k: search.k,
         range: search.distance_range,
-    };
+    });
     let mut stats = SearchStats::default();
     let best = match index_meta.filter(|_| index_distance == Some(distance)) {
         None => exact_scan(table, manifest.clone(), &exact, prefilter, &mut stats).await?,
@@ -433,7 +462,7 @@ async fn indexed_search(
     indexed: &Arc<Manifest>,
     meta: &crate::table::manifest::IndexMetadataProto,
     search: &VectorSearch,
-    exact: &Exact<'_>,
+    exact: &Arc<Exact>,
     prefilter: &Option<FilterRef>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Candidate>> {
@@ -465,12 +494,9 @@ async fn indexed_search(
     let want = search.k.saturating_mul(refine.unwrap_or(1));
     let nprobes = search.nprobes.unwrap_or(index::DEFAULT_NPROBES);
     let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
-    let index_for_task = index.clone();
-    let (candidates, probed) = tokio::task::spawn_blocking(move || {
-        index::search_partitions(&index_for_task, &prepared, nprobes, want, &gate)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("index search failed: {e}")))?;
+    // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
+    // and back would add to every query.
+    let (candidates, probed) = index::search_partitions(&index, &prepared, nprobes, want, &gate);
     stats.partitions_probed += probed;
     match refine {
         Some(_) => {
