@@ -81,7 +81,8 @@ interface VectorQueryLike {
 }
 
 async function searchWith(query: VectorQueryLike, options: SearchOptions): Promise<number[]> {
-  let q = query.select(["id"]).limit(options.k);
+  // `_distance` named too: LanceDB warns on every query whose projection leaves it out.
+  let q = query.select(["id", "_distance"]).limit(options.k);
   if (options.nprobes !== undefined) q = q.nprobes(options.nprobes);
   if (options.refineFactor !== undefined) q = q.refineFactor(options.refineFactor);
   if (options.filter !== undefined) q = q.where(options.filter);

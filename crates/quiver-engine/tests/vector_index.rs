@@ -290,6 +290,17 @@ async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
     let mut got_ids = ids(&got);
     got_ids.sort_unstable();
     assert_eq!(got_ids, (0..10).map(|i| i * 5000 + 7).collect::<Vec<i64>>());
+    // Selecting `_distance` by name (as LanceDB code does) is accepted.
+    let named = search(
+        &t,
+        &VectorSearch {
+            columns: Some(vec!["id".into(), "_distance".into()]),
+            ..query(data, 0, 3)
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(named.num_columns(), 2);
 
     // The index is used, and exact search stays available.
     let (_, stats) = search_with_stats(&t, &query(data, 1, 10))

@@ -53,9 +53,10 @@ pub struct VectorSearch {
 
 /// Re-ranking factor of IVF_PQ searches that do not set one.
 pub const DEFAULT_REFINE_FACTOR: u32 = 4;
-/// A prefilter matching at most this many rows of the indexed fragments is answered by exact
-/// distances to those rows instead of the index.
-const SMALL_MATCH: u64 = 4096;
+/// A prefilter whose matches in the indexed fragments hold at most this many vector values
+/// (1 MiB of f32) is answered by exact distances to those rows, read by take, instead of the
+/// index: fewer reads than the refine step of an index search would need at that selectivity.
+const SMALL_MATCH_VALUES: u64 = 1 << 18;
 
 /// How a search ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -474,7 +475,8 @@ async fn indexed_search(
         Some(filter) => {
             let matches = table.matching_rows(indexed, filter).await?;
             let matched: u64 = matches.values().map(|r| r.len()).sum();
-            if matched <= SMALL_MATCH {
+            let dim = exact.query.f32.len().max(1) as u64;
+            if matched.saturating_mul(dim) <= SMALL_MATCH_VALUES {
                 // Few matches: their exact distances cost less than probing for them.
                 let rows: Vec<u64> = matches
                     .iter()
@@ -524,11 +526,16 @@ async fn finish(
         best.retain(|_| keep.next().unwrap_or(false));
     }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
+    // `_distance` is always returned; naming it in the projection (as LanceDB users do) is fine.
+    let columns: Option<Vec<String>> = search
+        .columns
+        .as_ref()
+        .map(|c| c.iter().filter(|n| *n != DISTANCE).cloned().collect());
     let rows = scan::take(
         table.inner(),
         manifest,
         &ids,
-        search.columns.as_deref(),
+        columns.as_deref(),
         search.with_row_id,
     )
     .await?;
