@@ -6,7 +6,7 @@
 //                    [--no-store] [--markdown PATH | --no-markdown]
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { ensureDataset, dataRoot, SIZES, type DatasetInfo, type Size } from "./datasets.js";
@@ -167,12 +167,19 @@ Do not edit by hand: every run rewrites this file.
 ${rest.map((l) => `${l}  `).join("\n")}
 
 Medians of the raw samples. *Q/L time* is Quiver's median time over LanceDB's (below 1: Quiver
-is faster); *thrpt* is rows per second; *RSS* is the peak resident memory of the process that ran
+is faster); *thrpt* is rows (or queries) per second; *recall* is recall@10 against the exact
+top 10; *RSS* is the peak resident memory of the process that ran
 the workload (each system and workload runs in its own process). The *bar* column checks the
 targets of the benchmark issue.
 
 ${markdownTable(rows)}
-${footnotes.length ? `\n${footnotes.map((n) => `- ${n}`).join("\n")}\n` : ""}`;
+${footnotes.length ? `\n${footnotes.map((n) => `- ${n}`).join("\n")}\n` : ""}${analysis()}`;
+}
+
+/** The hand-written analysis (settings, bars not met, profiles), kept across regenerations. */
+function analysis(): string {
+  const file = path.join(repoRoot, "benchmark", "ANALYSIS.md");
+  return existsSync(file) ? `\n${readFileSync(file, "utf8")}` : "";
 }
 
 main().catch((error: unknown) => {

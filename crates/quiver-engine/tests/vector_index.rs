@@ -561,3 +561,134 @@ async fn ivf_flat_cosine_and_dot_and_bad_builds() {
     .expect("search");
     assert_eq!(got.num_rows(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mostly_null_vectors_ranges_and_optimize_after_drop() {
+    use arrow_buffer::NullBuffer;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8 path").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    // 100 rows, 95 of them without a vector: fewer trainable vectors than default partitions.
+    let dim: i32 = 4;
+    let values =
+        Float32Array::from_iter_values((0..100 * dim as usize).map(|i| (i % 97) as f32 / 10.0));
+    let valid = NullBuffer::from((0..100).map(|i| i % 20 == 0).collect::<Vec<bool>>());
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::Float32),
+        dim,
+        Arc::new(values),
+        Some(valid),
+    )
+    .expect("list");
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("vector", common::vector_type(DataType::Float32, dim), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..100)),
+            Arc::new(list),
+        ],
+    )
+    .expect("batch");
+    let t = db
+        .create_table(
+            "sparse",
+            b.schema(),
+            batches_stream(vec![b]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    for kind in [IndexKind::IvfPq, IndexKind::IvfFlat] {
+        let options = CreateIndexOptions {
+            params: VectorIndexParams {
+                kind,
+                ..Default::default()
+            },
+            ..ivf_pq()
+        };
+        let info = create_index(&t, "vector", options).await.expect("build");
+        assert!(
+            info.num_partitions <= 5,
+            "one partition per trainable vector at most: {info:?}"
+        );
+        let q = VectorSearch {
+            query: vec![0.0, 0.1, 0.2, 0.3],
+            k: 10,
+            ..Default::default()
+        };
+        let got = search(&t, &q).await.expect("search");
+        assert_eq!(got.num_rows(), 5, "only rows with vectors rank");
+        // Reopened (decoded from the file) it searches the same.
+        let t2 = Database::connect(&uri, ConnectOptions::default())
+            .await
+            .expect("connect")
+            .open_table("sparse")
+            .await
+            .expect("open");
+        assert_eq!(ids(&search(&t2, &q).await.expect("search")), ids(&got));
+        // A distance range keeps k rows in range when that many exist (flat: exact distances).
+        let all = search(
+            &t,
+            &VectorSearch {
+                bypass_index: true,
+                ..q.clone()
+            },
+        )
+        .await
+        .expect("exact");
+        let d = all
+            .column_by_name("_distance")
+            .expect("distance")
+            .as_primitive::<Float32Type>();
+        let lower = d.value(2);
+        let ranged = search(
+            &t,
+            &VectorSearch {
+                distance_range: (Some(lower), None),
+                ..q.clone()
+            },
+        )
+        .await
+        .expect("ranged");
+        assert_eq!(ids(&ranged), ids(&all)[2..].to_vec(), "{kind:?}");
+    }
+    // optimize() after another handle dropped the index does not bring it back (a rewrite also
+    // checks, at commit, that the index is still the one it was computed from).
+    let stale = db.open_table("sparse").await.expect("open");
+    t.append(
+        batches_stream(vec![RecordBatch::try_new(
+            t.schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(100..101)),
+                Arc::new(
+                    FixedSizeListArray::try_new(
+                        common::item(DataType::Float32),
+                        dim,
+                        Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+                        None,
+                    )
+                    .expect("list"),
+                ),
+            ],
+        )
+        .expect("batch")]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    drop_index(&t, "vector_idx").await.expect("drop");
+    stale.checkout_latest().await.expect("latest");
+    assert_eq!(
+        optimize_indices(&stale)
+            .await
+            .expect("optimize")
+            .indexes_optimized,
+        0
+    );
+    assert!(list_indices(&stale).expect("list").is_empty());
+}

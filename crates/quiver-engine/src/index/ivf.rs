@@ -280,7 +280,9 @@ impl IvfIndex {
         let dim = proto.dim as usize;
         let parts = proto.num_partitions as usize;
         let sdim = space_dim(dim, distance);
-        if dim == 0 || parts == 0 || proto.centroids.len() != parts * sdim * 4 {
+        // Sizes from the file are multiplied checked: a crafted file must not wrap them.
+        let size = |factors: &[usize]| factors.iter().try_fold(1usize, |a, &f| a.checked_mul(f));
+        if dim == 0 || parts == 0 || size(&[parts, sdim, 4]) != Some(proto.centroids.len()) {
             return Err(bad("centroids do not match the dimensions"));
         }
         let offsets: Vec<usize> = proto.offsets.iter().map(|&o| o as usize).collect();
@@ -288,18 +290,20 @@ impl IvfIndex {
         if offsets.len() != parts + 1
             || offsets[0] != 0
             || offsets.windows(2).any(|w| w[0] > w[1])
-            || proto.row_ids.len() != rows * 8
+            || size(&[rows, 8]) != Some(proto.row_ids.len())
         {
             return Err(bad("partition offsets do not match the rows"));
         }
         let payload = match kind {
             IndexKind::IvfPq => {
                 let m = proto.pq_sub_vectors as usize;
-                if m == 0 || !sdim.is_multiple_of(m) || proto.pq_codebooks.len() != sdim * CODES * 4
+                if m == 0
+                    || !sdim.is_multiple_of(m)
+                    || size(&[sdim, CODES, 4]) != Some(proto.pq_codebooks.len())
                 {
                     return Err(bad("PQ codebooks do not match the dimensions"));
                 }
-                if proto.payload.len() != rows * m {
+                if size(&[rows, m]) != Some(proto.payload.len()) {
                     return Err(bad("PQ codes do not match the rows"));
                 }
                 Payload::Pq {
@@ -312,13 +316,13 @@ impl IvfIndex {
                 }
             }
             IndexKind::IvfFlat if distance == DistanceType::Hamming => {
-                if proto.payload.len() != rows * dim {
+                if size(&[rows, dim]) != Some(proto.payload.len()) {
                     return Err(bad("vectors do not match the rows"));
                 }
                 Payload::FlatBytes(proto.payload.to_vec())
             }
             IndexKind::IvfFlat => {
-                if proto.payload.len() != rows * dim * 4 {
+                if size(&[rows, dim, 4]) != Some(proto.payload.len()) {
                     return Err(bad("vectors do not match the rows"));
                 }
                 Payload::FlatF32(f32s(&proto.payload))

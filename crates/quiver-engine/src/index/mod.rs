@@ -364,7 +364,7 @@ pub async fn create_index(
     };
 
     // 1. A uniform sample of the column (reservoir sampling over one scan).
-    let sample_size = (sample_rate * partitions).min(rows as usize);
+    let sample_size = sample_rate.saturating_mul(partitions).min(rows as usize);
     let mut rng = StdRng::seed_from_u64(0x5155_4956_4552);
     let mut sample: Vec<f32> = Vec::with_capacity(sample_size * sdim);
     let mut seen = 0usize;
@@ -458,6 +458,8 @@ pub async fn create_index(
     })
     .await
     .map_err(|e| Error::Internal(format!("index training failed: {e}")))?;
+    // k-means trains at most one centroid per sampled (non-null, finite) vector.
+    let partitions = centroids.len() / sdim;
     let centroids = Arc::new(centroids);
     let quantizer = quantizer.map(Arc::new);
 
@@ -488,12 +490,17 @@ pub async fn create_index(
 
     // 4. Write the file and commit.
     report("write", 0, 1);
-    publish(table, manifest, &name, field_id, index, covered, replaced).await?;
+    publish(
+        table, manifest, &name, field_id, index, covered, replaced, None,
+    )
+    .await?;
     report("write", 1, 1);
     index_stats(table, &name)
 }
 
-/// Writes `index` as a new file and commits it under `name` (replacing `replaces`).
+/// Writes `index` as a new file and commits it under `name` (replacing `replaces`; with
+/// `expected_uuid`, only if the index of that name is still that one).
+#[allow(clippy::too_many_arguments)]
 async fn publish(
     table: &Table,
     read: Arc<Manifest>,
@@ -502,6 +509,7 @@ async fn publish(
     index: IvfIndex,
     covered: Vec<u64>,
     replaces: Vec<String>,
+    expected_uuid: Option<String>,
 ) -> Result<u64> {
     let uuid = uuid::Uuid::new_v4().simple().to_string();
     let inner = table.inner();
@@ -534,6 +542,7 @@ async fn publish(
             crate::table::IndexChange::Create {
                 index: meta,
                 replaces,
+                expected_uuid,
             },
         )
         .await
@@ -635,6 +644,7 @@ pub async fn optimize_indices(table: &Table) -> Result<OptimizeStats> {
             rebuilt,
             all,
             vec![],
+            Some(meta.uuid.clone()),
         )
         .await?;
         stats.indexes_optimized += 1;
@@ -807,7 +817,10 @@ fn assemble(
     partitions: usize,
     encoded: Encoded,
 ) -> IvfIndex {
-    let partitions = partitions.max(centroids.len() / ivf::space_dim(dim, distance).max(1));
+    debug_assert_eq!(
+        partitions,
+        centroids.len() / ivf::space_dim(dim, distance).max(1)
+    );
     let mut offsets = vec![0usize; partitions + 1];
     for &p in &encoded.partitions {
         offsets[p as usize + 1] += 1;
@@ -886,9 +899,18 @@ pub(crate) fn search_partitions(
     nprobes: usize,
     want: usize,
     gate: &RowGate,
+    range: (Option<f32>, Option<f32>),
 ) -> (Vec<Candidate>, usize) {
+    // IVF_FLAT distances are exact, so a distance range can choose candidates; PQ distances
+    // are approximate, so the range applies after refinement.
+    let range = if index.kind == IndexKind::IvfFlat {
+        range
+    } else {
+        (None, None)
+    };
     let order = index.rank_partitions(query.space());
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want + 1);
+    let mut heap: BinaryHeap<Candidate> =
+        BinaryHeap::with_capacity(want.min(crate::query::PREALLOCATE) + 1);
     let mut distances = Vec::new();
     let mut probed = 0;
     for p in order {
@@ -899,7 +921,7 @@ pub(crate) fn search_partitions(
         index.partition_distances(p, query, &mut distances);
         let rows = &index.row_ids[index.offsets[p]..index.offsets[p + 1]];
         for (&distance, &row_id) in distances.iter().zip(rows) {
-            if distance.is_nan() {
+            if !crate::query::in_range(distance, range) {
                 continue;
             }
             let candidate = Candidate { distance, row_id };

@@ -260,7 +260,8 @@ impl TopK {
     fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            // `k` comes from the caller: reserve what is likely, grow if more is needed.
+            heap: BinaryHeap::with_capacity(k.min(PREALLOCATE) + 1),
         }
     }
 
@@ -279,7 +280,7 @@ impl TopK {
     }
 }
 
-fn in_range(distance: f32, (lower, upper): (Option<f32>, Option<f32>)) -> bool {
+pub(crate) fn in_range(distance: f32, (lower, upper): (Option<f32>, Option<f32>)) -> bool {
     !distance.is_nan()
         && !lower.is_some_and(|l| distance < l)
         && !upper.is_some_and(|u| distance >= u)
@@ -293,6 +294,9 @@ struct Exact {
     k: usize,
     range: (Option<f32>, Option<f32>),
 }
+
+/// Heap entries reserved up front (a huge `limit` must not allocate before rows are found).
+pub(crate) const PREALLOCATE: usize = 4096;
 
 /// Batches ranked at once on the rayon pool while the scan reads the next ones.
 const RANK_IN_FLIGHT: usize = 4;
@@ -471,6 +475,12 @@ async fn indexed_search(
         return Ok(Vec::new());
     }
     let index = index::load(table, meta).await?;
+    if index.dim != exact.query.f32.len() || index.distance != exact.distance {
+        return Err(Error::corrupt(
+            format!("index '{}'", meta.name),
+            "its vectors do not match the column it is listed for",
+        ));
+    }
     let gate = match prefilter {
         Some(filter) => {
             let matches = table.matching_rows(indexed, filter).await?;
@@ -498,7 +508,8 @@ async fn indexed_search(
     let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let (candidates, probed) = index::search_partitions(&index, &prepared, nprobes, want, &gate);
+    let (candidates, probed) =
+        index::search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
     stats.partitions_probed += probed;
     match refine {
         Some(_) => {

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use quick_cache::sync::Cache;
 
@@ -25,6 +26,8 @@ const HANDLES: usize = 512;
 /// Open read handles of local files, keyed by object path.
 #[derive(Debug)]
 pub(crate) struct LocalFiles {
+    /// The store the files belong to: it maps object paths to files.
+    store: Arc<LocalFileSystem>,
     handles: Cache<Path, Arc<File>>,
 }
 
@@ -40,14 +43,6 @@ fn store_error(path: &Path, e: std::io::Error) -> Error {
             source: Box::new(e),
         })
     }
-}
-
-/// The file an object path names (object paths percent-encode what a URL would).
-fn fs_path(path: &Path) -> Result<std::path::PathBuf> {
-    url::Url::parse(&format!("file:///{}", path.as_ref()))
-        .ok()
-        .and_then(|u| u.to_file_path().ok())
-        .ok_or_else(|| Error::Internal(format!("'{path}' is not a local file path")))
 }
 
 /// Reads a large `range` of the file at `path` through its own handle: `read_to_end` fills
@@ -80,17 +75,23 @@ fn read_range(file: &File, range: &Range<u64>) -> std::io::Result<Bytes> {
 }
 
 impl LocalFiles {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(store: Arc<LocalFileSystem>) -> Self {
         LocalFiles {
+            store,
             handles: Cache::new(HANDLES),
         }
+    }
+
+    /// The file an object path names, exactly as the store maps it.
+    fn fs_path(&self, path: &Path) -> Result<std::path::PathBuf> {
+        Ok(self.store.path_to_filesystem(path)?)
     }
 
     fn open(&self, path: &Path) -> Result<Arc<File>> {
         if let Some(file) = self.handles.get(path) {
             return Ok(file);
         }
-        let file = Arc::new(File::open(fs_path(path)?).map_err(|e| store_error(path, e))?);
+        let file = Arc::new(File::open(self.fs_path(path)?).map_err(|e| store_error(path, e))?);
         self.handles.insert(path.clone(), file.clone());
         Ok(file)
     }
@@ -111,7 +112,7 @@ impl LocalFiles {
         }
         let ranges = ranges.to_vec();
         let owned = path.clone();
-        let local = fs_path(path)?;
+        let local = self.fs_path(path)?;
         tokio::task::spawn_blocking(move || {
             ranges
                 .iter()

@@ -189,10 +189,10 @@ impl Storage {
         let options = options.unwrap_or_else(StorageOptions::for_local);
         let store = Arc::new(LocalFileSystem::new().with_fsync(options.fsync));
         #[allow(unused_mut)]
-        let mut storage = Self::from_store(store, root, options, uri);
+        let mut storage = Self::from_store(store.clone(), root, options, uri);
         #[cfg(unix)]
         {
-            storage.local = Some(Arc::new(local::LocalFiles::new()));
+            storage.local = Some(Arc::new(local::LocalFiles::new(store)));
         }
         Ok(storage)
     }

@@ -71,10 +71,13 @@ pub(crate) enum Operation {
 /// A change to the table's indexes.
 #[derive(Debug, Clone)]
 pub(crate) enum IndexChange {
-    /// Add `index`, removing the indexes named in `replaces` (and any of the same name).
+    /// Add `index`, removing the indexes named in `replaces` and any other index of the same
+    /// name or on the same columns. With `expected_uuid` (an index rewritten in place, as
+    /// `optimize` does), the entry of that name must still be the one it was computed from.
     Create {
         index: IndexMetadataProto,
         replaces: Vec<String>,
+        expected_uuid: Option<String>,
     },
     /// Remove the index called `name`.
     Drop { name: String },
@@ -316,11 +319,33 @@ async fn build_manifest(
                 .retain(|i| i.field_ids.iter().all(|id| schema.field_ids.contains(id)));
             proto
         }
-        (Operation::Index(IndexChange::Create { index, replaces }), Some(base)) => {
+        (
+            Operation::Index(IndexChange::Create {
+                index,
+                replaces,
+                expected_uuid,
+            }),
+            Some(base),
+        ) => {
             let mut proto = base.proto.clone();
-            proto
-                .indices
-                .retain(|i| i.name != index.name && !replaces.contains(&i.name));
+            if let Some(uuid) = expected_uuid {
+                if !proto
+                    .indices
+                    .iter()
+                    .any(|i| i.name == index.name && &i.uuid == uuid)
+                {
+                    return Err(Error::CommitConflict(format!(
+                        "index '{}' was replaced or dropped by a concurrent writer (version {})",
+                        index.name,
+                        base.version()
+                    )));
+                }
+            }
+            proto.indices.retain(|i| {
+                i.name != index.name
+                    && !replaces.contains(&i.name)
+                    && i.field_ids != index.field_ids
+            });
             proto.indices.push(index.clone());
             proto
         }
