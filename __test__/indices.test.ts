@@ -106,11 +106,14 @@ describe("vector indexes", () => {
     const plan = await table.search(query(0)).nprobes(32).refineFactor(10).explainPlan();
     expect(plan).toContain("IndexSearch vecs: index=vector_idx (IVF_PQ, l2)");
     expect(plan).toContain("nprobes=32 refineFactor=10");
+    const analyzed = await table.search(query(0)).nprobes(32).refineFactor(10).analyzePlan();
+    expect(analyzed).toMatch(/Metrics: rows=10 .* index=vector_idx partitions_probed=32 exact_rows=100/);
 
     // Exact search stays available and matches the ground truth.
     const exact = await table.search(query(3)).bypassVectorIndex().limit(10).toArray();
     expect(exact.map((r) => r.id)).toEqual(Array.from(gt.subarray(300, 310), (v) => BigInt(v)));
     expect(await table.search(query(3)).bypassVectorIndex().explainPlan()).toContain("index bypassed");
+    expect(await table.search(query(3)).bypassVectorIndex().analyzePlan()).toContain(`index=none partitions_probed=0 exact_rows=${N}`);
 
     // Appended rows are found at once; optimize indexes them without retraining.
     const fresh = { id: 999_999n, vector: Array.from(query(7)), category: 1 };

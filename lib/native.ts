@@ -100,7 +100,7 @@ export interface NativeTable {
       refineFactor?: number;
       bypassVectorIndex?: boolean;
     },
-  ): Promise<Buffer>;
+  ): Promise<{ data: Buffer; index?: string | null; partitionsProbed: number; exactRows: number }>;
   createIndex(
     column: string,
     options: {

@@ -237,7 +237,8 @@ export class VectorQuery extends Query {
   /**
    * l2 (squared Euclidean), cosine (1 − similarity), dot (negative inner product: smaller is
    * closer), hamming (differing bits of uint8 vectors). Default: the index's type when the
-   * column has an index, else l2. A type other than the index's searches exactly.
+   * column has an index (also with `bypassVectorIndex()`), else l2. A type other than the
+   * index's searches exactly.
    */
   distanceType(type: DistanceType): this {
     if (!["l2", "cosine", "dot", "hamming"].includes(type)) {
@@ -283,11 +284,16 @@ export class VectorQuery extends Query {
   }
 
   override async toArrow(): Promise<ArrowTable> {
+    return (await this.run()).table;
+  }
+
+  /** Runs the search: the result table and how the engine ran it. */
+  private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
     if (this.state.offset !== undefined && this.state.offset > 0) {
       throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
     }
     const table = this.target.native();
-    const bytes = await native(() =>
+    const result = await native(() =>
       table.vectorSearch(this.search.vector, {
         column: this.search.column,
         k: this.state.limit ?? 10,
@@ -303,7 +309,28 @@ export class VectorQuery extends Query {
         bypassVectorIndex: this.search.bypassVectorIndex,
       }),
     );
-    return this.rename(fromIPC(bytes));
+    return {
+      table: this.rename(fromIPC(result.data)),
+      index: result.index ?? null,
+      partitionsProbed: result.partitionsProbed,
+      exactRows: result.exactRows,
+    };
+  }
+
+  /** Runs the search and returns its plan with execution metrics (index, partitions, rows ranked exactly, I/O). */
+  override async analyzePlan(): Promise<string> {
+    const table = this.target.native();
+    const before = table.ioStats();
+    const started = performance.now();
+    const run = await this.run();
+    const elapsed = performance.now() - started;
+    const after = table.ioStats();
+    return [
+      await this.explainPlan(),
+      `Metrics: rows=${run.table.numRows} elapsed_ms=${elapsed.toFixed(2)} ` +
+        `io_ops=${after.readOps - before.readOps} bytes_read=${after.readBytes - before.readBytes} ` +
+        `index=${run.index ?? "none"} partitions_probed=${run.partitionsProbed} exact_rows=${run.exactRows}`,
+    ].join("\n");
   }
 
   override async *stream(): AsyncGenerator<RecordBatch> {

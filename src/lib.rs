@@ -461,6 +461,17 @@ pub struct NativeIndexOptions {
     pub replace: Option<bool>,
 }
 
+/// A search's result (Arrow IPC bytes) and how it ran.
+#[napi(object)]
+pub struct NativeSearchResult {
+    pub data: Buffer,
+    /// The index used, if any.
+    pub index: Option<String>,
+    pub partitions_probed: u32,
+    /// Rows whose distance was computed exactly (exact search, refinement).
+    pub exact_rows: f64,
+}
+
 /// Build progress handed to the JS callback.
 #[napi(object)]
 pub struct NativeIndexProgress {
@@ -1060,13 +1071,14 @@ impl NativeTable {
         .await
     }
 
-    /// Exact nearest neighbours of `query`, as IPC bytes with a `_distance` column.
+    /// Nearest neighbours of `query` (through the column's index, or exact), as IPC bytes with
+    /// a `_distance` column, and how the search ran.
     #[napi]
     pub async fn vector_search(
         &self,
         query: Vec<f64>,
         options: NativeSearchOptions,
-    ) -> napi::Result<Buffer> {
+    ) -> napi::Result<NativeSearchResult> {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
@@ -1096,8 +1108,14 @@ impl NativeTable {
                 refine_factor: options.refine_factor,
                 bypass_index: options.bypass_vector_index.unwrap_or(false),
             };
-            let batch = quiver_engine::query::search(&self.table, &search).await?;
-            Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+            let (batch, stats) =
+                quiver_engine::query::search_with_stats(&self.table, &search).await?;
+            Ok(NativeSearchResult {
+                data: encode_ipc(&batch.schema(), &[batch])?.into(),
+                index: stats.index,
+                partitions_probed: stats.partitions_probed as u32,
+                exact_rows: stats.exact_rows as f64,
+            })
         })
         .await
     }

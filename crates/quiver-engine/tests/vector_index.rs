@@ -692,3 +692,101 @@ async fn mostly_null_vectors_ranges_and_optimize_after_drop() {
     );
     assert!(list_indices(&stale).expect("list").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_flat_hamming_on_binary_vectors() {
+    use arrow_array::UInt8Array;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (rows, bytes) = (3000usize, 16i32);
+    let values: Vec<u8> = (0..rows * bytes as usize).map(|_| rng.random()).collect();
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::UInt8),
+        bytes,
+        Arc::new(UInt8Array::from(values.clone())),
+        None,
+    )
+    .expect("list");
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("bits", common::vector_type(DataType::UInt8, bytes), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(list),
+        ],
+    )
+    .expect("batch");
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = db
+        .create_table(
+            "bits",
+            b.schema(),
+            batches_stream(vec![b]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    let options = CreateIndexOptions {
+        params: VectorIndexParams {
+            kind: IndexKind::IvfFlat,
+            distance_type: DistanceType::Hamming,
+            num_partitions: Some(8),
+            ..Default::default()
+        },
+        ..ivf_pq()
+    };
+    let info = create_index(&t, "bits", options).await.expect("build");
+    assert_eq!(
+        (info.distance_type.as_str(), info.num_partitions),
+        ("hamming", 8)
+    );
+    for q in 0..20 {
+        let query: Vec<f64> = values[q * 16..(q + 1) * 16]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let base = VectorSearch {
+            query,
+            k: 5,
+            ..Default::default()
+        };
+        // Probing every partition gives exactly the exact search's distances.
+        let (indexed, stats) = search_with_stats(
+            &t,
+            &VectorSearch {
+                nprobes: Some(8),
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("search");
+        assert_eq!(stats.index.as_deref(), Some("bits_idx"));
+        let exact = search(
+            &t,
+            &VectorSearch {
+                bypass_index: true,
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("exact");
+        let distances = |b: &RecordBatch| {
+            b.column_by_name("_distance")
+                .expect("d")
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(distances(&indexed), distances(&exact));
+        assert_eq!(
+            distances(&indexed)[0],
+            0.0,
+            "a row is at distance 0 from itself"
+        );
+    }
+}

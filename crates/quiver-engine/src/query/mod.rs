@@ -30,8 +30,8 @@ pub struct VectorSearch {
     pub column: Option<String>,
     pub query: Vec<f64>,
     pub k: usize,
-    /// `None`: the index's distance type when the column has an index, else l2. A type other
-    /// than the index's makes the search exact.
+    /// `None`: the index's distance type when the column has an index (also when bypassing
+    /// it), else l2. A type other than the index's makes the search exact.
     pub distance_type: Option<DistanceType>,
     /// Columns returned (all when `None`), plus `_distance`.
     pub columns: Option<Vec<String>>,
@@ -337,9 +337,10 @@ fn rank_on_pool(
     receiver
 }
 
-/// The `k` nearest live rows of `manifest` (optionally only those matching `prefilter`), by
-/// one streaming scan of the vector column: batches are ranked on the rayon pool, several at
-/// once, while the scan reads ahead; memory is a few batches plus the heaps.
+/// The `k` nearest live rows of `manifest` (optionally only those matching `prefilter`).
+/// Fragments are split into one group per rayon thread, scanned concurrently; each group
+/// streams its vector column and ranks batches on the rayon pool while reading ahead, so memory
+/// is a few batches per group plus the heaps.
 async fn exact_scan(
     table: &Table,
     manifest: Arc<Manifest>,
@@ -347,9 +348,38 @@ async fn exact_scan(
     prefilter: Option<FilterRef>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Candidate>> {
-    if manifest.fragments().is_empty() {
-        return Ok(Vec::new());
+    let fragments = manifest.fragments().len();
+    let groups = fragments.min(rayon::current_num_threads().max(1));
+    let scans = (0..groups).map(|g| {
+        let ids: std::collections::HashSet<u64> = manifest
+            .fragments()
+            .iter()
+            .skip(g)
+            .step_by(groups)
+            .map(|f| f.id)
+            .collect();
+        scan_group(
+            table,
+            manifest.with_fragments(|f| ids.contains(&f.id)),
+            exact,
+            prefilter.clone(),
+        )
+    });
+    let mut top = TopK::new(exact.k);
+    for (best, rows) in futures::future::try_join_all(scans).await? {
+        stats.exact_rows += rows;
+        best.into_iter().for_each(|c| top.offer(c));
     }
+    Ok(top.into_sorted())
+}
+
+/// One group of [`exact_scan`]: its best candidates and the rows it ranked.
+async fn scan_group(
+    table: &Table,
+    manifest: Arc<Manifest>,
+    exact: &Arc<Exact>,
+    prefilter: Option<FilterRef>,
+) -> Result<(Vec<Candidate>, u64)> {
     let (_, mut stream) = table.scan_manifest(
         manifest,
         ScanOptions {
@@ -360,6 +390,7 @@ async fn exact_scan(
         },
     )?;
     let mut top = TopK::new(exact.k);
+    let mut rows = 0u64;
     let mut pending = std::collections::VecDeque::new();
     let merge = |top: &mut TopK, ranked: std::result::Result<Result<Vec<Candidate>>, _>| {
         ranked
@@ -368,7 +399,7 @@ async fn exact_scan(
     };
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        stats.exact_rows += batch.num_rows() as u64;
+        rows += batch.num_rows() as u64;
         pending.push_back(rank_on_pool(batch, exact.clone()));
         if pending.len() >= RANK_IN_FLIGHT {
             if let Some(next) = pending.pop_front() {
@@ -379,7 +410,7 @@ async fn exact_scan(
     for next in pending {
         merge(&mut top, next.await)?;
     }
-    Ok(top.into_sorted())
+    Ok((top.into_sorted(), rows))
 }
 
 /// Exact distances of the rows at `rows` (read by take), the `k` nearest kept.
@@ -417,11 +448,9 @@ pub async fn search_with_stats(
     let schema = manifest.schema.arrow.clone();
     let (column, element, dim) = resolve_column(&schema, search.column.as_deref())?;
     let field_id = manifest.schema.field_ids[manifest.schema.column_index(&column)?];
-    let index_meta = if search.bypass_index {
-        None
-    } else {
-        index::vector_index_for(&manifest, field_id)
-    };
+    // The index's distance type is the default even when the search bypasses it, so an
+    // exact search ranks the way the indexed one does.
+    let index_meta = index::vector_index_for(&manifest, field_id);
     let index_distance = match index_meta {
         Some(meta) => Some(index::index_distance(meta)?),
         None => None,
@@ -440,7 +469,8 @@ pub async fn search_with_stats(
         range: search.distance_range,
     });
     let mut stats = SearchStats::default();
-    let best = match index_meta.filter(|_| index_distance == Some(distance)) {
+    let usable = index_meta.filter(|_| !search.bypass_index && index_distance == Some(distance));
+    let best = match usable {
         None => exact_scan(table, manifest.clone(), &exact, prefilter, &mut stats).await?,
         Some(meta) => {
             stats.index = Some(meta.name.clone());
