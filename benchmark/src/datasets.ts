@@ -8,7 +8,7 @@
 // Both end up in one layout: base.f32bin, category.i32bin, price.f64bin, text.txt (+ ground
 // truth files where the source has them) and info.json.
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
@@ -138,7 +138,8 @@ async function makeClustered(dir: string, n: number, d: number): Promise<string>
     return "builtin";
   }
   const progress = new Progress(`generating clustered n=${n} d=${d} (gen-vectors.mjs, with ground truth)`, 1);
-  await run(process.execPath, [generator, "--n", String(n), "--d", String(d), "--out", dir], {
+  // The generator runs only when started by its real path (it compares the two).
+  await run(process.execPath, [realpathSync(generator), "--n", String(n), "--d", String(d), "--out", dir], {
     maxBuffer: 64 * 1024 * 1024,
   });
   progress.finish();

@@ -64,6 +64,8 @@ fn dataset() -> &'static Dataset {
             "{} is missing: these tests need the shared data generator beside the repository",
             generator.display()
         );
+        // The generator runs only when started by its real path (it compares the two).
+        let generator = std::fs::canonicalize(&generator).expect("resolve gen-vectors.mjs");
         let out = root.join("target/test-data/n50000_d128");
         if !out.join("manifest.json").exists() {
             let status = std::process::Command::new("node")
@@ -75,6 +77,10 @@ fn dataset() -> &'static Dataset {
                 .status()
                 .expect("run node gen-vectors.mjs");
             assert!(status.success(), "gen-vectors.mjs failed");
+            assert!(
+                out.join("manifest.json").exists(),
+                "gen-vectors.mjs wrote nothing"
+            );
         }
         let (_, dim, base) = read_matrix(&out.join("base.f32bin"));
         let (_, _, queries) = read_matrix(&out.join("query.f32bin"));
