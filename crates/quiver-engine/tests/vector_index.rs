@@ -796,3 +796,59 @@ async fn ivf_flat_hamming_on_binary_vectors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_index_concurrent_with_appends_and_deletes() {
+    let data = dataset();
+    let db = Database::connect("memory://race", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "race", 0..5_000).await;
+    let other = db.open_table("race").await.expect("open");
+    let build = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let options = CreateIndexOptions {
+                params: VectorIndexParams {
+                    num_partitions: Some(16),
+                    ..Default::default()
+                },
+                ..ivf_pq()
+            };
+            create_index(&t, "vector", options).await
+        })
+    };
+    // Meanwhile another handle appends rows and deletes some indexed ones.
+    for chunk in 0..4 {
+        let start = 5_000 + chunk * 250;
+        other
+            .append(
+                batches_stream(vec![batch(data, start..start + 250)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+    }
+    other.delete("id < 10").await.expect("delete");
+    build.await.expect("join").expect("build");
+    t.checkout_latest().await.expect("latest");
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(stats.num_indexed_rows + stats.num_unindexed_rows, 5_990);
+    // Every live row is found by its own vector; deleted ones never.
+    for id in [3usize, 10, 2_500, 5_100, 5_999] {
+        let q = VectorSearch {
+            query: data.base[id * data.dim..(id + 1) * data.dim]
+                .iter()
+                .map(|&v| v as f64)
+                .collect(),
+            k: 1,
+            ..Default::default()
+        };
+        let got = ids(&search(&t, &q).await.expect("search"));
+        if id < 10 {
+            assert_ne!(got, vec![id as i64], "deleted row {id} came back");
+        } else {
+            assert_eq!(got, vec![id as i64]);
+        }
+    }
+}
