@@ -476,13 +476,21 @@ pub async fn search_with_stats(
             stats.index = Some(meta.name.clone());
             let covered: std::collections::HashSet<u64> =
                 meta.fragment_ids.iter().copied().collect();
-            let indexed = manifest.with_fragments(|f| covered.contains(&f.id));
-            let rest = manifest.with_fragments(|f| !covered.contains(&f.id));
+            // Usually every fragment is indexed: then the version is used as it is, uncopied.
+            let all_covered = manifest.fragments().iter().all(|f| covered.contains(&f.id));
+            let indexed = if all_covered {
+                manifest.clone()
+            } else {
+                manifest.with_fragments(|f| covered.contains(&f.id))
+            };
             let mut best = indexed_search(
                 table, &indexed, meta, search, &exact, &prefilter, &mut stats,
             )
             .await?;
-            best.extend(exact_scan(table, rest, &exact, prefilter, &mut stats).await?);
+            if !all_covered {
+                let rest = manifest.with_fragments(|f| !covered.contains(&f.id));
+                best.extend(exact_scan(table, rest, &exact, prefilter, &mut stats).await?);
+            }
             best.sort_unstable();
             best.truncate(search.k);
             best
