@@ -1,5 +1,6 @@
 //! Distance kernels in GB/s of vectors read, per instruction set this CPU runs, beside the
-//! machine's memory bandwidth (a streaming sum over a buffer far larger than the caches):
+//! machine's memory bandwidth (a streaming sum over a buffer far larger than the caches, on one
+//! thread and on every core):
 //! `cargo bench -p quiver-engine --bench kernels`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -33,6 +34,29 @@ fn memory_bandwidth(c: &mut Criterion) {
             std::hint::black_box(acc)
         })
     });
+    // Every core streaming its own share at once: what a parallel scan can reach.
+    group.bench_function(
+        format!("stream_sum_512MiB_{}_threads", rayon::current_num_threads()),
+        |b| {
+            use rayon::prelude::*;
+            b.iter(|| {
+                let per_thread = buffer.len().div_ceil(rayon::current_num_threads());
+                let sums: Vec<[u64; 8]> = buffer
+                    .par_chunks(per_thread)
+                    .map(|share| {
+                        let mut acc = [0u64; 8];
+                        for chunk in share.chunks_exact(8) {
+                            for (a, v) in acc.iter_mut().zip(chunk) {
+                                *a = a.wrapping_add(*v);
+                            }
+                        }
+                        acc
+                    })
+                    .collect();
+                std::hint::black_box(sums)
+            })
+        },
+    );
     group.finish();
 }
 

@@ -39,13 +39,16 @@ fn random_table_batch(rows: usize, seed: u64) -> (RecordBatch, Vec<Vec<f32>>) {
     (batch, vectors)
 }
 
-async fn table(rows: usize) -> (Table, Vec<Vec<f32>>) {
+/// A table of `rows` random vectors in files of 300 rows and pages of about 128 rows. Exact
+/// search streams local files and reads other stores through the async scan: both are tested.
+async fn table_in(uri: &str, rows: usize) -> (Table, Vec<Vec<f32>>) {
     let (batch, vectors) = random_table_batch(rows, 11);
-    let db = Database::connect("memory://", ConnectOptions::default())
+    let db = Database::connect(uri, ConnectOptions::default())
         .await
         .expect("connect");
     let params = WriteParams {
         max_rows_per_file: 300,
+        page_size: 4096,
         ..Default::default()
     };
     let t = db
@@ -59,6 +62,17 @@ async fn table(rows: usize) -> (Table, Vec<Vec<f32>>) {
         .await
         .expect("create");
     (t, vectors)
+}
+
+async fn table(rows: usize) -> (Table, Vec<Vec<f32>>) {
+    table_in("memory://", rows).await
+}
+
+/// A memory store and a local folder (kept alive by the returned guard).
+fn stores() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().to_str().expect("utf-8 path").to_string();
+    (dir, vec!["memory://".to_string(), local])
 }
 
 /// The column `name` of `batch` as a `T`.
@@ -110,24 +124,34 @@ fn search(q: &[f32], k: usize, d: DistanceType) -> VectorSearch {
 
 #[tokio::test]
 async fn matches_brute_force_for_every_distance() {
-    let (t, vectors) = table(1000).await;
-    let q: Vec<f32> = (0..DIM).map(|i| i as f32 / 10.0 - 0.3).collect();
-    for d in [DistanceType::L2, DistanceType::Cosine, DistanceType::Dot] {
-        let got = exact_search(&t, &search(&q, 10, d)).await.expect("search");
-        let want = reference(&vectors, &q, d);
-        let ids = column::<Int64Array>(&got, "id");
-        let dist = column::<Float32Array>(&got, "_distance");
-        assert_eq!(got.num_rows(), 10);
-        for (i, want) in want.iter().take(10).enumerate() {
-            assert_eq!(ids.value(i), want.0, "{d:?} rank {i}");
-            assert!((dist.value(i) as f64 - want.1).abs() < 1e-4);
+    let (_dir, uris) = stores();
+    for uri in &uris {
+        let (t, vectors) = table_in(uri, 1000).await;
+        let q: Vec<f32> = (0..DIM).map(|i| i as f32 / 10.0 - 0.3).collect();
+        for d in [DistanceType::L2, DistanceType::Cosine, DistanceType::Dot] {
+            let got = exact_search(&t, &search(&q, 10, d)).await.expect("search");
+            let want = reference(&vectors, &q, d);
+            let ids = column::<Int64Array>(&got, "id");
+            let dist = column::<Float32Array>(&got, "_distance");
+            assert_eq!(got.num_rows(), 10);
+            for (i, want) in want.iter().take(10).enumerate() {
+                assert_eq!(ids.value(i), want.0, "{uri} {d:?} rank {i}");
+                assert!((dist.value(i) as f64 - want.1).abs() < 1e-4);
+            }
         }
     }
 }
 
 #[tokio::test]
 async fn k_larger_than_the_table_ranges_and_deletions() {
-    let (t, vectors) = table(50).await;
+    let (_dir, uris) = stores();
+    for uri in &uris {
+        k_ranges_and_deletions_in(uri).await;
+    }
+}
+
+async fn k_ranges_and_deletions_in(uri: &str) {
+    let (t, vectors) = table_in(uri, 50).await;
     let q = vectors[7].clone();
     let all = exact_search(&t, &search(&q, 500, DistanceType::L2))
         .await
@@ -219,7 +243,14 @@ async fn hamming_on_binary_vectors() {
 
 #[tokio::test]
 async fn prefilter_returns_k_matching_rows_and_postfilter_filters_the_top_k() {
-    let (t, vectors) = table(1000).await;
+    let (_dir, uris) = stores();
+    for uri in &uris {
+        prefilter_and_postfilter_in(uri).await;
+    }
+}
+
+async fn prefilter_and_postfilter_in(uri: &str) {
+    let (t, vectors) = table_in(uri, 1000).await;
     let q = vectors[3].clone();
     let mut pre = search(&q, 10, DistanceType::L2);
     pre.filter = Some(t.parse_filter("id % 10 = 0").expect("filter"));
@@ -244,4 +275,165 @@ async fn prefilter_returns_k_matching_rows_and_postfilter_filters_the_top_k() {
         .collect();
     assert_eq!(column::<Int64Array>(&got, "id").values().to_vec(), top);
     assert!(got.num_rows() < 10);
+}
+
+/// Wide vectors (several read runs per page), several fragments, deletions and a prefilter
+/// matching half the rows (too many to take one by one): brute force on both stores.
+#[tokio::test]
+async fn wide_vectors_with_deletions_and_a_broad_prefilter() {
+    const WIDE: usize = 128;
+    let rows = 6000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let vectors: Vec<Vec<f32>> = (0..rows)
+        .map(|_| (0..WIDE).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let values = Float32Array::from_iter_values(vectors.iter().flatten().copied());
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::Float32),
+        WIDE as i32,
+        Arc::new(values),
+        None,
+    )
+    .expect("list");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "vector",
+            common::vector_type(DataType::Float32, WIDE as i32),
+            true,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(list),
+        ],
+    )
+    .expect("batch");
+    let q: Vec<f32> = vectors[42].iter().map(|v| v * 0.5).collect();
+    let (_dir, uris) = stores();
+    for uri in &uris {
+        let db = Database::connect(uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        let t = db
+            .create_table(
+                "wide",
+                schema.clone(),
+                batches_stream(vec![batch.clone()]),
+                CreateMode::Create,
+                WriteParams {
+                    max_rows_per_file: 2500,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("create");
+        t.delete("id % 7 = 3").await.expect("delete");
+        for (filter, keep) in [
+            (None, (|_| true) as fn(i64) -> bool),
+            (Some("id % 2 = 0"), |id| id % 2 == 0),
+        ] {
+            let mut s = search(&q, 25, DistanceType::L2);
+            s.filter = filter.map(|f| t.parse_filter(f).expect("filter"));
+            let (got, stats) = quiver_engine::query::search_with_stats(&t, &s)
+                .await
+                .expect("search");
+            let eligible = (0..rows as i64).filter(|&id| id % 7 != 3 && keep(id));
+            assert_eq!(stats.exact_rows, eligible.clone().count() as u64, "{uri}");
+            let want: Vec<i64> = reference(&vectors, &q, DistanceType::L2)
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|&id| id % 7 != 3 && keep(id))
+                .take(25)
+                .collect();
+            assert_eq!(
+                column::<Int64Array>(&got, "id").values().to_vec(),
+                want,
+                "{uri} {filter:?}"
+            );
+        }
+    }
+}
+
+/// Every element type, with null vectors and null elements, ranks the same on a local store
+/// (streamed pages; pages holding nulls read whole) as through the async scan.
+#[tokio::test]
+async fn every_element_type_ranks_alike_on_both_stores() {
+    let (_dir, uris) = stores();
+    for (n, element) in [
+        DataType::Float16,
+        DataType::Float32,
+        DataType::Float64,
+        DataType::UInt8,
+        DataType::Int8,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for null_rate in [0.0, 0.05] {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("v", common::vector_type(element.clone(), 16), true),
+            ]));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(0..700)),
+                    common::random_array(schema.field(1).data_type(), 700, &mut rng, null_rate),
+                ],
+            )
+            .expect("batch");
+            let q: Vec<f32> = (0..16).map(|i| (i % 5) as f32).collect();
+            let mut results = Vec::new();
+            for uri in &uris {
+                let db = Database::connect(uri, ConnectOptions::default())
+                    .await
+                    .expect("connect");
+                let name = format!("t{n}_{}", (null_rate * 100.0) as u32);
+                let t = db
+                    .create_table(
+                        &name,
+                        schema.clone(),
+                        batches_stream(vec![batch.clone()]),
+                        CreateMode::Create,
+                        WriteParams {
+                            page_size: 4096,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("create");
+                let distances: &[DistanceType] = if element == DataType::UInt8 {
+                    &[DistanceType::L2, DistanceType::Hamming]
+                } else {
+                    &[DistanceType::L2, DistanceType::Cosine]
+                };
+                for &d in distances {
+                    let got = exact_search(&t, &search(&q, 700, d)).await.expect("search");
+                    let ids = column::<Int64Array>(&got, "id").values().to_vec();
+                    let dist = column::<Float32Array>(&got, "_distance").values().to_vec();
+                    if null_rate == 0.0 && d == DistanceType::L2 {
+                        assert_eq!(ids.len(), 700, "{element} {uri}");
+                    }
+                    results.push((uri.clone(), d, ids, dist));
+                }
+            }
+            let half = results.len() / 2;
+            for (memory, local) in results[..half].iter().zip(&results[half..]) {
+                assert_eq!(
+                    memory.2, local.2,
+                    "{element} {:?} nulls {null_rate}",
+                    memory.1
+                );
+                assert_eq!(
+                    memory.3, local.3,
+                    "{element} {:?} nulls {null_rate}",
+                    memory.1
+                );
+            }
+        }
+    }
 }

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
-use crate::storage::Storage;
+use crate::storage::{Storage, SyncFile};
 
 /// How much of a file's end to fetch when opening it: enough for the metadata of most files,
 /// so opening costs a single request.
@@ -280,6 +280,105 @@ impl FileReader {
             .zip(bytes.iter())
             .map(|(p, b)| self.decode(column, p, b))
             .collect()
+    }
+
+    /// Streams page `page` of the vector column `field_id` from `file` through `visit`, a run
+    /// of whole vectors at a time: `visit(first row of the run within the page, vectors in the
+    /// run, buffer whose first bytes hold them)`. Each run is read into `buf` (reused across
+    /// calls; about `chunk_bytes`), so reading, the checksum and the caller's work on a run all
+    /// happen while it is in cache. The page checksum is verified over every byte of the page
+    /// once it has been read: on a mismatch the page's work must be discarded, which the error
+    /// returned does. Returns `false`, reading nothing, when the page holds null vectors or
+    /// null elements; read those with [`FileReader::read_page_sync`].
+    pub fn stream_vector_page(
+        &self,
+        file: &SyncFile,
+        field_id: i32,
+        page: usize,
+        chunk_bytes: usize,
+        buf: &mut MutableBuffer,
+        mut visit: impl FnMut(u64, usize, &MutableBuffer) -> Result<()>,
+    ) -> Result<bool> {
+        let column = self.meta.column(field_id, &self.path)?;
+        let meta = column
+            .pages
+            .get(page)
+            .ok_or_else(|| Error::Internal(format!("page {page} out of bounds")))?;
+        let ValueLayout::Fixed(width) = value_layout(&column.data_type) else {
+            return Err(Error::Internal(
+                "streamed column is not a vector column".into(),
+            ));
+        };
+        let holds_nulls = meta.buffers.iter().take(2).any(|b| b.1 > 0);
+        if holds_nulls || !matches!(column.data_type, DataType::FixedSizeList(_, _)) {
+            return Ok(false);
+        }
+        let (start, length) = values_buffer(meta, &column.data_type);
+        if width == 0
+            || meta.num_rows.checked_mul(width) != Some(length)
+            || start.saturating_add(length) > meta.length
+        {
+            return Err(Error::corrupt(
+                &self.path,
+                format!(
+                    "page at offset {} lists a values buffer that does not fit it",
+                    meta.offset
+                ),
+            ));
+        }
+        let rows_per_run = (chunk_bytes as u64 / width).max(1);
+        let run_bytes = (rows_per_run * width) as usize;
+        if buf.len() < run_bytes {
+            buf.resize(run_bytes, 0);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        // Bytes before and after the values (empty validity buffers, padding) count towards
+        // the checksum only.
+        let checksum_only = |from: u64,
+                             to: u64,
+                             buf: &mut MutableBuffer,
+                             crc: &mut crc32fast::Hasher|
+         -> Result<()> {
+            let mut at = from;
+            while at < to {
+                let n = ((to - at) as usize).min(run_bytes);
+                let bytes = &mut buf.as_slice_mut()[..n];
+                file.read_exact_at(meta.offset + at, bytes)?;
+                crc.update(bytes);
+                at += n as u64;
+            }
+            Ok(())
+        };
+        checksum_only(0, start, buf, &mut crc)?;
+        let mut row = 0;
+        while row < meta.num_rows {
+            let rows = rows_per_run.min(meta.num_rows - row);
+            let bytes = &mut buf.as_slice_mut()[..(rows * width) as usize];
+            file.read_exact_at(meta.offset + start + row * width, bytes)?;
+            crc.update(bytes);
+            visit(row, rows as usize, buf)?;
+            row += rows;
+        }
+        checksum_only(start + length, meta.length, buf, &mut crc)?;
+        if crc.finalize() != meta.crc32 {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("page at offset {} fails its checksum", meta.offset),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Reads and decodes one whole page of `field_id` from `file` (checksum verified).
+    pub fn read_page_sync(&self, file: &SyncFile, field_id: i32, page: usize) -> Result<ArrayRef> {
+        let column = self.meta.column(field_id, &self.path)?;
+        let meta = column
+            .pages
+            .get(page)
+            .ok_or_else(|| Error::Internal(format!("page {page} out of bounds")))?;
+        let mut bytes = vec![0u8; meta.length as usize];
+        file.read_exact_at(meta.offset, &mut bytes)?;
+        self.decode(column, meta, &Bytes::from(bytes))
     }
 
     /// Values of column `field_id` at `rows` (sorted ascending, no duplicates), in that order.

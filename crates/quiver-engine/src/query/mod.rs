@@ -138,8 +138,111 @@ struct Query {
     bytes: Vec<u8>,
 }
 
+/// The values of a run of vectors, typed.
+#[derive(Clone, Copy)]
+enum VectorValues<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    F64(&'a [f64]),
+    U8(&'a [u8]),
+    I8(&'a [i8]),
+}
+
+impl<'a> VectorValues<'a> {
+    /// The first `len` values of `buffer`, read as `element`s.
+    fn of_buffer(
+        element: &DataType,
+        buffer: &'a arrow_buffer::MutableBuffer,
+        len: usize,
+    ) -> Result<Self> {
+        fn first<T: arrow_buffer::ArrowNativeType>(
+            buffer: &arrow_buffer::MutableBuffer,
+            len: usize,
+        ) -> Result<&[T]> {
+            buffer
+                .typed_data::<T>()
+                .get(..len)
+                .ok_or_else(|| Error::Internal("vector run larger than its buffer".into()))
+        }
+        Ok(match element {
+            DataType::Float32 => VectorValues::F32(first(buffer, len)?),
+            DataType::Float16 => VectorValues::F16(first(buffer, len)?),
+            DataType::Float64 => VectorValues::F64(first(buffer, len)?),
+            DataType::UInt8 => VectorValues::U8(first(buffer, len)?),
+            DataType::Int8 => VectorValues::I8(first(buffer, len)?),
+            other => return Err(Error::invalid(format!("cannot search vectors of {other}"))),
+        })
+    }
+
+    /// The values of every vector of `vectors`.
+    fn of_array(vectors: &'a FixedSizeListArray, dim: usize) -> Result<Self> {
+        let values = vectors.values();
+        let range = vectors.offset() * dim..(vectors.offset() + vectors.len()) * dim;
+        Ok(match values.data_type() {
+            DataType::Float32 => {
+                VectorValues::F32(&values.as_primitive::<Float32Type>().values()[range])
+            }
+            DataType::Float16 => {
+                VectorValues::F16(&values.as_primitive::<Float16Type>().values()[range])
+            }
+            DataType::Float64 => {
+                VectorValues::F64(&values.as_primitive::<Float64Type>().values()[range])
+            }
+            DataType::UInt8 => {
+                VectorValues::U8(&values.as_primitive::<UInt8Type>().values()[range])
+            }
+            DataType::Int8 => VectorValues::I8(&values.as_primitive::<Int8Type>().values()[range]),
+            other => return Err(Error::invalid(format!("cannot search vectors of {other}"))),
+        })
+    }
+}
+
+/// Distances from `query` to every vector of `values` into `out` (resized to one per vector).
+/// One kernel call per run.
+fn distances_of(
+    values: VectorValues<'_>,
+    query: &Query,
+    distance: DistanceType,
+    converted: &mut Vec<f32>,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let kernels = linalg::kernels();
+    let dim = query.f32.len().max(1);
+    let len = match values {
+        VectorValues::F32(v) => v.len(),
+        VectorValues::F16(v) => v.len(),
+        VectorValues::F64(v) => v.len(),
+        VectorValues::U8(v) => v.len(),
+        VectorValues::I8(v) => v.len(),
+    };
+    out.clear();
+    out.resize(len / dim, 0.0);
+    match (values, distance) {
+        (VectorValues::U8(v), DistanceType::Hamming) => kernels.hamming_rows(&query.bytes, v, out),
+        (_, DistanceType::Hamming) => {
+            return Err(Error::invalid(
+                "hamming distance needs a uint8 vector column",
+            ));
+        }
+        (VectorValues::F32(v), _) => kernels.distances_f32(distance, &query.f32, v, out),
+        (VectorValues::F16(v), _) => kernels.distances_f16(distance, &query.f32, v, out),
+        (VectorValues::F64(v), _) => kernels.distances_f64(distance, &query.f64, v, out),
+        (VectorValues::U8(v), _) => {
+            converted.clear();
+            converted.extend(v.iter().map(|&x| x as f32));
+            kernels.distances_f32(distance, &query.f32, converted, out);
+        }
+        (VectorValues::I8(v), _) => {
+            converted.clear();
+            converted.extend(v.iter().map(|&x| x as f32));
+            kernels.distances_f32(distance, &query.f32, converted, out);
+        }
+    }
+    Ok(())
+}
+
 /// Distances from `query` to every vector of `vectors` into `out` (null vectors get NaN, which
-/// the search skips). One kernel call per batch.
+/// the search skips).
 fn distances(
     vectors: &FixedSizeListArray,
     query: &Query,
@@ -147,48 +250,8 @@ fn distances(
     converted: &mut Vec<f32>,
     out: &mut Vec<f32>,
 ) -> Result<()> {
-    let kernels = linalg::kernels();
-    let values = vectors.values();
-    let dim = query.f32.len();
-    let offset = vectors.offset() * dim;
-    let len = vectors.len() * dim;
-    out.clear();
-    out.resize(vectors.len(), 0.0);
-    match (values.data_type(), distance) {
-        (DataType::UInt8, DistanceType::Hamming) => {
-            let v = &values.as_primitive::<UInt8Type>().values()[offset..offset + len];
-            kernels.hamming_rows(&query.bytes, v, out);
-        }
-        (_, DistanceType::Hamming) => {
-            return Err(Error::invalid(
-                "hamming distance needs a uint8 vector column",
-            ));
-        }
-        (DataType::Float32, _) => {
-            let v = &values.as_primitive::<Float32Type>().values()[offset..offset + len];
-            kernels.distances_f32(distance, &query.f32, v, out);
-        }
-        (DataType::Float16, _) => {
-            let v = &values.as_primitive::<Float16Type>().values()[offset..offset + len];
-            kernels.distances_f16(distance, &query.f32, v, out);
-        }
-        (DataType::Float64, _) => {
-            let v = &values.as_primitive::<Float64Type>().values()[offset..offset + len];
-            kernels.distances_f64(distance, &query.f64, v, out);
-        }
-        (DataType::UInt8 | DataType::Int8, _) => {
-            converted.clear();
-            if values.data_type() == &DataType::UInt8 {
-                let v = &values.as_primitive::<UInt8Type>().values()[offset..offset + len];
-                converted.extend(v.iter().map(|&x| x as f32));
-            } else {
-                let v = &values.as_primitive::<Int8Type>().values()[offset..offset + len];
-                converted.extend(v.iter().map(|&x| x as f32));
-            }
-            kernels.distances_f32(distance, &query.f32, converted, out);
-        }
-        (other, _) => return Err(Error::invalid(format!("cannot search vectors of {other}"))),
-    }
+    let values = VectorValues::of_array(vectors, query.f32.len())?;
+    distances_of(values, query, distance, converted, out)?;
     if let Some(nulls) = vectors.nulls() {
         for i in nulls
             .iter()
@@ -265,6 +328,12 @@ impl TopK {
         }
     }
 
+    /// Whether a candidate at `distance` could enter (ties are settled by [`TopK::offer`]).
+    #[inline]
+    fn admits(&self, distance: f32) -> bool {
+        self.heap.len() < self.k || self.heap.peek().is_some_and(|w| distance <= w.distance)
+    }
+
     #[inline]
     fn offer(&mut self, candidate: Candidate) {
         if self.heap.len() < self.k {
@@ -338,9 +407,13 @@ fn rank_on_pool(
 }
 
 /// The `k` nearest live rows of `manifest` (optionally only those matching `prefilter`).
-/// Fragments are split into one group per rayon thread, scanned concurrently; each group
-/// streams its vector column and ranks batches on the rayon pool while reading ahead, so memory
-/// is a few batches per group plus the heaps.
+///
+/// On a local store the vector column is streamed page by page from its files on every core
+/// at once ([`rank_pages_on_pool`]); a prefilter is evaluated first and only pages holding
+/// matches are read (only the matching rows, by take, when they are few). On other stores
+/// fragments are split into one group per rayon thread, scanned concurrently; each group
+/// streams its vector column and ranks batches on the rayon pool while reading ahead. Either
+/// way memory is a few buffers per thread plus the heaps, not the table.
 async fn exact_scan(
     table: &Table,
     manifest: Arc<Manifest>,
@@ -348,6 +421,46 @@ async fn exact_scan(
     prefilter: Option<FilterRef>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Candidate>> {
+    if let Some(sources) = local_sources(table, &manifest, exact).await? {
+        let mut matches = match &prefilter {
+            Some(filter) => Some(table.matching_rows(&manifest, filter).await?),
+            None => None,
+        };
+        if let Some(found) = &matches {
+            let matched: u64 = found.values().map(|r| r.len()).sum();
+            let dim = exact.query.f32.len().max(1) as u64;
+            if matched.saturating_mul(dim) <= SMALL_MATCH_VALUES {
+                // Few matches: reading just them costs less than streaming their pages.
+                let rows: Vec<u64> = found
+                    .iter()
+                    .flat_map(|(&f, r)| r.iter().map(move |o| scan::row_address(f, o as u64)))
+                    .collect();
+                return exact_at(table, &manifest, &rows, exact, stats).await;
+            }
+        }
+        let mut pages = Vec::new();
+        for mut source in sources {
+            if let Some(found) = &mut matches {
+                match found.remove(&source.id) {
+                    Some(rows) => source.eligible = Eligible::Only(rows),
+                    None => continue,
+                }
+            }
+            let source = Arc::new(source);
+            let column = source
+                .reader
+                .metadata()
+                .column(source.field_id, source.reader.path())?;
+            for (page, rows) in column.row_starts.windows(2).enumerate() {
+                if source.eligible.count_in(rows[0], rows[1]) > 0 {
+                    pages.push((source.clone(), page));
+                }
+            }
+        }
+        let (best, rows) = rank_pages_on_pool(pages, exact.clone()).await?;
+        stats.exact_rows += rows;
+        return Ok(best);
+    }
     let fragments = manifest.fragments().len();
     let groups = fragments.min(rayon::current_num_threads().max(1));
     let scans = (0..groups).map(|g| {
@@ -371,6 +484,200 @@ async fn exact_scan(
         best.into_iter().for_each(|c| top.offer(c));
     }
     Ok(top.into_sorted())
+}
+
+/// Bytes of vectors read and ranked at a time by the streamed exact search: small enough that
+/// a run stays in a core's L2 cache from the read through the checksum to the distances.
+const STREAM_RUN_BYTES: usize = 256 * 1024;
+
+/// The rows of a streamed fragment that may be ranked.
+enum Eligible {
+    /// Every row but the deleted ones.
+    Live(Option<Arc<roaring::RoaringBitmap>>),
+    /// Only these (live rows matching a prefilter).
+    Only(roaring::RoaringBitmap),
+}
+
+impl Eligible {
+    #[inline]
+    fn allows(&self, offset: u64) -> bool {
+        match self {
+            Eligible::Live(None) => true,
+            Eligible::Live(Some(deleted)) => !deleted.contains(offset as u32),
+            Eligible::Only(rows) => rows.contains(offset as u32),
+        }
+    }
+
+    /// Eligible rows among offsets `start..end`.
+    fn count_in(&self, start: u64, end: u64) -> u64 {
+        if start >= end {
+            return 0;
+        }
+        let range = start as u32..=(end - 1) as u32;
+        match self {
+            Eligible::Live(None) => end - start,
+            Eligible::Live(Some(deleted)) => end - start - deleted.range_cardinality(range),
+            Eligible::Only(rows) => rows.range_cardinality(range),
+        }
+    }
+}
+
+/// A fragment whose vector column is streamed from a local file.
+struct StreamedFragment {
+    id: u64,
+    field_id: i32,
+    reader: crate::format::reader::FileReader,
+    file: crate::storage::SyncFile,
+    eligible: Eligible,
+}
+
+/// Every fragment of `manifest` with its vector column's file open for streaming (live rows
+/// eligible), when all can be streamed from local files; `None` otherwise (other stores, or
+/// files that store the column as another type than the schema says).
+async fn local_sources(
+    table: &Table,
+    manifest: &Manifest,
+    exact: &Exact,
+) -> Result<Option<Vec<StreamedFragment>>> {
+    let schema = &manifest.schema;
+    let index = schema.column_index(&exact.column)?;
+    let field_id = schema.field_ids[index];
+    let wanted = schema.arrow.field(index).data_type();
+    let mut sources = Vec::with_capacity(manifest.fragments().len());
+    for fragment in manifest.fragments() {
+        let reader = scan::fragment_reader(table.inner(), fragment, field_id).await?;
+        let column = reader.metadata().column(field_id, reader.path())?;
+        let same_type = match (&column.data_type, wanted) {
+            (DataType::FixedSizeList(a, da), DataType::FixedSizeList(b, db)) => {
+                da == db && a.data_type() == b.data_type()
+            }
+            _ => false,
+        };
+        let Some(file) = table.inner().storage.sync_file(reader.path())? else {
+            return Ok(None);
+        };
+        if !same_type {
+            return Ok(None);
+        }
+        let deleted = match &fragment.deletion {
+            Some(d) => Some(table.inner().deletion_vector(d).await?),
+            None => None,
+        };
+        sources.push(StreamedFragment {
+            id: fragment.id,
+            field_id,
+            reader,
+            file,
+            eligible: Eligible::Live(deleted),
+        });
+    }
+    Ok(Some(sources))
+}
+
+/// Ranks every page of `pages` on the rayon pool, all cores at once: its best candidates and
+/// the live rows it ranked. A panic there becomes an error, not an abort.
+async fn rank_pages_on_pool(
+    pages: Vec<(Arc<StreamedFragment>, usize)>,
+    exact: Arc<Exact>,
+) -> Result<(Vec<Candidate>, u64)> {
+    use rayon::prelude::*;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pages
+                .par_iter()
+                .map_init(PageScratch::default, |scratch, (fragment, page)| {
+                    rank_page(fragment, *page, &exact, scratch)
+                })
+                .try_reduce(
+                    || (TopK::new(exact.k), 0),
+                    |(mut a, rows_a), (b, rows_b)| {
+                        b.heap.into_iter().for_each(|c| a.offer(c));
+                        Ok((a, rows_a + rows_b))
+                    },
+                )
+                .map(|(top, rows)| (top.into_sorted(), rows))
+        }))
+        .unwrap_or_else(|_| Err(Error::Internal("ranking pages panicked".into())));
+        let _ = sender.send(ranked);
+    });
+    receiver
+        .await
+        .map_err(|_| Error::Internal("a ranking task was dropped".into()))?
+}
+
+/// Buffers a rayon worker reuses from page to page.
+#[derive(Default)]
+struct PageScratch {
+    run: arrow_buffer::MutableBuffer,
+    distances: Vec<f32>,
+    converted: Vec<f32>,
+}
+
+/// The best eligible rows of one page of a streamed fragment, and how many it holds.
+fn rank_page(
+    fragment: &StreamedFragment,
+    page: usize,
+    exact: &Exact,
+    scratch: &mut PageScratch,
+) -> Result<(TopK, u64)> {
+    let reader = &fragment.reader;
+    let column = reader.metadata().column(fragment.field_id, reader.path())?;
+    let (DataType::FixedSizeList(item, _), Some(&page_start), Some(&page_end)) = (
+        &column.data_type,
+        column.row_starts.get(page),
+        column.row_starts.get(page + 1),
+    ) else {
+        return Err(Error::Internal("streamed page is not a vector page".into()));
+    };
+    let dim = exact.query.f32.len();
+    let mut top = TopK::new(exact.k);
+    let PageScratch {
+        run,
+        distances: out,
+        converted,
+    } = scratch;
+    let mut offer = |first: u64, out: &[f32]| {
+        for (i, &distance) in out.iter().enumerate() {
+            // NaN: a null vector, or one holding NaN; it cannot be ranked.
+            if !in_range(distance, exact.range) || !top.admits(distance) {
+                continue;
+            }
+            let offset = page_start + first + i as u64;
+            if !fragment.eligible.allows(offset) {
+                continue;
+            }
+            top.offer(Candidate {
+                distance,
+                row_id: scan::row_address(fragment.id, offset),
+            });
+        }
+    };
+    let streamed = reader.stream_vector_page(
+        &fragment.file,
+        fragment.field_id,
+        page,
+        STREAM_RUN_BYTES,
+        run,
+        |first, rows, buffer| {
+            let values = VectorValues::of_buffer(item.data_type(), buffer, rows * dim)?;
+            distances_of(values, &exact.query, exact.distance, converted, out)?;
+            offer(first, out);
+            Ok(())
+        },
+    )?;
+    if !streamed {
+        let array = reader.read_page_sync(&fragment.file, fragment.field_id, page)?;
+        distances(
+            array.as_fixed_size_list(),
+            &exact.query,
+            exact.distance,
+            converted,
+            out,
+        )?;
+        offer(0, out);
+    }
+    Ok((top, fragment.eligible.count_in(page_start, page_end)))
 }
 
 /// One group of [`exact_scan`]: its best candidates and the rows it ranked.
@@ -602,4 +909,114 @@ async fn finish(
         Arc::new(Schema::new(fields)),
         columns,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{batches_stream, ConnectOptions, CreateMode, Database, WriteParams};
+
+    async fn vectors_table(uri: &str) -> Table {
+        let values = Float32Array::from_iter_values((0..4000).map(|i| (i % 97) as f32));
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let list =
+            FixedSizeListArray::try_new(item.clone(), 4, Arc::new(values), None).expect("vectors");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "v",
+            DataType::FixedSizeList(item, 4),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).expect("batch");
+        let db = Database::connect(uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        db.create_table(
+            "t",
+            schema,
+            batches_stream(vec![batch]),
+            CreateMode::Create,
+            WriteParams {
+                page_size: 4096,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create")
+    }
+
+    fn exact() -> Exact {
+        Exact {
+            column: "v".into(),
+            query: Query {
+                f32: vec![1.0; 4],
+                f64: vec![1.0; 4],
+                bytes: Vec::new(),
+            },
+            distance: DistanceType::L2,
+            k: 3,
+            range: (None, None),
+        }
+    }
+
+    #[tokio::test]
+    async fn local_stores_stream_pages_and_others_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = vectors_table(dir.path().to_str().expect("utf-8")).await;
+        let sources = local_sources(&local, &local.manifest(), &exact())
+            .await
+            .expect("sources")
+            .expect("a local table streams");
+        let column = sources[0]
+            .reader
+            .metadata()
+            .column(sources[0].field_id, sources[0].reader.path())
+            .expect("column");
+        assert!(column.pages.len() > 1, "several pages");
+
+        let memory = vectors_table("memory://").await;
+        assert!(local_sources(&memory, &memory.manifest(), &exact())
+            .await
+            .expect("sources")
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_page_streams_in_runs_of_whole_vectors_covering_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = vectors_table(dir.path().to_str().expect("utf-8")).await;
+        let sources = local_sources(&table, &table.manifest(), &exact())
+            .await
+            .expect("sources")
+            .expect("a local table streams");
+        let source = &sources[0];
+        let whole = source
+            .reader
+            .read_page_sync(&source.file, source.field_id, 0)
+            .expect("page");
+        let whole = whole
+            .as_fixed_size_list()
+            .values()
+            .as_primitive::<Float32Type>();
+        let mut run = arrow_buffer::MutableBuffer::new(0);
+        let mut seen = Vec::new();
+        // 100 bytes: runs of 6 vectors (24 values), the last one shorter.
+        let streamed = source
+            .reader
+            .stream_vector_page(
+                &source.file,
+                source.field_id,
+                0,
+                100,
+                &mut run,
+                |first, rows, buf| {
+                    assert_eq!(first as usize * 4, seen.len());
+                    assert!(rows <= 6);
+                    seen.extend_from_slice(&buf.typed_data::<f32>()[..rows * 4]);
+                    Ok(())
+                },
+            )
+            .expect("stream");
+        assert!(streamed);
+        assert_eq!(seen, whole.values().to_vec());
+    }
 }

@@ -96,6 +96,11 @@ impl LocalFiles {
         Ok(file)
     }
 
+    /// The cached open handle of the file at `path`.
+    pub(crate) fn handle(&self, path: &Path) -> Result<Arc<File>> {
+        self.open(path)
+    }
+
     /// Reads each of `ranges` (already coalesced) of the file at `path`.
     pub(crate) async fn read_ranges(
         &self,

@@ -34,6 +34,47 @@ pub struct IoStats {
     write_bytes: AtomicU64,
 }
 
+/// A local file read with blocking `pread`s (see [`Storage::sync_file`]); counted in the
+/// store's I/O counters like any other read.
+#[derive(Debug)]
+pub struct SyncFile {
+    file: Arc<std::fs::File>,
+    path: Path,
+    stats: Arc<IoStats>,
+}
+
+impl SyncFile {
+    /// The object path of the file (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fills `buf` with the bytes from `offset` on; a file that ends first is corrupt.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.read_exact_at(buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::corrupt(
+                        &self.path,
+                        format!("the file ends before byte {}", offset + buf.len() as u64),
+                    )
+                } else {
+                    Error::Storage(object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })
+                }
+            })?;
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, &buf);
+        self.stats.record_read(1, buf.len() as u64);
+        Ok(())
+    }
+}
+
 /// A point-in-time copy of [`IoStats`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IoSnapshot {
@@ -273,6 +314,22 @@ impl Storage {
         let bytes = result.bytes().await?;
         self.stats.record_read(1, bytes.len() as u64);
         Ok((bytes, size))
+    }
+
+    /// A synchronous reader of the file at `path` when this store is a local file system
+    /// (`None` for other stores). Scans that stream a file through a small buffer on a compute
+    /// thread use it instead of the async reads of whole pages.
+    pub fn sync_file(&self, path: &Path) -> Result<Option<SyncFile>> {
+        #[cfg(unix)]
+        if let Some(local) = &self.local {
+            return Ok(Some(SyncFile {
+                file: local.handle(path)?,
+                path: path.clone(),
+                stats: self.stats.clone(),
+            }));
+        }
+        let _ = path;
+        Ok(None)
     }
 
     /// Reads one byte range.
