@@ -99,6 +99,30 @@ describe("connection options", () => {
     await expect(connect(dir, { readConsistencyInterval: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(connect("s3x://bucket/path")).rejects.toBeInstanceOf(InvalidArgumentError);
   });
+
+  it("memoryMap ranks exactly as the default reads do, and takes only booleans", async () => {
+    const dir = tempDir();
+    const rows = Array.from({ length: 3000 }, (_, i) => ({
+      id: BigInt(i),
+      vector: Array.from({ length: 32 }, (_, j) => Math.sin(i * 0.7 + j * 1.3)),
+      category: i % 10,
+    }));
+    const plain = await connect(dir);
+    const t = await plain.createTable("t", rows);
+    await t.delete("id % 9 = 4");
+    const mapped = await (await connect(dir, { memoryMap: true })).openTable("t");
+    const q = rows[17].vector.map((v) => v * 0.9);
+    for (const where of [undefined, "category < 5"]) {
+      const run = (table: typeof t) => {
+        const query = table.search(q).select(["id"]).limit(25);
+        return (where ? query.where(where) : query).toArray();
+      };
+      const [a, b] = [await run(t), await run(mapped)];
+      expect(b).toEqual(a);
+      expect(a.length).toBe(25);
+    }
+    await expect(connect(dir, { memoryMap: "yes" as never })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
 });
 
 describe("error classes from the engine", () => {

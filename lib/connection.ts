@@ -17,6 +17,15 @@ export interface ConnectOptions {
   metadataCacheBytes?: number;
   /** Byte budget of the index cache (loaded vector indexes; default 2 GiB). */
   indexCacheBytes?: number;
+  /**
+   * Local databases only: exact search reads vector pages through memory maps of the data
+   * files instead of copying them out with `pread` — about 1.7× faster on data in the page
+   * cache. Off by default because of what a mapping does when a file changes under it: if
+   * another program truncates or rewrites a data file in place while it is mapped, or the disk
+   * fails under the mapping, the OS ends the process (SIGBUS) where the default fails one query
+   * with a typed error. Quiver itself never modifies a data file once written.
+   */
+  memoryMap?: boolean;
   /** Object-store settings (used by the S3 issue; local and memory stores need none). */
   storageOptions?: Record<string, string>;
 }
@@ -144,8 +153,12 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
       throw new InvalidArgumentError("InvalidArgument", `${key} must be a whole number of bytes >= 0, got ${String(bytes)}`);
     }
   }
+  if (options.memoryMap !== undefined && typeof options.memoryMap !== "boolean") {
+    throw new InvalidArgumentError("InvalidArgument", `memoryMap must be true or false, got ${String(options.memoryMap)}`);
+  }
   const inner = await native(() =>
     binding.connect(uri, {
+      memoryMap: options.memoryMap,
       readConsistencyInterval: interval,
       metadataCacheBytes: options.metadataCacheBytes,
       indexCacheBytes: options.indexCacheBytes,

@@ -139,7 +139,12 @@ export interface NativeBinding {
   formatVersion(): string;
   connect(
     uri: string,
-    options?: { readConsistencyInterval?: number; metadataCacheBytes?: number; indexCacheBytes?: number },
+    options?: {
+      readConsistencyInterval?: number;
+      metadataCacheBytes?: number;
+      indexCacheBytes?: number;
+      memoryMap?: boolean;
+    },
   ): Promise<NativeConnection>;
 }
 

@@ -21,6 +21,7 @@ use futures::{FutureExt, StreamExt};
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use quiver_engine::storage::StorageOptions;
 use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
     batches_stream, ColumnAlteration, ConnectOptions, CreateMode, Database, Error as EngineError,
@@ -223,6 +224,8 @@ pub struct NativeConnectOptions {
     pub metadata_cache_bytes: Option<f64>,
     /// Byte budget of the index cache.
     pub index_cache_bytes: Option<f64>,
+    /// Exact search reads local vector pages through memory maps.
+    pub memory_map: Option<bool>,
 }
 
 /// A database connection.
@@ -244,6 +247,7 @@ pub async fn connect(
         read_consistency_interval: None,
         metadata_cache_bytes: None,
         index_cache_bytes: None,
+        memory_map: None,
     });
     let read_consistency = match options.read_consistency_interval {
         None => Some(Duration::ZERO),
@@ -259,7 +263,10 @@ pub async fn connect(
     let engine_options = ConnectOptions {
         metadata_cache_bytes: options.metadata_cache_bytes.map(|b| b.max(0.0) as u64),
         index_cache_bytes: options.index_cache_bytes.map(|b| b.max(0.0) as u64),
-        storage: None,
+        storage: options.memory_map.map(|memory_map| StorageOptions {
+            memory_map,
+            ..StorageOptions::default()
+        }),
     };
     let db = guarded(Database::connect(&uri, engine_options)).await?;
     Ok(NativeConnection {

@@ -141,10 +141,16 @@ function tableOps(
   };
 }
 
+/** Connection settings a workload may ask for; a system without the setting ignores it. */
+export interface ConnectSettings {
+  /** Quiver: read vector pages through memory maps for exact search (LanceDB has no such option). */
+  memoryMap?: boolean;
+}
+
 export interface Driver {
   name: SystemName;
   version: string;
-  connect(uri: string): Promise<System>;
+  connect(uri: string, settings?: ConnectSettings): Promise<System>;
 }
 
 async function quiver(): Promise<Driver> {
@@ -152,8 +158,8 @@ async function quiver(): Promise<Driver> {
   return {
     name: "quiver",
     version: q.version(),
-    async connect(uri) {
-      const db = await q.connect(uri);
+    async connect(uri, settings = {}) {
+      const db = await q.connect(uri, { memoryMap: settings.memoryMap });
       let table: InstanceType<typeof q.Table> | null = null;
       const current = () => {
         if (!table) throw new Error("no table open");

@@ -141,11 +141,18 @@ async fn missing_data_file_is_a_clear_error() {
 }
 
 /// Row ids and distances of an exact search over every row of table `t` in the local folder
-/// `uri`, through a fresh connection (no caches).
-async fn exact_all(uri: &str) -> Result<Vec<(u64, f32)>, Error> {
+/// `uri`, through a fresh connection (no caches, no maps).
+async fn exact_all(uri: &str, memory_map: bool) -> Result<Vec<(u64, f32)>, Error> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, UInt64Type};
-    let db = Database::connect(uri, ConnectOptions::default()).await?;
+    let options = ConnectOptions {
+        storage: Some(quiver_engine::storage::StorageOptions {
+            memory_map,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let db = Database::connect(uri, options).await?;
     let table = db.open_table("t").await?;
     let search = quiver_engine::query::VectorSearch {
         query: vec![0.25; 4],
@@ -173,9 +180,16 @@ async fn exact_all(uri: &str) -> Result<Vec<(u64, f32)>, Error> {
 
 /// Exact search on a local store streams vector pages through a small buffer and checks each
 /// page's checksum once it has passed: flipping any byte of the data file (or truncating it)
-/// gives a typed error or the original results, never wrong ones.
+/// gives a typed error or the original results, never wrong ones. The same through memory
+/// maps (each fresh connection maps the file as it is then).
 #[tokio::test]
 async fn damaged_vectors_under_streamed_exact_search() {
+    for memory_map in [false, true] {
+        damaged_vectors(memory_map).await;
+    }
+}
+
+async fn damaged_vectors(memory_map: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let uri = dir.path().to_str().expect("utf-8 path").to_string();
     let schema = Arc::new(Schema::new(vec![Field::new(
@@ -208,7 +222,7 @@ async fn damaged_vectors_under_streamed_exact_search() {
         .await
         .expect("create");
     table.delete_rows(&[5]).await.expect("delete");
-    let expected = exact_all(&uri).await.expect("intact search");
+    let expected = exact_all(&uri, memory_map).await.expect("intact search");
     assert_eq!(expected.len(), 59);
     let data = dir.path().join("t.quiver/data");
     let file = std::fs::read_dir(&data)
@@ -222,7 +236,7 @@ async fn damaged_vectors_under_streamed_exact_search() {
         let mut bad = original.clone();
         bad[i] ^= 0x5A;
         std::fs::write(&file, &bad).expect("write");
-        match exact_all(&uri).await {
+        match exact_all(&uri, memory_map).await {
             Err(e) => assert!(is_damage_error(&e), "byte {i}: untyped error {e}"),
             Ok(found) => {
                 assert_eq!(found, expected, "byte {i}: wrong results");
@@ -232,13 +246,15 @@ async fn damaged_vectors_under_streamed_exact_search() {
     }
     for len in [0, original.len() / 2, original.len() - 1] {
         std::fs::write(&file, &original[..len]).expect("write");
-        let err = exact_all(&uri).await.expect_err("truncated file must fail");
+        let err = exact_all(&uri, memory_map)
+            .await
+            .expect_err("truncated file must fail");
         assert!(
             is_damage_error(&err),
             "truncated to {len}: untyped error {err}"
         );
     }
     std::fs::write(&file, &original).expect("restore");
-    assert_eq!(exact_all(&uri).await.expect("intact"), expected);
+    assert_eq!(exact_all(&uri, memory_map).await.expect("intact"), expected);
     assert!(undetected < 200, "{undetected} undetected flips");
 }

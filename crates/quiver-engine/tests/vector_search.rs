@@ -9,6 +9,7 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBat
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::linalg::DistanceType;
 use quiver_engine::query::{search as exact_search, VectorSearch};
+use quiver_engine::storage::StorageOptions;
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, Table, WriteParams,
 };
@@ -39,19 +40,67 @@ fn random_table_batch(rows: usize, seed: u64) -> (RecordBatch, Vec<Vec<f32>>) {
     (batch, vectors)
 }
 
-/// A table of `rows` random vectors in files of 300 rows and pages of about 128 rows. Exact
-/// search streams local files and reads other stores through the async scan: both are tested.
-async fn table_in(uri: &str, rows: usize) -> (Table, Vec<Vec<f32>>) {
+/// Where a test table lives: exact search streams local files (through `pread`, or memory
+/// maps) and reads other stores through the async scan; all three are tested.
+#[derive(Debug)]
+struct Store {
+    uri: String,
+    memory_map: bool,
+}
+
+impl Store {
+    async fn connect(&self) -> Database {
+        let options = ConnectOptions {
+            storage: Some(StorageOptions {
+                memory_map: self.memory_map,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Database::connect(&self.uri, options)
+            .await
+            .expect("connect")
+    }
+}
+
+/// A memory store, a local folder and a memory-mapped local folder (kept alive by the guard).
+fn stores() -> (tempfile::TempDir, Vec<Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = |sub: &str| {
+        dir.path()
+            .join(sub)
+            .to_str()
+            .expect("utf-8 path")
+            .to_string()
+    };
+    let stores = vec![
+        Store {
+            uri: "memory://".into(),
+            memory_map: false,
+        },
+        Store {
+            uri: local("plain"),
+            memory_map: false,
+        },
+        Store {
+            uri: local("mapped"),
+            memory_map: true,
+        },
+    ];
+    (dir, stores)
+}
+
+/// A table of `rows` random vectors in files of 300 rows and pages of about 128 rows.
+async fn table_in(store: &Store, rows: usize) -> (Table, Vec<Vec<f32>>) {
     let (batch, vectors) = random_table_batch(rows, 11);
-    let db = Database::connect(uri, ConnectOptions::default())
-        .await
-        .expect("connect");
     let params = WriteParams {
         max_rows_per_file: 300,
         page_size: 4096,
         ..Default::default()
     };
-    let t = db
+    let t = store
+        .connect()
+        .await
         .create_table(
             "t",
             batch.schema(),
@@ -65,14 +114,11 @@ async fn table_in(uri: &str, rows: usize) -> (Table, Vec<Vec<f32>>) {
 }
 
 async fn table(rows: usize) -> (Table, Vec<Vec<f32>>) {
-    table_in("memory://", rows).await
-}
-
-/// A memory store and a local folder (kept alive by the returned guard).
-fn stores() -> (tempfile::TempDir, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let local = dir.path().to_str().expect("utf-8 path").to_string();
-    (dir, vec!["memory://".to_string(), local])
+    let memory = Store {
+        uri: "memory://".into(),
+        memory_map: false,
+    };
+    table_in(&memory, rows).await
 }
 
 /// The column `name` of `batch` as a `T`.
@@ -124,9 +170,9 @@ fn search(q: &[f32], k: usize, d: DistanceType) -> VectorSearch {
 
 #[tokio::test]
 async fn matches_brute_force_for_every_distance() {
-    let (_dir, uris) = stores();
-    for uri in &uris {
-        let (t, vectors) = table_in(uri, 1000).await;
+    let (_dir, stores) = stores();
+    for store in &stores {
+        let (t, vectors) = table_in(store, 1000).await;
         let q: Vec<f32> = (0..DIM).map(|i| i as f32 / 10.0 - 0.3).collect();
         for d in [DistanceType::L2, DistanceType::Cosine, DistanceType::Dot] {
             let got = exact_search(&t, &search(&q, 10, d)).await.expect("search");
@@ -135,7 +181,7 @@ async fn matches_brute_force_for_every_distance() {
             let dist = column::<Float32Array>(&got, "_distance");
             assert_eq!(got.num_rows(), 10);
             for (i, want) in want.iter().take(10).enumerate() {
-                assert_eq!(ids.value(i), want.0, "{uri} {d:?} rank {i}");
+                assert_eq!(ids.value(i), want.0, "{store:?} {d:?} rank {i}");
                 assert!((dist.value(i) as f64 - want.1).abs() < 1e-4);
             }
         }
@@ -144,14 +190,14 @@ async fn matches_brute_force_for_every_distance() {
 
 #[tokio::test]
 async fn k_larger_than_the_table_ranges_and_deletions() {
-    let (_dir, uris) = stores();
-    for uri in &uris {
-        k_ranges_and_deletions_in(uri).await;
+    let (_dir, stores) = stores();
+    for store in &stores {
+        k_ranges_and_deletions_in(store).await;
     }
 }
 
-async fn k_ranges_and_deletions_in(uri: &str) {
-    let (t, vectors) = table_in(uri, 50).await;
+async fn k_ranges_and_deletions_in(store: &Store) {
+    let (t, vectors) = table_in(store, 50).await;
     let q = vectors[7].clone();
     let all = exact_search(&t, &search(&q, 500, DistanceType::L2))
         .await
@@ -243,14 +289,14 @@ async fn hamming_on_binary_vectors() {
 
 #[tokio::test]
 async fn prefilter_returns_k_matching_rows_and_postfilter_filters_the_top_k() {
-    let (_dir, uris) = stores();
-    for uri in &uris {
-        prefilter_and_postfilter_in(uri).await;
+    let (_dir, stores) = stores();
+    for store in &stores {
+        prefilter_and_postfilter_in(store).await;
     }
 }
 
-async fn prefilter_and_postfilter_in(uri: &str) {
-    let (t, vectors) = table_in(uri, 1000).await;
+async fn prefilter_and_postfilter_in(store: &Store) {
+    let (t, vectors) = table_in(store, 1000).await;
     let q = vectors[3].clone();
     let mut pre = search(&q, 10, DistanceType::L2);
     pre.filter = Some(t.parse_filter("id % 10 = 0").expect("filter"));
@@ -312,12 +358,11 @@ async fn wide_vectors_with_deletions_and_a_broad_prefilter() {
     )
     .expect("batch");
     let q: Vec<f32> = vectors[42].iter().map(|v| v * 0.5).collect();
-    let (_dir, uris) = stores();
-    for uri in &uris {
-        let db = Database::connect(uri, ConnectOptions::default())
+    let (_dir, stores) = stores();
+    for store in &stores {
+        let t = store
+            .connect()
             .await
-            .expect("connect");
-        let t = db
             .create_table(
                 "wide",
                 schema.clone(),
@@ -341,7 +386,11 @@ async fn wide_vectors_with_deletions_and_a_broad_prefilter() {
                 .await
                 .expect("search");
             let eligible = (0..rows as i64).filter(|&id| id % 7 != 3 && keep(id));
-            assert_eq!(stats.exact_rows, eligible.clone().count() as u64, "{uri}");
+            assert_eq!(
+                stats.exact_rows,
+                eligible.clone().count() as u64,
+                "{store:?}"
+            );
             let want: Vec<i64> = reference(&vectors, &q, DistanceType::L2)
                 .into_iter()
                 .map(|(id, _)| id)
@@ -351,17 +400,17 @@ async fn wide_vectors_with_deletions_and_a_broad_prefilter() {
             assert_eq!(
                 column::<Int64Array>(&got, "id").values().to_vec(),
                 want,
-                "{uri} {filter:?}"
+                "{store:?} {filter:?}"
             );
         }
     }
 }
 
 /// Every element type, with null vectors and null elements, ranks the same on a local store
-/// (streamed pages; pages holding nulls read whole) as through the async scan.
+/// (streamed pages, read or mapped; pages holding nulls read whole) as through the async scan.
 #[tokio::test]
 async fn every_element_type_ranks_alike_on_both_stores() {
-    let (_dir, uris) = stores();
+    let (_dir, stores) = stores();
     for (n, element) in [
         DataType::Float16,
         DataType::Float32,
@@ -388,10 +437,8 @@ async fn every_element_type_ranks_alike_on_both_stores() {
             .expect("batch");
             let q: Vec<f32> = (0..16).map(|i| (i % 5) as f32).collect();
             let mut results = Vec::new();
-            for uri in &uris {
-                let db = Database::connect(uri, ConnectOptions::default())
-                    .await
-                    .expect("connect");
+            for store in &stores {
+                let db = store.connect().await;
                 let name = format!("t{n}_{}", (null_rate * 100.0) as u32);
                 let t = db
                     .create_table(
@@ -416,23 +463,17 @@ async fn every_element_type_ranks_alike_on_both_stores() {
                     let ids = column::<Int64Array>(&got, "id").values().to_vec();
                     let dist = column::<Float32Array>(&got, "_distance").values().to_vec();
                     if null_rate == 0.0 && d == DistanceType::L2 {
-                        assert_eq!(ids.len(), 700, "{element} {uri}");
+                        assert_eq!(ids.len(), 700, "{element} {store:?}");
                     }
-                    results.push((uri.clone(), d, ids, dist));
+                    results.push((d, ids, dist));
                 }
             }
-            let half = results.len() / 2;
-            for (memory, local) in results[..half].iter().zip(&results[half..]) {
-                assert_eq!(
-                    memory.2, local.2,
-                    "{element} {:?} nulls {null_rate}",
-                    memory.1
-                );
-                assert_eq!(
-                    memory.3, local.3,
-                    "{element} {:?} nulls {null_rate}",
-                    memory.1
-                );
+            // Each store's results, in store order: all equal the memory store's.
+            let per_store = results.len() / stores.len();
+            let (memory, locals) = results.split_at(per_store);
+            for (i, local) in locals.iter().enumerate() {
+                let memory = &memory[i % per_store];
+                assert_eq!(memory, local, "{element} {:?} nulls {null_rate}", memory.0);
             }
         }
     }

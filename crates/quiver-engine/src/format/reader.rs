@@ -284,12 +284,13 @@ impl FileReader {
 
     /// Streams page `page` of the vector column `field_id` from `file` through `visit`, a run
     /// of whole vectors at a time: `visit(first row of the run within the page, vectors in the
-    /// run, buffer whose first bytes hold them)`. Each run is read into `buf` (reused across
-    /// calls; about `chunk_bytes`), so reading, the checksum and the caller's work on a run all
-    /// happen while it is in cache. The page checksum is verified over every byte of the page
-    /// once it has been read: on a mismatch the page's work must be discarded, which the error
-    /// returned does. Returns `false`, reading nothing, when the page holds null vectors or
-    /// null elements; read those with [`FileReader::read_page_sync`].
+    /// run, their bytes)`. Runs are about `chunk_bytes`, so reading, the checksum and the
+    /// caller's work on a run all happen while it is in cache: each is read into `buf` (reused
+    /// across calls; its bytes are 64-byte aligned), or sliced from the file's memory map when
+    /// it has one. The page checksum is verified over every byte of the page once it has been
+    /// read: on a mismatch the page's work must be discarded, which the error returned does.
+    /// Returns `false`, reading nothing, when the page holds null vectors or null elements;
+    /// read those with [`FileReader::read_page_sync`].
     pub fn stream_vector_page(
         &self,
         file: &SyncFile,
@@ -297,7 +298,7 @@ impl FileReader {
         page: usize,
         chunk_bytes: usize,
         buf: &mut MutableBuffer,
-        mut visit: impl FnMut(u64, usize, &MutableBuffer) -> Result<()>,
+        mut visit: impl FnMut(u64, usize, &[u8]) -> Result<()>,
     ) -> Result<bool> {
         let column = self.meta.column(field_id, &self.path)?;
         let meta = column
@@ -327,39 +328,54 @@ impl FileReader {
             ));
         }
         let rows_per_run = (chunk_bytes as u64 / width).max(1);
-        let run_bytes = (rows_per_run * width) as usize;
-        if buf.len() < run_bytes {
-            buf.resize(run_bytes, 0);
-        }
         let mut crc = crc32fast::Hasher::new();
-        // Bytes before and after the values (empty validity buffers, padding) count towards
-        // the checksum only.
-        let checksum_only = |from: u64,
-                             to: u64,
-                             buf: &mut MutableBuffer,
-                             crc: &mut crc32fast::Hasher|
-         -> Result<()> {
-            let mut at = from;
-            while at < to {
-                let n = ((to - at) as usize).min(run_bytes);
-                let bytes = &mut buf.as_slice_mut()[..n];
-                file.read_exact_at(meta.offset + at, bytes)?;
-                crc.update(bytes);
-                at += n as u64;
+        if let Some(bytes) = file.mapped(meta.offset, meta.length) {
+            let bytes = bytes?;
+            let (before, rest) = bytes.split_at(start as usize);
+            let (values, after) = rest.split_at(length as usize);
+            crc.update(before);
+            let mut row = 0;
+            for run in values.chunks((rows_per_run * width) as usize) {
+                crc.update(run);
+                let rows = run.len() / width as usize;
+                visit(row, rows, run)?;
+                row += rows as u64;
             }
-            Ok(())
-        };
-        checksum_only(0, start, buf, &mut crc)?;
-        let mut row = 0;
-        while row < meta.num_rows {
-            let rows = rows_per_run.min(meta.num_rows - row);
-            let bytes = &mut buf.as_slice_mut()[..(rows * width) as usize];
-            file.read_exact_at(meta.offset + start + row * width, bytes)?;
-            crc.update(bytes);
-            visit(row, rows as usize, buf)?;
-            row += rows;
+            crc.update(after);
+        } else {
+            let run_bytes = (rows_per_run * width) as usize;
+            if buf.len() < run_bytes {
+                buf.resize(run_bytes, 0);
+            }
+            // Bytes before and after the values (empty validity buffers, padding) count towards
+            // the checksum only.
+            let checksum_only = |from: u64,
+                                 to: u64,
+                                 buf: &mut MutableBuffer,
+                                 crc: &mut crc32fast::Hasher|
+             -> Result<()> {
+                let mut at = from;
+                while at < to {
+                    let n = ((to - at) as usize).min(run_bytes);
+                    let bytes = &mut buf.as_slice_mut()[..n];
+                    file.read_exact_at(meta.offset + at, bytes)?;
+                    crc.update(bytes);
+                    at += n as u64;
+                }
+                Ok(())
+            };
+            checksum_only(0, start, buf, &mut crc)?;
+            let mut row = 0;
+            while row < meta.num_rows {
+                let rows = rows_per_run.min(meta.num_rows - row);
+                let bytes = &mut buf.as_slice_mut()[..(rows * width) as usize];
+                file.read_exact_at(meta.offset + start + row * width, bytes)?;
+                crc.update(bytes);
+                visit(row, rows as usize, bytes)?;
+                row += rows;
+            }
+            checksum_only(start + length, meta.length, buf, &mut crc)?;
         }
-        checksum_only(start + length, meta.length, buf, &mut crc)?;
         if crc.finalize() != meta.crc32 {
             return Err(Error::corrupt(
                 &self.path,

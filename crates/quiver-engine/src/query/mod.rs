@@ -149,27 +149,17 @@ enum VectorValues<'a> {
 }
 
 impl<'a> VectorValues<'a> {
-    /// The first `len` values of `buffer`, read as `element`s.
-    fn of_buffer(
-        element: &DataType,
-        buffer: &'a arrow_buffer::MutableBuffer,
-        len: usize,
-    ) -> Result<Self> {
-        fn first<T: arrow_buffer::ArrowNativeType>(
-            buffer: &arrow_buffer::MutableBuffer,
-            len: usize,
-        ) -> Result<&[T]> {
-            buffer
-                .typed_data::<T>()
-                .get(..len)
-                .ok_or_else(|| Error::Internal("vector run larger than its buffer".into()))
-        }
+    /// `bytes` read as `element`s; `None` when they are not aligned for that type.
+    fn of_bytes(element: &DataType, bytes: &'a [u8]) -> Result<Option<Self>> {
+        use zerocopy::FromBytes;
         Ok(match element {
-            DataType::Float32 => VectorValues::F32(first(buffer, len)?),
-            DataType::Float16 => VectorValues::F16(first(buffer, len)?),
-            DataType::Float64 => VectorValues::F64(first(buffer, len)?),
-            DataType::UInt8 => VectorValues::U8(first(buffer, len)?),
-            DataType::Int8 => VectorValues::I8(first(buffer, len)?),
+            DataType::Float32 => <[f32]>::ref_from_bytes(bytes).ok().map(VectorValues::F32),
+            DataType::Float16 => <[half::f16]>::ref_from_bytes(bytes)
+                .ok()
+                .map(VectorValues::F16),
+            DataType::Float64 => <[f64]>::ref_from_bytes(bytes).ok().map(VectorValues::F64),
+            DataType::UInt8 => Some(VectorValues::U8(bytes)),
+            DataType::Int8 => <[i8]>::ref_from_bytes(bytes).ok().map(VectorValues::I8),
             other => return Err(Error::invalid(format!("cannot search vectors of {other}"))),
         })
     }
@@ -610,6 +600,8 @@ async fn rank_pages_on_pool(
 #[derive(Default)]
 struct PageScratch {
     run: arrow_buffer::MutableBuffer,
+    /// An aligned copy of a mapped run whose bytes are not aligned for its element type.
+    aligned: arrow_buffer::MutableBuffer,
     distances: Vec<f32>,
     converted: Vec<f32>,
 }
@@ -630,10 +622,10 @@ fn rank_page(
     ) else {
         return Err(Error::Internal("streamed page is not a vector page".into()));
     };
-    let dim = exact.query.f32.len();
     let mut top = TopK::new(exact.k);
     let PageScratch {
         run,
+        aligned,
         distances: out,
         converted,
     } = scratch;
@@ -659,8 +651,17 @@ fn rank_page(
         page,
         STREAM_RUN_BYTES,
         run,
-        |first, rows, buffer| {
-            let values = VectorValues::of_buffer(item.data_type(), buffer, rows * dim)?;
+        |first, _, bytes| {
+            let values = match VectorValues::of_bytes(item.data_type(), bytes)? {
+                Some(values) => values,
+                None => {
+                    aligned.clear();
+                    aligned.extend_from_slice(bytes);
+                    VectorValues::of_bytes(item.data_type(), aligned.as_slice())?.ok_or_else(
+                        || Error::Internal("an aligned copy of vectors is misaligned".into()),
+                    )?
+                }
+            };
             distances_of(values, &exact.query, exact.distance, converted, out)?;
             offer(first, out);
             Ok(())
@@ -916,7 +917,7 @@ mod tests {
     use super::*;
     use crate::table::{batches_stream, ConnectOptions, CreateMode, Database, WriteParams};
 
-    async fn vectors_table(uri: &str) -> Table {
+    async fn vectors_table(uri: &str, memory_map: bool) -> Table {
         let values = Float32Array::from_iter_values((0..4000).map(|i| (i % 97) as f32));
         let item = Arc::new(Field::new("item", DataType::Float32, true));
         let list =
@@ -927,9 +928,14 @@ mod tests {
             false,
         )]));
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).expect("batch");
-        let db = Database::connect(uri, ConnectOptions::default())
-            .await
-            .expect("connect");
+        let options = ConnectOptions {
+            storage: Some(crate::storage::StorageOptions {
+                memory_map,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let db = Database::connect(uri, options).await.expect("connect");
         db.create_table(
             "t",
             schema,
@@ -961,7 +967,7 @@ mod tests {
     #[tokio::test]
     async fn local_stores_stream_pages_and_others_do_not() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let local = vectors_table(dir.path().to_str().expect("utf-8")).await;
+        let local = vectors_table(dir.path().to_str().expect("utf-8"), false).await;
         let sources = local_sources(&local, &local.manifest(), &exact())
             .await
             .expect("sources")
@@ -973,7 +979,7 @@ mod tests {
             .expect("column");
         assert!(column.pages.len() > 1, "several pages");
 
-        let memory = vectors_table("memory://").await;
+        let memory = vectors_table("memory://", false).await;
         assert!(local_sources(&memory, &memory.manifest(), &exact())
             .await
             .expect("sources")
@@ -982,8 +988,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_streams_in_runs_of_whole_vectors_covering_it_once() {
+        for memory_map in [false, true] {
+            page_streams_in_runs(memory_map).await;
+        }
+    }
+
+    async fn page_streams_in_runs(memory_map: bool) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let table = vectors_table(dir.path().to_str().expect("utf-8")).await;
+        let table = vectors_table(dir.path().to_str().expect("utf-8"), memory_map).await;
         let sources = local_sources(&table, &table.manifest(), &exact())
             .await
             .expect("sources")
@@ -1008,15 +1020,20 @@ mod tests {
                 0,
                 100,
                 &mut run,
-                |first, rows, buf| {
+                |first, rows, bytes| {
                     assert_eq!(first as usize * 4, seen.len());
                     assert!(rows <= 6);
-                    seen.extend_from_slice(&buf.typed_data::<f32>()[..rows * 4]);
+                    assert_eq!(bytes.len(), rows * 16);
+                    seen.extend(
+                        bytes
+                            .chunks(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
                     Ok(())
                 },
             )
             .expect("stream");
         assert!(streamed);
-        assert_eq!(seen, whole.values().to_vec());
+        assert_eq!(seen, whole.values().to_vec(), "memory_map {memory_map}");
     }
 }

@@ -4,7 +4,8 @@
 //! files are immutable once named (uuid names, written once), so open handles are kept in a
 //! small cache and read with `pread`; reads up to [`INLINE_BYTES`] run on the calling task (a
 //! page-cache hit costs microseconds, less than waking a thread), larger ones (scan pages) on
-//! a blocking thread into buffers that are not zeroed first.
+//! a blocking thread into buffers that are not zeroed first. With `memory_map` on, exact search
+//! reads vector pages through memory maps of whole files, kept beside the handles.
 
 use std::fs::File;
 use std::ops::Range;
@@ -29,6 +30,8 @@ pub(crate) struct LocalFiles {
     /// The store the files belong to: it maps object paths to files.
     store: Arc<LocalFileSystem>,
     handles: Cache<Path, Arc<File>>,
+    /// Memory maps of whole files, when the store maps files.
+    maps: Option<Cache<Path, Arc<memmap2::Mmap>>>,
 }
 
 fn store_error(path: &Path, e: std::io::Error) -> Error {
@@ -75,10 +78,11 @@ fn read_range(file: &File, range: &Range<u64>) -> std::io::Result<Bytes> {
 }
 
 impl LocalFiles {
-    pub(crate) fn new(store: Arc<LocalFileSystem>) -> Self {
+    pub(crate) fn new(store: Arc<LocalFileSystem>, memory_map: bool) -> Self {
         LocalFiles {
             store,
             handles: Cache::new(HANDLES),
+            maps: memory_map.then(|| Cache::new(HANDLES)),
         }
     }
 
@@ -94,6 +98,26 @@ impl LocalFiles {
         let file = Arc::new(File::open(self.fs_path(path)?).map_err(|e| store_error(path, e))?);
         self.handles.insert(path.clone(), file.clone());
         Ok(file)
+    }
+
+    /// A memory map of the whole file at `path`, kept like the handles; `None` unless the
+    /// store maps files.
+    pub(crate) fn mapping(&self, path: &Path) -> Result<Option<Arc<memmap2::Mmap>>> {
+        let Some(maps) = &self.maps else {
+            return Ok(None);
+        };
+        if let Some(map) = maps.get(path) {
+            return Ok(Some(map));
+        }
+        let file = self.open(path)?;
+        // SAFETY: our data files are immutable once named (written to a staging name, then
+        // linked into place; never modified or truncated after), so the mapped bytes do not
+        // change under the slices handed out. Only another program rewriting the file in
+        // place breaks this, which is the documented cost of `memory_map`.
+        let map = unsafe { memmap2::Mmap::map(&*file) }.map_err(|e| store_error(path, e))?;
+        let map = Arc::new(map);
+        maps.insert(path.clone(), map.clone());
+        Ok(Some(map))
     }
 
     /// The cached open handle of the file at `path`.

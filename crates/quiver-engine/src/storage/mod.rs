@@ -38,6 +38,9 @@ pub struct IoStats {
 /// store's I/O counters like any other read.
 #[derive(Debug)]
 pub struct SyncFile {
+    /// The whole file, when the store maps files ([`StorageOptions::memory_map`]).
+    #[cfg(unix)]
+    map: Option<Arc<memmap2::Mmap>>,
     file: Arc<std::fs::File>,
     path: Path,
     stats: Arc<IoStats>,
@@ -47,6 +50,35 @@ impl SyncFile {
     /// The object path of the file (for messages).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `len` bytes from `offset` on, straight from the file's memory map; `None` when the
+    /// file is not mapped (read it with [`SyncFile::read_exact_at`]). A file that ends first is
+    /// corrupt.
+    pub fn mapped(&self, offset: u64, len: u64) -> Option<Result<&[u8]>> {
+        #[cfg(unix)]
+        {
+            let map = self.map.as_ref()?;
+            let range = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(offset.saturating_add(len)).ok());
+            let bytes = range.and_then(|(from, to)| map.get(from..to));
+            Some(match bytes {
+                Some(bytes) => {
+                    self.stats.record_read(1, len);
+                    Ok(bytes)
+                }
+                None => Err(Error::corrupt(
+                    &self.path,
+                    format!("the file ends before byte {}", offset.saturating_add(len)),
+                )),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (offset, len);
+            None
+        }
     }
 
     /// Fills `buf` with the bytes from `offset` on; a file that ends first is corrupt.
@@ -129,6 +161,12 @@ pub struct StorageOptions {
     pub coalesce_gap: u64,
     /// fsync written files and their directories (local stores only).
     pub fsync: bool,
+    /// Exact search reads the vector pages of local files through memory maps (unix), kept
+    /// open with the file handles, instead of copying them out with `pread`: no copy, so about
+    /// 1.7× faster on data in the page cache. Off by default: a data file truncated by another
+    /// program while mapped, or an I/O error under a mapping, raises SIGBUS and ends the
+    /// process, where `pread` fails one query with a typed error.
+    pub memory_map: bool,
 }
 
 impl StorageOptions {
@@ -137,6 +175,7 @@ impl StorageOptions {
         StorageOptions {
             coalesce_gap: 4 * 1024,
             fsync: false,
+            memory_map: false,
         }
     }
 }
@@ -233,7 +272,8 @@ impl Storage {
         let mut storage = Self::from_store(store.clone(), root, options, uri);
         #[cfg(unix)]
         {
-            storage.local = Some(Arc::new(local::LocalFiles::new(store)));
+            let memory_map = storage.options.memory_map;
+            storage.local = Some(Arc::new(local::LocalFiles::new(store, memory_map)));
         }
         Ok(storage)
     }
@@ -323,6 +363,7 @@ impl Storage {
         #[cfg(unix)]
         if let Some(local) = &self.local {
             return Ok(Some(SyncFile {
+                map: local.mapping(path)?,
                 file: local.handle(path)?,
                 path: path.clone(),
                 stats: self.stats.clone(),
