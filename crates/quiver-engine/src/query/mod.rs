@@ -416,17 +416,9 @@ async fn exact_scan(
             Some(filter) => Some(table.matching_rows(&manifest, filter).await?),
             None => None,
         };
-        if let Some(found) = &matches {
-            let matched: u64 = found.values().map(|r| r.len()).sum();
-            let dim = exact.query.f32.len().max(1) as u64;
-            if matched.saturating_mul(dim) <= SMALL_MATCH_VALUES {
-                // Few matches: reading just them costs less than streaming their pages.
-                let rows: Vec<u64> = found
-                    .iter()
-                    .flat_map(|(&f, r)| r.iter().map(move |o| scan::row_address(f, o as u64)))
-                    .collect();
-                return exact_at(table, &manifest, &rows, exact, stats).await;
-            }
+        if let Some(rows) = matches.as_ref().and_then(|m| few_matches(m, exact)) {
+            // Reading just them costs less than streaming their pages.
+            return exact_at(table, &manifest, &rows, exact, stats).await;
         }
         let mut pages = Vec::new();
         for mut source in sources {
@@ -479,6 +471,22 @@ async fn exact_scan(
 /// Bytes of vectors read and ranked at a time by the streamed exact search: small enough that
 /// a run stays in a core's L2 cache from the read through the checksum to the distances.
 const STREAM_RUN_BYTES: usize = 256 * 1024;
+
+/// The row addresses of `matches` (live rows matching a prefilter, per fragment) when they hold
+/// at most [`SMALL_MATCH_VALUES`] vector values: few enough to read by one coalesced take.
+fn few_matches(
+    matches: &std::collections::BTreeMap<u64, roaring::RoaringBitmap>,
+    exact: &Exact,
+) -> Option<Vec<u64>> {
+    let matched: u64 = matches.values().map(|r| r.len()).sum();
+    let dim = exact.query.f32.len().max(1) as u64;
+    (matched.saturating_mul(dim) <= SMALL_MATCH_VALUES).then(|| {
+        matches
+            .iter()
+            .flat_map(|(&f, r)| r.iter().map(move |o| scan::row_address(f, o as u64)))
+            .collect()
+    })
+}
 
 /// The rows of a streamed fragment that may be ranked.
 enum Eligible {
@@ -830,14 +838,8 @@ async fn indexed_search(
     let gate = match prefilter {
         Some(filter) => {
             let matches = table.matching_rows(indexed, filter).await?;
-            let matched: u64 = matches.values().map(|r| r.len()).sum();
-            let dim = exact.query.f32.len().max(1) as u64;
-            if matched.saturating_mul(dim) <= SMALL_MATCH_VALUES {
-                // Few matches: their exact distances cost less than probing for them.
-                let rows: Vec<u64> = matches
-                    .iter()
-                    .flat_map(|(&f, r)| r.iter().map(move |o| scan::row_address(f, o as u64)))
-                    .collect();
+            if let Some(rows) = few_matches(&matches, exact) {
+                // Their exact distances cost less than probing for them.
                 return exact_at(table, indexed, &rows, exact, stats).await;
             }
             RowGate::Only(matches.into_iter().collect())
