@@ -19,7 +19,7 @@ export interface ConnectOptions {
   indexCacheBytes?: number;
   /**
    * Local databases only: exact search reads vector pages through memory maps of the data
-   * files instead of copying them out with `pread` — about 1.7× faster on data in the page
+   * files instead of copying them out with `pread` — about 1.6× faster on data in the page
    * cache. Off by default because of what a mapping does when a file changes under it: if
    * another program truncates or rewrites a data file in place while it is mapped, or the disk
    * fails under the mapping, the OS ends the process (SIGBUS) where the default fails one query

@@ -163,7 +163,7 @@ pub struct StorageOptions {
     pub fsync: bool,
     /// Exact search reads the vector pages of local files through memory maps (unix), kept
     /// open with the file handles, instead of copying them out with `pread`: no copy, so about
-    /// 1.7× faster on data in the page cache. Off by default: a data file truncated by another
+    /// 1.6× faster on data in the page cache. Off by default: a data file truncated by another
     /// program while mapped, or an I/O error under a mapping, raises SIGBUS and ends the
     /// process, where `pread` fails one query with a typed error.
     pub memory_map: bool,
