@@ -94,6 +94,9 @@ pub enum FilterErrorKind {
     Unsupported,
     /// A literal or argument with a bad value (a malformed date, an invalid regex).
     InvalidValue,
+    /// Nested deeper than the engine's limits (see `filter::MAX_DEPTH`): such text comes from
+    /// programs, and is refused before it could exhaust the stack.
+    TooComplex,
 }
 
 impl fmt::Display for FilterErrorKind {
@@ -104,6 +107,7 @@ impl fmt::Display for FilterErrorKind {
             FilterErrorKind::TypeMismatch => "type mismatch",
             FilterErrorKind::Unsupported => "unsupported",
             FilterErrorKind::InvalidValue => "invalid value",
+            FilterErrorKind::TooComplex => "too complex",
         })
     }
 }

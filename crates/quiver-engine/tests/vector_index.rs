@@ -1,11 +1,10 @@
 //! IVF_PQ and IVF_FLAT indexes on deterministic clustered vectors generated at test time by
-//! `../shared/data/gen-vectors.mjs` (exact ground truth included): recall at default and
+//! `common::clustered` (exact ground truth included): recall at default and
 //! tuned settings, prefiltered searches returning exactly k rows, fresh appends, deletes and
 //! updates, reopen, replace, drop, and the typed errors of bad builds.
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow_array::cast::AsArray;
@@ -22,83 +21,13 @@ use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, Table, WriteParams,
 };
 
-/// A generated dataset: base vectors, queries, ground truth, categories.
-struct Dataset {
-    dim: usize,
-    base: Vec<f32>,
-    queries: Vec<f32>,
-    gt: Vec<u32>,
-    gt_filtered: Vec<u32>,
-    category: Vec<i32>,
-}
+type Dataset = common::clustered::Clustered;
 
-fn read_matrix(path: &std::path::Path) -> (usize, usize, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let rows = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-    let cols = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    (rows, cols, bytes[12..].to_vec())
-}
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn u32s(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-/// Runs the shared generator once per test binary (50K × 128, 1,000 queries).
+/// 50K × 128 clustered vectors and 1,000 queries with exact top-100, generated once per test
+/// binary.
 fn dataset() -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
-    static GENERATING: Mutex<()> = Mutex::new(());
-    let _guard = GENERATING.lock().unwrap_or_else(|p| p.into_inner());
-    DATA.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let generator = root.join("../shared/data/gen-vectors.mjs");
-        assert!(
-            generator.exists(),
-            "{} is missing: these tests need the shared data generator beside the repository",
-            generator.display()
-        );
-        // The generator runs only when started by its real path (it compares the two).
-        let generator = std::fs::canonicalize(&generator).expect("resolve gen-vectors.mjs");
-        let out = root.join("target/test-data/n50000_d128");
-        if !out.join("manifest.json").exists() {
-            let status = std::process::Command::new("node")
-                .arg(&generator)
-                .args([
-                    "--n", "50000", "--d", "128", "--q", "1000", "--k", "100", "--out",
-                ])
-                .arg(&out)
-                .status()
-                .expect("run node gen-vectors.mjs");
-            assert!(status.success(), "gen-vectors.mjs failed");
-            assert!(
-                out.join("manifest.json").exists(),
-                "gen-vectors.mjs wrote nothing"
-            );
-        }
-        let (_, dim, base) = read_matrix(&out.join("base.f32bin"));
-        let (_, _, queries) = read_matrix(&out.join("query.f32bin"));
-        let (_, _, gt) = read_matrix(&out.join("gt.u32bin"));
-        let (_, _, gt_filtered) = read_matrix(&out.join("gt_cat_lt10.u32bin"));
-        let (_, _, category) = read_matrix(&out.join("category.i32bin"));
-        Dataset {
-            dim,
-            base: f32s(&base),
-            queries: f32s(&queries),
-            gt: u32s(&gt),
-            gt_filtered: u32s(&gt_filtered),
-            category: category
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        }
-    })
+    DATA.get_or_init(|| common::clustered::generate(50_000, 128, 1_000, 100, 42))
 }
 
 fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> RecordBatch {
@@ -179,7 +108,7 @@ async fn recall(
             .await
             .expect("search");
         sizes.push(got.num_rows());
-        let truth: Vec<i64> = truth[q * 100..q * 100 + 10]
+        let truth: Vec<i64> = truth[q * data.k..q * data.k + 10]
             .iter()
             .map(|&i| i as i64)
             .collect();

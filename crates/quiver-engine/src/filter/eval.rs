@@ -77,8 +77,31 @@ fn boolean_result(r: EvalResult<BooleanArray>) -> EvalResult<ArrayRef> {
     r.map(|b| Arc::new(b) as ArrayRef)
 }
 
-/// Evaluates `expr` over `batch`.
+/// `a AND b` (or `a OR b`) in three-valued logic.
+fn combine(is_and: bool, a: Value, b: Value, rows: usize) -> EvalResult<Value> {
+    let scalar = a.is_scalar() && b.is_scalar();
+    let n = if scalar { 1 } else { rows };
+    let (a, b) = (as_bool(a.into_array(n)?)?, as_bool(b.into_array(n)?)?);
+    let out = if is_and {
+        and_kleene(&a, &b)?
+    } else {
+        or_kleene(&a, &b)?
+    };
+    let out = Arc::new(out) as ArrayRef;
+    Ok(if scalar {
+        Value::Scalar(out)
+    } else {
+        Value::Array(out)
+    })
+}
+
+/// Evaluates `expr` over `batch`. Recursion follows the planned tree, whose depth the planner
+/// bounds (`MAX_DEPTH`); the stack is grown if the calling thread is short of it.
 pub(crate) fn evaluate(expr: &Expr, batch: &RecordBatch) -> EvalResult<Value> {
+    stacker::maybe_grow(64 * 1024, 1024 * 1024, || evaluate_node(expr, batch))
+}
+
+fn evaluate_node(expr: &Expr, batch: &RecordBatch) -> EvalResult<Value> {
     let rows = batch.num_rows();
     match expr {
         Expr::Column { root, path, .. } => column(batch, root, path).map(Value::Array),
@@ -114,35 +137,37 @@ pub(crate) fn evaluate(expr: &Expr, batch: &RecordBatch) -> EvalResult<Value> {
             let v = evaluate(e, batch)?;
             Ok(v.same_shape(arrow_arith::numeric::neg(v.array().as_ref())?))
         }
-        Expr::And(l, r) | Expr::Or(l, r) => {
-            let is_and = matches!(expr, Expr::And(..));
-            let left = evaluate(l, batch)?;
-            // Short cut: a constant FALSE (AND) or TRUE (OR) decides without the other side.
-            if let Value::Scalar(s) = &left {
-                if let Some(b) = constant_bool(s) {
-                    if b != is_and {
-                        return Ok(Value::Scalar(Arc::new(BooleanArray::from(vec![b]))));
+        Expr::And(items) | Expr::Or(items) => {
+            let is_and = matches!(expr, Expr::And(_));
+            let mut acc: Option<Value> = None;
+            for item in items {
+                let v = evaluate(item, batch)?;
+                // A constant FALSE (AND) or TRUE (OR) decides; the other constant changes nothing.
+                if let Value::Scalar(s) = &v {
+                    if let Some(b) = constant_bool(s) {
+                        if b != is_and {
+                            return Ok(Value::Scalar(Arc::new(BooleanArray::from(vec![b]))));
+                        }
+                        continue;
                     }
                 }
+                let combined = match acc.take() {
+                    None => v,
+                    Some(a) => combine(is_and, a, v, rows)?,
+                };
+                // Stop once every row is decided: all FALSE for AND, all TRUE for OR.
+                let decided = match &combined {
+                    Value::Array(a) => a.as_boolean_opt().is_some_and(|b| {
+                        b.null_count() == 0 && b.true_count() == if is_and { 0 } else { b.len() }
+                    }),
+                    Value::Scalar(_) => false,
+                };
+                acc = Some(combined);
+                if decided {
+                    break;
+                }
             }
-            let right = evaluate(r, batch)?;
-            let scalar = left.is_scalar() && right.is_scalar();
-            let n = if scalar { 1 } else { rows };
-            let (a, b) = (
-                as_bool(left.into_array(n)?)?,
-                as_bool(right.into_array(n)?)?,
-            );
-            let out = if is_and {
-                and_kleene(&a, &b)?
-            } else {
-                or_kleene(&a, &b)?
-            };
-            let out = Arc::new(out) as ArrayRef;
-            Ok(if scalar {
-                Value::Scalar(out)
-            } else {
-                Value::Array(out)
-            })
+            Ok(acc.unwrap_or_else(|| Value::Scalar(Arc::new(BooleanArray::from(vec![is_and])))))
         }
         Expr::Not(e) => {
             let v = evaluate(e, batch)?;

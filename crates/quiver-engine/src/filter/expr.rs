@@ -83,8 +83,9 @@ pub(crate) enum Expr {
         right: Box<Expr>,
     },
     Negate(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Two or more operands (AND / OR chains are flat, never nested binary trees).
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Not(Box<Expr>),
     IsNull {
         expr: Box<Expr>,
@@ -150,13 +151,11 @@ impl Expr {
         match self {
             Expr::Column { root, .. } => f(root),
             Expr::Literal(_) => {}
-            Expr::Compare { left, right, .. }
-            | Expr::Arith { left, right, .. }
-            | Expr::And(left, right)
-            | Expr::Or(left, right) => {
+            Expr::Compare { left, right, .. } | Expr::Arith { left, right, .. } => {
                 left.visit_columns(f);
                 right.visit_columns(f);
             }
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|e| e.visit_columns(f)),
             Expr::Negate(e)
             | Expr::Not(e)
             | Expr::IsNull { expr: e, .. }

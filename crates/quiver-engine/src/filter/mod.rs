@@ -13,6 +13,9 @@ mod eval;
 mod expr;
 mod plan;
 pub(crate) mod prune;
+mod syntax;
+
+pub use syntax::MAX_DEPTH;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,6 +27,10 @@ use crate::error::{Error, FilterError, FilterErrorKind, Result};
 use crate::format::reader::ColumnMeta;
 use crate::table::ROW_ID;
 use expr::{type_name, Expr};
+
+/// Stack that parsing and planning may need at the depth limits (`sqlparser` frames are large).
+const PARSE_RED_ZONE: usize = 1024 * 1024;
+const PARSE_STACK: usize = 16 * 1024 * 1024;
 
 /// A SQL expression resolved against a schema, ready to evaluate on batches of that schema.
 #[derive(Debug, Clone)]
@@ -37,8 +44,12 @@ pub struct Expression {
 impl Expression {
     /// Parses and resolves `text` against `schema`. The virtual `_rowid` column may be used.
     pub fn parse(text: &str, schema: &Schema) -> Result<Self> {
-        let parsed = plan::parse(text)?;
-        let expr = plan::Planner { schema }.plan(&parsed)?;
+        // The whole of planning runs with room to recurse to the depth limits (the syntax tree
+        // is dropped inside too), whichever thread calls it.
+        let expr = stacker::maybe_grow(PARSE_RED_ZONE, PARSE_STACK, || {
+            let syntax = syntax::parse(text)?;
+            plan::Planner::new(schema).plan_syntax(&syntax)
+        })?;
         let mut columns: Vec<String> = Vec::new();
         expr.visit_columns(&mut |c| {
             if !columns.iter().any(|x| x == c) {

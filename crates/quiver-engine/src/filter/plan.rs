@@ -1,6 +1,7 @@
 //! From SQL text to a typed [`Expr`]: parsing with `sqlparser`, resolving names against the
 //! table schema, checking and coercing types, and folding constant sub-expressions.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -12,15 +13,14 @@ use sqlparser::ast::{
     self as sql, BinaryOperator, CastKind, FunctionArg, FunctionArgExpr, FunctionArguments,
     Spanned, UnaryOperator, Value,
 };
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Span, Token};
+use sqlparser::tokenizer::Span;
 
 use super::eval::{evaluate, Value as Evaluated};
 use super::expr::{
     cast_array, cast_literal, common_type, is_numeric, is_string, type_name, ArithOp, CmpOp, Expr,
     Func,
 };
+use super::syntax::{Syntax, MAX_DEPTH};
 use crate::error::{FilterError, FilterErrorKind as Kind};
 use crate::table::ROW_ID;
 
@@ -34,69 +34,94 @@ fn err(kind: Kind, message: impl Into<String>, span: Span) -> FilterError {
     FilterError::new(kind, message).at(position(span))
 }
 
-/// Parses `text` as one SQL expression (anything after it is a syntax error).
-pub(crate) fn parse(text: &str) -> PlanResult<sql::Expr> {
-    let dialect = GenericDialect {};
-    let syntax = |e: ParserError| {
-        let message = match e {
-            ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
-            ParserError::RecursionLimitExceeded => "the expression is nested too deeply".into(),
-        };
-        // Errors at the end of the text ("expected an expression, found EOF") carry no
-        // position: point just past the last character.
-        let position = message_position(&message).or_else(|| end_position(text));
-        FilterError::new(Kind::Syntax, strip_position(&message)).at(position)
-    };
-    if text.trim().is_empty() {
-        return Err(FilterError::new(Kind::Syntax, "the expression is empty"));
-    }
-    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(syntax)?;
-    let expr = parser.parse_expr().map_err(syntax)?;
-    let next = parser.peek_token();
-    if next.token != Token::EOF {
-        return Err(err(
-            Kind::Syntax,
-            format!(
-                "unexpected '{}' after a complete expression (combine conditions with AND / OR)",
-                next.token
-            ),
-            next.span,
-        ));
-    }
-    Ok(expr)
-}
-
-/// `(line, column)` from sqlparser's "… at Line: 1, Column: 7" suffix.
-fn message_position(message: &str) -> Option<(u64, u64)> {
-    let rest = &message[message.rfind("Line: ")? + 6..];
-    let (line, rest) = rest.split_once(',')?;
-    let column = rest.trim().strip_prefix("Column: ")?;
-    let digits: String = column.chars().take_while(char::is_ascii_digit).collect();
-    Some((line.trim().parse().ok()?, digits.parse().ok()?))
-}
-
-fn end_position(text: &str) -> Option<(u64, u64)> {
-    let lines = text.split('\n').count() as u64;
-    let last = text.rsplit('\n').next().unwrap_or_default();
-    Some((lines, last.chars().count() as u64 + 1))
-}
-
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at Line: ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
-}
-
 /// Resolves a parsed expression against `schema`.
 pub(crate) struct Planner<'a> {
-    pub schema: &'a Schema,
+    schema: &'a Schema,
+    /// Nesting of the node being planned; bounded by [`MAX_DEPTH`], so every later walk of the
+    /// planned tree (folding, evaluation, pruning) is bounded too.
+    depth: Cell<usize>,
 }
 
-impl Planner<'_> {
+/// Extra stack the planner makes sure of before each level: its frames are a few KiB, and it
+/// may be called on any thread (tokio workers and rayon threads have 2 MiB stacks).
+const STACK_RED_ZONE: usize = 128 * 1024;
+const STACK_GROWTH: usize = 2 * 1024 * 1024;
+
+impl<'a> Planner<'a> {
+    pub(crate) fn new(schema: &'a Schema) -> Self {
+        Planner {
+            schema,
+            depth: Cell::new(0),
+        }
+    }
+
+    /// Enters one level of nesting, failing past [`MAX_DEPTH`].
+    fn enter<T>(
+        &self,
+        span: impl Fn() -> Span,
+        f: impl FnOnce() -> PlanResult<T>,
+    ) -> PlanResult<T> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_DEPTH {
+            return Err(err(
+                Kind::TooComplex,
+                format!(
+                    "the expression is nested more than {MAX_DEPTH} levels deep; write long lists as `col IN (a, b, …)` or as flat `… OR …` / `… AND …` chains (which may be any length)"
+                ),
+                span(),
+            ));
+        }
+        self.depth.set(depth);
+        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, f);
+        self.depth.set(depth - 1);
+        result
+    }
+
+    /// Plans an expression's skeleton: AND / OR chains become n-ary nodes (an OR of equalities
+    /// on one column becomes an IN list), leaving `sqlparser`'s terms to [`Self::plan`].
+    pub(crate) fn plan_syntax(&self, s: &Syntax) -> PlanResult<Expr> {
+        match s {
+            Syntax::Term(e) => self.plan(e),
+            Syntax::Not(inner, span) => self.enter(
+                || *span,
+                || {
+                    let operand = self.plan_syntax(inner)?;
+                    check_boolean(&operand, "NOT", || describe_syntax(inner), *span)?;
+                    fold(match operand {
+                        // NOT NOT x (x boolean) is x.
+                        Expr::Not(x) => *x,
+                        other => Expr::Not(Box::new(other)),
+                    })
+                },
+            ),
+            Syntax::And(items) | Syntax::Or(items) => {
+                let is_and = matches!(s, Syntax::And(_));
+                let what = if is_and { "AND" } else { "OR" };
+                self.enter(Span::empty, || {
+                    let mut planned = Vec::with_capacity(items.len());
+                    for item in items {
+                        let p = self.plan_syntax(item)?;
+                        let span = match item {
+                            Syntax::Term(e) => e.span(),
+                            _ => Span::empty(),
+                        };
+                        check_boolean(&p, what, || describe_syntax(item), span)?;
+                        planned.push(p);
+                    }
+                    fold(connect(is_and, planned))
+                })
+            }
+        }
+    }
+
     pub(crate) fn plan(&self, e: &sql::Expr) -> PlanResult<Expr> {
-        let planned = self.plan_inner(e).map_err(|f| f.at(position(e.span())))?;
-        fold(planned).map_err(|f| f.at(position(e.span())))
+        self.enter(
+            || e.span(),
+            || {
+                let planned = self.plan_inner(e).map_err(|f| f.at(position(e.span())))?;
+                fold(planned).map_err(|f| f.at(position(e.span())))
+            },
+        )
     }
 
     fn plan_inner(&self, e: &sql::Expr) -> PlanResult<Expr> {
@@ -107,7 +132,7 @@ impl Planner<'_> {
             S::Nested(inner) => self.plan(inner)?,
             S::Value(v) => literal(&v.value, v.span)?,
             S::TypedString(t) => typed_string(t)?,
-            S::BinaryOp { left, op, right } => self.binary(left, op, right)?,
+            S::BinaryOp { left, op, right } => self.binary(e, left, op, right)?,
             S::UnaryOp { op, expr } => match op {
                 UnaryOperator::Not => Expr::Not(Box::new(self.boolean(expr, "NOT")?)),
                 UnaryOperator::Minus => {
@@ -141,7 +166,7 @@ impl Planner<'_> {
                 let value = self.plan(expr)?;
                 let low_cmp = self.compare(CmpOp::GtEq, value.clone(), self.plan(low)?, e)?;
                 let high_cmp = self.compare(CmpOp::LtEq, value, self.plan(high)?, e)?;
-                let both = Expr::And(Box::new(low_cmp), Box::new(high_cmp));
+                let both = Expr::And(vec![low_cmp, high_cmp]);
                 if *negated {
                     Expr::Not(Box::new(both))
                 } else {
@@ -331,24 +356,19 @@ impl Planner<'_> {
         }
     }
 
-    fn binary(&self, left: &sql::Expr, op: &BinaryOperator, right: &sql::Expr) -> PlanResult<Expr> {
-        let whole = sql::Expr::BinaryOp {
-            left: Box::new(left.clone()),
-            op: op.clone(),
-            right: Box::new(right.clone()),
-        };
+    fn binary(
+        &self,
+        whole: &sql::Expr,
+        left: &sql::Expr,
+        op: &BinaryOperator,
+        right: &sql::Expr,
+    ) -> PlanResult<Expr> {
         let cmp = match op {
-            BinaryOperator::And => {
-                return Ok(Expr::And(
-                    Box::new(self.boolean(left, "AND")?),
-                    Box::new(self.boolean(right, "AND")?),
-                ))
-            }
-            BinaryOperator::Or => {
-                return Ok(Expr::Or(
-                    Box::new(self.boolean(left, "OR")?),
-                    Box::new(self.boolean(right, "OR")?),
-                ))
+            BinaryOperator::And | BinaryOperator::Or => {
+                let is_and = *op == BinaryOperator::And;
+                let what = if is_and { "AND" } else { "OR" };
+                let (l, r) = (self.boolean(left, what)?, self.boolean(right, what)?);
+                return Ok(connect(is_and, vec![l, r]));
             }
             BinaryOperator::Eq => Some(CmpOp::Eq),
             BinaryOperator::NotEq => Some(CmpOp::NotEq),
@@ -360,7 +380,7 @@ impl Planner<'_> {
         };
         if let Some(cmp) = cmp {
             let (l, r) = (self.plan(left)?, self.plan(right)?);
-            return self.compare(cmp, l, r, &whole);
+            return self.compare(cmp, l, r, whole);
         }
         let arith = match op {
             BinaryOperator::Plus => ArithOp::Add,
@@ -368,12 +388,12 @@ impl Planner<'_> {
             BinaryOperator::Multiply => ArithOp::Mul,
             BinaryOperator::Divide => ArithOp::Div,
             BinaryOperator::Modulo => ArithOp::Rem,
-            other => return Err(unsupported(format!("the operator {other}"), &whole)),
+            other => return Err(unsupported(format!("the operator {other}"), whole)),
         };
         let (l, r) = (self.plan(left)?, self.plan(right)?);
         self.expect_numeric(&l, left, "arithmetic")?;
         self.expect_numeric(&r, right, "arithmetic")?;
-        let (l, r) = self.coerce_pair(l, r, &whole)?;
+        let (l, r) = self.coerce_pair(l, r, whole)?;
         Ok(Expr::Arith {
             op: arith,
             left: Box::new(l),
@@ -889,6 +909,135 @@ fn arrow_type(t: &sql::DataType) -> Option<DataType> {
         },
         _ => return None,
     })
+}
+
+/// Fails unless `planned` is boolean (or NULL), naming `what` needed it.
+fn check_boolean(
+    planned: &Expr,
+    what: &str,
+    describe: impl FnOnce() -> String,
+    span: Span,
+) -> PlanResult<()> {
+    let t = planned.data_type();
+    if matches!(t, DataType::Boolean | DataType::Null) {
+        return Ok(());
+    }
+    Err(err(
+        Kind::TypeMismatch,
+        format!(
+            "{what} needs a boolean operand; {} is {}",
+            describe(),
+            type_name(&t)
+        ),
+        span,
+    ))
+}
+
+fn describe_syntax(s: &Syntax) -> String {
+    match s {
+        Syntax::Term(e) => e.to_string(),
+        Syntax::Not(..) => "a NOT expression".into(),
+        Syntax::And(_) | Syntax::Or(_) => "a parenthesised condition".into(),
+    }
+}
+
+/// `items` joined by AND (`is_and`) or OR as one n-ary node: nested nodes of the same kind are
+/// spliced in, and comparisons of one column with constants are merged into a set lookup —
+/// `c = 1 OR c = 2 OR …` into `c IN (1, 2, …)`, `c != 1 AND c != 2 …` into `c NOT IN (…)`
+/// (the same three-valued results: NULL where `c` is NULL) — so a generated chain of 100,000
+/// terms costs one hash probe per row, not 100,000 comparisons.
+fn connect(is_and: bool, items: Vec<Expr>) -> Expr {
+    let mut flat: Vec<Expr> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Expr::And(inner) if is_and => flat.extend(inner),
+            Expr::Or(inner) if !is_and => flat.extend(inner),
+            other => flat.push(other),
+        }
+    }
+    let merge_op = if is_and { CmpOp::NotEq } else { CmpOp::Eq };
+    // Per column (by position of its first term), the constants compared with it.
+    type ColumnKey = (String, Vec<String>);
+    let mut sets: Vec<(usize, ColumnKey, Vec<ArrayRef>)> = Vec::new();
+    let mut out: Vec<Option<Expr>> = Vec::with_capacity(flat.len());
+    let mut key_of: std::collections::HashMap<ColumnKey, usize> = std::collections::HashMap::new();
+    for item in flat {
+        let Some((key, value)) = set_term(&item, merge_op, is_and) else {
+            out.push(Some(item));
+            continue;
+        };
+        match key_of.get(&key) {
+            Some(&s) => {
+                sets[s].2.push(value);
+                out.push(None);
+            }
+            None => {
+                key_of.insert(key.clone(), sets.len());
+                sets.push((out.len(), key, vec![value]));
+                out.push(Some(item));
+            }
+        }
+    }
+    for (at, (root, path), values) in sets {
+        if values.len() < 2 {
+            continue;
+        }
+        let column = Expr::Column {
+            root,
+            path,
+            data_type: values[0].data_type().clone(),
+        };
+        let refs: Vec<&dyn Array> = values.iter().map(|v| v.as_ref()).collect();
+        let Ok(list) = arrow_select::concat::concat(&refs) else {
+            continue;
+        };
+        out[at] = Some(Expr::InList {
+            expr: Box::new(column),
+            list,
+            list_has_null: false,
+            negated: is_and,
+        });
+    }
+    let mut items: Vec<Expr> = out.into_iter().flatten().collect();
+    if items.len() == 1 {
+        if let Some(only) = items.pop() {
+            return only;
+        }
+    }
+    if is_and {
+        Expr::And(items)
+    } else {
+        Expr::Or(items)
+    }
+}
+
+/// `(column, constants)` of a term [`connect`] can merge: `col <op> literal` with a non-NULL
+/// literal of the column's own type, or an IN list (NOT IN for AND) without NULLs.
+fn set_term(item: &Expr, op: CmpOp, negated: bool) -> Option<((String, Vec<String>), ArrayRef)> {
+    let (column, value) = match item {
+        Expr::Compare { op: o, left, right } if *o == op => match (left.as_ref(), right.as_ref()) {
+            (c @ Expr::Column { .. }, Expr::Literal(v))
+            | (Expr::Literal(v), c @ Expr::Column { .. }) => (c, v.clone()),
+            _ => return None,
+        },
+        Expr::InList {
+            expr,
+            list,
+            list_has_null: false,
+            negated: n,
+        } if *n == negated => (expr.as_ref(), list.clone()),
+        _ => return None,
+    };
+    let Expr::Column {
+        root,
+        path,
+        data_type,
+    } = column
+    else {
+        return None;
+    };
+    (value.data_type() == data_type && value.logical_null_count() == 0)
+        .then(|| ((root.clone(), path.clone()), value))
 }
 
 /// Replaces a column-free expression by its value, computed once at plan time.

@@ -173,14 +173,29 @@ pub(crate) fn candidate_ranges<'a>(
     column: &dyn Fn(&str) -> Option<&'a ColumnMeta>,
 ) -> Option<RowRanges> {
     match expr {
-        Expr::And(l, r) => match (candidate_ranges(l, column), candidate_ranges(r, column)) {
-            (Some(a), Some(b)) => Some(intersect(&a, &b)),
-            (a, b) => a.or(b),
-        },
-        Expr::Or(l, r) => Some(union(
-            &candidate_ranges(l, column)?,
-            &candidate_ranges(r, column)?,
-        )),
+        Expr::And(items) => {
+            let mut acc: Option<RowRanges> = None;
+            for item in items {
+                if let Some(r) =
+                    stacker::maybe_grow(64 * 1024, 1024 * 1024, || candidate_ranges(item, column))
+                {
+                    acc = Some(match acc {
+                        Some(a) => intersect(&a, &r),
+                        None => r,
+                    });
+                }
+            }
+            acc
+        }
+        Expr::Or(items) => {
+            let mut acc: RowRanges = Vec::new();
+            for item in items {
+                let r =
+                    stacker::maybe_grow(64 * 1024, 1024 * 1024, || candidate_ranges(item, column))?;
+                acc = union(&acc, &r);
+            }
+            Some(acc)
+        }
         Expr::Compare { op, left, right } => {
             let (name, t, value, op) = match (left.as_ref(), right.as_ref()) {
                 (
