@@ -28,6 +28,7 @@ import {
   vectorFromArray,
   type Vector,
 } from "apache-arrow";
+import { describeValue } from "./check.js";
 import { InvalidArgumentError, SchemaMismatchError } from "./errors.js";
 
 /** One row as a plain object. */
@@ -78,7 +79,7 @@ type Kind =
   | { t: "list_utf8" }
   | { t: "struct"; fields: Map<string, Kind | null> };
 
-function describe(k: Kind): string {
+function describeKind(k: Kind): string {
   switch (k.t) {
     case "vector":
       return `a vector of ${k.dim} ${k.element}`;
@@ -131,7 +132,7 @@ function merge(a: Kind | null, b: Kind | null, path: string, row: number): Kind 
       );
     }
     if (a.element !== b.element) {
-      throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describe(b)} but earlier rows have ${describe(a)}`);
+      throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describeKind(b)} but earlier rows have ${describeKind(a)}`);
     }
     return a;
   }
@@ -141,7 +142,7 @@ function merge(a: Kind | null, b: Kind | null, path: string, row: number): Kind 
     return a;
   }
   if (a.t !== b.t) {
-    throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describe(b)} but earlier rows have ${describe(a)}`);
+    throw new SchemaMismatchError("SchemaMismatch", `field '${path}' in row ${row} is ${describeKind(b)} but earlier rows have ${describeKind(a)}`);
   }
   return a;
 }
@@ -221,10 +222,24 @@ function typedVector(type: FixedSizeList, values: unknown[], name: string, first
       return;
     }
     const arr = v as ArrayLike<number>;
-    if (typeof arr !== "object" || arr.length !== dim) {
+    if (typeof arr !== "object" || !(Array.isArray(arr) || ArrayBuffer.isView(arr)) || arr.length !== dim) {
       throw new SchemaMismatchError(
         "SchemaMismatch",
-        `field '${name}' in row ${firstRow + i} must be a vector of ${dim} numbers, got ${typeof arr === "object" ? `${arr.length} values` : typeof arr}`,
+        `field '${name}' in row ${firstRow + i} must be a vector of ${dim} numbers, got ${describeValue(arr)}`,
+      );
+    }
+    // Typed arrays hold numbers already (bigint ones excepted); array elements are checked,
+    // as a typed array would turn a string into NaN and throw a TypeError for a symbol.
+    const bad =
+      arr instanceof BigInt64Array || arr instanceof BigUint64Array
+        ? 0
+        : Array.isArray(arr)
+          ? arr.findIndex((x) => typeof x !== "number")
+          : -1;
+    if (bad >= 0) {
+      throw new SchemaMismatchError(
+        "SchemaMismatch",
+        `field '${name}' in row ${firstRow + i}: vector element ${bad} is ${describeValue(arr[bad])}, not a number`,
       );
     }
     flat.set(arr, i * dim);
@@ -244,10 +259,19 @@ function typedVector(type: FixedSizeList, values: unknown[], name: string, first
 function coerce(value: unknown, type: DataType, name: string, row: number): unknown {
   if (value === undefined) return null;
   if (value === null) return null;
+  // Builders would store a string as NaN and throw a bare TypeError for a symbol or a bigint.
+  const numeric = DataType.isFloat(type) || DataType.isInt(type);
+  const wide = DataType.isInt(type) && type.bitWidth === 64;
+  if (numeric && typeof value !== "number" && !(wide && typeof value === "bigint")) {
+    throw new SchemaMismatchError(
+      "SchemaMismatch",
+      `field '${name}' in row ${row} is ${describeValue(value)}, not a number${wide ? " or bigint" : ""} (the column is ${type})`,
+    );
+  }
   if (type instanceof Int64 || (DataType.isInt(type) && type.bitWidth === 64)) {
     if (typeof value === "number") {
       if (!Number.isInteger(value)) {
-        throw new SchemaMismatchError("SchemaMismatch", `field '${name}' in row ${row} is ${value}, not an integer`);
+        throw new SchemaMismatchError("SchemaMismatch", `field '${name}' in row ${row} is ${describeValue(value)}, not an integer`);
       }
       return BigInt(value);
     }
@@ -258,14 +282,16 @@ function coerce(value: unknown, type: DataType, name: string, row: number): unkn
 
 function column(field: Field, rows: Row[], firstRow: number): Vector {
   const name = field.name;
-  if (DataType.isFixedSizeList(field.type)) {
-    return typedVector(field.type, rows.map((r) => r[name]), name, firstRow);
-  }
-  const values = rows.map((r, i) => coerce(r[name], field.type, name, firstRow + i));
+  const values = DataType.isFixedSizeList(field.type)
+    ? rows.map((r) => r[name])
+    : rows.map((r, i) => coerce(r[name], field.type, name, firstRow + i));
   try {
+    if (DataType.isFixedSizeList(field.type)) return typedVector(field.type, values, name, firstRow);
     return vectorFromArray(values, field.type);
   } catch (e) {
-    throw new SchemaMismatchError("SchemaMismatch", `field '${name}' cannot be built as ${field.type}: ${(e as Error).message}`, {
+    if (e instanceof SchemaMismatchError) throw e;
+    const reason = e instanceof Error ? e.message : describeValue(e);
+    throw new SchemaMismatchError("SchemaMismatch", `field '${name}' cannot be built as ${field.type}: ${reason}`, {
       cause: e,
     });
   }

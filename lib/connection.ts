@@ -2,6 +2,7 @@
 import type { Schema } from "apache-arrow";
 import { type Data, type DataStream, inMemoryChunks, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
 import { writeStream } from "./stream.js";
+import { integerArg, invalid, nameArg } from "./check.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import { binding, type NativeConnection } from "./native.js";
 import { Table } from "./table.js";
@@ -59,6 +60,11 @@ export class Connection {
 
   /** Table names, sorted; page with `startAfter` and `limit`. */
   async tableNames(options: { startAfter?: string; limit?: number } = {}): Promise<string[]> {
+    if (options === null || typeof options !== "object") invalid("tableNames() options", "an object", options);
+    if (options.startAfter !== undefined && typeof options.startAfter !== "string") {
+      invalid("startAfter", "a table name", options.startAfter);
+    }
+    if (options.limit !== undefined) integerArg(options.limit, "limit");
     const c = this.native();
     let names = await native(() => c.tableNames());
     if (options.startAfter !== undefined) names = names.filter((n) => n > (options.startAfter as string));
@@ -68,16 +74,19 @@ export class Connection {
 
   /** Opens a table at its latest version, or pinned (read-only) at `version`. */
   async openTable(name: string, options: { version?: number } = {}): Promise<Table> {
+    nameArg(name, "the table name");
+    if (options === null || typeof options !== "object") invalid("openTable() options", "an object", options);
+    if (options.version !== undefined) integerArg(options.version, "version", { min: 1 });
     const c = this.native();
     return new Table(await native(() => c.openTable(name, options.version)));
   }
 
   /** Creates a table from rows, Arrow data, IPC bytes or a stream of batches. */
   async createTable(name: string, data: Data | DataStream, options: CreateTableOptions = {}): Promise<Table> {
+    nameArg(name, "the table name");
+    if (options === null || typeof options !== "object") invalid("createTable() options", "an object", options);
     const mode = options.mode ?? "create";
-    if (mode !== "create" && mode !== "overwrite") {
-      throw new InvalidArgumentError("InvalidArgument", `mode must be 'create' or 'overwrite', got '${mode}'`);
-    }
+    if (mode !== "create" && mode !== "overwrite") invalid("mode", "'create' or 'overwrite'", mode);
     const nativeMode = mode === "create" && options.existOk ? "exist_ok" : mode;
     const c = this.native();
     if (isDataStream(data)) {
@@ -101,6 +110,7 @@ export class Connection {
 
   /** Deletes a table and all its versions. */
   async dropTable(name: string): Promise<void> {
+    nameArg(name, "the table name");
     const c = this.native();
     await native(() => c.dropTable(name));
   }
@@ -140,21 +150,17 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   if (typeof uri !== "string" || uri === "") {
     throw new InvalidArgumentError("InvalidArgument", "connect() takes a URI: a folder path, file://… or memory://");
   }
+  if (options === null || typeof options !== "object") invalid("connect() options", "an object", options);
   const interval = options.readConsistencyInterval;
   if (interval !== undefined && (typeof interval !== "number" || Number.isNaN(interval) || interval < 0)) {
-    throw new InvalidArgumentError(
-      "InvalidArgument",
-      `readConsistencyInterval must be a number of seconds >= 0 (or Infinity), got ${String(interval)}`,
-    );
+    invalid("readConsistencyInterval", "a number of seconds >= 0 (or Infinity)", interval);
   }
   for (const key of ["metadataCacheBytes", "indexCacheBytes"] as const) {
     const bytes = options[key];
-    if (bytes !== undefined && !(Number.isSafeInteger(bytes) && bytes >= 0)) {
-      throw new InvalidArgumentError("InvalidArgument", `${key} must be a whole number of bytes >= 0, got ${String(bytes)}`);
-    }
+    if (bytes !== undefined) integerArg(bytes, key, { expected: "a whole number of bytes >= 0" });
   }
   if (options.memoryMap !== undefined && typeof options.memoryMap !== "boolean") {
-    throw new InvalidArgumentError("InvalidArgument", `memoryMap must be true or false, got ${String(options.memoryMap)}`);
+    invalid("memoryMap", "true or false", options.memoryMap);
   }
   const inner = await native(() =>
     binding.connect(uri, {

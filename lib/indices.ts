@@ -1,5 +1,5 @@
 // Vector index configuration: Index.ivfPq(...) and Index.ivfFlat(...), as createIndex takes them.
-import { InvalidArgumentError } from "./errors.js";
+import { integerArg, invalid } from "./check.js";
 import type { DistanceType } from "./query.js";
 
 /** Options of an IVF_PQ index. Every field is optional; the defaults give good recall. */
@@ -60,19 +60,13 @@ export class Index {
 const POSITIVE = ["numPartitions", "numSubVectors", "numBits", "maxIterations", "sampleRate"] as const;
 
 function checkOptions(options: IvfPqOptions, what: string): IvfPqOptions {
-  if (options === null || typeof options !== "object") {
-    throw new InvalidArgumentError("InvalidArgument", `Index.${what}() takes an options object`);
-  }
+  if (options === null || typeof options !== "object") invalid(`Index.${what}() options`, "an object", options);
   for (const key of POSITIVE) {
     const v = options[key];
-    if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 0xffffffff)) {
-      throw new InvalidArgumentError("InvalidArgument", `${key} must be a positive integer, got ${String(v)}`);
-    }
+    if (v !== undefined) integerArg(v, key, { min: 1, max: 0xffff_ffff, expected: "a positive integer below 2^32" });
   }
   const d = options.distanceType;
-  if (d !== undefined && !["l2", "cosine", "dot", "hamming"].includes(d)) {
-    throw new InvalidArgumentError("InvalidArgument", `distanceType must be l2, cosine, dot or hamming, got '${String(d)}'`);
-  }
+  if (d !== undefined && !["l2", "cosine", "dot", "hamming"].includes(d)) invalid("distanceType", "l2, cosine, dot or hamming", d);
   return { ...options };
 }
 

@@ -2,6 +2,7 @@
 // (toArrow, toArray, stream, explainPlan, analyzePlan).
 import { type RecordBatch, Table as ArrowTable } from "apache-arrow";
 import { batchFromIPC, fromIPC, type Row, tableToRows, type ToArrayOptions } from "./arrow.js";
+import { describeValue, integerArg, invalid, nameArg, numberArg } from "./check.js";
 import { InvalidArgumentError, native } from "./errors.js";
 import type { NativeTable } from "./native.js";
 
@@ -40,12 +41,8 @@ export interface QueryTarget {
   native(): NativeTable;
 }
 
-function nonNegativeInteger(n: number, what: string): number {
-  if (!Number.isInteger(n) || n < 0) {
-    throw new InvalidArgumentError("InvalidArgument", `${what} must be a non-negative integer, got ${n}`);
-  }
-  return n;
-}
+/** Most a u32 argument of the engine takes (vector search k, nprobes, refineFactor). */
+const U32_MAX = 0xffff_ffff;
 
 /** A plain query: a scan with optional projection, limit and offset. */
 export class Query implements AsyncIterable<RecordBatch> {
@@ -80,20 +77,19 @@ export class Query implements AsyncIterable<RecordBatch> {
   /** Columns to return: names, or `{ alias: column }` to rename. */
   select(columns: string[] | Record<string, string>): this {
     if (Array.isArray(columns)) {
-      if (!columns.every((c) => typeof c === "string")) {
-        throw new InvalidArgumentError("InvalidArgument", "select() takes column names");
-      }
+      const bad = columns.findIndex((c) => typeof c !== "string");
+      if (bad >= 0) invalid(`select() column ${bad}`, "a column name", columns[bad]);
       return this.with({ columns: [...columns], renames: undefined });
     }
     if (columns === null || typeof columns !== "object") {
-      throw new InvalidArgumentError("InvalidArgument", "select() takes an array of names or an { alias: column } object");
+      invalid("select() columns", "an array of names or an { alias: column } object", columns);
     }
     const entries = Object.entries(columns);
     for (const [alias, expr] of entries) {
       if (typeof expr !== "string" || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(expr)) {
         throw new InvalidArgumentError(
           "InvalidArgument",
-          `select({ ${alias}: "${expr}" }): only plain column names can be selected until SQL expressions are supported`,
+          `select({ ${alias}: ${describeValue(expr)} }): only plain column names can be selected until SQL expressions are supported`,
         );
       }
     }
@@ -102,12 +98,12 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   /** At most `n` rows. */
   limit(n: number): this {
-    return this.with({ limit: nonNegativeInteger(n, "limit") });
+    return this.with({ limit: integerArg(n, "limit") });
   }
 
   /** Skips the first `n` rows. */
   offset(n: number): this {
-    return this.with({ offset: nonNegativeInteger(n, "offset") });
+    return this.with({ offset: integerArg(n, "offset") });
   }
 
   /** Adds the `_rowid` column (stable row address, usable with `takeRowIds`). */
@@ -231,7 +227,7 @@ export class VectorQuery extends Query {
 
   /** The vector column to search (needed when the table has several). */
   column(name: string): this {
-    return this.withSearch({ column: name });
+    return this.withSearch({ column: nameArg(name, "column()") });
   }
 
   /**
@@ -241,15 +237,13 @@ export class VectorQuery extends Query {
    * index's searches exactly.
    */
   distanceType(type: DistanceType): this {
-    if (!["l2", "cosine", "dot", "hamming"].includes(type)) {
-      throw new InvalidArgumentError("InvalidArgument", `distanceType must be l2, cosine, dot or hamming, got '${type}'`);
-    }
+    if (!["l2", "cosine", "dot", "hamming"].includes(type)) invalid("distanceType", "l2, cosine, dot or hamming", type);
     return this.withSearch({ distanceType: type });
   }
 
   /** Partitions an IVF index probes (default 20; more when a filter leaves too few rows). */
   nprobes(n: number): this {
-    return this.withSearch({ nprobes: nonNegativeInteger(n, "nprobes") });
+    return this.withSearch({ nprobes: integerArg(n, "nprobes", { max: U32_MAX }) });
   }
 
   /**
@@ -257,12 +251,12 @@ export class VectorQuery extends Query {
    * (IVF_PQ default 4; IVF_FLAT distances are exact already).
    */
   refineFactor(n: number): this {
-    return this.withSearch({ refineFactor: nonNegativeInteger(n, "refineFactor") });
+    return this.withSearch({ refineFactor: integerArg(n, "refineFactor", { max: U32_MAX }) });
   }
 
   /** Search breadth of a graph index (no effect on exact search). */
   ef(n: number): this {
-    return this.withSearch({ ef: nonNegativeInteger(n, "ef") });
+    return this.withSearch({ ef: integerArg(n, "ef", { max: U32_MAX }) });
   }
 
   /**
@@ -278,8 +272,10 @@ export class VectorQuery extends Query {
     return this.withSearch({ bypassVectorIndex: true });
   }
 
-  /** Keep results with lower <= _distance < upper. */
+  /** Keep results with lower <= _distance < upper (either may be left out, or be ±Infinity). */
   distanceRange(lower?: number, upper?: number): this {
+    if (lower !== undefined) numberArg(lower, "distanceRange() lower bound", { finite: false });
+    if (upper !== undefined) numberArg(upper, "distanceRange() upper bound", { finite: false });
     return this.withSearch({ lower, upper });
   }
 
@@ -291,6 +287,9 @@ export class VectorQuery extends Query {
   private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
     if (this.state.offset !== undefined && this.state.offset > 0) {
       throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
+    }
+    if (this.state.limit !== undefined && this.state.limit > U32_MAX) {
+      invalid("limit of a vector search", `at most ${U32_MAX}`, this.state.limit);
     }
     const table = this.target.native();
     const result = await native(() =>
@@ -367,16 +366,18 @@ export class VectorQuery extends Query {
 
 /** Builds the initial vector query of `table.search(vector)`. */
 export function vectorQuery(target: QueryTarget, vector: VectorLike): VectorQuery {
-  if (!(Array.isArray(vector) || ArrayBuffer.isView(vector))) {
-    throw new InvalidArgumentError("InvalidArgument", "search() takes a vector: number[] or a typed array");
+  if (!(Array.isArray(vector) || (ArrayBuffer.isView(vector) && !(vector instanceof DataView)))) {
+    invalid("search() vector", "number[] or a typed array", vector);
   }
-  const values = Array.from(vector as ArrayLike<number>);
-  if (values.length === 0 || values.some((v) => typeof v !== "number")) {
+  const values = Array.from(vector as ArrayLike<unknown>);
+  if (values.length === 0) {
     throw new InvalidArgumentError("InvalidArgument", "the query vector must be a non-empty array of numbers");
   }
+  const bad = values.findIndex((v) => typeof v !== "number" || !Number.isFinite(v));
+  if (bad >= 0) invalid(`element ${bad} of the query vector`, "a finite number", values[bad]);
   return new VectorQuery(
     target,
     { withRowId: false },
-    { vector: values, postfilter: false, bypassVectorIndex: false },
+    { vector: values as number[], postfilter: false, bypassVectorIndex: false },
   );
 }

@@ -33,6 +33,7 @@ import {
   schemaToIPC,
   toIPC,
 } from "./arrow.js";
+import { integerArg, invalid, nameArg } from "./check.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
@@ -108,9 +109,9 @@ export class Table implements QueryTarget {
       throw new InvalidArgumentError("InvalidArgument", "config must come from Index.ivfPq() or Index.ivfFlat()");
     }
     const { progress } = options;
-    if (progress !== undefined && typeof progress !== "function") {
-      throw new InvalidArgumentError("InvalidArgument", "progress must be a function");
-    }
+    if (progress !== undefined && typeof progress !== "function") invalid("progress", "a function", progress);
+    if (options.name !== undefined) nameArg(options.name, "the index name");
+    if (options.replace !== undefined && typeof options.replace !== "boolean") invalid("replace", "true or false", options.replace);
     const t = this.native();
     const o = config.options;
     const report = progress
@@ -151,12 +152,14 @@ export class Table implements QueryTarget {
 
   /** One index by name (`NotFoundError` when there is none). */
   async indexStats(name: string): Promise<IndexStats> {
+    nameArg(name, "indexStats() index name");
     const t = this.native();
     return (await native(() => t.indexStats(name))) as IndexStats;
   }
 
   /** Removes an index (a new version; older versions keep it). */
   async dropIndex(name: string): Promise<number> {
+    nameArg(name, "dropIndex() index name");
     const t = this.native();
     return native(() => t.dropIndex(name));
   }
@@ -179,10 +182,9 @@ export class Table implements QueryTarget {
 
   /** Adds rows; returns the new version. */
   async add(data: Data | DataStream, options: AddOptions = {}): Promise<number> {
+    if (options === null || typeof options !== "object") invalid("add() options", "an object", options);
     const mode = options.mode ?? "append";
-    if (mode !== "append" && mode !== "overwrite") {
-      throw new InvalidArgumentError("InvalidArgument", `mode must be 'append' or 'overwrite', got '${mode}'`);
-    }
+    if (mode !== "append" && mode !== "overwrite") invalid("mode", "'append' or 'overwrite'", mode);
     const t = this.native();
     // Plain objects appended to a table take its schema, not a fresh inference.
     const schemaFor = async (chunk: unknown) =>
@@ -221,6 +223,10 @@ export class Table implements QueryTarget {
     }
     const { where, values, valuesSql } = options;
     if (where !== undefined) sqlText(where, "update");
+    if (values !== undefined && (values === null || typeof values !== "object")) invalid("update() values", "an object", values);
+    if (valuesSql !== undefined && (valuesSql === null || typeof valuesSql !== "object")) {
+      invalid("update() valuesSql", "an object", valuesSql);
+    }
     const sqlEntries = Object.entries(valuesSql ?? {});
     for (const [column, expr] of sqlEntries) {
       if (typeof expr !== "string" || expr.trim() === "") {
@@ -309,10 +315,10 @@ export class Table implements QueryTarget {
         throw new InvalidArgumentError("InvalidArgument", "each alteration needs a column `path` string");
       }
       if (a.rename !== undefined && typeof a.rename !== "string") {
-        throw new InvalidArgumentError("InvalidArgument", `rename of '${a.path}' must be a string`);
+        invalid(`rename of '${a.path}'`, "a string", a.rename);
       }
       if (a.nullable !== undefined && typeof a.nullable !== "boolean") {
-        throw new InvalidArgumentError("InvalidArgument", `nullable of '${a.path}' must be true or false`);
+        invalid(`nullable of '${a.path}'`, "true or false", a.nullable);
       }
       return {
         path: a.path,
@@ -354,6 +360,7 @@ export class Table implements QueryTarget {
 
   /** Pins the handle to an old version (read-only until checkoutLatest or restore). */
   async checkout(version: number): Promise<void> {
+    integerArg(version, "version", { min: 1 });
     const t = this.native();
     await native(() => t.checkout(version));
   }
@@ -365,6 +372,7 @@ export class Table implements QueryTarget {
 
   /** Makes `version` (default: the checked-out one) the newest version; returns it. */
   async restore(version?: number): Promise<number> {
+    if (version !== undefined) integerArg(version, "version", { min: 1 });
     const t = this.native();
     return native(() => t.restore(version));
   }
@@ -392,17 +400,22 @@ export class Table implements QueryTarget {
 
   /** Rows by `_rowid`, in the order given. */
   async takeRowIds(ids: Array<bigint | number>, columns?: string[]): Promise<ArrowTable> {
-    const big = ids.map((id) => {
-      if (typeof id === "bigint") return id;
-      if (Number.isSafeInteger(id) && id >= 0) return BigInt(id);
-      throw new InvalidArgumentError("InvalidArgument", `row ids are non-negative integers, got ${id}`);
+    if (!Array.isArray(ids)) invalid("takeRowIds() ids", "an array of row ids", ids);
+    const big = ids.map((id, i) => {
+      if (typeof id === "bigint" && id >= 0n && id < 2n ** 64n) return id;
+      if (typeof id === "number" && Number.isSafeInteger(id) && id >= 0) return BigInt(id);
+      return invalid(`row id ${i}`, "a non-negative integer (number or bigint)", id);
     });
+    columnsArg(columns, "takeRowIds");
     const t = this.native();
     return fromIPC(await native(() => t.takeRowIds(big, columns)));
   }
 
   /** Rows by position (0-based, in scan order), in the order given. */
   async takeOffsets(offsets: number[], columns?: string[]): Promise<ArrowTable> {
+    if (!Array.isArray(offsets)) invalid("takeOffsets() offsets", "an array of row positions", offsets);
+    offsets.forEach((o, i) => integerArg(o, `offset ${i}`));
+    columnsArg(columns, "takeOffsets");
     const t = this.native();
     return fromIPC(await native(() => t.takeOffsets(offsets, columns)));
   }
@@ -559,7 +572,7 @@ function dataTypeOf(type: string | DataType, path: string): DataType {
     return make();
   }
   if (type === null || typeof type !== "object" || typeof (type as DataType).typeId !== "number") {
-    throw new InvalidArgumentError("InvalidArgument", `dataType of '${path}' must be an Arrow type or a type name`);
+    invalid(`dataType of '${path}'`, "an Arrow type or a type name", type);
   }
   return type;
 }
@@ -580,6 +593,13 @@ function isField(x: unknown): x is Field {
 
 function isSchema(x: unknown): x is Schema {
   return typeof x === "object" && x !== null && Array.isArray((x as Schema).fields) && !("name" in x);
+}
+
+/** Checks an optional list of column names. */
+function columnsArg(columns: unknown, method: string): void {
+  if (columns !== undefined && !(Array.isArray(columns) && columns.every((c) => typeof c === "string"))) {
+    invalid(`${method}() columns`, "an array of column names", columns);
+  }
 }
 
 function sqlText(text: unknown, method: string): string {
