@@ -7,6 +7,7 @@ export {
   MergeInsertBuilder,
   type AddColumnsSql,
   type AddOptions,
+  type AddResult,
   type ColumnAlteration,
   type MergeResult,
   type TableStats,

@@ -60,6 +60,12 @@ export interface TableStats {
   numVersions: number;
 }
 
+/** What `add()` did (LanceDB's `AddResult`). */
+export interface AddResult {
+  /** The table version the rows were committed as. */
+  version: number;
+}
+
 export interface AddOptions {
   /** append (default) or overwrite (replace all rows, and the schema). */
   mode?: "append" | "overwrite";
@@ -180,8 +186,11 @@ export class Table implements QueryTarget {
     return native(() => t.countRows(filter));
   }
 
-  /** Adds rows; returns the new version. */
-  async add(data: Data | DataStream, options: AddOptions = {}): Promise<number> {
+  /**
+   * Adds rows: plain objects, an apache-arrow Table or RecordBatch(es), Arrow IPC bytes, or a
+   * stream of batches or row arrays. All of it commits as one version: `{ version }`.
+   */
+  async add(data: Data | DataStream, options: AddOptions = {}): Promise<AddResult> {
     if (options === null || typeof options !== "object") invalid("add() options", "an object", options);
     const mode = options.mode ?? "append";
     if (mode !== "append" && mode !== "overwrite") invalid("mode", "'append' or 'overwrite'", mode);
@@ -191,14 +200,14 @@ export class Table implements QueryTarget {
       options.schema ?? (isRowArray(chunk) && mode === "append" ? await this.schema() : undefined);
     if (isDataStream(data)) {
       const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
-      return writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode));
+      return { version: await writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode)) };
     }
     // One schema lookup (a native call) serves both paths.
     const schema = await schemaFor(data);
     const chunks = inMemoryChunks(data, schema);
-    if (chunks) return writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode));
+    if (chunks) return { version: await writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode)) };
     const bytes = toIPC(data, schema);
-    return native(() => t.add(bytes, mode));
+    return { version: await native(() => t.add(bytes, mode)) };
   }
 
   /**
