@@ -1,6 +1,10 @@
 // Data in and out: plain objects, apache-arrow tables and batches, and Arrow IPC bytes become
 // IPC stream bytes for the engine; IPC bytes from the engine become apache-arrow tables or
-// plain objects. Arrow objects are duck-typed so any apache-arrow version from 15 up works.
+// plain objects. Arrow objects are duck-typed, and those made by another copy of apache-arrow
+// (another version >= 15, or the other module build of one version) are rebuilt in ours first
+// (arrow-interop.ts), so our IPC writer can serialize them. Everything this module returns —
+// tables and batches decoded from the engine included — is made by the apache-arrow that
+// Quiver imports.
 import {
   Binary,
   Bool,
@@ -28,6 +32,7 @@ import {
   vectorFromArray,
   type Vector,
 } from "apache-arrow";
+import { ownBatch, ownBatches, ownSchema, ownTable } from "./arrow-interop.js";
 import { describeValue } from "./check.js";
 import { InvalidArgumentError, SchemaMismatchError } from "./errors.js";
 
@@ -300,6 +305,7 @@ function column(field: Field, rows: Row[], firstRow: number): Vector {
 /** Builds an Arrow table from plain objects, with `schema` or an inferred one. `firstRow` is
  * the index of `rows[0]` in the caller's data, for error messages. */
 export function rowsToTable(rows: Row[], schema?: Schema, firstRow = 0): Table {
+  schema = ownSchema(schema);
   const target = schema ?? inferSchema(rows);
   if (schema) {
     const known = new Set(schema.fields.map((f) => f.name));
@@ -327,6 +333,7 @@ export function rowsToTable(rows: Row[], schema?: Schema, firstRow = 0): Table {
 
 /** Any accepted in-memory data as an apache-arrow Table. */
 export function toArrowTable(data: Data, schema?: Schema): Table {
+  schema = ownSchema(schema);
   if (data instanceof ArrayBuffer) data = new Uint8Array(data);
   if (data instanceof Uint8Array) {
     let table: Table;
@@ -340,10 +347,10 @@ export function toArrowTable(data: Data, schema?: Schema): Table {
     }
     return table;
   }
-  if (isArrowTable(data)) return data as Table;
-  if (isArrowBatch(data)) return new Table([data as RecordBatch]);
+  if (isArrowTable(data)) return ownTable(data);
+  if (isArrowBatch(data)) return new Table([ownBatch(data)]);
   if (Array.isArray(data)) {
-    if (data.length > 0 && data.every(isArrowBatch)) return new Table(data as RecordBatch[]);
+    if (data.length > 0 && data.every(isArrowBatch)) return new Table(ownBatches(data));
     if (data.length === 0) {
       if (!schema) throw new InvalidArgumentError("InvalidArgument", "no rows given; pass a schema to create an empty table");
       return new Table(schema);
@@ -366,6 +373,7 @@ const CHUNK_ROWS = 16_384;
  */
 export function inMemoryChunks(data: Data, schema?: Schema): Iterable<Table | RecordBatch> | null {
   if (data instanceof Uint8Array || data instanceof ArrayBuffer) return null;
+  schema = ownSchema(schema);
   if (isRowArray(data)) {
     if (data.length <= CHUNK_ROWS) return null;
     const rows = data;
@@ -377,12 +385,13 @@ export function inMemoryChunks(data: Data, schema?: Schema): Iterable<Table | Re
     })();
   }
   if (schema) return null;
+  // Batches of another apache-arrow copy are rebuilt in ours (no values copied) before slicing.
   const batches = isArrowTable(data)
-    ? data.batches
+    ? ownTable(data).batches
     : isArrowBatch(data)
-      ? [data]
+      ? [ownBatch(data)]
       : Array.isArray(data) && data.length > 0 && data.every(isArrowBatch)
-        ? (data as RecordBatch[])
+        ? ownBatches(data)
         : null;
   if (batches === null || batches.reduce((n, b) => n + b.numRows, 0) <= CHUNK_ROWS) return null;
   return (function* () {
@@ -401,10 +410,10 @@ export function toIPC(data: Data, schema?: Schema): Uint8Array {
 
 /** An empty IPC stream carrying only `schema`. */
 export function schemaToIPC(schema: Schema): Uint8Array {
-  return tableToIPC(new Table(schema), "stream");
+  return tableToIPC(new Table(ownSchema(schema)), "stream");
 }
 
-/** Decodes IPC stream bytes from the engine. */
+/** Decodes IPC stream bytes from the engine (into a table of the apache-arrow Quiver imports). */
 export function fromIPC(bytes: Uint8Array): Table {
   return tableFromIPC(bytes);
 }

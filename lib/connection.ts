@@ -81,7 +81,10 @@ export class Connection {
     return new Table(await native(() => c.openTable(name, options.version)));
   }
 
-  /** Creates a table from rows, Arrow data, IPC bytes or a stream of batches. */
+  /**
+   * Creates a table from rows, Arrow data, IPC bytes or a stream of batches. Arrow tables,
+   * batches and schemas may come from any apache-arrow >= 15, not only the copy Quiver imports.
+   */
   async createTable(name: string, data: Data | DataStream, options: CreateTableOptions = {}): Promise<Table> {
     nameArg(name, "the table name");
     if (options === null || typeof options !== "object") invalid("createTable() options", "an object", options);

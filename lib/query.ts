@@ -44,7 +44,8 @@ export interface QueryTarget {
 /** Most a u32 argument of the engine takes (vector search k, nprobes, refineFactor). */
 const U32_MAX = 0xffff_ffff;
 
-/** A plain query: a scan with optional projection, limit and offset. */
+/** A plain query: a scan with optional projection, limit and offset. Results (tables and
+ * batches) are made by the apache-arrow that Quiver imports, whatever copy made the input. */
 export class Query implements AsyncIterable<RecordBatch> {
   protected readonly target: QueryTarget;
   protected readonly state: QueryState;

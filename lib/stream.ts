@@ -3,13 +3,16 @@
 import type { RecordBatch, Schema, Table } from "apache-arrow";
 import { tableToIPC } from "apache-arrow";
 import { type Data, type DataStream, isRowArray, toArrowTable } from "./arrow.js";
+import { ownSchema } from "./arrow-interop.js";
 import { native, toQuiverError } from "./errors.js";
 import type { NativeWriter } from "./native.js";
 
 /**
  * Writes every chunk of `data`. `open` receives the first chunk's IPC bytes (which carry the
  * schema) and starts the native writer. Row chunks after the first are built with `rowSchema`
- * when given, else with the first chunk's schema, so all chunks agree.
+ * when given, else with the first chunk's schema, so all chunks agree. Every chunk goes through
+ * `toArrowTable`, which rebuilds Arrow objects of another apache-arrow copy in ours: our
+ * `tableToIPC` writes nothing at all for a table it does not recognise.
  */
 export async function writeStream(
   data: DataStream | Iterable<Table | RecordBatch>,
@@ -17,6 +20,8 @@ export async function writeStream(
   rowSchema: Schema | undefined,
   open: (firstChunk: Uint8Array) => Promise<NativeWriter>,
 ): Promise<number> {
+  schema = ownSchema(schema);
+  rowSchema = ownSchema(rowSchema);
   const iterator = (
     Symbol.asyncIterator in data
       ? (data as AsyncIterable<unknown>)[Symbol.asyncIterator]()

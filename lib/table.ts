@@ -33,6 +33,7 @@ import {
   schemaToIPC,
   toIPC,
 } from "./arrow.js";
+import { ownField, ownType } from "./arrow-interop.js";
 import { integerArg, invalid, nameArg } from "./check.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
@@ -187,8 +188,9 @@ export class Table implements QueryTarget {
   }
 
   /**
-   * Adds rows: plain objects, an apache-arrow Table or RecordBatch(es), Arrow IPC bytes, or a
-   * stream of batches or row arrays. All of it commits as one version: `{ version }`.
+   * Adds rows: plain objects, an apache-arrow Table or RecordBatch(es) — made by any apache-arrow
+   * >= 15, not only the copy Quiver imports — Arrow IPC bytes, or a stream of batches or row
+   * arrays. All of it commits as one version: `{ version }`.
    */
   async add(data: Data | DataStream, options: AddOptions = {}): Promise<AddResult> {
     if (options === null || typeof options !== "object") invalid("add() options", "an object", options);
@@ -306,7 +308,8 @@ export class Table implements QueryTarget {
         "addColumns() takes [{ name, valueSql }, …] or an Arrow Field, Field[] or Schema",
       );
     }
-    const schema = schemaToIPC(new Schema(fields as Field[]));
+    // Fields of another apache-arrow copy are rebuilt in ours.
+    const schema = schemaToIPC(new Schema(fields.map((f) => ownField(f))));
     return { version: await native(() => t.addColumnsNull(schema)) };
   }
 
@@ -583,7 +586,8 @@ function dataTypeOf(type: string | DataType, path: string): DataType {
   if (type === null || typeof type !== "object" || typeof (type as DataType).typeId !== "number") {
     invalid(`dataType of '${path}'`, "an Arrow type or a type name", type);
   }
-  return type;
+  // A type of another apache-arrow copy is rebuilt in ours.
+  return ownType(type, path);
 }
 
 function isSqlColumn(x: unknown): x is AddColumnsSql {
