@@ -1238,10 +1238,19 @@ impl NativeTable {
     }
 }
 
-type BatchSender = tokio::sync::mpsc::Sender<quiver_engine::Result<RecordBatch>>;
+/// What the JS side sends a writer: batches, then an explicit end. A channel that closes
+/// without `End` means the JS object was dropped or garbage-collected mid-stream: the engine
+/// then sees an error and commits nothing, never a partial stream.
+enum WriterMessage {
+    Batch(quiver_engine::Result<RecordBatch>),
+    End,
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<WriterMessage>;
 
 /// A streaming write: batches sent with `write` flow into one data-file writer, and `finish`
-/// commits them as one version (or nothing, if anything failed or `abort` was called).
+/// commits them as one version (or nothing, if anything failed, `abort` was called, or the
+/// writer was dropped before `finish`).
 #[napi]
 pub struct NativeWriter {
     sender: tokio::sync::Mutex<Option<BatchSender>>,
@@ -1257,8 +1266,18 @@ impl NativeWriter {
         Fut: Future<Output = quiver_engine::Result<u64>> + Send + 'static,
     {
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
-        let stream = futures::stream::unfold(receiver, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+        let stream = futures::stream::unfold(Some(receiver), |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(WriterMessage::Batch(item)) => Some((item, Some(rx))),
+                Some(WriterMessage::End) => None,
+                None => Some((
+                    Err(EngineError::InvalidArgument(
+                        "the write was abandoned before finish(): nothing was committed".into(),
+                    )),
+                    None,
+                )),
+            }
         })
         .boxed();
         let task = tokio::spawn(AssertUnwindSafe(write(stream)).catch_unwind().map(|r| {
@@ -1297,7 +1316,7 @@ impl NativeWriter {
                 ));
             };
             for batch in batches {
-                if sender.send(Ok(batch)).await.is_err() {
+                if sender.send(WriterMessage::Batch(Ok(batch))).await.is_err() {
                     // The writer stopped early: report why.
                     self.sender.lock().await.take();
                     return self.outcome().await.map(|_| ());
@@ -1312,7 +1331,10 @@ impl NativeWriter {
     #[napi]
     pub async fn finish(&self) -> napi::Result<f64> {
         guarded(async {
-            self.sender.lock().await.take();
+            if let Some(sender) = self.sender.lock().await.take() {
+                // A send fails only when the writer already stopped; `outcome` says why.
+                let _ = sender.send(WriterMessage::End).await;
+            }
             Ok(self.outcome().await? as f64)
         })
         .await
@@ -1331,7 +1353,9 @@ impl NativeWriter {
     async fn abort_with(&self, why: &str) {
         if let Some(sender) = self.sender.lock().await.take() {
             let _ = sender
-                .send(Err(EngineError::InvalidArgument(why.to_string())))
+                .send(WriterMessage::Batch(Err(EngineError::InvalidArgument(
+                    why.to_string(),
+                ))))
                 .await;
         }
     }
@@ -1366,6 +1390,58 @@ mod tests {
             Ok(())
         });
         assert_eq!(formatted, "[Internal] the engine panicked: bad row 3");
+    }
+
+    /// Counts the batches of a stream, failing (committing nothing) if any item is an error.
+    async fn count_batches(mut stream: quiver_engine::BatchStream) -> quiver_engine::Result<u64> {
+        let mut n = 0;
+        while let Some(item) = stream.next().await {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn one_batch() -> RecordBatch {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "x",
+            arrow_schema::DataType::Int32,
+            false,
+        )]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(arrow_array::Int32Array::from(vec![1]))],
+        )
+        .expect("batch")
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_never_ends_its_stream_cleanly() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let writer = NativeWriter::start(|stream| async move {
+            let outcome = count_batches(stream).await;
+            let _ = tx.send(outcome.is_ok());
+            outcome
+        });
+        let sender = writer.sender.lock().await.clone().expect("sender");
+        sender
+            .send(WriterMessage::Batch(Ok(one_batch())))
+            .await
+            .expect("send");
+        drop(sender);
+        drop(writer);
+        assert_eq!(rx.await, Ok(false), "the write must fail, not commit");
+
+        let finished = NativeWriter::start(count_batches);
+        let sender = finished.sender.lock().await.clone().expect("sender");
+        sender
+            .send(WriterMessage::Batch(Ok(one_batch())))
+            .await
+            .expect("send");
+        drop(sender);
+        let end = finished.sender.lock().await.take().expect("sender");
+        end.send(WriterMessage::End).await.expect("end");
+        assert_eq!(finished.outcome().await.expect("ok"), 1);
     }
 
     #[test]

@@ -75,7 +75,7 @@ const NOISE: f64 = 0.4;
 impl Model {
     fn new(dim: usize, clusters: usize, seed: u64) -> Self {
         let supers = clusters.div_ceil(10).max(1);
-        let rank = 16.min(dim);
+        let rank = (dim / 8).clamp(2, 16).min(dim);
         let mut rng = Rng::new(seed, 1);
         let scale = 1.0 / (dim as f64).sqrt();
         let super_centres: Vec<f64> = (0..supers * dim).map(|_| rng.gauss() * scale).collect();
