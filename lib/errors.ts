@@ -20,8 +20,12 @@ export class TableNotFoundError extends QuiverError {}
 export class TableExistsError extends QuiverError {}
 export class SchemaMismatchError extends QuiverError {}
 export class InvalidArgumentError extends QuiverError {}
-/** What is wrong with a SQL filter or expression. */
-export type FilterErrorKind = "syntax" | "unknownColumn" | "typeMismatch" | "unsupported" | "invalidValue";
+/**
+ * What is wrong with a SQL filter or expression. `tooComplex`: nested deeper than the engine's
+ * limit (256 levels of parentheses, `NOT`s or operators); flat `OR` / `AND` chains and `IN`
+ * lists may be any length.
+ */
+export type FilterErrorKind = "syntax" | "unknownColumn" | "typeMismatch" | "unsupported" | "invalidValue" | "tooComplex";
 
 const FILTER_KINDS: Record<string, FilterErrorKind> = {
   "syntax error": "syntax",
@@ -29,6 +33,7 @@ const FILTER_KINDS: Record<string, FilterErrorKind> = {
   "type mismatch": "typeMismatch",
   unsupported: "unsupported",
   "invalid value": "invalidValue",
+  "too complex": "tooComplex",
 };
 
 /**
