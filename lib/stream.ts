@@ -27,23 +27,40 @@ export async function writeStream(
       ? (data as AsyncIterable<unknown>)[Symbol.asyncIterator]()
       : (data as Iterable<unknown>)[Symbol.iterator]()
   ) as AsyncIterator<unknown> | Iterator<unknown>;
-  const first = await iterator.next();
-  const firstTable = toArrowTable(first.done ? [] : (first.value as Data), first.done ? schema : (rowSchema ?? schema));
-  const firstBytes = tableToIPC(firstTable, "stream");
-  const writer = await native(() => open(firstBytes));
+  // The caller's own error (thrown by their iterator) is rethrown as it is, not as a QuiverError.
+  let sourceFailed = false;
+  let started = false;
+  const pull = async () => {
+    try {
+      return await iterator.next();
+    } catch (e) {
+      sourceFailed = true;
+      throw e;
+    } finally {
+      started = true;
+    }
+  };
+  let writer: NativeWriter | undefined;
   try {
-    if (!first.done) await native(() => writer.write(firstBytes));
+    const first = await pull();
+    const firstTable = toArrowTable(first.done ? [] : (first.value as Data), first.done ? schema : (rowSchema ?? schema));
+    const firstBytes = tableToIPC(firstTable, "stream");
+    const w = await native(() => open(firstBytes));
+    writer = w;
+    if (!first.done) await native(() => w.write(firstBytes));
     const chunkSchema = rowSchema ?? schema ?? firstTable.schema;
     for (;;) {
-      const next = await iterator.next();
-      if (next.done) break;
+      const next = await pull();
+      if (next.done) return await native(() => w.finish());
       const chunk = next.value as Data;
       const bytes = tableToIPC(toArrowTable(chunk, isRowArray(chunk) ? chunkSchema : undefined), "stream");
-      await native(() => writer.write(bytes));
+      await native(() => w.write(bytes));
     }
-    return await native(() => writer.finish());
   } catch (e) {
-    await writer.abort().catch(() => undefined);
+    await writer?.abort().catch(() => undefined);
+    if (sourceFailed) throw e;
+    // Like a `for await` loop left early: the source's `finally` blocks run (files closed, …).
+    if (started) await Promise.resolve(iterator.return?.()).catch(() => undefined);
     throw toQuiverError(e);
   }
 }
