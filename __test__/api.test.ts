@@ -224,7 +224,7 @@ describe("table", () => {
     await expect(t.takeOffsets([10])).rejects.toBeInstanceOf(NotFoundError);
     await expect(t.query().where("pricey > 3").toArray()).rejects.toBeInstanceOf(FilterError);
     expect(await t.query().limit(2).explainPlan()).toContain("limit=2");
-    expect(await t.query().analyzePlan()).toMatch(/rows=10 .*io_ops=\d+/);
+    expect(await t.query().analyzePlan()).toMatch(/Scan: .*\[output_rows=10 iops=\d+ /);
     const arrow = await t.toArrow();
     expect(arrow.numRows).toBe(10);
   });

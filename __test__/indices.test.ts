@@ -84,16 +84,22 @@ describe("vector indexes", () => {
     expect(await recall(table, gt)).toBeGreaterThanOrEqual(0.9);
     expect(await recall(table, gtFiltered, "category < 10")).toBeGreaterThanOrEqual(0.9);
     const plan = await table.search(query(0)).nprobes(32).refineFactor(10).explainPlan();
-    expect(plan).toContain("IndexSearch vecs: index=vector_idx (IVF_PQ, l2)");
-    expect(plan).toContain("nprobes=32 refineFactor=10");
+    expect(plan).toMatch(/^Take: columns=\* with_row_id=false\n  TopK: k=10 distance=l2\n    Refine: factor=10 candidates=100\n/);
+    expect(plan).toContain("      IndexSearch: index=vector_idx type=IVF_PQ distance=l2 nprobes=32 candidates=100 fragments=1\n");
+    expect(plan).not.toContain("[output_rows");
     const analyzed = await table.search(query(0)).nprobes(32).refineFactor(10).analyzePlan();
-    expect(analyzed).toMatch(/Metrics: rows=10 .* index=vector_idx partitions_probed=32 exact_rows=100/);
+    expect(analyzed).toMatch(/^Take: .*\[output_rows=10 iops=\d+ bytes_read=\d+ /);
+    expect(analyzed).toMatch(/IndexSearch: index=vector_idx .*partitions_probed=32 \[output_rows=100 .*index_comparisons=\d+/);
+    expect(analyzed).toMatch(/Refine: factor=10 .*rows_ranked=100 /);
+    expect(analyzed).toMatch(/\nTotal: output_rows=10 iops=\d+ bytes_read=\d+ indices_loaded=[01] parts_loaded=\d+ index_comparisons=\d+ rows_ranked=100 elapsed=[\d.]+ms\n$/);
 
     // Exact search stays available and matches the ground truth.
     const exact = await table.search(query(3)).bypassVectorIndex().limit(10).toArray();
     expect(exact.map((r) => r.id)).toEqual(Array.from(gt.subarray(300, 310), (v) => BigInt(v)));
     expect(await table.search(query(3)).bypassVectorIndex().explainPlan()).toContain("index bypassed");
-    expect(await table.search(query(3)).bypassVectorIndex().analyzePlan()).toContain(`index=none partitions_probed=0 exact_rows=${N}`);
+    const bypassed = await table.search(query(3)).bypassVectorIndex().analyzePlan();
+    expect(bypassed).toMatch(new RegExp(`ExactSearch: column=vector distance=l2 fragments=1 reason=\\(index bypassed\\) \\[output_rows=10 .*rows_ranked=${N} `));
+    expect(bypassed).not.toContain("IndexSearch");
 
     // Appended rows are found at once; optimize indexes them without retraining.
     const fresh = { id: 999_999n, vector: Array.from(query(7)), category: 1 };
@@ -119,7 +125,7 @@ describe("vector indexes", () => {
     expect(await table.listIndices()).toEqual([]);
     await expect(table.indexStats("vector_idx")).rejects.toBeInstanceOf(NotFoundError);
     await expect(table.dropIndex("vector_idx")).rejects.toBeInstanceOf(NotFoundError);
-    expect(await table.search(query(0)).explainPlan()).toContain("(no vector index)");
+    expect(await table.search(query(0)).explainPlan()).toContain("reason=(no vector index on the column)");
   }, 120_000);
 
   it("builds IVF_FLAT for cosine and takes the index's distance type", async () => {
@@ -132,7 +138,9 @@ describe("vector indexes", () => {
     expect(viaIndex.map((r) => r.id)).toEqual(exact.map((r) => r.id));
     expect(viaIndex[0]._distance).toBeCloseTo(exact[0]._distance as number, 5);
     // Another distance type than the index's searches exactly.
-    expect(await table.search(query(1)).distanceType("l2").explainPlan()).toContain("another distance type");
+    expect(await table.search(query(1)).distanceType("l2").explainPlan()).toContain("reason=(index 'vector_idx' ranks by cosine, not l2)");
+    // Without a distance type, even a bypassed search ranks by the index's (cosine).
+    expect(await table.search(query(1)).bypassVectorIndex().explainPlan()).toContain("ExactSearch: column=vector distance=cosine");
     // replace: false refuses to rebuild; the default replaces.
     await expect(table.createIndex("vector", { replace: false })).rejects.toBeInstanceOf(InvalidArgumentError);
     expect((await table.createIndex("vector", { name: "v2" })).indexType).toBe("IVF_PQ");

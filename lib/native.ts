@@ -24,6 +24,21 @@ export interface NativeScanOptions {
   filter?: string;
 }
 
+export interface NativeSearchOptions {
+  column?: string;
+  k: number;
+  distanceType?: string;
+  columns?: string[];
+  withRowId?: boolean;
+  lowerBound?: number;
+  upperBound?: number;
+  filter?: string;
+  postfilter?: boolean;
+  nprobes?: number;
+  refineFactor?: number;
+  bypassVectorIndex?: boolean;
+}
+
 export interface NativeBatchStream {
   next(): Promise<Buffer | null>;
   schema(): Buffer;
@@ -82,25 +97,16 @@ export interface NativeTable {
   restore(version?: number): Promise<number>;
   stats(): Promise<NativeTableStats>;
   scan(options: NativeScanOptions): Promise<NativeBatchStream>;
+  explainScan(options: NativeScanOptions, verbose?: boolean): Promise<string>;
+  analyzeScan(options: NativeScanOptions, verbose?: boolean): Promise<string>;
   takeRowIds(ids: bigint[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   vectorSearch(
     query: number[],
-    options: {
-      column?: string;
-      k: number;
-      distanceType?: string;
-      columns?: string[];
-      withRowId?: boolean;
-      lowerBound?: number;
-      upperBound?: number;
-      filter?: string;
-      postfilter?: boolean;
-      nprobes?: number;
-      refineFactor?: number;
-      bypassVectorIndex?: boolean;
-    },
+    options: NativeSearchOptions,
   ): Promise<{ data: Buffer; index?: string | null; partitionsProbed: number; exactRows: number }>;
+  explainVectorSearch(query: number[], options: NativeSearchOptions, verbose?: boolean): Promise<string>;
+  analyzeVectorSearch(query: number[], options: NativeSearchOptions, verbose?: boolean): Promise<string>;
   createIndex(
     column: string,
     options: {

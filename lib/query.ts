@@ -4,7 +4,7 @@ import { type RecordBatch, Table as ArrowTable } from "apache-arrow";
 import { batchFromIPC, fromIPC, type Row, tableToRows, type ToArrayOptions } from "./arrow.js";
 import { describeValue, integerArg, invalid, nameArg, numberArg } from "./check.js";
 import { InvalidArgumentError, native } from "./errors.js";
-import type { NativeTable } from "./native.js";
+import type { NativeScanOptions, NativeSearchOptions, NativeTable } from "./native.js";
 
 /** What a query asks for. */
 interface QueryState {
@@ -139,15 +139,7 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   protected async openStream() {
     const table = this.target.native();
-    return native(() =>
-      table.scan({
-        filter: this.state.filter,
-        columns: this.state.columns,
-        limit: this.state.limit,
-        offset: this.state.offset,
-        withRowId: this.state.withRowId,
-      }),
-    );
+    return native(() => table.scan(this.scanOptions()));
   }
 
   /** Runs the query, yielding apache-arrow RecordBatches one at a time. */
@@ -170,41 +162,35 @@ export class Query implements AsyncIterable<RecordBatch> {
     return this.stream();
   }
 
-  /** A description of how the query runs. */
-  async explainPlan(): Promise<string> {
-    const s = this.state;
-    const lines = [
-      `Scan ${this.target.native().name}: columns=${s.columns ? `[${s.columns.join(", ")}]` : "*"}` +
-        `${s.withRowId ? " +_rowid" : ""}`,
-    ];
-    if (s.filter !== undefined) {
-      lines.push(`  Filter: ${s.filter} (pushed into the scan: pages pruned by statistics, other columns read only where rows match)`);
-    }
-    if (s.offset !== undefined || s.limit !== undefined) {
-      lines.push(`  Slice: offset=${s.offset ?? 0} limit=${s.limit ?? "none"}`);
-    }
-    return lines.join("\n");
+  /**
+   * The engine's plan for this query, without running it: an indented tree of the operators
+   * that will run (root first, inputs indented below), e.g. a `Limit` over a `Scan` with its
+   * projection and a pushed-down `Filter` showing how many fragments page statistics prune.
+   * `verbose` adds every setting.
+   */
+  async explainPlan(verbose = false): Promise<string> {
+    const table = this.target.native();
+    return native(() => table.explainScan(this.scanOptions(), verbose));
   }
 
-  /** Runs the query and returns its plan with execution metrics. */
-  async analyzePlan(): Promise<string> {
+  /**
+   * Runs the query and returns the plan it ran, each operator followed by what it measured for
+   * this query alone — `[output_rows iops bytes_read indices_loaded parts_loaded
+   * index_comparisons elapsed]` — and a `Total:` line.
+   */
+  async analyzePlan(verbose = false): Promise<string> {
     const table = this.target.native();
-    const before = table.ioStats();
-    const started = performance.now();
-    let rows = 0;
-    let batches = 0;
-    for await (const batch of this.stream()) {
-      rows += batch.numRows;
-      batches++;
-    }
-    const elapsed = performance.now() - started;
-    const after = table.ioStats();
-    return [
-      await this.explainPlan(),
-      `Metrics: rows=${rows} batches=${batches} elapsed_ms=${elapsed.toFixed(2)} ` +
-        `io_ops=${after.readOps - before.readOps} bytes_read=${after.readBytes - before.readBytes} ` +
-        `indexes_loaded=0 index_comparisons=0`,
-    ].join("\n");
+    return native(() => table.analyzeScan(this.scanOptions(), verbose));
+  }
+
+  protected scanOptions(): NativeScanOptions {
+    return {
+      filter: this.state.filter,
+      columns: this.state.columns,
+      limit: this.state.limit,
+      offset: this.state.offset,
+      withRowId: this.state.withRowId,
+    };
   }
 }
 
@@ -286,29 +272,9 @@ export class VectorQuery extends Query {
 
   /** Runs the search: the result table and how the engine ran it. */
   private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
-    if (this.state.offset !== undefined && this.state.offset > 0) {
-      throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
-    }
-    if (this.state.limit !== undefined && this.state.limit > U32_MAX) {
-      invalid("limit of a vector search", `at most ${U32_MAX}`, this.state.limit);
-    }
+    this.checkSearch();
     const table = this.target.native();
-    const result = await native(() =>
-      table.vectorSearch(this.search.vector, {
-        column: this.search.column,
-        k: this.state.limit ?? 10,
-        distanceType: this.search.distanceType,
-        columns: this.state.columns,
-        withRowId: this.state.withRowId,
-        lowerBound: this.search.lower,
-        upperBound: this.search.upper,
-        filter: this.state.filter,
-        postfilter: this.search.postfilter,
-        nprobes: this.search.nprobes,
-        refineFactor: this.search.refineFactor,
-        bypassVectorIndex: this.search.bypassVectorIndex,
-      }),
-    );
+    const result = await native(() => table.vectorSearch(this.search.vector, this.searchOptions()));
     return {
       table: this.rename(fromIPC(result.data)),
       index: result.index ?? null,
@@ -317,51 +283,57 @@ export class VectorQuery extends Query {
     };
   }
 
-  /** Runs the search and returns its plan with execution metrics (index, partitions, rows ranked exactly, I/O). */
-  override async analyzePlan(): Promise<string> {
+  private checkSearch(): void {
+    if (this.state.offset !== undefined && this.state.offset > 0) {
+      throw new InvalidArgumentError("InvalidArgument", "offset() is not supported on vector searches; raise limit() instead");
+    }
+    if (this.state.limit !== undefined && this.state.limit > U32_MAX) {
+      invalid("limit of a vector search", `at most ${U32_MAX}`, this.state.limit);
+    }
+  }
+
+  private searchOptions(): NativeSearchOptions {
+    return {
+      column: this.search.column,
+      k: this.state.limit ?? 10,
+      distanceType: this.search.distanceType,
+      columns: this.state.columns,
+      withRowId: this.state.withRowId,
+      lowerBound: this.search.lower,
+      upperBound: this.search.upper,
+      filter: this.state.filter,
+      postfilter: this.search.postfilter,
+      nprobes: this.search.nprobes,
+      refineFactor: this.search.refineFactor,
+      bypassVectorIndex: this.search.bypassVectorIndex,
+    };
+  }
+
+  /**
+   * Runs the search and returns the plan it ran with what each operator measured for this
+   * search alone: the index used (`indices_loaded`, `parts_loaded` on a cache miss,
+   * `index_comparisons`), refinement and exact search (`rows_ranked`), the final take, I/O and
+   * time per operator, and a `Total:` line.
+   */
+  override async analyzePlan(verbose = false): Promise<string> {
+    this.checkSearch();
     const table = this.target.native();
-    const before = table.ioStats();
-    const started = performance.now();
-    const run = await this.run();
-    const elapsed = performance.now() - started;
-    const after = table.ioStats();
-    return [
-      await this.explainPlan(),
-      `Metrics: rows=${run.table.numRows} elapsed_ms=${elapsed.toFixed(2)} ` +
-        `io_ops=${after.readOps - before.readOps} bytes_read=${after.readBytes - before.readBytes} ` +
-        `index=${run.index ?? "none"} partitions_probed=${run.partitionsProbed} exact_rows=${run.exactRows}`,
-    ].join("\n");
+    return native(() => table.analyzeVectorSearch(this.search.vector, this.searchOptions(), verbose));
   }
 
   override async *stream(): AsyncGenerator<RecordBatch> {
     yield* (await this.toArrow()).batches;
   }
 
-  override async explainPlan(): Promise<string> {
-    const s = this.search;
+  /**
+   * The engine's plan for this search, without running it: the index and its settings
+   * (type, distance, nprobes, refine), exact search of fragments the index does not cover (or
+   * of everything, with the reason), prefilter or postfilter, top-k and the final take.
+   */
+  override async explainPlan(verbose = false): Promise<string> {
+    this.checkSearch();
     const table = this.target.native();
-    const k = this.state.limit ?? 10;
-    const indices = s.bypassVectorIndex ? [] : await native(() => table.listIndices());
-    const index = indices.find((i) => s.column === undefined || i.columns.includes(s.column));
-    const usable = index !== undefined && (s.distanceType === undefined || s.distanceType === index.distanceType);
-    const lines = usable
-      ? [
-          `IndexSearch ${table.name}: index=${index.name} (${index.indexType}, ${index.distanceType}) k=${k} ` +
-            `nprobes=${s.nprobes ?? 20} refineFactor=${s.refineFactor ?? (index.indexType === "IVF_PQ" ? 4 : "none")}`,
-          `  ExactSearch of ${index.numUnindexedRows} rows not yet indexed, merged with the index results`,
-        ]
-      : [
-          `ExactSearch ${table.name}: column=${s.column ?? "(inferred)"} distance=${s.distanceType ?? "l2"} k=${k} ` +
-            (index ? "(the index has another distance type)" : s.bypassVectorIndex ? "(index bypassed)" : "(no vector index)"),
-        ];
-    if (this.state.filter !== undefined) {
-      lines.push(
-        s.postfilter
-          ? `  Postfilter: ${this.state.filter} (applied to the top k; may return fewer)`
-          : `  Prefilter: ${this.state.filter} (only matching rows are ranked)`,
-      );
-    }
-    return lines.join("\n");
+    return native(() => table.explainVectorSearch(this.search.vector, this.searchOptions(), verbose));
   }
 }
 

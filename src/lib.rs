@@ -987,43 +987,51 @@ impl NativeTable {
     #[napi]
     pub async fn scan(&self, options: NativeScanOptions) -> napi::Result<NativeBatchStream> {
         self.check_open()?;
-        let count = |v: Option<f64>, what: &str| -> napi::Result<Option<u64>> {
-            match v {
-                Some(n) if n.fract() != 0.0 || n < 0.0 => Err(coded(
-                    "InvalidArgument",
-                    format!("{what} must be a non-negative integer, got {n}"),
-                )),
-                other => Ok(other.map(|n| n as u64)),
-            }
-        };
-        let limit = count(options.limit, "limit")?;
-        let offset = count(options.offset, "offset")?.unwrap_or(0);
         let (schema, stream) = guarded(async {
             self.consistent().await?;
-            let filter = options
-                .filter
-                .as_deref()
-                .map(|f| self.table.parse_filter(f))
-                .transpose()?;
-            self.table.scan(ScanOptions {
-                filter,
-                columns: options.columns,
-                limit,
-                offset,
-                with_row_id: options.with_row_id.unwrap_or(false),
-                batch_size: options
-                    .batch_size
-                    .map_or(quiver_engine::table::scan::DEFAULT_BATCH_SIZE, |b| {
-                        b as usize
-                    }),
-                ..Default::default()
-            })
+            self.table.scan(self.scan_options(options)?)
         })
         .await?;
         Ok(NativeBatchStream {
             schema,
             inner: Arc::new(tokio::sync::Mutex::new(Some(stream))),
         })
+    }
+
+    /// The engine's plan for a scan, as an indented tree (`verbose` adds every setting).
+    #[napi]
+    pub async fn explain_scan(
+        &self,
+        options: NativeScanOptions,
+        verbose: Option<bool>,
+    ) -> napi::Result<String> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let plan = self
+                .table
+                .explain_scan(&self.scan_options(options)?)
+                .await?;
+            Ok(plan.render(verbose.unwrap_or(false), None))
+        })
+        .await
+    }
+
+    /// Runs a scan to its end and returns its plan with the figures each operator measured.
+    #[napi]
+    pub async fn analyze_scan(
+        &self,
+        options: NativeScanOptions,
+        verbose: Option<bool>,
+    ) -> napi::Result<String> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let started = Instant::now();
+            let plan = self.table.analyze_scan(self.scan_options(options)?).await?;
+            Ok(plan.render(verbose.unwrap_or(false), Some(started.elapsed())))
+        })
+        .await
     }
 
     /// Rows by row id, in the order given, as IPC bytes.
@@ -1089,32 +1097,7 @@ impl NativeTable {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
-            let distance_type = options
-                .distance_type
-                .as_deref()
-                .map(str::parse)
-                .transpose()?;
-            let search = quiver_engine::query::VectorSearch {
-                column: options.column,
-                query,
-                k: options.k as usize,
-                distance_type,
-                columns: options.columns,
-                with_row_id: options.with_row_id.unwrap_or(false),
-                distance_range: (
-                    options.lower_bound.map(|v| v as f32),
-                    options.upper_bound.map(|v| v as f32),
-                ),
-                filter: options
-                    .filter
-                    .as_deref()
-                    .map(|f| self.table.parse_filter(f))
-                    .transpose()?,
-                postfilter: options.postfilter.unwrap_or(false),
-                nprobes: options.nprobes.map(|n| n as usize),
-                refine_factor: options.refine_factor,
-                bypass_index: options.bypass_vector_index.unwrap_or(false),
-            };
+            let search = self.search_options(query, options)?;
             let (batch, stats) =
                 quiver_engine::query::search_with_stats(&self.table, &search).await?;
             Ok(NativeSearchResult {
@@ -1123,6 +1106,43 @@ impl NativeTable {
                 partitions_probed: stats.partitions_probed as u32,
                 exact_rows: stats.exact_rows as f64,
             })
+        })
+        .await
+    }
+
+    /// The engine's plan for a vector search, as an indented tree.
+    #[napi]
+    pub async fn explain_vector_search(
+        &self,
+        query: Vec<f64>,
+        options: NativeSearchOptions,
+        verbose: Option<bool>,
+    ) -> napi::Result<String> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let search = self.search_options(query, options)?;
+            let plan = quiver_engine::query::explain_search(&self.table, &search)?;
+            Ok(plan.render(verbose.unwrap_or(false), None))
+        })
+        .await
+    }
+
+    /// Runs a vector search and returns its plan with the figures each operator measured.
+    #[napi]
+    pub async fn analyze_vector_search(
+        &self,
+        query: Vec<f64>,
+        options: NativeSearchOptions,
+        verbose: Option<bool>,
+    ) -> napi::Result<String> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let search = self.search_options(query, options)?;
+            let started = Instant::now();
+            let (_, plan) = quiver_engine::query::analyze_search(&self.table, &search).await?;
+            Ok(plan.render(verbose.unwrap_or(false), Some(started.elapsed())))
         })
         .await
     }
@@ -1235,6 +1255,70 @@ impl NativeTable {
             write_ops: s.write_ops as f64,
             write_bytes: s.write_bytes as f64,
         }
+    }
+}
+
+impl NativeTable {
+    fn scan_options(&self, options: NativeScanOptions) -> quiver_engine::Result<ScanOptions> {
+        let count = |v: Option<f64>, what: &str| -> quiver_engine::Result<Option<u64>> {
+            match v {
+                Some(n) if n.fract() != 0.0 || n < 0.0 => Err(EngineError::InvalidArgument(
+                    format!("{what} must be a non-negative integer, got {n}"),
+                )),
+                other => Ok(other.map(|n| n as u64)),
+            }
+        };
+        let filter = options
+            .filter
+            .as_deref()
+            .map(|f| self.table.parse_filter(f))
+            .transpose()?;
+        Ok(ScanOptions {
+            filter,
+            columns: options.columns,
+            limit: count(options.limit, "limit")?,
+            offset: count(options.offset, "offset")?.unwrap_or(0),
+            with_row_id: options.with_row_id.unwrap_or(false),
+            batch_size: options
+                .batch_size
+                .map_or(quiver_engine::table::scan::DEFAULT_BATCH_SIZE, |b| {
+                    b as usize
+                }),
+            ..Default::default()
+        })
+    }
+
+    fn search_options(
+        &self,
+        query: Vec<f64>,
+        options: NativeSearchOptions,
+    ) -> quiver_engine::Result<quiver_engine::query::VectorSearch> {
+        let distance_type = options
+            .distance_type
+            .as_deref()
+            .map(str::parse)
+            .transpose()?;
+        Ok(quiver_engine::query::VectorSearch {
+            column: options.column,
+            query,
+            k: options.k as usize,
+            distance_type,
+            columns: options.columns,
+            with_row_id: options.with_row_id.unwrap_or(false),
+            distance_range: (
+                options.lower_bound.map(|v| v as f32),
+                options.upper_bound.map(|v| v as f32),
+            ),
+            filter: options
+                .filter
+                .as_deref()
+                .map(|f| self.table.parse_filter(f))
+                .transpose()?,
+            postfilter: options.postfilter.unwrap_or(false),
+            nprobes: options.nprobes.map(|n| n as usize),
+            refine_factor: options.refine_factor,
+            bypass_index: options.bypass_vector_index.unwrap_or(false),
+        })
     }
 }
 

@@ -30,6 +30,15 @@ fn dataset() -> &'static Dataset {
     DATA.get_or_init(|| common::clustered::generate(50_000, 128, 1_000, 100, 42))
 }
 
+#[test]
+fn the_generator_is_deterministic() {
+    let a = common::clustered::generate(500, 16, 4, 10, 7);
+    let b = common::clustered::generate(500, 16, 4, 10, 7);
+    assert_eq!(a.base, b.base);
+    assert_eq!(a.gt, b.gt);
+    assert_eq!(a.gt.len(), 40);
+}
+
 fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> RecordBatch {
     let dim = data.dim;
     let values = Float32Array::from(data.base[rows.start * dim..rows.end * dim].to_vec());

@@ -242,11 +242,19 @@ pub(crate) fn vector_index_for(manifest: &Manifest, field_id: i32) -> Option<&In
 
 /// The index behind `meta`, through the connection's index cache.
 pub(crate) async fn load(table: &Table, meta: &IndexMetadataProto) -> Result<Arc<IvfIndex>> {
+    Ok(load_counted(table, meta).await?.0)
+}
+
+/// [`load`], also saying whether the index was read from storage (a cache miss).
+pub(crate) async fn load_counted(
+    table: &Table,
+    meta: &IndexMetadataProto,
+) -> Result<(Arc<IvfIndex>, bool)> {
     let inner = table.inner();
     let relative = format!("{INDICES_DIR}/{}/{INDEX_FILE}", meta.uuid);
     let key = format!("{}/{relative}", inner.storage.uri());
     if let Some(index) = inner.session.index(&key) {
-        return Ok(index);
+        return Ok((index, false));
     }
     let path = inner.storage.path(&relative);
     let bytes = inner.storage.read_all(&path).await?;
@@ -256,7 +264,7 @@ pub(crate) async fn load(table: &Table, meta: &IndexMetadataProto) -> Result<Arc
             .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??,
     );
     inner.session.insert_index(key, index.clone());
-    Ok(index)
+    Ok((index, true))
 }
 
 /// Default partitions: √rows, rounded (at least 1).
@@ -900,7 +908,7 @@ pub(crate) fn search_partitions(
     want: usize,
     gate: &RowGate,
     range: (Option<f32>, Option<f32>),
-) -> (Vec<Candidate>, usize) {
+) -> Probed {
     // IVF_FLAT distances are exact, so a distance range can choose candidates; PQ distances
     // are approximate, so the range applies after refinement.
     let range = if index.kind == IndexKind::IvfFlat {
@@ -913,6 +921,7 @@ pub(crate) fn search_partitions(
         BinaryHeap::with_capacity(want.min(crate::query::PREALLOCATE) + 1);
     let mut distances = Vec::new();
     let mut probed = 0;
+    let mut comparisons = (index.offsets.len().saturating_sub(1)) as u64;
     for p in order {
         if probed >= nprobes.max(1) && heap.len() >= want {
             break;
@@ -920,6 +929,7 @@ pub(crate) fn search_partitions(
         probed += 1;
         index.partition_distances(p, query, &mut distances);
         let rows = &index.row_ids[index.offsets[p]..index.offsets[p + 1]];
+        comparisons += rows.len() as u64;
         for (&distance, &row_id) in distances.iter().zip(rows) {
             if !crate::query::in_range(distance, range) {
                 continue;
@@ -937,5 +947,18 @@ pub(crate) fn search_partitions(
             }
         }
     }
-    (heap.into_sorted_vec(), probed)
+    Probed {
+        candidates: heap.into_sorted_vec(),
+        partitions: probed,
+        comparisons,
+    }
+}
+
+/// What [`search_partitions`] found and how much it compared.
+pub(crate) struct Probed {
+    /// Nearest first.
+    pub candidates: Vec<Candidate>,
+    pub partitions: usize,
+    /// Query-to-centroid distances plus codes scored in the probed partitions.
+    pub comparisons: u64,
 }

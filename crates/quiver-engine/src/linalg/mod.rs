@@ -57,6 +57,17 @@ impl FromStr for DistanceType {
     }
 }
 
+impl std::fmt::Display for DistanceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DistanceType::L2 => "l2",
+            DistanceType::Cosine => "cosine",
+            DistanceType::Dot => "dot",
+            DistanceType::Hamming => "hamming",
+        })
+    }
+}
+
 /// The fastest kernel table this CPU runs. `QUIVER_SIMD=portable|avx2|avx512|neon` picks a
 /// slower one (for comparisons); a set the CPU lacks is ignored.
 pub fn kernels() -> &'static Kernels {

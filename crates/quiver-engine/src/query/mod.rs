@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::filter::FilterRef;
 use crate::index::{self, IndexKind, RowGate};
 use crate::linalg::{self, DistanceType};
+use crate::plan::{PlanNode, Probe};
 use crate::table::manifest::Manifest;
 use crate::table::{scan, ScanOptions, Table, ROW_ID};
 
@@ -752,7 +753,7 @@ async fn exact_at(
 /// Runs a search over the checked-out version. Results are sorted by distance (ties by row
 /// address) and carry a `_distance` column.
 pub async fn search(table: &Table, search: &VectorSearch) -> Result<RecordBatch> {
-    Ok(search_with_stats(table, search).await?.0)
+    Ok(run(table, search, false).await?.0)
 }
 
 /// [`search`], also saying how it ran.
@@ -760,6 +761,84 @@ pub async fn search_with_stats(
     table: &Table,
     search: &VectorSearch,
 ) -> Result<(RecordBatch, SearchStats)> {
+    let (batch, stats, _) = run(table, search, false).await?;
+    Ok((batch, stats))
+}
+
+/// Runs a search and returns the plan it ran, each operator with the figures it measured
+/// (I/O, index loads, comparisons, rows, time), counted for this search alone.
+pub async fn analyze_search(
+    table: &Table,
+    search: &VectorSearch,
+) -> Result<(RecordBatch, PlanNode)> {
+    let (batch, _, plan) = run(table, search, true).await?;
+    Ok((batch, plan))
+}
+
+/// The plan a search would run, without running it (the one decision made at run time — a
+/// prefilter matching few rows ranks them exactly instead of probing the index — is noted).
+pub fn explain_search(table: &Table, search: &VectorSearch) -> Result<PlanNode> {
+    let r = resolve(table, search)?;
+    let mut inputs = Vec::new();
+    match &r.index {
+        Some(used) => {
+            let mut probe = index_node(used, search, r.indexed_fragments(), r.prefilter.is_some());
+            if let Some(filter) = &r.prefilter {
+                probe = probe.child(prefilter_node(filter, used.meta.fragment_ids.len()));
+            }
+            inputs.push(match refine_of(search, used.kind) {
+                Some(factor) => refine_node(factor, search.k).child(probe),
+                None => probe,
+            });
+            let rest = r.manifest.fragments().len() - r.indexed_fragments();
+            if rest > 0 {
+                inputs.push(exact_node(&r, rest, "not covered by the index"));
+            }
+        }
+        None => inputs.push(exact_node(
+            &r,
+            r.manifest.fragments().len(),
+            &r.exact_reason,
+        )),
+    }
+    Ok(output_nodes(&r, search, inputs))
+}
+
+/// A search's decisions, made once from the version and the request.
+struct Resolved {
+    manifest: Arc<Manifest>,
+    exact: Arc<Exact>,
+    prefilter: Option<FilterRef>,
+    /// The index that answers for the fragments it covers.
+    index: Option<UsedIndex>,
+    /// Why the search is exact (when it is).
+    exact_reason: String,
+}
+
+struct UsedIndex {
+    meta: crate::table::manifest::IndexMetadataProto,
+    kind: IndexKind,
+    covered: std::collections::HashSet<u64>,
+    /// Every fragment of the version is covered: the version is searched through the index
+    /// uncopied.
+    all_covered: bool,
+}
+
+impl Resolved {
+    fn indexed_fragments(&self) -> usize {
+        match &self.index {
+            Some(used) => self
+                .manifest
+                .fragments()
+                .iter()
+                .filter(|f| used.covered.contains(&f.id))
+                .count(),
+            None => 0,
+        }
+    }
+}
+
+fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
     let manifest = table.manifest();
     let schema = manifest.schema.arrow.clone();
     let (column, element, dim) = resolve_column(&schema, search.column.as_deref())?;
@@ -778,97 +857,394 @@ pub async fn search_with_stats(
     let query = prepare_query(search, &column, &element, dim, distance)?;
     let prefilter = search.filter.clone().filter(|_| !search.postfilter);
     let exact = Arc::new(Exact {
-        column: column.clone(),
+        column,
         query,
         distance,
         k: search.k,
         range: search.distance_range,
     });
-    let mut stats = SearchStats::default();
-    let usable = index_meta.filter(|_| !search.bypass_index && index_distance == Some(distance));
-    let best = match usable {
-        None => exact_scan(table, manifest.clone(), &exact, prefilter, &mut stats).await?,
-        Some(meta) => {
-            stats.index = Some(meta.name.clone());
+    let exact_reason = match (index_meta, search.bypass_index) {
+        (None, _) => "no vector index on the column".to_string(),
+        (Some(_), true) => "index bypassed".to_string(),
+        (Some(meta), false) => format!(
+            "index '{}' ranks by {}, not {}",
+            meta.name,
+            index_distance.map_or("?".to_string(), |d| d.to_string()),
+            distance
+        ),
+    };
+    let index = match index_meta {
+        Some(meta) if !search.bypass_index && index_distance == Some(distance) => {
             let covered: std::collections::HashSet<u64> =
                 meta.fragment_ids.iter().copied().collect();
-            // Usually every fragment is indexed: then the version is used as it is, uncopied.
             let all_covered = manifest.fragments().iter().all(|f| covered.contains(&f.id));
-            let indexed = if all_covered {
-                manifest.clone()
+            let kind = IndexKind::parse(&meta.index_type).ok_or_else(|| {
+                Error::corrupt(
+                    format!("index '{}'", meta.name),
+                    format!("unknown index type '{}'", meta.index_type),
+                )
+            })?;
+            Some(UsedIndex {
+                meta: meta.clone(),
+                kind,
+                covered,
+                all_covered,
+            })
+        }
+        _ => None,
+    };
+    Ok(Resolved {
+        manifest,
+        exact,
+        prefilter,
+        index,
+        exact_reason,
+    })
+}
+
+/// The refine factor an index search applies, if any.
+fn refine_of(search: &VectorSearch, kind: IndexKind) -> Option<usize> {
+    match (search.refine_factor, kind) {
+        (Some(r), _) => Some(r.max(1) as usize),
+        (None, IndexKind::IvfPq) => Some(DEFAULT_REFINE_FACTOR as usize),
+        (None, IndexKind::IvfFlat) => None,
+    }
+}
+
+fn index_node(
+    used: &UsedIndex,
+    search: &VectorSearch,
+    fragments: usize,
+    filtered: bool,
+) -> PlanNode {
+    let nprobes = search.nprobes.unwrap_or(index::DEFAULT_NPROBES);
+    let want = search
+        .k
+        .saturating_mul(refine_of(search, used.kind).unwrap_or(1));
+    let mut node = PlanNode::new("IndexSearch")
+        .with("index", &used.meta.name)
+        .with("type", &used.meta.index_type)
+        .with(
+            "distance",
+            index::index_distance(&used.meta).map_or("?".into(), |d| d.to_string()),
+        )
+        .with("nprobes", nprobes)
+        .with("candidates", want)
+        .with("fragments", fragments)
+        .with_verbose(
+            "probing",
+            "nearest partitions first; more than nprobes while fewer candidates pass the row gate",
+        )
+        .with_verbose(
+            "row_gate",
+            if filtered {
+                "prefilter matches"
             } else {
-                manifest.with_fragments(|f| covered.contains(&f.id))
-            };
-            let mut best = indexed_search(
-                table, &indexed, meta, search, &exact, &prefilter, &mut stats,
+                "live rows (deletion vectors)"
+            },
+        );
+    if filtered {
+        node = node.with_verbose(
+            "few_matches",
+            format!(
+                "matches holding at most {SMALL_MATCH_VALUES} vector values are ranked exactly by take instead"
+            ),
+        );
+    }
+    node
+}
+
+fn prefilter_node(filter: &FilterRef, fragments: usize) -> PlanNode {
+    PlanNode::new("Prefilter")
+        .with("filter", filter.text())
+        .with("fragments", fragments)
+        .with_verbose(
+            "reads",
+            format!(
+                "columns [{}], pages pruned by statistics",
+                filter.stored_columns().join(", ")
+            ),
+        )
+}
+
+fn refine_node(factor: usize, k: usize) -> PlanNode {
+    PlanNode::new("Refine")
+        .with("factor", factor)
+        .with("candidates", k.saturating_mul(factor))
+        .with_verbose(
+            "reads",
+            "the candidates' vectors by one coalesced take; exact distances",
+        )
+}
+
+fn exact_node(r: &Resolved, fragments: usize, why: &str) -> PlanNode {
+    let mut node = PlanNode::new("ExactSearch")
+        .with("column", &r.exact.column)
+        .with("distance", r.exact.distance)
+        .with("fragments", fragments)
+        .with("reason", format!("({why})"));
+    if let Some(filter) = &r.prefilter {
+        node = node.with("prefilter", filter.text());
+    }
+    node.with_verbose(
+        "reads",
+        "vector pages streamed on every core (local stores) or scanned in batches; a prefilter is evaluated first",
+    )
+}
+
+/// The operators after candidate search: the top k, an optional postfilter, and the take of
+/// the returned columns.
+fn output_nodes(r: &Resolved, search: &VectorSearch, inputs: Vec<PlanNode>) -> PlanNode {
+    let mut top = PlanNode::new("TopK")
+        .with("k", search.k)
+        .with("distance", r.exact.distance);
+    if search.distance_range != (None, None) {
+        let bound =
+            |b: Option<f32>, default: &str| b.map_or(default.to_string(), |v| v.to_string());
+        top = top.with(
+            "range",
+            format!(
+                "[{}, {})",
+                bound(search.distance_range.0, "-inf"),
+                bound(search.distance_range.1, "inf")
+            ),
+        );
+    }
+    for input in inputs {
+        top = top.child(input);
+    }
+    let mut root = top;
+    if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
+        root = PlanNode::new("Postfilter")
+            .with("filter", filter.text())
+            .with_verbose(
+                "note",
+                "applied to the k nearest rows; fewer may be returned",
+            )
+            .child(root);
+    }
+    let columns = match &search.columns {
+        Some(c) => format!("[{}]", c.join(", ")),
+        None => "*".to_string(),
+    };
+    PlanNode::new("Take")
+        .with("columns", columns)
+        .with("with_row_id", search.with_row_id)
+        .child(root)
+}
+
+/// The nodes under the top k that `run` filled: the root keeps its children, the new ones are
+/// the inputs.
+async fn run(
+    table: &Table,
+    search: &VectorSearch,
+    analyze: bool,
+) -> Result<(RecordBatch, SearchStats, PlanNode)> {
+    let r = resolve(table, search)?;
+    let mut stats = SearchStats::default();
+    let mut inputs = Vec::new();
+    let mut best = match &r.index {
+        None => {
+            let mut node = exact_node(&r, r.manifest.fragments().len(), &r.exact_reason);
+            let best = measured_exact(
+                table,
+                r.manifest.clone(),
+                &r,
+                &mut stats,
+                &mut node,
+                analyze,
             )
             .await?;
-            if !all_covered {
-                let rest = manifest.with_fragments(|f| !covered.contains(&f.id));
-                best.extend(exact_scan(table, rest, &exact, prefilter, &mut stats).await?);
+            inputs.push(node);
+            best
+        }
+        Some(used) => {
+            stats.index = Some(used.meta.name.clone());
+            // Usually every fragment is indexed: then the version is used as it is, uncopied.
+            let indexed = if used.all_covered {
+                r.manifest.clone()
+            } else {
+                r.manifest.with_fragments(|f| used.covered.contains(&f.id))
+            };
+            let (mut best, node) =
+                indexed_search(table, &indexed, used, search, &r, &mut stats, analyze).await?;
+            inputs.push(node);
+            if !used.all_covered {
+                let rest = r.manifest.with_fragments(|f| !used.covered.contains(&f.id));
+                let mut node = exact_node(&r, rest.fragments().len(), "not covered by the index");
+                best.extend(measured_exact(table, rest, &r, &mut stats, &mut node, analyze).await?);
+                inputs.push(node);
             }
             best.sort_unstable();
             best.truncate(search.k);
             best
         }
     };
-    Ok((finish(table, &manifest, best, search).await?, stats))
+    let mut plan = output_nodes(&r, search, inputs);
+    let probe = Probe::start(analyze);
+    if let Some(m) = top_of(&mut plan).metrics.as_mut() {
+        m.output_rows = best.len() as u64;
+    } else if analyze {
+        top_of(&mut plan).metrics_mut().output_rows = best.len() as u64;
+    }
+    let batch = finish(&table.measured(&probe), &r.manifest, &mut best, search).await?;
+    if analyze {
+        if search.filter.is_some() && search.postfilter {
+            if let Some(post) = plan.children.first_mut() {
+                post.metrics_mut().output_rows = best.len() as u64;
+            }
+        }
+        plan.metrics_mut().output_rows = batch.num_rows() as u64;
+    }
+    probe.finish(&mut plan);
+    Ok((batch, stats, plan))
 }
 
-/// The best candidates among the fragments of `indexed` (those the index covers).
+/// The `TopK` node of a search plan.
+fn top_of(plan: &mut PlanNode) -> &mut PlanNode {
+    let mut node = plan;
+    while node.operator != "TopK" && !node.children.is_empty() {
+        node = &mut node.children[0];
+    }
+    node
+}
+
+/// [`exact_scan`] measured into `node`.
+async fn measured_exact(
+    table: &Table,
+    manifest: Arc<Manifest>,
+    r: &Resolved,
+    stats: &mut SearchStats,
+    node: &mut PlanNode,
+    analyze: bool,
+) -> Result<Vec<Candidate>> {
+    let probe = Probe::start(analyze);
+    let ranked_before = stats.exact_rows;
+    let best = exact_scan(
+        &table.measured(&probe),
+        manifest,
+        &r.exact,
+        r.prefilter.clone(),
+        stats,
+    )
+    .await?;
+    if analyze {
+        let m = node.metrics_mut();
+        m.output_rows = best.len() as u64;
+        m.rows_ranked = stats.exact_rows - ranked_before;
+    }
+    probe.finish(node);
+    Ok(best)
+}
+
+/// The best candidates among the fragments of `indexed` (those the index covers), and the
+/// plan node that found them.
 async fn indexed_search(
     table: &Table,
     indexed: &Arc<Manifest>,
-    meta: &crate::table::manifest::IndexMetadataProto,
+    used: &UsedIndex,
     search: &VectorSearch,
-    exact: &Arc<Exact>,
-    prefilter: &Option<FilterRef>,
+    r: &Resolved,
     stats: &mut SearchStats,
-) -> Result<Vec<Candidate>> {
+    analyze: bool,
+) -> Result<(Vec<Candidate>, PlanNode)> {
+    let meta = &used.meta;
+    let exact = &r.exact;
+    let fragments = indexed.fragments().len();
+    let mut node = index_node(used, search, fragments, r.prefilter.is_some());
     if indexed.fragments().is_empty() || search.k == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), node));
     }
-    let index = index::load(table, meta).await?;
+    let gate = match &r.prefilter {
+        Some(filter) => {
+            let mut pre = prefilter_node(filter, fragments);
+            let probe = Probe::start(analyze);
+            let matches = table
+                .measured(&probe)
+                .matching_rows(indexed, filter)
+                .await?;
+            if analyze {
+                pre.metrics_mut().output_rows = matches.values().map(|b| b.len()).sum();
+            }
+            probe.finish(&mut pre);
+            if let Some(rows) = few_matches(&matches, exact) {
+                // Their exact distances cost less than probing for them.
+                let mut take = PlanNode::new("ExactTake")
+                    .with("rows", rows.len())
+                    .with("reason", "(the prefilter matched few rows: ranked exactly instead of probing the index)")
+                    .child(pre);
+                let probe = Probe::start(analyze);
+                let before = stats.exact_rows;
+                let best = exact_at(&table.measured(&probe), indexed, &rows, exact, stats).await?;
+                if analyze {
+                    let m = take.metrics_mut();
+                    m.output_rows = best.len() as u64;
+                    m.rows_ranked = stats.exact_rows - before;
+                }
+                probe.finish(&mut take);
+                return Ok((best, take));
+            }
+            node = node.child(pre);
+            Some(RowGate::Only(matches.into_iter().collect()))
+        }
+        None => None,
+    };
+    let probe = Probe::start(analyze);
+    let observed = table.measured(&probe);
+    let (index, loaded) = index::load_counted(&observed, meta).await?;
     if index.dim != exact.query.f32.len() || index.distance != exact.distance {
         return Err(Error::corrupt(
             format!("index '{}'", meta.name),
             "its vectors do not match the column it is listed for",
         ));
     }
-    let gate = match prefilter {
-        Some(filter) => {
-            let matches = table.matching_rows(indexed, filter).await?;
-            if let Some(rows) = few_matches(&matches, exact) {
-                // Their exact distances cost less than probing for them.
-                return exact_at(table, indexed, &rows, exact, stats).await;
-            }
-            RowGate::Only(matches.into_iter().collect())
-        }
-        None => index::live_gate(table, indexed).await?,
+    let gate = match gate {
+        Some(g) => g,
+        None => index::live_gate(&observed, indexed).await?,
     };
-    let refine = match (search.refine_factor, index.kind) {
-        (Some(r), _) => Some(r.max(1) as usize),
-        (None, IndexKind::IvfPq) => Some(DEFAULT_REFINE_FACTOR as usize),
-        (None, IndexKind::IvfFlat) => None,
-    };
+    let refine = refine_of(search, index.kind);
     let want = search.k.saturating_mul(refine.unwrap_or(1));
     let nprobes = search.nprobes.unwrap_or(index::DEFAULT_NPROBES);
     let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let (candidates, probed) =
-        index::search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
-    stats.partitions_probed += probed;
-    match refine {
-        Some(_) => {
-            let rows: Vec<u64> = candidates.iter().map(|c| c.row_id).collect();
-            exact_at(table, indexed, &rows, exact, stats).await
+    let probed = index::search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
+    stats.partitions_probed += probed.partitions;
+    node = node.with("partitions_probed", probed.partitions);
+    if analyze {
+        let m = node.metrics_mut();
+        m.output_rows = probed.candidates.len() as u64;
+        m.index_comparisons = probed.comparisons;
+        if loaded {
+            m.indices_loaded = 1;
+            m.parts_loaded = index.offsets.len().saturating_sub(1) as u64;
         }
-        None => Ok(candidates
-            .into_iter()
-            .filter(|c| in_range(c.distance, exact.range))
-            .take(exact.k)
-            .collect()),
+    }
+    probe.finish(&mut node);
+    match refine {
+        Some(factor) => {
+            let mut refine_step = refine_node(factor, search.k).child(node);
+            let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
+            let probe = Probe::start(analyze);
+            let before = stats.exact_rows;
+            let best = exact_at(&table.measured(&probe), indexed, &rows, exact, stats).await?;
+            if analyze {
+                let m = refine_step.metrics_mut();
+                m.output_rows = best.len() as u64;
+                m.rows_ranked = stats.exact_rows - before;
+            }
+            probe.finish(&mut refine_step);
+            Ok((best, refine_step))
+        }
+        None => Ok((
+            probed
+                .candidates
+                .into_iter()
+                .filter(|c| in_range(c.distance, exact.range))
+                .take(exact.k)
+                .collect(),
+            node,
+        )),
     }
 }
 
@@ -876,7 +1252,7 @@ async fn indexed_search(
 async fn finish(
     table: &Table,
     manifest: &Manifest,
-    mut best: Vec<Candidate>,
+    best: &mut Vec<Candidate>,
     search: &VectorSearch,
 ) -> Result<RecordBatch> {
     if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {

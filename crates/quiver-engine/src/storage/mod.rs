@@ -44,6 +44,7 @@ pub struct SyncFile {
     file: Arc<std::fs::File>,
     path: Path,
     stats: Arc<IoStats>,
+    observer: Option<Arc<IoStats>>,
 }
 
 impl SyncFile {
@@ -65,7 +66,7 @@ impl SyncFile {
             let bytes = range.and_then(|(from, to)| map.get(from..to));
             Some(match bytes {
                 Some(bytes) => {
-                    self.stats.record_read(1, len);
+                    record_read(&self.stats, self.observer.as_deref(), 1, len);
                     Ok(bytes)
                 }
                 None => Err(Error::corrupt(
@@ -110,7 +111,7 @@ impl SyncFile {
         }
         #[cfg(unix)]
         {
-            self.stats.record_read(1, buf.len() as u64);
+            record_read(&self.stats, self.observer.as_deref(), 1, buf.len() as u64);
             Ok(())
         }
     }
@@ -138,6 +139,15 @@ impl IoSnapshot {
             write_ops: self.write_ops - earlier.write_ops,
             write_bytes: self.write_bytes - earlier.write_bytes,
         }
+    }
+}
+
+/// Counts a read in the store's counters and, when a query operator observes the handle, in
+/// its own.
+fn record_read(stats: &IoStats, observer: Option<&IoStats>, ops: u64, bytes: u64) {
+    stats.record_read(ops, bytes);
+    if let Some(o) = observer {
+        o.record_read(ops, bytes);
     }
 }
 
@@ -203,6 +213,9 @@ pub struct Storage {
     root: Path,
     options: StorageOptions,
     stats: Arc<IoStats>,
+    /// A second set of counters for one query's operator ([`Storage::observed`]), so that
+    /// concurrent queries on one connection are measured apart.
+    observer: Option<Arc<IoStats>>,
     uri: Arc<str>,
     /// Direct reads of a local store's files (unix), bypassing object_store's per-read cost.
     #[cfg(unix)]
@@ -299,9 +312,19 @@ impl Storage {
             root,
             options,
             stats: Arc::new(IoStats::default()),
+            observer: None,
             uri: Arc::from(uri),
             #[cfg(unix)]
             local: None,
+        }
+    }
+
+    /// The same store whose reads are also counted in `observer` (one query operator's I/O,
+    /// measured apart from other queries on the connection).
+    pub fn observed(&self, observer: Arc<IoStats>) -> Storage {
+        Storage {
+            observer: Some(observer),
+            ..self.clone()
         }
     }
 
@@ -335,7 +358,7 @@ impl Storage {
     /// Reads a whole object.
     pub async fn read_all(&self, path: &Path) -> Result<Bytes> {
         let bytes = self.store.get(path).await?.bytes().await?;
-        self.stats.record_read(1, bytes.len() as u64);
+        record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok(bytes)
     }
 
@@ -344,7 +367,7 @@ impl Storage {
         let result = self.store.get(path).await?;
         let meta = result.meta.clone();
         let bytes = result.bytes().await?;
-        self.stats.record_read(1, bytes.len() as u64);
+        record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok((bytes, meta))
     }
 
@@ -354,14 +377,14 @@ impl Storage {
         #[cfg(unix)]
         if let Some(local) = &self.local {
             let (bytes, size) = local.read_tail(path, len).await?;
-            self.stats.record_read(1, bytes.len() as u64);
+            record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
             return Ok((bytes, size));
         }
         let opts = GetOptions::new().with_range(Some(GetRange::Suffix(len)));
         let result = self.store.get_opts(path, opts).await?;
         let size = result.meta.size;
         let bytes = result.bytes().await?;
-        self.stats.record_read(1, bytes.len() as u64);
+        record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok((bytes, size))
     }
 
@@ -376,6 +399,7 @@ impl Storage {
                 file: local.handle(path)?,
                 path: path.clone(),
                 stats: self.stats.clone(),
+                observer: self.observer.clone(),
             }));
         }
         let _ = path;
@@ -398,7 +422,12 @@ impl Storage {
         }
         let fetched = self.fetch_ranges(path, &merged).await?;
         let fetched_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
-        self.stats.record_read(merged.len() as u64, fetched_bytes);
+        record_read(
+            &self.stats,
+            self.observer.as_deref(),
+            merged.len() as u64,
+            fetched_bytes,
+        );
         ranges
             .iter()
             .map(|r| {

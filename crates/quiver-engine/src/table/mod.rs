@@ -530,6 +530,27 @@ impl Table {
         &self.inner
     }
 
+    /// The handle an operator measured by `probe` reads through: an observed view when the
+    /// plan is analyzed, else this handle.
+    pub(crate) fn measured(&self, probe: &crate::plan::Probe) -> Table {
+        match probe.io() {
+            Some(io) => self.observed(io),
+            None => self.clone(),
+        }
+    }
+
+    /// A read-only view of this handle's current version whose reads are also counted in
+    /// `io` (one query operator's I/O; see `crate::plan`). Caches stay shared.
+    pub(crate) fn observed(&self, io: Arc<crate::storage::IoStats>) -> Table {
+        let inner = Arc::new(TableInner {
+            name: self.inner.name.clone(),
+            storage: self.inner.storage.observed(io),
+            manifests: self.inner.manifests.clone(),
+            session: self.inner.session.clone(),
+        });
+        Table::new(inner, self.manifest(), true)
+    }
+
     /// Commits a change to the table's indexes read at `read`; returns the new version.
     pub(crate) async fn commit_index_change(
         &self,
@@ -777,6 +798,40 @@ impl Table {
         options: ScanOptions,
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
         scan::scan(self.inner.clone(), self.manifest(), options)
+    }
+
+    /// The plan a scan with `options` would run, without running it.
+    pub async fn explain_scan(&self, options: &ScanOptions) -> Result<crate::plan::PlanNode> {
+        scan::explain(&self.inner, &self.manifest(), options).await
+    }
+
+    /// Runs a scan to its end and returns its plan with the figures measured for this scan
+    /// alone (rows, read requests, bytes, time); the filter runs inside the scan and is
+    /// measured with it.
+    pub async fn analyze_scan(&self, options: ScanOptions) -> Result<crate::plan::PlanNode> {
+        use futures::TryStreamExt;
+        let manifest = self.manifest();
+        let mut plan = scan::explain(&self.inner, &manifest, &options).await?;
+        let probe = crate::plan::Probe::start(true);
+        let observed = self.measured(&probe);
+        let (_, stream) = scan::scan(observed.inner.clone(), manifest, options)?;
+        let rows = stream
+            .try_fold(
+                0u64,
+                |n, batch| async move { Ok(n + batch.num_rows() as u64) },
+            )
+            .await?;
+        // The scan (or take) node did the reading; a limit above it passed the rows on.
+        let reader = match plan.operator.as_str() {
+            "Limit" => {
+                plan.metrics_mut().output_rows = rows;
+                &mut plan.children[0]
+            }
+            _ => &mut plan,
+        };
+        reader.metrics_mut().output_rows = rows;
+        probe.finish(reader);
+        Ok(plan)
     }
 
     /// Streams the rows of `manifest` (a version or a subset of its fragments).

@@ -23,6 +23,7 @@ use super::TableInner;
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
 use crate::format::reader::{concat_parts, FileReader};
+use crate::plan::PlanNode;
 use crate::schema::relabel;
 
 /// Name of the row address column.
@@ -771,6 +772,94 @@ async fn live_addresses(
     Ok(addresses)
 }
 
+/// The plan [`scan`] runs for `options`: the small-limit take, or a scan of the projected
+/// columns with the filter pushed into it. Filter pruning is computed from page statistics
+/// (file metadata, usually cached), without reading pages.
+pub(crate) async fn explain(
+    table: &TableInner,
+    manifest: &Manifest,
+    options: &ScanOptions,
+) -> Result<PlanNode> {
+    let fields = projection(manifest, options.columns.as_deref())?;
+    let mut columns: Vec<String> = fields.iter().map(|(_, f)| f.name().clone()).collect();
+    if options.with_row_id {
+        columns.push(ROW_ID.to_string());
+    }
+    let columns = format!("[{}]", columns.join(", "));
+    let fragments = manifest.fragments();
+    let live_rows: u64 = fragments.iter().map(FragmentProto::live_rows).sum();
+    if let Some(limit) = small_limit(options) {
+        return Ok(PlanNode::new("Take")
+            .with("columns", columns)
+            .with("rows", limit.min(live_rows.saturating_sub(options.offset)))
+            .child(
+                PlanNode::new("LiveRows")
+                    .with("offset", options.offset)
+                    .with("limit", limit)
+                    .with_verbose(
+                        "reads",
+                        "row addresses from the manifest and deletion vectors; no pages",
+                    ),
+            ));
+    }
+    let mut scan = PlanNode::new("Scan")
+        .with("columns", columns)
+        .with("fragments", fragments.len())
+        .with("rows", live_rows)
+        .with_verbose("batch_size", options.batch_size)
+        .with_verbose("readahead_pages", options.readahead_pages);
+    if let Some(filter) = &options.filter {
+        let mut pruned = 0usize;
+        let mut candidate_rows = 0u64;
+        for fragment in fragments {
+            match candidate_ranges(table, manifest, fragment, filter).await? {
+                Some(ranges) => {
+                    candidate_rows += ranges.iter().map(|r| r.end - r.start).sum::<u64>()
+                }
+                None => pruned += 1,
+            }
+        }
+        let filter_columns = filter.stored_columns();
+        let late = fields
+            .iter()
+            .any(|(_, f)| !filter_columns.iter().any(|c| c == f.name()));
+        scan = scan.child(
+            PlanNode::new("Filter")
+                .with("filter", filter.text())
+                .with("reads", format!("[{}]", filter_columns.join(", ")))
+                .with("fragments_pruned", format!("{pruned}/{}", fragments.len()))
+                .with("candidate_rows", candidate_rows)
+                .with(
+                    "then",
+                    if late {
+                        "late materialisation (other columns read only where rows match)"
+                    } else {
+                        "one pass (the filter's columns are the output)"
+                    },
+                )
+                .with_verbose(
+                    "pruning",
+                    "page min/max/null counts of the filter's columns (AND intersects, OR unites)",
+                ),
+        );
+    }
+    if options.offset > 0 || options.limit.is_some() {
+        let limit = options.limit.map_or("none".to_string(), |l| l.to_string());
+        return Ok(PlanNode::new("Limit")
+            .with("offset", options.offset)
+            .with("limit", limit)
+            .child(scan));
+    }
+    Ok(scan)
+}
+
+/// The limit of a scan served by [`live_addresses`] and a take instead of reading pages.
+fn small_limit(options: &ScanOptions) -> Option<u64> {
+    options
+        .limit
+        .filter(|&l| l <= SMALL_LIMIT_ROWS && options.filter.is_none())
+}
+
 /// A stream of the batches a scan of `manifest` returns, and their schema.
 pub(crate) fn scan(
     table: Arc<TableInner>,
@@ -782,10 +871,7 @@ pub(crate) fn scan(
     }
     let fields = projection(&manifest, options.columns.as_deref())?;
     let schema = output_schema(&fields, options.with_row_id);
-    let small_limit = options
-        .limit
-        .filter(|&l| l <= SMALL_LIMIT_ROWS && options.filter.is_none());
-    if let Some(limit) = small_limit {
+    if let Some(limit) = small_limit(&options) {
         let batch_size = options.batch_size;
         let stream = stream::once(async move {
             let addresses = live_addresses(&table, &manifest, options.offset, limit).await?;

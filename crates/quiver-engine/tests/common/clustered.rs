@@ -184,15 +184,3 @@ pub fn generate(n: usize, dim: usize, q: usize, k: usize, seed: u64) -> Clustere
         k,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn same_seed_same_data() {
-        let a = super::generate(500, 16, 4, 10, 7);
-        let b = super::generate(500, 16, 4, 10, 7);
-        assert_eq!(a.base, b.base);
-        assert_eq!(a.gt, b.gt);
-        assert_eq!(a.gt.len(), 40);
-    }
-}
