@@ -237,6 +237,11 @@ async fn scan_plans_show_pruning_limits_and_takes() {
     );
     let filter = plan.find("Filter").expect("filter node");
     assert_eq!(filter.detail("fragments_pruned"), Some("2/3"), "{text}");
+    assert_eq!(
+        filter.detail("pages_pruned"),
+        Some("2/3"),
+        "one page of ids per fragment"
+    );
     assert!(
         filter.detail("then").is_some_and(|t| t.contains("late")),
         "{text}"

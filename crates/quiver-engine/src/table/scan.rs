@@ -811,12 +811,26 @@ pub(crate) async fn explain(
     if let Some(filter) = &options.filter {
         let mut pruned = 0usize;
         let mut candidate_rows = 0u64;
+        // Pages of the filter's columns: all, and those holding candidate rows.
+        let (mut pages, mut candidate_pages) = (0usize, 0usize);
         for fragment in fragments {
-            match candidate_ranges(table, manifest, fragment, filter).await? {
+            let ranges = candidate_ranges(table, manifest, fragment, filter).await?;
+            match &ranges {
                 Some(ranges) => {
                     candidate_rows += ranges.iter().map(|r| r.end - r.start).sum::<u64>()
                 }
                 None => pruned += 1,
+            }
+            for (field_id, _) in filter_fields(manifest, filter)? {
+                let reader = fragment_reader(table, fragment, field_id).await?;
+                let column = reader.metadata().column(field_id, reader.path())?;
+                for page in column.row_starts.windows(2) {
+                    pages += 1;
+                    let overlaps = ranges
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|r| r.start < page[1] && page[0] < r.end));
+                    candidate_pages += usize::from(overlaps);
+                }
             }
         }
         let filter_columns = filter.stored_columns();
@@ -828,6 +842,10 @@ pub(crate) async fn explain(
                 .with("filter", filter.text())
                 .with("reads", format!("[{}]", filter_columns.join(", ")))
                 .with("fragments_pruned", format!("{pruned}/{}", fragments.len()))
+                .with(
+                    "pages_pruned",
+                    format!("{}/{pages}", pages - candidate_pages),
+                )
                 .with("candidate_rows", candidate_rows)
                 .with(
                     "then",
