@@ -109,7 +109,8 @@ function kindOf(value: unknown, path: string, row: number): Kind | null {
   if (value instanceof Uint8Array) return { t: "vector", element: "uint8", dim: value.length };
   if (value instanceof Int8Array) return { t: "vector", element: "int8", dim: value.length };
   if (Array.isArray(value)) {
-    if (value.length > 0 && value.every((v) => typeof v === "number")) {
+    // Array.from: a hole of a sparse array is undefined here, not skipped (and stored as NaN).
+    if (value.length > 0 && Array.from(value).every((v) => typeof v === "number")) {
       return { t: "vector", element: "float32", dim: value.length };
     }
     if (value.every((v) => typeof v === "string" || v === null || v === undefined)) return { t: "list_utf8" };
@@ -181,16 +182,24 @@ function arrowType(k: Kind | null, path: string): DataType {
   }
 }
 
+/** Every row must be a plain object: not null, not an array, not a hole of a sparse array. */
+function checkRows(rows: Row[], firstRow = 0): void {
+  for (let i = 0; i < rows.length; i++) {
+    const row: unknown = rows[i];
+    if (row === null || typeof row !== "object" || Array.isArray(row)) {
+      throw new InvalidArgumentError("InvalidArgument", `row ${firstRow + i} is not an object, got ${describeValue(row)}`);
+    }
+  }
+}
+
 /** Infers an Arrow schema from plain objects (see the README for the rules). */
 export function inferSchema(rows: Row[]): Schema {
   if (rows.length === 0) {
     throw new InvalidArgumentError("InvalidArgument", "cannot infer a schema from zero rows; pass a schema");
   }
+  checkRows(rows);
   const columns = new Map<string, Kind | null>();
   rows.forEach((row, i) => {
-    if (row === null || typeof row !== "object" || Array.isArray(row)) {
-      throw new InvalidArgumentError("InvalidArgument", `row ${i} is not an object`);
-    }
     for (const [key, value] of Object.entries(row)) {
       columns.set(key, merge(columns.get(key) ?? null, kindOf(value, key, i), key, i));
     }
@@ -306,6 +315,7 @@ function column(field: Field, rows: Row[], firstRow: number): Vector {
  * the index of `rows[0]` in the caller's data, for error messages. */
 export function rowsToTable(rows: Row[], schema?: Schema, firstRow = 0): Table {
   schema = ownSchema(schema);
+  checkRows(rows, firstRow);
   const target = schema ?? inferSchema(rows);
   if (schema) {
     const known = new Set(schema.fields.map((f) => f.name));

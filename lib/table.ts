@@ -282,7 +282,8 @@ export class Table implements QueryTarget {
    */
   mergeInsert(on: string | string[]): MergeInsertBuilder {
     const keys = typeof on === "string" ? [on] : on;
-    if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === "string")) {
+    // Array.from turns the holes of a sparse array into undefined (every, map and forEach skip them).
+    if (!Array.isArray(keys) || keys.length === 0 || !Array.from(keys).every((k) => typeof k === "string")) {
       throw new InvalidArgumentError("InvalidArgument", "mergeInsert() takes a key column name or an array of names");
     }
     return new MergeInsertBuilder(this, [...keys]);
@@ -296,12 +297,14 @@ export class Table implements QueryTarget {
    */
   async addColumns(newColumns: AddColumnsSql[] | Field | Field[] | Schema): Promise<{ version: number }> {
     const t = this.native();
-    if (Array.isArray(newColumns) && newColumns.length > 0 && newColumns.every(isSqlColumn)) {
-      const names = newColumns.map((c) => c.name);
-      const sqls = newColumns.map((c) => c.valueSql);
+    // Array.from turns the holes of a sparse array into undefined (every, map and forEach skip them).
+    const sqlColumns: unknown[] = Array.isArray(newColumns) ? Array.from(newColumns as unknown[]) : [];
+    if (sqlColumns.length > 0 && sqlColumns.every(isSqlColumn)) {
+      const names = sqlColumns.map((c) => c.name);
+      const sqls = sqlColumns.map((c) => c.valueSql);
       return { version: await native(() => t.addColumnsSql(names, sqls)) };
     }
-    const fields = isSchema(newColumns) ? newColumns.fields : Array.isArray(newColumns) ? newColumns : [newColumns];
+    const fields: unknown[] = isSchema(newColumns) ? newColumns.fields : Array.isArray(newColumns) ? Array.from(newColumns as unknown[]) : [newColumns];
     if (fields.length === 0 || !fields.every(isField)) {
       throw new InvalidArgumentError(
         "InvalidArgument",
@@ -322,7 +325,8 @@ export class Table implements QueryTarget {
     if (!Array.isArray(alterations) || alterations.length === 0) {
       throw new InvalidArgumentError("InvalidArgument", "alterColumns() takes a non-empty array of { path, rename?, nullable?, dataType? }");
     }
-    const native_ = alterations.map((a) => {
+    // Array.from visits the holes of a sparse array (as undefined), which map would skip.
+    const native_ = Array.from(alterations, (a: ColumnAlteration | undefined) => {
       if (a === null || typeof a !== "object" || typeof a.path !== "string" || a.path === "") {
         throw new InvalidArgumentError("InvalidArgument", "each alteration needs a column `path` string");
       }
@@ -351,7 +355,7 @@ export class Table implements QueryTarget {
    * read them, and their space is reclaimed by compaction.
    */
   async dropColumns(names: string[]): Promise<{ version: number }> {
-    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === "string")) {
+    if (!Array.isArray(names) || names.length === 0 || !Array.from(names).every((n) => typeof n === "string")) {
       throw new InvalidArgumentError("InvalidArgument", "dropColumns() takes a non-empty array of column names");
     }
     const t = this.native();
@@ -413,7 +417,7 @@ export class Table implements QueryTarget {
   /** Rows by `_rowid`, in the order given. */
   async takeRowIds(ids: Array<bigint | number>, columns?: string[]): Promise<ArrowTable> {
     if (!Array.isArray(ids)) invalid("takeRowIds() ids", "an array of row ids", ids);
-    const big = ids.map((id, i) => {
+    const big = Array.from(ids, (id: unknown, i) => {
       if (typeof id === "bigint" && id >= 0n && id < 2n ** 64n) return id;
       if (typeof id === "number" && Number.isSafeInteger(id) && id >= 0) return BigInt(id);
       return invalid(`row id ${i}`, "a non-negative integer (number or bigint)", id);
@@ -426,7 +430,7 @@ export class Table implements QueryTarget {
   /** Rows by position (0-based, in scan order), in the order given. */
   async takeOffsets(offsets: number[], columns?: string[]): Promise<ArrowTable> {
     if (!Array.isArray(offsets)) invalid("takeOffsets() offsets", "an array of row positions", offsets);
-    offsets.forEach((o, i) => integerArg(o, `offset ${i}`));
+    for (let i = 0; i < offsets.length; i++) integerArg(offsets[i], `offset ${i}`);
     columnsArg(columns, "takeOffsets");
     const t = this.native();
     return fromIPC(await native(() => t.takeOffsets(offsets, columns)));
@@ -493,6 +497,7 @@ export class MergeInsertBuilder {
 
   /** Replaces matched rows by their source rows; with `where` (SQL over `target.col` and `source.col`), only where it holds. */
   whenMatchedUpdateAll(options: { where?: string } = {}): MergeInsertBuilder {
+    if (options === null || typeof options !== "object") invalid("whenMatchedUpdateAll() options", "an object", options);
     if (options.where !== undefined) sqlText(options.where, "whenMatchedUpdateAll");
     return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, matched: { where: options.where } });
   }
@@ -504,6 +509,7 @@ export class MergeInsertBuilder {
 
   /** Deletes table rows whose key is not in the source; with `where`, only those matching it. */
   whenNotMatchedBySourceDelete(options: { where?: string } = {}): MergeInsertBuilder {
+    if (options === null || typeof options !== "object") invalid("whenNotMatchedBySourceDelete() options", "an object", options);
     if (options.where !== undefined) sqlText(options.where, "whenNotMatchedBySourceDelete");
     return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, bySource: { where: options.where } });
   }
@@ -610,7 +616,7 @@ function isSchema(x: unknown): x is Schema {
 
 /** Checks an optional list of column names. */
 function columnsArg(columns: unknown, method: string): void {
-  if (columns !== undefined && !(Array.isArray(columns) && columns.every((c) => typeof c === "string"))) {
+  if (columns !== undefined && !(Array.isArray(columns) && Array.from(columns).every((c) => typeof c === "string"))) {
     invalid(`${method}() columns`, "an array of column names", columns);
   }
 }

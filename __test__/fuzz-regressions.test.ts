@@ -1,0 +1,81 @@
+// Inputs found by the random-input campaign (`npm run test:stress -- --fuzz`) that escaped the
+// argument checks: each must now be a typed InvalidArgumentError, and change nothing.
+import { afterAll, describe, expect, it } from "vitest";
+import { connect, InvalidArgumentError, QuiverError, type Table } from "../dist/index.js";
+
+const db = await connect("memory://fuzz-regressions");
+afterAll(() => db.close());
+const rows = [
+  { id: 1n, x: 1.5, v: [1, 2] },
+  { id: 2n, x: 2, v: [3, 4] },
+];
+
+async function fresh(name: string): Promise<Table> {
+  return db.createTable(name, rows, { mode: "overwrite" });
+}
+
+async function refused(call: () => unknown, message: RegExp) {
+  let error: unknown;
+  try {
+    await call();
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(InvalidArgumentError);
+  expect((error as QuiverError).code).toBe("InvalidArgument");
+  expect((error as Error).message).toMatch(message);
+}
+
+describe("sparse arrays: holes are checked as undefined, not skipped", () => {
+  it("takeRowIds / takeOffsets", async () => {
+    const t = await fresh("take");
+    // These reached the native layer as an InternalError ("Failed to convert napi value Undefined").
+    await refused(() => t.takeRowIds(new Array(3)), /row id 0 .* got undefined/);
+    await refused(() => t.takeRowIds([0n, , 1n] as bigint[], ["id"]), /row id 1 .* got undefined/);
+    await refused(() => t.takeOffsets(new Array(2)), /offset 0 .* got undefined/);
+    await refused(() => t.takeOffsets([0, 1], new Array(1)), /takeOffsets\(\) columns/);
+  });
+
+  it("dropColumns / alterColumns / addColumns / mergeInsert keys", async () => {
+    const t = await fresh("schema");
+    await refused(() => t.dropColumns(new Array(2)), /dropColumns\(\) takes/);
+    await refused(() => t.alterColumns(new Array(2)), /each alteration needs a column `path`/);
+    await refused(() => t.addColumns([{ name: "y", valueSql: "x * 2" }, , ] as never), /addColumns\(\) takes/);
+    expect(() => t.mergeInsert(new Array(1) as string[])).toThrow(InvalidArgumentError);
+    expect(await t.version()).toBe(1);
+    expect((await t.schema()).fields.map((f) => f.name)).toEqual(["id", "x", "v"]);
+  });
+
+  it("a vector with holes is not inferred as a vector of numbers", async () => {
+    // [1, <hole>] passed `every(number)` and was stored as [1, NaN].
+    await expect(db.createTable("holes", [{ v: [1, , 3] }], { mode: "overwrite" })).rejects.toBeInstanceOf(QuiverError);
+  });
+});
+
+describe("rows that are not objects", () => {
+  it("add / mergeInsert / createTable refuse null and missing rows with the row number", async () => {
+    const t = await fresh("rows");
+    // add([null]) and execute([null]) were a plain TypeError ("Cannot convert undefined or null to object").
+    await refused(() => t.add([null as never]), /row 0 is not an object, got null/);
+    await refused(() => t.add([{ id: 3n, x: 1, v: [1, 2] }, null as never]), /row 1 is not an object, got null/);
+    await refused(() => t.add([{ id: 3n, x: 1, v: [1, 2] }, , ] as never), /row 1 is not an object, got undefined/);
+    await refused(() => t.mergeInsert("id").whenNotMatchedInsertAll().execute([null as never]), /row 0 is not an object/);
+    await refused(() => t.add([5 as never]), /row 0 is not an object, got 5/);
+    await refused(() => db.createTable("never", [null as never]), /row 0 is not an object/);
+    expect(await t.countRows()).toBe(2);
+    expect(await t.version()).toBe(1);
+  });
+});
+
+describe("mergeInsert clause options", () => {
+  it("null or non-object options are InvalidArgumentErrors", async () => {
+    const t = await fresh("merge");
+    // Were a plain TypeError ("Cannot read properties of null (reading 'where')").
+    expect(() => t.mergeInsert("id").whenMatchedUpdateAll(null as never)).toThrow(/whenMatchedUpdateAll\(\) options must be an object, got null/);
+    expect(() => t.mergeInsert("id").whenNotMatchedBySourceDelete(7 as never)).toThrow(InvalidArgumentError);
+    expect(() => t.mergeInsert("id").whenMatchedUpdateAll({ where: 7 as never })).toThrow(InvalidArgumentError);
+    // Still fine: no options, or an empty object.
+    const r = await t.mergeInsert("id").whenMatchedUpdateAll({}).whenNotMatchedInsertAll().execute([{ id: 2n, x: 9, v: [0, 0] }]);
+    expect(r).toMatchObject({ numUpdatedRows: 1, numInsertedRows: 0 });
+  });
+});
