@@ -79,3 +79,16 @@ describe("mergeInsert clause options", () => {
     expect(r).toMatchObject({ numUpdatedRows: 1, numInsertedRows: 0 });
   });
 });
+
+describe("explainPlan / analyzePlan verbose", () => {
+  it("a verbose that is not a boolean is an InvalidArgumentError", async () => {
+    const t = await fresh("plans");
+    // Was an InternalError ("Failed to convert napi value into rust type `bool`").
+    await refused(() => t.query().explainPlan("yes" as never), /explainPlan\(\) verbose must be true or false, got 'yes'/);
+    await refused(() => t.query().analyzePlan(1 as never), /analyzePlan\(\) verbose/);
+    await refused(() => t.search([1, 2]).explainPlan(null as never), /explainPlan\(\) verbose/);
+    await refused(() => t.search([1, 2]).analyzePlan({} as never), /analyzePlan\(\) verbose/);
+    expect(await t.query().explainPlan()).toMatch(/Scan/);
+    expect(await t.search([1, 2]).explainPlan(true)).toMatch(/ExactSearch|IndexSearch/);
+  });
+});

@@ -169,6 +169,7 @@ export class Query implements AsyncIterable<RecordBatch> {
    * `verbose` adds every setting.
    */
   async explainPlan(verbose = false): Promise<string> {
+    verboseArg(verbose, "explainPlan");
     const table = this.target.native();
     return native(() => table.explainScan(this.scanOptions(), verbose));
   }
@@ -179,6 +180,7 @@ export class Query implements AsyncIterable<RecordBatch> {
    * index_comparisons elapsed]` — and a `Total:` line.
    */
   async analyzePlan(verbose = false): Promise<string> {
+    verboseArg(verbose, "analyzePlan");
     const table = this.target.native();
     return native(() => table.analyzeScan(this.scanOptions(), verbose));
   }
@@ -316,6 +318,7 @@ export class VectorQuery extends Query {
    * time per operator, and a `Total:` line.
    */
   override async analyzePlan(verbose = false): Promise<string> {
+    verboseArg(verbose, "analyzePlan");
     this.checkSearch();
     const table = this.target.native();
     return native(() => table.analyzeVectorSearch(this.search.vector, this.searchOptions(), verbose));
@@ -331,10 +334,16 @@ export class VectorQuery extends Query {
    * of everything, with the reason), prefilter or postfilter, top-k and the final take.
    */
   override async explainPlan(verbose = false): Promise<string> {
+    verboseArg(verbose, "explainPlan");
     this.checkSearch();
     const table = this.target.native();
     return native(() => table.explainVectorSearch(this.search.vector, this.searchOptions(), verbose));
   }
+}
+
+/** `verbose` of explainPlan/analyzePlan: a boolean (anything else failed in the napi conversion). */
+function verboseArg(verbose: unknown, method: string): void {
+  if (typeof verbose !== "boolean") invalid(`${method}() verbose`, "true or false", verbose);
 }
 
 /** Builds the initial vector query of `table.search(vector)`. */
