@@ -1,5 +1,7 @@
 // Inputs found by the random-input campaign (`npm run test:stress -- --fuzz`) that escaped the
 // argument checks: each must now be a typed InvalidArgumentError, and change nothing.
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { connect, InvalidArgumentError, QuiverError, type Table } from "../dist/index.js";
 
@@ -91,4 +93,42 @@ describe("explainPlan / analyzePlan verbose", () => {
     expect(await t.query().explainPlan()).toMatch(/Scan/);
     expect(await t.search([1, 2]).explainPlan(true)).toMatch(/ExactSearch|IndexSearch/);
   });
+});
+
+describe("damaged IPC stream bytes", () => {
+  it("are refused by the engine, not decoded in JS (one flipped bit could exhaust the JS heap)", async () => {
+    // In a child with a small heap: before the fix, flipping bit 6 of byte 46 of this stream made
+    // apache-arrow's decoder allocate until V8 aborted the process ("heap out of memory").
+    const script = `
+      import { connect, QuiverError } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};
+      import { Field, FixedSizeList, Float32, Float64, Int64, List, Table, tableToIPC, Utf8, vectorFromArray } from "apache-arrow";
+      const ids = Array.from({ length: 20 }, (_, i) => i);
+      const t = new Table({
+        id: vectorFromArray(ids.map((i) => BigInt(i)), new Int64()),
+        vector: vectorFromArray(ids.map((i) => [i, 1, 2, 3]), new FixedSizeList(4, new Field("item", new Float32(), true))),
+        text: vectorFromArray(ids.map((i) => "row " + i), new Utf8()),
+        price: vectorFromArray(ids.map((i) => i / 4), new Float64()),
+        tags: vectorFromArray(ids.map((i) => ["t" + i]), new List(new Field("item", new Utf8(), true))),
+      });
+      const ipc = tableToIPC(t, "stream");
+      const db = await connect("memory://");
+      const table = await db.createTable("t", ipc);
+      let refused = 0, accepted = 0;
+      for (let pos = 0; pos < 200; pos++) {
+        for (let bit = 0; bit < 8; bit++) {
+          const bytes = Uint8Array.from(ipc);
+          bytes[pos] ^= 1 << bit;
+          try { await table.add(bytes); accepted++; }
+          catch (e) { if (!(e instanceof QuiverError)) throw e; refused++; }
+        }
+      }
+      console.log(JSON.stringify({ refused, accepted, rows: await table.countRows() }));
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ["--max-old-space-size=256", "--input-type=module", "-e", script], {
+      timeout: 120_000,
+    });
+    const r = JSON.parse(stdout);
+    expect(r.refused + r.accepted).toBe(1600);
+    expect(r.refused).toBeGreaterThan(0);
+  }, 130_000);
 });

@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { type Connection, connect, SchemaMismatchError, type Table, TableNotFoundError } from "../dist/index.js";
+import { tableToIPC } from "apache-arrow";
+import { type Connection, connect, QuiverError, SchemaMismatchError, type Table, TableNotFoundError } from "../dist/index.js";
 
 const run = promisify(execFile);
 const dirs: string[] = [];
@@ -120,6 +121,30 @@ for (const where of ["local", "memory"] as const) {
     });
   });
 }
+
+describe("streams of IPC bytes", () => {
+  it("take IPC stream chunks (passed to the engine as they are) mixed with rows", async () => {
+    const db = await connect("memory://");
+    const table = await db.createTable("t", rows(2));
+    const bytes = tableToIPC(await (await db.createTable("src", rows(3, 10))).toArrow(), "stream");
+    async function* bytesThenRows() {
+      yield bytes;
+      yield rows(2, 20);
+      yield bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    }
+    expect(await table.add(bytesThenRows() as never)).toEqual({ version: 2 });
+    expect(await table.countRows()).toBe(2 + 3 + 2 + 3);
+    const created = await db.createTable("u", bytesThenRows() as never);
+    expect(await created.countRows()).toBe(8);
+    // Damaged bytes in the middle of a stream: nothing lands.
+    async function* damaged() {
+      yield rows(2, 30);
+      yield bytes.slice(0, bytes.length - 20);
+    }
+    await expect(table.add(damaged() as never)).rejects.toBeInstanceOf(QuiverError);
+    expect(await table.countRows()).toBe(10);
+  });
+});
 
 describe("an abandoned native writer", () => {
   it("commits nothing when garbage-collected before finish() (child process, --expose-gc)", async () => {

@@ -415,7 +415,24 @@ export function inMemoryChunks(data: Data, schema?: Schema): Iterable<Table | Re
 
 /** IPC stream bytes of any accepted in-memory data. */
 export function toIPC(data: Data, schema?: Schema): Uint8Array {
-  return tableToIPC(toArrowTable(data, schema), "stream");
+  const bytes = ipcStreamBytes(data);
+  return bytes ?? tableToIPC(toArrowTable(data, schema), "stream");
+}
+
+/**
+ * IPC stream bytes given by the caller, passed to the engine as they are (null when `data` is
+ * not bytes, or is the IPC file format, which is converted in JS). Untrusted bytes are not
+ * decoded in JS: apache-arrow reads their flatbuffers unverified, and one flipped bit can make
+ * it allocate until the process dies (found by the random-input campaign), whereas the engine
+ * verifies every message and refuses bad bytes with an InvalidArgumentError.
+ */
+export function ipcStreamBytes(data: unknown): Uint8Array | null {
+  const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data instanceof Uint8Array ? data : null;
+  if (bytes === null) return null;
+  // The file format starts with "ARROW1" (and has no stream inside that the engine could read:
+  // apache-arrow keeps the schema in the footer only).
+  const file = bytes.length >= 6 && [0x41, 0x52, 0x52, 0x4f, 0x57, 0x31].every((b, i) => bytes[i] === b);
+  return file ? null : bytes;
 }
 
 /** An empty IPC stream carrying only `schema`. */

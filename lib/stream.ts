@@ -2,7 +2,7 @@
 // committed as a single version, or not at all if any chunk fails.
 import type { RecordBatch, Schema, Table } from "apache-arrow";
 import { tableToIPC } from "apache-arrow";
-import { type Data, type DataStream, isRowArray, toArrowTable } from "./arrow.js";
+import { type Data, type DataStream, fromIPC, ipcStreamBytes, isRowArray, toArrowTable } from "./arrow.js";
 import { ownSchema } from "./arrow-interop.js";
 import { native, toQuiverError } from "./errors.js";
 import type { NativeWriter } from "./native.js";
@@ -43,18 +43,29 @@ export async function writeStream(
   let writer: NativeWriter | undefined;
   try {
     const first = await pull();
-    const firstTable = toArrowTable(first.done ? [] : (first.value as Data), first.done ? schema : (rowSchema ?? schema));
-    const firstBytes = tableToIPC(firstTable, "stream");
+    // IPC stream bytes go to the engine as they are (see ipcStreamBytes), the rest through Arrow.
+    const firstRaw = first.done ? null : ipcStreamBytes(first.value);
+    const firstTable =
+      firstRaw === null
+        ? toArrowTable(first.done ? [] : (first.value as Data), first.done ? schema : (rowSchema ?? schema))
+        : null;
+    const firstBytes = firstRaw ?? tableToIPC(firstTable as Table, "stream");
     const w = await native(() => open(firstBytes));
     writer = w;
     if (!first.done) await native(() => w.write(firstBytes));
-    const chunkSchema = rowSchema ?? schema ?? firstTable.schema;
+    let chunkSchema = rowSchema ?? schema ?? firstTable?.schema;
     for (;;) {
       const next = await pull();
       if (next.done) return await native(() => w.finish());
       const chunk = next.value as Data;
-      const bytes = tableToIPC(toArrowTable(chunk, isRowArray(chunk) ? chunkSchema : undefined), "stream");
-      await native(() => w.write(bytes));
+      let bytes = ipcStreamBytes(chunk);
+      if (bytes === null) {
+        // Rows after a first chunk of IPC bytes take its schema (the engine has read those bytes).
+        if (isRowArray(chunk) && chunkSchema === undefined) chunkSchema = fromIPC(firstBytes).schema;
+        bytes = tableToIPC(toArrowTable(chunk, isRowArray(chunk) ? chunkSchema : undefined), "stream");
+      }
+      const b = bytes;
+      await native(() => w.write(b));
     }
   } catch (e) {
     await writer?.abort().catch(() => undefined);
