@@ -97,16 +97,14 @@ export interface NativeTable {
   restore(version?: number): Promise<number>;
   stats(): Promise<NativeTableStats>;
   scan(options: NativeScanOptions): Promise<NativeBatchStream>;
-  explainScan(options: NativeScanOptions, verbose?: boolean): Promise<string>;
-  analyzeScan(options: NativeScanOptions, verbose?: boolean): Promise<string>;
+  planScan(options: NativeScanOptions, verbose: boolean, analyze: boolean): Promise<string>;
   takeRowIds(ids: bigint[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   vectorSearch(
     query: number[],
     options: NativeSearchOptions,
   ): Promise<{ data: Buffer; index?: string | null; partitionsProbed: number; exactRows: number }>;
-  explainVectorSearch(query: number[], options: NativeSearchOptions, verbose?: boolean): Promise<string>;
-  analyzeVectorSearch(query: number[], options: NativeSearchOptions, verbose?: boolean): Promise<string>;
+  planVectorSearch(query: number[], options: NativeSearchOptions, verbose: boolean, analyze: boolean): Promise<string>;
   createIndex(
     column: string,
     options: {

@@ -134,6 +134,12 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   /** Runs the query and returns rows as plain objects. */
   async toArray(options?: ToArrayOptions): Promise<Row[]> {
+    if (options !== undefined) {
+      if (options === null || typeof options !== "object") invalid("toArray() options", "an object", options);
+      if (options.bigIntAsNumber !== undefined && typeof options.bigIntAsNumber !== "boolean") {
+        invalid("bigIntAsNumber", "true or false", options.bigIntAsNumber);
+      }
+    }
     return tableToRows(await this.toArrow(), options);
   }
 
@@ -171,7 +177,7 @@ export class Query implements AsyncIterable<RecordBatch> {
   async explainPlan(verbose = false): Promise<string> {
     verboseArg(verbose, "explainPlan");
     const table = this.target.native();
-    return native(() => table.explainScan(this.scanOptions(), verbose));
+    return native(() => table.planScan(this.scanOptions(), verbose, false));
   }
 
   /**
@@ -182,7 +188,7 @@ export class Query implements AsyncIterable<RecordBatch> {
   async analyzePlan(verbose = false): Promise<string> {
     verboseArg(verbose, "analyzePlan");
     const table = this.target.native();
-    return native(() => table.analyzeScan(this.scanOptions(), verbose));
+    return native(() => table.planScan(this.scanOptions(), verbose, true));
   }
 
   protected scanOptions(): NativeScanOptions {
@@ -321,7 +327,7 @@ export class VectorQuery extends Query {
     verboseArg(verbose, "analyzePlan");
     this.checkSearch();
     const table = this.target.native();
-    return native(() => table.analyzeVectorSearch(this.search.vector, this.searchOptions(), verbose));
+    return native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, true));
   }
 
   override async *stream(): AsyncGenerator<RecordBatch> {
@@ -337,7 +343,7 @@ export class VectorQuery extends Query {
     verboseArg(verbose, "explainPlan");
     this.checkSearch();
     const table = this.target.native();
-    return native(() => table.explainVectorSearch(this.search.vector, this.searchOptions(), verbose));
+    return native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, false));
   }
 }
 

@@ -998,38 +998,29 @@ impl NativeTable {
         })
     }
 
-    /// The engine's plan for a scan, as an indented tree (`verbose` adds every setting).
+    /// The engine's plan for a scan as an indented tree (`verbose` adds every setting); with
+    /// `analyze`, the scan runs to its end and each operator shows what it measured.
     #[napi]
-    pub async fn explain_scan(
+    pub async fn plan_scan(
         &self,
         options: NativeScanOptions,
-        verbose: Option<bool>,
+        verbose: bool,
+        analyze: bool,
     ) -> napi::Result<String> {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
-            let plan = self
-                .table
-                .explain_scan(&self.scan_options(options)?)
-                .await?;
-            Ok(plan.render(verbose.unwrap_or(false), None))
-        })
-        .await
-    }
-
-    /// Runs a scan to its end and returns its plan with the figures each operator measured.
-    #[napi]
-    pub async fn analyze_scan(
-        &self,
-        options: NativeScanOptions,
-        verbose: Option<bool>,
-    ) -> napi::Result<String> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
+            let options = self.scan_options(options)?;
             let started = Instant::now();
-            let plan = self.table.analyze_scan(self.scan_options(options)?).await?;
-            Ok(plan.render(verbose.unwrap_or(false), Some(started.elapsed())))
+            Ok(if analyze {
+                let plan = self.table.analyze_scan(options).await?;
+                plan.render(verbose, Some(started.elapsed()))
+            } else {
+                self.table
+                    .explain_scan(&options)
+                    .await?
+                    .render(verbose, None)
+            })
         })
         .await
     }
@@ -1110,39 +1101,27 @@ impl NativeTable {
         .await
     }
 
-    /// The engine's plan for a vector search, as an indented tree.
+    /// The engine's plan for a vector search as an indented tree; with `analyze`, the search
+    /// runs and each operator shows what it measured.
     #[napi]
-    pub async fn explain_vector_search(
+    pub async fn plan_vector_search(
         &self,
         query: Vec<f64>,
         options: NativeSearchOptions,
-        verbose: Option<bool>,
-    ) -> napi::Result<String> {
-        self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            let search = self.search_options(query, options)?;
-            let plan = quiver_engine::query::explain_search(&self.table, &search)?;
-            Ok(plan.render(verbose.unwrap_or(false), None))
-        })
-        .await
-    }
-
-    /// Runs a vector search and returns its plan with the figures each operator measured.
-    #[napi]
-    pub async fn analyze_vector_search(
-        &self,
-        query: Vec<f64>,
-        options: NativeSearchOptions,
-        verbose: Option<bool>,
+        verbose: bool,
+        analyze: bool,
     ) -> napi::Result<String> {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
             let search = self.search_options(query, options)?;
             let started = Instant::now();
-            let (_, plan) = quiver_engine::query::analyze_search(&self.table, &search).await?;
-            Ok(plan.render(verbose.unwrap_or(false), Some(started.elapsed())))
+            Ok(if analyze {
+                let (_, plan) = quiver_engine::query::analyze_search(&self.table, &search).await?;
+                plan.render(verbose, Some(started.elapsed()))
+            } else {
+                quiver_engine::query::explain_search(&self.table, &search)?.render(verbose, None)
+            })
         })
         .await
     }

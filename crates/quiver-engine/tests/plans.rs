@@ -181,14 +181,12 @@ async fn indexed_search_plan_reports_what_ran() {
 async fn figures_are_per_query_under_concurrency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_db, t) = table(dir.path(), 4, 5000).await;
-    let alone = t
-        .analyze_scan(ScanOptions {
-            columns: Some(vec!["id".into()]),
-            filter: Some(t.parse_filter("id >= 19990").expect("filter")),
-            ..Default::default()
-        })
-        .await
-        .expect("analyze");
+    let last_ten = || ScanOptions {
+        columns: Some(vec!["id".into()]),
+        filter: Some(t.parse_filter("id >= 19990").expect("filter")),
+        ..Default::default()
+    };
+    let alone = t.analyze_scan(last_ten()).await.expect("analyze");
     let alone = metrics(&alone, "Scan");
     assert_eq!(alone.output_rows, 10);
     // The same scan while full scans of every column run on the same connection: its own
@@ -200,14 +198,7 @@ async fn figures_are_per_query_under_concurrency() {
         })
         .collect();
     for _ in 0..5 {
-        let busy = t
-            .analyze_scan(ScanOptions {
-                columns: Some(vec!["id".into()]),
-                filter: Some(t.parse_filter("id >= 19990").expect("filter")),
-                ..Default::default()
-            })
-            .await
-            .expect("analyze");
+        let busy = t.analyze_scan(last_ten()).await.expect("analyze");
         let busy = metrics(&busy, "Scan");
         assert_eq!(
             (busy.output_rows, busy.iops, busy.bytes_read),

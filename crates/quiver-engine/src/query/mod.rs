@@ -1137,6 +1137,28 @@ async fn measured_exact(
     Ok(best)
 }
 
+/// [`exact_at`] measured into `node`.
+async fn measured_exact_at(
+    table: &Table,
+    manifest: &Manifest,
+    rows: &[u64],
+    exact: &Exact,
+    stats: &mut SearchStats,
+    node: &mut PlanNode,
+    analyze: bool,
+) -> Result<Vec<Candidate>> {
+    let probe = Probe::start(analyze);
+    let before = stats.exact_rows;
+    let best = exact_at(&table.measured(&probe), manifest, rows, exact, stats).await?;
+    if analyze {
+        let m = node.metrics_mut();
+        m.output_rows = best.len() as u64;
+        m.rows_ranked = stats.exact_rows - before;
+    }
+    probe.finish(node);
+    Ok(best)
+}
+
 /// The best candidates among the fragments of `indexed` (those the index covers), and the
 /// plan node that found them.
 async fn indexed_search(
@@ -1173,15 +1195,9 @@ async fn indexed_search(
                     .with("rows", rows.len())
                     .with("reason", "(the prefilter matched few rows: ranked exactly instead of probing the index)")
                     .child(pre);
-                let probe = Probe::start(analyze);
-                let before = stats.exact_rows;
-                let best = exact_at(&table.measured(&probe), indexed, &rows, exact, stats).await?;
-                if analyze {
-                    let m = take.metrics_mut();
-                    m.output_rows = best.len() as u64;
-                    m.rows_ranked = stats.exact_rows - before;
-                }
-                probe.finish(&mut take);
+                let best =
+                    measured_exact_at(table, indexed, &rows, exact, stats, &mut take, analyze)
+                        .await?;
                 return Ok((best, take));
             }
             node = node.child(pre);
@@ -1225,15 +1241,16 @@ async fn indexed_search(
         Some(factor) => {
             let mut refine_step = refine_node(factor, search.k).child(node);
             let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
-            let probe = Probe::start(analyze);
-            let before = stats.exact_rows;
-            let best = exact_at(&table.measured(&probe), indexed, &rows, exact, stats).await?;
-            if analyze {
-                let m = refine_step.metrics_mut();
-                m.output_rows = best.len() as u64;
-                m.rows_ranked = stats.exact_rows - before;
-            }
-            probe.finish(&mut refine_step);
+            let best = measured_exact_at(
+                table,
+                indexed,
+                &rows,
+                exact,
+                stats,
+                &mut refine_step,
+                analyze,
+            )
+            .await?;
             Ok((best, refine_step))
         }
         None => Ok((
