@@ -81,7 +81,12 @@ impl<'a> Planner<'a> {
     /// on one column becomes an IN list), leaving `sqlparser`'s terms to [`Self::plan`].
     pub(crate) fn plan_syntax(&self, s: &Syntax) -> PlanResult<Expr> {
         match s {
-            Syntax::Term(e) => self.plan(e),
+            Syntax::Term(e, bound) => {
+                // Room for the term's whole depth: planning, and the `Display` / `span()` of
+                // its sub-expressions in messages, recurse over sqlparser's tree.
+                let stack = super::syntax::term_stack(*bound);
+                stacker::maybe_grow(stack, 2 * stack, || self.plan(e))
+            }
             Syntax::Not(inner, span) => self.enter(
                 || *span,
                 || {
@@ -102,7 +107,7 @@ impl<'a> Planner<'a> {
                     for item in items {
                         let p = self.plan_syntax(item)?;
                         let span = match item {
-                            Syntax::Term(e) => e.span(),
+                            Syntax::Term(e, _) => e.span(),
                             _ => Span::empty(),
                         };
                         check_boolean(&p, what, || describe_syntax(item), span)?;
@@ -118,8 +123,14 @@ impl<'a> Planner<'a> {
         self.enter(
             || e.span(),
             || {
-                let planned = self.plan_inner(e).map_err(|f| f.at(position(e.span())))?;
-                fold(planned).map_err(|f| f.at(position(e.span())))
+                // The innermost position is the precise one: compute a span only when the
+                // error has none yet.
+                let locate = |f: FilterError| match f.position {
+                    Some(_) => f,
+                    None => f.at(position(e.span())),
+                };
+                let planned = self.plan_inner(e).map_err(locate)?;
+                fold(planned).map_err(locate)
             },
         )
     }
@@ -935,7 +946,7 @@ fn check_boolean(
 
 fn describe_syntax(s: &Syntax) -> String {
     match s {
-        Syntax::Term(e) => e.to_string(),
+        Syntax::Term(e, _) => e.to_string(),
         Syntax::Not(..) => "a NOT expression".into(),
         Syntax::And(_) | Syntax::Or(_) => "a parenthesised condition".into(),
     }

@@ -27,7 +27,7 @@ pub const MAX_DEPTH: usize = 256;
 /// (every tree node consumes at least one token of its own). Above [`MAX_DEPTH`] so that the
 /// precise check on the planned tree decides for ordinary terms; it only stops texts built to
 /// be deep, such as 10,000 chained `+`.
-const MAX_TERM_DEPTH: usize = 4 * MAX_DEPTH;
+const MAX_TERM_DEPTH: usize = 8 * MAX_DEPTH;
 
 type SyntaxResult<T> = std::result::Result<T, FilterError>;
 
@@ -40,8 +40,8 @@ pub(crate) enum Syntax {
     And(Vec<Syntax>),
     /// `NOT x`; a run of NOTs keeps only its parity.
     Not(Box<Syntax>, Span),
-    /// Anything else, parsed by `sqlparser`.
-    Term(Box<sql::Expr>),
+    /// Anything else, parsed by `sqlparser`, with the bound on its tree's depth.
+    Term(Box<sql::Expr>, usize),
 }
 
 fn position(location: Location) -> Option<(u64, u64)> {
@@ -310,7 +310,8 @@ impl Splitter<'_> {
     /// One term, parsed by `sqlparser` once its depth is known to be bounded.
     fn term(&self, from: usize, to: usize) -> SyntaxResult<Syntax> {
         let tokens = &self.tokens[from..to];
-        if depth_bound(tokens, &self.groups[from..to], from) > MAX_TERM_DEPTH {
+        let bound = depth_bound(tokens, &self.groups[from..to], from);
+        if bound > MAX_TERM_DEPTH {
             return Err(too_complex(tokens[0].span));
         }
         let dialect = GenericDialect {};
@@ -327,7 +328,9 @@ impl Splitter<'_> {
                 FilterError::new(Kind::Syntax, strip_position(&m)).at(at)
             }
         };
-        let expr = parser.parse_expr().map_err(syntax)?;
+        // sqlparser needs a few KiB of stack per level of recursion.
+        let stack = term_stack(bound);
+        let expr = stacker::maybe_grow(stack, 2 * stack, || parser.parse_expr()).map_err(syntax)?;
         let next = parser.peek_token();
         if next.token != Token::EOF {
             return Err(error_at(
@@ -339,13 +342,20 @@ impl Splitter<'_> {
                 next.span,
             ));
         }
-        Ok(Syntax::Term(Box::new(expr)))
+        Ok(Syntax::Term(Box::new(expr), bound))
     }
+}
+
+/// Stack to keep free before parsing, planning or walking a term whose depth is bounded by
+/// `bound` (a generous 16 KiB a level: sqlparser's frames measure about 5 KiB).
+pub(crate) fn term_stack(bound: usize) -> usize {
+    256 * 1024 + bound * 16 * 1024
 }
 
 /// An upper bound on the depth of the tree `sqlparser` builds from `tokens`: within one bracket
 /// level, items between commas are siblings, and an item's subtree is at most as deep as its
-/// token count plus its deepest bracketed group. Computed in one pass with an explicit stack.
+/// token count plus its deepest bracketed group (every node consumes a token of its own).
+/// Computed in one pass with an explicit stack.
 fn depth_bound(tokens: &[TokenWithSpan], groups: &[usize], offset: usize) -> usize {
     struct Level {
         close: usize,
@@ -394,5 +404,4 @@ fn depth_bound(tokens: &[TokenWithSpan], groups: &[usize], offset: usize) -> usi
         .map(|l| l.deepest.max(l.item + l.inner))
         .max()
         .unwrap_or(0)
-        * 2
 }

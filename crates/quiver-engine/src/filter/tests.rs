@@ -337,3 +337,42 @@ fn unbalanced_brackets_and_dangling_connectives_are_syntax_errors() {
         assert!(e.position.is_some(), "{text}: {e}");
     }
 }
+/// Nesting just under and over the limit, on thread stacks of every usual size (a stack that
+/// is just over the parser's headroom is the tightest case: nothing is grown up front).
+#[test]
+fn nesting_near_the_limit_fits_any_thread() {
+    for kib in [256usize, 1060, 2048] {
+        for n in [250usize, 300, 600] {
+            let texts = [
+                format!("id = {}1", "- ".repeat(n)),
+                format!("{}id{} = 1", "abs(".repeat(n), ")".repeat(n)),
+                format!("id = {}1{}", "(".repeat(n), ")".repeat(n)),
+                format!("{}TRUE{}", "(NOT ".repeat(n), ")".repeat(n)),
+                format!("id{} = 5", " + 1".repeat(n)),
+                format!("lower(name{}) = 'x'", " || 'a'".repeat(n)),
+            ];
+            for text in texts {
+                let outcome = std::thread::Builder::new()
+                    .stack_size(kib * 1024)
+                    .spawn(move || match Filter::parse(&text, &schema()) {
+                        Ok(_) => None,
+                        Err(Error::Filter(e)) => Some(e.kind),
+                        Err(other) => panic!("{other}"),
+                    })
+                    .expect("spawn")
+                    .join()
+                    .expect("no panic");
+                match outcome {
+                    None => assert!(n < MAX_DEPTH, "{n} levels planned"),
+                    Some(kind) => assert!(
+                        matches!(
+                            kind,
+                            FilterErrorKind::TooComplex | FilterErrorKind::Unsupported
+                        ),
+                        "{kind:?}"
+                    ),
+                }
+            }
+        }
+    }
+}
