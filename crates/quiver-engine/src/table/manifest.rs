@@ -13,9 +13,19 @@ use object_store::path::Path;
 use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
-use crate::format::{decode_block_message, encode_block};
-use crate::schema::{FieldProto, TableSchema};
+use crate::format::{
+    decode_bounded_message, encode_block, Shape, MAP_ENTRY_SHAPE, MAX_DECODED_BYTES, MAX_FILE_ROWS,
+};
+use crate::schema::{FieldProto, TableSchema, FIELD_SHAPE};
 use crate::storage::Storage;
+
+/// Largest manifest a reader accepts (a few million fragments).
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// Largest fragment id: a row address keeps the fragment id in its high 32 bits.
+pub const MAX_FRAGMENT_ID: u64 = u32::MAX as u64;
+/// Largest field id a manifest may hold, far below `i32::MAX` so that the ids a schema change
+/// assigns after it can never overflow.
+pub const MAX_FIELD_ID: i32 = 1 << 30;
 
 /// Folder of manifests inside a table.
 pub const VERSIONS_DIR: &str = "_versions";
@@ -159,6 +169,49 @@ pub struct ManifestProto {
     pub max_field_id: i32,
 }
 
+static DATA_FILE_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<DataFileProto>(),
+    messages: &[],
+    repeated: &[2],
+};
+
+static DELETION_FILE_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<DeletionFileProto>(),
+    messages: &[],
+    repeated: &[],
+};
+
+static FRAGMENT_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<FragmentProto>(),
+    messages: &[(2, &DATA_FILE_SHAPE), (4, &DELETION_FILE_SHAPE)],
+    repeated: &[],
+};
+
+static INDEX_METADATA_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<IndexMetadataProto>(),
+    messages: &[],
+    repeated: &[3, 5],
+};
+
+static TRANSACTION_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<TransactionProto>(),
+    messages: &[],
+    repeated: &[4, 5, 6],
+};
+
+/// [`ManifestProto`]: every message-typed field, so decoding is bounded before it starts.
+pub static MANIFEST_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<ManifestProto>(),
+    messages: &[
+        (3, &FIELD_SHAPE),
+        (4, &MAP_ENTRY_SHAPE),
+        (5, &FRAGMENT_SHAPE),
+        (6, &INDEX_METADATA_SHAPE),
+        (7, &TRANSACTION_SHAPE),
+    ],
+    repeated: &[],
+};
+
 /// A decoded manifest with its schema resolved.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -203,18 +256,45 @@ impl Manifest {
     }
 
     fn from_proto(proto: ManifestProto, path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::corrupt(path, why);
+        if proto.max_field_id > MAX_FIELD_ID || proto.fields.iter().any(|f| f.id > MAX_FIELD_ID) {
+            return Err(bad(format!("manifest uses field ids above {MAX_FIELD_ID}")));
+        }
         let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())
-            .map_err(|e| Error::corrupt(path, format!("manifest schema: {e}")))?;
-        let mut seen = std::collections::HashSet::new();
+            .map_err(|e| bad(format!("manifest schema: {e}")))?;
+        if proto.next_fragment_id > MAX_FRAGMENT_ID + 1 {
+            return Err(bad(format!(
+                "manifest's next fragment id {} is above {MAX_FRAGMENT_ID}",
+                proto.next_fragment_id
+            )));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(proto.fragments.len());
         for f in &proto.fragments {
             if !seen.insert(f.id) || f.id >= proto.next_fragment_id {
-                return Err(Error::corrupt(
-                    path,
-                    "manifest lists an invalid fragment id",
-                ));
+                return Err(bad(format!(
+                    "manifest lists fragment id {} twice or at or above its next id",
+                    f.id
+                )));
             }
-            if f.files.is_empty() || f.physical_rows > u32::MAX as u64 {
-                return Err(Error::corrupt(path, "manifest lists an invalid fragment"));
+            if f.files.is_empty() || f.files.iter().any(|d| d.path.is_empty()) {
+                return Err(bad(format!(
+                    "fragment {} lists no data file, or one without a path",
+                    f.id
+                )));
+            }
+            if f.physical_rows > MAX_FILE_ROWS {
+                return Err(bad(format!(
+                    "fragment {} claims {} rows; a fragment holds at most {MAX_FILE_ROWS}",
+                    f.id, f.physical_rows
+                )));
+            }
+            if let Some(d) = &f.deletion {
+                if d.path.is_empty() || d.num_deleted_rows > f.physical_rows {
+                    return Err(bad(format!(
+                        "fragment {} has {} rows but a deletion vector of {} (path '{}')",
+                        f.id, f.physical_rows, d.num_deleted_rows, d.path
+                    )));
+                }
             }
         }
         Ok(Manifest { proto, schema })
@@ -227,7 +307,16 @@ impl Manifest {
 
     /// Decodes and validates a manifest read from `path`.
     pub fn decode(bytes: &[u8], path: &Path, expected_version: u64) -> Result<Self> {
-        let proto: ManifestProto = decode_block_message(bytes, path, "manifest")?;
+        let mut budget = MAX_DECODED_BYTES;
+        let proto: ManifestProto =
+            decode_bounded_message(bytes, path, "manifest", &MANIFEST_SHAPE, &mut budget)?;
+        // Versions count from 1, and one more must fit after it.
+        if proto.version == 0 || proto.version == u64::MAX {
+            return Err(Error::corrupt(
+                path,
+                format!("manifest has the impossible version {}", proto.version),
+            ));
+        }
         if proto.version != expected_version {
             return Err(Error::corrupt(
                 path,
@@ -300,7 +389,11 @@ impl ManifestStore {
     /// Reads the manifest of `version`; `Ok(None)` when it does not exist.
     pub async fn read(&self, version: u64) -> Result<Option<(Arc<Manifest>, VersionEntry)>> {
         let path = self.path_of(version);
-        match self.storage.read_all_with_meta(&path).await {
+        match self
+            .storage
+            .read_all_at_most(&path, MAX_MANIFEST_BYTES, "manifest")
+            .await
+        {
             Ok((bytes, meta)) => Ok(Some((
                 Arc::new(Manifest::decode(&bytes, &path, version)?),
                 VersionEntry {
