@@ -188,7 +188,7 @@ pub fn check_layout(
 ) -> std::result::Result<(), String> {
     let mut end = 0u64;
     for (i, &(offset, length)) in buffers.iter().enumerate() {
-        if offset != end.next_multiple_of(BUFFER_ALIGNMENT as u64) {
+        if Some(offset) != end.checked_next_multiple_of(BUFFER_ALIGNMENT as u64) {
             return Err(format!(
                 "buffer {i} starts at {offset}, not where buffer {} ends",
                 i.saturating_sub(1)
@@ -638,6 +638,7 @@ mod tests {
         assert!(check_layout(dt, 3, &page.buffers, len + 64).is_err());
         // Offsets that overflow, vectors too long for their row count.
         assert!(check_layout(dt, 3, &[(0, 1), (u64::MAX, 12)], u64::MAX).is_err());
+        assert!(check_layout(dt, 3, &[(0, u64::MAX - 2), (0, 0)], u64::MAX).is_err());
         let item = Arc::new(Field::new("item", DataType::Float32, true));
         let vectors = DataType::FixedSizeList(item, i32::MAX);
         assert!(check_layout(&vectors, u64::MAX / 2, &[(0, 0), (0, 0), (0, 0)], 0).is_err());

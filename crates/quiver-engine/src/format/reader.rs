@@ -204,9 +204,8 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
                 "column metadata has the wrong field id",
             ));
         }
-        let schema = TableSchema::from_protos(proto.fields, HashMap::new()).map_err(|e| {
-            Error::corrupt(path, format!("column {} has a bad type: {e}", loc.field_id))
-        })?;
+        let schema = TableSchema::from_protos(proto.fields, HashMap::new())
+            .map_err(|e| e.corrupt_in(path, &format!("type of column {}", loc.field_id)))?;
         let data_type = match schema.arrow.fields().first() {
             Some(f) if schema.arrow.fields().len() == 1 => f.data_type().clone(),
             _ => {

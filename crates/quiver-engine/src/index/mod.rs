@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
+use arrow_schema::DataType;
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +28,7 @@ use self::pq::ProductQuantizer;
 use crate::error::{Error, Result};
 use crate::linalg::DistanceType;
 use crate::query::{resolve_column, Candidate};
+use crate::schema::TableSchema;
 use crate::table::manifest::{IndexMetadataProto, Manifest, INDICES_DIR};
 use crate::table::{ScanOptions, Table};
 
@@ -219,6 +221,52 @@ pub async fn drop_index(table: &Table, name: &str) -> Result<u64> {
             },
         )
         .await
+}
+
+/// Checks a manifest's entry for a vector index against the schema it is listed with: its
+/// details decode and name a distance its kind supports, and it is on one vector column of
+/// the length it describes (hamming: of bytes). So a search never meets an index that does
+/// not fit its column. Entries of index types this build does not know are left alone.
+pub(crate) fn check_entry(
+    meta: &IndexMetadataProto,
+    schema: &TableSchema,
+) -> std::result::Result<(), String> {
+    let Some(kind) = IndexKind::parse(&meta.index_type) else {
+        return Ok(());
+    };
+    let d: VectorIndexDetailsProto = prost::Message::decode(meta.details.as_slice())
+        .map_err(|e| format!("its details do not decode: {e}"))?;
+    let distance: DistanceType = d
+        .distance_type
+        .parse()
+        .map_err(|_| format!("unknown distance type '{}'", d.distance_type))?;
+    let column = match meta.field_ids.as_slice() {
+        [id] => schema.field_ids.iter().position(|f| f == id),
+        _ => None,
+    }
+    .map(|i| schema.arrow.field(i))
+    .ok_or("it is not on one column of the table")?;
+    let DataType::FixedSizeList(item, dim) = column.data_type() else {
+        return Err(format!("column '{}' is not a vector column", column.name()));
+    };
+    if i64::from(d.dim) != i64::from(*dim) {
+        return Err(format!(
+            "it describes vectors of {} values, column '{}' holds {dim}",
+            d.dim,
+            column.name()
+        ));
+    }
+    if distance == DistanceType::Hamming
+        && (kind == IndexKind::IvfPq || item.data_type() != &DataType::UInt8)
+    {
+        return Err(format!(
+            "{} with hamming distance on column '{}' of {}",
+            kind.name(),
+            column.name(),
+            item.data_type()
+        ));
+    }
+    Ok(())
 }
 
 /// The distance type an index was trained for.

@@ -261,7 +261,7 @@ impl Manifest {
             return Err(bad(format!("manifest uses field ids above {MAX_FIELD_ID}")));
         }
         let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())
-            .map_err(|e| bad(format!("manifest schema: {e}")))?;
+            .map_err(|e| e.corrupt_in(path, "manifest schema"))?;
         if proto.next_fragment_id > MAX_FRAGMENT_ID + 1 {
             return Err(bad(format!(
                 "manifest's next fragment id {} is above {MAX_FRAGMENT_ID}",
@@ -296,6 +296,10 @@ impl Manifest {
                     )));
                 }
             }
+        }
+        for index in &proto.indices {
+            crate::index::check_entry(index, &schema)
+                .map_err(|why| bad(format!("index '{}': {why}", index.name)))?;
         }
         Ok(Manifest { proto, schema })
     }
@@ -430,6 +434,111 @@ mod tests {
         assert_eq!(
             parse_manifest_name(&format!("{}.tmp", "0".repeat(20))),
             None
+        );
+    }
+
+    /// A manifest of one fragment and an index on a float vector column of length 4.
+    fn sample() -> ManifestProto {
+        use arrow_schema::{DataType, Field, Schema};
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let schema = TableSchema::new(&Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::FixedSizeList(item, 4), true),
+        ]))
+        .unwrap();
+        let details = crate::index::VectorIndexDetailsProto {
+            distance_type: "l2".into(),
+            num_partitions: 2,
+            dim: 4,
+            ..Default::default()
+        };
+        ManifestProto {
+            version: 3,
+            fields: schema.fields,
+            fragments: vec![FragmentProto {
+                id: 0,
+                files: vec![DataFileProto {
+                    path: "data/a.qvd".into(),
+                    field_ids: vec![0, 1],
+                    size_bytes: 100,
+                }],
+                physical_rows: 10,
+                deletion: Some(DeletionFileProto {
+                    path: "_deletions/0-2-b.del".into(),
+                    num_deleted_rows: 2,
+                }),
+            }],
+            indices: vec![IndexMetadataProto {
+                name: "v_idx".into(),
+                field_ids: vec![1],
+                fragment_ids: vec![0],
+                index_type: "IVF_FLAT".into(),
+                details: prost::Message::encode_to_vec(&details),
+                ..Default::default()
+            }],
+            next_fragment_id: 1,
+            max_field_id: 2,
+            ..Default::default()
+        }
+    }
+
+    fn decode(proto: &ManifestProto) -> Result<Manifest> {
+        let bytes = encode_block(prost::Message::encode_to_vec(proto));
+        Manifest::decode(&bytes, &Path::from("m"), proto.version)
+    }
+
+    fn with_details(
+        m: &mut ManifestProto,
+        edit: impl Fn(&mut crate::index::VectorIndexDetailsProto),
+    ) {
+        let index = &mut m.indices[0];
+        let mut details = prost::Message::decode(index.details.as_slice()).unwrap();
+        edit(&mut details);
+        index.details = prost::Message::encode_to_vec(&details);
+    }
+
+    #[test]
+    fn impossible_manifests_are_corrupt() {
+        decode(&sample()).expect("the sample is valid");
+        let corrupt = |edit: &dyn Fn(&mut ManifestProto)| {
+            let mut proto = sample();
+            edit(&mut proto);
+            let err = decode(&proto).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        };
+        corrupt(&|m| m.version = 0);
+        corrupt(&|m| m.version = u64::MAX);
+        corrupt(&|m| m.max_field_id = MAX_FIELD_ID + 1);
+        corrupt(&|m| m.fields[0].id = MAX_FIELD_ID + 1);
+        corrupt(&|m| m.next_fragment_id = MAX_FRAGMENT_ID + 2);
+        corrupt(&|m| m.fragments[0].physical_rows = MAX_FILE_ROWS + 1);
+        corrupt(&|m| m.fragments[0].files[0].path.clear());
+        corrupt(&|m| {
+            if let Some(d) = &mut m.fragments[0].deletion {
+                d.num_deleted_rows = 11;
+            }
+        });
+        corrupt(&|m| with_details(m, |d| d.dim = 8));
+        corrupt(&|m| with_details(m, |d| d.distance_type = "hamming".into()));
+        corrupt(&|m| with_details(m, |d| d.distance_type = "taxicab".into()));
+        corrupt(&|m| m.indices[0].field_ids = vec![0]);
+        corrupt(&|m| m.indices[0].details = vec![0xff]);
+        // Index types this build does not know are left to their readers.
+        let mut other = sample();
+        other.indices[0].index_type = "BTREE".into();
+        other.indices[0].details = vec![0xff];
+        decode(&other).expect("an unknown index type is not checked");
+    }
+
+    #[test]
+    fn a_manifest_claiming_millions_of_fragments_is_refused_before_decoding() {
+        // Eight million empty fragments: 16 MiB encoded, far more as structs.
+        let payload = [0x2a, 0x00].repeat(8 << 20);
+        let bytes = encode_block(payload);
+        let err = Manifest::decode(&bytes, &Path::from("m"), 1).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { reason, .. } if reason.contains("memory")),
+            "{err}"
         );
     }
 }
