@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use proptest::prelude::*;
-use proptest::sample::Index;
 use prost::Message;
 use quiver_engine::format::{
     decode_block, encode_block, ColumnIndexProto, ColumnLocation, ColumnMetadataProto, Footer,
@@ -117,7 +116,7 @@ struct Fixture {
 
 impl Fixture {
     /// Live rows chosen by `rows`.
-    fn pick_rows(&self, rows: &[Index]) -> Vec<u64> {
+    fn pick_rows(&self, rows: &[Pick]) -> Vec<u64> {
         rows.iter()
             .map(|i| self.live_rows[i.index(self.live_rows.len())])
             .collect()
@@ -310,8 +309,8 @@ fn has_vectors(table: &Table, name: &str, dim: usize) -> bool {
 }
 
 /// Rows a case takes: some of the fixture's live rows, in any order, repeats allowed.
-fn rows() -> impl Strategy<Value = Vec<Index>> {
-    prop::collection::vec(any::<Index>(), 1..24)
+fn rows() -> impl Strategy<Value = Vec<Pick>> {
+    prop::collection::vec(choice(), 1..24)
 }
 
 /// Runs every read path on the table as the files now are, from a fresh connection (no
@@ -410,26 +409,28 @@ impl Value {
     }
 }
 
-/// Boundaries (0, alignments, 32-bit limits, overflow) and small values near the truth.
+/// Zero, alignments, the 32-bit limits and values that overflow when added to or multiplied.
+const BOUNDARIES: [u64; 14] = [
+    0,
+    1,
+    7,
+    8,
+    63,
+    64,
+    4096,
+    i32::MAX as u64,
+    u32::MAX as u64,
+    1 << 32,
+    1 << 40,
+    u64::MAX / 2,
+    u64::MAX - 7,
+    u64::MAX,
+];
+
+/// Boundaries and small values near the truth.
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
-        prop::sample::select(vec![
-            0u64,
-            1,
-            7,
-            8,
-            63,
-            64,
-            4096,
-            i32::MAX as u64,
-            u32::MAX as u64,
-            1 << 32,
-            1 << 40,
-            u64::MAX / 2,
-            u64::MAX - 7,
-            u64::MAX,
-        ])
-        .prop_map(Value::Set),
+        prop::sample::select(BOUNDARIES.to_vec()).prop_map(Value::Set),
         (0u64..70_000).prop_map(Value::Set),
         (-130i64..130).prop_map(Value::Add),
     ]
@@ -455,8 +456,33 @@ const TYPES: [&str; 16] = [
     "no such type",
 ];
 
+/// Chooses among however many elements there turn out to be.
+#[derive(Debug, Clone, Copy)]
+struct Pick(usize);
+
+impl Pick {
+    const FIRST: Pick = Pick(0);
+    const LAST: Pick = Pick(usize::MAX);
+
+    fn index(self, len: usize) -> usize {
+        if self.0 == usize::MAX {
+            len - 1
+        } else {
+            self.0 % len
+        }
+    }
+}
+
+fn choice() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        Just(Pick::FIRST),
+        Just(Pick::LAST),
+        any::<usize>().prop_map(Pick)
+    ]
+}
+
 /// Removes the element `at` chooses, or appends a copy of it.
-fn remove_or_repeat<T: Clone>(items: &mut Vec<T>, at: &Index, repeat: bool) {
+fn remove_or_repeat<T: Clone>(items: &mut Vec<T>, at: &Pick, repeat: bool) {
     if items.is_empty() {
         return;
     }
@@ -468,7 +494,7 @@ fn remove_or_repeat<T: Clone>(items: &mut Vec<T>, at: &Index, repeat: bool) {
     }
 }
 
-fn pick<'a, T>(items: &'a mut [T], i: &Index) -> Option<&'a mut T> {
+fn pick<'a, T>(items: &'a mut [T], i: &Pick) -> Option<&'a mut T> {
     if items.is_empty() {
         None
     } else {
@@ -517,62 +543,62 @@ impl DataFile {
 enum DataEdit {
     /// A page's offset, length, rows, nulls, checksum, statistics or NaN flag.
     Page {
-        column: Index,
-        page: Index,
+        column: Pick,
+        page: Pick,
         field: u8,
         value: Value,
     },
     /// One number of a page's buffer table.
     Buffer {
-        column: Index,
-        page: Index,
-        slot: Index,
+        column: Pick,
+        page: Pick,
+        slot: Pick,
         value: Value,
     },
     /// A page's buffer table with entries removed or added.
     BufferCount {
-        column: Index,
-        page: Index,
+        column: Pick,
+        page: Pick,
         remove: bool,
         count: usize,
     },
     /// A page removed or repeated.
     PageCount {
-        column: Index,
-        page: Index,
+        column: Pick,
+        page: Pick,
         repeat: bool,
     },
     /// A field of a column's type subtree with another type, id or parent, or repeated.
     FieldType {
-        column: Index,
-        field: Index,
+        column: Pick,
+        field: Pick,
         logical_type: &'static str,
     },
     FieldIds {
-        column: Index,
-        field: Index,
+        column: Pick,
+        field: Pick,
         id: Value,
         parent: Value,
     },
     FieldCount {
-        column: Index,
-        field: Index,
+        column: Pick,
+        field: Pick,
         repeat: bool,
     },
     ColumnFieldId {
-        column: Index,
+        column: Pick,
         value: Value,
     },
     /// Edits of the column index, after the blocks are placed: a location's field id,
     /// offset or length, the row count, a column removed or repeated.
     Location {
-        column: Index,
+        column: Pick,
         field: u8,
         value: Value,
     },
     IndexRows(Value),
     ColumnCount {
-        column: Index,
+        column: Pick,
         repeat: bool,
     },
     /// The footer's index offset, index length, column count, row count or version.
@@ -583,7 +609,7 @@ enum DataEdit {
 }
 
 fn data_edit() -> impl Strategy<Value = DataEdit> {
-    let i = any::<Index>;
+    let i = choice;
     prop_oneof![
         3 => (i(), i(), 0u8..7, value()).prop_map(|(column, page, field, value)| {
             DataEdit::Page { column, page, field, value }
@@ -812,8 +838,8 @@ enum DeletionEdit {
     /// The stored serialization with bytes replaced (cookie, container count, keys,
     /// cardinalities, offsets, values), cut short or extended.
     Bytes {
-        writes: Vec<(Index, u8)>,
-        cut: Option<Index>,
+        writes: Vec<(Pick, u8)>,
+        cut: Option<Pick>,
         extend: Vec<u8>,
     },
 }
@@ -836,8 +862,8 @@ fn deletion_edit() -> impl Strategy<Value = DeletionEdit> {
                 count,
             }),
         (
-            prop::collection::vec((any::<Index>(), any::<u8>()), 1..6),
-            prop::option::of(any::<Index>()),
+            prop::collection::vec((choice(), any::<u8>()), 1..6),
+            prop::option::of(choice()),
             prop::collection::vec(any::<u8>(), 0..24),
         )
             .prop_map(|(writes, cut, extend)| DeletionEdit::Bytes {
@@ -902,7 +928,7 @@ enum IndexEdit {
     },
     /// A partition offset set, or one added or removed.
     Offset {
-        slot: Index,
+        slot: Pick,
         value: Value,
     },
     OffsetCount {
@@ -910,27 +936,27 @@ enum IndexEdit {
     },
     /// A row address set to a row of a covered fragment (maybe past its end) or anything.
     RowId {
-        slot: Index,
-        fragment: Index,
+        slot: Pick,
+        fragment: Pick,
         row: u32,
         anywhere: bool,
     },
     /// A float of the centroids, codebooks or flat vectors set to an odd value.
     Float {
         field: u8,
-        slot: Index,
+        slot: Pick,
         value: f32,
     },
     /// A byte set anywhere in a byte field (PQ codes, binary vectors).
     Byte {
         field: u8,
-        slot: Index,
+        slot: Pick,
         byte: u8,
     },
 }
 
 fn index_edit() -> impl Strategy<Value = IndexEdit> {
-    let i = any::<Index>;
+    let i = choice;
     prop_oneof![
         1 => prop::sample::select(vec!["IVF_PQ", "IVF_FLAT", "HNSW", ""]).prop_map(IndexEdit::Kind),
         1 => prop::sample::select(vec!["l2", "cosine", "dot", "hamming", "manhattan"])
@@ -954,6 +980,18 @@ fn index_edit() -> impl Strategy<Value = IndexEdit> {
         2 => (0u8..4, i(), any::<u8>())
             .prop_map(|(field, slot, byte)| IndexEdit::Byte { field, slot, byte }),
     ]
+}
+
+/// Makes the manifest's entry describe `file` as it now is.
+fn describe(meta: &mut quiver_engine::table::manifest::IndexMetadataProto, file: &IvfFile) {
+    edit_details(meta, |d| {
+        d.dim = file.dim;
+        d.num_partitions = file.num_partitions;
+        d.num_sub_vectors = file.pq_sub_vectors;
+        d.num_rows = file.row_ids.len() as u64 / 8;
+        d.distance_type = file.distance.clone();
+    });
+    meta.index_type = file.kind.clone();
 }
 
 fn craft_index(file: &mut IvfFile, edits: &[IndexEdit], covered: &[u64]) {
@@ -1031,84 +1069,84 @@ enum ManifestEdit {
     NextFragmentId(Value),
     MaxFieldId(Value),
     FragmentId {
-        fragment: Index,
+        fragment: Pick,
         value: Value,
     },
     PhysicalRows {
-        fragment: Index,
+        fragment: Pick,
         value: Value,
     },
     /// A data file entry pointed at another file of the table (any kind).
     FilePath {
-        fragment: Index,
-        to: Index,
+        fragment: Pick,
+        to: Pick,
     },
     FileFieldIds {
-        fragment: Index,
+        fragment: Pick,
         value: Value,
         clear: bool,
     },
     NoFiles {
-        fragment: Index,
+        fragment: Pick,
     },
     /// A deletion entry pointed at any file of the table, with any count; or removed.
     Deletion {
-        fragment: Index,
-        to: Index,
+        fragment: Pick,
+        to: Pick,
         count: Value,
     },
     NoDeletion {
-        fragment: Index,
+        fragment: Pick,
     },
     FragmentCount {
-        fragment: Index,
+        fragment: Pick,
         repeat: bool,
     },
     Field {
-        field: Index,
+        field: Pick,
         id: Value,
         parent: Value,
     },
     FieldType {
-        field: Index,
+        field: Pick,
         logical_type: &'static str,
     },
     FieldCount {
-        field: Index,
+        field: Pick,
         repeat: bool,
     },
     /// An index entry's details (dimensions, counts, distance), covered fragments, column,
     /// type or file.
     IndexDetails {
-        index: Index,
+        index: Pick,
         field: u8,
         value: Value,
     },
     IndexDistance {
-        index: Index,
+        index: Pick,
         distance: &'static str,
     },
     IndexFragments {
-        index: Index,
+        index: Pick,
         value: Value,
         clear: bool,
     },
     IndexColumn {
-        index: Index,
+        index: Pick,
         value: Value,
     },
     IndexType {
-        index: Index,
+        index: Pick,
         kind: &'static str,
     },
     IndexUuid {
-        index: Index,
-        from: Index,
+        index: Pick,
+        from: Pick,
     },
 }
 
 fn manifest_edit() -> impl Strategy<Value = ManifestEdit> {
-    let i = any::<Index>;
+    let i = choice;
     prop_oneof![
         1 => value().prop_map(ManifestEdit::Version),
         1 => value().prop_map(ManifestEdit::NextFragmentId),
@@ -1158,7 +1196,7 @@ fn edit_details(
 }
 
 fn craft_manifest(m: &mut ManifestProto, edits: &[ManifestEdit], files: &[String]) {
-    let any_file = |to: &Index| files[to.index(files.len())].clone();
+    let any_file = |to: &Pick| files[to.index(files.len())].clone();
     for edit in edits {
         match edit {
             ManifestEdit::Version(v) => m.version = v.apply(m.version),
@@ -1305,7 +1343,7 @@ proptest! {
     /// A data file whose page tables, types, column index and footer say anything.
     #[test]
     fn crafted_data_files(
-        file in any::<Index>(),
+        file in choice(),
         edits in prop::collection::vec(data_edit(), 1..3),
         take in rows(),
     ) {
@@ -1338,7 +1376,7 @@ proptest! {
     /// A deletion file holding any bitmap, or a damaged serialization, under a valid CRC.
     #[test]
     fn crafted_deletion_files(
-        which in any::<Index>(),
+        which in choice(),
         edit in deletion_edit(),
         take in rows(),
     ) {
@@ -1397,7 +1435,7 @@ proptest! {
     /// the file itself must be consistent about is what is tested.
     #[test]
     fn crafted_index_files(
-        which in any::<Index>(),
+        which in choice(),
         edits in prop::collection::vec(index_edit(), 1..4),
         describe in any::<bool>(),
         take in rows(),
@@ -1411,14 +1449,7 @@ proptest! {
         let mut file: IvfFile = decode_payload(f.bytes(&path));
         craft_index(&mut file, &edits, &meta.fragment_ids);
         if describe {
-            edit_details(meta, |d| {
-                d.dim = file.dim;
-                d.num_partitions = file.num_partitions;
-                d.num_sub_vectors = file.pq_sub_vectors;
-                d.num_rows = file.row_ids.len() as u64 / 8;
-                d.distance_type = file.distance.clone();
-            });
-            meta.index_type = file.kind.clone();
+            self::describe(meta, &file);
         }
         let manifest_path = f.manifest_path();
         f.write(&path, &encode_block(file.encode_to_vec()));
@@ -1427,6 +1458,138 @@ proptest! {
         f.restore(&path);
         f.restore(&manifest_path);
     }
+}
+
+// The combinations a random search rarely meets (a footer offset of 2^64 - 1 and an index
+// length that wraps it): every boundary value in every number of the first and last entry.
+
+/// Each of `edits` in turn, crafted into the file at `path` (and the manifest, for index
+/// edits), read through every path.
+fn sweep<E>(f: &Fixture, edits: &[E], apply: impl Fn(&E)) {
+    let rows = &f.live_rows[..16];
+    for edit in edits {
+        apply(edit);
+        let allowed = Allowed {
+            row_not_found: true,
+        };
+        runtime().block_on(read_everything(f, rows, allowed));
+    }
+    for (path, bytes) in &f.files {
+        f.write(path, bytes);
+    }
+}
+
+#[test]
+fn boundary_values_in_data_files() {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    let f = fixture(&FIXTURE);
+    let mut edits = Vec::new();
+    for value in BOUNDARIES.map(Value::Set) {
+        for at in [Pick::FIRST, Pick::LAST] {
+            edits.extend((0..5).map(|field| DataEdit::Page {
+                column: at,
+                page: at,
+                field,
+                value: value.clone(),
+            }));
+            edits.extend((0..4).map(|slot| DataEdit::Buffer {
+                column: at,
+                page: at,
+                slot: Pick(slot),
+                value: value.clone(),
+            }));
+            edits.extend((0..3).map(|field| DataEdit::Location {
+                column: at,
+                field,
+                value: value.clone(),
+            }));
+        }
+        edits.push(DataEdit::IndexRows(value.clone()));
+        edits.extend((0..6).map(|field| DataEdit::Footer {
+            field,
+            value: value.clone(),
+        }));
+    }
+    let path = &f.paths_under("data/")[0];
+    sweep(f, &edits, |edit| {
+        f.write(
+            path,
+            &craft_data_file(f.bytes(path), std::slice::from_ref(edit)),
+        )
+    });
+}
+
+#[test]
+fn boundary_values_in_manifests() {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    let f = fixture(&FIXTURE);
+    let mut edits = Vec::new();
+    for value in BOUNDARIES.map(Value::Set) {
+        edits.push(ManifestEdit::Version(value.clone()));
+        edits.push(ManifestEdit::NextFragmentId(value.clone()));
+        edits.push(ManifestEdit::MaxFieldId(value.clone()));
+        for at in [Pick::FIRST, Pick::LAST] {
+            edits.push(ManifestEdit::FragmentId {
+                fragment: at,
+                value: value.clone(),
+            });
+            edits.push(ManifestEdit::PhysicalRows {
+                fragment: at,
+                value: value.clone(),
+            });
+        }
+        for index in [Pick(0), Pick(1), Pick(2)] {
+            edits.extend((0..5).map(|field| ManifestEdit::IndexDetails {
+                index,
+                field,
+                value: value.clone(),
+            }));
+        }
+    }
+    let path = f.manifest_path();
+    let files: Vec<String> = f.files.iter().map(|(p, _)| p.clone()).collect();
+    sweep(f, &edits, |edit| {
+        let mut manifest = f.manifest();
+        craft_manifest(&mut manifest, std::slice::from_ref(edit), &files);
+        f.write(&path, &encode_block(manifest.encode_to_vec()));
+    });
+}
+
+#[test]
+fn boundary_values_in_index_files() {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    let f = fixture(&FIXTURE);
+    let mut edits = Vec::new();
+    for value in BOUNDARIES.map(Value::Set) {
+        for index in 0..3 {
+            for edit in [
+                IndexEdit::Dim(value.clone()),
+                IndexEdit::Partitions(value.clone()),
+                IndexEdit::SubVectors(value.clone()),
+                IndexEdit::Offset {
+                    slot: Pick::FIRST,
+                    value: value.clone(),
+                },
+                IndexEdit::Offset {
+                    slot: Pick::LAST,
+                    value: value.clone(),
+                },
+            ] {
+                edits.push((index, edit));
+            }
+        }
+    }
+    let manifest_path = f.manifest_path();
+    sweep(f, &edits, |(index, edit)| {
+        let mut manifest = f.manifest();
+        let meta = &mut manifest.indices[*index];
+        let path = format!("_indices/{}/index.qvi", meta.uuid);
+        let mut file: IvfFile = decode_payload(f.bytes(&path));
+        craft_index(&mut file, std::slice::from_ref(edit), &meta.fragment_ids);
+        describe(meta, &file);
+        f.write(&path, &encode_block(file.encode_to_vec()));
+        f.write(&manifest_path, &encode_block(manifest.encode_to_vec()));
+    });
 }
 
 /// The fixture itself reads back whole, through every path, with nothing crafted.
