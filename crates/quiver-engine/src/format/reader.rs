@@ -440,7 +440,8 @@ impl FileReader {
              -> Result<()> {
                 let mut at = from;
                 while at < to {
-                    let n = ((to - at) as usize).min(run_bytes);
+                    // Not `as usize`: on 32-bit targets that could truncate to 0 and spin.
+                    let n = run_bytes.min(usize::try_from(to - at).unwrap_or(usize::MAX));
                     let bytes = &mut buf.as_slice_mut()[..n];
                     file.read_exact_at(meta.offset + at, bytes)?;
                     crc.update(bytes);
