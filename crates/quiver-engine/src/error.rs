@@ -158,6 +158,15 @@ impl Error {
         }
     }
 
+    /// This error said of the file at `path`, after `context`: a stored schema is checked
+    /// before it is known which file it came from, so its `Corrupt` names no real file.
+    pub(crate) fn corrupt_in(self, path: impl fmt::Display, context: &str) -> Self {
+        match self {
+            Error::Corrupt { reason, .. } => Error::corrupt(path, format!("{context}: {reason}")),
+            other => Error::corrupt(path, format!("{context}: {other}")),
+        }
+    }
+
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }

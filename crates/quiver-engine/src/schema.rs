@@ -37,6 +37,20 @@ pub struct FieldProto {
     pub metadata: HashMap<String, String>,
 }
 
+/// [`FieldProto`]: its metadata is a map.
+pub static FIELD_SHAPE: crate::format::Shape = crate::format::Shape {
+    size: std::mem::size_of::<FieldProto>(),
+    messages: &[(7, &crate::format::MAP_ENTRY_SHAPE)],
+    repeated: &[],
+};
+
+/// Longest vector (`fixed_size_list`) a table stores: 2^20 values, 8 MiB of float64. Bounds
+/// what one value costs to read or buffer, whatever length a file claims.
+pub const MAX_VECTOR_DIM: i32 = 1 << 20;
+
+/// Deepest nesting of types, stored or written.
+const MAX_NESTING: usize = 64;
+
 /// A table schema plus the id of each top-level field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSchema {
@@ -82,18 +96,44 @@ impl TableSchema {
         })
     }
 
-    /// Rebuilds a schema from its stored fields.
+    /// Rebuilds a schema from its stored fields, checking they form a schema Quiver writes:
+    /// unique non-negative ids, every field reached from a top-level column exactly once (no
+    /// cycles, no orphans, no children of leaf types), and only supported types.
     pub fn from_protos(fields: Vec<FieldProto>, metadata: HashMap<String, String>) -> Result<Self> {
+        let mut ids = std::collections::HashSet::with_capacity(fields.len());
         let mut children: HashMap<i32, Vec<&FieldProto>> = HashMap::new();
         for f in &fields {
+            // Unique ids make the parent links a forest: with a repeated id, a struct could
+            // list itself among its members and unflattening would never end.
+            if f.id < 0 || !ids.insert(f.id) {
+                return Err(Error::corrupt(
+                    "schema",
+                    format!("field '{}' has a negative or repeated id {}", f.name, f.id),
+                ));
+            }
             children.entry(f.parent_id).or_default().push(f);
         }
         let top = children.get(&-1).cloned().unwrap_or_default();
         let mut arrow_fields = Vec::with_capacity(top.len());
         let mut field_ids = Vec::with_capacity(top.len());
+        let mut visited = 0;
         for f in top {
-            arrow_fields.push(unflatten(f, &children, 0)?);
+            let field = unflatten(f, &children, 0, &mut visited)?;
+            check_supported(field.name(), field.data_type())
+                .map_err(|e| Error::corrupt("schema", format!("field '{}': {e}", field.name())))?;
+            arrow_fields.push(field);
             field_ids.push(f.id);
+        }
+        if visited != fields.len() {
+            return Err(Error::corrupt(
+                "schema",
+                format!(
+                    "{} of {} fields are not reached from a top-level column (a missing \
+                     parent, a cycle, or a child of a type without children)",
+                    fields.len() - visited,
+                    fields.len()
+                ),
+            ));
         }
         Ok(TableSchema {
             arrow: Arc::new(Schema::new_with_metadata(arrow_fields, metadata)),
@@ -564,7 +604,23 @@ pub fn relabel(array: ArrayRef, to: &DataType) -> Result<ArrayRef> {
 
 /// Fails with [`Error::UnsupportedType`] unless Quiver can store `dt`.
 pub fn check_supported(name: &str, dt: &DataType) -> Result<()> {
+    check_supported_at(name, dt, 0)
+}
+
+fn check_supported_at(name: &str, dt: &DataType, depth: usize) -> Result<()> {
+    if depth > MAX_NESTING {
+        return Err(Error::UnsupportedType {
+            field: name.to_string(),
+            data_type: format!("types nested more than {MAX_NESTING} deep"),
+        });
+    }
     let ok = match dt {
+        DataType::FixedSizeList(_, n) if *n > MAX_VECTOR_DIM => {
+            return Err(Error::UnsupportedType {
+                field: name.to_string(),
+                data_type: format!("vectors of {n} values (at most {MAX_VECTOR_DIM})"),
+            })
+        }
         DataType::FixedSizeList(item, n) => is_vector_element(item.data_type()) && *n > 0,
         DataType::List(item) => {
             is_scalar(item.data_type())
@@ -572,7 +628,11 @@ pub fn check_supported(name: &str, dt: &DataType) -> Result<()> {
         }
         DataType::Struct(children) => {
             for child in children {
-                check_supported(&format!("{name}.{}", child.name()), child.data_type())?;
+                check_supported_at(
+                    &format!("{name}.{}", child.name()),
+                    child.data_type(),
+                    depth + 1,
+                )?;
             }
             true
         }
@@ -657,10 +717,13 @@ fn flatten(field: &Field, parent_id: i32, next_id: &mut i32, out: &mut Vec<Field
     }
 }
 
+/// The Arrow field of stored field `f`, its descendants from `children`; counts the fields
+/// it turns into in `visited`.
 fn unflatten(
     f: &FieldProto,
     children: &HashMap<i32, Vec<&FieldProto>>,
     depth: usize,
+    visited: &mut usize,
 ) -> Result<Field> {
     let bad = |why: &str| {
         Error::corrupt(
@@ -668,13 +731,14 @@ fn unflatten(
             format!("field '{}' ({}): {why}", f.name, f.logical_type),
         )
     };
-    if depth > 64 {
+    if depth > MAX_NESTING {
         return Err(bad("nesting is too deep"));
     }
+    *visited += 1;
     let kids = children.get(&f.id).map(Vec::as_slice).unwrap_or(&[]);
-    let one_child = || -> Result<Arc<Field>> {
+    let one_child = |visited: &mut usize| -> Result<Arc<Field>> {
         match kids {
-            [child] => Ok(Arc::new(unflatten(child, children, depth + 1)?)),
+            [child] => Ok(Arc::new(unflatten(child, children, depth + 1, visited)?)),
             _ => Err(bad("expected exactly one child field")),
         }
     };
@@ -696,10 +760,10 @@ fn unflatten(
         "binary" => DataType::Binary,
         "large_binary" => DataType::LargeBinary,
         "date32" => DataType::Date32,
-        "list" => DataType::List(one_child()?),
+        "list" => DataType::List(one_child(visited)?),
         "struct" => DataType::Struct(Fields::from(
             kids.iter()
-                .map(|c| unflatten(c, children, depth + 1))
+                .map(|c| unflatten(c, children, depth + 1, visited))
                 .collect::<Result<Vec<_>>>()?,
         )),
         other => {
@@ -718,7 +782,7 @@ fn unflatten(
                 if n <= 0 {
                     return Err(bad("list size must be positive"));
                 }
-                DataType::FixedSizeList(one_child()?, n)
+                DataType::FixedSizeList(one_child(visited)?, n)
             } else {
                 return Err(bad("unknown type"));
             }
@@ -848,6 +912,78 @@ mod tests {
             values.to_data().buffers()[0].as_ptr()
         );
         assert!(relabel(out, &DataType::Int32).is_err());
+    }
+
+    fn field(id: i32, parent_id: i32, logical_type: &str) -> FieldProto {
+        FieldProto {
+            id,
+            parent_id,
+            name: format!("f{id}"),
+            logical_type: logical_type.into(),
+            nullable: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stored_schemas_that_quiver_does_not_write_are_corrupt() {
+        let corrupt = |fields: Vec<FieldProto>| {
+            let err = TableSchema::from_protos(fields, HashMap::new()).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        };
+        // A struct listing itself among its members (a repeated id): with 40 copies, each
+        // level of unflattening would fan out 40 ways, 64 levels deep.
+        let mut looping = vec![field(5, -1, "struct")];
+        looping.extend((0..40).map(|_| field(5, 5, "struct")));
+        corrupt(looping);
+        // Negative ids, orphans, cycles off the tree, children of a leaf.
+        corrupt(vec![field(-1, -1, "struct"), field(0, -1, "int32")]);
+        corrupt(vec![field(0, -1, "int32"), field(1, 7, "int32")]);
+        corrupt(vec![
+            field(0, -1, "int32"),
+            field(1, 2, "int32"),
+            field(2, 1, "int32"),
+        ]);
+        corrupt(vec![field(0, -1, "int32"), field(1, 0, "int32")]);
+        // Types no writer produces: huge vectors, vectors of strings, lists of lists.
+        corrupt(vec![
+            field(0, -1, "fixed_size_list:2147483647"),
+            field(1, 0, "float32"),
+        ]);
+        corrupt(vec![field(0, -1, "fixed_size_list:4"), field(1, 0, "utf8")]);
+        corrupt(vec![
+            field(0, -1, "list"),
+            field(1, 0, "list"),
+            field(2, 1, "int32"),
+        ]);
+        // Nesting deeper than the limit.
+        let deep: Vec<FieldProto> = (0..100)
+            .map(|i| field(i, i - 1, if i == 99 { "int32" } else { "struct" }))
+            .collect();
+        corrupt(deep);
+        // The longest vectors allowed still read.
+        let longest = format!("fixed_size_list:{MAX_VECTOR_DIM}");
+        TableSchema::from_protos(
+            vec![field(0, -1, &longest), field(1, 0, "float32")],
+            HashMap::new(),
+        )
+        .expect("longest vectors");
+    }
+
+    #[test]
+    fn vectors_longer_than_the_limit_are_not_written() {
+        let too_long = Schema::new(vec![Field::new(
+            "v",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                MAX_VECTOR_DIM + 1,
+            ),
+            true,
+        )]);
+        assert!(matches!(
+            TableSchema::new(&too_long),
+            Err(Error::UnsupportedType { .. })
+        ));
     }
 
     #[test]

@@ -172,6 +172,121 @@ fn encode_node(array: &dyn Array, out: &mut PageBuilder) -> Result<()> {
     Ok(())
 }
 
+/// Deepest type nesting a page is decoded or checked to (stored schemas allow no deeper).
+const MAX_NESTING: usize = 64;
+
+/// Checks a page table entry against its column's type without reading the page: exactly the
+/// buffers the type has, laid out as the writer lays them out (each at the first multiple of 8
+/// after the previous one, the last ending the page), and every size that follows from the
+/// row count alone (validity bitmaps, booleans, fixed-width values, offsets). After this, every
+/// read `take` computes from the page table lies inside the page.
+pub fn check_layout(
+    data_type: &DataType,
+    num_rows: u64,
+    buffers: &[(u64, u64)],
+    page_length: u64,
+) -> std::result::Result<(), String> {
+    let mut end = 0u64;
+    for (i, &(offset, length)) in buffers.iter().enumerate() {
+        if Some(offset) != end.checked_next_multiple_of(BUFFER_ALIGNMENT as u64) {
+            return Err(format!(
+                "buffer {i} starts at {offset}, not where buffer {} ends",
+                i.saturating_sub(1)
+            ));
+        }
+        end = offset
+            .checked_add(length)
+            .ok_or_else(|| format!("buffer {i} is too long"))?;
+    }
+    if end != page_length {
+        return Err(format!(
+            "its buffers end at byte {end} of a {page_length}-byte page"
+        ));
+    }
+    let mut sizes = buffers.iter().map(|&(_, length)| length);
+    expect_node(data_type, Some(num_rows), &mut sizes, 0)?;
+    if sizes.next().is_some() {
+        return Err("it has more buffers than its type needs".into());
+    }
+    Ok(())
+}
+
+/// The next buffer's length, checked to be `expected` when that is known.
+fn expect_buffer(
+    sizes: &mut impl Iterator<Item = u64>,
+    what: &str,
+    expected: Option<u64>,
+) -> std::result::Result<(), String> {
+    let length = sizes
+        .next()
+        .ok_or_else(|| "it has fewer buffers than its type needs".to_string())?;
+    match expected {
+        Some(expected) if expected != length => Err(format!(
+            "its {what} buffer has {length} bytes, expected {expected}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `rows × width` bytes, or an error when a file's counts make that overflow.
+fn times(rows: Option<u64>, width: u64) -> std::result::Result<Option<u64>, String> {
+    rows.map(|r| {
+        r.checked_mul(width)
+            .ok_or_else(|| format!("{r} values of {width} bytes overflow"))
+    })
+    .transpose()
+}
+
+/// Walks the buffers of one node of type `dt` holding `rows` values (`None` when only the
+/// page's bytes say how many: the items of a list).
+fn expect_node(
+    dt: &DataType,
+    rows: Option<u64>,
+    sizes: &mut impl Iterator<Item = u64>,
+    depth: usize,
+) -> std::result::Result<(), String> {
+    if depth > MAX_NESTING {
+        return Err("its type is nested too deep".into());
+    }
+    let validity = sizes
+        .next()
+        .ok_or_else(|| "it has fewer buffers than its type needs".to_string())?;
+    if let Some(rows) = rows.filter(|&r| validity != 0 && validity != r.div_ceil(8)) {
+        return Err(format!(
+            "its validity bitmap has {validity} bytes for {rows} values"
+        ));
+    }
+    let offsets = |width: u64| times(rows.map(|r| r.saturating_add(1)), width);
+    match dt {
+        DataType::Boolean => expect_buffer(sizes, "boolean", rows.map(|r| r.div_ceil(8))),
+        DataType::Utf8 | DataType::Binary => {
+            expect_buffer(sizes, "offsets", offsets(4)?)?;
+            expect_buffer(sizes, "data", None)
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            expect_buffer(sizes, "offsets", offsets(8)?)?;
+            expect_buffer(sizes, "data", None)
+        }
+        DataType::FixedSizeList(item, dim) => {
+            let dim = u64::try_from(*dim).map_err(|_| "negative vector length".to_string())?;
+            expect_node(item.data_type(), times(rows, dim)?, sizes, depth + 1)
+        }
+        DataType::List(item) => {
+            expect_buffer(sizes, "offsets", offsets(4)?)?;
+            expect_node(item.data_type(), None, sizes, depth + 1)
+        }
+        DataType::Struct(fields) => fields
+            .iter()
+            .try_for_each(|f| expect_node(f.data_type(), rows, sizes, depth + 1)),
+        dt => {
+            let width = dt
+                .primitive_width()
+                .ok_or_else(|| format!("type {dt} is not stored"))?;
+            expect_buffer(sizes, "values", times(rows, width as u64)?)
+        }
+    }
+}
+
 /// Reads buffers of a page in the order they were written.
 struct PageCursor<'a> {
     page: &'a Bytes,
@@ -180,39 +295,41 @@ struct PageCursor<'a> {
 }
 
 impl PageCursor<'_> {
-    fn take(&mut self) -> Result<Bytes> {
+    fn take(&mut self) -> Result<Bytes, String> {
         let (offset, len) = *self
             .buffers
             .get(self.next)
-            .ok_or_else(|| Error::Internal("page has fewer buffers than its type needs".into()))?;
+            .ok_or("page has fewer buffers than its type needs")?;
         self.next += 1;
-        let end = offset
+        let range = offset
             .checked_add(len)
             .filter(|end| *end <= self.page.len() as u64)
-            .ok_or_else(|| Error::Internal("page buffer lies outside the page".into()))?;
-        Ok(self.page.slice(offset as usize..end as usize))
+            .and_then(|end| Some(usize::try_from(offset).ok()?..usize::try_from(end).ok()?))
+            .ok_or("page buffer lies outside the page")?;
+        Ok(self.page.slice(range))
     }
 
-    fn take_exact(&mut self, expected: usize, what: &str) -> Result<Bytes> {
+    fn take_exact(&mut self, expected: usize, what: &str) -> Result<Bytes, String> {
         let b = self.take()?;
         if b.len() != expected {
-            return Err(Error::Internal(format!(
+            return Err(format!(
                 "{what} buffer has {} bytes, expected {expected}",
                 b.len()
-            )));
+            ));
         }
         Ok(b)
     }
 }
 
 /// Decodes one page. `buffers` comes from the page table. Every structural fact is checked
-/// (buffer sizes, offsets, UTF-8), so damaged input yields an error, never a panic.
+/// (buffer sizes, offsets, UTF-8), so damaged input yields an error saying what is wrong,
+/// never a panic.
 pub fn decode_page(
     data_type: &DataType,
     num_rows: usize,
     page: &Bytes,
     buffers: &[(u64, u64)],
-) -> Result<ArrayRef> {
+) -> Result<ArrayRef, String> {
     let mut cursor = PageCursor {
         page,
         buffers,
@@ -220,19 +337,17 @@ pub fn decode_page(
     };
     let array = decode_node(data_type, num_rows, &mut cursor, 0)?;
     if cursor.next != buffers.len() {
-        return Err(Error::Internal(
-            "page has more buffers than its type needs".into(),
-        ));
+        return Err("page has more buffers than its type needs".into());
     }
     Ok(array)
 }
 
-pub(crate) fn validity_from(bytes: Bytes, len: usize) -> Result<Option<NullBuffer>> {
+fn validity_from(bytes: Bytes, len: usize) -> Result<Option<NullBuffer>, String> {
     if bytes.is_empty() {
         return Ok(None);
     }
     if bytes.len() != len.div_ceil(8) {
-        return Err(Error::Internal("validity bitmap has the wrong size".into()));
+        return Err("validity bitmap has the wrong size".into());
     }
     Ok(Some(NullBuffer::new(BooleanBuffer::new(
         Buffer::from(bytes),
@@ -241,24 +356,23 @@ pub(crate) fn validity_from(bytes: Bytes, len: usize) -> Result<Option<NullBuffe
     ))))
 }
 
-fn decode_offsets<O: OffsetSizeTrait>(bytes: &Bytes, len: usize) -> Result<usize> {
+/// The number of values the offsets in `bytes` (`len + 1` of them) span.
+fn decode_offsets<O: OffsetSizeTrait>(bytes: &Bytes, len: usize) -> Result<usize, String> {
     let width = std::mem::size_of::<O>();
-    if bytes.len() != (len + 1) * width {
-        return Err(Error::Internal("offsets buffer has the wrong size".into()));
+    let expected = len
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(width))
+        .ok_or("offsets buffer is too large")?;
+    if bytes.len() != expected {
+        return Err("offsets buffer has the wrong size".into());
     }
     let last = &bytes[len * width..];
-    let value = if width == 4 {
-        i32::from_le_bytes(
-            last.try_into()
-                .map_err(|_| Error::Internal("offset".into()))?,
-        ) as i64
-    } else {
-        i64::from_le_bytes(
-            last.try_into()
-                .map_err(|_| Error::Internal("offset".into()))?,
-        )
+    let value = match *last {
+        [a, b, c, d] => i32::from_le_bytes([a, b, c, d]) as i64,
+        [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => return Err("offset has the wrong width".into()),
     };
-    usize::try_from(value).map_err(|_| Error::Internal("negative offset".into()))
+    usize::try_from(value).map_err(|_| "negative offset".into())
 }
 
 fn decode_node(
@@ -266,9 +380,9 @@ fn decode_node(
     len: usize,
     cursor: &mut PageCursor<'_>,
     depth: usize,
-) -> Result<ArrayRef> {
-    if depth > 64 {
-        return Err(Error::Internal("type nesting is too deep".into()));
+) -> Result<ArrayRef, String> {
+    if depth > MAX_NESTING {
+        return Err("type nesting is too deep".into());
     }
     let nulls = validity_from(cursor.take()?, len)?;
     let builder = ArrayDataBuilder::new(dt.clone()).len(len).nulls(nulls);
@@ -294,9 +408,10 @@ fn decode_node(
                 .add_buffer(Buffer::from(values))
         }
         DataType::FixedSizeList(item, dim) => {
-            let child_len = len
-                .checked_mul(*dim as usize)
-                .ok_or_else(|| Error::Internal("vector page too large".into()))?;
+            let child_len = usize::try_from(*dim)
+                .ok()
+                .and_then(|dim| len.checked_mul(dim))
+                .ok_or("vector page too large")?;
             let child = decode_node(item.data_type(), child_len, cursor, depth + 1)?;
             builder.add_child_data(child.to_data())
         }
@@ -319,12 +434,17 @@ fn decode_node(
         dt => {
             let width = dt
                 .primitive_width()
-                .ok_or_else(|| Error::Internal(format!("cannot decode type {dt}")))?;
-            let values = cursor.take_exact(len * width, "values")?;
+                .ok_or_else(|| format!("cannot decode type {dt}"))?;
+            let size = len.checked_mul(width).ok_or("values buffer too large")?;
+            let values = cursor.take_exact(size, "values")?;
             builder.add_buffer(Buffer::from(values))
         }
     };
-    Ok(make_array(builder.align_buffers(true).build()?))
+    let data = builder
+        .align_buffers(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(make_array(data))
 }
 
 /// Builds a fixed-width array from values gathered row by row (used by `take`).
@@ -420,6 +540,14 @@ mod tests {
             .buffers
             .iter()
             .all(|(o, _)| o % BUFFER_ALIGNMENT as u64 == 0));
+        // Every page the writer produces passes the checks the reader makes on open.
+        check_layout(
+            array.data_type(),
+            array.len() as u64,
+            &page.buffers,
+            page.bytes.len() as u64,
+        )
+        .expect("layout");
         decode_page(
             array.data_type(),
             array.len(),
@@ -484,6 +612,46 @@ mod tests {
                 let back = round_trip(slice.as_ref());
                 prop_assert_eq!(back.as_ref(), slice.as_ref());
             }
+        }
+    }
+
+    #[test]
+    fn page_tables_that_do_not_fit_their_type_are_refused_before_reading() {
+        let array = Int32Array::from(vec![Some(1), None, Some(3)]);
+        let page = encode_page(&array).expect("encode");
+        let (dt, len) = (array.data_type(), page.bytes.len() as u64);
+        assert!(check_layout(dt, 3, &page.buffers, len).is_ok());
+        // Wrong row count, values of the wrong size, a buffer too many or too few, a gap,
+        // a page longer than its buffers.
+        assert!(check_layout(dt, 4, &page.buffers, len).is_err());
+        assert!(check_layout(dt, u64::MAX, &page.buffers, len).is_err());
+        let mut short = page.buffers.clone();
+        short[1].1 -= 4;
+        assert!(check_layout(dt, 3, &short, len - 4).is_err());
+        let mut extra = page.buffers.clone();
+        extra.push((len.next_multiple_of(8), 0));
+        assert!(check_layout(dt, 3, &extra, len.next_multiple_of(8)).is_err());
+        assert!(check_layout(dt, 3, &page.buffers[..1], page.buffers[0].1).is_err());
+        let mut gap = page.buffers.clone();
+        gap[1].0 += 8;
+        assert!(check_layout(dt, 3, &gap, len + 8).is_err());
+        assert!(check_layout(dt, 3, &page.buffers, len + 64).is_err());
+        // Offsets that overflow, vectors too long for their row count.
+        assert!(check_layout(dt, 3, &[(0, 1), (u64::MAX, 12)], u64::MAX).is_err());
+        assert!(check_layout(dt, 3, &[(0, u64::MAX - 2), (0, 0)], u64::MAX).is_err());
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let vectors = DataType::FixedSizeList(item, i32::MAX);
+        assert!(check_layout(&vectors, u64::MAX / 2, &[(0, 0), (0, 0), (0, 0)], 0).is_err());
+    }
+
+    #[test]
+    fn huge_row_counts_are_errors_not_panics() {
+        let array = StringArray::from(vec![Some("ab"), None]);
+        let page = encode_page(&array).expect("encode");
+        let bytes = Bytes::from(page.bytes);
+        for rows in [usize::MAX, usize::MAX / 2, 1 << 40] {
+            assert!(decode_page(array.data_type(), rows, &bytes, &page.buffers).is_err());
+            assert!(decode_page(&DataType::Int64, rows, &bytes, &page.buffers[..2]).is_err());
         }
     }
 

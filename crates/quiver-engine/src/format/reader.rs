@@ -17,10 +17,12 @@ use arrow_select::concat::concat;
 use bytes::Bytes;
 use object_store::path::Path;
 
-use super::encoding::{decode_page, fixed_width_array, var_width_array};
+use super::encoding::{check_layout, decode_page, fixed_width_array, var_width_array};
 use super::stats::PageStats;
 use super::{
-    decode_block_message, ColumnIndexProto, ColumnMetadataProto, Footer, FOOTER_LEN, HEADER_LEN,
+    decode_bounded_message, ColumnIndexProto, ColumnLocation, ColumnMetadataProto, Footer,
+    BLOCK_TRAILER_LEN, COLUMN_INDEX_SHAPE, COLUMN_METADATA_SHAPE, FOOTER_LEN, HEADER_LEN,
+    MAX_COLUMN_INDEX_BYTES, MAX_DECODED_BYTES, MAX_FILE_ROWS, MAX_METADATA_BYTES, PAGE_ALIGNMENT,
 };
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
@@ -80,10 +82,13 @@ impl FileMetadata {
     }
 }
 
-/// Reads and validates the metadata of the data file at `path`.
+/// Reads and validates the metadata of the data file at `path`. Reads only the metadata:
+/// the footer's lengths and the column index's block locations are checked against the file,
+/// against each other and against [`MAX_COLUMN_INDEX_BYTES`] and [`MAX_METADATA_BYTES`]
+/// before the bytes they point at are read, and decoding is bounded by [`MAX_DECODED_BYTES`].
 pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadata> {
     let (tail, size) = storage.read_tail(path, TAIL_READ).await?;
-    if size < HEADER_LEN + FOOTER_LEN || (tail.len() as u64) < FOOTER_LEN.min(size) {
+    if size < HEADER_LEN + FOOTER_LEN || (tail.len() as u64) < FOOTER_LEN {
         return Err(Error::corrupt(
             path,
             "file is too short to be a data file (truncated?)",
@@ -91,13 +96,35 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
     }
     let tail_start = size - tail.len() as u64;
     let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN as usize..], path)?;
-    let index_end = footer.column_index_offset + footer.column_index_length as u64;
-    if index_end != size - FOOTER_LEN || footer.column_index_offset < HEADER_LEN {
+    let index_start = footer.column_index_offset;
+    let index_end = index_start.checked_add(u64::from(footer.column_index_length));
+    if index_end != Some(size - FOOTER_LEN) || index_start < HEADER_LEN {
         return Err(Error::corrupt(
             path,
             "footer points outside the file (truncated or appended to?)",
         ));
     }
+    let index_end = size - FOOTER_LEN;
+    if u64::from(footer.column_index_length) > MAX_COLUMN_INDEX_BYTES {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "column index of {} bytes is larger than the {MAX_COLUMN_INDEX_BYTES} allowed",
+                footer.column_index_length
+            ),
+        ));
+    }
+    if footer.num_rows > MAX_FILE_ROWS {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "file claims {} rows; a data file holds at most {MAX_FILE_ROWS}",
+                footer.num_rows
+            ),
+        ));
+    }
+    // Ranges here lie inside the file and are at most `MAX_METADATA_BYTES` long (checked
+    // first), so the slice bounds cannot fail.
     let slice_or_read = |range: Range<u64>| {
         let tail = tail.clone();
         async move {
@@ -110,42 +137,75 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
             }
         }
     };
-    let index_bytes = slice_or_read(footer.column_index_offset..index_end).await?;
-    let index: ColumnIndexProto = decode_block_message(&index_bytes, path, "column index")?;
+    let mut budget = MAX_DECODED_BYTES;
+    let index_bytes = slice_or_read(index_start..index_end).await?;
+    let index: ColumnIndexProto = decode_bounded_message(
+        &index_bytes,
+        path,
+        "column index",
+        &COLUMN_INDEX_SHAPE,
+        &mut budget,
+    )?;
     if index.num_rows != footer.num_rows || index.columns.len() != footer.num_columns as usize {
         return Err(Error::corrupt(
             path,
             "column index disagrees with the footer",
         ));
     }
-    let meta_start = index
-        .columns
-        .iter()
-        .map(|c| c.offset)
-        .min()
-        .unwrap_or(footer.column_index_offset);
-    for c in &index.columns {
-        if c.offset < HEADER_LEN || c.offset.saturating_add(c.length) > footer.column_index_offset {
+    // The writer puts the column metadata blocks back to back just before the column index,
+    // so together they must tile [meta_start, column index) exactly: what is read is exactly
+    // the blocks the index declares, and no block overlaps a page or another block.
+    let mut locations: Vec<&ColumnLocation> = index.columns.iter().collect();
+    locations.sort_unstable_by_key(|c| c.offset);
+    let meta_start = locations.first().map_or(index_start, |c| c.offset);
+    let mut at = meta_start;
+    for c in &locations {
+        if c.offset != at || c.length < BLOCK_TRAILER_LEN as u64 {
             return Err(Error::corrupt(
                 path,
-                "column metadata block lies outside the metadata region",
+                "column metadata blocks do not tile the metadata region",
             ));
         }
+        at = at
+            .checked_add(c.length)
+            .ok_or_else(|| Error::corrupt(path, "column metadata block lies outside the file"))?;
     }
-    let meta_region = slice_or_read(meta_start..footer.column_index_offset).await?;
+    if at != index_start || meta_start < HEADER_LEN {
+        return Err(Error::corrupt(
+            path,
+            "column metadata blocks do not end where the column index starts",
+        ));
+    }
+    if index_start - meta_start > MAX_METADATA_BYTES {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "column metadata of {} bytes is larger than the {MAX_METADATA_BYTES} allowed",
+                index_start - meta_start
+            ),
+        ));
+    }
+    let meta_region = slice_or_read(meta_start..index_start).await?;
     let mut columns = HashMap::with_capacity(index.columns.len());
     let mut heap_bytes = std::mem::size_of::<FileMetadata>();
     for loc in &index.columns {
         let s = (loc.offset - meta_start) as usize;
         let block = &meta_region[s..s + loc.length as usize];
-        let proto: ColumnMetadataProto = decode_block_message(block, path, "column metadata")?;
+        let proto: ColumnMetadataProto = decode_bounded_message(
+            block,
+            path,
+            "column metadata",
+            &COLUMN_METADATA_SHAPE,
+            &mut budget,
+        )?;
         if proto.field_id != loc.field_id {
             return Err(Error::corrupt(
                 path,
                 "column metadata has the wrong field id",
             ));
         }
-        let schema = TableSchema::from_protos(proto.fields, HashMap::new())?;
+        let schema = TableSchema::from_protos(proto.fields, HashMap::new())
+            .map_err(|e| e.corrupt_in(path, &format!("type of column {}", loc.field_id)))?;
         let data_type = match schema.arrow.fields().first() {
             Some(f) if schema.arrow.fields().len() == 1 => f.data_type().clone(),
             _ => {
@@ -159,28 +219,47 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
         let mut row_starts = Vec::with_capacity(proto.pages.len() + 1);
         let mut rows = 0u64;
         for p in proto.pages {
-            if p.buffers.len() % 2 != 0
-                || p.offset < HEADER_LEN
-                || p.offset.saturating_add(p.length) > meta_start
-                || p.null_count > p.num_rows
-                || p.buffers
-                    .chunks(2)
-                    .any(|b| b[0].saturating_add(b[1]) > p.length)
-            {
-                return Err(Error::corrupt(path, "page table entry is inconsistent"));
+            let bad_page = |why: &str| {
+                Error::corrupt(
+                    path,
+                    format!(
+                        "page table entry of column {} at offset {}: {why}",
+                        loc.field_id, p.offset
+                    ),
+                )
+            };
+            if p.offset < HEADER_LEN || !p.offset.is_multiple_of(PAGE_ALIGNMENT) {
+                return Err(bad_page("the page is not at an aligned offset in the file"));
             }
+            if p.offset
+                .checked_add(p.length)
+                .is_none_or(|end| end > meta_start)
+            {
+                return Err(bad_page("the page runs into the metadata"));
+            }
+            if p.null_count > p.num_rows {
+                return Err(bad_page("more nulls than rows"));
+            }
+            if p.buffers.len() % 2 != 0 {
+                return Err(bad_page("the buffer table has an odd length"));
+            }
+            let buffers: Vec<(u64, u64)> =
+                p.buffers.chunks_exact(2).map(|b| (b[0], b[1])).collect();
+            check_layout(&data_type, p.num_rows, &buffers, p.length)
+                .map_err(|why| bad_page(&why))?;
             row_starts.push(rows);
             rows = rows
                 .checked_add(p.num_rows)
-                .ok_or_else(|| Error::corrupt(path, "row count overflow"))?;
-            heap_bytes += std::mem::size_of::<PageMeta>() + p.buffers.len() * 8 + 32;
+                .filter(|&rows| rows <= footer.num_rows)
+                .ok_or_else(|| bad_page("the pages hold more rows than the file"))?;
+            heap_bytes += std::mem::size_of::<PageMeta>() + buffers.len() * 16 + 32;
             pages.push(PageMeta {
                 offset: p.offset,
                 length: p.length,
                 num_rows: p.num_rows,
                 null_count: p.null_count,
                 crc32: p.crc32,
-                buffers: p.buffers.chunks(2).map(|b| (b[0], b[1])).collect(),
+                buffers,
                 stats: PageStats {
                     min: p.min,
                     max: p.max,
@@ -195,14 +274,17 @@ pub async fn read_metadata(storage: &Storage, path: &Path) -> Result<FileMetadat
                 "a column's pages do not add up to the file's row count",
             ));
         }
-        columns.insert(
-            loc.field_id,
-            ColumnMeta {
-                data_type,
-                pages,
-                row_starts,
-            },
-        );
+        let column = ColumnMeta {
+            data_type,
+            pages,
+            row_starts,
+        };
+        if columns.insert(loc.field_id, column).is_some() {
+            return Err(Error::corrupt(
+                path,
+                format!("the column index lists field id {} twice", loc.field_id),
+            ));
+        }
     }
     Ok(FileMetadata {
         num_rows: footer.num_rows,
@@ -249,6 +331,7 @@ impl FileReader {
 
     fn decode(&self, column: &ColumnMeta, page: &PageMeta, bytes: &Bytes) -> Result<ArrayRef> {
         self.check_page(page, bytes)?;
+        // Page row counts were checked against the file's, at most `MAX_FILE_ROWS`.
         decode_page(
             &column.data_type,
             page.num_rows as usize,
@@ -328,6 +411,8 @@ impl FileReader {
             ));
         }
         let rows_per_run = (chunk_bytes as u64 / width).max(1);
+        // Never more than the page: an empty page of long vectors needs no buffer at all.
+        let run_bytes = (rows_per_run * width).min(meta.length) as usize;
         let mut crc = crc32fast::Hasher::new();
         if let Some(bytes) = file.mapped(meta.offset, meta.length) {
             let bytes = bytes?;
@@ -335,7 +420,7 @@ impl FileReader {
             let (values, after) = rest.split_at(length as usize);
             crc.update(before);
             let mut row = 0;
-            for run in values.chunks((rows_per_run * width) as usize) {
+            for run in values.chunks(run_bytes.max(1)) {
                 crc.update(run);
                 let rows = run.len() / width as usize;
                 visit(row, rows, run)?;
@@ -343,7 +428,6 @@ impl FileReader {
             }
             crc.update(after);
         } else {
-            let run_bytes = (rows_per_run * width) as usize;
             if buf.len() < run_bytes {
                 buf.resize(run_bytes, 0);
             }
@@ -356,7 +440,8 @@ impl FileReader {
              -> Result<()> {
                 let mut at = from;
                 while at < to {
-                    let n = ((to - at) as usize).min(run_bytes);
+                    // Not `as usize`: on 32-bit targets that could truncate to 0 and spin.
+                    let n = run_bytes.min(usize::try_from(to - at).unwrap_or(usize::MAX));
                     let bytes = &mut buf.as_slice_mut()[..n];
                     file.read_exact_at(meta.offset + at, bytes)?;
                     crc.update(bytes);
@@ -392,7 +477,13 @@ impl FileReader {
             .pages
             .get(page)
             .ok_or_else(|| Error::Internal(format!("page {page} out of bounds")))?;
-        let mut bytes = vec![0u8; meta.length as usize];
+        let length = usize::try_from(meta.length).map_err(|_| {
+            Error::corrupt(
+                &self.path,
+                format!("page at offset {} is too large to read", meta.offset),
+            )
+        })?;
+        let mut bytes = vec![0u8; length];
         file.read_exact_at(meta.offset, &mut bytes)?;
         self.decode(column, meta, &Bytes::from(bytes))
     }

@@ -279,13 +279,19 @@ impl IvfIndex {
             .map_err(|_| bad("unknown distance type"))?;
         let dim = proto.dim as usize;
         let parts = proto.num_partitions as usize;
-        let sdim = space_dim(dim, distance);
         // Sizes from the file are multiplied checked: a crafted file must not wrap them.
         let size = |factors: &[usize]| factors.iter().try_fold(1usize, |a, &f| a.checked_mul(f));
+        let sdim =
+            size(&[dim, space_dim(1, distance)]).ok_or_else(|| bad("vectors are too long"))?;
         if dim == 0 || parts == 0 || size(&[parts, sdim, 4]) != Some(proto.centroids.len()) {
             return Err(bad("centroids do not match the dimensions"));
         }
-        let offsets: Vec<usize> = proto.offsets.iter().map(|&o| o as usize).collect();
+        let offsets = proto
+            .offsets
+            .iter()
+            .map(|&o| usize::try_from(o))
+            .collect::<std::result::Result<Vec<usize>, _>>()
+            .map_err(|_| bad("partition offsets do not match the rows"))?;
         let rows = offsets.last().copied().unwrap_or(0);
         if offsets.len() != parts + 1
             || offsets[0] != 0
@@ -341,6 +347,37 @@ impl IvfIndex {
                 .collect(),
             payload,
         })
+    }
+
+    /// The largest file an index of these dimensions can be: its arrays, plus per field a tag
+    /// and a length (11 bytes at most), 10 bytes at most per partition offset, the kind and
+    /// distance names and the block trailer. `None` when the sizes overflow. An index file is
+    /// checked against it (from the manifest's details) before it is read.
+    pub fn max_file_size(
+        kind: IndexKind,
+        distance: DistanceType,
+        dim: u64,
+        partitions: u64,
+        sub_vectors: u64,
+        rows: u64,
+    ) -> Option<u64> {
+        let sdim = dim.checked_mul(space_dim(1, distance) as u64)?;
+        let payload = match kind {
+            IndexKind::IvfPq => sdim
+                .checked_mul(CODES as u64 * 4)?
+                .checked_add(rows.checked_mul(sub_vectors)?)?,
+            IndexKind::IvfFlat if distance == DistanceType::Hamming => rows.checked_mul(dim)?,
+            IndexKind::IvfFlat => rows.checked_mul(dim)?.checked_mul(4)?,
+        };
+        [
+            partitions.checked_mul(sdim)?.checked_mul(4)?,
+            partitions.checked_add(1)?.checked_mul(10)?,
+            rows.checked_mul(8)?,
+            payload,
+            256,
+        ]
+        .into_iter()
+        .try_fold(0u64, |a, b| a.checked_add(b))
     }
 
     /// Partitions ordered nearest first for a query in the training space.
@@ -445,5 +482,85 @@ pub struct PreparedQuery {
 impl PreparedQuery {
     pub fn space(&self) -> &[f32] {
         &self.space
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The size limit derived from an index's description covers every file of that
+        /// description, and the file decodes back.
+        #[test]
+        fn size_limit_covers_every_index_file(
+            kind in prop_oneof![Just(IndexKind::IvfPq), Just(IndexKind::IvfFlat)],
+            distance in prop_oneof![
+                Just(DistanceType::L2),
+                Just(DistanceType::Cosine),
+                Just(DistanceType::Dot),
+                Just(DistanceType::Hamming),
+            ],
+            dim in 1usize..24,
+            partitions in 1usize..6,
+            rows in proptest::collection::vec(0usize..6, 0..40),
+        ) {
+            let sdim = space_dim(dim, distance);
+            let m = (1..=sdim.min(4)).rev().find(|m| sdim.is_multiple_of(*m)).unwrap_or(1);
+            let rows: Vec<usize> = rows.into_iter().map(|p| p % partitions).collect();
+            let mut offsets = vec![0usize; partitions + 1];
+            for &p in &rows {
+                offsets[p + 1] += 1;
+            }
+            for p in 0..partitions {
+                offsets[p + 1] += offsets[p];
+            }
+            let n = rows.len();
+            let payload = match kind {
+                IndexKind::IvfPq => Payload::Pq {
+                    quantizer: ProductQuantizer {
+                        dim: sdim,
+                        m,
+                        codebooks: vec![f32::INFINITY; sdim * CODES],
+                    },
+                    codes: vec![255; n * m],
+                },
+                IndexKind::IvfFlat if distance == DistanceType::Hamming => {
+                    Payload::FlatBytes(vec![0xAB; n * dim])
+                }
+                IndexKind::IvfFlat => Payload::FlatF32(vec![-1.5; n * dim]),
+            };
+            let index = IvfIndex {
+                kind,
+                distance,
+                dim,
+                centroids: vec![f32::MAX; partitions * sdim],
+                offsets,
+                row_ids: (0..n as u64).map(|r| u64::MAX - r).collect(),
+                payload,
+            };
+            let bytes = index.encode();
+            let limit = IvfIndex::max_file_size(
+                kind,
+                distance,
+                dim as u64,
+                partitions as u64,
+                index.num_sub_vectors() as u64,
+                n as u64,
+            );
+            prop_assert!(limit.is_some_and(|l| bytes.len() as u64 <= l));
+            let back = IvfIndex::decode(&bytes, &Path::from("i")).expect("decode");
+            prop_assert_eq!(back.row_ids, index.row_ids);
+        }
+    }
+
+    #[test]
+    fn overflowing_descriptions_have_no_size() {
+        let huge = u64::from(u32::MAX);
+        assert_eq!(
+            IvfIndex::max_file_size(IndexKind::IvfFlat, DistanceType::L2, huge, 1, 0, u64::MAX),
+            None
+        );
     }
 }

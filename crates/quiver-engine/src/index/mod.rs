@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
+use arrow_schema::DataType;
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +28,7 @@ use self::pq::ProductQuantizer;
 use crate::error::{Error, Result};
 use crate::linalg::DistanceType;
 use crate::query::{resolve_column, Candidate};
+use crate::schema::TableSchema;
 use crate::table::manifest::{IndexMetadataProto, Manifest, INDICES_DIR};
 use crate::table::{ScanOptions, Table};
 
@@ -221,6 +223,52 @@ pub async fn drop_index(table: &Table, name: &str) -> Result<u64> {
         .await
 }
 
+/// Checks a manifest's entry for a vector index against the schema it is listed with: its
+/// details decode and name a distance its kind supports, and it is on one vector column of
+/// the length it describes (hamming: of bytes). So a search never meets an index that does
+/// not fit its column. Entries of index types this build does not know are left alone.
+pub(crate) fn check_entry(
+    meta: &IndexMetadataProto,
+    schema: &TableSchema,
+) -> std::result::Result<(), String> {
+    let Some(kind) = IndexKind::parse(&meta.index_type) else {
+        return Ok(());
+    };
+    let d: VectorIndexDetailsProto = prost::Message::decode(meta.details.as_slice())
+        .map_err(|e| format!("its details do not decode: {e}"))?;
+    let distance: DistanceType = d
+        .distance_type
+        .parse()
+        .map_err(|_| format!("unknown distance type '{}'", d.distance_type))?;
+    let column = match meta.field_ids.as_slice() {
+        [id] => schema.field_ids.iter().position(|f| f == id),
+        _ => None,
+    }
+    .map(|i| schema.arrow.field(i))
+    .ok_or("it is not on one column of the table")?;
+    let DataType::FixedSizeList(item, dim) = column.data_type() else {
+        return Err(format!("column '{}' is not a vector column", column.name()));
+    };
+    if i64::from(d.dim) != i64::from(*dim) {
+        return Err(format!(
+            "it describes vectors of {} values, column '{}' holds {dim}",
+            d.dim,
+            column.name()
+        ));
+    }
+    if distance == DistanceType::Hamming
+        && (kind == IndexKind::IvfPq || item.data_type() != &DataType::UInt8)
+    {
+        return Err(format!(
+            "{} with hamming distance on column '{}' of {}",
+            kind.name(),
+            column.name(),
+            item.data_type()
+        ));
+    }
+    Ok(())
+}
+
 /// The distance type an index was trained for.
 pub(crate) fn index_distance(meta: &IndexMetadataProto) -> Result<DistanceType> {
     details(meta)?.distance_type.parse().map_err(|_| {
@@ -257,12 +305,53 @@ pub(crate) async fn load_counted(
         return Ok((index, false));
     }
     let path = inner.storage.path(&relative);
-    let bytes = inner.storage.read_all(&path).await?;
-    let index = Arc::new(
-        tokio::task::spawn_blocking(move || IvfIndex::decode(&bytes, &path))
-            .await
-            .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??,
-    );
+    let bad = |why: String| Error::corrupt(&path, format!("vector index '{}': {why}", meta.name));
+    // The manifest says what the file holds, so the file is no larger than that allows...
+    let d = details(meta)?;
+    let kind = IndexKind::parse(&meta.index_type)
+        .ok_or_else(|| bad(format!("unknown index type '{}'", meta.index_type)))?;
+    let distance = index_distance(meta)?;
+    let limit = IvfIndex::max_file_size(
+        kind,
+        distance,
+        u64::from(d.dim),
+        u64::from(d.num_partitions),
+        u64::from(d.num_sub_vectors),
+        d.num_rows,
+    )
+    .ok_or_else(|| bad("its sizes in the manifest overflow".into()))?;
+    let (bytes, _) = inner
+        .storage
+        .read_all_at_most(&path, limit, "vector index")
+        .await?;
+    let decode_path = path.clone();
+    let index = tokio::task::spawn_blocking(move || IvfIndex::decode(&bytes, &decode_path))
+        .await
+        .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??;
+    // ...and holds exactly that, for the fragments it names.
+    if index.kind != kind
+        || index.distance != distance
+        || index.dim != d.dim as usize
+        || index.num_partitions() != d.num_partitions as usize
+        || index.num_sub_vectors() != d.num_sub_vectors as usize
+        || index.row_ids.len() as u64 != d.num_rows
+    {
+        return Err(bad(
+            "the file does not match the manifest's description of it".into(),
+        ));
+    }
+    let covered: HashSet<u64> = meta.fragment_ids.iter().copied().collect();
+    if let Some(row) = index
+        .row_ids
+        .iter()
+        .find(|&&r| !covered.contains(&(r >> 32)))
+    {
+        return Err(bad(format!(
+            "it holds row {row} of fragment {}, which it does not cover",
+            row >> 32
+        )));
+    }
+    let index = Arc::new(index);
     inner.session.insert_index(key, index.clone());
     Ok((index, true))
 }
@@ -692,11 +781,8 @@ fn existing_rows(index: &IvfIndex, kept: &[usize]) -> Encoded {
 pub(crate) async fn live_gate(table: &Table, manifest: &Manifest) -> Result<RowGate> {
     let mut fragments = HashMap::new();
     for f in manifest.fragments() {
-        let deleted = match &f.deletion {
-            Some(file) => Some(table.inner().deletion_vector(file).await?),
-            None => None,
-        };
-        fragments.insert(f.id, deleted);
+        let deleted = table.inner().deleted_rows(f).await?;
+        fragments.insert(f.id, (f.physical_rows, deleted));
     }
     Ok(RowGate::Live(fragments))
 }
@@ -877,8 +963,9 @@ fn assemble(
 
 /// Which row addresses a search may return.
 pub(crate) enum RowGate {
-    /// Live rows of these fragments (deleted offsets given).
-    Live(HashMap<u64, Option<Arc<RoaringBitmap>>>),
+    /// Live rows of these fragments: below their row count (an index file's entries are
+    /// not trusted to be) and not deleted.
+    Live(HashMap<u64, (u64, Option<Arc<RoaringBitmap>>)>),
     /// Only these rows (a prefilter's matches).
     Only(HashMap<u64, RoaringBitmap>),
 }
@@ -889,8 +976,10 @@ impl RowGate {
         let (fragment, offset) = (row >> 32, (row & 0xFFFF_FFFF) as u32);
         match self {
             RowGate::Live(fragments) => match fragments.get(&fragment) {
-                Some(None) => true,
-                Some(Some(deleted)) => !deleted.contains(offset),
+                Some((rows, deleted)) => {
+                    u64::from(offset) < *rows
+                        && deleted.as_ref().is_none_or(|d| !d.contains(offset))
+                }
                 None => false,
             },
             RowGate::Only(rows) => rows.get(&fragment).is_some_and(|r| r.contains(offset)),

@@ -50,13 +50,18 @@ fn store_error(path: &Path, e: std::io::Error) -> Error {
 
 /// Reads a large `range` of the file at `path` through its own handle: `read_to_end` fills
 /// the buffer's spare capacity without zeroing it first (pages of megabytes: zeroing them cost
-/// as much as a sixth of an exact search). Stops early at the end of the file.
+/// as much as a sixth of an exact search). Stops early at the end of the file, and allocates
+/// no more than the file holds, whatever range a damaged file led the caller to ask for.
 fn read_large(path: &std::path::Path, range: &Range<u64>) -> std::io::Result<Bytes> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
     file.seek(SeekFrom::Start(range.start))?;
-    let len = range.end - range.start;
-    let mut buf = Vec::with_capacity(len as usize);
+    let len = range.end.min(size).saturating_sub(range.start);
+    let capacity = usize::try_from(len).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large to read")
+    })?;
+    let mut buf = Vec::with_capacity(capacity);
     file.take(len).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))
 }

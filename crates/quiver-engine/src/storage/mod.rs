@@ -362,10 +362,26 @@ impl Storage {
         Ok(bytes)
     }
 
-    /// Reads a whole object and returns it with its metadata (size, modification time, e-tag).
-    pub async fn read_all_with_meta(&self, path: &Path) -> Result<(Bytes, ObjectMeta)> {
+    /// Reads a whole object of at most `limit` bytes and returns it with its metadata (size,
+    /// modification time, e-tag). A larger one is corrupt: its size is known before its body
+    /// is fetched, so nothing more is read from it. `what` names the kind of file in messages.
+    pub async fn read_all_at_most(
+        &self,
+        path: &Path,
+        limit: u64,
+        what: &str,
+    ) -> Result<(Bytes, ObjectMeta)> {
         let result = self.store.get(path).await?;
         let meta = result.meta.clone();
+        if meta.size > limit {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "{what} of {} bytes is larger than the {limit} its contents allow",
+                    meta.size
+                ),
+            ));
+        }
         let bytes = result.bytes().await?;
         record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok((bytes, meta))

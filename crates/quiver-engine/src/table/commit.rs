@@ -214,8 +214,8 @@ async fn apply_deletes(
             )));
         };
         let fragment = &mut proto.fragments[pos];
-        let mut deleted = match &fragment.deletion {
-            Some(file) => (*table.deletion_vector(file).await?).clone(),
+        let mut deleted = match table.deleted_rows(fragment).await? {
+            Some(deleted) => (*deleted).clone(),
             None => RoaringBitmap::new(),
         };
         if !deleted.is_disjoint(ours) {

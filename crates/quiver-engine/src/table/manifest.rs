@@ -13,9 +13,19 @@ use object_store::path::Path;
 use object_store::ObjectMeta;
 
 use crate::error::{Error, Result};
-use crate::format::{decode_block_message, encode_block};
-use crate::schema::{FieldProto, TableSchema};
+use crate::format::{
+    decode_bounded_message, encode_block, Shape, MAP_ENTRY_SHAPE, MAX_DECODED_BYTES, MAX_FILE_ROWS,
+};
+use crate::schema::{FieldProto, TableSchema, FIELD_SHAPE};
 use crate::storage::Storage;
+
+/// Largest manifest a reader accepts (a few million fragments).
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// Largest fragment id: a row address keeps the fragment id in its high 32 bits.
+pub const MAX_FRAGMENT_ID: u64 = u32::MAX as u64;
+/// Largest field id a manifest may hold, far below `i32::MAX` so that the ids a schema change
+/// assigns after it can never overflow.
+pub const MAX_FIELD_ID: i32 = 1 << 30;
 
 /// Folder of manifests inside a table.
 pub const VERSIONS_DIR: &str = "_versions";
@@ -159,6 +169,49 @@ pub struct ManifestProto {
     pub max_field_id: i32,
 }
 
+static DATA_FILE_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<DataFileProto>(),
+    messages: &[],
+    repeated: &[2],
+};
+
+static DELETION_FILE_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<DeletionFileProto>(),
+    messages: &[],
+    repeated: &[],
+};
+
+static FRAGMENT_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<FragmentProto>(),
+    messages: &[(2, &DATA_FILE_SHAPE), (4, &DELETION_FILE_SHAPE)],
+    repeated: &[],
+};
+
+static INDEX_METADATA_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<IndexMetadataProto>(),
+    messages: &[],
+    repeated: &[3, 5],
+};
+
+static TRANSACTION_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<TransactionProto>(),
+    messages: &[],
+    repeated: &[4, 5, 6],
+};
+
+/// [`ManifestProto`]: every message-typed field, so decoding is bounded before it starts.
+pub static MANIFEST_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<ManifestProto>(),
+    messages: &[
+        (3, &FIELD_SHAPE),
+        (4, &MAP_ENTRY_SHAPE),
+        (5, &FRAGMENT_SHAPE),
+        (6, &INDEX_METADATA_SHAPE),
+        (7, &TRANSACTION_SHAPE),
+    ],
+    repeated: &[],
+};
+
 /// A decoded manifest with its schema resolved.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -203,19 +256,50 @@ impl Manifest {
     }
 
     fn from_proto(proto: ManifestProto, path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::corrupt(path, why);
+        if proto.max_field_id > MAX_FIELD_ID || proto.fields.iter().any(|f| f.id > MAX_FIELD_ID) {
+            return Err(bad(format!("manifest uses field ids above {MAX_FIELD_ID}")));
+        }
         let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())
-            .map_err(|e| Error::corrupt(path, format!("manifest schema: {e}")))?;
-        let mut seen = std::collections::HashSet::new();
+            .map_err(|e| e.corrupt_in(path, "manifest schema"))?;
+        if proto.next_fragment_id > MAX_FRAGMENT_ID + 1 {
+            return Err(bad(format!(
+                "manifest's next fragment id {} is above {MAX_FRAGMENT_ID}",
+                proto.next_fragment_id
+            )));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(proto.fragments.len());
         for f in &proto.fragments {
             if !seen.insert(f.id) || f.id >= proto.next_fragment_id {
-                return Err(Error::corrupt(
-                    path,
-                    "manifest lists an invalid fragment id",
-                ));
+                return Err(bad(format!(
+                    "manifest lists fragment id {} twice or at or above its next id",
+                    f.id
+                )));
             }
-            if f.files.is_empty() || f.physical_rows > u32::MAX as u64 {
-                return Err(Error::corrupt(path, "manifest lists an invalid fragment"));
+            if f.files.is_empty() || f.files.iter().any(|d| d.path.is_empty()) {
+                return Err(bad(format!(
+                    "fragment {} lists no data file, or one without a path",
+                    f.id
+                )));
             }
+            if f.physical_rows > MAX_FILE_ROWS {
+                return Err(bad(format!(
+                    "fragment {} claims {} rows; a fragment holds at most {MAX_FILE_ROWS}",
+                    f.id, f.physical_rows
+                )));
+            }
+            if let Some(d) = &f.deletion {
+                if d.path.is_empty() || d.num_deleted_rows > f.physical_rows {
+                    return Err(bad(format!(
+                        "fragment {} has {} rows but a deletion vector of {} (path '{}')",
+                        f.id, f.physical_rows, d.num_deleted_rows, d.path
+                    )));
+                }
+            }
+        }
+        for index in &proto.indices {
+            crate::index::check_entry(index, &schema)
+                .map_err(|why| bad(format!("index '{}': {why}", index.name)))?;
         }
         Ok(Manifest { proto, schema })
     }
@@ -227,7 +311,16 @@ impl Manifest {
 
     /// Decodes and validates a manifest read from `path`.
     pub fn decode(bytes: &[u8], path: &Path, expected_version: u64) -> Result<Self> {
-        let proto: ManifestProto = decode_block_message(bytes, path, "manifest")?;
+        let mut budget = MAX_DECODED_BYTES;
+        let proto: ManifestProto =
+            decode_bounded_message(bytes, path, "manifest", &MANIFEST_SHAPE, &mut budget)?;
+        // Versions count from 1, and one more must fit after it.
+        if proto.version == 0 || proto.version == u64::MAX {
+            return Err(Error::corrupt(
+                path,
+                format!("manifest has the impossible version {}", proto.version),
+            ));
+        }
         if proto.version != expected_version {
             return Err(Error::corrupt(
                 path,
@@ -300,7 +393,11 @@ impl ManifestStore {
     /// Reads the manifest of `version`; `Ok(None)` when it does not exist.
     pub async fn read(&self, version: u64) -> Result<Option<(Arc<Manifest>, VersionEntry)>> {
         let path = self.path_of(version);
-        match self.storage.read_all_with_meta(&path).await {
+        match self
+            .storage
+            .read_all_at_most(&path, MAX_MANIFEST_BYTES, "manifest")
+            .await
+        {
             Ok((bytes, meta)) => Ok(Some((
                 Arc::new(Manifest::decode(&bytes, &path, version)?),
                 VersionEntry {
@@ -337,6 +434,111 @@ mod tests {
         assert_eq!(
             parse_manifest_name(&format!("{}.tmp", "0".repeat(20))),
             None
+        );
+    }
+
+    /// A manifest of one fragment and an index on a float vector column of length 4.
+    fn sample() -> ManifestProto {
+        use arrow_schema::{DataType, Field, Schema};
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let schema = TableSchema::new(&Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::FixedSizeList(item, 4), true),
+        ]))
+        .unwrap();
+        let details = crate::index::VectorIndexDetailsProto {
+            distance_type: "l2".into(),
+            num_partitions: 2,
+            dim: 4,
+            ..Default::default()
+        };
+        ManifestProto {
+            version: 3,
+            fields: schema.fields,
+            fragments: vec![FragmentProto {
+                id: 0,
+                files: vec![DataFileProto {
+                    path: "data/a.qvd".into(),
+                    field_ids: vec![0, 1],
+                    size_bytes: 100,
+                }],
+                physical_rows: 10,
+                deletion: Some(DeletionFileProto {
+                    path: "_deletions/0-2-b.del".into(),
+                    num_deleted_rows: 2,
+                }),
+            }],
+            indices: vec![IndexMetadataProto {
+                name: "v_idx".into(),
+                field_ids: vec![1],
+                fragment_ids: vec![0],
+                index_type: "IVF_FLAT".into(),
+                details: prost::Message::encode_to_vec(&details),
+                ..Default::default()
+            }],
+            next_fragment_id: 1,
+            max_field_id: 2,
+            ..Default::default()
+        }
+    }
+
+    fn decode(proto: &ManifestProto) -> Result<Manifest> {
+        let bytes = encode_block(prost::Message::encode_to_vec(proto));
+        Manifest::decode(&bytes, &Path::from("m"), proto.version)
+    }
+
+    fn with_details(
+        m: &mut ManifestProto,
+        edit: impl Fn(&mut crate::index::VectorIndexDetailsProto),
+    ) {
+        let index = &mut m.indices[0];
+        let mut details = prost::Message::decode(index.details.as_slice()).unwrap();
+        edit(&mut details);
+        index.details = prost::Message::encode_to_vec(&details);
+    }
+
+    #[test]
+    fn impossible_manifests_are_corrupt() {
+        decode(&sample()).expect("the sample is valid");
+        let corrupt = |edit: &dyn Fn(&mut ManifestProto)| {
+            let mut proto = sample();
+            edit(&mut proto);
+            let err = decode(&proto).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        };
+        corrupt(&|m| m.version = 0);
+        corrupt(&|m| m.version = u64::MAX);
+        corrupt(&|m| m.max_field_id = MAX_FIELD_ID + 1);
+        corrupt(&|m| m.fields[0].id = MAX_FIELD_ID + 1);
+        corrupt(&|m| m.next_fragment_id = MAX_FRAGMENT_ID + 2);
+        corrupt(&|m| m.fragments[0].physical_rows = MAX_FILE_ROWS + 1);
+        corrupt(&|m| m.fragments[0].files[0].path.clear());
+        corrupt(&|m| {
+            if let Some(d) = &mut m.fragments[0].deletion {
+                d.num_deleted_rows = 11;
+            }
+        });
+        corrupt(&|m| with_details(m, |d| d.dim = 8));
+        corrupt(&|m| with_details(m, |d| d.distance_type = "hamming".into()));
+        corrupt(&|m| with_details(m, |d| d.distance_type = "taxicab".into()));
+        corrupt(&|m| m.indices[0].field_ids = vec![0]);
+        corrupt(&|m| m.indices[0].details = vec![0xff]);
+        // Index types this build does not know are left to their readers.
+        let mut other = sample();
+        other.indices[0].index_type = "BTREE".into();
+        other.indices[0].details = vec![0xff];
+        decode(&other).expect("an unknown index type is not checked");
+    }
+
+    #[test]
+    fn a_manifest_claiming_millions_of_fragments_is_refused_before_decoding() {
+        // Eight million empty fragments: 16 MiB encoded, far more as structs.
+        let payload = [0x2a, 0x00].repeat(8 << 20);
+        let bytes = encode_block(payload);
+        let err = Manifest::decode(&bytes, &Path::from("m"), 1).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { reason, .. } if reason.contains("memory")),
+            "{err}"
         );
     }
 }

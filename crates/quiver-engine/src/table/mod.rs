@@ -26,7 +26,7 @@ use roaring::RoaringBitmap;
 pub(crate) use self::commit::IndexChange;
 use self::commit::{commit, Operation};
 pub use self::evolve::{ColumnAlteration, NewColumns};
-use self::manifest::{DeletionFileProto, Manifest, ManifestStore, VersionEntry};
+use self::manifest::{DeletionFileProto, FragmentProto, Manifest, ManifestStore, VersionEntry};
 pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
@@ -313,7 +313,22 @@ impl TableInner {
         Ok(FileReader::new(self.storage.clone(), path, meta))
     }
 
-    /// A fragment's deletion vector, through the cache.
+    /// The deletion vector of `fragment` (`None` when nothing is deleted), through the cache,
+    /// checked to name only rows the fragment has.
+    pub(crate) async fn deleted_rows(
+        &self,
+        fragment: &FragmentProto,
+    ) -> Result<Option<Arc<RoaringBitmap>>> {
+        let Some(file) = &fragment.deletion else {
+            return Ok(None);
+        };
+        let deleted = self.deletion_vector(file).await?;
+        deletion::check_rows(&deleted, fragment, &self.storage.path(&file.path))?;
+        Ok(Some(deleted))
+    }
+
+    /// A deletion vector, through the cache. Prefer [`Self::deleted_rows`], which also checks
+    /// it against its fragment.
     pub(crate) async fn deletion_vector(
         &self,
         file: &DeletionFileProto,
@@ -440,11 +455,12 @@ impl Table {
             num_rows: m.live_rows(),
             num_deleted_rows: physical - m.live_rows(),
             num_fragments: m.fragments().len() as u64,
+            // Sizes come from the manifest unchecked: they are informational only.
             data_bytes: m
                 .fragments()
                 .iter()
                 .flat_map(|f| f.files.iter().map(|d| d.size_bytes))
-                .sum(),
+                .fold(0, u64::saturating_add),
         }
     }
 
@@ -756,8 +772,8 @@ impl Table {
                     bitmap.max().unwrap_or_default()
                 )));
             }
-            if let Some(d) = &fragment.deletion {
-                *bitmap -= self.inner.deletion_vector(d).await?.as_ref();
+            if let Some(deleted) = self.inner.deleted_rows(fragment).await? {
+                *bitmap -= deleted.as_ref();
             }
         }
         self.commit_deletes(read, rows).await
@@ -881,12 +897,11 @@ impl Table {
             let index = starts.partition_point(|&s| s <= position) - 1;
             let fragment = &manifest.fragments()[index];
             let local = position - starts[index];
-            let offset = match &fragment.deletion {
+            let offset = match self.inner.deleted_rows(fragment).await? {
                 None => local,
-                Some(d) => {
-                    let deleted = self.inner.deletion_vector(d).await?;
+                Some(deleted) => {
                     // The smallest row x with exactly `local + 1` live rows in 0..=x.
-                    let (mut lo, mut hi) = (local, fragment.physical_rows - 1);
+                    let (mut lo, mut hi) = (local, fragment.physical_rows.saturating_sub(1));
                     while lo < hi {
                         let mid = lo + (hi - lo) / 2;
                         let live = mid + 1 - deleted.rank(mid as u32);

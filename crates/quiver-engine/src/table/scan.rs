@@ -113,10 +113,13 @@ pub(crate) async fn fragment_reader(
         .iter()
         .find(|f| f.field_ids.contains(&field_id))
         .ok_or_else(|| {
-            Error::Internal(format!(
-                "fragment {} has no file for field {field_id}",
-                fragment.id
-            ))
+            Error::corrupt(
+                "manifest",
+                format!(
+                    "fragment {} has no data file for field {field_id}",
+                    fragment.id
+                ),
+            )
         })?;
     let reader = table.file_reader(&file.path).await?;
     if reader.metadata().num_rows != fragment.physical_rows {
@@ -133,6 +136,32 @@ pub(crate) async fn fragment_reader(
     Ok(reader)
 }
 
+/// `array`, read from the file at `path`, as the table's schema has it: relabelled to
+/// `field`'s type (member names and nullability may have changed since the file was written)
+/// and checked to hold no nulls when the field allows none. A file that does not fit its
+/// manifest is corrupt.
+fn as_stored(array: ArrayRef, field: &Field, path: &object_store::path::Path) -> Result<ArrayRef> {
+    let array = relabel(array, field.data_type()).map_err(|e| {
+        Error::corrupt(
+            path,
+            format!(
+                "column '{}' does not fit the table's schema: {e}",
+                field.name()
+            ),
+        )
+    })?;
+    if !field.is_nullable() && array.null_count() > 0 {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "column '{}' holds nulls but the schema allows none",
+                field.name()
+            ),
+        ));
+    }
+    Ok(array)
+}
+
 /// Pages of one column overlapping the rows a scan reads, read ahead, handed out as row slices.
 struct ColumnCursor {
     pages: BoxStream<'static, Result<(u64, ArrayRef)>>,
@@ -145,17 +174,17 @@ struct ColumnCursor {
 
 impl ColumnCursor {
     /// A cursor over the pages of `field_id` that overlap `ranges` (sorted, disjoint).
-    /// Pages come out labelled with `data_type`, the schema's type of the column.
+    /// Pages come out as the schema's `field` has them (see [`as_stored`]).
     fn new(
         reader: FileReader,
         field_id: i32,
-        data_type: &DataType,
+        field: &Arc<Field>,
         readahead: usize,
         ranges: &[Range<u64>],
     ) -> Result<Self> {
         let column = reader.metadata().column(field_id, reader.path())?;
-        let data_type = data_type.clone();
-        let target = (column.data_type != data_type).then(|| data_type.clone());
+        let data_type = field.data_type().clone();
+        let field = field.clone();
         let mut pages: Vec<(usize, u64)> = Vec::new();
         for range in ranges {
             if range.is_empty() {
@@ -172,17 +201,13 @@ impl ColumnCursor {
         let pages = stream::iter(pages)
             .map(move |(page, start)| {
                 let reader = reader.clone();
-                let target = target.clone();
+                let field = field.clone();
                 tokio::spawn(async move {
                     let mut arrays = reader.read_pages(field_id, page..page + 1).await?;
                     let array = arrays
                         .pop()
                         .ok_or_else(|| Error::Internal("page read returned nothing".into()))?;
-                    let array = match &target {
-                        Some(to) => relabel(array, to)?,
-                        None => array,
-                    };
-                    Ok((start, array))
+                    Ok((start, as_stored(array, &field, reader.path())?))
                 })
             })
             .buffered(readahead.max(1))
@@ -315,11 +340,7 @@ impl FragmentScan {
         for (field_id, field) in fields {
             let reader = fragment_reader(table, fragment, *field_id).await?;
             cursors.push(ColumnCursor::new(
-                reader,
-                *field_id,
-                field.data_type(),
-                readahead,
-                &ranges,
+                reader, *field_id, field, readahead, &ranges,
             )?);
         }
         Ok(FragmentScan {
@@ -440,10 +461,7 @@ pub(crate) async fn fragment_matches(
         return Ok(matches);
     };
     let fields = filter_fields(manifest, filter)?;
-    let deleted = match &fragment.deletion {
-        Some(d) => Some(table.deletion_vector(d).await?),
-        None => None,
-    };
+    let deleted = table.deleted_rows(fragment).await?;
     let mut scan = FragmentScan::open(
         table,
         fragment,
@@ -547,10 +565,7 @@ struct ScanState {
 
 impl ScanState {
     async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<Option<FragmentState>> {
-        let deleted = match &fragment.deletion {
-            Some(d) => Some(self.table.deletion_vector(d).await?),
-            None => None,
-        };
+        let deleted = self.table.deleted_rows(fragment).await?;
         let readahead = self.options.readahead_pages;
         let Some(filter) = self.options.filter.clone() else {
             return Ok(Some(FragmentState::Ranges(
@@ -748,13 +763,12 @@ async fn live_addresses(
             offset -= live;
             continue;
         }
-        let Some(deletion) = &fragment.deletion else {
+        let Some(deleted) = table.deleted_rows(fragment).await? else {
             let wanted = (limit - addresses.len() as u64).min(live - offset);
             addresses.extend((offset..offset + wanted).map(|row| row_address(fragment.id, row)));
             offset = 0;
             continue;
         };
-        let deleted = table.deletion_vector(deletion).await?;
         for row in 0..fragment.physical_rows {
             if addresses.len() as u64 >= limit {
                 break;
@@ -971,8 +985,7 @@ pub(crate) async fn take(
         }
     }
     for (fragment, offsets) in &fragment_runs {
-        if let Some(d) = &fragment.deletion {
-            let deleted = table.deletion_vector(d).await?;
+        if let Some(deleted) = table.deleted_rows(fragment).await? {
             if let Some(o) = offsets.iter().find(|&&o| deleted.contains(o as u32)) {
                 return Err(Error::RowNotFound(format!(
                     "{} (deleted)",
@@ -985,7 +998,7 @@ pub(crate) async fn take(
     let reads = fragment_runs.iter().flat_map(|(fragment, offsets)| {
         fields.iter().map(move |(field_id, field)| async move {
             let reader = fragment_reader(table, fragment, *field_id).await?;
-            relabel(reader.take(*field_id, offsets).await?, field.data_type())
+            as_stored(reader.take(*field_id, offsets).await?, field, reader.path())
         })
     });
     let arrays = futures::future::try_join_all(reads).await?;
