@@ -558,10 +558,7 @@ async fn local_sources(
         if !same_type {
             return Ok(None);
         }
-        let deleted = match &fragment.deletion {
-            Some(d) => Some(table.inner().deletion_vector(d).await?),
-            None => None,
-        };
+        let deleted = table.inner().deleted_rows(fragment).await?;
         sources.push(StreamedFragment {
             id: fragment.id,
             field_id,
