@@ -95,6 +95,17 @@ describe("explainPlan / analyzePlan verbose", () => {
   });
 });
 
+describe("toArray options", () => {
+  it("options that are not an object, or a bigIntAsNumber that is not a boolean, are InvalidArgumentErrors", async () => {
+    const t = await fresh("toarray");
+    // toArray(null) was a plain TypeError ("Cannot read properties of null (reading 'bigIntAsNumber')").
+    await refused(() => t.query().toArray(null as never), /toArray\(\) options must be an object, got null/);
+    await refused(() => t.search([1, 2]).toArray(5 as never), /toArray\(\) options/);
+    await refused(() => t.query().toArray({ bigIntAsNumber: "yes" as never }), /bigIntAsNumber must be true or false/);
+    expect((await t.query().select(["id"]).toArray({ bigIntAsNumber: true }))[0].id).toBe(1);
+  });
+});
+
 describe("damaged IPC stream bytes", () => {
   it("are refused by the engine, not decoded in JS (one flipped bit could exhaust the JS heap)", async () => {
     // In a child with a small heap: before the fix, flipping bit 6 of byte 46 of this stream made
