@@ -3,6 +3,21 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import {
+  Dictionary,
+  Field,
+  FixedSizeList,
+  Float32,
+  Int32,
+  Int64,
+  List,
+  makeTable,
+  Table as ArrowTable,
+  tableFromArrays,
+  tableToIPC,
+  Utf8,
+  vectorFromArray,
+} from "apache-arrow";
 import { connect, InvalidArgumentError, QuiverError, type Table } from "../dist/index.js";
 
 const db = await connect("memory://fuzz-regressions");
@@ -137,9 +152,92 @@ describe("damaged IPC stream bytes", () => {
     `;
     const { stdout } = await promisify(execFile)(process.execPath, ["--max-old-space-size=256", "--input-type=module", "-e", script], {
       timeout: 120_000,
+      maxBuffer: 64 << 20,
+      // Engine panics on some damaged bytes (typed InternalErrors here) print backtraces.
+      env: { ...process.env, RUST_BACKTRACE: "0" },
     });
     const r = JSON.parse(stdout);
     expect(r.refused + r.accepted).toBe(1600);
+    expect(r.refused).toBeGreaterThan(0);
+  }, 130_000);
+});
+
+describe("IPC file bytes", () => {
+  const sample = () => {
+    const ids = Array.from({ length: 50 }, (_, i) => i);
+    return new ArrowTable({
+      id: vectorFromArray(ids.map((i) => BigInt(i)), new Int64()),
+      vector: vectorFromArray(
+        ids.map((i) => [i, 1, 2, 3]),
+        new FixedSizeList(4, new Field("item", new Float32(), true)),
+      ),
+      text: vectorFromArray(ids.map((i) => (i % 5 === 0 ? null : `row ${i} é🙂`)), new Utf8()),
+      cat: vectorFromArray(ids.map((i) => ["a", "b", "c"][i % 3]), new Dictionary(new Utf8(), new Int32())),
+      tags: vectorFromArray(ids.map((i) => (i % 4 === 0 ? [] : [`t${i}`, null])), new List(new Field("item", new Utf8(), true))),
+    });
+  };
+  const rowsOf = async (t: Table) =>
+    JSON.stringify(await t.query().toArray(), (_, v) => (typeof v === "bigint" ? `${v}n` : ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v));
+
+  it("are re-framed as a stream without decoding in JS, and read exactly like the stream", async () => {
+    const arrow = sample();
+    const several = new ArrowTable([...arrow.batches, ...arrow.slice(10, 30).batches, ...arrow.slice(0, 5).batches]);
+    for (const [name, table] of [["one", arrow], ["several", several]] as const) {
+      const fromStream = await db.createTable(`s-${name}`, tableToIPC(table, "stream"), { mode: "overwrite" });
+      const fromFile = await db.createTable(`f-${name}`, tableToIPC(table, "file"), { mode: "overwrite" });
+      expect(await fromFile.countRows()).toBe(table.numRows);
+      expect(await rowsOf(fromFile)).toBe(await rowsOf(fromStream));
+      await fromFile.add(tableToIPC(table, "file").buffer as ArrayBuffer);
+      expect(await fromFile.countRows()).toBe(2 * table.numRows);
+    }
+    // A file with no batches creates an empty table with the schema.
+    const empty = await db.createTable("empty-file", tableToIPC(makeTable({ x: new Int32Array(0) }).slice(0, 0), "file"), {
+      mode: "overwrite",
+    });
+    expect(await empty.countRows()).toBe(0);
+    expect((await empty.schema()).fields.map((f) => f.name)).toEqual(["x"]);
+    // Inside a stream of chunks too.
+    const t = await db.createTable("file-chunks", tableToIPC(tableFromArrays({ x: Int32Array.from([1]) }), "file"), { mode: "overwrite" });
+    async function* chunks() {
+      yield tableToIPC(tableFromArrays({ x: Int32Array.from([2, 3]) }), "file");
+      yield [{ x: 4 }];
+    }
+    await t.add(chunks() as never);
+    expect(await t.countRows()).toBe(4);
+  });
+
+  it("damaged are refused by the engine: every bit flip, in a child with a small heap", async () => {
+    // Before: apache-arrow decoded file bytes in JS; a flipped bit made it exhaust the heap
+    // (V8 abort) or loop forever.
+    const script = `
+      import { connect, QuiverError } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};
+      import { tableFromArrays, tableToIPC } from "apache-arrow";
+      const file = tableToIPC(tableFromArrays({ a: Int32Array.from([1, 2, 3]), b: ["x", "y", "z"] }), "file");
+      const db = await connect("memory://");
+      const table = await db.createTable("t", tableToIPC(tableFromArrays({ a: Int32Array.from([0]), b: ["w"] }), "stream"));
+      let refused = 0, accepted = 0;
+      for (let pos = 0; pos < file.length; pos++) {
+        for (let bit = 0; bit < 8; bit++) {
+          const bytes = Uint8Array.from(file);
+          bytes[pos] ^= 1 << bit;
+          try { await table.add(bytes); accepted++; }
+          catch (e) { if (!(e instanceof QuiverError)) throw e; refused++; }
+        }
+      }
+      for (let cut = 0; cut < file.length; cut += 7) {
+        try { await table.add(file.slice(0, cut)); accepted++; }
+        catch (e) { if (!(e instanceof QuiverError)) throw e; refused++; }
+      }
+      console.log(JSON.stringify({ bytes: file.length, refused, accepted, rows: await table.countRows() }));
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ["--max-old-space-size=256", "--input-type=module", "-e", script], {
+      timeout: 120_000,
+      maxBuffer: 64 << 20,
+      // Engine panics on some damaged bytes (typed InternalErrors here) print backtraces.
+      env: { ...process.env, RUST_BACKTRACE: "0" },
+    });
+    const r = JSON.parse(stdout);
+    expect(r.refused + r.accepted).toBe(r.bytes * 8 + Math.ceil(r.bytes / 7));
     expect(r.refused).toBeGreaterThan(0);
   }, 130_000);
 });

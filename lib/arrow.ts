@@ -420,19 +420,106 @@ export function toIPC(data: Data, schema?: Schema): Uint8Array {
 }
 
 /**
- * IPC stream bytes given by the caller, passed to the engine as they are (null when `data` is
- * not bytes, or is the IPC file format, which is converted in JS). Untrusted bytes are not
- * decoded in JS: apache-arrow reads their flatbuffers unverified, and one flipped bit can make
- * it allocate until the process dies (found by the random-input campaign), whereas the engine
- * verifies every message and refuses bad bytes with an InvalidArgumentError.
+ * IPC bytes given by the caller as the engine takes them, an IPC stream (null when `data` is
+ * not bytes). They are never decoded in JS: apache-arrow reads flatbuffers unverified, and one
+ * flipped bit can make it allocate until the process dies or loop forever (found by the
+ * random-input campaign), whereas the engine verifies every message and refuses bad bytes with
+ * an InvalidArgumentError. A stream passes as it is; the file format is re-framed as a stream
+ * without decoding anything (see `fileToStream`); bytes that fit neither go to the engine,
+ * which says so.
  */
 export function ipcStreamBytes(data: unknown): Uint8Array | null {
   const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data instanceof Uint8Array ? data : null;
   if (bytes === null) return null;
-  // The file format starts with "ARROW1" (and has no stream inside that the engine could read:
-  // apache-arrow keeps the schema in the footer only).
-  const file = bytes.length >= 6 && [0x41, 0x52, 0x52, 0x4f, 0x57, 0x31].every((b, i) => bytes[i] === b);
-  return file ? null : bytes;
+  return fileToStream(bytes) ?? bytes;
+}
+
+const ARROW_MAGIC = [0x41, 0x52, 0x52, 0x4f, 0x57, 0x31]; // "ARROW1"
+
+/**
+ * The IPC file format as an IPC stream, or null when `bytes` are not a well-framed file. A file
+ * is `ARROW1`, padding, encapsulated messages, a Footer flatbuffer, its int32 length and
+ * `ARROW1`; the Footer holds the schema (as a Schema table, not a message: apache-arrow writes
+ * no schema message into the body) and the blocks (offset, metadata length, body length) of the
+ * dictionary and record batch messages. The stream is a Schema message built around a copy of
+ * the Footer (its `header` points at the Footer's Schema table; flatbuffer offsets are
+ * relative, so the copy needs no rewriting), the blocks' bytes as they are, and the end marker.
+ * Only offsets and lengths are read here, each bounds-checked; the engine verifies the rest.
+ */
+function fileToStream(bytes: Uint8Array): Uint8Array | null {
+  const n = bytes.length;
+  const magicAt = (at: number) => ARROW_MAGIC.every((b, i) => bytes[at + i] === b);
+  if (n < 8 + 10 || !magicAt(0) || !magicAt(n - 6)) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, n);
+  const footerLength = view.getInt32(n - 10, true);
+  const footerStart = n - 10 - footerLength;
+  if (footerLength < 8 || footerStart < 8) return null;
+  const footer = bytes.subarray(footerStart, n - 10);
+  const fv = new DataView(footer.buffer, footer.byteOffset, footer.length);
+  const u32 = (at: number) => (at >= 0 && at + 4 <= footer.length ? fv.getUint32(at, true) : -1);
+  // The root table, its vtable, and the position of field `i` (-1 when absent or out of range).
+  const table = u32(0);
+  if (table < 0 || table + 4 > footer.length) return null;
+  const vtable = table - fv.getInt32(table, true);
+  if (vtable < 0 || vtable + 4 > footer.length) return null;
+  const vtableSize = fv.getUint16(vtable, true);
+  const field = (i: number) => {
+    const slot = vtable + 4 + 2 * i;
+    if (4 + 2 * i + 2 > vtableSize || slot + 2 > footer.length) return -1;
+    const off = fv.getUint16(slot, true);
+    return off === 0 ? -1 : table + off;
+  };
+  const version = field(0) >= 0 && field(0) + 2 <= footer.length ? fv.getInt16(field(0), true) : 4;
+  const schemaRef = field(1);
+  if (schemaRef < 0 || u32(schemaRef) < 0) return null;
+  const schemaTable = schemaRef + u32(schemaRef);
+  if (schemaTable >= footer.length) return null;
+  // Dictionary blocks (field 2), then record batch blocks (field 3): 24-byte structs.
+  const blocks: Uint8Array[] = [];
+  for (const f of [2, 3]) {
+    const ref = field(f);
+    if (ref < 0) continue;
+    if (u32(ref) < 0) return null;
+    const vector = ref + u32(ref);
+    const count = u32(vector);
+    if (count < 0 || vector + 4 + count * 24 > footer.length) return null;
+    for (let b = 0; b < count; b++) {
+      const at = vector + 4 + b * 24;
+      const offset = Number(fv.getBigInt64(at, true));
+      const metaLength = fv.getInt32(at + 8, true);
+      const bodyLength = Number(fv.getBigInt64(at + 16, true));
+      const end = offset + metaLength + bodyLength;
+      if (!(offset >= 8 && metaLength > 0 && bodyLength >= 0 && Number.isSafeInteger(end) && end <= footerStart)) return null;
+      blocks.push(bytes.subarray(offset, end));
+    }
+  }
+  // The Schema message: root offset, a vtable of 4 fields (version, header_type, header,
+  // bodyLength absent), the table, then the Footer copy, placed to end at an 8-byte boundary
+  // (flatbuffers are aligned from their end).
+  const copyAt = 32 + ((8 - (footer.length % 8)) % 8);
+  const size = copyAt + footer.length;
+  const message = new Uint8Array(size);
+  const mv = new DataView(message.buffer);
+  const T = 16;
+  mv.setUint32(0, T, true);
+  [12, 12, 4, 6, 8, 0].forEach((v, i) => mv.setUint16(4 + 2 * i, v, true));
+  mv.setInt32(T, T - 4, true); // vtable at 4
+  mv.setInt16(T + 4, version, true);
+  mv.setUint8(T + 6, 1); // MessageHeader.Schema
+  mv.setUint32(T + 8, copyAt + schemaTable - (T + 8), true);
+  message.set(footer, copyAt);
+  const prefix = new Uint8Array(8);
+  new DataView(prefix.buffer).setUint32(0, 0xffffffff, true);
+  new DataView(prefix.buffer).setInt32(4, size, true);
+  const end = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+  const parts = [prefix, message, ...blocks, end];
+  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /** An empty IPC stream carrying only `schema`. */
