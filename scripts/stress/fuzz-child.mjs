@@ -8,7 +8,7 @@
 // be refused; at the end their row count and id checksum must be what they were. The scratch
 // tables (local and memory) take random writes of every kind. Prints JSON lines: progress
 // records, then one `done` record.
-import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, writeSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -77,7 +77,15 @@ function repr(v, max = 240) {
     if (typeof v === "string") s = JSON.stringify(v.length > max ? `${v.slice(0, max)}…(${v.length} chars)` : v);
     else if (typeof v === "bigint") s = `${v}n`;
     else if (typeof v === "symbol" || typeof v === "function") s = String(v);
-    else if (v instanceof Uint8Array) s = `${v.constructor.name}(${v.length})`;
+    else if (v instanceof Uint8Array) {
+      s = `${v.constructor.name}(${v.length})`;
+      // Replaying one call (--only) keeps the bytes it sent, to reproduce it elsewhere.
+      if (only !== null) {
+        const file = join(dir, `call-${only}-${v.length}.bin`);
+        writeFileSync(file, v);
+        s += ` [${file}]`;
+      }
+    }
     else if (Array.isArray(v) && v.length > 0 && Object.keys(v).length < v.length) s = `sparse array of ${v.length} (${Object.keys(v).length} set)`;
     else if (ArrayBuffer.isView(v)) s = `${v.constructor.name}(${v.length ?? v.byteLength})`;
     else if (v instanceof ArrowTable) s = `ArrowTable(${v.numRows} rows: ${v.schema.fields.map((f) => `${f.name}:${f.type}`).join(", ")})`;
