@@ -52,6 +52,7 @@ const stats = {
   failuresByKind: {},
   failureExamples: [],
   internal: 0,
+  internalByKind: {},
   internalExamples: [],
   acceptedInvalid: 0,
   acceptedInvalidExamples: [],
@@ -840,6 +841,8 @@ for (let i = first; i < end; i++) {
     stats.byClass[e.constructor.name] = (stats.byClass[e.constructor.name] ?? 0) + 1;
     if (e instanceof InternalError) {
       stats.internal++;
+      const kind = e.message.replace(/\d+/g, "N").slice(0, 100);
+      stats.internalByKind[kind] = (stats.internalByKind[kind] ?? 0) + 1;
       if (stats.internalExamples.length < 20) stats.internalExamples.push(`call #${i} ${ctx.desc} → ${describeError(e)}`);
     }
     continue;

@@ -11,7 +11,7 @@ const MAX_EXAMPLES = 40;
 
 function merge(totals, s) {
   for (const k of ["resolved", "rejectedTyped", "hostile", "failures", "internal", "acceptedInvalid"]) totals[k] += s[k] ?? 0;
-  for (const k of ["byClass", "byCategory", "failuresByKind"]) {
+  for (const k of ["byClass", "byCategory", "failuresByKind", "internalByKind"]) {
     for (const [name, n] of Object.entries(s[k] ?? {})) totals[k][name] = (totals[k][name] ?? 0) + n;
   }
   for (const k of ["failureExamples", "internalExamples", "acceptedInvalidExamples"]) {
@@ -78,6 +78,7 @@ export async function runFuzz({ calls, seed, dir, hangSeconds = 30, print = cons
     failuresByKind: {},
     failureExamples: [],
     internal: 0,
+    internalByKind: {},
     internalExamples: [],
     acceptedInvalid: 0,
     acceptedInvalidExamples: [],

@@ -102,6 +102,7 @@ if (args.fuzz || both) {
   // InternalErrors are typed (code "Internal"), so not failures here, but each is an engine
   // panic or an unmapped error that deserves a look: list one per distinct message.
   console.log(`  internal errors (engine panics, unmapped errors): ${f.internal}`);
+  for (const [kind, n] of Object.entries(f.internalByKind)) console.log(`    ${n} × ${kind}`);
   const seen = new Set();
   for (const e of f.internalExamples) {
     const key = e.slice(e.lastIndexOf("→"));
