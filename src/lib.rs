@@ -109,14 +109,29 @@ async fn guarded<T>(work: impl Future<Output = quiver_engine::Result<T>>) -> nap
     }
 }
 
+/// Decodes caller-given IPC stream bytes, which may be damaged: arrow-ipc verifies the
+/// flatbuffer metadata, but a body whose buffers do not fit it can make it panic while slicing
+/// (caught here, so a damaged stream is refused like any other), and values it does not check
+/// (offsets, UTF-8, child lengths) are validated in full before the engine sees them.
 fn decode_ipc(bytes: &[u8]) -> quiver_engine::Result<(SchemaRef, Vec<RecordBatch>)> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| {
-        EngineError::InvalidArgument(format!("data is not an Arrow IPC stream: {e}"))
-    })?;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::InvalidArgument(format!("Arrow IPC stream is damaged: {e}")))?;
+    let damaged = |e: &dyn std::fmt::Display| {
+        EngineError::InvalidArgument(format!("Arrow IPC stream is damaged: {e}"))
+    };
+    let read = || -> quiver_engine::Result<(SchemaRef, Vec<RecordBatch>)> {
+        let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| {
+            EngineError::InvalidArgument(format!("data is not an Arrow IPC stream: {e}"))
+        })?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| damaged(&e))?;
+        for column in batches.iter().flat_map(|b| b.columns()) {
+            column.to_data().validate_full().map_err(|e| damaged(&e))?;
+        }
+        Ok((schema, batches))
+    };
+    let (schema, batches) = std::panic::catch_unwind(AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(damaged(&"its buffers do not match its metadata")))?;
     decode_dictionaries(schema, batches)
 }
 
@@ -251,8 +266,8 @@ pub async fn connect(
     });
     let read_consistency = match options.read_consistency_interval {
         None => Some(Duration::ZERO),
-        Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) if s.is_infinite() && s > 0.0 => None,
+        // An interval too long for a Duration (about 585 billion years) never elapses.
+        Some(s) if s >= 0.0 => Duration::try_from_secs_f64(s).ok(),
         Some(s) => {
             return Err(coded(
                 "InvalidArgument",
@@ -833,7 +848,7 @@ impl NativeTable {
     ) -> napi::Result<NativeMergeResult> {
         self.check_open()?;
         guarded(async {
-            let (_, batches) = decode_ipc(&data)?;
+            let (schema, batches) = decode_ipc(&data)?;
             let spec = MergeInsert {
                 on,
                 when_matched_update_all: options
@@ -844,7 +859,7 @@ impl NativeTable {
                     .when_not_matched_by_source_delete
                     .then_some(options.by_source_where),
             };
-            let r = self.table.merge_insert(&spec, batches).await?;
+            let r = self.table.merge_insert(&spec, &schema, batches).await?;
             Ok(NativeMergeResult {
                 num_inserted_rows: r.num_inserted_rows as f64,
                 num_updated_rows: r.num_updated_rows as f64,
@@ -1505,6 +1520,42 @@ mod tests {
         let end = finished.sender.lock().await.take().expect("sender");
         end.send(WriterMessage::End).await.expect("end");
         assert_eq!(finished.outcome().await.expect("ok"), 1);
+    }
+
+    #[test]
+    fn damaged_ipc_bytes_are_refused_never_a_panic() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("a", arrow_schema::DataType::Int32, true),
+            arrow_schema::Field::new("b", arrow_schema::DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow_array::Int32Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(arrow_array::StringArray::from(vec!["x", "yy", "zzz"])),
+            ],
+        )
+        .expect("batch");
+        let bytes = encode_ipc(&schema, &[batch]).expect("encode");
+        assert!(decode_ipc(&bytes).is_ok());
+        // Hundreds of the damaged streams make arrow-ipc panic (caught): keep the log readable.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 1 << bit;
+                match decode_ipc(&damaged) {
+                    Ok(_) | Err(EngineError::InvalidArgument(_)) => {}
+                    Err(other) => panic!("byte {at} bit {bit}: {other}"),
+                }
+            }
+            match decode_ipc(&bytes[..at]) {
+                Ok(_) | Err(EngineError::InvalidArgument(_)) => {}
+                Err(other) => panic!("truncated at {at}: {other}"),
+            }
+        }
+        std::panic::set_hook(hook);
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub enum Error {
     ReadOnlyVersion(u64),
 
     /// A SQL filter or expression is malformed or does not fit the table (says what and where).
-    #[error("{0}")]
+    #[error(transparent)]
     Filter(#[from] FilterError),
 
     /// An error from the underlying object store.

@@ -196,7 +196,7 @@ async fn merge_insert_upserts_and_deletes_by_source() {
         ..Default::default()
     };
     let r = t
-        .merge_insert(&spec, vec![rows(5..15, 1000.0)])
+        .merge_insert(&spec, &schema(), vec![rows(5..15, 1000.0)])
         .await
         .expect("upsert");
     assert_eq!(
@@ -216,7 +216,7 @@ async fn merge_insert_upserts_and_deletes_by_source() {
         ..Default::default()
     };
     let r = t
-        .merge_insert(&cheaper, vec![rows(0..15, 2.5)])
+        .merge_insert(&cheaper, &schema(), vec![rows(0..15, 2.5)])
         .await
         .expect("conditional");
     assert_eq!(r.num_updated_rows, 10); // ids 5..15 were 1000+
@@ -229,7 +229,7 @@ async fn merge_insert_upserts_and_deletes_by_source() {
         ..Default::default()
     };
     let r = t
-        .merge_insert(&prune, vec![rows(0..12, 0.0)])
+        .merge_insert(&prune, &schema(), vec![rows(0..12, 0.0)])
         .await
         .expect("by source");
     assert_eq!(r.num_deleted_rows, 3);
@@ -238,12 +238,21 @@ async fn merge_insert_upserts_and_deletes_by_source() {
     // Duplicate source keys are an error and change nothing.
     let version = t.version();
     let dup = concat_batches(&schema(), &[rows(0..2, 0.0), rows(1..2, 0.0)]).expect("dup");
-    let err = t.merge_insert(&spec, vec![dup]).await;
+    let err = t.merge_insert(&spec, &dup.schema(), vec![dup]).await;
     assert!(
         matches!(err, Err(Error::InvalidArgument(ref m)) if m.contains("same key")),
         "{err:?}"
     );
     assert_eq!(t.version(), version);
+
+    // A source of other columns is refused even when it has no rows: read as "no keys", it
+    // would let whenNotMatchedBySourceDelete delete every row.
+    let other = Schema::new(vec![Field::new("a", DataType::Int32, true)]);
+    for spec in [&prune, &spec] {
+        let err = t.merge_insert(spec, &other, Vec::new()).await;
+        assert!(matches!(err, Err(Error::SchemaMismatch(_))), "{err:?}");
+    }
+    assert_eq!((t.version(), t.count_rows()), (version, 12));
 }
 
 #[tokio::test]
@@ -262,8 +271,12 @@ async fn concurrent_merge_inserts_of_the_same_keys_never_duplicate_rows() {
                 ..Default::default()
             };
             // Every writer upserts ids 90..110: 10 existing, 10 new.
-            t.merge_insert(&spec, vec![rows(90..110, writer as f64 * 1000.0)])
-                .await
+            t.merge_insert(
+                &spec,
+                &schema(),
+                vec![rows(90..110, writer as f64 * 1000.0)],
+            )
+            .await
         }));
     }
     for task in tasks {
@@ -335,7 +348,7 @@ impl Mutation {
                     when_not_matched_insert_all: true,
                     ..Default::default()
                 };
-                t.merge_insert(&spec, vec![rows(190..210, 1000.0)])
+                t.merge_insert(&spec, &schema(), vec![rows(190..210, 1000.0)])
                     .await
                     .map(|_| ())
             }

@@ -77,6 +77,12 @@ pub(crate) fn parse(text: &str) -> SyntaxResult<Syntax> {
         .into_iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
+    if tokens.is_empty() {
+        return Err(FilterError::new(
+            Kind::Syntax,
+            "the expression is empty (it holds only comments)",
+        ));
+    }
     let end = end_span(text);
     let groups = match_groups(&tokens, end)?;
     let splitter = Splitter {

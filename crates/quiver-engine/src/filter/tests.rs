@@ -55,6 +55,13 @@ fn syntax_errors_carry_a_position() {
     assert_eq!(e.kind, FilterErrorKind::Syntax);
     assert_eq!(e.position, Some((1, 8)));
     assert_eq!(filter_error("  ").kind, FilterErrorKind::Syntax);
+    for comment in ["--", "-- c", "/* x */", "/**/ -- y\n"] {
+        assert_eq!(
+            filter_error(comment).kind,
+            FilterErrorKind::Syntax,
+            "{comment}"
+        );
+    }
 }
 
 #[test]

@@ -232,6 +232,7 @@ impl Table {
     pub async fn merge_insert(
         &self,
         spec: &MergeInsert,
+        source_schema: &Schema,
         source: Vec<RecordBatch>,
     ) -> Result<MergeResult> {
         if spec.on.is_empty() {
@@ -248,6 +249,9 @@ impl Table {
             ));
         }
         let manifest = self.writable_manifest()?;
+        // Checked even without rows: an empty source of other columns must not read as "no
+        // keys", which would let whenNotMatchedBySourceDelete delete every row.
+        manifest.schema.check_compatible(source_schema)?;
         let table_schema = manifest.schema.arrow.clone();
         let mut keys = Vec::with_capacity(spec.on.len());
         for name in &spec.on {
