@@ -1125,13 +1125,18 @@ async fn measured_exact(
         stats,
     )
     .await?;
-    if analyze {
-        let m = node.metrics_mut();
-        m.output_rows = best.len() as u64;
-        m.rows_ranked = stats.exact_rows - ranked_before;
-    }
+    record_ranked(node, analyze, best.len(), stats.exact_rows - ranked_before);
     probe.finish(node);
     Ok(best)
+}
+
+/// Records an exact-ranking operator's output and the rows it ranked (when analyzing).
+fn record_ranked(node: &mut PlanNode, analyze: bool, output: usize, ranked: u64) {
+    if analyze {
+        let m = node.metrics_mut();
+        m.output_rows = output as u64;
+        m.rows_ranked = ranked;
+    }
 }
 
 /// [`exact_at`] measured into `node`.
@@ -1147,11 +1152,7 @@ async fn measured_exact_at(
     let probe = Probe::start(analyze);
     let before = stats.exact_rows;
     let best = exact_at(&table.measured(&probe), manifest, rows, exact, stats).await?;
-    if analyze {
-        let m = node.metrics_mut();
-        m.output_rows = best.len() as u64;
-        m.rows_ranked = stats.exact_rows - before;
-    }
+    record_ranked(node, analyze, best.len(), stats.exact_rows - before);
     probe.finish(node);
     Ok(best)
 }
