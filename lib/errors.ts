@@ -75,6 +75,8 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   VersionNotFound: [NotFoundError, false],
   RowNotFound: [NotFoundError, false],
   IndexNotFound: [NotFoundError, false],
+  TagNotFound: [NotFoundError, false],
+  TagExists: [InvalidArgumentError, false],
   ReadOnlyVersion: [InvalidArgumentError, false],
   Internal: [InternalError, false],
 };

@@ -11,6 +11,8 @@ export {
   type ColumnAlteration,
   type MergeResult,
   type TableStats,
+  type TagContents,
+  Tags,
   type UpdateOptions,
   type Version,
 } from "./table.js";

@@ -94,6 +94,12 @@ export interface NativeTable {
   listVersions(): Promise<NativeVersion[]>;
   checkout(version: number): Promise<void>;
   checkoutLatest(): Promise<number>;
+  listTags(): Promise<{ name: string; version: number }[]>;
+  tagVersion(name: string): Promise<number>;
+  createTag(name: string, version: number): Promise<void>;
+  updateTag(name: string, version: number): Promise<void>;
+  deleteTag(name: string): Promise<void>;
+  checkoutTag(name: string): Promise<number>;
   restore(version?: number): Promise<number>;
   stats(): Promise<NativeTableStats>;
   scan(options: NativeScanOptions): Promise<NativeBatchStream>;

@@ -374,11 +374,24 @@ export class Table implements QueryTarget {
     return versions.map((v) => ({ version: v.version, timestamp: new Date(v.timestamp), operation: v.operation }));
   }
 
-  /** Pins the handle to an old version (read-only until checkoutLatest or restore). */
-  async checkout(version: number): Promise<void> {
-    integerArg(version, "version", { min: 1 });
+  /**
+   * Pins the handle to an old version, given by number or by tag name (read-only until
+   * checkoutLatest or restore).
+   */
+  async checkout(version: number | string): Promise<void> {
     const t = this.native();
+    if (typeof version === "string") {
+      const tag = nameArg(version, "checkout() tag");
+      await native(() => t.checkoutTag(tag));
+      return;
+    }
+    integerArg(version, "version", { min: 1 });
     await native(() => t.checkout(version));
+  }
+
+  /** Names for versions (see {@link Tags}). */
+  tags(): Tags {
+    return new Tags(() => this.native());
   }
 
   async checkoutLatest(): Promise<void> {
@@ -626,4 +639,55 @@ function sqlText(text: unknown, method: string): string {
     throw new InvalidArgumentError("InvalidArgument", `${method}() takes a non-empty SQL predicate string`);
   }
   return text;
+}
+
+/** What a tag names. */
+export interface TagContents {
+  version: number;
+}
+
+/**
+ * Names for versions, like git tags: `create("v1", 3)`, then `table.checkout("v1")`. A tag is
+ * a small file under the table's folder; creating one never commits a version, and of two
+ * writers creating the same name exactly one succeeds. Names: letters, digits, `.`, `_`, `-`.
+ */
+export class Tags {
+  constructor(private readonly table: () => NativeTable) {}
+
+  /** Every tag and its version. */
+  async list(): Promise<Record<string, TagContents>> {
+    const t = this.table();
+    const tags = await native(() => t.listTags());
+    return Object.fromEntries(tags.map((tag) => [tag.name, { version: tag.version }]));
+  }
+
+  /** The version `tag` names (a NotFoundError when there is no such tag). */
+  async getVersion(tag: string): Promise<number> {
+    const name = nameArg(tag, "tag");
+    const t = this.table();
+    return native(() => t.tagVersion(name));
+  }
+
+  /** Names `version` (which must exist) `tag`; an InvalidArgumentError if the tag exists. */
+  async create(tag: string, version: number): Promise<void> {
+    const name = nameArg(tag, "tag");
+    integerArg(version, "version", { min: 1 });
+    const t = this.table();
+    await native(() => t.createTag(name, version));
+  }
+
+  /** Moves the existing `tag` to `version`. */
+  async update(tag: string, version: number): Promise<void> {
+    const name = nameArg(tag, "tag");
+    integerArg(version, "version", { min: 1 });
+    const t = this.table();
+    await native(() => t.updateTag(name, version));
+  }
+
+  /** Removes `tag` (the version stays). */
+  async delete(tag: string): Promise<void> {
+    const name = nameArg(tag, "tag");
+    const t = this.table();
+    await native(() => t.deleteTag(name));
+  }
 }

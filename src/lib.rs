@@ -69,6 +69,8 @@ fn error_code(e: &EngineError) -> &'static str {
         EngineError::VersionNotFound { .. } => "VersionNotFound",
         EngineError::RowNotFound(_) => "RowNotFound",
         EngineError::IndexNotFound(_) => "IndexNotFound",
+        EngineError::TagNotFound(_) => "TagNotFound",
+        EngineError::TagAlreadyExists(_) => "TagExists",
         EngineError::Corrupt { .. } | EngineError::IncompatibleVersion { .. } => "Corruption",
         EngineError::CommitConflict(_) => "CommitConflict",
         EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
@@ -417,6 +419,13 @@ impl NativeConnection {
         self.check_open()?;
         guarded(self.db.drop_table(&name)).await
     }
+}
+
+/// A tag and the version it names.
+#[napi(object)]
+pub struct NativeTag {
+    pub name: String,
+    pub version: f64,
 }
 
 /// One committed version.
@@ -968,6 +977,58 @@ impl NativeTable {
         self.check_open()?;
         let version = version_arg(version)?;
         guarded(self.table.checkout(version)).await
+    }
+
+    /// Every tag, sorted by name.
+    #[napi]
+    pub async fn list_tags(&self) -> napi::Result<Vec<NativeTag>> {
+        self.check_open()?;
+        guarded(async {
+            Ok(self
+                .table
+                .list_tags()
+                .await?
+                .into_iter()
+                .map(|t| NativeTag {
+                    name: t.name,
+                    version: t.version as f64,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    #[napi]
+    pub async fn tag_version(&self, name: String) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async { Ok(self.table.tag_version(&name).await? as f64) }).await
+    }
+
+    #[napi]
+    pub async fn create_tag(&self, name: String, version: f64) -> napi::Result<()> {
+        self.check_open()?;
+        let version = version_arg(version)?;
+        guarded(self.table.create_tag(&name, version)).await
+    }
+
+    #[napi]
+    pub async fn update_tag(&self, name: String, version: f64) -> napi::Result<()> {
+        self.check_open()?;
+        let version = version_arg(version)?;
+        guarded(self.table.update_tag(&name, version)).await
+    }
+
+    #[napi]
+    pub async fn delete_tag(&self, name: String) -> napi::Result<()> {
+        self.check_open()?;
+        guarded(self.table.delete_tag(&name)).await
+    }
+
+    /// Checks out the version a tag names; returns it.
+    #[napi]
+    pub async fn checkout_tag(&self, name: String) -> napi::Result<f64> {
+        self.check_open()?;
+        guarded(async { Ok(self.table.checkout_tag(&name).await? as f64) }).await
     }
 
     #[napi]

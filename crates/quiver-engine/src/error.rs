@@ -36,6 +36,14 @@ pub enum Error {
     #[error("index {0} was not found; list the table's indexes with list_indices()")]
     IndexNotFound(String),
 
+    /// No tag of that name (see `Table::tags`).
+    #[error("tag '{0}' does not exist; list the table's tags with tags().list()")]
+    TagNotFound(String),
+
+    /// A tag of that name already exists.
+    #[error("tag '{0}' already exists; use update() to move it to another version")]
+    TagAlreadyExists(String),
+
     /// A row address does not exist or was deleted.
     #[error("row {0} was not found: it is out of range or deleted")]
     RowNotFound(String),

@@ -13,6 +13,7 @@ pub mod manifest;
 mod mutate;
 pub mod scan;
 pub mod session;
+pub mod tags;
 pub mod write;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use self::manifest::{DeletionFileProto, FragmentProto, Manifest, ManifestStore, 
 pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
+pub use self::tags::TagInfo;
 pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, FilterRef};
