@@ -12,6 +12,7 @@ import {
   type Connection,
   Index,
   InvalidArgumentError,
+  NotFoundError,
   QuiverError,
   SchemaMismatchError,
   type Table,
@@ -104,7 +105,9 @@ describe.each(NOT_NUMBERS)("%s where a number is expected", (_name, bad) => {
   });
 
   it("checkout, restore, takeOffsets, takeRowIds", async () => {
-    await refused(() => table.checkout(n), /version must be a positive integer/);
+    // A string is a tag name (LanceDB's checkout(version | tag)): an unknown one is a NotFoundError.
+    if (typeof bad === "string") await expect(table.checkout(n as never)).rejects.toBeInstanceOf(NotFoundError);
+    else await refused(() => table.checkout(n), /version must be a positive integer/);
     await refused(() => table.restore(n), /version must be a positive integer/);
     await refused(() => table.takeOffsets([0, n]), /offset 1 must be a non-negative integer/);
     if (typeof bad !== "bigint") await refused(() => table.takeRowIds([0n, n]), /row id 1 must be a non-negative integer/);
