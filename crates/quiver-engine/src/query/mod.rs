@@ -1030,8 +1030,7 @@ fn output_nodes(r: &Resolved, search: &VectorSearch, inputs: Vec<PlanNode>) -> P
         .child(root)
 }
 
-/// The nodes under the top k that `run` filled: the root keeps its children, the new ones are
-/// the inputs.
+/// Runs a search, building the plan of what ran (measured when `analyze`).
 async fn run(
     table: &Table,
     search: &VectorSearch,
@@ -1079,9 +1078,7 @@ async fn run(
     };
     let mut plan = output_nodes(&r, search, inputs);
     let probe = Probe::start(analyze);
-    if let Some(m) = top_of(&mut plan).metrics.as_mut() {
-        m.output_rows = best.len() as u64;
-    } else if analyze {
+    if analyze {
         top_of(&mut plan).metrics_mut().output_rows = best.len() as u64;
     }
     let batch = finish(&table.measured(&probe), &r.manifest, &mut best, search).await?;

@@ -827,6 +827,7 @@ pub(crate) async fn explain(
         let mut candidate_rows = 0u64;
         // Pages of the filter's columns: all, and those holding candidate rows.
         let (mut pages, mut candidate_pages) = (0usize, 0usize);
+        let read_fields = filter_fields(manifest, filter)?;
         for fragment in fragments {
             let ranges = candidate_ranges(table, manifest, fragment, filter).await?;
             match &ranges {
@@ -835,7 +836,8 @@ pub(crate) async fn explain(
                 }
                 None => pruned += 1,
             }
-            for (field_id, _) in filter_fields(manifest, filter)? {
+            for (field_id, _) in &read_fields {
+                let field_id = *field_id;
                 let reader = fragment_reader(table, fragment, field_id).await?;
                 let column = reader.metadata().column(field_id, reader.path())?;
                 for page in column.row_starts.windows(2) {
