@@ -95,6 +95,16 @@ impl DataFileWriter {
         self.num_rows
     }
 
+    /// Bytes written so far, pages not yet flushed included (metadata excluded).
+    pub fn bytes_written(&self) -> u64 {
+        self.out.position()
+            + self
+                .columns
+                .iter()
+                .map(|c| c.pending_bytes as u64)
+                .sum::<u64>()
+    }
+
     /// Appends rows given as one array per column, in the schema's order, all of one length.
     pub async fn write(&mut self, columns: &[ArrayRef]) -> Result<()> {
         let rows = columns.first().map_or(0, |c| c.len());

@@ -30,7 +30,7 @@ use crate::linalg::DistanceType;
 use crate::query::{resolve_column, Candidate};
 use crate::schema::TableSchema;
 use crate::table::manifest::{IndexMetadataProto, Manifest, INDICES_DIR};
-use crate::table::{ScanOptions, Table};
+use crate::table::{remap, ScanOptions, Table};
 
 /// Name of an index file inside its `_indices/{uuid}/` folder.
 const INDEX_FILE: &str = "index.qvi";
@@ -139,7 +139,7 @@ fn details(meta: &IndexMetadataProto) -> Result<VectorIndexDetailsProto> {
 
 fn info(manifest: &Manifest, meta: &IndexMetadataProto) -> Result<IndexInfo> {
     let d = details(meta)?;
-    let covered: HashSet<u64> = meta.fragment_ids.iter().copied().collect();
+    let covered = remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
     let (mut indexed, mut unindexed) = (0, 0);
     for f in manifest.fragments() {
         if covered.contains(&f.id) {
@@ -288,19 +288,30 @@ pub(crate) fn vector_index_for(manifest: &Manifest, field_id: i32) -> Option<&In
         .find(|i| i.field_ids == [field_id] && IndexKind::parse(&i.index_type).is_some())
 }
 
-/// The index behind `meta`, through the connection's index cache.
-pub(crate) async fn load(table: &Table, meta: &IndexMetadataProto) -> Result<Arc<IvfIndex>> {
-    Ok(load_counted(table, meta).await?.0)
+/// The index behind `meta` as `manifest` sees it (row addresses moved by the compactions
+/// since its build), through the connection's index cache.
+pub(crate) async fn load(
+    table: &Table,
+    manifest: &Manifest,
+    meta: &IndexMetadataProto,
+) -> Result<Arc<IvfIndex>> {
+    Ok(load_counted(table, manifest, meta).await?.0)
 }
 
 /// [`load`], also saying whether the index was read from storage (a cache miss).
 pub(crate) async fn load_counted(
     table: &Table,
+    manifest: &Manifest,
     meta: &IndexMetadataProto,
 ) -> Result<(Arc<IvfIndex>, bool)> {
     let inner = table.inner();
     let relative = format!("{INDICES_DIR}/{}/{INDEX_FILE}", meta.uuid);
-    let key = format!("{}/{relative}", inner.storage.uri());
+    let coverage = remap::coverage(&manifest.proto, &meta.fragment_ids);
+    let key = format!(
+        "{}/{relative}{}",
+        inner.storage.uri(),
+        coverage.cache_suffix(&manifest.proto)
+    );
     if let Some(index) = inner.session.index(&key) {
         return Ok((index, false));
     }
@@ -325,7 +336,7 @@ pub(crate) async fn load_counted(
         .read_all_at_most(&path, limit, "vector index")
         .await?;
     let decode_path = path.clone();
-    let index = tokio::task::spawn_blocking(move || IvfIndex::decode(&bytes, &decode_path))
+    let mut index = tokio::task::spawn_blocking(move || IvfIndex::decode(&bytes, &decode_path))
         .await
         .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??;
     // ...and holds exactly that, for the fragments it names.
@@ -351,6 +362,7 @@ pub(crate) async fn load_counted(
             row >> 32
         )));
     }
+    remap::translate(inner, &manifest.proto, &coverage, &mut index.row_ids).await?;
     let index = Arc::new(index);
     inner.session.insert_index(key, index.clone());
     Ok((index, true))
@@ -693,8 +705,8 @@ pub async fn optimize_indices(table: &Table) -> Result<OptimizeStats> {
         else {
             continue;
         };
-        let index = load(table, &meta).await?;
-        let covered: HashSet<u64> = meta.fragment_ids.iter().copied().collect();
+        let index = load(table, &manifest, &meta).await?;
+        let covered = remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
         let gate = live_gate(table, &manifest.with_fragments(|f| covered.contains(&f.id))).await?;
         let kept: Vec<usize> = (0..index.row_ids.len())
             .filter(|&i| gate.allows(index.row_ids[i]))

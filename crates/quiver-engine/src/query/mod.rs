@@ -872,8 +872,8 @@ fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
     };
     let index = match index_meta {
         Some(meta) if !search.bypass_index && index_distance == Some(distance) => {
-            let covered: std::collections::HashSet<u64> =
-                meta.fragment_ids.iter().copied().collect();
+            let covered =
+                crate::table::remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
             let all_covered = manifest.fragments().iter().all(|f| covered.contains(&f.id));
             let kind = IndexKind::parse(&meta.index_type).ok_or_else(|| {
                 Error::corrupt(
@@ -1202,7 +1202,7 @@ async fn indexed_search(
     };
     let probe = Probe::start(analyze);
     let observed = table.measured(&probe);
-    let (index, loaded) = index::load_counted(&observed, meta).await?;
+    let (index, loaded) = index::load_counted(&observed, indexed, meta).await?;
     if index.dim != exact.query.f32.len() || index.distance != exact.distance {
         return Err(Error::corrupt(
             format!("index '{}'", meta.name),

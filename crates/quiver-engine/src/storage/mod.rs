@@ -505,6 +505,15 @@ impl Storage {
     }
 
     /// Whether an object exists.
+    /// The object's metadata, `None` when it does not exist.
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn exists(&self, path: &Path) -> Result<bool> {
         match self.store.head(path).await {
             Ok(_) => Ok(true),

@@ -16,8 +16,10 @@ use roaring::RoaringBitmap;
 
 use super::deletion::write_deletion_file;
 use super::manifest::{
-    DataFileProto, FragmentProto, IndexMetadataProto, Manifest, ManifestProto, TransactionProto,
+    DataFileProto, FragmentProto, FragmentRemapProto, IndexMetadataProto, Manifest, ManifestProto,
+    RemapGroupProto, TransactionProto,
 };
+use super::remap::{self, OldFragment, RemapGroup};
 use super::write::NewFragment;
 use super::TableInner;
 use crate::error::{Error, Result};
@@ -66,6 +68,21 @@ pub(crate) enum Operation {
     },
     /// Add, replace or remove an index (data is unchanged).
     Index(IndexChange),
+    /// Swap each group's old fragments for its new ones (see `compact`); `remap_path` is the
+    /// groups' address map file.
+    Compact {
+        groups: Vec<CompactGroup>,
+        remap_path: String,
+        remap_size: u64,
+    },
+}
+
+/// One bin of a compaction: the fragments it read (with the rows deleted when it read them)
+/// and the fragments holding their live rows, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct CompactGroup {
+    pub old: Vec<OldFragment>,
+    pub new: Vec<NewFragment>,
 }
 
 /// A change to the table's indexes.
@@ -87,6 +104,8 @@ pub(crate) enum IndexChange {
 pub(crate) const ADD_COLUMNS: &str = "add_columns";
 pub(crate) const ALTER_COLUMNS: &str = "alter_columns";
 pub(crate) const DROP_COLUMNS: &str = "drop_columns";
+/// Operation name of compactions.
+pub(crate) const COMPACT: &str = "compact";
 
 impl Operation {
     fn name(&self) -> &'static str {
@@ -101,6 +120,7 @@ impl Operation {
             Operation::ChangeSchema { operation, .. } => operation,
             Operation::Index(IndexChange::Create { .. }) => "create_index",
             Operation::Index(IndexChange::Drop { .. }) => "drop_index",
+            Operation::Compact { .. } => COMPACT,
         }
     }
 
@@ -170,14 +190,42 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
     }
     match theirs {
         // Index changes leave rows alone; an index covers the fragments it names, whatever
-        // was added or deleted since.
-        "append" | "delete" | "update" | "merge_insert" | "create_index" | "drop_index" => Ok(()),
+        // was added or deleted since. A compaction keeps every row: whoever needs a fragment
+        // it replaced finds out when its manifest is rebuilt (deletes re-run; indexes follow
+        // the address map), and a compaction meeting a delete moves the deletion.
+        "append" | "delete" | "update" | "merge_insert" | "create_index" | "drop_index"
+        | COMPACT => Ok(()),
         theirs => Err(Error::CommitConflict(format!(
             "a concurrent {theirs} replaced the table at version {} while this {} was in progress",
             committed.version(),
             ours.name()
         ))),
     }
+}
+
+/// The conflict check when some versions committed after `from` were cleaned up before this
+/// writer could read them: conservative, from what the newest manifest records.
+fn check_unseen(ours: &Operation, newest: &Manifest, from: u64) -> Result<()> {
+    if ours.replaces_table() {
+        return Ok(());
+    }
+    let covers_new_rows = matches!(ours, Operation::MergeInsert { .. })
+        || matches!(
+            ours,
+            Operation::ChangeSchema {
+                covers_rows: true,
+                ..
+            }
+        );
+    if newest.proto.last_replace_version > from
+        || (covers_new_rows && newest.proto.last_rows_added_version > from)
+    {
+        return Err(Error::CommitConflict(format!(
+            "versions committed after version {from} changed the table in a way this {} depends on (they were cleaned up before they could be compared)",
+            ours.name()
+        )));
+    }
+    Ok(())
 }
 
 fn new_fragments(next_id: &mut u64, fragments: &[NewFragment]) -> Vec<FragmentProto> {
@@ -237,6 +285,92 @@ async fn apply_deletes(
         .fragments
         .retain(|f| !txn.removed_fragment_ids.contains(&f.id));
     Ok(())
+}
+
+/// Replaces `group`'s old fragments in `proto` (a copy of `base`'s) by its new ones, at the
+/// position of the first, moving rows deleted since the compaction read them to the new
+/// fragments. Returns the ids given to the new fragments.
+async fn apply_compaction_group(
+    table: &TableInner,
+    base: &Manifest,
+    proto: &mut ManifestProto,
+    txn: &mut TransactionProto,
+    group: &CompactGroup,
+    version: u64,
+) -> Result<Vec<u64>> {
+    let layout = RemapGroup {
+        old: group.old.clone(),
+        new_rows: group.new.iter().map(|f| f.physical_rows).collect(),
+    };
+    let starts = layout.starts();
+    let mut moved: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); group.new.len()];
+    let mut first = None;
+    for (i, old) in group.old.iter().enumerate() {
+        let Some(pos) = proto.fragments.iter().position(|f| f.id == old.id) else {
+            return Err(Error::CommitConflict(format!(
+                "fragment {} was rewritten or removed by a concurrent writer (version {})",
+                old.id,
+                base.version()
+            )));
+        };
+        first = Some(first.map_or(pos, |p: usize| p.min(pos)));
+        let now = match table.deleted_rows(&proto.fragments[pos]).await? {
+            Some(d) => (*d).clone(),
+            None => RoaringBitmap::new(),
+        };
+        if !old.dropped.is_subset(&now) {
+            return Err(Error::CommitConflict(format!(
+                "deleted rows of fragment {} came back (a concurrent restore, version {})",
+                old.id,
+                base.version()
+            )));
+        }
+        for offset in &(now - old.dropped.as_ref()) {
+            if let Some((k, at)) = layout.locate(i, u64::from(offset), &starts) {
+                moved[k].insert(at as u32);
+            }
+        }
+    }
+    let Some(first) = first else {
+        return Ok(Vec::new());
+    };
+    let mut replacement = Vec::with_capacity(group.new.len());
+    let mut new_ids = Vec::with_capacity(group.new.len());
+    for (fragment, deleted) in group.new.iter().zip(moved) {
+        let id = proto.next_fragment_id;
+        proto.next_fragment_id += 1;
+        new_ids.push(id);
+        if deleted.len() >= fragment.physical_rows {
+            // Every row of it was deleted meanwhile: it never becomes part of the table.
+            continue;
+        }
+        let deletion = if deleted.is_empty() {
+            None
+        } else {
+            Some(write_deletion_file(&table.storage, id, version, &deleted).await?)
+        };
+        txn.added_fragment_ids.push(id);
+        replacement.push(FragmentProto {
+            id,
+            files: vec![fragment.file.clone()],
+            physical_rows: fragment.physical_rows,
+            deletion,
+        });
+    }
+    let old_ids: std::collections::HashSet<u64> = group.old.iter().map(|o| o.id).collect();
+    txn.removed_fragment_ids
+        .extend(group.old.iter().map(|o| o.id));
+    let mut kept = Vec::with_capacity(proto.fragments.len() + replacement.len());
+    for (pos, f) in std::mem::take(&mut proto.fragments).into_iter().enumerate() {
+        if pos == first {
+            kept.append(&mut replacement);
+        }
+        if !old_ids.contains(&f.id) {
+            kept.push(f);
+        }
+    }
+    proto.fragments = kept;
+    Ok(new_ids)
 }
 
 /// Builds the manifest that applies `op` on top of `base` (the newest version known).
@@ -360,6 +494,34 @@ async fn build_manifest(
             proto.indices.retain(|i| &i.name != name);
             proto
         }
+        (
+            Operation::Compact {
+                groups,
+                remap_path,
+                remap_size,
+            },
+            Some(base),
+        ) => {
+            let mut proto = base.proto.clone();
+            let mut entry = FragmentRemapProto {
+                version,
+                path: remap_path.clone(),
+                size_bytes: *remap_size,
+                groups: Vec::with_capacity(groups.len()),
+                created_micros: now_micros(),
+            };
+            for group in groups {
+                let new_ids =
+                    apply_compaction_group(table, base, &mut proto, &mut txn, group, version)
+                        .await?;
+                entry.groups.push(RemapGroupProto {
+                    old_fragment_ids: group.old.iter().map(|o| o.id).collect(),
+                    new_fragment_ids: new_ids,
+                });
+            }
+            proto.remaps.push(entry);
+            proto
+        }
         (Operation::Restore { from }, Some(base)) => {
             txn.restored_version = from.version();
             ManifestProto {
@@ -367,6 +529,7 @@ async fn build_manifest(
                 schema_metadata: from.proto.schema_metadata.clone(),
                 fragments: from.proto.fragments.clone(),
                 indices: from.proto.indices.clone(),
+                remaps: from.proto.remaps.clone(),
                 next_fragment_id: base.proto.next_fragment_id.max(from.proto.next_fragment_id),
                 max_field_id: base.proto.max_field_id.max(from.proto.max_field_id),
                 ..Default::default()
@@ -380,13 +543,42 @@ async fn build_manifest(
             )));
         }
     };
-    let proto = ManifestProto {
+    let (last_replace, last_rows_added) = base.map_or((0, 0), |b| {
+        (
+            b.proto.last_replace_version,
+            b.proto.last_rows_added_version,
+        )
+    });
+    let replaces = op.replaces_table()
+        || matches!(
+            op,
+            Operation::Create { .. } | Operation::ChangeSchema { .. }
+        );
+    let adds_rows = matches!(
+        op,
+        Operation::Create { .. }
+            | Operation::Overwrite { .. }
+            | Operation::Restore { .. }
+            | Operation::Append { .. }
+            | Operation::Update { .. }
+            | Operation::MergeInsert { .. }
+    );
+    let parent_uuid = base
+        .and_then(|b| b.proto.transaction.as_ref())
+        .map(|t| t.uuid.clone())
+        .unwrap_or_default();
+    let timestamp_micros = now_micros();
+    let mut proto = ManifestProto {
+        parent_uuid,
+        last_replace_version: if replaces { version } else { last_replace },
+        last_rows_added_version: if adds_rows { version } else { last_rows_added },
         version,
-        timestamp_micros: now_micros(),
+        timestamp_micros,
         transaction: Some(txn),
         writer_version: format!("quiverdb {}", env!("CARGO_PKG_VERSION")),
         ..proto
     };
+    remap::prune(&mut proto, timestamp_micros);
     let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())?;
     Ok(Manifest { proto, schema })
 }
@@ -404,7 +596,14 @@ pub(crate) async fn commit(
     for attempt in 0..=max_retries {
         let manifest = build_manifest(table, base.as_deref(), &op, read_version).await?;
         if table.manifests.try_publish(&manifest).await? {
-            return Ok(Arc::new(manifest));
+            if stands(table, &manifest, base.as_deref()).await? {
+                return Ok(Arc::new(manifest));
+            }
+            // A cleanup had removed this version number before it was published again.
+            table.manifests.remove(manifest.version()).await?;
+            if matches!(op, Operation::Create { .. }) {
+                return Err(Error::TableAlreadyExists(table.name.clone()));
+            }
         }
         // Lost the race: look at everything committed since our base.
         let from = base.as_ref().map_or(0, |b| b.version());
@@ -412,20 +611,69 @@ pub(crate) async fn commit(
             return Err(Error::TableAlreadyExists(table.name.clone()));
         }
         let mut newest = None;
+        let mut unseen = false;
+        let mut expected = from + 1;
         for entry in table.manifests.list().await? {
             if entry.version > from {
-                let committed = table.manifest_at(&entry).await?;
-                check_conflict(&op, &committed)?;
-                newest = Some(committed);
+                // A gap: versions cleaned up (or buried) before this writer could read them.
+                unseen |= entry.version != expected;
+                expected = entry.version + 1;
+                match table.manifest_at(&entry).await {
+                    Ok(committed) => {
+                        check_conflict(&op, &committed)?;
+                        newest = Some(committed);
+                    }
+                    // Cleaned up since the listing: judged by the newest's summary below.
+                    Err(Error::VersionNotFound { .. }) => {
+                        unseen = true;
+                        newest = None;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
-        if newest.is_some() {
-            base = newest;
+        if let Some(newest) = newest {
+            if unseen {
+                check_unseen(&op, &newest, from)?;
+            }
+            base = Some(newest);
         }
         tokio::time::sleep(backoff(attempt)).await;
     }
     Err(Error::CommitRetriesExhausted {
         attempts: max_retries + 1,
+    })
+}
+
+/// Whether a manifest just published stands as the next version. It does not when a cleanup
+/// had removed an old manifest of that number (the writer's base was stale): cleanup removes
+/// manifests oldest first and buries instead of removing one whose predecessor it keeps, so a
+/// base still in place proves the number was free; otherwise the version after it, if any,
+/// must have been built on this one.
+async fn stands(table: &TableInner, manifest: &Manifest, base: Option<&Manifest>) -> Result<bool> {
+    if let Some(base) = base {
+        if table.manifests.is_live(base.version()).await? {
+            return Ok(true);
+        }
+    }
+    let version = manifest.version();
+    if table
+        .manifests
+        .latest()
+        .await?
+        .is_none_or(|l| l.version <= version)
+    {
+        return Ok(true);
+    }
+    let ours = manifest
+        .proto
+        .transaction
+        .as_ref()
+        .map(|t| t.uuid.as_str())
+        .unwrap_or_default();
+    Ok(match table.manifests.read(version + 1).await? {
+        Some((next, _)) => next.proto.parent_uuid == ours,
+        None => false,
     })
 }
 

@@ -35,7 +35,14 @@ pub const DATA_DIR: &str = "data";
 pub const DELETIONS_DIR: &str = "_deletions";
 /// Folder reserved for index files.
 pub const INDICES_DIR: &str = "_indices";
+/// Folder of compaction address maps (see [`FragmentRemapProto`]).
+pub const REMAPS_DIR: &str = "_remaps";
 const MANIFEST_SUFFIX: &str = ".manifest";
+
+/// What cleanup leaves in place of a removed version's manifest when the version before it is
+/// kept (see `cleanup`): it holds the version number, so no writer can publish it again, and
+/// reads as absent.
+pub const TOMBSTONE: &[u8] = b"QVTOMB\x00\x01";
 
 /// Name of the manifest of `version`.
 pub fn manifest_name(version: u64) -> String {
@@ -118,6 +125,36 @@ pub struct IndexMetadataProto {
     pub details: Vec<u8>,
 }
 
+/// One group of a compaction: the fragments it replaced and the ones it wrote, in order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RemapGroupProto {
+    #[prost(uint64, repeated, tag = "1")]
+    pub old_fragment_ids: Vec<u64>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub new_fragment_ids: Vec<u64>,
+}
+
+/// How a compaction moved rows: indexes built before it translate their row addresses through
+/// this on load, so compaction never rewrites or blocks an index. The per-row detail (which
+/// rows the compaction dropped) lives in the file at `path`; the manifest keeps only the
+/// fragment ids, and drops the entry once no index needs it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FragmentRemapProto {
+    /// The version the compaction committed.
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// Relative path of the map file, e.g. `_remaps/<uuid>.remap`.
+    #[prost(string, tag = "2")]
+    pub path: String,
+    #[prost(uint64, tag = "3")]
+    pub size_bytes: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub groups: Vec<RemapGroupProto>,
+    /// Commit time of the compaction, microseconds since the Unix epoch.
+    #[prost(int64, tag = "5")]
+    pub created_micros: i64,
+}
+
 /// What produced a version.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TransactionProto {
@@ -167,6 +204,19 @@ pub struct ManifestProto {
     /// Largest field id ever used, so dropped ids are never reused.
     #[prost(int32, tag = "10")]
     pub max_field_id: i32,
+    /// Address maps of compactions that some index still needs, oldest first.
+    #[prost(message, repeated, tag = "11")]
+    pub remaps: Vec<FragmentRemapProto>,
+    /// The newest version that replaced the table or changed its schema, and the newest that
+    /// added rows: a writer rebasing over versions already cleaned up checks against these.
+    #[prost(uint64, tag = "12")]
+    pub last_replace_version: u64,
+    #[prost(uint64, tag = "13")]
+    pub last_rows_added_version: u64,
+    /// Transaction uuid of the version this one was built on (empty for a first version):
+    /// lets a writer tell its own successor from another writer's.
+    #[prost(string, tag = "14")]
+    pub parent_uuid: String,
 }
 
 static DATA_FILE_SHAPE: Shape = Shape {
@@ -199,6 +249,18 @@ static TRANSACTION_SHAPE: Shape = Shape {
     repeated: &[4, 5, 6],
 };
 
+static REMAP_GROUP_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<RemapGroupProto>(),
+    messages: &[],
+    repeated: &[1, 2],
+};
+
+static FRAGMENT_REMAP_SHAPE: Shape = Shape {
+    size: std::mem::size_of::<FragmentRemapProto>(),
+    messages: &[(4, &REMAP_GROUP_SHAPE)],
+    repeated: &[],
+};
+
 /// [`ManifestProto`]: every message-typed field, so decoding is bounded before it starts.
 pub static MANIFEST_SHAPE: Shape = Shape {
     size: std::mem::size_of::<ManifestProto>(),
@@ -208,6 +270,7 @@ pub static MANIFEST_SHAPE: Shape = Shape {
         (5, &FRAGMENT_SHAPE),
         (6, &INDEX_METADATA_SHAPE),
         (7, &TRANSACTION_SHAPE),
+        (11, &FRAGMENT_REMAP_SHAPE),
     ],
     repeated: &[],
 };
@@ -297,6 +360,21 @@ impl Manifest {
                 }
             }
         }
+        for remap in &proto.remaps {
+            let ids = remap
+                .groups
+                .iter()
+                .flat_map(|g| g.old_fragment_ids.iter().chain(&g.new_fragment_ids));
+            if remap.path.is_empty()
+                || remap.groups.iter().any(|g| g.old_fragment_ids.is_empty())
+                || ids.clone().any(|&id| id >= proto.next_fragment_id)
+            {
+                return Err(bad(format!(
+                    "compaction map of version {} has no path, an empty group or a fragment id at or above the next id",
+                    remap.version
+                )));
+            }
+        }
         for index in &proto.indices {
             crate::index::check_entry(index, &schema)
                 .map_err(|why| bad(format!("index '{}': {why}", index.name)))?;
@@ -373,6 +451,7 @@ impl ManifestStore {
         let listing = self.storage.list(&self.storage.path(VERSIONS_DIR)).await?;
         let mut versions: Vec<VersionEntry> = listing
             .iter()
+            .filter(|m| m.size != TOMBSTONE.len() as u64)
             .filter_map(|m| {
                 let version = m.location.filename().and_then(parse_manifest_name)?;
                 Some(VersionEntry {
@@ -398,6 +477,7 @@ impl ManifestStore {
             .read_all_at_most(&path, MAX_MANIFEST_BYTES, "manifest")
             .await
         {
+            Ok((bytes, _)) if bytes.as_ref() == TOMBSTONE => Ok(None),
             Ok((bytes, meta)) => Ok(Some((
                 Arc::new(Manifest::decode(&bytes, &path, version)?),
                 VersionEntry {
@@ -408,6 +488,27 @@ impl ManifestStore {
             Err(Error::Storage(object_store::Error::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the manifest of `version` exists (a tombstone does not count).
+    pub async fn is_live(&self, version: u64) -> Result<bool> {
+        Ok(self
+            .storage
+            .head(&self.path_of(version))
+            .await?
+            .is_some_and(|m| m.size != TOMBSTONE.len() as u64))
+    }
+
+    /// Removes the manifest of `version` (a published one that must not stand).
+    pub async fn remove(&self, version: u64) -> Result<()> {
+        self.storage.delete(&self.path_of(version)).await
+    }
+
+    /// Replaces the manifest of `version` by a [`TOMBSTONE`].
+    pub async fn bury(&self, version: u64) -> Result<()> {
+        self.storage
+            .put(&self.path_of(version), Bytes::from_static(TOMBSTONE))
+            .await
     }
 
     /// Publishes `manifest` as its version if no writer did so first. Returns `false` when

@@ -6,11 +6,14 @@
 //! latest (refreshed on demand) or a pinned older one (read-only). Every write produces exactly
 //! one new version through [`commit`].
 
+pub mod cleanup;
 mod commit;
+pub mod compact;
 pub mod deletion;
 mod evolve;
 pub mod manifest;
 mod mutate;
+pub mod remap;
 pub mod scan;
 pub mod session;
 pub mod tags;
@@ -24,8 +27,10 @@ use arrow_schema::SchemaRef;
 use futures::stream::BoxStream;
 use roaring::RoaringBitmap;
 
+pub use self::cleanup::{CleanupOptions, CleanupStats};
 pub(crate) use self::commit::IndexChange;
 use self::commit::{commit, Operation};
+pub use self::compact::{CompactionMetrics, CompactionOptions};
 pub use self::evolve::{ColumnAlteration, NewColumns};
 use self::manifest::{DeletionFileProto, FragmentProto, Manifest, ManifestStore, VersionEntry};
 pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
@@ -473,18 +478,16 @@ impl Table {
         if pinned {
             return Ok(current);
         }
-        let Some((next, entry)) = self.inner.manifests.read(current + 1).await? else {
-            return Ok(current);
-        };
-        self.inner.cache_manifest(&next, &entry);
-        let manifest = match self.inner.manifests.latest().await? {
-            Some(latest) if latest.version > next.version() => {
-                self.inner.manifest_at(&latest).await?
+        // One listing: the next version's manifest may be gone (cleaned up) while newer ones
+        // exist, so its absence proves nothing.
+        match self.inner.manifests.latest().await? {
+            Some(latest) if latest.version > current => {
+                let manifest = self.inner.manifest_at(&latest).await?;
+                self.set_state(manifest, false);
+                Ok(self.version())
             }
-            _ => next,
-        };
-        self.set_state(manifest, false);
-        Ok(self.version())
+            _ => Ok(current),
+        }
     }
 
     /// Every committed version, oldest first.

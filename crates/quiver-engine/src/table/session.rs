@@ -42,6 +42,8 @@ pub enum CachedEntry {
     File(Arc<FileMetadata>),
     Deletion(Arc<RoaringBitmap>),
     Manifest(Arc<Manifest>),
+    /// A compaction's address map (see `table::remap`).
+    Remap(Arc<Vec<super::remap::RemapGroup>>),
 }
 
 impl CachedEntry {
@@ -51,6 +53,14 @@ impl CachedEntry {
             CachedEntry::Deletion(b) => b.serialized_size() + 64,
             CachedEntry::Manifest(m) => {
                 512 + m.proto.fragments.len() * 160 + m.proto.fields.len() * 96
+            }
+            CachedEntry::Remap(groups) => {
+                groups
+                    .iter()
+                    .flat_map(|g| &g.old)
+                    .map(|o| 96 + o.dropped.serialized_size())
+                    .sum::<usize>()
+                    + groups.len() * 64
             }
         }
     }

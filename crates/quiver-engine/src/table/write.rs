@@ -31,6 +31,8 @@ pub struct WriteParams {
     pub page_size: usize,
     /// Rows per data file; a larger write creates several fragments.
     pub max_rows_per_file: u64,
+    /// Bytes per data file (about: a file is closed after the batch that reaches it).
+    pub max_bytes_per_file: u64,
     /// How many times a commit that lost a race is rebased and retried.
     pub max_commit_retries: u32,
     /// Runs between writing data files and publishing the manifest (crash tests, tracing).
@@ -42,6 +44,7 @@ impl Default for WriteParams {
         WriteParams {
             page_size: DEFAULT_PAGE_SIZE,
             max_rows_per_file: 1024 * 1024,
+            max_bytes_per_file: u64::MAX,
             max_commit_retries: 50,
             before_commit: None,
         }
@@ -53,6 +56,7 @@ impl std::fmt::Debug for WriteParams {
         f.debug_struct("WriteParams")
             .field("page_size", &self.page_size)
             .field("max_rows_per_file", &self.max_rows_per_file)
+            .field("max_bytes_per_file", &self.max_bytes_per_file)
             .field("max_commit_retries", &self.max_commit_retries)
             .finish()
     }
@@ -107,7 +111,9 @@ pub async fn write_fragments(
                 let slice: Vec<_> = columns.iter().map(|c| c.slice(start, n)).collect();
                 w.write(&slice).await?;
                 start += n;
-                if w.num_rows() >= params.max_rows_per_file {
+                if w.num_rows() >= params.max_rows_per_file
+                    || w.bytes_written() >= params.max_bytes_per_file
+                {
                     if let Some(w) = writer.take() {
                         fragments.push(finish(table, w, schema).await?);
                     }

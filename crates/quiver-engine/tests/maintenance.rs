@@ -1,0 +1,477 @@
+//! Compaction and cleanup: rows, order and old versions survive compaction; deletions are
+//! materialized and stale column data dropped; indexes keep answering exactly through the
+//! address map, also while builds and deletes race compactions; cleanup removes old versions
+//! and unreferenced files but never the latest, a tagged version, or a young unverified file.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::RecordBatch;
+use quiver_engine::index::{
+    create_index, index_stats, optimize_indices, CreateIndexOptions, IndexKind, VectorIndexParams,
+};
+use quiver_engine::query::{search, VectorSearch};
+use quiver_engine::table::{CleanupOptions, CompactionOptions, NewColumns, UpdateValue};
+use quiver_engine::{
+    batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
+};
+
+const DIM: i32 = 8;
+
+async fn db(uri: &str) -> Database {
+    Database::connect(uri, ConnectOptions::default())
+        .await
+        .expect("connect")
+}
+
+/// A table of `base` rows, then `singles` one-row appends.
+async fn fed_table(db: &Database, name: &str, base: usize, singles: usize) -> Table {
+    let t = db
+        .create_table(
+            name,
+            common::simple_schema(DIM),
+            batches_stream(vec![common::simple_batch(0, base, DIM)]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    for i in 0..singles {
+        t.append(
+            batches_stream(vec![common::simple_batch((base + i) as i64, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    t
+}
+
+async fn ids(t: &Table) -> Vec<i64> {
+    common::ids_of(&t.scan_all(ScanOptions::default()).await.expect("scan"))
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn compaction_merges_small_fragments_keeping_rows_order_and_old_versions() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 100, 60).await;
+    t.delete("id % 7 = 3").await.expect("delete");
+    t.update(
+        Some("id = 120"),
+        vec![("text".into(), UpdateValue::Sql("'changed'".into()))],
+    )
+    .await
+    .expect("update");
+    let before = ids(&t).await;
+    let before_version = t.version();
+    // One-row fragments whose row was deleted are gone already.
+    let fragments = t.stats().num_fragments;
+    assert!(fragments > 50, "{fragments}");
+    let m = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    assert_eq!(m.version, before_version + 1);
+    assert_eq!(m.fragments_added, 1);
+    assert_eq!(m.fragments_removed, fragments);
+    assert_eq!(t.stats().num_fragments, 1);
+    assert_eq!(t.stats().num_deleted_rows, 0);
+    assert_eq!(ids(&t).await, before);
+    assert_eq!(
+        t.count_rows_where("text = 'changed'").await.expect("count"),
+        1
+    );
+    let history = t.list_versions().await.expect("versions");
+    assert_eq!(
+        history.last().map(|v| v.operation.as_str()),
+        Some("compact")
+    );
+    // The version before is intact and readable.
+    let old = db.open_table_at("t", before_version).await.expect("old");
+    assert_eq!(ids(&old).await, before);
+    // Nothing left to do: no new version.
+    let again = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact again");
+    assert_eq!(again.version, m.version);
+    assert_eq!(again.fragments_removed, 0);
+}
+
+#[tokio::test]
+async fn targets_split_output_and_large_fragments_stay() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 0, 0).await;
+    for i in 0..10 {
+        t.append(
+            batches_stream(vec![common::simple_batch(i * 30, 30, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    let before = ids(&t).await;
+    let m = t
+        .compact_files(CompactionOptions {
+            target_rows_per_fragment: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("compact");
+    // Bins of three 30-row fragments (90 rows), the last of one is left alone.
+    assert_eq!(m.fragments_removed, 9);
+    assert_eq!(t.stats().num_fragments, 4);
+    assert_eq!(ids(&t).await, before);
+    assert!(t
+        .compact_files(CompactionOptions {
+            target_rows_per_fragment: 0,
+            ..Default::default()
+        })
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn deletions_are_materialized_and_dead_column_bytes_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = db(dir.path().to_str().expect("utf-8")).await;
+    let t = db
+        .create_table(
+            "t",
+            common::simple_schema(DIM),
+            batches_stream(vec![common::simple_batch(0, 2_000, DIM)]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    t.add_columns(NewColumns::Sql(vec![("double".into(), "id * 2".into())]))
+        .await
+        .expect("add column");
+    t.drop_columns(&["text".to_string()]).await.expect("drop");
+    t.delete("id < 500").await.expect("delete");
+    let manifest = t.manifest();
+    assert_eq!(manifest.fragments()[0].files.len(), 2);
+    let before = t.scan_all(ScanOptions::default()).await.expect("scan");
+    let m = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    assert_eq!((m.fragments_removed, m.fragments_added), (1, 1));
+    assert_eq!(m.files_removed, 3, "two data files and a deletion vector");
+    assert_eq!(m.files_added, 1);
+    let manifest = t.manifest();
+    let f = &manifest.fragments()[0];
+    assert_eq!(
+        (f.files.len(), f.physical_rows, f.deletion.is_none()),
+        (1, 1_500, true)
+    );
+    assert_eq!(f.files[0].field_ids, t.manifest().schema.field_ids);
+    let after = t.scan_all(ScanOptions::default()).await.expect("scan");
+    assert_eq!(
+        common::concat(&t.schema(), &before),
+        common::concat(&t.schema(), &after)
+    );
+    // Below the threshold a fragment with deletions is not rewritten on its own.
+    t.delete("id < 510").await.expect("delete");
+    let m = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    assert_eq!(m.fragments_removed, 0);
+}
+
+fn vector_of(id: i64) -> Vec<f64> {
+    (0..DIM).map(|j| id as f64 + j as f64 / 1000.0).collect()
+}
+
+fn result_ids(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column_by_name("id")
+        .expect("id")
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+/// Index search (every partition probed: exact for IVF_FLAT) equals the exact search.
+async fn assert_index_exact(t: &Table, probes: &[i64]) {
+    for &id in probes {
+        let q = VectorSearch {
+            query: vector_of(id).iter().map(|v| v + 0.3).collect(),
+            k: 5,
+            nprobes: Some(64),
+            ..Default::default()
+        };
+        let indexed = search(t, &q).await.expect("search");
+        let exact = search(
+            t,
+            &VectorSearch {
+                bypass_index: true,
+                ..q.clone()
+            },
+        )
+        .await
+        .expect("exact");
+        assert_eq!(result_ids(&indexed), result_ids(&exact), "query near {id}");
+    }
+}
+
+fn flat_index() -> CreateIndexOptions {
+    CreateIndexOptions {
+        params: VectorIndexParams {
+            kind: IndexKind::IvfFlat,
+            num_partitions: Some(4),
+            ..Default::default()
+        },
+        replace: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn indexes_follow_compaction_without_a_rebuild() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 300, 40).await;
+    create_index(&t, "vector", flat_index())
+        .await
+        .expect("index");
+    let index_file_count = t.manifest().proto.indices.len();
+    t.delete("id % 5 = 0").await.expect("delete");
+    // Rows added after the build stay unindexed through compaction.
+    for i in 0..5 {
+        t.append(
+            batches_stream(vec![common::simple_batch(1_000 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    let m = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    assert!(m.fragments_removed > 30, "{m:?}");
+    let manifest = t.manifest();
+    assert_eq!(manifest.proto.indices.len(), index_file_count);
+    assert_eq!(manifest.proto.remaps.len(), 1);
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(stats.num_indexed_rows, 340 - 68);
+    assert_eq!(stats.num_unindexed_rows, 5);
+    assert_index_exact(&t, &[0, 3, 150, 299, 320, 339, 1_002]).await;
+    // A second compaction chains through the first map.
+    for i in 0..3 {
+        t.append(
+            batches_stream(vec![common::simple_batch(2_000 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    t.delete("id = 7").await.expect("delete");
+    t.compact_files(CompactionOptions {
+        materialize_deletions_threshold: 0.0,
+        ..Default::default()
+    })
+    .await
+    .expect("compact");
+    assert_index_exact(&t, &[6, 7, 8, 338, 1_004, 2_001]).await;
+    // Optimizing the index folds the map in; the manifest then drops it (after its
+    // keep-alive time, so here it is still listed but unused).
+    let o = optimize_indices(&t).await.expect("optimize");
+    assert_eq!(o.indexes_optimized, 1);
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(stats.num_unindexed_rows, 0);
+    assert_index_exact(&t, &[6, 8, 1_004, 2_001]).await;
+}
+
+#[tokio::test]
+async fn compaction_racing_index_builds_never_fails_and_stays_exact() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 400, 0).await;
+    for round in 0..20i64 {
+        for i in 0..6 {
+            t.append(
+                batches_stream(vec![common::simple_batch(10_000 + round * 10 + i, 1, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+        }
+        let builder = db.open_table("t").await.expect("open");
+        let compactor = db.open_table("t").await.expect("open");
+        let build =
+            tokio::spawn(async move { create_index(&builder, "vector", flat_index()).await });
+        let compact =
+            tokio::spawn(
+                async move { compactor.compact_files(CompactionOptions::default()).await },
+            );
+        build.await.expect("join").expect("index build");
+        compact.await.expect("join").expect("compaction");
+        t.checkout_latest().await.expect("latest");
+        assert_index_exact(&t, &[0, 399, 10_000 + round * 10 + 5]).await;
+    }
+}
+
+#[tokio::test]
+async fn deletes_racing_compaction_are_never_lost() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 50, 50).await;
+    create_index(&t, "vector", flat_index())
+        .await
+        .expect("index");
+    let mut expected: HashSet<i64> = (0..100).collect();
+    for round in 0..10i64 {
+        for i in 0..5 {
+            let id = 1_000 + round * 5 + i;
+            t.append(
+                batches_stream(vec![common::simple_batch(id, 1, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+            expected.insert(id);
+        }
+        let deleter = db.open_table("t").await.expect("open");
+        let compactor = db.open_table("t").await.expect("open");
+        let victims = format!("id % 10 = {round} OR id = {}", 1_000 + round * 5);
+        let delete = tokio::spawn(async move { deleter.delete(&victims).await });
+        let compact = tokio::spawn(async move {
+            compactor
+                .compact_files(CompactionOptions {
+                    materialize_deletions_threshold: 0.0,
+                    ..Default::default()
+                })
+                .await
+        });
+        delete.await.expect("join").expect("delete");
+        compact.await.expect("join").expect("compact");
+        expected.retain(|id| id % 10 != round && *id != 1_000 + round * 5);
+        t.checkout_latest().await.expect("latest");
+        let mut got = ids(&t).await;
+        got.sort_unstable();
+        let mut want: Vec<i64> = expected.iter().copied().collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "round {round}");
+        assert_index_exact(&t, &[1, 55, 1_000 + round * 5 + 1]).await;
+    }
+}
+
+#[tokio::test]
+async fn cleanup_keeps_latest_tagged_and_recent_versions_and_young_strays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = db(dir.path().to_str().expect("utf-8")).await;
+    let t = fed_table(&db, "t", 100, 30).await;
+    t.delete("id < 10").await.expect("delete");
+    t.create_tag("keep", 5).await.expect("tag");
+    let tagged_ids = ids(&db.open_table_at("t", 5).await.expect("v5")).await;
+    let table_dir = dir.path().join("t.quiver");
+    // A crashed write's leftover: young, so kept unless asked.
+    std::fs::write(table_dir.join("data/orphan.qvd"), b"partial").expect("orphan");
+    // Default retention (7 days): nothing is that old.
+    let s = t
+        .cleanup_old_versions(CleanupOptions::default())
+        .await
+        .expect("cleanup");
+    assert_eq!(s.old_versions_removed, 0);
+    assert_eq!(s.files_removed, 0);
+    t.compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    let latest_ids = ids(&t).await;
+    let versions_before = t.list_versions().await.expect("versions").len();
+    let data_files_before = files_in(&table_dir.join("data"));
+    let s = t
+        .cleanup_old_versions(CleanupOptions {
+            before: Some(SystemTime::now() + Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("cleanup");
+    assert_eq!(s.old_versions_removed as usize, versions_before - 2);
+    assert!(s.files_removed > 0 && s.bytes_removed > 0);
+    let versions: Vec<u64> = t
+        .list_versions()
+        .await
+        .expect("versions")
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, vec![5, t.version()]);
+    assert!(table_dir.join("data/orphan.qvd").exists());
+    assert!(files_in(&table_dir.join("data")) < data_files_before);
+    // Kept versions read every row.
+    assert_eq!(ids(&t).await, latest_ids);
+    assert_eq!(
+        ids(&db.open_table_at("t", 5).await.expect("v5")).await,
+        tagged_ids
+    );
+    assert!(db.open_table_at("t", 6).await.is_err());
+    // A fresh handle and a refreshed one find the latest.
+    let fresh = db.open_table("t").await.expect("open");
+    assert_eq!(fresh.version(), t.version());
+    // Unverified files go only when asked.
+    let s = t
+        .cleanup_old_versions(CleanupOptions {
+            before: Some(SystemTime::now()),
+            delete_unverified: true,
+            ..Default::default()
+        })
+        .await
+        .expect("cleanup");
+    assert_eq!(s.files_removed, 1);
+    assert!(!table_dir.join("data/orphan.qvd").exists());
+    // Deleting the tag lets its version go.
+    t.delete_tag("keep").await.expect("untag");
+    let s = t
+        .cleanup_old_versions(CleanupOptions {
+            before: Some(SystemTime::now()),
+            ..Default::default()
+        })
+        .await
+        .expect("cleanup");
+    assert_eq!(s.old_versions_removed, 1);
+    assert_eq!(ids(&t).await, latest_ids);
+}
+
+#[tokio::test]
+async fn a_stale_handle_refreshes_past_cleaned_versions_and_writers_rebase() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 10, 0).await;
+    let stale = db.open_table("t").await.expect("open");
+    for i in 0..5 {
+        t.append(
+            batches_stream(vec![common::simple_batch(100 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    t.cleanup_old_versions(CleanupOptions {
+        before: Some(SystemTime::now() + Duration::from_secs(1)),
+        ..Default::default()
+    })
+    .await
+    .expect("cleanup");
+    // The stale handle's next version is gone; its append still rebases and lands.
+    stale
+        .append(
+            batches_stream(vec![common::simple_batch(500, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append over cleaned versions");
+    assert_eq!(stale.count_rows(), 16);
+    let other = db.open_table("t").await.expect("open");
+    assert_eq!(other.version(), stale.version());
+    t.refresh().await.expect("refresh");
+    assert_eq!(t.version(), stale.version());
+}
