@@ -112,7 +112,7 @@ describe("vector indexes", () => {
     expect((await table.search(query(7)).limit(1).toArray())[0].id).not.toBe(999_999n);
     await table.add([fresh]);
     const optimized = await table.optimize();
-    expect(optimized).toMatchObject({ indexesOptimized: 1, rowsAdded: 1 });
+    expect(optimized.indexes).toMatchObject({ indexesOptimized: 1, rowsAdded: 1 });
     expect((await table.indexStats("vector_idx")).numUnindexedRows).toBe(0);
     expect((await table.search(query(7)).limit(1).toArray())[0].id).toBe(999_999n);
 

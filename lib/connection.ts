@@ -3,6 +3,7 @@ import type { Schema } from "apache-arrow";
 import { type Data, type DataStream, inMemoryChunks, isDataStream, schemaToIPC, toIPC } from "./arrow.js";
 import { writeStream } from "./stream.js";
 import { integerArg, invalid, nameArg } from "./check.js";
+import { type MaintenanceOptions, nativeMaintenance } from "./maintenance.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import { binding, type NativeConnection } from "./native.js";
 import { Table } from "./table.js";
@@ -27,6 +28,13 @@ export interface ConnectOptions {
    * with a typed error. Quiver itself never modifies a data file once written.
    */
   memoryMap?: boolean;
+  /**
+   * Automatic maintenance (on by default): after writes settle, small fragments are compacted,
+   * indexes brought up to date and versions older than the retention (7 days) cleaned up, in
+   * the background, never blocking a write. `false` turns it off; settings tune it. See
+   * `MaintenanceOptions`.
+   */
+  maintenance?: boolean | MaintenanceOptions;
   /** Object-store settings (used by the S3 issue; local and memory stores need none). */
   storageOptions?: Record<string, string>;
 }
@@ -165,13 +173,19 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   if (options.memoryMap !== undefined && typeof options.memoryMap !== "boolean") {
     invalid("memoryMap", "true or false", options.memoryMap);
   }
+  const maintenance = nativeMaintenance(options.maintenance, "maintenance");
   const inner = await native(() =>
-    binding.connect(uri, {
-      memoryMap: options.memoryMap,
-      readConsistencyInterval: interval,
-      metadataCacheBytes: options.metadataCacheBytes,
-      indexCacheBytes: options.indexCacheBytes,
-    }),
+    binding.connect(
+      uri,
+      {
+        memoryMap: options.memoryMap,
+        readConsistencyInterval: interval,
+        metadataCacheBytes: options.metadataCacheBytes,
+        indexCacheBytes: options.indexCacheBytes,
+        maintenance: maintenance.options,
+      },
+      maintenance.onEvent,
+    ),
   );
   return new Connection(inner);
 }

@@ -23,8 +23,20 @@ export {
   type IndexStats,
   type IvfFlatOptions,
   type IvfPqOptions,
-  type OptimizeStats,
 } from "./indices.js";
+export type {
+  CleanupOptions,
+  CompactionOptions,
+  CompactionStats,
+  IndexOptimizeStats,
+  MaintenanceActivity,
+  MaintenanceEvent,
+  MaintenanceOptions,
+  MaintenanceProgress,
+  OptimizeOptions,
+  OptimizeStats,
+  RemovalStats,
+} from "./maintenance.js";
 export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

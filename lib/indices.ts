@@ -99,10 +99,3 @@ export interface IndexStats {
   numUnindexedRows: number;
 }
 
-/** What `optimize()` did. */
-export interface OptimizeStats {
-  indexesOptimized: number;
-  rowsAdded: number;
-  rowsRemoved: number;
-  version: number;
-}

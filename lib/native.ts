@@ -13,7 +13,54 @@ export interface NativeTableStats {
   numFragments: number;
   dataBytes: number;
   version: number;
+  fragmentsTiny: number;
+  fragmentsSmall: number;
+  fragmentsMedium: number;
+  fragmentsLarge: number;
+  numSmallFragments: number;
+  compactableFragments: number;
+  versions: number;
+  versionsPastRetention: number;
+  unindexedRows: number;
+  reasons: string[];
+  maintenance?: {
+    rounds: number;
+    compactions: number;
+    cleanups: number;
+    indexRefreshes: number;
+    errors: number;
+    active: boolean;
+    lastRoundMicros: number;
+  } | null;
 }
+
+type NativeProgress = (progress: { phase: string; done: number; total: number }) => void;
+
+export interface NativeCompactionOptions {
+  targetRowsPerFragment?: number;
+  maxBytesPerFragment?: number;
+  materializeDeletions?: boolean;
+  materializeDeletionsThreshold?: number;
+  numThreads?: number;
+}
+
+export interface NativeCleanupOptions {
+  olderThanMs?: number;
+  deleteUnverified?: boolean;
+}
+
+export interface NativeMaintenanceOptions {
+  enabled?: boolean;
+  smallFragments?: number;
+  deletedShare?: number;
+  retentionSeconds?: number;
+  quietSeconds?: number;
+  maxDelaySeconds?: number;
+  targetRowsPerFragment?: number;
+}
+
+// biome-ignore lint: the native side hands events over as plain objects.
+type NativeMaintenanceListener = (event: any) => void;
 
 export interface NativeScanOptions {
   columns?: string[];
@@ -129,7 +176,17 @@ export interface NativeTable {
   listIndices(): Promise<NativeIndexInfo[]>;
   indexStats(name: string): Promise<NativeIndexInfo>;
   dropIndex(name: string): Promise<number>;
-  optimize(): Promise<{ indexesOptimized: number; rowsAdded: number; rowsRemoved: number; version: number }>;
+  optimize(
+    compaction?: NativeCompactionOptions,
+    cleanup?: NativeCleanupOptions,
+    progress?: NativeProgress,
+  ): Promise<unknown>;
+  compactFiles(options?: NativeCompactionOptions, progress?: NativeProgress): Promise<unknown>;
+  cleanupOldVersions(
+    options?: NativeCleanupOptions,
+    progress?: NativeProgress,
+  ): Promise<{ bytesRemoved: number; oldVersionsRemoved: number; filesRemoved: number }>;
+  setMaintenance(options?: NativeMaintenanceOptions, onEvent?: NativeMaintenanceListener): void;
   ioStats(): { readOps: number; readBytes: number; writeOps: number; writeBytes: number };
 }
 
@@ -154,7 +211,9 @@ export interface NativeBinding {
       metadataCacheBytes?: number;
       indexCacheBytes?: number;
       memoryMap?: boolean;
+      maintenance?: NativeMaintenanceOptions;
     },
+    onMaintenance?: NativeMaintenanceListener,
   ): Promise<NativeConnection>;
 }
 

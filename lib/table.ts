@@ -38,7 +38,21 @@ import { integerArg, invalid, nameArg } from "./check.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
-import { type CreateIndexOptions, Index, type IndexProgress, type IndexStats, type OptimizeStats } from "./indices.js";
+import { type CreateIndexOptions, Index, type IndexProgress, type IndexStats } from "./indices.js";
+import {
+  type CleanupOptions,
+  type CompactionOptions,
+  type CompactionStats,
+  type MaintenanceActivity,
+  type MaintenanceOptions,
+  maintenanceProgress,
+  nativeCleanup,
+  nativeCompaction,
+  nativeMaintenance,
+  type OptimizeOptions,
+  type OptimizeStats,
+  type RemovalStats,
+} from "./maintenance.js";
 import { Query, type QueryTarget, type VectorLike, type VectorQuery, vectorQuery } from "./query.js";
 
 /** One committed version of a table. */
@@ -49,7 +63,7 @@ export interface Version {
   operation: string;
 }
 
-/** Size facts about the checked-out version. */
+/** Size facts about the checked-out version, and whether maintenance would help. */
 export interface TableStats {
   numRows: number;
   numDeletedRows: number;
@@ -57,8 +71,28 @@ export interface TableStats {
   /** Bytes of data files. */
   dataBytes: number;
   version: number;
-  /** Committed versions in the table's history. */
+  /** Versions stored (the history cleanup has not removed). */
   numVersions: number;
+  fragmentStats: {
+    numFragments: number;
+    /** Fragments below the compaction target (1,048,576 rows). */
+    numSmallFragments: number;
+    /** Fragments by live rows: tiny < 1,024 ≤ small < 65,536 ≤ medium < 1,048,576 ≤ large. */
+    sizeClasses: { tiny: number; small: number; medium: number; large: number };
+  };
+  maintenance: {
+    /** Whether `optimize()` would help; `reasons` says how. */
+    advised: boolean;
+    reasons: string[];
+    /** Fragments a default compaction would rewrite. */
+    compactableFragments: number;
+    /** Versions superseded more than 7 days ago (a default cleanup removes them). */
+    versionsPastRetention: number;
+    /** Live rows no index covers yet (searched exactly until optimized). */
+    unindexedRows: number;
+    /** What automatic maintenance did for this table (null when it is off). */
+    automatic: MaintenanceActivity | null;
+  };
 }
 
 /** What `add()` did (LanceDB's `AddResult`). */
@@ -172,12 +206,57 @@ export class Table implements QueryTarget {
   }
 
   /**
-   * Brings every vector index up to date: rows added since its build are assigned to the
-   * existing partitions and encoded (no retraining), deleted rows' entries are dropped.
+   * Keeps the table lean in one call: brings every index up to date (rows added since its
+   * build are encoded without retraining, deleted rows dropped), compacts small fragments and
+   * fragments with many deleted rows into fragments of up to `targetRowsPerFragment` rows, then
+   * removes versions superseded before `cleanupOlderThan` (default 7 days ago; the latest and
+   * tagged versions are kept) and every file no kept version needs.
    */
-  async optimize(): Promise<OptimizeStats> {
+  async optimize(options: OptimizeOptions = {}): Promise<OptimizeStats> {
+    const compaction = nativeCompaction(options, "optimize() options");
+    const cleanup = nativeCleanup(options.cleanupOlderThan, options.deleteUnverified, "cleanupOlderThan");
+    const progress = maintenanceProgress(options.progress);
     const t = this.native();
-    return native(() => t.optimize());
+    return (await native(() => t.optimize(compaction, cleanup, progress))) as OptimizeStats;
+  }
+
+  /**
+   * Rewrites small fragments, fragments with many deleted rows and fragments holding data of
+   * dropped or re-typed columns into fewer, fuller ones, as one new version. Indexes keep
+   * working without a rebuild; row ids (`_rowid`) of moved rows change.
+   */
+  async compactFiles(options: CompactionOptions = {}): Promise<CompactionStats> {
+    const compaction = nativeCompaction(options, "compactFiles() options");
+    const progress = maintenanceProgress(options.progress);
+    const t = this.native();
+    return (await native(() => t.compactFiles(compaction, progress))) as CompactionStats;
+  }
+
+  /**
+   * Removes versions superseded before `olderThan` (default 7 days ago), except the latest and
+   * tagged ones, and every file no kept version references. A handle reading a removed version
+   * keeps its place but may find its files gone: call `checkoutLatest()`.
+   */
+  async cleanupOldVersions(options: CleanupOptions = {}): Promise<RemovalStats> {
+    if (options === null || typeof options !== "object") invalid("cleanupOldVersions() options", "an object", options);
+    const cleanup = nativeCleanup(options.olderThan, options.deleteUnverified, "olderThan");
+    const progress = maintenanceProgress(options.progress);
+    const t = this.native();
+    return native(() => t.cleanupOldVersions(cleanup, progress));
+  }
+
+  /**
+   * This table's automatic maintenance on this connection: `false` turns it off, `true` or
+   * settings turn it on (replacing the connection's), `null` goes back to the connection's.
+   */
+  setMaintenance(settings: boolean | MaintenanceOptions | null): void {
+    const t = this.native();
+    if (settings === null) {
+      nativeSync(() => t.setMaintenance(undefined, undefined));
+      return;
+    }
+    const { options, onEvent } = nativeMaintenance(settings, "setMaintenance() settings");
+    nativeSync(() => t.setMaintenance(options, onEvent));
   }
 
   /** Live rows, or the rows matching a SQL filter (e.g. `"category = 'a' AND price < 10"`). */
@@ -408,8 +487,44 @@ export class Table implements QueryTarget {
 
   async stats(): Promise<TableStats> {
     const t = this.native();
-    const [s, versions] = await Promise.all([native(() => t.stats()), native(() => t.listVersions())]);
-    return { ...s, numVersions: versions.length };
+    const s = await native(() => t.stats());
+    const m = s.maintenance;
+    return {
+      numRows: s.numRows,
+      numDeletedRows: s.numDeletedRows,
+      numFragments: s.numFragments,
+      dataBytes: s.dataBytes,
+      version: s.version,
+      numVersions: s.versions,
+      fragmentStats: {
+        numFragments: s.numFragments,
+        numSmallFragments: s.numSmallFragments,
+        sizeClasses: {
+          tiny: s.fragmentsTiny,
+          small: s.fragmentsSmall,
+          medium: s.fragmentsMedium,
+          large: s.fragmentsLarge,
+        },
+      },
+      maintenance: {
+        advised: s.reasons.length > 0,
+        reasons: s.reasons,
+        compactableFragments: s.compactableFragments,
+        versionsPastRetention: s.versionsPastRetention,
+        unindexedRows: s.unindexedRows,
+        automatic: m
+          ? {
+              rounds: m.rounds,
+              compactions: m.compactions,
+              cleanups: m.cleanups,
+              indexRefreshes: m.indexRefreshes,
+              errors: m.errors,
+              active: m.active,
+              lastRun: m.lastRoundMicros > 0 ? new Date(m.lastRoundMicros / 1000) : null,
+            }
+          : null,
+      },
+    };
   }
 
   /** A query over all rows. */

@@ -243,6 +243,114 @@ pub struct NativeConnectOptions {
     pub index_cache_bytes: Option<f64>,
     /// Exact search reads local vector pages through memory maps.
     pub memory_map: Option<bool>,
+    /// Automatic maintenance (on unless `enabled` is false).
+    pub maintenance: Option<NativeMaintenanceOptions>,
+}
+
+/// Settings of automatic maintenance (times in seconds).
+#[napi(object)]
+pub struct NativeMaintenanceOptions {
+    pub enabled: Option<bool>,
+    pub small_fragments: Option<u32>,
+    pub deleted_share: Option<f64>,
+    pub retention_seconds: Option<f64>,
+    pub quiet_seconds: Option<f64>,
+    pub max_delay_seconds: Option<f64>,
+    pub target_rows_per_fragment: Option<f64>,
+}
+
+/// Something automatic maintenance did.
+#[napi(object)]
+pub struct NativeMaintenanceEvent {
+    pub table: String,
+    pub kind: String,
+    pub version: f64,
+    pub error: Option<String>,
+    pub compaction: Option<NativeCompactionMetrics>,
+    pub cleanup: Option<NativeCleanupStats>,
+}
+
+type MaintenanceCallback =
+    ThreadsafeFunction<NativeMaintenanceEvent, (), NativeMaintenanceEvent, napi::Status, false>;
+
+fn seconds_arg(name: &str, value: Option<f64>, default: Duration) -> napi::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) if s >= 0.0 => Ok(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
+        Some(s) => Err(coded(
+            "InvalidArgument",
+            format!("{name} must be >= 0, got {s}"),
+        )),
+    }
+}
+
+fn maintenance_options(
+    options: Option<NativeMaintenanceOptions>,
+    listener: Option<MaintenanceCallback>,
+) -> napi::Result<quiver_engine::maintenance::MaintenanceOptions> {
+    use quiver_engine::maintenance::MaintenanceOptions;
+    let defaults = MaintenanceOptions::default();
+    let o = options.unwrap_or(NativeMaintenanceOptions {
+        enabled: None,
+        small_fragments: None,
+        deleted_share: None,
+        retention_seconds: None,
+        quiet_seconds: None,
+        max_delay_seconds: None,
+        target_rows_per_fragment: None,
+    });
+    let listener = listener.map(|callback| {
+        let callback = Arc::new(callback);
+        Arc::new(move |e: quiver_engine::maintenance::MaintenanceEvent| {
+            callback.call(
+                NativeMaintenanceEvent {
+                    table: e.table,
+                    kind: e.kind.to_string(),
+                    version: e.version as f64,
+                    error: e.error,
+                    compaction: e.compaction.map(Into::into),
+                    cleanup: e.cleanup.map(Into::into),
+                },
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }) as quiver_engine::maintenance::MaintenanceListener
+    });
+    Ok(MaintenanceOptions {
+        enabled: o.enabled.unwrap_or(true),
+        small_fragments: o
+            .small_fragments
+            .map_or(defaults.small_fragments, |n| n as usize),
+        deleted_share: o.deleted_share.unwrap_or(defaults.deleted_share),
+        retention: seconds_arg(
+            "maintenance retention",
+            o.retention_seconds,
+            defaults.retention,
+        )?,
+        quiet: seconds_arg("maintenance quiet", o.quiet_seconds, defaults.quiet)?,
+        max_delay: seconds_arg(
+            "maintenance maxDelay",
+            o.max_delay_seconds,
+            defaults.max_delay,
+        )?,
+        target_rows_per_fragment: o
+            .target_rows_per_fragment
+            .map_or(Ok(defaults.target_rows_per_fragment), |n| {
+                count_arg("maintenance targetRowsPerFragment", n)
+            })?,
+        listener,
+    })
+}
+
+/// A non-negative whole number given as a JS number.
+fn count_arg(name: &str, n: f64) -> napi::Result<u64> {
+    if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 {
+        Ok(n as u64)
+    } else {
+        Err(coded(
+            "InvalidArgument",
+            format!("{name} must be a whole number >= 0, got {n}"),
+        ))
+    }
 }
 
 /// A database connection.
@@ -259,13 +367,16 @@ pub struct NativeConnection {
 pub async fn connect(
     uri: String,
     options: Option<NativeConnectOptions>,
+    on_maintenance: Option<MaintenanceCallback>,
 ) -> napi::Result<NativeConnection> {
     let options = options.unwrap_or(NativeConnectOptions {
         read_consistency_interval: None,
         metadata_cache_bytes: None,
         index_cache_bytes: None,
         memory_map: None,
+        maintenance: None,
     });
+    let maintenance = maintenance_options(options.maintenance, on_maintenance)?;
     let read_consistency = match options.read_consistency_interval {
         None => Some(Duration::ZERO),
         // An interval too long for a Duration (about 585 billion years) never elapses.
@@ -284,6 +395,7 @@ pub async fn connect(
             memory_map,
             ..StorageOptions::default()
         }),
+        maintenance: Some(maintenance),
     };
     let db = guarded(Database::connect(&uri, engine_options)).await?;
     Ok(NativeConnection {
@@ -333,6 +445,7 @@ impl NativeConnection {
     #[napi]
     pub fn close(&self) {
         self.open.store(false, Ordering::Release);
+        self.db.close();
     }
 
     #[napi]
@@ -437,7 +550,7 @@ pub struct NativeVersion {
     pub operation: String,
 }
 
-/// Size facts of a table version.
+/// Size facts of a table version, and whether maintenance would help.
 #[napi(object)]
 pub struct NativeTableStats {
     pub num_rows: f64,
@@ -445,6 +558,169 @@ pub struct NativeTableStats {
     pub num_fragments: f64,
     pub data_bytes: f64,
     pub version: f64,
+    pub fragments_tiny: f64,
+    pub fragments_small: f64,
+    pub fragments_medium: f64,
+    pub fragments_large: f64,
+    pub num_small_fragments: f64,
+    pub compactable_fragments: f64,
+    pub versions: f64,
+    pub versions_past_retention: f64,
+    pub unindexed_rows: f64,
+    pub reasons: Vec<String>,
+    pub maintenance: Option<NativeMaintenanceActivity>,
+}
+
+/// What automatic maintenance did for a table.
+#[napi(object)]
+pub struct NativeMaintenanceActivity {
+    pub rounds: f64,
+    pub compactions: f64,
+    pub cleanups: f64,
+    pub index_refreshes: f64,
+    pub errors: f64,
+    pub active: bool,
+    pub last_round_micros: f64,
+}
+
+/// What a compaction did.
+#[napi(object)]
+pub struct NativeCompactionMetrics {
+    pub fragments_removed: f64,
+    pub fragments_added: f64,
+    pub files_removed: f64,
+    pub files_added: f64,
+    pub rows_rewritten: f64,
+    pub version: f64,
+}
+
+impl From<quiver_engine::table::CompactionMetrics> for NativeCompactionMetrics {
+    fn from(m: quiver_engine::table::CompactionMetrics) -> Self {
+        NativeCompactionMetrics {
+            fragments_removed: m.fragments_removed as f64,
+            fragments_added: m.fragments_added as f64,
+            files_removed: m.files_removed as f64,
+            files_added: m.files_added as f64,
+            rows_rewritten: m.rows_rewritten as f64,
+            version: m.version as f64,
+        }
+    }
+}
+
+/// What a cleanup removed.
+#[napi(object)]
+pub struct NativeCleanupStats {
+    pub bytes_removed: f64,
+    pub old_versions_removed: f64,
+    pub files_removed: f64,
+}
+
+impl From<quiver_engine::table::CleanupStats> for NativeCleanupStats {
+    fn from(s: quiver_engine::table::CleanupStats) -> Self {
+        NativeCleanupStats {
+            bytes_removed: s.bytes_removed as f64,
+            old_versions_removed: s.old_versions_removed as f64,
+            files_removed: s.files_removed as f64,
+        }
+    }
+}
+
+/// Options of `compactFiles` (and the compaction step of `optimize`).
+#[napi(object)]
+pub struct NativeCompactionOptions {
+    pub target_rows_per_fragment: Option<f64>,
+    pub max_bytes_per_fragment: Option<f64>,
+    pub materialize_deletions: Option<bool>,
+    pub materialize_deletions_threshold: Option<f64>,
+    pub num_threads: Option<u32>,
+}
+
+/// Options of `cleanupOldVersions` (and the cleanup step of `optimize`).
+#[napi(object)]
+pub struct NativeCleanupOptions {
+    /// Milliseconds since the Unix epoch: versions superseded before it are removed.
+    pub older_than_ms: Option<f64>,
+    pub delete_unverified: Option<bool>,
+}
+
+/// What `optimize` did.
+#[napi(object)]
+pub struct NativeOptimizeResult {
+    pub compaction: NativeCompactionMetrics,
+    pub prune: NativeCleanupStats,
+    pub indexes: NativeOptimizeStats,
+    pub version: f64,
+}
+
+fn compaction_options(
+    o: Option<NativeCompactionOptions>,
+    progress: Option<quiver_engine::index::ProgressFn>,
+) -> napi::Result<quiver_engine::table::CompactionOptions> {
+    let d = quiver_engine::table::CompactionOptions::default();
+    let Some(o) = o else {
+        return Ok(quiver_engine::table::CompactionOptions { progress, ..d });
+    };
+    Ok(quiver_engine::table::CompactionOptions {
+        target_rows_per_fragment: o
+            .target_rows_per_fragment
+            .map_or(Ok(d.target_rows_per_fragment), |n| {
+                count_arg("targetRowsPerFragment", n)
+            })?,
+        max_bytes_per_fragment: o
+            .max_bytes_per_fragment
+            .map_or(Ok(d.max_bytes_per_fragment), |n| {
+                count_arg("maxBytesPerFragment", n)
+            })?,
+        materialize_deletions: o.materialize_deletions.unwrap_or(d.materialize_deletions),
+        materialize_deletions_threshold: o
+            .materialize_deletions_threshold
+            .unwrap_or(d.materialize_deletions_threshold),
+        tiered: false,
+        num_threads: o.num_threads.map(|n| n as usize),
+        progress,
+    })
+}
+
+fn cleanup_options(
+    o: Option<NativeCleanupOptions>,
+    progress: Option<quiver_engine::index::ProgressFn>,
+) -> napi::Result<quiver_engine::table::CleanupOptions> {
+    let (older_than_ms, delete_unverified) =
+        o.map_or((None, None), |o| (o.older_than_ms, o.delete_unverified));
+    let before = match older_than_ms {
+        None => None,
+        // Clamped to the years a date can hold (JS dates end in 275760).
+        Some(ms) if ms.is_finite() => {
+            Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(ms.clamp(0.0, 8.64e15) / 1000.0))
+        }
+        Some(ms) => {
+            return Err(coded(
+                "InvalidArgument",
+                format!("cleanupOlderThan must be a valid date, got {ms}"),
+            ))
+        }
+    };
+    Ok(quiver_engine::table::CleanupOptions {
+        before,
+        delete_unverified: delete_unverified.unwrap_or(false),
+        progress,
+    })
+}
+
+fn progress_fn(progress: Option<ProgressCallback>) -> Option<quiver_engine::index::ProgressFn> {
+    progress.map(|callback| {
+        let callback = Arc::new(callback);
+        Arc::new(move |p: quiver_engine::index::BuildProgress| {
+            callback.call(
+                NativeIndexProgress {
+                    phase: p.phase.to_string(),
+                    done: p.done as f64,
+                    total: p.total as f64,
+                },
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        }) as quiver_engine::index::ProgressFn
+    })
 }
 
 /// Options of a scan.
@@ -1046,14 +1322,37 @@ impl NativeTable {
 
     #[napi]
     pub async fn stats(&self) -> napi::Result<NativeTableStats> {
-        self.read(|t| {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let t = &self.table;
             let s = t.stats();
+            let a = quiver_engine::maintenance::advise(t).await?;
             Ok(NativeTableStats {
                 num_rows: s.num_rows as f64,
                 num_deleted_rows: s.num_deleted_rows as f64,
                 num_fragments: s.num_fragments as f64,
                 data_bytes: s.data_bytes as f64,
                 version: t.version() as f64,
+                fragments_tiny: a.size_classes.tiny as f64,
+                fragments_small: a.size_classes.small as f64,
+                fragments_medium: a.size_classes.medium as f64,
+                fragments_large: a.size_classes.large as f64,
+                num_small_fragments: a.small_fragments as f64,
+                compactable_fragments: a.compactable_fragments as f64,
+                versions: a.versions as f64,
+                versions_past_retention: a.versions_past_retention as f64,
+                unindexed_rows: a.unindexed_rows as f64,
+                reasons: a.reasons,
+                maintenance: t.maintenance_activity().map(|m| NativeMaintenanceActivity {
+                    rounds: m.rounds as f64,
+                    compactions: m.compactions as f64,
+                    cleanups: m.cleanups as f64,
+                    index_refreshes: m.index_refreshes as f64,
+                    errors: m.errors as f64,
+                    active: m.active,
+                    last_round_micros: m.last_round_micros as f64,
+                }),
             })
         })
         .await
@@ -1210,7 +1509,7 @@ impl NativeTable {
         options: NativeIndexOptions,
         progress: Option<ProgressCallback>,
     ) -> napi::Result<NativeIndexInfo> {
-        use quiver_engine::index::{CreateIndexOptions, IndexKind, ProgressFn, VectorIndexParams};
+        use quiver_engine::index::{CreateIndexOptions, IndexKind, VectorIndexParams};
         self.check_open()?;
         let kind = IndexKind::parse(&options.index_type).ok_or_else(|| {
             coded(
@@ -1226,19 +1525,7 @@ impl NativeTable {
                 Some(d) => d.parse()?,
                 None => quiver_engine::linalg::DistanceType::L2,
             };
-            let progress: Option<ProgressFn> = progress.map(|callback| {
-                let callback = Arc::new(callback);
-                Arc::new(move |p: quiver_engine::index::BuildProgress| {
-                    callback.call(
-                        NativeIndexProgress {
-                            phase: p.phase.to_string(),
-                            done: p.done as f64,
-                            total: p.total as f64,
-                        },
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
-                }) as ProgressFn
-            });
+            let progress = progress_fn(progress);
             let create = CreateIndexOptions {
                 params: VectorIndexParams {
                     kind,
@@ -1283,21 +1570,75 @@ impl NativeTable {
             .await
     }
 
-    /// Adds rows appended since each vector index was built to it (no retraining) and drops
-    /// deleted rows' entries.
+    /// Brings indexes up to date, compacts, and removes old versions and unreferenced files.
     #[napi]
-    pub async fn optimize(&self) -> napi::Result<NativeOptimizeStats> {
+    pub async fn optimize(
+        &self,
+        compaction: Option<NativeCompactionOptions>,
+        cleanup: Option<NativeCleanupOptions>,
+        progress: Option<ProgressCallback>,
+    ) -> napi::Result<NativeOptimizeResult> {
         self.check_open()?;
+        let progress = progress_fn(progress);
+        let options = quiver_engine::maintenance::OptimizeOptions {
+            compaction: compaction_options(compaction, progress.clone())?,
+            cleanup: cleanup_options(cleanup, progress)?,
+        };
         guarded(async {
-            let s = quiver_engine::index::optimize_indices(&self.table).await?;
-            Ok(NativeOptimizeStats {
-                indexes_optimized: s.indexes_optimized as f64,
-                rows_added: s.rows_added as f64,
-                rows_removed: s.rows_removed as f64,
-                version: s.version as f64,
+            let r = quiver_engine::maintenance::optimize(&self.table, options).await?;
+            Ok(NativeOptimizeResult {
+                compaction: r.compaction.into(),
+                prune: r.prune.into(),
+                indexes: NativeOptimizeStats {
+                    indexes_optimized: r.indexes.indexes_optimized as f64,
+                    rows_added: r.indexes.rows_added as f64,
+                    rows_removed: r.indexes.rows_removed as f64,
+                    version: r.indexes.version as f64,
+                },
+                version: r.version as f64,
             })
         })
         .await
+    }
+
+    /// Rewrites small fragments into fewer, fuller ones.
+    #[napi]
+    pub async fn compact_files(
+        &self,
+        options: Option<NativeCompactionOptions>,
+        progress: Option<ProgressCallback>,
+    ) -> napi::Result<NativeCompactionMetrics> {
+        self.check_open()?;
+        let options = compaction_options(options, progress_fn(progress))?;
+        guarded(async { Ok(self.table.compact_files(options).await?.into()) }).await
+    }
+
+    /// This table's automatic maintenance settings on this connection (`None`: the
+    /// connection's).
+    #[napi]
+    pub fn set_maintenance(
+        &self,
+        options: Option<NativeMaintenanceOptions>,
+        on_event: Option<MaintenanceCallback>,
+    ) -> napi::Result<()> {
+        self.check_open()?;
+        let settings = match options {
+            None => None,
+            Some(o) => Some(maintenance_options(Some(o), on_event)?),
+        };
+        self.table.set_maintenance(settings).map_err(to_js_error)
+    }
+
+    /// Removes old versions and unreferenced files.
+    #[napi]
+    pub async fn cleanup_old_versions(
+        &self,
+        options: Option<NativeCleanupOptions>,
+        progress: Option<ProgressCallback>,
+    ) -> napi::Result<NativeCleanupStats> {
+        self.check_open()?;
+        let options = cleanup_options(options, progress_fn(progress))?;
+        guarded(async { Ok(self.table.cleanup_old_versions(options).await?.into()) }).await
     }
 
     /// I/O done through this table's store so far (shared by the connection's tables).

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod format;
 pub mod index;
 pub mod linalg;
+pub mod maintenance;
 pub mod plan;
 pub mod query;
 pub mod schema;

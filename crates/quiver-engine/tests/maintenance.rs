@@ -475,3 +475,133 @@ async fn a_stale_handle_refreshes_past_cleaned_versions_and_writers_rebase() {
     t.refresh().await.expect("refresh");
     assert_eq!(t.version(), stale.version());
 }
+
+#[tokio::test]
+async fn optimize_compacts_refreshes_indexes_and_prunes() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 200, 20).await;
+    create_index(&t, "vector", flat_index())
+        .await
+        .expect("index");
+    for i in 0..10 {
+        t.append(
+            batches_stream(vec![common::simple_batch(500 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    let before = ids(&t).await;
+    let r = quiver_engine::maintenance::optimize(
+        &t,
+        quiver_engine::maintenance::OptimizeOptions {
+            cleanup: CleanupOptions {
+                before: Some(SystemTime::now() + Duration::from_secs(1)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("optimize");
+    // Indexes first, so the new rows join the indexed ones in one fragment.
+    assert_eq!(r.compaction.fragments_added, 1);
+    assert_eq!(r.indexes.indexes_optimized, 1);
+    assert_eq!(r.indexes.rows_added, 10);
+    assert!(r.prune.old_versions_removed > 30 && r.prune.bytes_removed > 0);
+    assert_eq!(r.version, t.version());
+    assert_eq!(ids(&t).await, before);
+    assert_eq!(t.list_versions().await.expect("versions").len(), 1);
+    assert_index_exact(&t, &[0, 210, 505]).await;
+    let advice = quiver_engine::maintenance::advise(&t)
+        .await
+        .expect("advice");
+    assert!(!advice.advised(), "{advice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_maintenance_compacts_and_cleans_while_writes_run_and_stops_on_close() {
+    use quiver_engine::maintenance::{MaintenanceEvent, MaintenanceOptions};
+    use std::sync::{Arc, Mutex};
+    let events: Arc<Mutex<Vec<MaintenanceEvent>>> = Arc::default();
+    let seen = events.clone();
+    let db = Database::connect(
+        "memory://",
+        ConnectOptions {
+            maintenance: Some(MaintenanceOptions {
+                quiet: Duration::from_millis(30),
+                max_delay: Duration::from_millis(200),
+                small_fragments: 8,
+                retention: Duration::ZERO,
+                listener: Some(Arc::new(move |e| seen.lock().expect("lock").push(e))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let t = fed_table(&db, "t", 100, 0).await;
+    for i in 0..200 {
+        t.append(
+            batches_stream(vec![common::simple_batch(1_000 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+        if i % 20 == 0 {
+            t.delete(&format!("id = {}", 1_000 + i))
+                .await
+                .expect("delete");
+        }
+    }
+    let wait_idle = || async {
+        for _ in 0..500 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !t.maintenance_activity().expect("on").active {
+                return;
+            }
+        }
+        panic!("maintenance never settled");
+    };
+    wait_idle().await;
+    t.checkout_latest().await.expect("latest");
+    let activity = t.maintenance_activity().expect("on");
+    assert!(activity.compactions >= 1, "{activity:?}");
+    assert!(activity.cleanups >= 1, "{activity:?}");
+    assert_eq!(activity.errors, 0, "{activity:?}");
+    assert!(t.stats().num_fragments <= 2, "{:?}", t.stats());
+    assert_eq!(t.count_rows(), 290);
+    let mut got = ids(&t).await;
+    got.sort_unstable();
+    let mut want: Vec<i64> = (0..100)
+        .chain((1_000..1_200).filter(|i| (i - 1_000) % 20 != 0))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(t.list_versions().await.expect("versions").len() <= 3);
+    let kinds: HashSet<&str> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains("compaction") && kinds.contains("cleanup"),
+        "{kinds:?}"
+    );
+    // Closed: writes no longer schedule anything.
+    db.close();
+    let rounds = t.maintenance_activity().expect("on").rounds;
+    for i in 0..20 {
+        t.append(
+            batches_stream(vec![common::simple_batch(5_000 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(t.maintenance_activity().expect("on").rounds, rounds);
+    assert!(t.stats().num_fragments >= 20);
+}

@@ -425,7 +425,7 @@ impl Table {
             }
         }
         metrics.version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         report("commit", 1, 1);
         Ok(metrics)
     }

@@ -218,7 +218,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(version)
     }
 

@@ -29,6 +29,8 @@ use roaring::RoaringBitmap;
 
 pub use self::cleanup::{CleanupOptions, CleanupStats};
 pub(crate) use self::commit::IndexChange;
+/// Operation name of compactions, as version histories show it.
+pub const COMPACT_OPERATION: &str = self::commit::COMPACT;
 use self::commit::{commit, Operation};
 pub use self::compact::{CompactionMetrics, CompactionOptions};
 pub use self::evolve::{ColumnAlteration, NewColumns};
@@ -62,6 +64,9 @@ pub struct ConnectOptions {
     pub index_cache_bytes: Option<u64>,
     /// Store tuning; defaults suit the URI's store.
     pub storage: Option<StorageOptions>,
+    /// Automatic maintenance after writes (off when `None`; tables can still turn it on for
+    /// themselves with [`Table::set_maintenance`]).
+    pub maintenance: Option<crate::maintenance::MaintenanceOptions>,
 }
 
 /// How [`Database::create_table`] treats an existing table.
@@ -105,21 +110,42 @@ impl Database {
     /// Opens the database at `uri` (see [`Storage::from_uri`]). A local folder is created on
     /// the first write.
     pub async fn connect(uri: &str, options: ConnectOptions) -> Result<Self> {
+        if let Some(m) = &options.maintenance {
+            m.check()?;
+        }
         let storage = Storage::from_uri_with_options(uri, options.storage.clone())?;
         Ok(Self::from_storage(storage, options))
     }
 
     /// A database over an existing store handle (tests wrap stores to count or break I/O).
     pub fn from_storage(storage: Storage, options: ConnectOptions) -> Self {
-        let session = Arc::new(Session::with_index_cache(
+        let mut session = Session::with_index_cache(
             options
                 .metadata_cache_bytes
                 .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
             options
                 .index_cache_bytes
                 .unwrap_or(session::DEFAULT_INDEX_CACHE_BYTES),
-        ));
-        Database { storage, session }
+        );
+        let maintenance = options
+            .maintenance
+            .unwrap_or(crate::maintenance::MaintenanceOptions {
+                enabled: false,
+                ..Default::default()
+            });
+        session = session.with_observer(crate::maintenance::Maintainer::new(maintenance));
+        Database {
+            storage,
+            session: Arc::new(session),
+        }
+    }
+
+    /// Stops automatic maintenance (a round in progress is abandoned; it commits all or
+    /// nothing). Handles stay usable.
+    pub fn close(&self) {
+        if let Some(observer) = self.session.observer() {
+            observer.close();
+        }
     }
 
     /// The shared session (caches).
@@ -298,7 +324,7 @@ impl TableInner {
     }
 
     /// The newest manifest, if the table has any version.
-    async fn latest_manifest(&self) -> Result<Option<Arc<Manifest>>> {
+    pub(crate) async fn latest_manifest(&self) -> Result<Option<Arc<Manifest>>> {
         match self.manifests.latest().await? {
             Some(entry) => Ok(Some(self.manifest_at(&entry).await?)),
             None => Ok(None),
@@ -400,6 +426,43 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
+    /// A handle tracking the latest version, now at `manifest`.
+    pub(crate) fn at_latest(inner: Arc<TableInner>, manifest: Arc<Manifest>) -> Self {
+        Self::new(inner, manifest, false)
+    }
+
+    /// Moves the handle to a version it just committed and tells the connection's observer.
+    fn committed(&self, manifest: Arc<Manifest>) {
+        let operation = manifest.operation().to_string();
+        self.set_state(manifest, false);
+        if let Some(observer) = self.inner.session.observer() {
+            observer.committed(&self.inner, &operation);
+        }
+    }
+
+    /// This table's automatic maintenance settings through this connection, replacing the
+    /// connection's (`None`: back to the connection's).
+    pub fn set_maintenance(
+        &self,
+        settings: Option<crate::maintenance::MaintenanceOptions>,
+    ) -> Result<()> {
+        if let Some(s) = &settings {
+            s.check()?;
+        }
+        if let Some(observer) = self.inner.session.observer() {
+            observer.configure(&self.inner, settings);
+        }
+        Ok(())
+    }
+
+    /// What automatic maintenance did for this table (`None` when it is off).
+    pub fn maintenance_activity(&self) -> Option<crate::maintenance::MaintenanceActivity> {
+        self.inner
+            .session
+            .observer()
+            .and_then(|o| o.activity(&self.inner))
+    }
+
     fn new(inner: Arc<TableInner>, manifest: Arc<Manifest>, pinned: bool) -> Self {
         Table {
             inner,
@@ -543,7 +606,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(version)
     }
 
@@ -586,7 +649,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(version)
     }
 
@@ -618,7 +681,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(version)
     }
 
@@ -647,7 +710,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(version)
     }
 
@@ -806,7 +869,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(DeleteResult {
             num_deleted_rows,
             version,

@@ -220,7 +220,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(UpdateResult {
             rows_updated,
             version,
@@ -427,7 +427,7 @@ impl Table {
         )
         .await?;
         let version = manifest.version();
-        self.set_state(manifest, false);
+        self.committed(manifest);
         Ok(MergeResult {
             num_inserted_rows,
             num_updated_rows,

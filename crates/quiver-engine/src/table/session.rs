@@ -74,8 +74,24 @@ pub struct CacheStats {
     pub capacity_bytes: u64,
 }
 
+/// Told of every commit made through a connection (automatic maintenance).
+pub(crate) trait CommitObserver: Send + Sync {
+    fn committed(&self, table: &Arc<super::TableInner>, operation: &str);
+    fn activity(
+        &self,
+        table: &super::TableInner,
+    ) -> Option<crate::maintenance::MaintenanceActivity>;
+    fn configure(
+        &self,
+        table: &super::TableInner,
+        settings: Option<crate::maintenance::MaintenanceOptions>,
+    );
+    fn close(&self);
+}
+
 /// Per-connection state shared by its tables.
 pub struct Session {
+    observer: Option<Arc<dyn CommitObserver>>,
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
     indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
@@ -101,11 +117,21 @@ impl Session {
     /// A session with both cache budgets given.
     pub fn with_index_cache(capacity_bytes: u64, index_bytes: u64) -> Self {
         Session {
+            observer: None,
             cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
             capacity: capacity_bytes,
             indexes: Cache::with_weighter(64, index_bytes.max(1), IndexWeighter),
             index_capacity: index_bytes,
         }
+    }
+
+    pub(crate) fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn CommitObserver>> {
+        self.observer.as_ref()
     }
 
     pub fn index(&self, key: &str) -> Option<Arc<IvfIndex>> {
