@@ -13,7 +13,7 @@ use common::InstrumentedStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use quiver_engine::storage::{Storage, StorageOptions};
-use quiver_engine::table::UpdateValue;
+use quiver_engine::table::{CleanupOptions, CompactionOptions, UpdateValue};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
 };
@@ -66,7 +66,8 @@ async fn crashing_writer() {
             next += 1;
         }
     }
-    loop {
+    let maintain = std::env::var("QUIVER_CRASH_OP").as_deref() == Ok("maintain");
+    for round in 0u64.. {
         table
             .append(
                 batches_stream(vec![common::simple_batch(next, ROWS_PER_APPEND, DIM)]),
@@ -75,11 +76,31 @@ async fn crashing_writer() {
             .await
             .expect("append");
         next += ROWS_PER_APPEND as i64;
+        if maintain && round % 2 == 1 {
+            table
+                .compact_files(CompactionOptions {
+                    num_threads: Some(2),
+                    ..Default::default()
+                })
+                .await
+                .expect("compact");
+            table
+                .cleanup_old_versions(CleanupOptions {
+                    before: Some(std::time::SystemTime::now()),
+                    ..Default::default()
+                })
+                .await
+                .expect("cleanup");
+        }
     }
 }
 
 fn spawn_writer(dir: &str, mode: &str, first_id: i64) -> std::process::Child {
     spawn(dir, mode, first_id, "append")
+}
+
+fn spawn_maintainer(dir: &str, first_id: i64) -> std::process::Child {
+    spawn(dir, "loop", first_id, "maintain")
 }
 
 fn spawn_updater(dir: &str, mode: &str, first_generation: i64) -> std::process::Child {
@@ -195,6 +216,52 @@ async fn killed_at_random_moments() {
         assert!(version >= last_version);
         last_version = version + 1;
     }
+}
+
+/// Appends, compactions and cleanups killed at random moments: the table opens at whole
+/// appends, and every version cleanup kept still reads every row (no file a kept version
+/// references was deleted).
+#[tokio::test]
+async fn compaction_and_cleanup_killed_at_random_moments() {
+    let (_dir, uri, _table) = setup().await;
+    for (checks, delay_ms) in [40u64, 70, 95, 130, 170, 220, 260, 300]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = spawn_maintainer(&uri, 1_000_000 * (checks as i64 + 1));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().expect("kill");
+        let _ = child.wait();
+        check_consistent_and_writable(&uri, checks as i64).await;
+        let db = Database::connect(&uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        let table = db.open_table("t").await.expect("open");
+        for v in table.list_versions().await.expect("versions") {
+            let old = db
+                .open_table_at("t", v.version)
+                .await
+                .expect("kept version");
+            let rows = old
+                .scan_all(ScanOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("version {} lost a file: {e}", v.version));
+            let n: usize = rows.iter().map(|b| b.num_rows()).sum();
+            assert_eq!(n as u64, old.count_rows());
+        }
+    }
+    // The killed processes did compact and clean up between their appends.
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = db.open_table("t").await.expect("open");
+    let appends = (table.count_rows() - 50 - 80) / ROWS_PER_APPEND as u64 + 8;
+    assert!(
+        table.stats().num_fragments < appends,
+        "{} fragments for {appends} appends",
+        table.stats().num_fragments
+    );
+    assert!(table.list_versions().await.expect("versions").len() < table.version() as usize);
 }
 
 /// After an update was interrupted: the 50 rows are each present once, and every row holds
