@@ -114,7 +114,7 @@ export interface MaintenanceOptions {
   /** Default true. */
   enabled?: boolean;
   /**
-   * Compact while writes continue once this many fragments are small (default 16); once writes
+   * Compact while writes continue once this many fragments are small (default 8); once writes
    * pause, two small fragments are enough.
    */
   smallFragments?: number;

@@ -176,10 +176,14 @@ ${markdownTable(rows)}
 ${footnotes.length ? `\n${footnotes.map((n) => `- ${n}`).join("\n")}\n` : ""}${analysis()}`;
 }
 
-/** The hand-written analysis (settings, bars not met, profiles), kept across regenerations. */
+/** The hand-written analysis (settings, bars not met, profiles) and the latest maintenance
+ * benchmark (`npm run bench:maintenance`), kept across regenerations. */
 function analysis(): string {
-  const file = path.join(repoRoot, "benchmark", "ANALYSIS.md");
-  return existsSync(file) ? `\n${readFileSync(file, "utf8")}` : "";
+  return ["MAINTENANCE.md", "ANALYSIS.md"]
+    .map((name) => path.join(repoRoot, "benchmark", name))
+    .filter((file) => existsSync(file))
+    .map((file) => `\n${readFileSync(file, "utf8")}`)
+    .join("");
 }
 
 main().catch((error: unknown) => {

@@ -45,10 +45,22 @@ pub struct OptimizeResult {
 /// Brings every index up to date (adding rows written since its build, dropping deleted
 /// ones), compacts the table (indexes first, so new rows and indexed ones can share
 /// fragments), then removes old versions and unreferenced files.
+///
+/// A cleanup cutoff later than the newest commit before the call ("older than now") also
+/// covers the version that was the latest then, which this call's own commits superseded:
+/// only the call's result is left.
 pub async fn optimize(table: &Table, options: OptimizeOptions) -> Result<OptimizeResult> {
+    let latest_before = table.manifest().proto.timestamp_micros;
     let indexes = optimize_indices(table).await?;
     let compaction = table.compact_files(options.compaction).await?;
-    let prune = table.cleanup_old_versions(options.cleanup).await?;
+    let mut cleanup = options.cleanup;
+    if let Some(before) = cleanup
+        .before
+        .filter(|&b| crate::table::cleanup::micros(b) > latest_before)
+    {
+        cleanup.before = Some(before.max(SystemTime::now() + Duration::from_millis(1)));
+    }
+    let prune = table.cleanup_old_versions(cleanup).await?;
     Ok(OptimizeResult {
         compaction,
         prune,
@@ -219,8 +231,12 @@ pub const REMAPS_BEFORE_INDEX_REFRESH: usize = 8;
 /// exactly costs less than rewriting the index).
 pub const MIN_UNINDEXED_ROWS: u64 = 1_000;
 
+/// Versions past the retention that make a cleanup worth running while writes continue (once
+/// they pause, one is enough).
+pub const CLEANUP_BATCH: u64 = 64;
+
 /// Default of [`MaintenanceOptions::small_fragments`].
-pub const DEFAULT_SMALL_FRAGMENTS: usize = 16;
+pub const DEFAULT_SMALL_FRAGMENTS: usize = 8;
 /// Default of [`MaintenanceOptions::quiet`].
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(250);
 /// Default of [`MaintenanceOptions::max_delay`].
@@ -299,6 +315,8 @@ struct Slot {
     running: bool,
     activity: MaintenanceActivity,
     task: Option<tokio::task::AbortHandle>,
+    /// Wakes a task waiting for writes to settle when maintenance became due at once.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// The background scheduler of one connection.
@@ -355,12 +373,13 @@ impl Maintainer {
                 if self.closed.load(Ordering::Acquire) {
                     return;
                 }
-                let (last, since) = {
+                let (last, since, wake) = {
                     let slots = self.slots();
                     let slot = slots.get(&key);
                     (
                         slot.and_then(|s| s.last_write),
                         slot.and_then(|s| s.pending_since),
+                        slot.map(|s| s.wake.clone()),
                     )
                 };
                 let (Some(last), Some(since)) = (last, since) else {
@@ -376,20 +395,34 @@ impl Maintainer {
                 if now >= forced_at {
                     break false;
                 }
-                tokio::time::sleep(quiet_at.min(forced_at) - now).await;
+                let sleep = tokio::time::sleep(quiet_at.min(forced_at) - now);
+                match wake {
+                    Some(wake) => {
+                        tokio::select! {
+                            _ = sleep => {}
+                            _ = wake.notified() => {}
+                        }
+                    }
+                    None => sleep.await,
+                }
             };
             self.update(&key, |s| s.pending_since = None);
             self.round(&inner, &key, settled).await;
             let done = {
                 let mut slots = self.slots();
                 match slots.get_mut(&key) {
-                    Some(slot) if slot.pending_since.is_none() => {
+                    Some(slot) if slot.pending_since.is_none() && settled => {
                         slot.running = false;
                         slot.activity.active = false;
                         slot.task = None;
                         true
                     }
-                    Some(_) => false,
+                    // A round forced while writes continued: once they pause, one more round
+                    // finishes the job.
+                    Some(slot) => {
+                        slot.pending_since.get_or_insert_with(Instant::now);
+                        false
+                    }
                     None => true,
                 }
             };
@@ -405,12 +438,6 @@ impl Maintainer {
             return;
         }
         let result = self.maintain(inner, key, settled, &o).await;
-        let version = inner
-            .latest_manifest()
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |m| m.version());
         self.update(key, |s| {
             s.activity.rounds += 1;
             s.activity.last_round_micros = SystemTime::now()
@@ -421,6 +448,12 @@ impl Maintainer {
             }
         });
         if let Err(e) = result {
+            let version = inner
+                .latest_manifest()
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |m| m.version());
             self.emit(
                 &o,
                 MaintenanceEvent {
@@ -501,7 +534,8 @@ impl Maintainer {
             .checked_sub(o.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let (_, past) = versions_past(inner, cutoff).await?;
-        if past > 0 {
+        // While writes continue, cleanups are batched: each reads the manifests it removes.
+        if past >= CLEANUP_BATCH || (settled && past > 0) {
             let stats = table
                 .cleanup_old_versions(CleanupOptions {
                     before: Some(cutoff),
@@ -568,8 +602,10 @@ fn should_compact(o: &MaintenanceOptions, manifest: &Manifest, settled: bool) ->
 }
 
 impl CommitObserver for Maintainer {
-    fn committed(&self, inner: &Arc<TableInner>, operation: &str) {
-        if self.closed.load(Ordering::Acquire) || operation == crate::table::COMPACT_OPERATION {
+    fn committed(&self, inner: &Arc<TableInner>, manifest: &Manifest) {
+        if self.closed.load(Ordering::Acquire)
+            || manifest.operation() == crate::table::COMPACT_OPERATION
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -579,11 +615,23 @@ impl CommitObserver for Maintainer {
         let now = Instant::now();
         let mut slots = self.slots();
         let slot = slots.entry(key.clone()).or_default();
-        if !slot.settings.as_ref().unwrap_or(&self.options).enabled {
+        let settings = slot.settings.as_ref().unwrap_or(&self.options);
+        if !settings.enabled {
             return;
         }
+        // Small fragments piling up: due now, without waiting for the writes to pause.
+        let small = manifest
+            .fragments()
+            .iter()
+            .filter(|f| f.live_rows() < settings.target_rows_per_fragment)
+            .count();
+        let due_now = small >= settings.small_fragments;
         slot.last_write = Some(now);
-        slot.pending_since.get_or_insert(now);
+        let since = slot.pending_since.get_or_insert(now);
+        if due_now {
+            *since = now.checked_sub(settings.max_delay).unwrap_or(*since);
+            slot.wake.notify_one();
+        }
         slot.activity.active = true;
         if slot.running {
             return;

@@ -66,7 +66,8 @@ pub struct CleanupStats {
     pub files_removed: u64,
 }
 
-fn micros(t: SystemTime) -> i64 {
+/// Microseconds since the Unix epoch (negative before it).
+pub fn micros(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),

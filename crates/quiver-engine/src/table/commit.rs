@@ -68,12 +68,11 @@ pub(crate) enum Operation {
     },
     /// Add, replace or remove an index (data is unchanged).
     Index(IndexChange),
-    /// Swap each group's old fragments for its new ones (see `compact`); `remap_path` is the
-    /// groups' address map file.
+    /// Swap each group's old fragments for its new ones (see `compact`); `remap` is the
+    /// groups' address map file (path, size), when the table has indexes to translate.
     Compact {
         groups: Vec<CompactGroup>,
-        remap_path: String,
-        remap_size: u64,
+        remap: Option<(String, u64)>,
     },
 }
 
@@ -494,19 +493,12 @@ async fn build_manifest(
             proto.indices.retain(|i| &i.name != name);
             proto
         }
-        (
-            Operation::Compact {
-                groups,
-                remap_path,
-                remap_size,
-            },
-            Some(base),
-        ) => {
+        (Operation::Compact { groups, remap }, Some(base)) => {
             let mut proto = base.proto.clone();
             let mut entry = FragmentRemapProto {
                 version,
-                path: remap_path.clone(),
-                size_bytes: *remap_size,
+                path: remap.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
+                size_bytes: remap.as_ref().map_or(0, |(_, s)| *s),
                 groups: Vec::with_capacity(groups.len()),
                 created_micros: now_micros(),
             };
@@ -519,7 +511,9 @@ async fn build_manifest(
                     new_fragment_ids: new_ids,
                 });
             }
-            proto.remaps.push(entry);
+            if remap.is_some() {
+                proto.remaps.push(entry);
+            }
             proto
         }
         (Operation::Restore { from }, Some(base)) => {
@@ -593,6 +587,8 @@ pub(crate) async fn commit(
 ) -> Result<Arc<Manifest>> {
     let read_version = read.as_ref().map_or(0, |m| m.version());
     let mut base = read;
+    let lock = table.session.commit_lock(table.storage.uri());
+    let _turn = lock.lock().await;
     for attempt in 0..=max_retries {
         let manifest = build_manifest(table, base.as_deref(), &op, read_version).await?;
         if table.manifests.try_publish(&manifest).await? {

@@ -378,14 +378,20 @@ impl Table {
                 new_rows: g.new.iter().map(|f| f.physical_rows).collect(),
             })
             .collect();
-        let (remap_path, remap_size) =
+        // Without an index there is nothing to translate. (An index build that read the
+        // table before this compaction and commits after it then finds its rows unindexed,
+        // searched exactly until it is optimized.)
+        let remap = if read.proto.indices.is_empty() {
+            None
+        } else {
             match remap::write_remap_file(self.inner(), &remap_groups).await {
-                Ok(written_map) => written_map,
+                Ok(written_map) => Some(written_map),
                 Err(e) => {
                     delete_files(self, &written, None).await;
                     return Err(e);
                 }
-            };
+            }
+        };
         report("commit", 0, 1);
         for bin in &bins {
             for &i in bin {
@@ -400,8 +406,7 @@ impl Table {
             Some(read),
             Operation::Compact {
                 groups,
-                remap_path: remap_path.clone(),
-                remap_size,
+                remap: remap.clone(),
             },
             WriteParams::default().max_commit_retries,
         )
@@ -409,7 +414,7 @@ impl Table {
         let manifest = match committed {
             Ok(m) => m,
             Err(e) => {
-                delete_files(self, &written, Some(&remap_path)).await;
+                delete_files(self, &written, remap.as_ref().map(|(p, _)| p.as_str())).await;
                 return Err(e);
             }
         };

@@ -433,10 +433,9 @@ impl Table {
 
     /// Moves the handle to a version it just committed and tells the connection's observer.
     fn committed(&self, manifest: Arc<Manifest>) {
-        let operation = manifest.operation().to_string();
-        self.set_state(manifest, false);
+        self.set_state(manifest.clone(), false);
         if let Some(observer) = self.inner.session.observer() {
-            observer.committed(&self.inner, &operation);
+            observer.committed(&self.inner, &manifest);
         }
     }
 

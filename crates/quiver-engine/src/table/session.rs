@@ -76,7 +76,7 @@ pub struct CacheStats {
 
 /// Told of every commit made through a connection (automatic maintenance).
 pub(crate) trait CommitObserver: Send + Sync {
-    fn committed(&self, table: &Arc<super::TableInner>, operation: &str);
+    fn committed(&self, table: &Arc<super::TableInner>, manifest: &Manifest);
     fn activity(
         &self,
         table: &super::TableInner,
@@ -92,6 +92,9 @@ pub(crate) trait CommitObserver: Send + Sync {
 /// Per-connection state shared by its tables.
 pub struct Session {
     observer: Option<Arc<dyn CommitObserver>>,
+    /// One lock per table: commits through this connection take turns instead of racing
+    /// (other processes still race, and rebase).
+    commit_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
     indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
@@ -118,6 +121,7 @@ impl Session {
     pub fn with_index_cache(capacity_bytes: u64, index_bytes: u64) -> Self {
         Session {
             observer: None,
+            commit_locks: Default::default(),
             cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
             capacity: capacity_bytes,
             indexes: Cache::with_weighter(64, index_bytes.max(1), IndexWeighter),
@@ -128,6 +132,15 @@ impl Session {
     pub(crate) fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    /// The commit lock of the table at `uri`.
+    pub(crate) fn commit_lock(&self, uri: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.commit_locks.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        locks.entry(uri.to_string()).or_default().clone()
     }
 
     pub(crate) fn observer(&self) -> Option<&Arc<dyn CommitObserver>> {
