@@ -84,7 +84,8 @@ describe("where()", () => {
   });
 
   it("skips pages whose statistics rule a range filter out (analyzePlan shows the I/O)", async () => {
-    const db = await connect("memory://");
+    // The fragment layout is the subject: no background compaction.
+    const db = await connect("memory://", { maintenance: false });
     const t = await db.createTable("p", products(500));
     // Appends make several small fragments of a sorted id column.
     for (let start = 500; start < 4000; start += 500) {

@@ -36,7 +36,9 @@ describe("several processes and threads", () => {
     const got = await ids(table);
     const want = [0n, ...Array.from({ length: 10 }, (_, i) => 1000n + BigInt(i)), ...Array.from({ length: 10 }, (_, i) => 2000n + BigInt(i))];
     expect(got).toEqual(want);
-    expect(await table.version()).toBe(21);
+    // Every append landed once (automatic maintenance may have added compactions).
+    const history = await table.listVersions();
+    expect(history.filter((v) => v.operation !== "compact").length).toBe(21);
   });
 
   it("two processes updating, upserting and deleting lose nothing and double nothing", async () => {

@@ -317,6 +317,24 @@ struct Slot {
     task: Option<tokio::task::AbortHandle>,
     /// Wakes a task waiting for writes to settle when maintenance became due at once.
     wake: Arc<tokio::sync::Notify>,
+    /// The newest version committed through this connection: a round starts from it
+    /// instead of listing (a stale one only makes its commit rebase).
+    latest: Option<Arc<Manifest>>,
+    /// Commits since the last look for versions past the retention.
+    commits_since_cleanup_check: u64,
+}
+
+impl Slot {
+    /// Keeps the newer of two committed manifests (notifications may arrive out of order).
+    fn remember(&mut self, manifest: &Arc<Manifest>) {
+        if self
+            .latest
+            .as_ref()
+            .is_none_or(|m| m.version() < manifest.version())
+        {
+            self.latest = Some(manifest.clone());
+        }
+    }
 }
 
 /// The background scheduler of one connection.
@@ -325,6 +343,22 @@ pub(crate) struct Maintainer {
     slots: Mutex<HashMap<String, Slot>>,
     closed: AtomicBool,
     me: Weak<Maintainer>,
+    /// Rounds run on a runtime of their own (one worker thread, started on first use), so
+    /// their CPU work never occupies the workers that run the user's calls.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Drop for Maintainer {
+    fn drop(&mut self) {
+        let runtime = match self.runtime.get_mut() {
+            Ok(r) => r.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        // Dropping a runtime may happen inside another runtime's task: never block there.
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Maintainer {
@@ -334,7 +368,26 @@ impl Maintainer {
             slots: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             me: me.clone(),
+            runtime: Mutex::new(None),
         })
+    }
+
+    /// A handle on the maintenance runtime, started on first use.
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        let mut runtime = match self.runtime.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if runtime.is_none() {
+            *runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .max_blocking_threads(2)
+                .thread_name("quiver-maintenance")
+                .enable_all()
+                .build()
+                .ok();
+        }
+        runtime.as_ref().map(|r| r.handle().clone())
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -475,8 +528,13 @@ impl Maintainer {
         settled: bool,
         o: &MaintenanceOptions,
     ) -> Result<()> {
-        let Some(manifest) = inner.latest_manifest().await? else {
-            return Ok(());
+        let known = self.slots().get(key).and_then(|s| s.latest.clone());
+        let manifest = match known {
+            Some(m) => m,
+            None => match inner.latest_manifest().await? {
+                Some(m) => m,
+                None => return Ok(()),
+            },
         };
         let table = Table::at_latest(inner.clone(), manifest.clone());
         if should_compact(o, &manifest, settled) {
@@ -530,6 +588,17 @@ impl Maintainer {
                 Err(e) => return Err(e),
             }
         }
+        // Looking for old versions costs a listing: once writes pause, or every so many
+        // commits while they continue.
+        let look = settled
+            || self
+                .slots()
+                .get(key)
+                .is_some_and(|s| s.commits_since_cleanup_check >= CLEANUP_BATCH);
+        if !look {
+            return Ok(());
+        }
+        self.update(key, |s| s.commits_since_cleanup_check = 0);
         let cutoff = SystemTime::now()
             .checked_sub(o.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -566,6 +635,14 @@ impl Maintainer {
             }
             slot.running = false;
             slot.activity.active = false;
+            slot.latest = None;
+        }
+        let runtime = match self.runtime.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
         }
     }
 }
@@ -602,20 +679,25 @@ fn should_compact(o: &MaintenanceOptions, manifest: &Manifest, settled: bool) ->
 }
 
 impl CommitObserver for Maintainer {
-    fn committed(&self, inner: &Arc<TableInner>, manifest: &Manifest) {
-        if self.closed.load(Ordering::Acquire)
-            || manifest.operation() == crate::table::COMPACT_OPERATION
-        {
+    fn committed(&self, inner: &Arc<TableInner>, manifest: &Arc<Manifest>) {
+        if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if manifest.operation() == crate::table::COMPACT_OPERATION {
+            // Maintenance's own work (or a user's compaction) schedules nothing.
+            if let Some(slot) = self.slots().get_mut(inner.storage.uri()) {
+                slot.remember(manifest);
+            }
             return;
-        };
+        }
         let key = inner.storage.uri().to_string();
         let now = Instant::now();
         let mut slots = self.slots();
         let slot = slots.entry(key.clone()).or_default();
-        let settings = slot.settings.as_ref().unwrap_or(&self.options);
+        let settings = slot
+            .settings
+            .clone()
+            .unwrap_or_else(|| self.options.clone());
         if !settings.enabled {
             return;
         }
@@ -627,6 +709,8 @@ impl CommitObserver for Maintainer {
             .count();
         let due_now = small >= settings.small_fragments;
         slot.last_write = Some(now);
+        slot.remember(manifest);
+        slot.commits_since_cleanup_check += 1;
         let since = slot.pending_since.get_or_insert(now);
         if due_now {
             *since = now.checked_sub(settings.max_delay).unwrap_or(*since);
@@ -636,7 +720,7 @@ impl CommitObserver for Maintainer {
         if slot.running {
             return;
         }
-        let Some(me) = self.me.upgrade() else {
+        let (Some(me), Some(runtime)) = (self.me.upgrade(), self.runtime()) else {
             return;
         };
         slot.running = true;

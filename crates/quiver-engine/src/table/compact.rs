@@ -38,6 +38,9 @@ pub const DEFAULT_MATERIALIZE_DELETIONS_THRESHOLD: f64 = 0.1;
 /// least 1/`TIER_RATIO` of its rows: each row is then rewritten O(log n) times as a table
 /// grows by small appends, instead of once per compaction.
 pub const TIER_RATIO: u64 = 8;
+/// Bins holding less than this are merged whole even in tiered planning: rewriting them
+/// costs milliseconds, and a small table then stays one fragment.
+pub const TIER_MIN_BYTES: u64 = 4 << 20;
 
 /// What [`Table::compact_files`] rewrites.
 #[derive(Clone)]
@@ -174,7 +177,8 @@ pub(crate) fn plan(manifest: &Manifest, options: &CompactionOptions) -> Vec<Vec<
     let mut current_signature = Vec::new();
     let mut flush = |bin: &mut Vec<usize>| {
         let bin = std::mem::take(bin);
-        let bin = if options.tiered {
+        let bin_bytes: u64 = bin.iter().map(|&i| live_bytes(&fragments[i])).sum();
+        let bin = if options.tiered && bin_bytes > TIER_MIN_BYTES {
             tier(bin, fragments, schema_ids, options)
         } else {
             bin

@@ -76,7 +76,7 @@ pub struct CacheStats {
 
 /// Told of every commit made through a connection (automatic maintenance).
 pub(crate) trait CommitObserver: Send + Sync {
-    fn committed(&self, table: &Arc<super::TableInner>, manifest: &Manifest);
+    fn committed(&self, table: &Arc<super::TableInner>, manifest: &Arc<Manifest>);
     fn activity(
         &self,
         table: &super::TableInner,
