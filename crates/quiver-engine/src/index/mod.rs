@@ -687,80 +687,105 @@ pub async fn optimize_indices(table: &Table) -> Result<OptimizeStats> {
         .map(|i| i.name.clone())
         .collect();
     for name in names {
-        let manifest = table.writable_manifest()?;
-        let Some(meta) = manifest
-            .proto
-            .indices
-            .iter()
-            .find(|i| i.name == name)
-            .cloned()
+        // Another writer (automatic maintenance, another process) may rewrite the same index
+        // meanwhile: then this one starts over from the newer version.
+        let Some(done) = table
+            .retry_on_conflict(|| optimize_one(table, &name))
+            .await?
         else {
             continue;
         };
-        let Some(column) = meta
-            .field_ids
-            .first()
-            .and_then(|id| manifest.schema.field_ids.iter().position(|f| f == id))
-            .map(|i| manifest.schema.arrow.field(i).name().clone())
-        else {
-            continue;
-        };
-        let index = load(table, &manifest, &meta).await?;
-        let covered = remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
-        let gate = live_gate(table, &manifest.with_fragments(|f| covered.contains(&f.id))).await?;
-        let kept: Vec<usize> = (0..index.row_ids.len())
-            .filter(|&i| gate.allows(index.row_ids[i]))
-            .collect();
-        let uncovered = manifest.with_fragments(|f| !covered.contains(&f.id));
-        let removed = (index.row_ids.len() - kept.len()) as u64;
-        if uncovered.fragments().is_empty() && removed == 0 {
-            continue;
-        }
-        let quantizer = match &index.payload {
-            Payload::Pq { quantizer, .. } => Some(Arc::new(quantizer.clone())),
-            _ => None,
-        };
-        let added = encode_rows(
-            table,
-            &uncovered,
-            &column,
-            index.distance,
-            index.kind,
-            index.dim,
-            Arc::new(index.centroids.clone()),
-            quantizer.clone(),
-            &|_, _, _| {},
-            uncovered.live_rows(),
-        )
-        .await?;
-        let rows_added = added.row_ids.len() as u64;
-        let merged = existing_rows(&index, &kept).append(added);
-        let rebuilt = assemble(
-            index.kind,
-            index.distance,
-            index.dim,
-            index.centroids.clone(),
-            quantizer.map(|q| (*q).clone()),
-            index.num_partitions(),
-            merged,
-        );
-        let all: Vec<u64> = manifest.fragments().iter().map(|f| f.id).collect();
-        stats.version = publish(
-            table,
-            manifest,
-            &name,
-            meta.field_ids[0],
-            rebuilt,
-            all,
-            vec![],
-            Some(meta.uuid.clone()),
-        )
-        .await?;
+        stats.version = done.version;
         stats.indexes_optimized += 1;
-        stats.rows_added += rows_added;
-        stats.rows_removed += removed;
+        stats.rows_added += done.rows_added;
+        stats.rows_removed += done.rows_removed;
     }
     Ok(stats)
+}
+
+/// What rewriting one index did.
+struct IndexRewrite {
+    version: u64,
+    rows_added: u64,
+    rows_removed: u64,
+}
+
+/// Brings the index `name` up to date (`None`: nothing to do, or it is gone).
+async fn optimize_one(table: &Table, name: &str) -> Result<Option<IndexRewrite>> {
+    let manifest = table.writable_manifest()?;
+    let Some(meta) = manifest
+        .proto
+        .indices
+        .iter()
+        .find(|i| i.name == name)
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let Some(column) = meta
+        .field_ids
+        .first()
+        .and_then(|id| manifest.schema.field_ids.iter().position(|f| f == id))
+        .map(|i| manifest.schema.arrow.field(i).name().clone())
+    else {
+        return Ok(None);
+    };
+    let index = load(table, &manifest, &meta).await?;
+    let covered = remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
+    let gate = live_gate(table, &manifest.with_fragments(|f| covered.contains(&f.id))).await?;
+    let kept: Vec<usize> = (0..index.row_ids.len())
+        .filter(|&i| gate.allows(index.row_ids[i]))
+        .collect();
+    let uncovered = manifest.with_fragments(|f| !covered.contains(&f.id));
+    let removed = (index.row_ids.len() - kept.len()) as u64;
+    if uncovered.fragments().is_empty() && removed == 0 {
+        return Ok(None);
+    }
+    let quantizer = match &index.payload {
+        Payload::Pq { quantizer, .. } => Some(Arc::new(quantizer.clone())),
+        _ => None,
+    };
+    let added = encode_rows(
+        table,
+        &uncovered,
+        &column,
+        index.distance,
+        index.kind,
+        index.dim,
+        Arc::new(index.centroids.clone()),
+        quantizer.clone(),
+        &|_, _, _| {},
+        uncovered.live_rows(),
+    )
+    .await?;
+    let rows_added = added.row_ids.len() as u64;
+    let merged = existing_rows(&index, &kept).append(added);
+    let rebuilt = assemble(
+        index.kind,
+        index.distance,
+        index.dim,
+        index.centroids.clone(),
+        quantizer.map(|q| (*q).clone()),
+        index.num_partitions(),
+        merged,
+    );
+    let all: Vec<u64> = manifest.fragments().iter().map(|f| f.id).collect();
+    let version = publish(
+        table,
+        manifest,
+        name,
+        meta.field_ids[0],
+        rebuilt,
+        all,
+        vec![],
+        Some(meta.uuid.clone()),
+    )
+    .await?;
+    Ok(Some(IndexRewrite {
+        version,
+        rows_added,
+        rows_removed: removed,
+    }))
 }
 
 /// The entries of `index` at positions `kept`, in the encoded (unsorted) form.

@@ -789,7 +789,7 @@ impl Table {
 
     /// Runs `attempt` until it does not fail with a row-level commit conflict, moving the handle
     /// to the newest version between tries.
-    async fn retry_on_conflict<T, F, Fut>(&self, attempt: F) -> Result<T>
+    pub(crate) async fn retry_on_conflict<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
