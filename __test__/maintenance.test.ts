@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { connect, Index, InvalidArgumentError, type MaintenanceEvent, type Table } from "../lib/index.js";
+import { connect, Index, InvalidArgumentError, type MaintenanceEvent, NotFoundError, type Table } from "../lib/index.js";
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -121,6 +121,22 @@ describe("optimize, compaction and cleanup", () => {
     await expect(t.optimize({ cleanupOlderThan: new Date(Number.NaN) })).rejects.toBeInstanceOf(InvalidArgumentError);
     // @ts-expect-error a boolean is required
     await expect(t.cleanupOldVersions({ deleteUnverified: "yes" })).rejects.toBeInstanceOf(InvalidArgumentError);
+  }, 60_000);
+
+  it("leave a reader of a removed version a NotFoundError until it checks out the latest", async () => {
+    // A store shared by two connections, where a removed file is gone at once.
+    const uri = "memory://maintenance-readers";
+    const db = await connect(uri, { maintenance: false });
+    const t = await fedTable(db, 5);
+    const reader = await (await connect(uri, { maintenance: false })).openTable("notes");
+    await reader.checkout(3);
+    expect(await reader.countRows()).toBe(201);
+    await t.optimize({ cleanupOlderThan: new Date() });
+    expect((await t.listVersions()).length).toBe(1);
+    await expect(reader.query().toArray()).rejects.toBeInstanceOf(NotFoundError);
+    await expect(reader.query().toArray()).rejects.toThrow(/checkout_latest|cleanup/);
+    await reader.checkoutLatest();
+    expect(await reader.countRows()).toBe(205);
   }, 60_000);
 
   it("keep a vector index answering exactly through compaction, without a rebuild", async () => {

@@ -73,6 +73,7 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   Io: [IoError, true],
   Closed: [ClosedError, false],
   VersionNotFound: [NotFoundError, false],
+  MissingFile: [NotFoundError, false],
   RowNotFound: [NotFoundError, false],
   IndexNotFound: [NotFoundError, false],
   TagNotFound: [NotFoundError, false],

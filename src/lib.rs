@@ -67,6 +67,7 @@ fn error_code(e: &EngineError) -> &'static str {
         EngineError::TableAlreadyExists(_) => "TableExists",
         EngineError::TableNotFound(_) => "TableNotFound",
         EngineError::VersionNotFound { .. } => "VersionNotFound",
+        EngineError::MissingFile(_) => "MissingFile",
         EngineError::RowNotFound(_) => "RowNotFound",
         EngineError::IndexNotFound(_) => "IndexNotFound",
         EngineError::TagNotFound(_) => "TagNotFound",

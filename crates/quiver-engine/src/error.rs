@@ -44,6 +44,11 @@ pub enum Error {
     #[error("tag '{0}' already exists; use update() to move it to another version")]
     TagAlreadyExists(String),
 
+    /// A file the handle's version references is gone: a cleanup removed that version (or
+    /// something outside Quiver deleted it).
+    #[error("file '{0}' of this table version no longer exists: a cleanup removed the version (superseded longer ago than the retention), or the file was deleted outside Quiver; call checkout_latest() to read the newest version")]
+    MissingFile(String),
+
     /// A row address does not exist or was deleted.
     #[error("row {0} was not found: it is out of range or deleted")]
     RowNotFound(String),

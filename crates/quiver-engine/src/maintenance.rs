@@ -46,7 +46,7 @@ pub struct OptimizeResult {
 /// ones), compacts the table (indexes first, so new rows and indexed ones can share
 /// fragments), then removes old versions and unreferenced files.
 ///
-/// A cleanup cutoff later than the newest commit before the call ("older than now") also
+/// A cleanup cutoff at or after the newest commit before the call ("older than now") also
 /// covers the version that was the latest then, which this call's own commits superseded:
 /// only the call's result is left.
 pub async fn optimize(table: &Table, options: OptimizeOptions) -> Result<OptimizeResult> {
@@ -54,9 +54,11 @@ pub async fn optimize(table: &Table, options: OptimizeOptions) -> Result<Optimiz
     let indexes = optimize_indices(table).await?;
     let compaction = table.compact_files(options.compaction).await?;
     let mut cleanup = options.cleanup;
+    // Compared in milliseconds: a JavaScript Date taken just after the last commit may fall
+    // in the same millisecond.
     if let Some(before) = cleanup
         .before
-        .filter(|&b| crate::table::cleanup::micros(b) > latest_before)
+        .filter(|&b| crate::table::cleanup::micros(b) / 1000 >= latest_before / 1000)
     {
         cleanup.before = Some(before.max(SystemTime::now() + Duration::from_millis(1)));
     }

@@ -135,7 +135,7 @@ async fn missing_data_file_is_a_clear_error() {
         .await
         .expect_err("must fail");
     assert!(
-        matches!(err, Error::Storage(object_store::Error::NotFound { .. })),
+        matches!(&err, Error::MissingFile(path) if path.starts_with("data/")),
         "{err}"
     );
 }

@@ -605,3 +605,49 @@ async fn automatic_maintenance_compacts_and_cleans_while_writes_run_and_stops_on
     assert_eq!(t.maintenance_activity().expect("on").rounds, rounds);
     assert!(t.stats().num_fragments >= 20);
 }
+
+#[tokio::test]
+async fn readers_keep_their_version_for_the_retention_then_must_refresh() {
+    // A store shared by two connections, where a removed object is gone at once (on local
+    // disk a reader that already opened a file may even read on).
+    let uri = "memory://readers-rule";
+    let db = db(uri).await;
+    let t = fed_table(&db, "t", 100, 3).await;
+    // Another connection (no shared caches) reads the current version, pinned and latest.
+    let reader_db = Database::connect(uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let pinned = reader_db.open_table_at("t", 2).await.expect("v2");
+    let latest = reader_db.open_table("t").await.expect("latest");
+    let seen = latest.version();
+    t.compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    // Within the retention (default 7 days) nothing they read goes away.
+    t.cleanup_old_versions(CleanupOptions::default())
+        .await
+        .expect("cleanup");
+    assert_eq!(ids(&pinned).await.len(), 101);
+    assert_eq!(ids(&latest).await.len(), 103);
+    // Past it, their versions are removed: a clear error, until they move to the latest.
+    t.cleanup_old_versions(CleanupOptions {
+        before: Some(SystemTime::now() + Duration::from_secs(1)),
+        ..Default::default()
+    })
+    .await
+    .expect("cleanup");
+    let err = latest
+        .scan_all(ScanOptions::default())
+        .await
+        .expect_err("its files are gone");
+    assert!(matches!(err, quiver_engine::Error::MissingFile(_)), "{err}");
+    assert!(err.to_string().contains("checkout_latest"));
+    assert!(latest.refresh().await.expect("refresh") > seen);
+    assert_eq!(ids(&latest).await.len(), 103);
+    assert!(matches!(
+        pinned.scan_all(ScanOptions::default()).await,
+        Err(quiver_engine::Error::MissingFile(_))
+    ));
+    pinned.checkout_latest().await.expect("latest");
+    assert_eq!(ids(&pinned).await.len(), 103);
+}

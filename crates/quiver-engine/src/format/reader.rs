@@ -315,6 +315,20 @@ impl FileReader {
         &self.meta
     }
 
+    /// Reads byte ranges of the file. A file whose metadata was read but that is gone now
+    /// was removed by a cleanup (or from outside): a `MissingFile` error says so.
+    async fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
+        self.storage
+            .read_ranges(&self.path, ranges)
+            .await
+            .map_err(|e| match e {
+                Error::Storage(object_store::Error::NotFound { .. }) => {
+                    Error::MissingFile(self.path.to_string())
+                }
+                e => e,
+            })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -357,7 +371,7 @@ impl FileReader {
             .iter()
             .map(|p| p.offset..p.offset + p.length)
             .collect();
-        let bytes = self.storage.read_ranges(&self.path, &ranges).await?;
+        let bytes = self.fetch(&ranges).await?;
         metas
             .iter()
             .zip(bytes.iter())
@@ -530,7 +544,7 @@ impl FileReader {
             }
             push_validity_range(page, local, &mut ranges);
         }
-        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let fetched = self.fetch(&ranges).await?;
         let mut values = MutableBuffer::with_capacity(total * width as usize);
         let mut nulls = NullCollector::new(total);
         let mut next = fetched.iter();
@@ -572,7 +586,7 @@ impl FileReader {
             }
             push_validity_range(page, local, &mut ranges);
         }
-        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let fetched = self.fetch(&ranges).await?;
         let mut data_ranges = Vec::with_capacity(total);
         let mut nulls = NullCollector::new(total);
         let mut next = fetched.iter();
@@ -593,7 +607,7 @@ impl FileReader {
             nulls.push_page(page, local, &mut next)?;
         }
         // Round 2: the value bytes.
-        let values = self.storage.read_ranges(&self.path, &data_ranges).await?;
+        let values = self.fetch(&data_ranges).await?;
         var_width_array(&column.data_type, &values, nulls.finish())
             .map_err(|e| Error::corrupt(&self.path, format!("taken values do not decode: {e}")))
     }
@@ -610,7 +624,7 @@ impl FileReader {
                 page.offset..page.offset + page.length
             })
             .collect();
-        let fetched = self.storage.read_ranges(&self.path, &ranges).await?;
+        let fetched = self.fetch(&ranges).await?;
         let mut parts = Vec::with_capacity(groups.len());
         for ((page_idx, local), bytes) in groups.iter().zip(fetched.iter()) {
             let page = &column.pages[*page_idx];

@@ -338,7 +338,11 @@ impl TableInner {
         let meta = match self.session.get(&key) {
             Some(CachedEntry::File(m)) => m,
             _ => {
-                let m = Arc::new(read_metadata(&self.storage, &path).await?);
+                let m = Arc::new(
+                    read_metadata(&self.storage, &path)
+                        .await
+                        .map_err(|e| gone(e, relative))?,
+                );
                 self.session.insert(key, CachedEntry::File(m.clone()));
                 m
             }
@@ -370,10 +374,25 @@ impl TableInner {
         if let Some(CachedEntry::Deletion(d)) = self.session.get(&key) {
             return Ok(d);
         }
-        let bitmap = Arc::new(deletion::read_deletion_file(&self.storage, file).await?);
+        let bitmap = Arc::new(
+            deletion::read_deletion_file(&self.storage, file)
+                .await
+                .map_err(|e| gone(e, &file.path))?,
+        );
         self.session
             .insert(key, CachedEntry::Deletion(bitmap.clone()));
         Ok(bitmap)
+    }
+}
+
+/// A file a manifest references goes missing when a cleanup removed its version (or when
+/// something outside Quiver deleted it): say so, instead of a bare storage error.
+fn gone(e: Error, relative: &str) -> Error {
+    match e {
+        Error::Storage(object_store::Error::NotFound { .. }) => {
+            Error::MissingFile(relative.to_string())
+        }
+        e => e,
     }
 }
 
