@@ -412,6 +412,15 @@ impl Manifest {
     }
 }
 
+/// What stands at a version's manifest name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestState {
+    Live,
+    /// A tombstone left by cleanup.
+    Buried,
+    Absent,
+}
+
 /// A committed version as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionEntry {
@@ -492,11 +501,16 @@ impl ManifestStore {
 
     /// Whether the manifest of `version` exists (a tombstone does not count).
     pub async fn is_live(&self, version: u64) -> Result<bool> {
-        Ok(self
-            .storage
-            .head(&self.path_of(version))
-            .await?
-            .is_some_and(|m| m.size != TOMBSTONE.len() as u64))
+        Ok(self.state(version).await? == ManifestState::Live)
+    }
+
+    /// What stands at `version`'s name (one metadata request).
+    pub async fn state(&self, version: u64) -> Result<ManifestState> {
+        Ok(match self.storage.head(&self.path_of(version)).await? {
+            None => ManifestState::Absent,
+            Some(m) if m.size == TOMBSTONE.len() as u64 => ManifestState::Buried,
+            Some(_) => ManifestState::Live,
+        })
     }
 
     /// Removes the manifest of `version` (a published one that must not stand).

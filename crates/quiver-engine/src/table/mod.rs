@@ -34,7 +34,9 @@ pub const COMPACT_OPERATION: &str = self::commit::COMPACT;
 use self::commit::{commit, Operation};
 pub use self::compact::{CompactionMetrics, CompactionOptions};
 pub use self::evolve::{ColumnAlteration, NewColumns};
-use self::manifest::{DeletionFileProto, FragmentProto, Manifest, ManifestStore, VersionEntry};
+use self::manifest::{
+    DeletionFileProto, FragmentProto, Manifest, ManifestState, ManifestStore, VersionEntry,
+};
 pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
@@ -559,8 +561,18 @@ impl Table {
         if pinned {
             return Ok(current);
         }
-        // One listing: the next version's manifest may be gone (cleaned up) while newer ones
-        // exist, so its absence proves nothing.
+        // The common case costs two metadata requests, whatever the history's length: no
+        // next version, and the current one still there. (A cleanup never removes the next
+        // version while keeping the current one, it buries it; so a missing next version
+        // with the current one in place means there is none.) Otherwise one listing finds
+        // the newest.
+        let (next, here) = futures::try_join!(
+            self.inner.manifests.state(current + 1),
+            self.inner.manifests.state(current)
+        )?;
+        if next == ManifestState::Absent && here == ManifestState::Live {
+            return Ok(current);
+        }
         match self.inner.manifests.latest().await? {
             Some(latest) if latest.version > current => {
                 let manifest = self.inner.manifest_at(&latest).await?;
