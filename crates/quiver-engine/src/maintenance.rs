@@ -324,6 +324,9 @@ struct Slot {
     latest: Option<Arc<Manifest>>,
     /// Commits since the last look for versions past the retention.
     commits_since_cleanup_check: u64,
+    /// Bytes of data files compactions replaced since that look (garbage once the versions
+    /// naming them pass the retention).
+    replaced_bytes: u64,
 }
 
 impl Slot {
@@ -550,7 +553,18 @@ impl Maintainer {
             };
             match table.compact_files(options).await {
                 Ok(m) if m.fragments_removed > 0 => {
-                    self.update(key, |s| s.activity.compactions += 1);
+                    let now: std::collections::HashSet<u64> =
+                        table.manifest().fragments().iter().map(|f| f.id).collect();
+                    let replaced: u64 = manifest
+                        .fragments()
+                        .iter()
+                        .filter(|f| !now.contains(&f.id))
+                        .flat_map(|f| f.files.iter().map(|d| d.size_bytes))
+                        .sum();
+                    self.update(key, |s| {
+                        s.activity.compactions += 1;
+                        s.replaced_bytes = s.replaced_bytes.saturating_add(replaced);
+                    });
                     self.emit(
                         o,
                         MaintenanceEvent {
@@ -590,23 +604,32 @@ impl Maintainer {
                 Err(e) => return Err(e),
             }
         }
-        // Looking for old versions costs a listing: once writes pause, or every so many
-        // commits while they continue.
-        let look = settled
-            || self
-                .slots()
-                .get(key)
-                .is_some_and(|s| s.commits_since_cleanup_check >= CLEANUP_BATCH);
-        if !look {
+        // Looking for old versions costs a listing: once writes pause, every so many commits
+        // while they continue, or when compactions replaced a fifth of the table's bytes
+        // (whose files would otherwise pile up on disk).
+        let table_bytes: u64 = table
+            .manifest()
+            .fragments()
+            .iter()
+            .flat_map(|f| f.files.iter().map(|d| d.size_bytes))
+            .sum();
+        let (commits, replaced) = self.slots().get(key).map_or((0, 0), |s| {
+            (s.commits_since_cleanup_check, s.replaced_bytes)
+        });
+        let piling_up = replaced > 0 && replaced.saturating_mul(5) >= table_bytes;
+        if !(settled || commits >= CLEANUP_BATCH || piling_up) {
             return Ok(());
         }
-        self.update(key, |s| s.commits_since_cleanup_check = 0);
+        self.update(key, |s| {
+            s.commits_since_cleanup_check = 0;
+            s.replaced_bytes = 0;
+        });
         let cutoff = SystemTime::now()
             .checked_sub(o.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let (_, past) = versions_past(inner, cutoff).await?;
         // While writes continue, cleanups are batched: each reads the manifests it removes.
-        if past >= CLEANUP_BATCH || (settled && past > 0) {
+        if past >= CLEANUP_BATCH || ((settled || piling_up) && past > 0) {
             let stats = table
                 .cleanup_old_versions(CleanupOptions {
                     before: Some(cutoff),

@@ -1037,6 +1037,7 @@ async fn run(
     analyze: bool,
 ) -> Result<(RecordBatch, SearchStats, PlanNode)> {
     let r = resolve(table, search)?;
+    let _lease = table.lease(r.manifest.version());
     let mut stats = SearchStats::default();
     let mut inputs = Vec::new();
     let mut best = match &r.index {

@@ -191,10 +191,12 @@ impl Table {
         drop(reads);
         // Tags last, so a tag created while the manifests were read is still honoured.
         let tagged: HashSet<u64> = self.list_tags().await?.iter().map(|t| t.version).collect();
+        // Versions operations of this connection are reading right now stay too.
+        let leased = inner.session.leased(inner.storage.uri());
         let mut keep = vec![true; facts.len()];
         for i in 0..facts.len() {
             let v = facts[i].version;
-            if v == latest || tagged.contains(&v) {
+            if v == latest || tagged.contains(&v) || leased.contains(&v) {
                 continue;
             }
             // Superseded when the next readable version was committed.

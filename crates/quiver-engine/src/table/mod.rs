@@ -757,6 +757,7 @@ impl Table {
         filter: &FilterRef,
     ) -> Result<BTreeMap<u64, RoaringBitmap>> {
         use futures::{StreamExt, TryStreamExt};
+        let _lease = self.lease(manifest.version());
         // Owned handles per task: the futures must be `Send` for any borrow lifetime.
         let found: Vec<(u64, RoaringBitmap)> = futures::stream::iter(0..manifest.fragments().len())
             .map(|index| {
@@ -828,7 +829,10 @@ impl Table {
         let mut tries = 0;
         loop {
             match attempt().await {
-                Err(Error::CommitConflict(_)) if tries < MAX_REEXECUTIONS => {
+                // A conflict, or the version read was cleaned up under the operation.
+                Err(Error::CommitConflict(_) | Error::MissingFile(_))
+                    if tries < MAX_REEXECUTIONS =>
+                {
                     tries += 1;
                     // A pinned handle stays put; its retry then fails as read-only.
                     if !self.is_pinned() {
@@ -911,7 +915,12 @@ impl Table {
         &self,
         options: ScanOptions,
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
-        scan::scan(self.inner.clone(), self.manifest(), options)
+        self.scan_manifest(self.manifest(), options)
+    }
+
+    /// Keeps `version` from this connection's cleanups while the lease lives.
+    pub(crate) fn lease(&self, version: u64) -> session::VersionLease {
+        self.inner.session.lease(self.inner.storage.uri(), version)
     }
 
     /// The plan a scan with `options` would run, without running it.
@@ -954,7 +963,14 @@ impl Table {
         manifest: Arc<Manifest>,
         options: ScanOptions,
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
-        scan::scan(self.inner.clone(), manifest, options)
+        use futures::StreamExt;
+        let lease = self.lease(manifest.version());
+        let (schema, stream) = scan::scan(self.inner.clone(), manifest, options)?;
+        // The stream holds the lease until it is dropped.
+        let stream = stream.inspect(move |_| {
+            let _ = &lease;
+        });
+        Ok((schema, stream.boxed()))
     }
 
     /// Reads a whole scan into memory (convenience for small tables and tests).
@@ -972,6 +988,7 @@ impl Table {
         with_row_id: bool,
     ) -> Result<RecordBatch> {
         let manifest = self.manifest();
+        let _lease = self.lease(manifest.version());
         scan::take(&self.inner, &manifest, addresses, columns, with_row_id).await
     }
 

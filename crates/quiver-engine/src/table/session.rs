@@ -66,6 +66,35 @@ impl CachedEntry {
     }
 }
 
+type Leases = std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>;
+
+fn lock(
+    leases: &Leases,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, u64), usize>> {
+    match leases.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A version being read (see [`Session::lease`]); released on drop.
+pub(crate) struct VersionLease {
+    leases: Arc<Leases>,
+    key: (String, u64),
+}
+
+impl Drop for VersionLease {
+    fn drop(&mut self) {
+        let mut leases = lock(&self.leases);
+        if let Some(n) = leases.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                leases.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Cache statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
@@ -95,6 +124,9 @@ pub struct Session {
     /// One lock per table: commits through this connection take turns instead of racing
     /// (other processes still race, and rebase).
     commit_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Versions operations of this connection are reading (table URI, version) → how many:
+    /// a cleanup run through this connection keeps them.
+    leases: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>>,
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
     indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
@@ -122,6 +154,7 @@ impl Session {
         Session {
             observer: None,
             commit_locks: Default::default(),
+            leases: Default::default(),
             cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
             capacity: capacity_bytes,
             indexes: Cache::with_weighter(64, index_bytes.max(1), IndexWeighter),
@@ -141,6 +174,25 @@ impl Session {
             Err(poisoned) => poisoned.into_inner(),
         };
         locks.entry(uri.to_string()).or_default().clone()
+    }
+
+    /// Marks `version` of the table at `uri` as being read until the lease is dropped.
+    pub(crate) fn lease(&self, uri: &str, version: u64) -> VersionLease {
+        let key = (uri.to_string(), version);
+        *lock(&self.leases).entry(key.clone()).or_insert(0) += 1;
+        VersionLease {
+            leases: self.leases.clone(),
+            key,
+        }
+    }
+
+    /// Versions of the table at `uri` being read through this connection now.
+    pub(crate) fn leased(&self, uri: &str) -> std::collections::HashSet<u64> {
+        lock(&self.leases)
+            .keys()
+            .filter(|(u, _)| u == uri)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     pub(crate) fn observer(&self) -> Option<&Arc<dyn CommitObserver>> {
