@@ -690,10 +690,11 @@ fn cleanup_options(
         o.map_or((None, None), |o| (o.older_than_ms, o.delete_unverified));
     let before = match older_than_ms {
         None => None,
-        // Clamped to the years a date can hold (JS dates end in 275760).
-        Some(ms) if ms.is_finite() => {
-            Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(ms.clamp(0.0, 8.64e15) / 1000.0))
-        }
+        // Whole milliseconds (a float division would land a hair before the date), clamped
+        // to the years a date can hold (JS dates end in 275760).
+        Some(ms) if ms.is_finite() => Some(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms.clamp(0.0, 8.64e15).round() as u64),
+        ),
         Some(ms) => {
             return Err(coded(
                 "InvalidArgument",
