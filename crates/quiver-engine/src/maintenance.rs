@@ -680,7 +680,12 @@ fn should_refresh_indexes(table: &Table) -> Result<bool> {
     if manifest.proto.indices.is_empty() {
         return Ok(false);
     }
-    if manifest.proto.remaps.len() >= REMAPS_BEFORE_INDEX_REFRESH {
+    let maps_walked = manifest.proto.indices.iter().any(|i| {
+        let steps = crate::table::remap::coverage(&manifest.proto, &i.fragment_ids).steps;
+        let distinct: std::collections::HashSet<usize> = steps.iter().map(|s| s.remap).collect();
+        distinct.len() >= REMAPS_BEFORE_INDEX_REFRESH
+    });
+    if maps_walked {
         return Ok(true);
     }
     Ok(crate::index::list_indices(table)?.iter().any(|i| {

@@ -12,7 +12,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
 use quiver_engine::index::{
-    create_index, index_stats, optimize_indices, CreateIndexOptions, IndexKind, VectorIndexParams,
+    create_index, drop_index, index_stats, optimize_indices, CreateIndexOptions, IndexKind,
+    VectorIndexParams,
 };
 use quiver_engine::query::{search, VectorSearch};
 use quiver_engine::table::{CleanupOptions, CompactionOptions, NewColumns, UpdateValue};
@@ -291,6 +292,30 @@ async fn indexes_follow_compaction_without_a_rebuild() {
     let stats = index_stats(&t, "vector_idx").expect("stats");
     assert_eq!(stats.num_unindexed_rows, 0);
     assert_index_exact(&t, &[6, 8, 1_004, 2_001]).await;
+    // A compaction that drops no row still leaves a map to walk; optimizing folds it in.
+    for i in 0..3 {
+        t.append(
+            batches_stream(vec![common::simple_batch(3_000 + i, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    optimize_indices(&t).await.expect("optimize");
+    t.compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    let walked = |t: &Table| {
+        let m = t.manifest();
+        quiver_engine::table::remap::coverage(&m.proto, &m.proto.indices[0].fragment_ids)
+            .steps
+            .len()
+    };
+    assert!(walked(&t) > 0);
+    let o = optimize_indices(&t).await.expect("optimize");
+    assert_eq!(o.indexes_optimized, 1);
+    assert_eq!(walked(&t), 0);
+    assert_index_exact(&t, &[6, 8, 1_004, 2_001, 3_002]).await;
 }
 
 #[tokio::test]
@@ -306,6 +331,12 @@ async fn compaction_racing_index_builds_never_fails_and_stays_exact() {
             .await
             .expect("append");
         }
+        // Odd rounds race the table's first index: the compaction then read a table without
+        // one, and its map must still carry the build (committed before or after it) over.
+        if round % 2 == 1 {
+            t.checkout_latest().await.expect("latest");
+            drop_index(&t, "vector_idx").await.expect("drop");
+        }
         let builder = db.open_table("t").await.expect("open");
         let compactor = db.open_table("t").await.expect("open");
         let build =
@@ -317,6 +348,8 @@ async fn compaction_racing_index_builds_never_fails_and_stays_exact() {
         build.await.expect("join").expect("index build");
         compact.await.expect("join").expect("compaction");
         t.checkout_latest().await.expect("latest");
+        let stats = index_stats(&t, "vector_idx").expect("stats");
+        assert_eq!(stats.num_unindexed_rows, 0, "round {round}: {stats:?}");
         assert_index_exact(&t, &[0, 399, 10_000 + round * 10 + 5]).await;
     }
 }

@@ -731,14 +731,17 @@ async fn optimize_one(table: &Table, name: &str) -> Result<Option<IndexRewrite>>
         return Ok(None);
     };
     let index = load(table, &manifest, &meta).await?;
-    let covered = remap::coverage(&manifest.proto, &meta.fragment_ids).fragments;
+    let coverage = remap::coverage(&manifest.proto, &meta.fragment_ids);
+    let covered = coverage.fragments;
     let gate = live_gate(table, &manifest.with_fragments(|f| covered.contains(&f.id))).await?;
     let kept: Vec<usize> = (0..index.row_ids.len())
         .filter(|&i| gate.allows(index.row_ids[i]))
         .collect();
     let uncovered = manifest.with_fragments(|f| !covered.contains(&f.id));
     let removed = (index.row_ids.len() - kept.len()) as u64;
-    if uncovered.fragments().is_empty() && removed == 0 {
+    // Rewriting also folds in the compaction maps the index is read through, so loads
+    // stop translating and the maps can be pruned.
+    if uncovered.fragments().is_empty() && removed == 0 && coverage.steps.is_empty() {
         return Ok(None);
     }
     let quantizer = match &index.payload {

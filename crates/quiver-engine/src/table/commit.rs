@@ -69,10 +69,10 @@ pub(crate) enum Operation {
     /// Add, replace or remove an index (data is unchanged).
     Index(IndexChange),
     /// Swap each group's old fragments for its new ones (see `compact`); `remap` is the
-    /// groups' address map file (path, size), when the table has indexes to translate.
+    /// groups' address map file (path, size).
     Compact {
         groups: Vec<CompactGroup>,
-        remap: Option<(String, u64)>,
+        remap: (String, u64),
     },
 }
 
@@ -497,8 +497,8 @@ async fn build_manifest(
             let mut proto = base.proto.clone();
             let mut entry = FragmentRemapProto {
                 version,
-                path: remap.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
-                size_bytes: remap.as_ref().map_or(0, |(_, s)| *s),
+                path: remap.0.clone(),
+                size_bytes: remap.1,
                 groups: Vec::with_capacity(groups.len()),
                 created_micros: now_micros(),
             };
@@ -511,9 +511,7 @@ async fn build_manifest(
                     new_fragment_ids: new_ids,
                 });
             }
-            if remap.is_some() {
-                proto.remaps.push(entry);
-            }
+            proto.remaps.push(entry);
             proto
         }
         (Operation::Restore { from }, Some(base)) => {

@@ -382,18 +382,14 @@ impl Table {
                 new_rows: g.new.iter().map(|f| f.physical_rows).collect(),
             })
             .collect();
-        // Without an index there is nothing to translate. (An index build that read the
-        // table before this compaction and commits after it then finds its rows unindexed,
-        // searched exactly until it is optimized.)
-        let remap = if read.proto.indices.is_empty() {
-            None
-        } else {
-            match remap::write_remap_file(self.inner(), &remap_groups).await {
-                Ok(written_map) => Some(written_map),
-                Err(e) => {
-                    delete_files(self, &written, None).await;
-                    return Err(e);
-                }
+        // Written even when the table has no index yet: an index build that read the table
+        // before this compaction may commit before or after it, and translates through this
+        // map either way. Unused maps are pruned after an hour (`remap::prune`).
+        let remap = match remap::write_remap_file(self.inner(), &remap_groups).await {
+            Ok(written_map) => written_map,
+            Err(e) => {
+                delete_files(self, &written, None).await;
+                return Err(e);
             }
         };
         report("commit", 0, 1);
@@ -418,7 +414,7 @@ impl Table {
         let manifest = match committed {
             Ok(m) => m,
             Err(e) => {
-                delete_files(self, &written, remap.as_ref().map(|(p, _)| p.as_str())).await;
+                delete_files(self, &written, Some(remap.0.as_str())).await;
                 return Err(e);
             }
         };
