@@ -328,6 +328,11 @@ async fn read_everything(f: &Fixture, rows: &[u64], allowed: Allowed) {
         let Some(table) = check("open", db.open_table("t").await, allowed) else {
             continue;
         };
+        if !table.skipped_versions().is_empty() {
+            // Opening found the newest version damaged (a file of another size) and fell
+            // back to an older one: detected.
+            continue;
+        }
         let _ = (table.count_rows(), table.stats());
         check("versions", table.list_versions().await, allowed);
         check(
@@ -1249,6 +1254,7 @@ fn craft_manifest(m: &mut ManifestProto, edits: &[ManifestEdit], files: &[String
                     f.deletion = Some(quiver_engine::table::manifest::DeletionFileProto {
                         path: any_file(to),
                         num_deleted_rows: count.apply(old),
+                        size_bytes: 0,
                     });
                 }
             }

@@ -29,11 +29,9 @@ use crate::error::{Error, Result};
 use crate::linalg::DistanceType;
 use crate::query::{resolve_column, Candidate};
 use crate::schema::TableSchema;
-use crate::table::manifest::{IndexMetadataProto, Manifest, INDICES_DIR};
+use crate::table::manifest::{IndexMetadataProto, Manifest, INDEX_FILE, INDICES_DIR};
 use crate::table::{remap, ScanOptions, Table};
 
-/// Name of an index file inside its `_indices/{uuid}/` folder.
-const INDEX_FILE: &str = "index.qvi";
 /// Rows at most used to train PQ codebooks (a random part of the k-means sample).
 const PQ_TRAINING_ROWS: usize = 16_384;
 /// k-means iterations of each PQ codebook.
@@ -623,11 +621,14 @@ async fn publish(
     let uuid = uuid::Uuid::new_v4().simple().to_string();
     let inner = table.inner();
     let relative = format!("{INDICES_DIR}/{uuid}/{INDEX_FILE}");
+    let encoded = index.encode();
+    let size_bytes = encoded.len() as u64;
     inner
         .storage
-        .put(&inner.storage.path(&relative), index.encode())
+        .put(&inner.storage.path(&relative), encoded)
         .await?;
     let meta = IndexMetadataProto {
+        size_bytes,
         uuid,
         name: name.to_string(),
         field_ids: vec![field_id],

@@ -163,6 +163,8 @@ impl Table {
             .buffered(READ_CONCURRENCY);
         while let Some((version, size, read)) = reads.next().await {
             let manifest = match read {
+                // Found damaged when the table was opened (its files are not all there).
+                Ok(Some(_)) if inner.is_damaged(version) => None,
                 Ok(Some((m, _))) => Some(m),
                 // Removed meanwhile by another cleanup.
                 Ok(None) => continue,
@@ -246,6 +248,13 @@ impl Table {
             .map(|(f, _)| f)
             .collect();
         let mut stats = CleanupStats::default();
+        // Whatever commits' durability, the versions kept must be on disk before anything
+        // older goes: else a power cut could leave only removed versions' manifests.
+        if storage.durability() == crate::storage::Durability::Process
+            && !(removed.is_empty() && doomed.is_empty())
+        {
+            storage.flush_all().await?;
+        }
         let total = (removed.len() + doomed.len()) as u64;
         report("delete", 0, total);
         // Oldest first; a version whose predecessor stays is buried, not removed, so its
@@ -280,6 +289,16 @@ impl Table {
                 None => {}
             }
         }
+        // Manifests go (durably) before the files they reference: a manifest that came back
+        // after a power cut would name missing files.
+        let touched: Vec<_> = facts
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| !k)
+            .map(|(f, _)| inner.manifests.path_of(f.version))
+            .chain(tombstones.iter().map(|&v| inner.manifests.path_of(v)))
+            .collect();
+        storage.flush(&touched).await?;
         let deleted: Vec<u64> = futures::stream::iter(doomed)
             .map(|meta| async move {
                 storage

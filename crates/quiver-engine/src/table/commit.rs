@@ -372,14 +372,15 @@ async fn apply_compaction_group(
     Ok(new_ids)
 }
 
-/// Builds the manifest that applies `op` on top of `base` (the newest version known).
+/// Builds the manifest of `version` that applies `op` on top of `base` (the newest readable
+/// version; `version` is past it, and past any damaged one above it).
 async fn build_manifest(
     table: &TableInner,
     base: Option<&Manifest>,
     op: &Operation,
     read_version: u64,
+    version: u64,
 ) -> Result<Manifest> {
-    let version = base.map_or(1, |b| b.version() + 1);
     let mut txn = TransactionProto {
         operation: op.name().to_string(),
         read_version,
@@ -585,16 +586,30 @@ pub(crate) async fn commit(
 ) -> Result<Arc<Manifest>> {
     let read_version = read.as_ref().map_or(0, |m| m.version());
     let mut base = read;
+    // Version numbers up to here are taken by damaged versions (see `latest_intact`): a commit
+    // numbers past them and builds on the newest readable version below.
+    let mut taken = table.highest_damaged();
     let lock = table.session.commit_lock(table.storage.uri());
-    let _turn = lock.lock().await;
+    let turn = lock.lock().await;
     for attempt in 0..=max_retries {
-        let manifest = build_manifest(table, base.as_deref(), &op, read_version).await?;
+        let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
+        let manifest = build_manifest(table, base.as_deref(), &op, read_version, version).await?;
         if table.manifests.try_publish(&manifest).await? {
-            if stands(table, &manifest, base.as_deref()).await? {
+            if stands(table, &manifest).await? {
+                // Group commit: the manifest is flushed after the lock is released, so the
+                // commits queued behind this one publish meanwhile and share the folder
+                // flush. Publishing before the flush is safe: every file the manifest names
+                // was flushed before it was written, and a later version that reaches the
+                // disk first holds this one's changes.
+                drop(turn);
+                table
+                    .storage
+                    .flush_if_durable(&table.manifests.path_of(version))
+                    .await?;
                 return Ok(Arc::new(manifest));
             }
             // A cleanup had removed this version number before it was published again.
-            table.manifests.remove(manifest.version()).await?;
+            withdraw(table, manifest.version()).await?;
             if matches!(op, Operation::Create { .. }) {
                 return Err(Error::TableAlreadyExists(table.name.clone()));
             }
@@ -609,9 +624,13 @@ pub(crate) async fn commit(
         let mut expected = from + 1;
         for entry in table.manifests.list().await? {
             if entry.version > from {
+                taken = taken.max(entry.version);
                 // A gap: versions cleaned up (or buried) before this writer could read them.
                 unseen |= entry.version != expected;
                 expected = entry.version + 1;
+                if table.is_damaged(entry.version) {
+                    continue;
+                }
                 match table.manifest_at(&entry).await {
                     Ok(committed) => {
                         check_conflict(&op, &committed)?;
@@ -621,6 +640,12 @@ pub(crate) async fn commit(
                     Err(Error::VersionNotFound { .. }) => {
                         unseen = true;
                         newest = None;
+                    }
+                    // A damaged version (a power cut took its bytes): it never committed
+                    // anything readable, so there is nothing to rebase over; its number stays
+                    // taken.
+                    Err(e @ Error::Corrupt { .. }) => {
+                        table.mark_damaged(entry.version, e.to_string())
                     }
                     Err(e) => return Err(e),
                 }
@@ -639,16 +664,26 @@ pub(crate) async fn commit(
     })
 }
 
+/// Removes a manifest this writer published that must not stand, durably: were it to come
+/// back after a power cut, it would be a bogus version in the history.
+async fn withdraw(table: &TableInner, version: u64) -> Result<()> {
+    table.manifests.remove(version).await?;
+    table
+        .storage
+        .flush(&[table.manifests.path_of(version)])
+        .await
+}
+
 /// Whether a manifest just published stands as the next version. It does not when a cleanup
 /// had removed an old manifest of that number (the writer's base was stale): cleanup removes
 /// manifests oldest first and buries instead of removing one whose predecessor it keeps, so a
 /// base still in place proves the number was free; otherwise the version after it, if any,
 /// must have been built on this one.
-async fn stands(table: &TableInner, manifest: &Manifest, base: Option<&Manifest>) -> Result<bool> {
-    if let Some(base) = base {
-        if table.manifests.is_live(base.version()).await? {
-            return Ok(true);
-        }
+async fn stands(table: &TableInner, manifest: &Manifest) -> Result<bool> {
+    // The manifest before it still in place (our base, or a damaged version numbered past)
+    // proves the number was free.
+    if manifest.version() > 1 && table.manifests.is_live(manifest.version() - 1).await? {
+        return Ok(true);
     }
     let version = manifest.version();
     if table

@@ -38,12 +38,13 @@ pub async fn write_deletion_file(
         "{DELETIONS_DIR}/{fragment_id}-{version}-{}.del",
         uuid::Uuid::new_v4().simple()
     );
-    table
-        .put(&table.path(&relative), Bytes::from(encode_block(payload)))
-        .await?;
+    let bytes = Bytes::from(encode_block(payload));
+    let size_bytes = bytes.len() as u64;
+    table.put(&table.path(&relative), bytes).await?;
     Ok(DeletionFileProto {
         path: relative,
         num_deleted_rows: deleted.len(),
+        size_bytes,
     })
 }
 

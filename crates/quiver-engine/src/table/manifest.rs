@@ -33,8 +33,10 @@ pub const VERSIONS_DIR: &str = "_versions";
 pub const DATA_DIR: &str = "data";
 /// Folder of deletion files inside a table.
 pub const DELETIONS_DIR: &str = "_deletions";
-/// Folder reserved for index files.
+/// Folder of index files: one `_indices/<uuid>/` folder an index.
 pub const INDICES_DIR: &str = "_indices";
+/// Name of an index file inside its `_indices/<uuid>/` folder.
+pub const INDEX_FILE: &str = "index.qvi";
 /// Folder of compaction address maps (see [`FragmentRemapProto`]).
 pub const REMAPS_DIR: &str = "_remaps";
 const MANIFEST_SUFFIX: &str = ".manifest";
@@ -79,6 +81,9 @@ pub struct DeletionFileProto {
     pub path: String,
     #[prost(uint64, tag = "2")]
     pub num_deleted_rows: u64,
+    /// Size of the file in bytes (0 in tables written before it was recorded: unchecked).
+    #[prost(uint64, tag = "3")]
+    pub size_bytes: u64,
 }
 
 /// A fragment: rows stored in data files, minus the rows its deletion vector marks.
@@ -123,6 +128,9 @@ pub struct IndexMetadataProto {
     pub index_type: String,
     #[prost(bytes = "vec", tag = "7")]
     pub details: Vec<u8>,
+    /// Size of the index file in bytes (0 in tables written before it was recorded).
+    #[prost(uint64, tag = "8")]
+    pub size_bytes: u64,
 }
 
 /// One group of a compaction: the fragments it replaced and the ones it wrote, in order.
@@ -526,10 +534,11 @@ impl ManifestStore {
     }
 
     /// Publishes `manifest` as its version if no writer did so first. Returns `false` when
-    /// that version already exists (the caller lost the race).
+    /// that version already exists (the caller lost the race). Not flushed: the caller does
+    /// (see `commit`).
     pub async fn try_publish(&self, manifest: &Manifest) -> Result<bool> {
         self.storage
-            .put_if_absent(&self.path_of(manifest.version()), manifest.encode())
+            .create(&self.path_of(manifest.version()), manifest.encode())
             .await
     }
 }
@@ -581,6 +590,7 @@ mod tests {
                 deletion: Some(DeletionFileProto {
                     path: "_deletions/0-2-b.del".into(),
                     num_deleted_rows: 2,
+                    size_bytes: 24,
                 }),
             }],
             indices: vec![IndexMetadataProto {

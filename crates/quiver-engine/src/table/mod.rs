@@ -171,6 +171,7 @@ impl Database {
             manifests: ManifestStore::new(storage.clone()),
             storage,
             session: self.session.clone(),
+            damaged: Default::default(),
         })
     }
 
@@ -191,12 +192,14 @@ impl Database {
         Ok(names)
     }
 
-    /// Opens the latest version of a table.
+    /// Opens the latest intact version of a table: newer versions that are damaged (a power
+    /// cut, a file removed outside Quiver) are skipped and reported by
+    /// [`Table::skipped_versions`]; the next write builds on the intact one.
     pub async fn open_table(&self, name: &str) -> Result<Table> {
         validate_table_name(name)?;
         let inner = self.inner(name);
         let manifest = inner
-            .latest_manifest()
+            .latest_intact()
             .await?
             .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
         Ok(Table::new(inner, manifest, false))
@@ -206,7 +209,7 @@ impl Database {
     pub async fn open_table_at(&self, name: &str, version: u64) -> Result<Table> {
         validate_table_name(name)?;
         let inner = self.inner(name);
-        let manifest = match inner.manifest(version).await {
+        let manifest = match inner.intact_manifest(version).await {
             Err(Error::VersionNotFound { .. }) if inner.manifests.latest().await?.is_none() => {
                 return Err(Error::TableNotFound(name.to_string()))
             }
@@ -227,7 +230,7 @@ impl Database {
     ) -> Result<Table> {
         validate_table_name(name)?;
         let inner = self.inner(name);
-        let existing = inner.latest_manifest().await?;
+        let existing = inner.latest_intact().await?;
         let base = match (existing, mode) {
             (Some(_), CreateMode::Create) => {
                 return Err(Error::TableAlreadyExists(name.to_string()))
@@ -279,6 +282,23 @@ pub(crate) struct TableInner {
     pub(crate) storage: Storage,
     manifests: ManifestStore,
     pub(crate) session: Arc<Session>,
+    /// Versions found damaged when the table was opened (see [`TableInner::latest_intact`]):
+    /// commits number past them and never build on them, cleanup treats them as unreadable.
+    damaged: std::sync::Mutex<BTreeMap<u64, String>>,
+}
+
+/// A version that opening the table skipped because it is damaged (a power cut before its
+/// files reached the disk, or a file damaged or removed outside Quiver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedVersion {
+    pub version: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Whether `e` says a manifest is damaged (as opposed to unreachable, or newer than us).
+fn is_damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. })
 }
 
 impl TableInner {
@@ -325,11 +345,199 @@ impl TableInner {
         self.manifest_at(entry).await
     }
 
-    /// The newest manifest, if the table has any version.
+    /// The newest readable manifest, if the table has any version: damaged manifests (and
+    /// versions found damaged on open) are passed over. Files are not checked; see
+    /// [`TableInner::latest_intact`].
     pub(crate) async fn latest_manifest(&self) -> Result<Option<Arc<Manifest>>> {
-        match self.manifests.latest().await? {
-            Some(entry) => Ok(Some(self.manifest_at(&entry).await?)),
-            None => Ok(None),
+        let versions = self.manifests.list().await?;
+        let mut first_damage = None;
+        for entry in versions.iter().rev() {
+            if self.is_damaged(entry.version) {
+                continue;
+            }
+            match self.manifest_at(entry).await {
+                Ok(m) => return Ok(Some(m)),
+                Err(e) if is_damage(&e) => {
+                    self.mark_damaged(entry.version, e.to_string());
+                    first_damage.get_or_insert(e);
+                }
+                // Removed since the listing (a cleanup, a writer withdrawing it).
+                Err(Error::VersionNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match first_damage {
+            Some(e) => Err(e),
+            None if versions.is_empty() => Ok(None),
+            None => Err(self.no_intact_version()),
+        }
+    }
+
+    fn no_intact_version(&self) -> Error {
+        let newest = self
+            .damaged
+            .lock()
+            .ok()
+            .and_then(|d| {
+                d.iter()
+                    .next_back()
+                    .map(|(v, r)| format!("; version {v}: {r}"))
+            })
+            .unwrap_or_default();
+        Error::corrupt(
+            self.storage.path(manifest::VERSIONS_DIR),
+            format!(
+                "no version of table '{}' is intact (every manifest, or a file it needs, is damaged or missing){newest}",
+                self.name
+            ),
+        )
+    }
+
+    pub(crate) fn is_damaged(&self, version: u64) -> bool {
+        self.damaged.lock().is_ok_and(|d| d.contains_key(&version))
+    }
+
+    /// The highest version number found damaged, 0 when none.
+    pub(crate) fn highest_damaged(&self) -> u64 {
+        self.damaged
+            .lock()
+            .ok()
+            .and_then(|d| d.keys().next_back().copied())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn mark_damaged(&self, version: u64, reason: String) {
+        if let Ok(mut d) = self.damaged.lock() {
+            d.insert(version, reason);
+        }
+    }
+
+    /// Versions found damaged, oldest first.
+    pub(crate) fn damaged_versions(&self) -> Vec<SkippedVersion> {
+        self.damaged.lock().map_or_else(
+            |_| Vec::new(),
+            |d| {
+                d.iter()
+                    .map(|(&version, reason)| SkippedVersion {
+                        version,
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    /// Every file of the table with its size, keyed by path relative to the table folder.
+    async fn file_sizes(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let root = self.storage.path("");
+        Ok(self
+            .storage
+            .list(&root)
+            .await?
+            .into_iter()
+            .filter_map(|meta| {
+                let parts = meta.location.prefix_match(&root)?;
+                let relative = parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                Some((relative, meta.size))
+            })
+            .collect())
+    }
+
+    /// Why `manifest` cannot be read in full: a file it references is missing or has another
+    /// size than the manifest records. `None` when every file is in place.
+    fn missing_file(
+        manifest: &Manifest,
+        files: &std::collections::HashMap<String, u64>,
+    ) -> Option<String> {
+        let check = |path: &str, size: u64| -> Option<String> {
+            match files.get(path) {
+                None => Some(format!("its file '{path}' is missing")),
+                Some(&found) if size != 0 && found != size => Some(format!(
+                    "its file '{path}' holds {found} bytes where {size} were written"
+                )),
+                Some(_) => None,
+            }
+        };
+        let p = &manifest.proto;
+        p.fragments
+            .iter()
+            .flat_map(|f| {
+                f.files
+                    .iter()
+                    .map(|d| (d.path.clone(), d.size_bytes))
+                    .chain(f.deletion.iter().map(|d| (d.path.clone(), d.size_bytes)))
+            })
+            .chain(p.indices.iter().map(|i| {
+                (
+                    format!(
+                        "{}/{}/{}",
+                        manifest::INDICES_DIR,
+                        i.uuid,
+                        manifest::INDEX_FILE
+                    ),
+                    i.size_bytes,
+                )
+            }))
+            .chain(p.remaps.iter().map(|r| (r.path.clone(), r.size_bytes)))
+            .find_map(|(path, size)| check(&path, size))
+    }
+
+    /// The newest intact version: its manifest reads back and checks, and every file it
+    /// references is in place with the size it was written with. Newer versions that are not
+    /// are skipped (and remembered: commits number past them and never build on them);
+    /// nothing is deleted. One listing of the table's files, whatever the history's length.
+    /// Fails with `Corrupt` when no version is intact; `None` when the table has no version.
+    pub(crate) async fn latest_intact(&self) -> Result<Option<Arc<Manifest>>> {
+        let versions = self.manifests.list().await?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        let mut files = None;
+        for entry in versions.iter().rev() {
+            let manifest = match self.manifest_at(entry).await {
+                Ok(m) => m,
+                Err(e) if is_damage(&e) => {
+                    self.mark_damaged(entry.version, e.to_string());
+                    continue;
+                }
+                Err(Error::VersionNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if files.is_none() {
+                files = Some(self.file_sizes().await?);
+            }
+            match files
+                .as_ref()
+                .and_then(|f| Self::missing_file(&manifest, f))
+            {
+                Some(reason) => self.mark_damaged(entry.version, reason),
+                None => {
+                    if let Ok(mut d) = self.damaged.lock() {
+                        // What was damaged above an intact version stays so; anything at or
+                        // below it was judged by an older listing.
+                        d.retain(|&v, _| v > entry.version);
+                    }
+                    return Ok(Some(manifest));
+                }
+            }
+        }
+        Err(self.no_intact_version())
+    }
+
+    /// The manifest of `version` after checking that every file it references is in place:
+    /// `Corrupt` (naming the file) otherwise. For explicit checkouts.
+    async fn intact_manifest(&self, version: u64) -> Result<Arc<Manifest>> {
+        let manifest = self.manifest(version).await?;
+        let files = self.file_sizes().await?;
+        match Self::missing_file(&manifest, &files) {
+            None => Ok(manifest),
+            Some(reason) => Err(Error::corrupt(
+                self.manifests.path_of(version),
+                format!("version {version} cannot be read: {reason}"),
+            )),
         }
     }
 
@@ -574,8 +782,15 @@ impl Table {
             return Ok(current);
         }
         match self.inner.manifests.latest().await? {
-            Some(latest) if latest.version > current => {
-                let manifest = self.inner.manifest_at(&latest).await?;
+            Some(latest) if latest.version > current && !self.inner.is_damaged(latest.version) => {
+                let manifest = match self.inner.manifest_at(&latest).await {
+                    Ok(m) => m,
+                    Err(e) if is_damage(&e) => match self.inner.latest_manifest().await? {
+                        Some(m) => m,
+                        None => return Ok(current),
+                    },
+                    Err(e) => return Err(e),
+                };
                 self.set_state(manifest, false);
                 Ok(self.version())
             }
@@ -583,12 +798,28 @@ impl Table {
         }
     }
 
+    /// Versions the last open or [`Table::checkout_latest`] skipped because they are damaged,
+    /// oldest first (empty when the newest version was intact).
+    pub fn skipped_versions(&self) -> Vec<SkippedVersion> {
+        self.inner.damaged_versions()
+    }
+
     /// Every committed version, oldest first.
     pub async fn list_versions(&self) -> Result<Vec<VersionInfo>> {
         let versions = self.inner.manifests.list().await?;
-        let manifests =
-            futures::future::try_join_all(versions.iter().map(|v| self.inner.manifest_at(v)))
-                .await?;
+        let read =
+            futures::future::join_all(versions.iter().map(|v| self.inner.manifest_at(v))).await;
+        let mut manifests = Vec::with_capacity(read.len());
+        for (entry, m) in versions.iter().zip(read) {
+            match m {
+                Ok(m) if !self.inner.is_damaged(entry.version) => manifests.push(m),
+                Ok(_) => {}
+                // Damaged versions cannot be checked out; they are not listed.
+                Err(e) if is_damage(&e) => {}
+                Err(Error::VersionNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(manifests
             .iter()
             .map(|m| VersionInfo {
@@ -602,16 +833,17 @@ impl Table {
     /// Pins the handle to `version` (read-only until [`Table::checkout_latest`] or
     /// [`Table::restore`]).
     pub async fn checkout(&self, version: u64) -> Result<()> {
-        let manifest = self.inner.manifest(version).await?;
+        let manifest = self.inner.intact_manifest(version).await?;
         self.set_state(manifest, true);
         Ok(())
     }
 
-    /// Unpins the handle and moves it to the newest version.
+    /// Unpins the handle and moves it to the newest intact version (see
+    /// [`Database::open_table`]).
     pub async fn checkout_latest(&self) -> Result<u64> {
         let manifest = self
             .inner
-            .latest_manifest()
+            .latest_intact()
             .await?
             .ok_or_else(|| Error::TableNotFound(self.inner.name.clone()))?;
         let version = manifest.version();
@@ -661,6 +893,7 @@ impl Table {
             storage: self.inner.storage.observed(io),
             manifests: self.inner.manifests.clone(),
             session: self.inner.session.clone(),
+            damaged: Default::default(),
         });
         Table::new(inner, self.manifest(), true)
     }

@@ -76,7 +76,14 @@ impl Table {
                 continue;
             };
             let name = name.to_string();
-            let version = self.tag_version(&name).await?;
+            let version = match self.tag_version(&name).await {
+                Ok(v) => v,
+                // A tag file a power cut took the bytes of (its creation was never
+                // acknowledged), or one damaged outside Quiver: it names no version, so it
+                // is no tag; `delete_tag` removes it.
+                Err(Error::Corrupt { .. }) | Err(Error::TagNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
             tags.push(TagInfo { name, version });
         }
         tags.sort_by(|a, b| a.name.cmp(&b.name));
@@ -128,9 +135,12 @@ impl Table {
             .await
     }
 
-    /// Removes the tag `name` (the version stays).
+    /// Removes the tag `name` (the version stays); a damaged tag file is removed too.
     pub async fn delete_tag(&self, name: &str) -> Result<()> {
-        self.tag_version(name).await?;
+        match self.tag_version(name).await {
+            Ok(_) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
         self.inner.storage.delete(&self.tag_path(name)).await
     }
 
