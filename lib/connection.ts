@@ -35,6 +35,16 @@ export interface ConnectOptions {
    * `MaintenanceOptions`.
    */
   maintenance?: boolean | MaintenanceOptions;
+  /**
+   * What an acknowledged write survives. `"full"` (default): every file a commit writes, the
+   * manifest that publishes it and their folder entries are flushed to disk (fsync) before
+   * the promise resolves, so a commit that resolved survives power loss or an OS crash.
+   * `"process"`: nothing is flushed on commit — a resolved commit survives the process being
+   * killed, but a power cut may take back the last seconds of commits (the table still opens,
+   * at an older version). For bulk loads and scratch data. Cloud stores are durable by their
+   * API either way; memory:// has nothing to flush.
+   */
+  durability?: "full" | "process";
   /** Object-store settings (used by the S3 issue; local and memory stores need none). */
   storageOptions?: Record<string, string>;
 }
@@ -80,13 +90,22 @@ export class Connection {
     return names;
   }
 
-  /** Opens a table at its latest version, or pinned (read-only) at `version`. */
+  /**
+   * Opens a table at its latest version, or pinned (read-only) at `version`. When the newest
+   * versions are damaged (a power cut before their files reached the disk, or files removed
+   * outside Quiver), the table opens at the newest intact version: the skipped ones are
+   * reported by a process warning (`QuiverRecoveryWarning`) and `stats().skippedVersions`,
+   * and the next write builds on the intact version. Nothing is deleted. An explicit
+   * `version` that is damaged fails with a `CorruptionError`.
+   */
   async openTable(name: string, options: { version?: number } = {}): Promise<Table> {
     nameArg(name, "the table name");
     if (options === null || typeof options !== "object") invalid("openTable() options", "an object", options);
     if (options.version !== undefined) integerArg(options.version, "version", { min: 1 });
     const c = this.native();
-    return new Table(await native(() => c.openTable(name, options.version)));
+    const table = new Table(await native(() => c.openTable(name, options.version)));
+    table.warnIfRecovered();
+    return table;
   }
 
   /**
@@ -173,6 +192,9 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   if (options.memoryMap !== undefined && typeof options.memoryMap !== "boolean") {
     invalid("memoryMap", "true or false", options.memoryMap);
   }
+  if (options.durability !== undefined && options.durability !== "full" && options.durability !== "process") {
+    invalid("durability", '"full" or "process"', options.durability);
+  }
   const maintenance = nativeMaintenance(options.maintenance, "maintenance");
   const inner = await native(() =>
     binding.connect(
@@ -183,6 +205,7 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
         metadataCacheBytes: options.metadataCacheBytes,
         indexCacheBytes: options.indexCacheBytes,
         maintenance: maintenance.options,
+        durability: options.durability,
       },
       maintenance.onEvent,
     ),

@@ -10,6 +10,7 @@ export {
   type AddResult,
   type ColumnAlteration,
   type MergeResult,
+  type SkippedVersion,
   type TableStats,
   type TagContents,
   Tags,

@@ -32,6 +32,12 @@ export interface NativeTableStats {
     active: boolean;
     lastRoundMicros: number;
   } | null;
+  skippedVersions: NativeSkippedVersion[];
+}
+
+export interface NativeSkippedVersion {
+  version: number;
+  reason: string;
 }
 
 type NativeProgress = (progress: { phase: string; done: number; total: number }) => void;
@@ -141,6 +147,7 @@ export interface NativeTable {
   listVersions(): Promise<NativeVersion[]>;
   checkout(version: number): Promise<void>;
   checkoutLatest(): Promise<number>;
+  skippedVersions(): NativeSkippedVersion[];
   listTags(): Promise<{ name: string; version: number }[]>;
   tagVersion(name: string): Promise<number>;
   createTag(name: string, version: number): Promise<void>;
@@ -212,6 +219,7 @@ export interface NativeBinding {
       indexCacheBytes?: number;
       memoryMap?: boolean;
       maintenance?: NativeMaintenanceOptions;
+      durability?: string;
     },
     onMaintenance?: NativeMaintenanceListener,
   ): Promise<NativeConnection>;

@@ -93,6 +93,18 @@ export interface TableStats {
     /** What automatic maintenance did for this table (null when it is off). */
     automatic: MaintenanceActivity | null;
   };
+  /**
+   * Damaged versions the last open or `checkoutLatest()` skipped, oldest first: empty unless
+   * the newest versions could not be read (see `Connection.openTable`).
+   */
+  skippedVersions: SkippedVersion[];
+}
+
+/** A damaged version opening a table skipped. */
+export interface SkippedVersion {
+  version: number;
+  /** What is wrong with it (a file missing or short, a manifest failing its checksum). */
+  reason: string;
 }
 
 /** What `add()` did (LanceDB's `AddResult`). */
@@ -473,9 +485,26 @@ export class Table implements QueryTarget {
     return new Tags(() => this.native());
   }
 
+  /**
+   * Moves to the newest intact version (damaged newer ones are skipped and reported, as
+   * `Connection.openTable` does).
+   */
   async checkoutLatest(): Promise<void> {
     const t = this.native();
     await native(() => t.checkoutLatest());
+    this.warnIfRecovered();
+  }
+
+  /** @internal Emits a process warning naming the damaged versions the handle skipped. */
+  warnIfRecovered(): void {
+    const skipped = this.inner.skippedVersions();
+    if (skipped.length === 0) return;
+    const list = skipped.map((s) => `version ${s.version} (${s.reason})`).join("; ");
+    process.emitWarning(
+      `table '${this.inner.name}' opened at its newest intact version; skipped damaged ${list}. ` +
+        "The next write builds on the intact version; nothing was deleted.",
+      { type: "QuiverRecoveryWarning", code: "QUIVER_SKIPPED_VERSIONS" },
+    );
   }
 
   /** Makes `version` (default: the checked-out one) the newest version; returns it. */
@@ -524,6 +553,7 @@ export class Table implements QueryTarget {
             }
           : null,
       },
+      skippedVersions: s.skippedVersions.map((v) => ({ version: v.version, reason: v.reason })),
     };
   }
 

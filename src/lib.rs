@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use quiver_engine::storage::StorageOptions;
+use quiver_engine::storage::{Durability, StorageOptions};
 use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
     batches_stream, ColumnAlteration, ConnectOptions, CreateMode, Database, Error as EngineError,
@@ -246,6 +246,8 @@ pub struct NativeConnectOptions {
     pub memory_map: Option<bool>,
     /// Automatic maintenance (on unless `enabled` is false).
     pub maintenance: Option<NativeMaintenanceOptions>,
+    /// `"full"` (default) or `"process"`.
+    pub durability: Option<String>,
 }
 
 /// Settings of automatic maintenance (times in seconds).
@@ -376,7 +378,12 @@ pub async fn connect(
         index_cache_bytes: None,
         memory_map: None,
         maintenance: None,
+        durability: None,
     });
+    let durability = match options.durability.as_deref() {
+        None => Durability::Full,
+        Some(name) => Durability::parse(name).map_err(to_js_error)?,
+    };
     let maintenance = maintenance_options(options.maintenance, on_maintenance)?;
     let read_consistency = match options.read_consistency_interval {
         None => Some(Duration::ZERO),
@@ -392,8 +399,9 @@ pub async fn connect(
     let engine_options = ConnectOptions {
         metadata_cache_bytes: options.metadata_cache_bytes.map(|b| b.max(0.0) as u64),
         index_cache_bytes: options.index_cache_bytes.map(|b| b.max(0.0) as u64),
-        storage: options.memory_map.map(|memory_map| StorageOptions {
-            memory_map,
+        storage: Some(StorageOptions {
+            memory_map: options.memory_map.unwrap_or(false),
+            durability,
             ..StorageOptions::default()
         }),
         maintenance: Some(maintenance),
@@ -570,6 +578,26 @@ pub struct NativeTableStats {
     pub unindexed_rows: f64,
     pub reasons: Vec<String>,
     pub maintenance: Option<NativeMaintenanceActivity>,
+    /// Damaged versions the handle's last open or checkoutLatest skipped.
+    pub skipped_versions: Vec<NativeSkippedVersion>,
+}
+
+/// A damaged version opening a table skipped.
+#[napi(object)]
+pub struct NativeSkippedVersion {
+    pub version: f64,
+    pub reason: String,
+}
+
+fn skipped_versions(table: &quiver_engine::Table) -> Vec<NativeSkippedVersion> {
+    table
+        .skipped_versions()
+        .into_iter()
+        .map(|s| NativeSkippedVersion {
+            version: s.version as f64,
+            reason: s.reason,
+        })
+        .collect()
 }
 
 /// What automatic maintenance did for a table.
@@ -1355,9 +1383,16 @@ impl NativeTable {
                     active: m.active,
                     last_round_micros: m.last_round_micros as f64,
                 }),
+                skipped_versions: skipped_versions(t),
             })
         })
         .await
+    }
+
+    /// Damaged versions the last open or checkoutLatest skipped (oldest first).
+    #[napi]
+    pub fn skipped_versions(&self) -> Vec<NativeSkippedVersion> {
+        skipped_versions(&self.table)
     }
 
     /// Starts a scan; batches come from the returned stream.

@@ -152,7 +152,7 @@ async function ingest(ctx: WorkloadContext, iterations: number, data: ArrowTable
 
 /** Writes back dirty pages left by earlier steps (preparing tables, the other system's
  * ingest), so each timed write starts from the same state instead of competing with them. */
-function flushDirtyPages() {
+export function flushDirtyPages() {
   try {
     execFileSync("sync");
   } catch {
