@@ -203,8 +203,12 @@ async fn conflicting_operations_fail_with_typed_errors() {
         "the conflicting append left no rows behind"
     );
 
-    // Retries exhausted is its own error.
+    // Retries exhausted is its own error (a commit through another connection, which this
+    // one only finds by losing the publish race; commits through the same connection are
+    // rebased on directly).
     let t4 = db.open_table("t").await.expect("open");
+    let other = Database::from_storage(db.storage().clone(), ConnectOptions::default());
+    let latest = other.open_table("t").await.expect("open");
     latest
         .append(
             batches_stream(vec![common::simple_batch(7, 1, DIM)]),
@@ -294,4 +298,38 @@ async fn two_processes_append() {
         (0..10).chain(100_000..100_150).chain(200_000..200_150),
     );
     check_linear_history(&table, 10, 10).await;
+}
+
+/// Concurrent commits through one connection queue behind each other and rebase on the ones
+/// before them directly: none loses a publish race, so none needs a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_through_one_connection_never_race_each_other() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = create(&db, 10).await;
+    let writers: Vec<_> = (0..8i64)
+        .map(|w| {
+            let t = table.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    t.append(
+                        batches_stream(vec![common::simple_batch(1_000 + w * 100 + i, 1, DIM)]),
+                        WriteParams {
+                            max_commit_retries: 0,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .expect("append without a retry");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("join");
+    }
+    let latest = db.open_table("t").await.expect("open");
+    assert_eq!(latest.count_rows(), 90);
+    assert_eq!(latest.version(), 81);
 }

@@ -70,14 +70,20 @@ struct DirGroup {
     requested: AtomicU64,
     /// The highest request number a finished flush covered.
     flushed: AtomicU64,
-    /// Held while a flush runs.
-    running: tokio::sync::Mutex<()>,
+    /// Held while a flush runs (by a blocking thread: flushes run off the async runtime).
+    running: Mutex<()>,
 }
 
 /// `fsync` of local files and of the directories naming them.
 #[derive(Debug)]
 pub(crate) struct LocalFlush {
     store: Arc<LocalFileSystem>,
+    dirs: Arc<DirFlusher>,
+}
+
+/// The directory side of [`LocalFlush`], shared with the blocking threads that flush.
+#[derive(Debug)]
+struct DirFlusher {
     /// The database folder: directories from a file's parent up to this one's parent are
     /// flushed (any of them may have been created by the write).
     root: PathBuf,
@@ -100,7 +106,9 @@ fn inode(_path: &FsPath) -> Option<u64> {
 
 fn sync_file(path: &FsPath) -> Result<()> {
     match std::fs::File::open(path) {
-        Ok(file) => file.sync_all().map_err(|e| io_error("flushing", path, e)),
+        Ok(file) => file
+            .sync_all()
+            .map_err(|e| io_error("flushing", path, e)),
         // Deleted (or never written): only its directory entry needs flushing.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error("opening to flush", path, e)),
@@ -126,7 +134,9 @@ fn sync_dir(path: &FsPath) -> Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
@@ -136,28 +146,32 @@ impl LocalFlush {
     pub(crate) fn new(store: Arc<LocalFileSystem>, root: PathBuf) -> Self {
         LocalFlush {
             store,
-            root,
-            groups: Mutex::new(HashMap::new()),
-            durable_dirs: Mutex::new(HashMap::new()),
+            dirs: Arc::new(DirFlusher {
+                root,
+                groups: Mutex::new(HashMap::new()),
+                durable_dirs: Mutex::new(HashMap::new()),
+            }),
         }
     }
+}
 
+impl DirFlusher {
     fn group(&self, dir: &FsPath) -> Arc<DirGroup> {
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         groups.entry(dir.to_path_buf()).or_default().clone()
     }
 
     /// Flushes `dir` once after this call started, sharing the flush with other callers.
-    async fn flush_dir(&self, dir: PathBuf) -> Result<()> {
-        let group = self.group(&dir);
+    fn flush_dir(&self, dir: &FsPath) -> Result<()> {
+        let group = self.group(dir);
         let ticket = group.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        let _running = group.running.lock().await;
+        let _running = group.running.lock().unwrap_or_else(|p| p.into_inner());
         if group.flushed.load(Ordering::Acquire) >= ticket {
             // A flush that started after our entries changed has finished.
             return Ok(());
         }
         let covers = group.requested.load(Ordering::Acquire);
-        blocking(move || sync_dir(&dir)).await?;
+        sync_dir(dir)?;
         group.flushed.fetch_max(covers, Ordering::AcqRel);
         Ok(())
     }
@@ -187,13 +201,31 @@ impl LocalFlush {
         dirs
     }
 
-    fn remember_durable(&self, dirs: &[PathBuf]) {
-        let mut known = self.durable_dirs.lock().unwrap_or_else(|p| p.into_inner());
-        for dir in dirs {
-            if let Some(ino) = inode(dir) {
-                known.insert(dir.clone(), ino);
+    /// Flushes the folders naming `files` (any of them may have been created by the write),
+    /// deepest first.
+    fn flush_dirs_of(&self, files: &[PathBuf]) -> Result<()> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut seen = HashSet::new();
+        for file in files {
+            if let Some(parent) = file.parent() {
+                for dir in self.dirs_for(parent) {
+                    if seen.insert(dir.clone()) {
+                        dirs.push(dir);
+                    }
+                }
             }
         }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in &dirs {
+            self.flush_dir(dir)?;
+        }
+        let mut known = self.durable_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        for dir in dirs {
+            if let Some(ino) = inode(&dir) {
+                known.insert(dir, ino);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -204,39 +236,24 @@ impl Flush for LocalFlush {
             for path in paths {
                 files.push(self.store.path_to_filesystem(path)?);
             }
-            // File contents first (in parallel: the file system batches them into one journal
-            // commit), then the names: a name made durable before its content could show an
-            // empty file after a crash.
-            futures::future::try_join_all(
-                files
-                    .iter()
-                    .cloned()
-                    .map(|file| blocking(move || sync_file(&file))),
+            // Contents and names are flushed at the same time (the file system merges the
+            // two into one journal commit) rather than names after contents: a crash between
+            // the two leaves a named file without its bytes, which no durable manifest
+            // references (data files are flushed before the manifest naming them is written),
+            // or a torn manifest of a commit not yet acknowledged, which opening skips.
+            let dirs = self.dirs.clone();
+            let names = files.clone();
+            futures::future::try_join(
+                blocking(move || files.iter().try_for_each(|f| sync_file(f))),
+                blocking(move || dirs.flush_dirs_of(&names)),
             )
             .await?;
-            let mut dirs: Vec<PathBuf> = Vec::new();
-            let mut seen = HashSet::new();
-            for file in &files {
-                if let Some(parent) = file.parent() {
-                    for dir in self.dirs_for(parent) {
-                        if seen.insert(dir.clone()) {
-                            dirs.push(dir);
-                        }
-                    }
-                }
-            }
-            // Deepest first: a folder's entry is flushed in its parent after its own entries.
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for dir in &dirs {
-                self.flush_dir(dir.clone()).await?;
-            }
-            self.remember_durable(&dirs);
             Ok(())
         })
     }
 
     fn flush_all(&self) -> BoxFuture<'_, Result<()>> {
-        let root = self.root.clone();
+        let root = self.dirs.root.clone();
         Box::pin(async move {
             blocking(move || {
                 #[cfg(target_os = "linux")]

@@ -590,12 +590,33 @@ pub(crate) async fn commit(
     // numbers past them and builds on the newest readable version below.
     let mut taken = table.highest_damaged();
     let lock = table.session.commit_lock(table.storage.uri());
-    let turn = lock.lock().await;
+    let mut turn = lock.lock().await;
+    // Commits this connection made while this one waited for its turn: rebase on them now
+    // (other processes' commits are still found by losing the publish race).
+    if let Some(b) = &base {
+        let uuid_of = |m: &Manifest| m.proto.transaction.as_ref().map(|t| t.uuid.clone());
+        // Built on our base (not on a table of the same name dropped since).
+        let follows = |known: &Vec<Arc<Manifest>>| {
+            known
+                .first()
+                .is_none_or(|next| Some(&next.proto.parent_uuid) == uuid_of(b).as_ref())
+        };
+        if let Some(known) = turn.since(b.version()).filter(follows) {
+            for committed in &known {
+                check_conflict(&op, committed)?;
+            }
+            if let Some(newest) = known.last() {
+                base = Some(newest.clone());
+            }
+        }
+    }
     for attempt in 0..=max_retries {
         let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
         let manifest = build_manifest(table, base.as_deref(), &op, read_version, version).await?;
         if table.manifests.try_publish(&manifest).await? {
             if stands(table, &manifest).await? {
+                let manifest = Arc::new(manifest);
+                turn.push(manifest.clone());
                 // Group commit: the manifest is flushed after the lock is released, so the
                 // commits queued behind this one publish meanwhile and share the folder
                 // flush. Publishing before the flush is safe: every file the manifest names
@@ -606,7 +627,7 @@ pub(crate) async fn commit(
                     .storage
                     .flush_if_durable(&table.manifests.path_of(version))
                     .await?;
-                return Ok(Arc::new(manifest));
+                return Ok(manifest);
             }
             // A cleanup had removed this version number before it was published again.
             withdraw(table, manifest.version()).await?;

@@ -150,6 +150,11 @@ impl Database {
         }
     }
 
+    /// The store the database lives in (another connection to it: [`Database::from_storage`]).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// The shared session (caches).
     pub fn session(&self) -> &Arc<Session> {
         &self.session

@@ -123,7 +123,8 @@ pub struct Session {
     observer: Option<Arc<dyn CommitObserver>>,
     /// One lock per table: commits through this connection take turns instead of racing
     /// (other processes still race, and rebase).
-    commit_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    commit_locks:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<RecentCommits>>>>,
     /// Versions operations of this connection are reading (table URI, version) → how many:
     /// a cleanup run through this connection keeps them.
     leases: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>>,
@@ -131,6 +132,51 @@ pub struct Session {
     capacity: u64,
     indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
     index_capacity: u64,
+}
+
+/// The last commits made through one connection's commit lock of a table, newest last, at
+/// consecutive versions: a commit queued behind them rebases on them directly instead of
+/// losing a publish race and listing the versions (group commit of concurrent writers).
+#[derive(Debug, Default)]
+pub(crate) struct RecentCommits {
+    manifests: std::collections::VecDeque<Arc<Manifest>>,
+}
+
+/// Commits remembered per table.
+const RECENT_COMMITS: usize = 64;
+
+impl RecentCommits {
+    /// Records a commit; forgets the older ones unless it directly follows them.
+    pub(crate) fn push(&mut self, manifest: Arc<Manifest>) {
+        if self
+            .manifests
+            .back()
+            .is_some_and(|last| last.version() + 1 != manifest.version())
+        {
+            self.manifests.clear();
+        }
+        if self.manifests.len() == RECENT_COMMITS {
+            self.manifests.pop_front();
+        }
+        self.manifests.push_back(manifest);
+    }
+
+    /// The commits after `version`, when every one of them is known (empty when `version`
+    /// is the newest known; `None` when some are not, or `version` is newer).
+    pub(crate) fn since(&self, version: u64) -> Option<Vec<Arc<Manifest>>> {
+        let first = self.manifests.front()?.version();
+        let last = self.manifests.back()?.version();
+        if version + 1 < first || version > last {
+            return None;
+        }
+        Some(
+            self.manifests
+                .iter()
+                .filter(|m| m.version() > version)
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -167,8 +213,8 @@ impl Session {
         self
     }
 
-    /// The commit lock of the table at `uri`.
-    pub(crate) fn commit_lock(&self, uri: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The commit lock of the table at `uri`, holding the commits made under it.
+    pub(crate) fn commit_lock(&self, uri: &str) -> Arc<tokio::sync::Mutex<RecentCommits>> {
         let mut locks = match self.commit_locks.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
