@@ -1,10 +1,13 @@
 // The stress campaign (`npm run test:stress`): a kill -9 harness and a random-input campaign
-// against the built package (dist/). Not part of `npm test`.
+// against the built package (dist/), and the engine's simulated power-loss campaign. Not part
+// of `npm test` (which runs a short power-loss campaign itself).
 //
-//   npm run test:stress                      both parts, full size (1,000 cycles, 100,000 calls)
-//   npm run test:stress -- --quick           both parts, quick (50 cycles, 5,000 calls)
+//   npm run test:stress                      all parts, full size (1,000 cycles, 100,000 calls,
+//                                            1,000 power cuts per durability)
+//   npm run test:stress -- --quick           all parts, quick (50 cycles, 5,000 calls, 100 cuts)
 //   npm run test:stress -- --kill [--cycles N] [--max-delay MS]
 //   npm run test:stress -- --fuzz [--calls N] [--hang S]
+//   npm run test:stress -- --power [--cuts N]
 //   common: --seed S (default 1), --dir PATH (default: a temporary folder), --keep, --json PATH
 //
 // Exits 1 when anything failed. Totals are printed at the end (and written to --json).
@@ -14,11 +17,14 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { runFuzz } from "./fuzz.mjs";
 import { runKill } from "./kill.mjs";
+import { runPowerLoss } from "./power.mjs";
 
 const { values: args } = parseArgs({
   options: {
     kill: { type: "boolean", default: false },
     fuzz: { type: "boolean", default: false },
+    power: { type: "boolean", default: false },
+    cuts: { type: "string" },
     quick: { type: "boolean", default: false },
     cycles: { type: "string" },
     calls: { type: "string" },
@@ -53,9 +59,10 @@ const positive = (text, what) => {
   }
   return n;
 };
-const both = !args.kill && !args.fuzz;
+const both = !args.kill && !args.fuzz && !args.power;
 const cycles = args.cycles ? positive(args.cycles, "cycles") : args.quick ? 50 : 1000;
 const calls = args.calls ? positive(args.calls, "calls") : args.quick ? 5000 : 100_000;
+const cuts = args.cuts ? positive(args.cuts, "cuts") : args.quick ? 100 : 1000;
 const dir = args.dir ?? mkdtempSync(join(tmpdir(), "quiver-stress-"));
 const machine = `${cpus().length}-core ${cpus()[0]?.model.trim() ?? arch()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 console.log(`quiver stress: seed ${args.seed}, folder ${dir}\n  ${machine}`);
@@ -114,6 +121,16 @@ if (args.fuzz || both) {
     for (const e of f.acceptedInvalidExamples.slice(0, 5)) console.log(`  - ${e.slice(0, 400)}`);
   }
   failed ||= f.failures > 0 || f.crashes > 0 || !f.committedIntact;
+}
+
+if (args.power || both) {
+  console.log(`simulated power loss: ${cuts} cuts with durability "full", ${cuts} with "process"`);
+  const p = runPowerLoss({ cuts, seed: args.seed });
+  report.power = { passed: p.passed, seconds: p.seconds, figures: p.lines };
+  for (const line of p.lines) console.log(`  ${line}`);
+  if (!p.passed) console.log(p.output.slice(-4000));
+  console.log(`simulated power loss: ${p.passed ? "every promise kept" : "FAILED"} (${p.seconds} s)`);
+  failed ||= !p.passed;
 }
 
 if (args.json) writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`);

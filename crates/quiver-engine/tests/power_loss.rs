@@ -15,7 +15,7 @@
 //! Every operation takes part: create, add, delete, update, mergeInsert, add/alter/drop
 //! columns, createIndex, compaction, optimize, cleanup (also of unverified files) and tags.
 //! `QUIVER_POWER_CUTS=N` sets the number of cuts of each durability (the stress campaign
-//! runs 1,000); the default is a short run.
+//! runs 1,000), `QUIVER_POWER_SEED` the seed; the default is a short run.
 
 mod common;
 
@@ -800,6 +800,14 @@ async fn campaign(seed: u64, cuts: u64, durability: Durability) -> Figures {
     figures
 }
 
+/// `QUIVER_POWER_SEED` varies the runs (the stress campaign passes its seed).
+fn seed(base: u64) -> u64 {
+    std::env::var("QUIVER_POWER_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(base, |s| s.wrapping_mul(1_000_003) ^ base)
+}
+
 fn cuts() -> u64 {
     std::env::var("QUIVER_POWER_CUTS")
         .ok()
@@ -809,7 +817,7 @@ fn cuts() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_commits_survive_power_loss() {
-    let f = campaign(7, cuts(), Durability::Full).await;
+    let f = campaign(seed(7), cuts(), Durability::Full).await;
     println!("full durability: {f:?}");
     assert_eq!(f.cuts, cuts());
     assert!(f.acknowledged > f.cuts, "{f:?}");
@@ -817,7 +825,7 @@ async fn acknowledged_commits_survive_power_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relaxed_durability_still_opens_after_power_loss() {
-    let f = campaign(11, cuts(), Durability::Process).await;
+    let f = campaign(seed(11), cuts(), Durability::Process).await;
     println!("process durability: {f:?}");
     assert!(
         f.older_version_after_cut > 0,
