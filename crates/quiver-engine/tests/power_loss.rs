@@ -947,3 +947,70 @@ async fn a_damaged_newest_version_is_skipped_reported_and_written_past() {
     // Version 3 reads back (only its data file is damaged); version 2 does not.
     assert_eq!(versions, vec![1, 3, 4]);
 }
+
+/// A power cut at every write or flush of a table's creation (and of its overwrite): after
+/// it, the table is either absent (creation not acknowledged) or opens with all its rows.
+#[tokio::test]
+async fn creating_a_table_survives_a_cut_at_every_point() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let first: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
+    let second: Vec<(i64, i64)> = (100..105).map(|i| (i, 1)).collect();
+    for (mode, cuts) in [
+        (CreateMode::Create, 0u64..12),
+        (CreateMode::Overwrite, 0..12),
+    ] {
+        for cut_at in cuts {
+            // Overwrite starts from a durable table holding `first`.
+            let start = if mode == CreateMode::Overwrite {
+                let store = PowerCutStore::boot(&BTreeMap::new(), u64::MAX).await;
+                let db = connect(&store, Durability::Full).await;
+                db.create_table(
+                    "t",
+                    schema(),
+                    batches_stream(vec![rows(&first)]),
+                    CreateMode::Create,
+                    WriteParams::default(),
+                )
+                .await
+                .expect("create");
+                store.cut(&mut rng).await
+            } else {
+                BTreeMap::new()
+            };
+            let store = PowerCutStore::boot(&start, cut_at + 1).await;
+            let db = connect(&store, Durability::Full).await;
+            let data = if mode == CreateMode::Overwrite {
+                &second
+            } else {
+                &first
+            };
+            let acked = db
+                .create_table(
+                    "t",
+                    schema(),
+                    batches_stream(vec![rows(data)]),
+                    mode,
+                    WriteParams::default(),
+                )
+                .await
+                .is_ok();
+            let disk = store.cut(&mut rng).await;
+            let store = PowerCutStore::boot(&disk, u64::MAX).await;
+            let db = connect(&store, Durability::Full).await;
+            let want: State = data.iter().copied().collect();
+            let before: State = first.iter().copied().collect();
+            match db.open_table("t").await {
+                Ok(t) => {
+                    let found = contents(&t).await.expect("rows");
+                    assert!(
+                        found == want
+                            || (!acked && mode == CreateMode::Overwrite && found == before),
+                        "{mode:?}, cut at {cut_at}: unexpected rows"
+                    );
+                }
+                Err(Error::TableNotFound(_)) if !acked && mode == CreateMode::Create => {}
+                Err(e) => panic!("{mode:?}, cut at {cut_at} (acknowledged: {acked}): {e}"),
+            }
+        }
+    }
+}

@@ -106,9 +106,7 @@ fn inode(_path: &FsPath) -> Option<u64> {
 
 fn sync_file(path: &FsPath) -> Result<()> {
     match std::fs::File::open(path) {
-        Ok(file) => file
-            .sync_all()
-            .map_err(|e| io_error("flushing", path, e)),
+        Ok(file) => file.sync_all().map_err(|e| io_error("flushing", path, e)),
         // Deleted (or never written): only its directory entry needs flushing.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error("opening to flush", path, e)),
@@ -134,9 +132,7 @@ fn sync_dir(path: &FsPath) -> Result<()> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
