@@ -496,38 +496,62 @@ impl TableInner {
     /// nothing is deleted. One listing of the table's files, whatever the history's length.
     /// Fails with `Corrupt` when no version is intact; `None` when the table has no version.
     pub(crate) async fn latest_intact(&self) -> Result<Option<Arc<Manifest>>> {
-        let versions = self.manifests.list().await?;
-        if versions.is_empty() {
-            return Ok(None);
-        }
-        let mut files = None;
-        for entry in versions.iter().rev() {
-            let manifest = match self.manifest_at(entry).await {
-                Ok(m) => m,
-                Err(e) if is_damage(&e) => {
-                    self.mark_damaged(entry.version, e.to_string());
-                    continue;
-                }
-                Err(Error::VersionNotFound { .. }) => continue,
-                Err(e) => return Err(e),
+        // A writer may commit, and a cleanup then remove files of the versions this looked
+        // at, between the listings: when damage was found and a newer version appeared
+        // meanwhile, look again (a few times) rather than report live versions as damaged.
+        const LOOKS: usize = 3;
+        for look in 1..=LOOKS {
+            let versions = self.manifests.list().await?;
+            let Some(newest) = versions.last().map(|e| e.version) else {
+                return Ok(None);
             };
-            if files.is_none() {
-                files = Some(self.file_sizes().await?);
-            }
-            match files
-                .as_ref()
-                .and_then(|f| Self::missing_file(&manifest, f))
-            {
-                Some(reason) => self.mark_damaged(entry.version, reason),
-                None => {
-                    if let Ok(mut d) = self.damaged.lock() {
-                        // What was damaged above an intact version stays so; anything at or
-                        // below it was judged by an older listing.
-                        d.retain(|&v, _| v > entry.version);
+            let mut damaged = Vec::new();
+            let mut found = None;
+            let mut files = None;
+            for entry in versions.iter().rev() {
+                let manifest = match self.manifest_at(entry).await {
+                    Ok(m) => m,
+                    Err(e) if is_damage(&e) => {
+                        damaged.push((entry.version, e.to_string()));
+                        continue;
                     }
-                    return Ok(Some(manifest));
+                    Err(Error::VersionNotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                if files.is_none() {
+                    files = Some(self.file_sizes().await?);
+                }
+                match files
+                    .as_ref()
+                    .and_then(|f| Self::missing_file(&manifest, f))
+                {
+                    Some(reason) => damaged.push((entry.version, reason)),
+                    None => {
+                        found = Some(manifest);
+                        break;
+                    }
                 }
             }
+            let moved_on = !damaged.is_empty()
+                && look < LOOKS
+                && self
+                    .manifests
+                    .latest()
+                    .await?
+                    .is_some_and(|l| l.version > newest);
+            if moved_on {
+                continue;
+            }
+            if let Ok(mut d) = self.damaged.lock() {
+                // Anything at or below the intact version was judged by an older look.
+                let floor = found.as_ref().map_or(0, |m| m.version());
+                d.retain(|&v, _| v > floor);
+                d.extend(damaged);
+            }
+            return match found {
+                Some(m) => Ok(Some(m)),
+                None => Err(self.no_intact_version()),
+            };
         }
         Err(self.no_intact_version())
     }
