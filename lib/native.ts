@@ -1,4 +1,4 @@
-// The native addon's surface, as the napi binding (src/lib.rs) defines it.
+// The native addon's surface, as the napi binding (src/) defines it.
 import loadedBinding from "#native";
 
 export interface NativeVersion {
