@@ -66,7 +66,6 @@ struct Disk {
     /// The power goes at this mutation.
     cut_at: u64,
     dead: bool,
-    flushes: u64,
 }
 
 /// An object store with a power switch; see the module comment.
@@ -190,7 +189,6 @@ impl Flush for PowerCutStore {
                 }
                 disk.durable.insert(path.clone(), now);
                 disk.dirty.remove(path);
-                disk.flushes += 1;
             }
             Ok(())
         })

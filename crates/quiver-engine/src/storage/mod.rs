@@ -392,6 +392,17 @@ impl Storage {
             .fold(self.root.clone(), |acc, part| acc.join(part))
     }
 
+    /// The path of `location` relative to this handle's root (`None` outside it).
+    pub fn relative(&self, location: &Path) -> Option<String> {
+        let parts = location.prefix_match(&self.root)?;
+        Some(
+            parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
     /// The URI this handle was opened with (for messages).
     pub fn uri(&self) -> &str {
         &self.uri
@@ -630,7 +641,6 @@ impl Storage {
     pub fn writer(&self, path: &Path) -> StorageWriter {
         StorageWriter {
             inner: BufWriter::with_capacity(self.store.clone(), path.clone(), 8 * 1024 * 1024),
-            stats: self.stats.clone(),
             written: 0,
             storage: self.clone(),
             path: path.clone(),
@@ -641,7 +651,6 @@ impl Storage {
 /// Streaming upload of one object; see [`Storage::writer`].
 pub struct StorageWriter {
     inner: BufWriter,
-    stats: Arc<IoStats>,
     written: u64,
     /// Where the object goes, to flush it when it is complete.
     storage: Storage,
@@ -671,7 +680,7 @@ impl StorageWriter {
                 source: Box::new(e),
             })
         })?;
-        self.stats.record_write(self.written);
+        self.storage.stats.record_write(self.written);
         self.storage.flush_if_durable(&self.path).await?;
         Ok(self.written)
     }

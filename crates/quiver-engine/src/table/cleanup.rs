@@ -219,15 +219,9 @@ impl Table {
         for dir in [DATA_DIR, DELETIONS_DIR, INDICES_DIR, REMAPS_DIR] {
             files.extend(storage.list(&storage.path(dir)).await?);
         }
-        let root = storage.path("");
         let mut doomed = Vec::new();
         for meta in files {
-            let Some(relative) = meta.location.prefix_match(&root).map(|parts| {
-                parts
-                    .map(|p| p.as_ref().to_string())
-                    .collect::<Vec<_>>()
-                    .join("/")
-            }) else {
+            let Some(relative) = storage.relative(&meta.location) else {
                 continue;
             };
             let id = interned.get(reference_key(&relative)).map(|&i| i as usize);

@@ -434,20 +434,12 @@ impl TableInner {
 
     /// Every file of the table with its size, keyed by path relative to the table folder.
     async fn file_sizes(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let root = self.storage.path("");
         Ok(self
             .storage
-            .list(&root)
+            .list(&self.storage.path(""))
             .await?
             .into_iter()
-            .filter_map(|meta| {
-                let parts = meta.location.prefix_match(&root)?;
-                let relative = parts
-                    .map(|p| p.as_ref().to_string())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                Some((relative, meta.size))
-            })
+            .filter_map(|meta| Some((self.storage.relative(&meta.location)?, meta.size)))
             .collect())
     }
 

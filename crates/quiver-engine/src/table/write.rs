@@ -141,16 +141,8 @@ async fn finish(
     schema: &TableSchema,
 ) -> Result<NewFragment> {
     let info = writer.finish().await?;
-    let root = table.path("");
-    let relative = info
-        .path
-        .prefix_match(&root)
-        .map(|parts| {
-            parts
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
+    let relative = table
+        .relative(&info.path)
         .ok_or_else(|| Error::Internal("data file written outside its table".into()))?;
     Ok(NewFragment {
         file: DataFileProto {
