@@ -45,6 +45,13 @@ export interface ConnectOptions {
    * API either way; memory:// has nothing to flush.
    */
   durability?: "full" | "process";
+  /**
+   * Largest share of a table's rows (above 0, at most 1; default 0.25) that a scalar index
+   * (BTREE, BITMAP, LABEL_LIST) may select for a filter to be answered through it; a less
+   * selective predicate is scanned instead, which is then cheaper. 1 uses an index whenever
+   * one can answer.
+   */
+  scalarIndexMaxShare?: number;
   /** Object-store settings (used by the S3 issue; local and memory stores need none). */
   storageOptions?: Record<string, string>;
 }
@@ -195,6 +202,10 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   if (options.durability !== undefined && options.durability !== "full" && options.durability !== "process") {
     invalid("durability", '"full" or "process"', options.durability);
   }
+  const share = options.scalarIndexMaxShare;
+  if (share !== undefined && (typeof share !== "number" || !(share > 0 && share <= 1))) {
+    invalid("scalarIndexMaxShare", "a number above 0 and at most 1", share);
+  }
   const maintenance = nativeMaintenance(options.maintenance, "maintenance");
   const inner = await native(() =>
     binding.connect(
@@ -206,6 +217,7 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
         indexCacheBytes: options.indexCacheBytes,
         maintenance: maintenance.options,
         durability: options.durability,
+        scalarIndexMaxShare: share,
       },
       maintenance.onEvent,
     ),

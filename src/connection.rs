@@ -32,6 +32,8 @@ pub struct NativeConnectOptions {
     pub maintenance: Option<NativeMaintenanceOptions>,
     /// `"full"` (default) or `"process"`.
     pub durability: Option<String>,
+    /// Largest share of rows a scalar index may select for a filter to use it.
+    pub scalar_index_max_share: Option<f64>,
 }
 
 /// Settings of automatic maintenance (times in seconds).
@@ -167,6 +169,7 @@ pub async fn connect(
         memory_map: None,
         maintenance: None,
         durability: None,
+        scalar_index_max_share: None,
     });
     let durability = match options.durability.as_deref() {
         None => Durability::Full,
@@ -193,6 +196,7 @@ pub async fn connect(
             ..StorageOptions::default()
         }),
         maintenance: Some(maintenance),
+        scalar_index_max_share: options.scalar_index_max_share,
     };
     let db = guarded(Database::connect(&uri, engine_options)).await?;
     Ok(NativeConnection {

@@ -93,7 +93,7 @@ pub struct NativeOptimizeResult {
 
 pub(crate) fn compaction_options(
     o: Option<NativeCompactionOptions>,
-    progress: Option<quiver_engine::index::ProgressFn>,
+    progress: Option<quiver_engine::vocab::ProgressFn>,
 ) -> napi::Result<quiver_engine::table::CompactionOptions> {
     let d = quiver_engine::table::CompactionOptions::default();
     let Some(o) = o else {
@@ -122,7 +122,7 @@ pub(crate) fn compaction_options(
 
 pub(crate) fn cleanup_options(
     o: Option<NativeCleanupOptions>,
-    progress: Option<quiver_engine::index::ProgressFn>,
+    progress: Option<quiver_engine::vocab::ProgressFn>,
 ) -> napi::Result<quiver_engine::table::CleanupOptions> {
     let (older_than_ms, delete_unverified) =
         o.map_or((None, None), |o| (o.older_than_ms, o.delete_unverified));
@@ -149,10 +149,10 @@ pub(crate) fn cleanup_options(
 
 pub(crate) fn progress_fn(
     progress: Option<ProgressCallback>,
-) -> Option<quiver_engine::index::ProgressFn> {
+) -> Option<quiver_engine::vocab::ProgressFn> {
     progress.map(|callback| {
         let callback = Arc::new(callback);
-        Arc::new(move |p: quiver_engine::index::BuildProgress| {
+        Arc::new(move |p: quiver_engine::vocab::BuildProgress| {
             callback.call(
                 NativeIndexProgress {
                     phase: p.phase.to_string(),
@@ -161,6 +161,6 @@ pub(crate) fn progress_fn(
                 },
                 ThreadsafeFunctionCallMode::NonBlocking,
             );
-        }) as quiver_engine::index::ProgressFn
+        }) as quiver_engine::vocab::ProgressFn
     })
 }

@@ -709,7 +709,7 @@ impl NativeTable {
         .await
     }
 
-    /// Trains a vector index on `column` and commits it; `progress` receives build progress.
+    /// Builds an index on `column` and commits it; `progress` receives build progress.
     #[napi]
     pub async fn create_index(
         &self,
@@ -717,25 +717,31 @@ impl NativeTable {
         options: NativeIndexOptions,
         progress: Option<ProgressCallback>,
     ) -> napi::Result<NativeIndexInfo> {
-        use quiver_engine::index::{CreateIndexOptions, IndexKind, VectorIndexParams};
+        use quiver_engine::table::indices::{
+            CreateIndexOptions, IndexConfig, IndexKind, VectorIndexParams,
+        };
         self.check_open()?;
-        let kind = IndexKind::parse(&options.index_type).ok_or_else(|| {
-            coded(
-                "InvalidArgument",
-                format!(
-                    "unknown index type '{}'; use IVF_PQ or IVF_FLAT",
-                    options.index_type
-                ),
-            )
-        })?;
-        guarded(async move {
-            let distance_type = match &options.distance_type {
-                Some(d) => d.parse()?,
-                None => quiver_engine::linalg::DistanceType::L2,
-            };
-            let progress = progress_fn(progress);
-            let create = CreateIndexOptions {
-                params: VectorIndexParams {
+        let config = match options.index_type.as_deref() {
+            None => None,
+            Some("BTREE") => Some(IndexConfig::BTree),
+            Some("BITMAP") => Some(IndexConfig::Bitmap),
+            Some("LABEL_LIST") => Some(IndexConfig::LabelList),
+            Some(name) => {
+                let kind = IndexKind::parse(name).ok_or_else(|| {
+                    coded(
+                        "InvalidArgument",
+                        format!(
+                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, BTREE, BITMAP or LABEL_LIST"
+                        ),
+                    )
+                })?;
+                let distance_type = match &options.distance_type {
+                    Some(d) => d.parse().map_err(|e: quiver_engine::Error| {
+                        coded("InvalidArgument", e.to_string())
+                    })?,
+                    None => quiver_engine::linalg::DistanceType::L2,
+                };
+                Some(IndexConfig::Vector(VectorIndexParams {
                     kind,
                     distance_type,
                     num_partitions: options.num_partitions.map(|n| n as usize),
@@ -743,12 +749,19 @@ impl NativeTable {
                     num_bits: options.num_bits,
                     max_iterations: options.max_iterations.map(|n| n as usize),
                     sample_rate: options.sample_rate.map(|n| n as usize),
-                },
+                }))
+            }
+        };
+        guarded(async move {
+            let progress = progress_fn(progress);
+            let create = CreateIndexOptions {
+                config,
                 name: options.name,
                 replace: options.replace.unwrap_or(true),
                 progress,
             };
-            let info = quiver_engine::index::create_index(&self.table, &column, create).await?;
+            let info =
+                quiver_engine::table::indices::create_index(&self.table, &column, create).await?;
             Ok(info.into())
         })
         .await
@@ -757,7 +770,7 @@ impl NativeTable {
     #[napi]
     pub async fn list_indices(&self) -> napi::Result<Vec<NativeIndexInfo>> {
         self.read(|t| {
-            Ok(quiver_engine::index::list_indices(t)?
+            Ok(quiver_engine::table::indices::list_indices(t)?
                 .into_iter()
                 .map(Into::into)
                 .collect())
@@ -767,15 +780,17 @@ impl NativeTable {
 
     #[napi]
     pub async fn index_stats(&self, name: String) -> napi::Result<NativeIndexInfo> {
-        self.read(|t| Ok(quiver_engine::index::index_stats(t, &name)?.into()))
+        self.read(|t| Ok(quiver_engine::table::indices::index_stats(t, &name)?.into()))
             .await
     }
 
     #[napi]
     pub async fn drop_index(&self, name: String) -> napi::Result<f64> {
         self.check_open()?;
-        guarded(async { Ok(quiver_engine::index::drop_index(&self.table, &name).await? as f64) })
-            .await
+        guarded(async {
+            Ok(quiver_engine::table::indices::drop_index(&self.table, &name).await? as f64)
+        })
+        .await
     }
 
     /// Brings indexes up to date, compacts, and removes old versions and unreferenced files.

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod query;
 pub mod schema;
 pub mod storage;
+pub mod vocab;
 
 pub use error::{Error, FilterError, FilterErrorKind, Result};
 pub use filter::{Expression, Filter};

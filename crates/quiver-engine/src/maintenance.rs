@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::index::{optimize_indices, OptimizeStats};
 use crate::table::compact::{self, DEFAULT_MATERIALIZE_DELETIONS_THRESHOLD};
+use crate::table::indices::{optimize_indices, OptimizeStats};
 use crate::table::manifest::{parse_manifest_name, Manifest, VERSIONS_DIR};
 use crate::table::session::CommitObserver;
 use crate::table::{
@@ -164,7 +164,7 @@ pub async fn advise(table: &Table) -> Result<MaintenanceAdvice> {
     let (versions, past) = versions_past(table.inner(), cutoff).await?;
     advice.versions = versions;
     advice.versions_past_retention = past;
-    for index in crate::index::list_indices(table)? {
+    for index in crate::table::indices::list_indices(table)? {
         advice.unindexed_rows += index.num_unindexed_rows;
     }
     if advice.compactable_fragments >= 2 {
@@ -688,7 +688,7 @@ fn should_refresh_indexes(table: &Table) -> Result<bool> {
     if maps_walked {
         return Ok(true);
     }
-    Ok(crate::index::list_indices(table)?.iter().any(|i| {
+    Ok(crate::table::indices::list_indices(table)?.iter().any(|i| {
         i.num_unindexed_rows >= MIN_UNINDEXED_ROWS
             && i.num_unindexed_rows.saturating_mul(10) >= i.num_indexed_rows
     }))

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub index_comparisons: u64,
     /// Exact distances computed (exact search, refinement).
     pub rows_ranked: u64,
+
     /// Time spent in the operator itself (inputs measured apart).
     pub elapsed: Duration,
 }
@@ -60,6 +61,7 @@ impl Metrics {
         if self.rows_ranked > 0 {
             let _ = write!(out, " rows_ranked={}", self.rows_ranked);
         }
+
         let _ = write!(out, " elapsed={:.3}ms", self.elapsed.as_secs_f64() * 1e3);
     }
 }

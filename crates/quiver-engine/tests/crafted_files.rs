@@ -20,12 +20,13 @@ use quiver_engine::format::{
     decode_block, encode_block, ColumnIndexProto, ColumnLocation, ColumnMetadataProto, Footer,
     FOOTER_LEN,
 };
-use quiver_engine::index::{
-    create_index, CreateIndexOptions, IndexKind, VectorIndexDetailsProto, VectorIndexParams,
-};
+use quiver_engine::index::VectorIndexDetailsProto;
 use quiver_engine::linalg::DistanceType;
 use quiver_engine::query::{search, VectorSearch};
 use quiver_engine::storage::StorageOptions;
+use quiver_engine::table::indices::{
+    create_index, CreateIndexOptions, IndexKind, VectorIndexParams,
+};
 use quiver_engine::table::manifest::ManifestProto;
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
@@ -234,14 +235,17 @@ async fn build_fixture() -> Fixture {
         ("bits", IndexKind::IvfFlat, DistanceType::Hamming, 2),
     ] {
         let options = CreateIndexOptions {
-            params: VectorIndexParams {
-                kind,
-                distance_type: distance,
-                num_partitions: Some(partitions),
-                num_sub_vectors: (kind == IndexKind::IvfPq).then_some(4),
-                max_iterations: Some(5),
-                ..Default::default()
-            },
+            config: Some(
+                VectorIndexParams {
+                    kind,
+                    distance_type: distance,
+                    num_partitions: Some(partitions),
+                    num_sub_vectors: (kind == IndexKind::IvfPq).then_some(4),
+                    max_iterations: Some(5),
+                    ..Default::default()
+                }
+                .into(),
+            ),
             ..Default::default()
         };
         create_index(&table, column, options).await.expect("index");

@@ -1,7 +1,9 @@
 //! The SQL filter semantics, as one table: filter text → ids of the matching rows of a fixture
 //! covering every filterable type and NULLs. Every case runs through every read path (one
 //! fragment or many small ones; one-pass scans, late-materialised scans, `take` of sparse
-//! matches; counts), and all must agree. Index-backed paths join the `PATHS` list as they land.
+//! matches; counts) — without indexes, with a B-tree or a bitmap on every scalar column and a
+//! label list on every list column, with indexes covering only some fragments, and after
+//! deletions — and all must agree.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use arrow_array::{
     TimestampMicrosecondArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
+use quiver_engine::table::indices::{create_index, CreateIndexOptions, IndexConfig};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
 };
@@ -518,4 +521,143 @@ async fn row_id_filters_and_deleted_rows() {
     let version = t.version();
     let none = t.delete("id > 100").await.expect("delete nothing");
     assert_eq!((none.num_deleted_rows, none.version), (0, version));
+}
+
+/// Which indexes a table of the fixture gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Indexes {
+    BTree,
+    Bitmap,
+    /// B-trees built over the first half of the rows; the rest appended after.
+    Partial,
+}
+
+fn index_config(field: &Field, mode: Indexes) -> Option<IndexConfig> {
+    match field.data_type() {
+        DataType::List(_) | DataType::LargeList(_) => Some(IndexConfig::LabelList),
+        DataType::FixedSizeList(_, _) | DataType::Struct(_) => None,
+        _ if mode == Indexes::Bitmap => Some(IndexConfig::Bitmap),
+        _ => Some(IndexConfig::BTree),
+    }
+}
+
+/// The fixture with indexes on every column that takes one; the connection uses an index
+/// whenever one answers (however unselective), so every case goes through them.
+async fn indexed_table(rows_per_file: u64, mode: Indexes) -> Table {
+    let db = Database::connect(
+        "memory://",
+        ConnectOptions {
+            scalar_index_max_share: Some(1.0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    let batch = fixture();
+    let params = || WriteParams {
+        max_rows_per_file: rows_per_file,
+        ..Default::default()
+    };
+    let first = if mode == Indexes::Partial {
+        batch.slice(0, 5)
+    } else {
+        batch.clone()
+    };
+    let t = db
+        .create_table(
+            "fixture",
+            batch.schema(),
+            batches_stream(vec![first]),
+            CreateMode::Create,
+            params(),
+        )
+        .await
+        .expect("create");
+    for field in batch.schema().fields() {
+        let Some(config) = index_config(field, mode) else {
+            continue;
+        };
+        create_index(
+            &t,
+            field.name(),
+            CreateIndexOptions {
+                config: Some(config),
+                replace: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("index on {}: {e}", field.name()));
+    }
+    if mode == Indexes::Partial {
+        t.append(batches_stream(vec![batch.slice(5, 5)]), params())
+            .await
+            .expect("append");
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_matches_with_every_index_kind() {
+    let mut failures = Vec::new();
+    for mode in [Indexes::BTree, Indexes::Bitmap, Indexes::Partial] {
+        for rows_per_file in [1 << 20, 3] {
+            let t = indexed_table(rows_per_file, mode).await;
+            let plan = t
+                .explain_scan(&ScanOptions {
+                    filter: Some(t.parse_filter("id = 3 OR name = 'alice'").expect("parse")),
+                    ..Default::default()
+                })
+                .await
+                .expect("explain")
+                .render(true, None);
+            assert!(plan.contains("ScalarIndexQuery"), "{mode:?}: {plan}");
+            for (filter, expected) in CASES {
+                for columns in [Some(vec!["id".to_string()]), None] {
+                    let got = ids(&t, filter, columns.clone(), 8192).await;
+                    if got != *expected {
+                        failures.push(format!(
+                            "[{mode:?}, {rows_per_file}] {filter}: expected {expected:?}, got {got:?}"
+                        ));
+                    }
+                }
+                let count = t.count_rows_where(filter).await.expect("count");
+                if count != expected.len() as u64 {
+                    failures.push(format!(
+                        "[{mode:?}, {rows_per_file}] count {filter}: expected {}, got {count}",
+                        expected.len()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_rows_never_come_back_through_an_index() {
+    for mode in [Indexes::BTree, Indexes::Bitmap] {
+        let t = indexed_table(4, mode).await;
+        let gone = [0, 3, 9];
+        t.delete("id IN (0, 3, 9)").await.expect("delete");
+        for (filter, expected) in CASES {
+            let expected: Vec<i32> = expected
+                .iter()
+                .copied()
+                .filter(|i| !gone.contains(i))
+                .collect();
+            assert_eq!(
+                ids(&t, filter, None, 8192).await,
+                expected,
+                "{mode:?} {filter}"
+            );
+            let count = t.count_rows_where(filter).await.expect("count");
+            assert_eq!(count, expected.len() as u64, "{mode:?} count {filter}");
+        }
+    }
 }

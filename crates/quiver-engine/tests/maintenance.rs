@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
-use quiver_engine::index::{
+use quiver_engine::query::{search, VectorSearch};
+use quiver_engine::table::indices::{
     create_index, drop_index, index_stats, optimize_indices, CreateIndexOptions, IndexKind,
     VectorIndexParams,
 };
-use quiver_engine::query::{search, VectorSearch};
 use quiver_engine::table::{CleanupOptions, CompactionOptions, NewColumns, UpdateValue};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
@@ -228,11 +228,14 @@ async fn assert_index_exact(t: &Table, probes: &[i64]) {
 
 fn flat_index() -> CreateIndexOptions {
     CreateIndexOptions {
-        params: VectorIndexParams {
-            kind: IndexKind::IvfFlat,
-            num_partitions: Some(4),
-            ..Default::default()
-        },
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfFlat,
+                num_partitions: Some(4),
+                ..Default::default()
+            }
+            .into(),
+        ),
         replace: true,
         ..Default::default()
     }

@@ -8,8 +8,10 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use quiver_engine::index::{create_index, CreateIndexOptions, IndexKind, VectorIndexParams};
 use quiver_engine::query::{search, VectorSearch};
+use quiver_engine::table::indices::{
+    create_index, CreateIndexOptions, IndexKind, VectorIndexParams,
+};
 use quiver_engine::table::{CleanupOptions, CompactionOptions};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, WriteParams,
@@ -21,11 +23,14 @@ const APPENDS: i64 = 60;
 
 fn flat_index() -> CreateIndexOptions {
     CreateIndexOptions {
-        params: VectorIndexParams {
-            kind: IndexKind::IvfFlat,
-            num_partitions: Some(4),
-            ..Default::default()
-        },
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfFlat,
+                num_partitions: Some(4),
+                ..Default::default()
+            }
+            .into(),
+        ),
         replace: true,
         ..Default::default()
     }

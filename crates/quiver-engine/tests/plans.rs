@@ -4,10 +4,12 @@
 
 mod common;
 
-use quiver_engine::index::{create_index, CreateIndexOptions, IndexKind, VectorIndexParams};
 use quiver_engine::linalg::DistanceType;
 use quiver_engine::plan::PlanNode;
 use quiver_engine::query::{analyze_search, explain_search, VectorSearch};
+use quiver_engine::table::indices::{
+    create_index, CreateIndexOptions, IndexKind, VectorIndexParams,
+};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
 };
@@ -61,12 +63,15 @@ async fn indexed_search_plan_reports_what_ran() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, t) = table(dir.path(), 2, 2000).await;
     let options = CreateIndexOptions {
-        params: VectorIndexParams {
-            kind: IndexKind::IvfPq,
-            distance_type: DistanceType::Cosine,
-            num_partitions: Some(16),
-            ..Default::default()
-        },
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfPq,
+                distance_type: DistanceType::Cosine,
+                num_partitions: Some(16),
+                ..Default::default()
+            }
+            .into(),
+        ),
         replace: true,
         ..Default::default()
     };

@@ -38,10 +38,12 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
-use quiver_engine::index::{create_index, CreateIndexOptions, IndexKind, VectorIndexParams};
 use quiver_engine::maintenance::{optimize, OptimizeOptions};
 use quiver_engine::query::{search, VectorSearch};
 use quiver_engine::storage::{Durability, Flush, Storage, StorageOptions};
+use quiver_engine::table::indices::{
+    create_index, CreateIndexOptions, IndexKind, VectorIndexParams,
+};
 use quiver_engine::table::{
     CleanupOptions, ColumnAlteration, CompactionOptions, MergeInsert, NewColumns, UpdateValue,
 };
@@ -554,11 +556,14 @@ impl Writer {
                     t,
                     "vector",
                     CreateIndexOptions {
-                        params: VectorIndexParams {
-                            kind: IndexKind::IvfFlat,
-                            num_partitions: Some(2),
-                            ..Default::default()
-                        },
+                        config: Some(
+                            VectorIndexParams {
+                                kind: IndexKind::IvfFlat,
+                                num_partitions: Some(2),
+                                ..Default::default()
+                            }
+                            .into(),
+                        ),
                         replace: true,
                         ..Default::default()
                     },

@@ -11,12 +11,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use quiver_engine::index::{
+use quiver_engine::linalg::DistanceType;
+use quiver_engine::query::{search, search_with_stats, VectorSearch};
+use quiver_engine::table::indices::{
     create_index, drop_index, index_stats, list_indices, optimize_indices, BuildProgress,
     CreateIndexOptions, IndexKind, VectorIndexParams,
 };
-use quiver_engine::linalg::DistanceType;
-use quiver_engine::query::{search, search_with_stats, VectorSearch};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, Table, WriteParams,
 };
@@ -128,6 +128,7 @@ async fn recall(
 
 fn ivf_pq() -> CreateIndexOptions {
     CreateIndexOptions {
+        config: Some(VectorIndexParams::default().into()),
         replace: true,
         ..Default::default()
     }
@@ -148,8 +149,16 @@ async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
     };
     let info = create_index(&t, "vector", options).await.expect("build");
     assert_eq!(info.index_type, "IVF_PQ");
-    assert_eq!(info.num_partitions, 224, "√50,000 partitions by default");
-    assert_eq!(info.num_sub_vectors, 16, "one sub-vector per 8 dimensions");
+    assert_eq!(
+        info.details.num_partitions,
+        Some(224),
+        "√50,000 partitions by default"
+    );
+    assert_eq!(
+        info.details.num_sub_vectors,
+        Some(16),
+        "one sub-vector per 8 dimensions"
+    );
     assert_eq!(
         (info.num_indexed_rows, info.num_unindexed_rows),
         (50_000, 0)
@@ -276,10 +285,13 @@ async fn appended_deleted_and_updated_rows_and_reopen() {
         .expect("connect");
     let t = create(&db, "fresh", 0..20_000).await;
     let options = CreateIndexOptions {
-        params: VectorIndexParams {
-            num_partitions: Some(64),
-            ..Default::default()
-        },
+        config: Some(
+            VectorIndexParams {
+                num_partitions: Some(64),
+                ..Default::default()
+            }
+            .into(),
+        ),
         ..ivf_pq()
     };
     create_index(&t, "vector", options).await.expect("build");
@@ -401,16 +413,22 @@ async fn ivf_flat_cosine_and_dot_and_bad_builds() {
     let t = create(&db, "flat", 0..10_000).await;
     for distance in [DistanceType::Cosine, DistanceType::Dot] {
         let options = CreateIndexOptions {
-            params: VectorIndexParams {
-                kind: IndexKind::IvfFlat,
-                distance_type: distance,
-                ..Default::default()
-            },
+            config: Some(
+                VectorIndexParams {
+                    kind: IndexKind::IvfFlat,
+                    distance_type: distance,
+                    ..Default::default()
+                }
+                .into(),
+            ),
             ..ivf_pq()
         };
         let info = create_index(&t, "vector", options).await.expect("build");
         assert_eq!(
-            (info.index_type.as_str(), info.num_sub_vectors),
+            (
+                info.index_type.as_str(),
+                info.details.num_sub_vectors.unwrap_or(0)
+            ),
             ("IVF_FLAT", 0)
         );
         let mut hits = 0;
@@ -454,7 +472,10 @@ async fn ivf_flat_cosine_and_dot_and_bad_builds() {
         );
     }
 
-    let bad = |params: VectorIndexParams| CreateIndexOptions { params, ..ivf_pq() };
+    let bad = |params: VectorIndexParams| CreateIndexOptions {
+        config: Some(params.into()),
+        ..ivf_pq()
+    };
     for (options, needle) in [
         (
             bad(VectorIndexParams {
@@ -549,15 +570,18 @@ async fn mostly_null_vectors_ranges_and_optimize_after_drop() {
         .expect("create");
     for kind in [IndexKind::IvfPq, IndexKind::IvfFlat] {
         let options = CreateIndexOptions {
-            params: VectorIndexParams {
-                kind,
-                ..Default::default()
-            },
+            config: Some(
+                VectorIndexParams {
+                    kind,
+                    ..Default::default()
+                }
+                .into(),
+            ),
             ..ivf_pq()
         };
         let info = create_index(&t, "vector", options).await.expect("build");
         assert!(
-            info.num_partitions <= 5,
+            info.details.num_partitions.unwrap_or(0) <= 5,
             "one partition per trainable vector at most: {info:?}"
         );
         let q = VectorSearch {
@@ -676,17 +700,23 @@ async fn ivf_flat_hamming_on_binary_vectors() {
         .await
         .expect("create");
     let options = CreateIndexOptions {
-        params: VectorIndexParams {
-            kind: IndexKind::IvfFlat,
-            distance_type: DistanceType::Hamming,
-            num_partitions: Some(8),
-            ..Default::default()
-        },
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfFlat,
+                distance_type: DistanceType::Hamming,
+                num_partitions: Some(8),
+                ..Default::default()
+            }
+            .into(),
+        ),
         ..ivf_pq()
     };
     let info = create_index(&t, "bits", options).await.expect("build");
     assert_eq!(
-        (info.distance_type.as_str(), info.num_partitions),
+        (
+            info.details.distance_type.as_deref().unwrap_or(""),
+            info.details.num_partitions.unwrap_or(0)
+        ),
         ("hamming", 8)
     );
     for q in 0..20 {
@@ -747,10 +777,13 @@ async fn create_index_concurrent_with_appends_and_deletes() {
         let t = t.clone();
         tokio::spawn(async move {
             let options = CreateIndexOptions {
-                params: VectorIndexParams {
-                    num_partitions: Some(16),
-                    ..Default::default()
-                },
+                config: Some(
+                    VectorIndexParams {
+                        num_partitions: Some(16),
+                        ..Default::default()
+                    }
+                    .into(),
+                ),
                 ..ivf_pq()
             };
             create_index(&t, "vector", options).await

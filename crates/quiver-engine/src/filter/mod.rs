@@ -11,6 +11,7 @@
 
 mod eval;
 mod expr;
+pub mod index_plan;
 mod plan;
 pub(crate) mod prune;
 mod syntax;
@@ -25,7 +26,7 @@ use arrow_schema::{DataType, Schema};
 
 use crate::error::{Error, FilterError, FilterErrorKind, Result};
 use crate::format::reader::ColumnMeta;
-use crate::table::ROW_ID;
+use crate::vocab::ROW_ID;
 use expr::{type_name, Expr};
 
 /// Stack that parsing and planning may need at the depth limits (`sqlparser` frames are large).
@@ -187,6 +188,20 @@ impl Filter {
         column: &dyn Fn(&str) -> Option<&'a ColumnMeta>,
     ) -> Option<Vec<Range<u64>>> {
         prune::candidate_ranges(&self.expression.expr, column)
+    }
+}
+
+impl Filter {
+    /// What scalar indexes can answer of the filter (see [`index_plan`]): `estimate` says
+    /// whether an index on a column answers a query and how many rows it may match;
+    /// an index selecting more than `max_share` of `covered_rows` is not worth reading.
+    pub fn index_plan(
+        &self,
+        estimate: &index_plan::Estimator<'_>,
+        covered_rows: u64,
+        max_share: f64,
+    ) -> Option<index_plan::IndexPlan> {
+        index_plan::plan(&self.expression.expr, estimate, covered_rows, max_share)
     }
 }
 

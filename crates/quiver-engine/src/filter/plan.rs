@@ -22,7 +22,7 @@ use super::expr::{
 };
 use super::syntax::{Syntax, MAX_DEPTH};
 use crate::error::{FilterError, FilterErrorKind as Kind};
-use crate::table::ROW_ID;
+use crate::vocab::ROW_ID;
 
 type PlanResult<T> = std::result::Result<T, FilterError>;
 

@@ -58,7 +58,7 @@ impl ProductQuantizer {
                 let params = KMeansParams {
                     k: CODES,
                     max_iterations,
-                    tolerance: super::KMEANS_TOLERANCE,
+                    tolerance: super::vector::KMEANS_TOLERANCE,
                     seed: seed.wrapping_add(j as u64),
                 };
                 let model = kmeans::train(&sub, sub_dim, params, |_| {});

@@ -3,7 +3,6 @@
 //! prefilter (only matching rows are ranked) or postfilter; refinement of approximate
 //! distances; and the final take of the returned columns.
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -15,11 +14,14 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
-use crate::index::{self, IndexKind, RowGate};
+use crate::index::vector::{search_partitions, RowGate};
+use crate::index::{self, IndexKind};
 use crate::linalg::{self, DistanceType};
 use crate::plan::{PlanNode, Probe};
+use crate::table::indices;
 use crate::table::manifest::Manifest;
-use crate::table::{scan, ScanOptions, Table, ROW_ID};
+use crate::table::{scan, ScanOptions, Table};
+use crate::vocab::{in_range, resolve_vector_column, Candidate, PREALLOCATE, ROW_ID};
 
 /// Name of the distance column of search results.
 pub const DISTANCE: &str = "_distance";
@@ -67,68 +69,6 @@ pub struct SearchStats {
     pub partitions_probed: usize,
     /// Rows whose distance was computed exactly (exact search, refinement).
     pub exact_rows: u64,
-}
-
-/// A row and its distance; ordered by distance, then row address.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Candidate {
-    pub distance: f32,
-    pub row_id: u64,
-}
-
-impl Eq for Candidate {}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.distance
-            .total_cmp(&other.distance)
-            .then(self.row_id.cmp(&other.row_id))
-    }
-}
-
-/// The vector column to search: the named one, or the only fixed-size-list column.
-pub(crate) fn resolve_column(
-    schema: &Schema,
-    column: Option<&str>,
-) -> Result<(String, DataType, usize)> {
-    let vector_columns: Vec<&Arc<Field>> = schema
-        .fields()
-        .iter()
-        .filter(|f| matches!(f.data_type(), DataType::FixedSizeList(_, _)))
-        .collect();
-    let field = match column {
-        Some(name) => schema
-            .field_with_name(name)
-            .map_err(|_| Error::invalid(format!("column '{name}' does not exist")))?,
-        None => match vector_columns.as_slice() {
-            [only] => only.as_ref(),
-            [] => return Err(Error::invalid("the table has no vector column to search")),
-            many => {
-                let names: Vec<&str> = many.iter().map(|f| f.name().as_str()).collect();
-                return Err(Error::invalid(format!(
-                    "the table has several vector columns ({}); name one with column()",
-                    names.join(", ")
-                )));
-            }
-        },
-    };
-    match field.data_type() {
-        DataType::FixedSizeList(item, dim) => Ok((
-            field.name().clone(),
-            item.data_type().clone(),
-            *dim as usize,
-        )),
-        other => Err(Error::invalid(format!(
-            "column '{}' is {other}, not a vector column",
-            field.name()
-        ))),
-    }
 }
 
 /// The query in the forms the kernels take: f32 (float columns), f64 (float64 columns) and
@@ -340,12 +280,6 @@ impl TopK {
     }
 }
 
-pub(crate) fn in_range(distance: f32, (lower, upper): (Option<f32>, Option<f32>)) -> bool {
-    !distance.is_nan()
-        && !lower.is_some_and(|l| distance < l)
-        && !upper.is_some_and(|u| distance >= u)
-}
-
 /// What an exact pass over some rows compares.
 struct Exact {
     column: String,
@@ -354,9 +288,6 @@ struct Exact {
     k: usize,
     range: (Option<f32>, Option<f32>),
 }
-
-/// Heap entries reserved up front (a huge `limit` must not allocate before rows are found).
-pub(crate) const PREALLOCATE: usize = 4096;
 
 /// Batches ranked at once on the rayon pool while the scan reads the next ones.
 const RANK_IN_FLIGHT: usize = 4;
@@ -838,13 +769,13 @@ impl Resolved {
 fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
     let manifest = table.manifest();
     let schema = manifest.schema.arrow.clone();
-    let (column, element, dim) = resolve_column(&schema, search.column.as_deref())?;
+    let (column, element, dim) = resolve_vector_column(&schema, search.column.as_deref())?;
     let field_id = manifest.schema.field_ids[manifest.schema.column_index(&column)?];
     // The index's distance type is the default even when the search bypasses it, so an
     // exact search ranks the way the indexed one does.
-    let index_meta = index::vector_index_for(&manifest, field_id);
+    let index_meta = indices::vector_index_for(&manifest, field_id);
     let index_distance = match index_meta {
-        Some(meta) => Some(index::index_distance(meta)?),
+        Some(meta) => Some(indices::index_distance(meta)?),
         None => None,
     };
     let distance = search
@@ -923,7 +854,7 @@ fn index_node(
         .with("type", &used.meta.index_type)
         .with(
             "distance",
-            index::index_distance(&used.meta).map_or("?".into(), |d| d.to_string()),
+            indices::index_distance(&used.meta).map_or("?".into(), |d| d.to_string()),
         )
         .with("nprobes", nprobes)
         .with("candidates", want)
@@ -1203,7 +1134,7 @@ async fn indexed_search(
     };
     let probe = Probe::start(analyze);
     let observed = table.measured(&probe);
-    let (index, loaded) = index::load_counted(&observed, indexed, meta).await?;
+    let (index, loaded) = indices::load_vector(&observed, indexed, meta).await?;
     if index.dim != exact.query.f32.len() || index.distance != exact.distance {
         return Err(Error::corrupt(
             format!("index '{}'", meta.name),
@@ -1212,7 +1143,7 @@ async fn indexed_search(
     }
     let gate = match gate {
         Some(g) => g,
-        None => index::live_gate(&observed, indexed).await?,
+        None => indices::live_gate(&observed, indexed).await?,
     };
     let refine = refine_of(search, index.kind);
     let want = search.k.saturating_mul(refine.unwrap_or(1));
@@ -1220,7 +1151,7 @@ async fn indexed_search(
     let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let probed = index::search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
+    let probed = search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
     stats.partitions_probed += probed.partitions;
     node = node.with("partitions_probed", probed.partitions);
     if analyze {

@@ -25,7 +25,7 @@ use super::manifest::{
 };
 use super::Table;
 use crate::error::{Error, Result};
-use crate::index::{BuildProgress, ProgressFn};
+use crate::vocab::{BuildProgress, ProgressFn};
 
 /// Default retention: versions superseded more than 7 days ago are removed (as LanceDB).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -26,7 +26,7 @@ use super::scan::ScanOptions;
 use super::write::{self, NewFragment, WriteParams};
 use super::Table;
 use crate::error::{Error, Result};
-use crate::index::{BuildProgress, ProgressFn};
+use crate::vocab::{BuildProgress, ProgressFn};
 
 /// Default rows per compacted fragment (LanceDB's `targetRowsPerFragment`).
 pub const DEFAULT_TARGET_ROWS_PER_FRAGMENT: u64 = 1 << 20;

@@ -131,6 +131,10 @@ pub struct IndexMetadataProto {
     /// Size of the index file in bytes (0 in tables written before it was recorded).
     #[prost(uint64, tag = "8")]
     pub size_bytes: u64,
+    /// Deleted rows of the version the index was built or last updated at: more deletions
+    /// since then leave entries for an update to drop.
+    #[prost(uint64, tag = "9")]
+    pub deleted_rows_seen: u64,
 }
 
 /// One group of a compaction: the fragments it replaced and the ones it wrote, in order.
@@ -384,7 +388,12 @@ impl Manifest {
             }
         }
         for index in &proto.indices {
-            crate::index::check_entry(index, &schema)
+            let column = match index.field_ids.as_slice() {
+                [id] => schema.field_ids.iter().position(|f| f == id),
+                _ => None,
+            }
+            .map(|i| schema.arrow.field(i));
+            crate::index::check_entry(&index.index_type, &index.details, column)
                 .map_err(|why| bad(format!("index '{}': {why}", index.name)))?;
         }
         Ok(Manifest { proto, schema })
@@ -650,9 +659,17 @@ mod tests {
         corrupt(&|m| m.indices[0].details = vec![0xff]);
         // Index types this build does not know are left to their readers.
         let mut other = sample();
-        other.indices[0].index_type = "BTREE".into();
+        other.indices[0].index_type = "INVERTED".into();
         other.indices[0].details = vec![0xff];
         decode(&other).expect("an unknown index type is not checked");
+        // Known scalar kinds are: their details must fit the column.
+        let mut btree = sample();
+        btree.indices[0].index_type = "BTREE".into();
+        btree.indices[0].details = vec![0xff];
+        assert!(
+            decode(&btree).is_err(),
+            "damaged B-tree details are corrupt"
+        );
     }
 
     #[test]

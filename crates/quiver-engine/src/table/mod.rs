@@ -11,6 +11,8 @@ mod commit;
 pub mod compact;
 pub mod deletion;
 mod evolve;
+pub(crate) mod index_filter;
+pub mod indices;
 pub mod manifest;
 mod mutate;
 pub mod remap;
@@ -62,8 +64,12 @@ pub const TABLE_SUFFIX: &str = ".quiver";
 pub struct ConnectOptions {
     /// Byte budget of the metadata cache (file metadata, deletion vectors, manifests).
     pub metadata_cache_bytes: Option<u64>,
-    /// Byte budget of the index cache (loaded vector indexes).
+    /// Byte budget of the index cache (loaded indexes and their pages, bitmaps, partitions).
     pub index_cache_bytes: Option<u64>,
+    /// Largest share of a table's rows a scalar index may select for a filter to use it
+    /// (default [`crate::filter::index_plan::MAX_SHARE`]); a less selective predicate is
+    /// scanned. 1 uses an index whenever one answers.
+    pub scalar_index_max_share: Option<f64>,
     /// Store tuning; defaults suit the URI's store.
     pub storage: Option<StorageOptions>,
     /// Automatic maintenance after writes (off when `None`; tables can still turn it on for
@@ -115,6 +121,13 @@ impl Database {
         if let Some(m) = &options.maintenance {
             m.check()?;
         }
+        if let Some(share) = options.scalar_index_max_share {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(Error::invalid(format!(
+                    "scalarIndexMaxShare must be above 0 and at most 1 (got {share})"
+                )));
+            }
+        }
         let storage = Storage::from_uri_with_options(uri, options.storage.clone())?;
         Ok(Self::from_storage(storage, options))
     }
@@ -136,6 +149,9 @@ impl Database {
                 ..Default::default()
             });
         session = session.with_observer(crate::maintenance::Maintainer::new(maintenance));
+        if let Some(share) = options.scalar_index_max_share {
+            session = session.with_index_max_share(share);
+        }
         Database {
             storage,
             session: Arc::new(session),
@@ -1012,16 +1028,29 @@ impl Table {
     ) -> Result<BTreeMap<u64, RoaringBitmap>> {
         use futures::{StreamExt, TryStreamExt};
         let _lease = self.lease(manifest.version());
+        let indexed = index_filter::index_rows(&self.inner, manifest, filter)
+            .await?
+            .map(Arc::new);
         // Owned handles per task: the futures must be `Send` for any borrow lifetime.
         let found: Vec<(u64, RoaringBitmap)> = futures::stream::iter(0..manifest.fragments().len())
             .map(|index| {
-                let (inner, manifest, filter) =
-                    (self.inner.clone(), manifest.clone(), filter.clone());
+                let (inner, manifest, filter, indexed) = (
+                    self.inner.clone(),
+                    manifest.clone(),
+                    filter.clone(),
+                    indexed.clone(),
+                );
                 async move {
                     let fragment = &manifest.fragments()[index];
-                    let rows =
-                        scan::fragment_matches(&inner, &manifest, fragment, &filter, u64::MAX)
-                            .await?;
+                    let rows = scan::fragment_matches(
+                        &inner,
+                        &manifest,
+                        fragment,
+                        &filter,
+                        u64::MAX,
+                        indexed.as_deref(),
+                    )
+                    .await?;
                     Ok::<_, Error>((fragment.id, rows))
                 }
             })

@@ -18,6 +18,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use roaring::RoaringBitmap;
 
+use super::index_filter::{index_rows, IndexedRows};
 use super::manifest::{FragmentProto, Manifest};
 use super::TableInner;
 use crate::error::{Error, Result};
@@ -26,8 +27,7 @@ use crate::format::reader::{concat_parts, FileReader};
 use crate::plan::PlanNode;
 use crate::schema::relabel;
 
-/// Name of the row address column.
-pub const ROW_ID: &str = "_rowid";
+pub use crate::vocab::{row_address, ROW_ID};
 
 /// Default rows per scanned batch.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
@@ -63,11 +63,6 @@ impl Default for ScanOptions {
             filter: None,
         }
     }
-}
-
-/// Row address of `offset` in fragment `fragment_id`.
-pub fn row_address(fragment_id: u64, offset: u64) -> u64 {
-    (fragment_id << 32) | offset
 }
 
 /// Resolves projection names to (top-level field id, output field).
@@ -448,27 +443,52 @@ pub(crate) async fn stored_rows(
     .boxed())
 }
 
-/// Rows of `fragment` (live, in `ranges`) matching `filter`, stopping once `enough` are found.
+/// Rows of `fragment` (live) matching `filter`, stopping once `enough` are found. With
+/// `indexed` covering the fragment, the rows the indexes yield are the matches (exact
+/// answers: no column is read) or the only candidates rechecked; otherwise the filter's
+/// columns are scanned where page statistics allow a match.
 pub(crate) async fn fragment_matches(
     table: &TableInner,
     manifest: &Manifest,
     fragment: &FragmentProto,
     filter: &FilterRef,
     enough: u64,
+    indexed: Option<&IndexedRows>,
 ) -> Result<RoaringBitmap> {
     let mut matches = RoaringBitmap::new();
-    let Some(ranges) = candidate_ranges(table, manifest, fragment, filter).await? else {
-        return Ok(matches);
+    let deleted = table.deleted_rows(fragment).await?;
+    let (ranges, keep) = match indexed.and_then(|i| Some((i.exact, i.fragment(fragment.id)?))) {
+        Some((exact, mut rows)) => {
+            // An index never yields a row the fragment does not hold.
+            if fragment.physical_rows <= u64::from(u32::MAX) {
+                rows.remove_range(fragment.physical_rows as u32..);
+            }
+            if let Some(deleted) = &deleted {
+                rows -= deleted.as_ref();
+            }
+            if exact || rows.is_empty() {
+                return Ok(rows);
+            }
+            (
+                runs(&rows, MIN_PAGE_ALIGNED_ROWS),
+                Keep::Only(Arc::new(rows)),
+            )
+        }
+        None => {
+            let Some(ranges) = candidate_ranges(table, manifest, fragment, filter).await? else {
+                return Ok(matches);
+            };
+            (ranges, Keep::deletions(deleted))
+        }
     };
     let fields = filter_fields(manifest, filter)?;
-    let deleted = table.deleted_rows(fragment).await?;
     let mut scan = FragmentScan::open(
         table,
         fragment,
         &fields,
         filter.uses_row_id(),
         ranges,
-        Keep::deletions(deleted),
+        keep,
         Some(filter.clone()),
         2,
     )
@@ -561,6 +581,8 @@ struct ScanState {
     current: Option<FragmentState>,
     to_skip: u64,
     remaining: u64,
+    /// What scalar indexes answer of the filter (computed before the first fragment).
+    indexed: Option<Option<Arc<IndexedRows>>>,
 }
 
 impl ScanState {
@@ -582,12 +604,20 @@ impl ScanState {
                 .await?,
             )));
         };
+        if self.indexed.is_none() {
+            let found = index_rows(&self.table, &self.manifest, &filter).await?;
+            self.indexed = Some(found.map(Arc::new));
+        }
+        let indexed = self.indexed.clone().flatten();
+        let by_index = indexed
+            .as_ref()
+            .is_some_and(|i| i.covered.contains(&fragment.id));
         let filter_columns = filter_fields(&self.manifest, &filter)?;
         let covered = self
             .fields
             .iter()
             .all(|(id, _)| filter_columns.iter().any(|(f, _)| f == id));
-        if covered {
+        if covered && !by_index {
             // Everything returned is read for the filter anyway: one pass.
             let Some(ranges) =
                 candidate_ranges(&self.table, &self.manifest, fragment, &filter).await?
@@ -618,8 +648,15 @@ impl ScanState {
         // Late materialisation: find the matches from the filter's columns, then read the
         // returned columns only where they are.
         let enough = self.to_skip.saturating_add(self.remaining);
-        let matches =
-            fragment_matches(&self.table, &self.manifest, fragment, &filter, enough).await?;
+        let matches = fragment_matches(
+            &self.table,
+            &self.manifest,
+            fragment,
+            &filter,
+            enough,
+            indexed.as_deref(),
+        )
+        .await?;
         if matches.is_empty() {
             return Ok(None);
         }
@@ -853,29 +890,32 @@ pub(crate) async fn explain(
         let late = fields
             .iter()
             .any(|(_, f)| !filter_columns.iter().any(|c| c == f.name()));
-        scan = scan.child(
-            PlanNode::new("Filter")
-                .with("filter", filter.text())
-                .with("reads", format!("[{}]", filter_columns.join(", ")))
-                .with("fragments_pruned", format!("{pruned}/{}", fragments.len()))
-                .with(
-                    "pages_pruned",
-                    format!("{}/{pages}", pages - candidate_pages),
-                )
-                .with("candidate_rows", candidate_rows)
-                .with(
-                    "then",
-                    if late {
-                        "late materialisation (other columns read only where rows match)"
-                    } else {
-                        "one pass (the filter's columns are the output)"
-                    },
-                )
-                .with_verbose(
-                    "pruning",
-                    "page min/max/null counts of the filter's columns (AND intersects, OR unites)",
-                ),
-        );
+        let indexed = index_rows(table, manifest, filter).await?;
+        let mut filter_node = PlanNode::new("Filter")
+            .with("filter", filter.text())
+            .with("reads", format!("[{}]", filter_columns.join(", ")))
+            .with("fragments_pruned", format!("{pruned}/{}", fragments.len()))
+            .with(
+                "pages_pruned",
+                format!("{}/{pages}", pages - candidate_pages),
+            )
+            .with("candidate_rows", candidate_rows)
+            .with(
+                "then",
+                if late {
+                    "late materialisation (other columns read only where rows match)"
+                } else {
+                    "one pass (the filter's columns are the output)"
+                },
+            )
+            .with_verbose(
+                "pruning",
+                "page min/max/null counts of the filter's columns (AND intersects, OR unites)",
+            );
+        if let Some(indexed) = &indexed {
+            filter_node = filter_node.child(indexed.node(fragments.len()));
+        }
+        scan = scan.child(filter_node);
     }
     if options.offset > 0 || options.limit.is_some() {
         let limit = options.limit.map_or("none".to_string(), |l| l.to_string());
@@ -939,6 +979,7 @@ pub(crate) fn scan(
         options,
         next_fragment: 0,
         current: None,
+        indexed: None,
     };
     let stream = stream::try_unfold(state, |mut state| async move {
         Ok(state.next_batch().await?.map(|batch| (batch, state)))

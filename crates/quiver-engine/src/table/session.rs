@@ -1,5 +1,5 @@
 //! Caches shared by every table of a connection: data file metadata, deletion vectors and
-//! manifests in one, loaded vector indexes in another, each weighed in bytes so the limit is
+//! manifests in one, indexes and their parts in another ([`IndexCache`]), each weighed in bytes so the limit is
 //! a memory limit, not an entry count. Everything cached is immutable (files are never
 //! rewritten), so entries never go stale.
 
@@ -11,21 +11,13 @@ use roaring::RoaringBitmap;
 
 use super::manifest::Manifest;
 use crate::format::reader::FileMetadata;
-use crate::index::IvfIndex;
+pub use crate::index::cache::CacheStats;
+use crate::index::cache::IndexCache;
 
 /// Default byte budget of the metadata caches.
 pub const DEFAULT_METADATA_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default byte budget of the index cache.
 pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-
-#[derive(Clone)]
-struct IndexWeighter;
-
-impl Weighter<String, Arc<IvfIndex>> for IndexWeighter {
-    fn weight(&self, key: &String, value: &Arc<IvfIndex>) -> u64 {
-        (key.len() + value.heap_bytes()) as u64
-    }
-}
 
 #[derive(Clone)]
 struct ByteWeighter;
@@ -95,14 +87,6 @@ impl Drop for VersionLease {
     }
 }
 
-/// Cache statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
-    pub entries: u64,
-    pub bytes: u64,
-    pub capacity_bytes: u64,
-}
-
 /// Told of every commit made through a connection (automatic maintenance).
 pub(crate) trait CommitObserver: Send + Sync {
     fn committed(&self, table: &Arc<super::TableInner>, manifest: &Arc<Manifest>);
@@ -130,8 +114,9 @@ pub struct Session {
     leases: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>>,
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
-    indexes: Cache<String, Arc<IvfIndex>, IndexWeighter>,
-    index_capacity: u64,
+    indexes: IndexCache,
+    /// See `ConnectOptions::scalar_index_max_share`.
+    index_max_share: f64,
 }
 
 /// The last commits made through one connection's commit lock of a table, newest last, at
@@ -203,14 +188,24 @@ impl Session {
             leases: Default::default(),
             cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
             capacity: capacity_bytes,
-            indexes: Cache::with_weighter(64, index_bytes.max(1), IndexWeighter),
-            index_capacity: index_bytes,
+            indexes: IndexCache::new(index_bytes),
+            index_max_share: crate::filter::index_plan::MAX_SHARE,
         }
     }
 
     pub(crate) fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
         self.observer = Some(observer);
         self
+    }
+
+    pub(crate) fn with_index_max_share(mut self, share: f64) -> Self {
+        self.index_max_share = share;
+        self
+    }
+
+    /// Largest share of rows a scalar index may select for a filter to use it.
+    pub(crate) fn index_max_share(&self) -> f64 {
+        self.index_max_share
     }
 
     /// The commit lock of the table at `uri`, holding the commits made under it.
@@ -245,23 +240,14 @@ impl Session {
         self.observer.as_ref()
     }
 
-    pub fn index(&self, key: &str) -> Option<Arc<IvfIndex>> {
-        self.indexes.get(key)
-    }
-
-    pub fn insert_index(&self, key: String, index: Arc<IvfIndex>) {
-        if self.index_capacity > 0 {
-            self.indexes.insert(key, index);
-        }
+    /// The cache of indexes and their parts.
+    pub fn indexes(&self) -> &IndexCache {
+        &self.indexes
     }
 
     /// Statistics of the index cache.
     pub fn index_stats(&self) -> CacheStats {
-        CacheStats {
-            entries: self.indexes.len() as u64,
-            bytes: self.indexes.weight(),
-            capacity_bytes: self.index_capacity,
-        }
+        self.indexes.stats()
     }
 
     pub fn get(&self, key: &str) -> Option<CachedEntry> {
