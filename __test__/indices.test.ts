@@ -157,7 +157,7 @@ describe("vector indexes", () => {
     await expect(table.createIndex("vector", { config: Index.ivfPq({ distanceType: "hamming" }) })).rejects.toBeInstanceOf(
       InvalidArgumentError,
     );
-    await expect(table.createIndex("id")).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(table.createIndex("id", { config: Index.ivfPq() })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(table.createIndex("nope")).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(table.createIndex("vector", { config: {} as never })).rejects.toBeInstanceOf(InvalidArgumentError);
     // A throwing progress callback does not break the build.

@@ -1,4 +1,5 @@
-// Vector index configuration: Index.ivfPq(...) and Index.ivfFlat(...), as createIndex takes them.
+// Index configuration as createIndex takes it: vector indexes (Index.ivfPq, Index.ivfFlat) and
+// scalar indexes (Index.btree, Index.bitmap, Index.labelList).
 import { integerArg, invalid } from "./check.js";
 import type { DistanceType } from "./query.js";
 
@@ -29,19 +30,23 @@ export interface IvfFlatOptions {
 
 /** Progress of an index build. */
 export interface IndexProgress {
-  phase: "sample" | "kmeans" | "pq" | "encode" | "write";
+  /** Vector indexes: sample, kmeans, pq, encode, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
+  phase: "sample" | "kmeans" | "pq" | "encode" | "sort" | "collect" | "write";
   done: number;
   total: number;
 }
 
+/** Index types. */
+export type IndexType = "IVF_PQ" | "IVF_FLAT" | "BTREE" | "BITMAP" | "LABEL_LIST";
+
 /** How `createIndex` builds an index. */
 export class Index {
   /** @internal */
-  readonly type: "IVF_PQ" | "IVF_FLAT";
+  readonly type: IndexType;
   /** @internal */
   readonly options: IvfPqOptions;
 
-  private constructor(type: "IVF_PQ" | "IVF_FLAT", options: IvfPqOptions) {
+  private constructor(type: IndexType, options: IvfPqOptions) {
     this.type = type;
     this.options = options;
   }
@@ -54,6 +59,34 @@ export class Index {
   /** IVF without quantization: exact distances within the probed partitions. */
   static ivfFlat(options: IvfFlatOptions = {}): Index {
     return new Index("IVF_FLAT", checkOptions(options, "ivfFlat"));
+  }
+
+  /**
+   * A B-tree: the column's values sorted with their rows, in pages read on demand. Answers
+   * `=`, `<`, `<=`, `>`, `>=`, `BETWEEN`, `IN`, `IS [NOT] NULL` and `LIKE 'prefix%'`. For
+   * columns of many distinct values (ids, timestamps, prices, names). Takes booleans,
+   * integers, floats, dates, times, timestamps, durations, strings and binaries.
+   */
+  static btree(): Index {
+    return new Index("BTREE", {});
+  }
+
+  /**
+   * A bitmap: one compressed bitmap of rows per distinct value. Answers `=`, `IN`,
+   * `IS [NOT] NULL` and ranges over few values. For columns of few distinct values
+   * (categories, statuses, flags); at most 1,000,000 distinct values. Same types as btree.
+   */
+  static bitmap(): Index {
+    return new Index("BITMAP", {});
+  }
+
+  /**
+   * A label list: one bitmap per value found in a list column's lists. Answers
+   * `array_has(col, v)`, `array_has_any(col, [...])` and `array_has_all(col, [...])`. For
+   * list columns (tags, labels) of the types btree takes.
+   */
+  static labelList(): Index {
+    return new Index("LABEL_LIST", {});
   }
 }
 
@@ -72,7 +105,11 @@ function checkOptions(options: IvfPqOptions, what: string): IvfPqOptions {
 
 /** Options of `table.createIndex(column, options)`. */
 export interface CreateIndexOptions {
-  /** Default: `Index.ivfPq()`. */
+  /**
+   * Default: picked by the column — vector columns `Index.ivfPq()`, list columns
+   * `Index.labelList()`, columns of at most 1,000 distinct values (and at most one per 10
+   * rows) `Index.bitmap()`, other columns `Index.btree()`.
+   */
   config?: Index;
   /** Replace an existing index on the column or of the same name (default true). */
   replace?: boolean;
@@ -82,20 +119,27 @@ export interface CreateIndexOptions {
   progress?: (progress: IndexProgress) => void;
 }
 
-/** A vector index as `listIndices()` and `indexStats()` describe it. */
+/** An index as `listIndices()` and `indexStats()` describe it. */
 export interface IndexStats {
   name: string;
-  /** IVF_PQ or IVF_FLAT. */
-  indexType: string;
+  indexType: IndexType;
   columns: string[];
-  distanceType: DistanceType;
-  numPartitions: number;
-  /** 0 for IVF_FLAT. */
-  numSubVectors: number;
-  numBits: number;
+  /** Vector indexes: the distance they were trained for. */
+  distanceType?: DistanceType;
+  /** Vector indexes. */
+  numPartitions?: number;
+  /** Vector indexes (0 for IVF_FLAT). */
+  numSubVectors?: number;
+  /** Vector indexes. */
+  numBits?: number;
+  /** Bitmaps and label lists: distinct values. */
+  numDistinctValues?: number;
+  /** B-trees: pages of the file. */
+  numPages?: number;
   /** Live rows the index covers. */
   numIndexedRows: number;
-  /** Live rows added since the build (searched exactly until `optimize()`). */
+  /** Live rows added since the build (scanned, or searched exactly, until `optimize()`). */
   numUnindexedRows: number;
+  /** Bytes of the index file. */
+  sizeBytes: number;
 }
-

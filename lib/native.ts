@@ -108,12 +108,15 @@ export interface NativeIndexInfo {
   name: string;
   indexType: string;
   columns: string[];
-  distanceType: string;
-  numPartitions: number;
-  numSubVectors: number;
-  numBits: number;
+  distanceType?: string | null;
+  numPartitions?: number | null;
+  numSubVectors?: number | null;
+  numBits?: number | null;
+  numDistinctValues?: number | null;
+  numPages?: number | null;
   numIndexedRows: number;
   numUnindexedRows: number;
+  sizeBytes: number;
 }
 
 export interface NativeTable {
@@ -168,7 +171,7 @@ export interface NativeTable {
   createIndex(
     column: string,
     options: {
-      indexType: string;
+      indexType?: string;
       distanceType?: string;
       numPartitions?: number;
       numSubVectors?: number;
@@ -220,6 +223,7 @@ export interface NativeBinding {
       memoryMap?: boolean;
       maintenance?: NativeMaintenanceOptions;
       durability?: string;
+      scalarIndexMaxShare?: number;
     },
     onMaintenance?: NativeMaintenanceListener,
   ): Promise<NativeConnection>;

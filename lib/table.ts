@@ -147,8 +147,10 @@ export class Table implements QueryTarget {
   }
 
   /**
-   * Trains a vector index on `column` (IVF_PQ unless `config` says otherwise) and commits it
-   * as a new version. Rows added later are searched exactly until `optimize()` adds them.
+   * Builds an index on `column` and commits it as a new version: a vector index on vector
+   * columns, a scalar index (btree, bitmap, label list) on others, picked by the column's
+   * type and data unless `config` says which. Rows added later are found (scanned, or
+   * searched exactly) until `optimize()` folds them in.
    */
   async createIndex(column: string, options: CreateIndexOptions = {}): Promise<IndexStats> {
     if (typeof column !== "string" || column === "") {
@@ -157,16 +159,19 @@ export class Table implements QueryTarget {
     if (options === null || typeof options !== "object") {
       throw new InvalidArgumentError("InvalidArgument", "createIndex() options must be an object");
     }
-    const config = options.config ?? Index.ivfPq();
-    if (!(config instanceof Index)) {
-      throw new InvalidArgumentError("InvalidArgument", "config must come from Index.ivfPq() or Index.ivfFlat()");
+    const config = options.config;
+    if (config !== undefined && !(config instanceof Index)) {
+      throw new InvalidArgumentError(
+        "InvalidArgument",
+        "config must come from Index.ivfPq(), Index.ivfFlat(), Index.btree(), Index.bitmap() or Index.labelList()",
+      );
     }
     const { progress } = options;
     if (progress !== undefined && typeof progress !== "function") invalid("progress", "a function", progress);
     if (options.name !== undefined) nameArg(options.name, "the index name");
     if (options.replace !== undefined && typeof options.replace !== "boolean") invalid("replace", "true or false", options.replace);
     const t = this.native();
-    const o = config.options;
+    const o = config?.options ?? {};
     const report = progress
       ? (p: { phase: string; done: number; total: number }) => {
           // A throwing callback must not take the build (or the process) down.
@@ -181,7 +186,7 @@ export class Table implements QueryTarget {
       t.createIndex(
         column,
         {
-          indexType: config.type,
+          indexType: config?.type,
           distanceType: o.distanceType,
           numPartitions: o.numPartitions,
           numSubVectors: o.numSubVectors,

@@ -978,6 +978,121 @@ mod tests {
         }
     }
 
+    /// Batches of (value, `_rowid`) held in memory.
+    struct Batches(Vec<arrow_array::RecordBatch>);
+
+    impl ColumnSource for Batches {
+        fn rows(&self) -> u64 {
+            self.0.iter().map(|b| b.num_rows() as u64).sum()
+        }
+
+        fn batches(
+            &self,
+        ) -> Result<futures::stream::BoxStream<'static, Result<arrow_array::RecordBatch>>> {
+            let batches: Vec<Result<arrow_array::RecordBatch>> =
+                self.0.iter().cloned().map(Ok).collect();
+            Ok(futures::stream::iter(batches).boxed())
+        }
+    }
+
+    struct Identity;
+
+    impl super::super::RowTranslate for Identity {
+        fn translate<'a>(&'a self, _: &'a mut [u64]) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn is_identity(&self) -> bool {
+            true
+        }
+    }
+
+    fn strings(rows: std::ops::Range<u64>) -> Batches {
+        use arrow_array::{StringArray, UInt64Array};
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            Field::new("s", arrow_schema::DataType::Utf8, true),
+            Field::new("_rowid", arrow_schema::DataType::UInt64, false),
+        ]));
+        let batches = rows
+            .clone()
+            .step_by(1000)
+            .map(|start| {
+                let end = (start + 1000).min(rows.end);
+                let values = StringArray::from_iter((start..end).map(|i| {
+                    // Values out of row order, some repeated, some null.
+                    (i % 17 != 0).then(|| format!("v{:04}", (i * 7919) % 3001))
+                }));
+                arrow_array::RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(values),
+                        Arc::new(UInt64Array::from_iter_values(start..end)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        Batches(batches)
+    }
+
+    #[tokio::test]
+    async fn sorting_past_the_budget_spills_runs_and_merges_them() {
+        let storage = Storage::from_uri("memory://").unwrap();
+        let file = storage.path("idx/index.qvi");
+        let column = Field::new("s", arrow_schema::DataType::Utf8, true);
+        let source = strings(0..20_000);
+        // A budget of 16 KiB: about 30 runs.
+        let built = build_btree(
+            &storage,
+            &file,
+            &column,
+            &source,
+            16 << 10,
+            &|_, _, _| {},
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(built.entries, 20_000);
+        let listed = storage.list(&storage.path("idx")).await.unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "runs are removed after the merge: {listed:?}"
+        );
+        let index = built.loaded.unwrap();
+        let btree = index.as_any().downcast_ref::<BTreeIndex>().unwrap();
+        // Pages are in key order, null pages last.
+        let bounds: Vec<_> = btree.container.bounds.iter().flatten().collect();
+        assert!(bounds.windows(2).all(|w| w[0].1 <= w[1].0));
+        let cache = super::super::cache::IndexCache::new(1 << 20);
+        let parts = PartContext {
+            cache: &cache,
+            key: "k",
+            translate: &Identity,
+        };
+        let key = |s: &str| Key::Bytes(s.as_bytes().to_vec());
+        let query = ScalarQuery::Range {
+            lower: Bound::Included(key("v0100")),
+            upper: Bound::Excluded(key("v0110")),
+        };
+        let found = btree.search(&query, &parts).await.unwrap();
+        let want: Vec<u64> = (0..20_000u64)
+            .filter(|i| {
+                i % 17 != 0 && {
+                    let v = (i * 7919) % 3001;
+                    (100..110).contains(&v)
+                }
+            })
+            .collect();
+        assert_eq!(found.rows.iter().collect::<Vec<_>>(), want);
+        let nulls = btree.search(&ScalarQuery::IsNull, &parts).await.unwrap();
+        assert_eq!(
+            nulls.rows.len(),
+            (0..20_000u64).filter(|i| i % 17 == 0).count() as u64
+        );
+    }
+
     #[test]
     fn byte_pages_round_trip() {
         let mut b = PageBuilder::new(KeyKind::Bytes);

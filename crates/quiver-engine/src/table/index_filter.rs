@@ -15,7 +15,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 use super::indices::{load_index, scalar_indexes, LoadedIndex};
 use super::manifest::Manifest;
 use super::TableInner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::index_plan::{IndexExpr, IndexPlan};
 use crate::filter::Filter;
 use crate::plan::PlanNode;
@@ -135,8 +135,32 @@ async fn planned(
         .map(|plan| (plan, loaded)))
 }
 
-/// The rows indexes yield for `filter` on `manifest`, or `None` when no index helps.
+/// Whether `e` is damage to an index (its file damaged, missing or of a newer format): the
+/// scan answers instead, and `optimize` or a rebuild repairs the index.
+fn is_index_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::MissingFile(_) | Error::IncompatibleVersion { .. }
+    ) || matches!(e, Error::Storage(object_store::Error::NotFound { .. }))
+}
+
+/// The rows indexes yield for `filter` on `manifest`, or `None` when no index helps (or an
+/// index it would use is damaged: a damaged index costs speed, never answers).
 pub(crate) async fn index_rows(
+    inner: &TableInner,
+    manifest: &Manifest,
+    filter: &Filter,
+) -> Result<Option<IndexedRows>> {
+    match answer(inner, manifest, filter).await {
+        Err(e) if is_index_damage(&e) => {
+            tracing::warn!(error = %e, "scalar index unusable; scanning instead");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+async fn answer(
     inner: &TableInner,
     manifest: &Manifest,
     filter: &Filter,
@@ -185,12 +209,12 @@ fn evaluate<'a>(
         match expr {
             IndexExpr::Leaf { column, query } => {
                 let Some(index) = loaded.get(column) else {
-                    return Err(crate::error::Error::Internal(format!(
+                    return Err(Error::Internal(format!(
                         "the plan uses an index on '{column}' that was not loaded"
                     )));
                 };
                 let scalar = index.index.as_scalar().ok_or_else(|| {
-                    crate::error::Error::Internal(format!("the index on '{column}' is not scalar"))
+                    Error::Internal(format!("the index on '{column}' is not scalar"))
                 })?;
                 let translate = index.translation(inner, manifest);
                 let parts = index.parts(inner, &translate);

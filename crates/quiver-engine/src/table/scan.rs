@@ -865,7 +865,14 @@ pub(crate) async fn explain(
         // Pages of the filter's columns: all, and those holding candidate rows.
         let (mut pages, mut candidate_pages) = (0usize, 0usize);
         let read_fields = filter_fields(manifest, filter)?;
+        let indexed = index_rows(table, manifest, filter).await?;
         for fragment in fragments {
+            // Fragments the indexes answer read no pages of the filter's columns to find
+            // candidates (inexact answers read them only where candidates are).
+            if let Some(rows) = indexed.as_ref().and_then(|i| i.fragment(fragment.id)) {
+                candidate_rows += rows.len();
+                continue;
+            }
             let ranges = candidate_ranges(table, manifest, fragment, filter).await?;
             match &ranges {
                 Some(ranges) => {
@@ -890,7 +897,6 @@ pub(crate) async fn explain(
         let late = fields
             .iter()
             .any(|(_, f)| !filter_columns.iter().any(|c| c == f.name()));
-        let indexed = index_rows(table, manifest, filter).await?;
         let mut filter_node = PlanNode::new("Filter")
             .with("filter", filter.text())
             .with("reads", format!("[{}]", filter_columns.join(", ")))
