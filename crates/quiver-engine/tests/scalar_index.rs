@@ -18,7 +18,7 @@ use quiver_engine::query::{search, VectorSearch};
 use quiver_engine::table::indices::{
     create_index, index_stats, list_indices, optimize_indices, CreateIndexOptions, IndexConfig,
 };
-use quiver_engine::table::CompactionOptions;
+use quiver_engine::table::{CompactionOptions, MergeInsert};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
 };
@@ -441,4 +441,62 @@ async fn a_damaged_index_file_costs_speed_not_answers() {
         .expect("rebuild");
     assert_eq!(ids(&t2, "id BETWEEN 10 AND 20").await, want);
     assert_eq!(t2.count_rows(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_insert_finds_its_keys_through_an_index() {
+    // Every use of the index allowed, so that the keys are surely found through it.
+    let db = connect(Some(1.0)).await;
+    let plain = connect(None).await;
+    let t = table(&db, "t", 20_000, 5_000).await;
+    let reference = table(&plain, "t", 20_000, 5_000).await;
+    create_index(&t, "id", config("btree"))
+        .await
+        .expect("btree");
+    // Rows the index does not cover, and deleted rows it still holds.
+    for target in [&t, &reference] {
+        target
+            .append(
+                batches_stream(vec![batch(20_000, 100)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+        target.delete("id % 1000 = 7").await.expect("delete");
+    }
+    let upsert = MergeInsert {
+        on: vec!["id".into()],
+        when_matched_update_all: Some(None),
+        when_not_matched_insert_all: true,
+        when_not_matched_by_source_delete: None,
+    };
+    // Keys matching covered rows, uncovered rows, deleted rows and no row at all.
+    let keys: Vec<i64> = vec![5, 1007, 12_345, 20_050, 20_099, 30_000, 30_001];
+    let source = {
+        let all = batch(0, 30_002);
+        let indices =
+            arrow_array::UInt32Array::from(keys.iter().map(|&k| k as u32).collect::<Vec<_>>());
+        arrow_select::take::take_record_batch(&all, &indices).expect("take")
+    };
+    let got = t
+        .merge_insert(&upsert, &source.schema(), vec![source.clone()])
+        .await
+        .expect("merge");
+    let want = reference
+        .merge_insert(&upsert, &source.schema(), vec![source.clone()])
+        .await
+        .expect("merge");
+    assert_eq!(
+        (got.num_inserted_rows, got.num_updated_rows),
+        (want.num_inserted_rows, want.num_updated_rows)
+    );
+    assert_eq!((got.num_inserted_rows, got.num_updated_rows), (3, 4));
+    assert_eq!(t.count_rows(), reference.count_rows());
+    for filter in ["id = 1007", "id >= 20000", "id IN (5, 12345)"] {
+        assert_eq!(
+            ids(&t, filter).await,
+            ids(&reference, filter).await,
+            "{filter}"
+        );
+    }
 }

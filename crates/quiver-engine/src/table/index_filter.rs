@@ -197,6 +197,60 @@ async fn answer(
     }))
 }
 
+/// The rows whose `column` holds one of `values`, through a scalar index on it (`None`: no
+/// usable index, or the values are too many for it to be worth it). Merge-insert finds the
+/// target rows of its source keys this way instead of scanning the key column.
+pub(crate) async fn rows_with_values(
+    inner: &TableInner,
+    manifest: &Manifest,
+    column: &str,
+    values: Vec<crate::index::Key>,
+) -> Result<Option<IndexedRows>> {
+    let Some(meta) = scalar_indexes(manifest).get(column).copied() else {
+        return Ok(None);
+    };
+    let index = match load_index(inner, manifest, meta).await {
+        Ok(index) => index,
+        Err(e) if is_index_damage(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let query = crate::index::ScalarQuery::In(values);
+    let limit = manifest.live_rows() as f64 * inner.session.index_max_share();
+    let worth = index
+        .index
+        .as_scalar()
+        .and_then(|s| s.estimate(&query))
+        .is_some_and(|rows| rows as f64 <= limit);
+    if !worth {
+        return Ok(None);
+    }
+    let expr = IndexExpr::Leaf {
+        column: column.to_string(),
+        query,
+    };
+    let covered = index.coverage.fragments.clone();
+    let loaded = HashMap::from([(column.to_string(), index)]);
+    let mut uses = Vec::new();
+    let rows = match evaluate(inner, manifest, &expr, &loaded, &mut uses).await {
+        Ok(rows) => rows,
+        Err(e) if is_index_damage(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut per_fragment = HashMap::new();
+    for (fragment, bitmap) in rows.bitmaps() {
+        if covered.contains(&u64::from(fragment)) {
+            per_fragment.insert(u64::from(fragment), bitmap.clone());
+        }
+    }
+    Ok(Some(IndexedRows {
+        covered,
+        rows: per_fragment,
+        exact: true,
+        uses,
+        indices_loaded: loaded.values().filter(|l| l.loaded).count() as u64,
+    }))
+}
+
 /// Runs the index queries of `expr` and combines their rows.
 fn evaluate<'a>(
     inner: &'a TableInner,

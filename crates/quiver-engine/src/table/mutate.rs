@@ -312,6 +312,83 @@ impl Table {
         self.retry_on_conflict(|| self.merge_once(&context)).await
     }
 
+    /// The key columns and `_rowid` of the target rows that may match the source: through a
+    /// scalar index on a single key column when one helps (only the rows holding the source's
+    /// keys, read by take, plus every row of fragments the index does not cover), else every
+    /// row. A by-source delete needs every row, so it always scans.
+    async fn merge_targets(
+        &self,
+        cx: &MergeContext<'_>,
+        read: &Arc<super::manifest::Manifest>,
+        key_names: Vec<String>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+        let scan_all = |manifest: Arc<super::manifest::Manifest>, columns: Vec<String>| {
+            scan::scan(
+                self.inner.clone(),
+                manifest,
+                ScanOptions {
+                    columns: Some(columns),
+                    with_row_id: true,
+                    ..Default::default()
+                },
+            )
+            .map(|(_, stream)| stream)
+        };
+        let indexed = match (cx.spec.when_not_matched_by_source_delete.is_some(), cx.keys) {
+            (false, [key]) => {
+                let source_keys =
+                    crate::index::scalar::ColumnKeys::new(cx.source.column(*key).as_ref());
+                match source_keys {
+                    Ok(keys) => {
+                        let values = (0..cx.source.num_rows())
+                            .filter_map(|i| keys.get(i).map(|k| k.to_owned()))
+                            .collect();
+                        super::index_filter::rows_with_values(
+                            &self.inner,
+                            read,
+                            &key_names[0],
+                            values,
+                        )
+                        .await?
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(indexed) = indexed else {
+            return scan_all(read.clone(), key_names);
+        };
+        let mut addresses = Vec::new();
+        for fragment in read.fragments() {
+            let Some(mut rows) = indexed.fragment(fragment.id) else {
+                continue;
+            };
+            if fragment.physical_rows <= u64::from(u32::MAX) {
+                rows.remove_range(fragment.physical_rows as u32..);
+            }
+            if let Some(deleted) = self.inner.deleted_rows(fragment).await? {
+                rows -= deleted.as_ref();
+            }
+            addresses.extend(
+                rows.iter()
+                    .map(|o| scan::row_address(fragment.id, u64::from(o))),
+            );
+        }
+        let uncovered = read.with_fragments(|f| !indexed.covered.contains(&f.id));
+        let rest = scan_all(uncovered, key_names.clone())?;
+        let (inner, manifest) = (self.inner.clone(), read.clone());
+        let chunks: Vec<Vec<u64>> = addresses
+            .chunks(scan::DEFAULT_BATCH_SIZE)
+            .map(<[u64]>::to_vec)
+            .collect();
+        let taken = futures::stream::iter(chunks).then(move |chunk| {
+            let (inner, manifest, columns) = (inner.clone(), manifest.clone(), key_names.clone());
+            async move { scan::take(&inner, &manifest, &chunk, Some(&columns), true).await }
+        });
+        Ok(taken.chain(rest).boxed())
+    }
+
     async fn merge_once(&self, cx: &MergeContext<'_>) -> Result<MergeResult> {
         let read = self.writable_manifest()?;
         let table_schema = read.schema.arrow.clone();
@@ -320,15 +397,7 @@ impl Table {
             .iter()
             .map(|&i| table_schema.field(i).name().clone())
             .collect();
-        let (_, mut target) = scan::scan(
-            self.inner.clone(),
-            read.clone(),
-            ScanOptions {
-                columns: Some(key_names),
-                with_row_id: true,
-                ..Default::default()
-            },
-        )?;
+        let mut target = self.merge_targets(cx, &read, key_names).await?;
         // Target rows by match: (target row id, source row) pairs, and unmatched row ids.
         let mut matched: Vec<(u64, u32)> = Vec::new();
         let mut unmatched_target: Vec<u64> = Vec::new();

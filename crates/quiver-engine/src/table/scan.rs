@@ -467,6 +467,12 @@ pub(crate) async fn fragment_matches(
                 rows -= deleted.as_ref();
             }
             if exact || rows.is_empty() {
+                // A limit is pushed into the index answer: rows come in offset order.
+                if rows.len() > enough {
+                    if let Some(first_unwanted) = rows.select(enough as u32) {
+                        rows.remove_range(first_unwanted..);
+                    }
+                }
                 return Ok(rows);
             }
             (
