@@ -94,6 +94,7 @@ export interface NativeSearchOptions {
 
 export interface NativeBatchStream {
   next(): Promise<Buffer | null>;
+  takePrefetched(): { data: Buffer; done: boolean } | null;
   schema(): Buffer;
   cancel(): Promise<void>;
 }
@@ -160,6 +161,7 @@ export interface NativeTable {
   restore(version?: number): Promise<number>;
   stats(): Promise<NativeTableStats>;
   scan(options: NativeScanOptions): Promise<NativeBatchStream>;
+  scanEager(options: NativeScanOptions, maxBytes: number): Promise<NativeBatchStream>;
   planScan(options: NativeScanOptions, verbose: boolean, analyze: boolean): Promise<string>;
   takeRowIds(ids: bigint[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;

@@ -43,6 +43,8 @@ export interface QueryTarget {
 
 /** Most a u32 argument of the engine takes (vector search k, nprobes, refineFactor). */
 const U32_MAX = 0xffff_ffff;
+/** Bytes of batches the call that starts a scan brings back with it (see `Query.batches`). */
+const PREFETCH_BYTES = 4 * 1024 * 1024;
 
 /** A plain query: a scan with optional projection, limit and offset. Results (tables and
  * batches) are made by the apache-arrow that Quiver imports, whatever copy made the input. */
@@ -123,13 +125,11 @@ export class Query implements AsyncIterable<RecordBatch> {
   /** Runs the query and returns an apache-arrow Table. */
   async toArrow(): Promise<ArrowTable> {
     const batches: RecordBatch[] = [];
-    for await (const batch of this.stream()) batches.push(batch);
+    let schema: ArrowTable["schema"] | undefined;
+    for await (const batch of this.batches((s) => (schema = s))) batches.push(batch);
     if (batches.length > 0) return new ArrowTable(batches);
     // No rows: still return the right schema.
-    const stream = await this.openStream();
-    const schema = fromIPC(stream.schema()).schema;
-    await stream.cancel();
-    return this.rename(new ArrowTable(schema));
+    return this.rename(new ArrowTable(schema as never));
   }
 
   /** Runs the query and returns rows as plain objects. */
@@ -143,24 +143,45 @@ export class Query implements AsyncIterable<RecordBatch> {
     return tableToRows(await this.toArrow(), options);
   }
 
-  protected async openStream() {
-    const table = this.target.native();
-    return native(() => table.scan(this.scanOptions()));
-  }
-
   /** Runs the query, yielding apache-arrow RecordBatches one at a time. */
   async *stream(): AsyncGenerator<RecordBatch> {
-    const stream = await this.openStream();
+    yield* this.batches();
+  }
+
+  /**
+   * The batches of the query. The first ones (up to PREFETCH_BYTES) come back with the call
+   * that starts the scan, so a small result costs one call across the JS boundary; the rest
+   * are read one batch per call. `onSchema` receives the result's schema.
+   */
+  private async *batches(onSchema?: (schema: ArrowTable["schema"]) => void): AsyncGenerator<RecordBatch> {
+    const table = this.target.native();
+    const stream = await native(() => table.scanEager(this.scanOptions(), PREFETCH_BYTES));
+    let done = false;
     try {
-      for (;;) {
+      const first = stream.takePrefetched();
+      if (first !== null) {
+        const prefetched = fromIPC(first.data);
+        onSchema?.(prefetched.schema);
+        done = first.done;
+        for (const batch of prefetched.batches) {
+          if (batch.numRows > 0) yield this.state.renames ? this.rename(new ArrowTable([batch])).batches[0] : batch;
+        }
+      }
+      while (!done) {
         const bytes = await native(() => stream.next());
-        if (bytes === null) return;
+        if (bytes === null) {
+          done = true;
+          return;
+        }
         const batch = batchFromIPC(bytes);
-        if (batch === null) return;
+        if (batch === null) {
+          done = true;
+          return;
+        }
         yield this.state.renames ? this.rename(new ArrowTable([batch])).batches[0] : batch;
       }
     } finally {
-      await stream.cancel();
+      if (!done) await stream.cancel();
     }
   }
 

@@ -59,6 +59,29 @@ pub struct NativeBatchStream {
     pub(crate) schema: SchemaRef,
     pub(crate) inner:
         Arc<tokio::sync::Mutex<Option<BoxStream<'static, quiver_engine::Result<RecordBatch>>>>>,
+    /// Batches read when the scan started (`scanEager`), not yet handed out.
+    pub(crate) prefetched: std::sync::Mutex<Option<NativeChunk>>,
+}
+
+/// Batches read ahead, as one IPC stream, and whether they are the last.
+#[napi(object)]
+pub struct NativeChunk {
+    pub data: Buffer,
+    pub done: bool,
+}
+
+impl NativeBatchStream {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        stream: Option<BoxStream<'static, quiver_engine::Result<RecordBatch>>>,
+        prefetched: Option<NativeChunk>,
+    ) -> Self {
+        NativeBatchStream {
+            schema,
+            inner: Arc::new(tokio::sync::Mutex::new(stream)),
+            prefetched: std::sync::Mutex::new(prefetched),
+        }
+    }
 }
 
 #[napi]
@@ -82,6 +105,15 @@ impl NativeBatchStream {
             }
         })
         .await
+    }
+
+    /// The batches read when the scan started (once; then `null`).
+    #[napi]
+    pub fn take_prefetched(&self) -> Option<NativeChunk> {
+        match self.prefetched.lock() {
+            Ok(mut p) => p.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 
     /// The schema of the batches, as an IPC stream without batches.

@@ -575,10 +575,44 @@ impl NativeTable {
             self.table.scan(self.scan_options(options)?)
         })
         .await?;
-        Ok(NativeBatchStream {
-            schema,
-            inner: Arc::new(tokio::sync::Mutex::new(Some(stream))),
+        Ok(NativeBatchStream::new(schema, Some(stream), None))
+    }
+
+    /// Starts a scan and reads its first batches, up to about `max_bytes`, in the same call:
+    /// a query whose result is small needs one call across the JS boundary, not one per batch.
+    #[napi]
+    pub async fn scan_eager(
+        &self,
+        options: NativeScanOptions,
+        max_bytes: f64,
+    ) -> napi::Result<NativeBatchStream> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let (schema, mut stream) = self.table.scan(self.scan_options(options)?)?;
+            let (mut batches, mut bytes, mut done) = (Vec::new(), 0usize, false);
+            use futures::StreamExt;
+            while (bytes as f64) < max_bytes {
+                match stream.next().await {
+                    Some(batch) => {
+                        let batch = batch?;
+                        bytes += batch.get_array_memory_size();
+                        batches.push(batch);
+                    }
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            let data = encode_ipc(&schema, &batches)?.into();
+            Ok(NativeBatchStream::new(
+                schema,
+                (!done).then_some(stream),
+                Some(NativeChunk { data, done }),
+            ))
         })
+        .await
     }
 
     /// The engine's plan for a scan as an indented tree (`verbose` adds every setting); with

@@ -344,11 +344,16 @@ struct Sorter {
 }
 
 impl Sorter {
-    fn new(kind: KeyKind, storage: &Storage, file: &Path, budget: usize) -> Self {
+    fn new(kind: KeyKind, storage: &Storage, file: &Path, budget: usize, rows: u64) -> Self {
+        // Sized once, so growing by doubling never takes twice the budget.
+        let capacity = (budget / 16).min(rows as usize);
         Sorter {
             kind,
             budget,
-            nums: Vec::new(),
+            nums: match kind {
+                KeyKind::Num => Vec::with_capacity(capacity),
+                KeyKind::Bytes => Vec::new(),
+            },
             bytes: Vec::new(),
             data: Vec::new(),
             storage: storage.clone(),
@@ -393,35 +398,34 @@ impl Sorter {
         self.sort();
         let path = Path::from(format!("{}.run{}", self.base, self.runs.len()));
         let mut writer = PagedWriter::new(&self.storage, &path, self.kind);
-        for (key, row) in self.drain_sorted() {
-            writer.push(key.as_ref(), row).await?;
+        for &(key, row) in &self.nums {
+            writer.push(KeyRef::Num(key), row).await?;
+        }
+        for &(end, start, row) in &self.bytes {
+            writer
+                .push(KeyRef::Bytes(&self.data[start as usize..end as usize]), row)
+                .await?;
         }
         writer.finish(&RoaringTreemap::new()).await?;
         self.runs.push(path);
-        self.nums = Vec::new();
-        self.bytes = Vec::new();
-        self.data = Vec::new();
+        // Keep the allocations for the next run.
+        self.nums.clear();
+        self.bytes.clear();
+        self.data.clear();
         Ok(())
-    }
-
-    /// The held entries, sorted (as owned keys only for byte keys, a page at a time upstream).
-    fn drain_sorted(&self) -> Box<dyn Iterator<Item = (Key, u64)> + Send + '_> {
-        match self.kind {
-            KeyKind::Num => Box::new(self.nums.iter().map(|&(k, r)| (Key::Num(k), r))),
-            KeyKind::Bytes => Box::new(self.bytes.iter().map(|&(end, start, r)| {
-                (
-                    Key::Bytes(self.data[start as usize..end as usize].to_vec()),
-                    r,
-                )
-            })),
-        }
     }
 }
 
 /// Reads a sorted source page by page.
 enum Cursor<'k> {
-    /// Entries held in memory, sorted.
-    Memory { entries: Vec<(Key, u64)>, at: usize },
+    /// Number keys held in memory, sorted.
+    Nums { entries: Vec<(u64, u64)>, at: usize },
+    /// Byte keys held in memory (`data[start..end]`), sorted.
+    Bytes {
+        entries: Vec<(u32, u32, u64)>,
+        data: Vec<u8>,
+        at: usize,
+    },
     /// Pages of a container (a spilled run, or an index being updated).
     Pages {
         container: Arc<Container>,
@@ -440,7 +444,10 @@ impl Cursor<'_> {
     /// The current entry, reading the next page when one is used up.
     async fn current(&mut self) -> Result<Option<(Key, u64)>> {
         match self {
-            Cursor::Memory { entries, at } => Ok(entries.get(*at).cloned()),
+            Cursor::Nums { entries, at } => Ok(entries.get(*at).map(|&(k, r)| (Key::Num(k), r))),
+            Cursor::Bytes { entries, data, at } => Ok(entries.get(*at).map(|&(end, start, r)| {
+                (Key::Bytes(data[start as usize..end as usize].to_vec()), r)
+            })),
             Cursor::Pages {
                 container,
                 next,
@@ -471,7 +478,9 @@ impl Cursor<'_> {
 
     fn advance(&mut self) {
         match self {
-            Cursor::Memory { at, .. } | Cursor::Pages { at, .. } => *at += 1,
+            Cursor::Nums { at, .. } | Cursor::Bytes { at, .. } | Cursor::Pages { at, .. } => {
+                *at += 1
+            }
         }
     }
 }
@@ -772,7 +781,7 @@ pub(crate) async fn build_btree<'a>(
         ))
     })?;
     let total = source.rows();
-    let mut sorter = Sorter::new(kind, storage, file, budget);
+    let mut sorter = Sorter::new(kind, storage, file, budget, total);
     let mut nulls = RoaringTreemap::new();
     let mut stream = source.batches()?;
     let mut done = 0u64;
@@ -806,13 +815,17 @@ pub(crate) async fn build_btree<'a>(
             translate: None,
         });
     }
-    let memory: Vec<(Key, u64)> = sorter.drain_sorted().collect();
-    sorter.nums = Vec::new();
-    sorter.bytes = Vec::new();
-    sorter.data = Vec::new();
-    cursors.push(Cursor::Memory {
-        entries: memory,
-        at: 0,
+    // The last run stays in memory, merged in place (never copied).
+    cursors.push(match kind {
+        KeyKind::Num => Cursor::Nums {
+            entries: std::mem::take(&mut sorter.nums),
+            at: 0,
+        },
+        KeyKind::Bytes => Cursor::Bytes {
+            entries: std::mem::take(&mut sorter.bytes),
+            data: std::mem::take(&mut sorter.data),
+            at: 0,
+        },
     });
     if let Some((index, parts, keep)) = &old {
         // The old index's null rows join the new ones; its sorted pages are one more run.

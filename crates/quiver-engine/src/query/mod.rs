@@ -1116,6 +1116,12 @@ async fn indexed_search(
                 pre.metrics_mut().output_rows = matches.values().map(|b| b.len()).sum();
             }
             probe.finish(&mut pre);
+            if analyze {
+                // Which scalar indexes answered the prefilter (their parts are cached now).
+                if let Some(node) = table.scalar_index_node(indexed, filter).await? {
+                    pre = pre.child(node);
+                }
+            }
             if let Some(rows) = few_matches(&matches, exact) {
                 // Their exact distances cost less than probing for them.
                 let mut take = PlanNode::new("ExactTake")

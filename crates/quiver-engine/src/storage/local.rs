@@ -52,17 +52,17 @@ fn store_error(path: &Path, e: std::io::Error) -> Error {
 /// the buffer's spare capacity without zeroing it first (pages of megabytes: zeroing them cost
 /// as much as a sixth of an exact search). Stops early at the end of the file, and allocates
 /// no more than the file holds, whatever range a damaged file led the caller to ask for.
-fn read_large(path: &std::path::Path, range: &Range<u64>) -> std::io::Result<Bytes> {
+/// Reads `range` of `file` (opened for this call alone: it moves the file's cursor) into a
+/// buffer that is not zeroed first.
+fn read_large(file: &mut File, size: u64, range: &Range<u64>) -> std::io::Result<Bytes> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path)?;
-    let size = file.metadata()?.len();
     file.seek(SeekFrom::Start(range.start))?;
     let len = range.end.min(size).saturating_sub(range.start);
     let capacity = usize::try_from(len).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large to read")
     })?;
     let mut buf = Vec::with_capacity(capacity);
-    file.take(len).read_to_end(&mut buf)?;
+    Read::by_ref(file).take(len).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))
 }
 
@@ -148,9 +148,12 @@ impl LocalFiles {
         let owned = path.clone();
         let local = self.fs_path(path)?;
         tokio::task::spawn_blocking(move || {
+            // One open for all the ranges (a take of scattered rows has hundreds).
+            let mut file = File::open(&local).map_err(|e| store_error(&owned, e))?;
+            let size = file.metadata().map_err(|e| store_error(&owned, e))?.len();
             ranges
                 .iter()
-                .map(|r| read_large(&local, r).map_err(|e| store_error(&owned, e)))
+                .map(|r| read_large(&mut file, size, r).map_err(|e| store_error(&owned, e)))
                 .collect()
         })
         .await

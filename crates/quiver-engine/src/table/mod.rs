@@ -1060,6 +1060,17 @@ impl Table {
         Ok(found.into_iter().filter(|(_, r)| !r.is_empty()).collect())
     }
 
+    /// The plan node of what scalar indexes answer of `filter` on `manifest`, if any.
+    pub(crate) async fn scalar_index_node(
+        &self,
+        manifest: &Manifest,
+        filter: &Filter,
+    ) -> Result<Option<crate::plan::PlanNode>> {
+        Ok(index_filter::index_rows(&self.inner, manifest, filter)
+            .await?
+            .map(|i| i.node(manifest.fragments().len())))
+    }
+
     /// Live rows matching a SQL filter (only the filter's columns are read, and only pages whose
     /// statistics allow a match).
     pub async fn count_rows_where(&self, filter: &str) -> Result<u64> {
