@@ -572,18 +572,48 @@ function plain(value: unknown, type: DataType, options: ToArrayOptions): unknown
   return value;
 }
 
+/** The values of one column as JS values, chunk by chunk: numbers read straight from the
+ * chunk's typed array (a `get` per row costs a chunk search and a visitor call), other types
+ * through the chunk's getter and `plain`. */
+function columnValues(vector: Vector | null, type: DataType, n: number, options: ToArrayOptions): unknown[] {
+  const out: unknown[] = new Array(n);
+  if (!vector) return out.fill(null);
+  const direct = DataType.isInt(type) || (DataType.isFloat(type) && type.precision !== Precision.HALF);
+  const asNumber = options.bigIntAsNumber === true;
+  let at = 0;
+  for (const data of vector.data) {
+    const len = data.length;
+    if (direct) {
+      const values = data.values as ArrayLike<number | bigint>;
+      const nullable = data.nullCount > 0;
+      for (let j = 0; j < len; j++) {
+        if (nullable && !data.getValid(j)) {
+          out[at + j] = null;
+          continue;
+        }
+        const v = values[j];
+        out[at + j] = asNumber && typeof v === "bigint" ? Number(v) : v;
+      }
+    } else {
+      const chunk = makeVector(data);
+      for (let j = 0; j < len; j++) out[at + j] = plain(chunk.get(j), type, options);
+    }
+    at += len;
+  }
+  return out;
+}
+
 /** Rows of `table` as plain objects: vectors as typed arrays (Float32Array for float32 and
  * float16),
  * int64 as bigint (or number with `bigIntAsNumber`), timestamps as Date, lists as arrays. */
 export function tableToRows(table: Table, options: ToArrayOptions = {}): Row[] {
   const fields = table.schema.fields;
-  const columns = fields.map((f) => table.getChild(f.name));
-  const rows: Row[] = new Array(table.numRows);
-  for (let i = 0; i < table.numRows; i++) {
+  const n = table.numRows;
+  const columns = fields.map((f) => columnValues(table.getChild(f.name), f.type, n, options));
+  const rows: Row[] = new Array(n);
+  for (let i = 0; i < n; i++) {
     const row: Row = {};
-    fields.forEach((f, c) => {
-      row[f.name] = plain(columns[c]?.get(i), f.type, options);
-    });
+    for (let c = 0; c < fields.length; c++) row[fields[c].name] = columns[c][i];
     rows[i] = row;
   }
   return rows;

@@ -39,11 +39,24 @@ pub const LABEL_LIST: &str = "LABEL_LIST";
 /// more is a B-tree's.
 pub const MAX_DISTINCT_VALUES: usize = 1_000_000;
 
+/// A fast hasher for the per-row value lookups of a build (keys come from the table, and the
+/// map lives only for the build).
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Adds `row` to `rows`: appended when rows come in ascending order (as a scan yields them),
+/// inserted otherwise.
+#[inline]
+fn add_row(rows: &mut RoaringTreemap, row: u64) {
+    if rows.try_push(row).is_err() {
+        rows.insert(row);
+    }
+}
+
 /// Bitmaps per value being collected.
 #[derive(Default)]
 struct ValueRows {
-    nums: HashMap<u64, RoaringTreemap>,
-    bytes: HashMap<Vec<u8>, RoaringTreemap>,
+    nums: FastMap<u64, RoaringTreemap>,
+    bytes: FastMap<Vec<u8>, RoaringTreemap>,
     nulls: RoaringTreemap,
 }
 
@@ -55,13 +68,9 @@ impl ValueRows {
     #[inline]
     fn add(&mut self, key: KeyRef<'_>, row: u64) {
         match key {
-            KeyRef::Num(n) => {
-                self.nums.entry(n).or_default().insert(row);
-            }
+            KeyRef::Num(n) => add_row(self.nums.entry(n).or_default(), row),
             KeyRef::Bytes(b) => match self.bytes.get_mut(b) {
-                Some(rows) => {
-                    rows.insert(row);
-                }
+                Some(rows) => add_row(rows, row),
                 None => {
                     self.bytes
                         .insert(b.to_vec(), RoaringTreemap::from_iter([row]));
@@ -79,9 +88,7 @@ impl ValueRows {
             for (i, &row) in rows.iter().enumerate() {
                 match keys.get(i) {
                     Some(key) => self.add(key, row),
-                    None => {
-                        self.nulls.insert(row);
-                    }
+                    None => add_row(&mut self.nulls, row),
                 }
             }
             return Ok(());
@@ -110,7 +117,7 @@ impl ValueRows {
         let keys = ColumnKeys::new(values.as_ref())?;
         for (i, &row) in rows.iter().enumerate() {
             if column.is_null(i) {
-                self.nulls.insert(row);
+                add_row(&mut self.nulls, row);
                 continue;
             }
             for j in offsets[i]..offsets[i + 1] {
@@ -577,7 +584,7 @@ impl IndexType for BitmapType {
             let mut kept_entries = 0u64;
             let mut merged: Vec<(Key, RoaringTreemap)> = Vec::new();
             let mut nulls = std::mem::take(&mut added.nulls);
-            let mut new_values: HashMap<Key, RoaringTreemap> =
+            let mut new_values: FastMap<Key, RoaringTreemap> =
                 added.into_sorted().into_iter().collect();
             for (i, bound) in index.container.bounds.iter().enumerate() {
                 let old = index.read(i, job.parts).await?;

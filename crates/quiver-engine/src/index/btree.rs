@@ -299,6 +299,29 @@ impl PagedWriter {
         Ok(())
     }
 
+    /// Writes sorted entries held in memory (awaiting only when a page is full).
+    async fn write_sorted(
+        &mut self,
+        nums: &[(u64, u64)],
+        bytes: &[(u32, u32, u64)],
+        data: &[u8],
+    ) -> Result<()> {
+        for &(key, row) in nums {
+            self.builder.push(KeyRef::Num(key), row);
+            if self.builder.is_full() {
+                self.flush().await?;
+            }
+        }
+        for &(end, start, row) in bytes {
+            self.builder
+                .push(KeyRef::Bytes(&data[start as usize..end as usize]), row);
+            if self.builder.is_full() {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<()> {
         if let Some(page) = self.builder.take() {
             let (min, max) = match (page.key(0), page.key(page.len() - 1)) {
@@ -366,7 +389,9 @@ impl Sorter {
         self.nums.len() * 16 + self.bytes.len() * 16 + self.data.len()
     }
 
-    async fn push(&mut self, key: KeyRef<'_>, row: u64) -> Result<()> {
+    /// Holds an entry; true when the budget is reached (the caller spills).
+    #[inline]
+    fn push(&mut self, key: KeyRef<'_>, row: u64) -> bool {
         match key {
             KeyRef::Num(n) => self.nums.push((n, row)),
             KeyRef::Bytes(b) => {
@@ -376,10 +401,7 @@ impl Sorter {
                 self.bytes.push((self.data.len() as u32, start, row));
             }
         }
-        if self.used() >= self.budget || self.data.len() >= (u32::MAX as usize) / 2 {
-            self.spill().await?;
-        }
-        Ok(())
+        self.used() >= self.budget || self.data.len() >= (u32::MAX as usize) / 2
     }
 
     fn sort(&mut self) {
@@ -398,14 +420,9 @@ impl Sorter {
         self.sort();
         let path = Path::from(format!("{}.run{}", self.base, self.runs.len()));
         let mut writer = PagedWriter::new(&self.storage, &path, self.kind);
-        for &(key, row) in &self.nums {
-            writer.push(KeyRef::Num(key), row).await?;
-        }
-        for &(end, start, row) in &self.bytes {
-            writer
-                .push(KeyRef::Bytes(&self.data[start as usize..end as usize]), row)
-                .await?;
-        }
+        writer
+            .write_sorted(&self.nums, &self.bytes, &self.data)
+            .await?;
         writer.finish(&RoaringTreemap::new()).await?;
         self.runs.push(path);
         // Keep the allocations for the next run.
@@ -792,7 +809,11 @@ pub(crate) async fn build_btree<'a>(
         let rows = batch.column(1).as_primitive::<UInt64Type>().values();
         for (i, &row) in rows.iter().enumerate() {
             match keys.get(i) {
-                Some(key) => sorter.push(key, row).await?,
+                Some(key) => {
+                    if sorter.push(key, row) {
+                        sorter.spill().await?;
+                    }
+                }
                 None => {
                     nulls.insert(row);
                 }
@@ -802,6 +823,16 @@ pub(crate) async fn build_btree<'a>(
         report("sort", done.min(total), total);
     }
     sorter.sort();
+    let mut out = PagedWriter::new(storage, file, kind);
+    if sorter.runs.is_empty() && old.is_none() {
+        // Everything fit in the budget: the sorted entries are the pages, no merge.
+        report("write", 0, 1);
+        out.write_sorted(&sorter.nums, &sorter.bytes, &sorter.data)
+            .await?;
+        let (lookup, size_bytes) = out.finish(&nulls).await?;
+        report("write", 1, 1);
+        return finish_build(storage, file, kind, lookup, size_bytes, 0).await;
+    }
     let mut cursors = Vec::new();
     for run in &sorter.runs {
         let container = Container::open(storage, run, 0, BTREE).await?;
@@ -848,7 +879,6 @@ pub(crate) async fn build_btree<'a>(
         });
     }
     report("write", 0, 1);
-    let mut out = PagedWriter::new(storage, file, kind);
     merge(cursors, &mut out).await?;
     let (lookup, size_bytes) = out.finish(&nulls).await?;
     for run in &sorter.runs {
@@ -860,6 +890,18 @@ pub(crate) async fn build_btree<'a>(
         let kept = lookup.entries.saturating_sub(done);
         index.container.lookup.entries.saturating_sub(kept)
     });
+    finish_build(storage, file, kind, lookup, size_bytes, removed).await
+}
+
+/// What a written B-tree file is, opened for the cache.
+async fn finish_build(
+    storage: &Storage,
+    file: &Path,
+    kind: KeyKind,
+    lookup: super::scalar::LookupProto,
+    size_bytes: u64,
+    removed: u64,
+) -> Result<Built> {
     let container = Container::open(storage, file, size_bytes, BTREE).await?;
     Ok(Built {
         details: details_of(kind, &lookup),
