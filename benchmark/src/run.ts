@@ -176,11 +176,11 @@ ${markdownTable(rows)}
 ${footnotes.length ? `\n${footnotes.map((n) => `- ${n}`).join("\n")}\n` : ""}${analysis()}`;
 }
 
-/** The hand-written analysis (settings, bars not met, profiles) and the latest maintenance and
- * durability benchmarks (`npm run bench:maintenance`, `bench:durability`), kept across
- * regenerations. */
+/** The hand-written analysis (settings, bars not met, profiles) and the latest maintenance,
+ * durability and scalar index benchmarks (`npm run bench:maintenance`, `bench:durability`,
+ * `bench:scalar`), kept across regenerations. */
 function analysis(): string {
-  return ["MAINTENANCE.md", "DURABILITY.md", "ANALYSIS.md"]
+  return ["MAINTENANCE.md", "DURABILITY.md", "SCALAR.md", "ANALYSIS.md"]
     .map((name) => path.join(repoRoot, "benchmark", name))
     .filter((file) => existsSync(file))
     .map((file) => `\n${readFileSync(file, "utf8")}`)
