@@ -4,7 +4,9 @@
 //! - A predicate an index answers is a leaf: `col = v`, `<`, `<=`, `>`, `>=`, `BETWEEN`, `IN`
 //!   (B-tree, bitmap), `IS [NOT] NULL`, `LIKE 'prefix%'` (B-tree), `array_has`,
 //!   `array_has_any`, `array_has_all` (label list). Ranges on one column within an AND merge
-//!   into one range. `!=`, `NOT`, functions of columns and casts are left to the scan.
+//!   into one range. `!=`, `NOT (…)` of one such predicate and `NOT IN` are answered by the
+//!   other values (when the estimate says few rows hold them). Functions of columns and casts
+//!   are left to the scan.
 //! - AND intersects the leaves it can answer; the others are rechecked on the candidates.
 //!   OR unites, and only when every branch is answered.
 //! - A leaf that the index's in-memory lookup says matches more than [`MAX_SHARE`] of the
@@ -235,22 +237,40 @@ fn leaf(expr: &Expr) -> Option<(String, ScalarQuery, bool)> {
                     lower: Bound::Included(k),
                     upper: Bound::Unbounded,
                 },
-                CmpOp::NotEq => return None,
+                // Answered by the values other than `k`: worth it only when `k` holds most
+                // rows (the estimate decides; `x != 7` is usually scanned, lance#2937).
+                CmpOp::NotEq => ScalarQuery::Not(Box::new(ScalarQuery::equals(k))),
             };
             Some((col.to_string(), query, true))
         }
         Expr::InList {
             expr,
             list,
-            negated: false,
-            ..
+            negated,
+            list_has_null,
         } => {
+            // `x NOT IN (…, NULL)` is never true: left to the scan, which says so cheaply.
+            if *negated && *list_has_null {
+                return None;
+            }
             let col = column(expr)?;
             let keys = (0..list.len())
                 .map(|i| literal_key(list.slice(i, 1).as_ref()).ok().flatten())
                 .collect::<Option<Vec<Key>>>()?;
-            Some((col.to_string(), ScalarQuery::In(keys), true))
+            let query = if *negated {
+                ScalarQuery::Not(Box::new(ScalarQuery::In(keys)))
+            } else {
+                ScalarQuery::In(keys)
+            };
+            Some((col.to_string(), query, true))
         }
+        // NOT of a comparison, range or IN on one column: the other non-null values.
+        Expr::Not(inner) => match leaf(inner).or_else(|| one_range(inner))? {
+            (col, query @ (ScalarQuery::Range { .. } | ScalarQuery::In(_)), true) => {
+                Some((col, ScalarQuery::Not(Box::new(query)), true))
+            }
+            _ => None,
+        },
         Expr::IsNull { expr, negated } => {
             let col = column(expr)?;
             let query = if *negated {
@@ -304,6 +324,27 @@ fn leaf(expr: &Expr) -> Option<(String, ScalarQuery, bool)> {
         }
         _ => None,
     }
+}
+
+/// An AND of exact ranges on one column (`x BETWEEN a AND b`) as one range.
+fn one_range(expr: &Expr) -> Option<(String, ScalarQuery, bool)> {
+    let Expr::And(children) = expr else {
+        return None;
+    };
+    let (mut column, mut lower, mut upper): (Option<String>, Bound<Key>, Bound<Key>) =
+        (None, Bound::Unbounded, Bound::Unbounded);
+    for c in children {
+        let (col, ScalarQuery::Range { lower: l, upper: u }, true) = leaf(c)? else {
+            return None;
+        };
+        if column.as_ref().is_some_and(|c| c != &col) {
+            return None;
+        }
+        column = Some(col);
+        lower = tighter_lower(lower, l);
+        upper = tighter_upper(upper, u);
+    }
+    Some((column?, ScalarQuery::Range { lower, upper }, true))
 }
 
 fn keys_of(values: &arrow_array::ArrayRef) -> Option<Vec<Key>> {

@@ -323,6 +323,20 @@ impl BitmapIndex {
                     (found.into_iter().flatten().collect(), true)
                 }
             }
+            (ScalarQuery::Not(inner), false) => {
+                let excluded: Vec<usize> = match inner.as_ref() {
+                    ScalarQuery::Range { lower, upper } => self.in_range(lower, upper).collect(),
+                    ScalarQuery::In(keys) => self.find(keys).into_iter().flatten().collect(),
+                    _ => return None,
+                };
+                let excluded: std::collections::HashSet<usize> = excluded.into_iter().collect();
+                (
+                    (0..self.keys.len())
+                        .filter(|i| !excluded.contains(i))
+                        .collect(),
+                    false,
+                )
+            }
             (ScalarQuery::IsNull, _) => (self.null_part.into_iter().collect(), false),
             (ScalarQuery::IsNotNull, false) => ((0..self.keys.len()).collect(), false),
             _ => return None,

@@ -633,6 +633,28 @@ impl BTreeIndex {
             }
             ScalarQuery::IsNull => self.null_pages(),
             ScalarQuery::IsNotNull => self.non_null_pages(),
+            // Pages holding some value outside what the inner query matches.
+            ScalarQuery::Not(inner) => {
+                let sorted = inner.sorted_in_keys();
+                self.non_null_pages()
+                    .into_iter()
+                    .filter(|&i| {
+                        let Some((min, max)) = &self.container.bounds[i] else {
+                            return false;
+                        };
+                        match inner.as_ref() {
+                            ScalarQuery::Range { lower, upper } => {
+                                !(ScalarQuery::range_contains(lower, upper, min.as_ref())
+                                    && ScalarQuery::range_contains(lower, upper, max.as_ref()))
+                            }
+                            ScalarQuery::In(_) => {
+                                min != max || !inner.matches_key(min.as_ref(), &sorted)
+                            }
+                            _ => true,
+                        }
+                    })
+                    .collect()
+            }
             ScalarQuery::HasAny(_) | ScalarQuery::HasAll(_) => return None,
         })
     }
@@ -695,11 +717,17 @@ impl ScalarIndex for BTreeIndex {
             let pages = self
                 .pages_for(query)
                 .ok_or_else(|| Error::Internal("a B-tree was asked a list query".into()))?;
-            let mut keys_in: Vec<&Key> = match query {
-                ScalarQuery::In(keys) => keys.iter().collect(),
-                _ => Vec::new(),
-            };
-            keys_in.sort_unstable();
+            if let ScalarQuery::Not(inner) = query {
+                if !matches!(
+                    inner.as_ref(),
+                    ScalarQuery::Range { .. } | ScalarQuery::In(_)
+                ) {
+                    return Err(Error::Internal(
+                        "a B-tree was asked an unsupported NOT".into(),
+                    ));
+                }
+            }
+            let keys_in = query.sorted_in_keys();
             let mut rows: Vec<u64> = Vec::new();
             for &i in &pages {
                 let page = self.page(i, parts).await?;
@@ -711,21 +739,17 @@ impl ScalarIndex for BTreeIndex {
                     }
                     _ => false,
                 };
+                // Pages of one value (or all matching) need no key comparisons.
+                let whole = whole
+                    || matches!(&self.container.bounds[i], Some((min, max)) if min == max
+                        && query.matches_key(min.as_ref(), &keys_in));
                 if whole {
                     rows.extend(page.rows.iter().filter(|&&r| r != DROPPED_ROW));
                     continue;
                 }
                 for j in 0..page.len() {
                     let Some(key) = page.key(j) else { continue };
-                    let hit = match query {
-                        ScalarQuery::Range { lower, upper } => {
-                            ScalarQuery::range_contains(lower, upper, key)
-                        }
-                        ScalarQuery::In(_) => {
-                            keys_in.binary_search_by(|k| k.as_ref().cmp(&key)).is_ok()
-                        }
-                        _ => false,
-                    };
+                    let hit = query.matches_key(key, &keys_in);
                     if hit && page.rows[j] != DROPPED_ROW {
                         rows.push(page.rows[j]);
                     }

@@ -288,6 +288,9 @@ pub enum ScalarQuery {
     HasAny(Vec<Key>),
     /// Lists holding all of these values (`array_has_all`; at least one value).
     HasAll(Vec<Key>),
+    /// Non-null values that do *not* match a `Range` or `In` (`x != v`, `NOT (x < v)`,
+    /// `x NOT IN (…)`): rows whose value is NULL match neither.
+    Not(Box<ScalarQuery>),
 }
 
 impl ScalarQuery {
@@ -326,7 +329,31 @@ impl ScalarQuery {
             ScalarQuery::IsNotNull => "is not null".into(),
             ScalarQuery::HasAny(keys) => format!("has any of {} labels", keys.len()),
             ScalarQuery::HasAll(keys) => format!("has all of {} labels", keys.len()),
+            ScalarQuery::Not(inner) => format!("not {}", inner.describe()),
         }
+    }
+
+    /// Whether a non-null `key` matches a `Range`, `In` (its keys sorted in `sorted_in`) or
+    /// their `Not`.
+    pub(crate) fn matches_key(&self, key: KeyRef<'_>, sorted_in: &[&Key]) -> bool {
+        match self {
+            ScalarQuery::Range { lower, upper } => Self::range_contains(lower, upper, key),
+            ScalarQuery::In(_) => sorted_in.binary_search_by(|k| k.as_ref().cmp(&key)).is_ok(),
+            ScalarQuery::IsNotNull => true,
+            ScalarQuery::Not(inner) => !inner.matches_key(key, sorted_in),
+            _ => false,
+        }
+    }
+
+    /// The keys of an `In` (or of the `In` inside a `Not`), sorted.
+    pub(crate) fn sorted_in_keys(&self) -> Vec<&Key> {
+        let mut keys: Vec<&Key> = match self {
+            ScalarQuery::In(keys) => keys.iter().collect(),
+            ScalarQuery::Not(inner) => return inner.sorted_in_keys(),
+            _ => Vec::new(),
+        };
+        keys.sort_unstable();
+        keys
     }
 }
 

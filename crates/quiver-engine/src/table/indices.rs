@@ -379,7 +379,8 @@ pub async fn default_config(table: &Table, column: &str) -> Result<IndexConfig> 
         column: column.to_string(),
     };
     let limit = BITMAP_MAX_DISTINCT.min(manifest.live_rows() / 10);
-    let low = index::bitmap::has_few_values(&source, limit).await?;
+    // An empty table says nothing about its values: the B-tree fits any.
+    let low = limit > 0 && index::bitmap::has_few_values(&source, limit).await?;
     Ok(
         if low
             && index::bitmap::BitmapType::BITMAP_TYPE
