@@ -301,11 +301,17 @@ async fn the_planner_uses_selective_indexes_and_scans_otherwise() {
     assert!(!not_equal.contains("ScalarIndexQuery"), "{not_equal}");
     // NOT is answered by the other values when they are few.
     let few_others = plan("category NOT IN (0, 1, 2, 3, 4, 5, 6, 7, 8)").await;
-    assert!(few_others.contains("query=not in (9 values)"), "{few_others}");
+    assert!(
+        few_others.contains("query=not in (9 values)"),
+        "{few_others}"
+    );
     let many_others = plan("category != 3").await;
     assert!(!many_others.contains("ScalarIndexQuery"), "{many_others}");
     let nine: Vec<i64> = (0..40_000).filter(|i| i % 10 == 9 && i % 13 != 5).collect();
-    assert_eq!(ids(&t, "category NOT IN (0, 1, 2, 3, 4, 5, 6, 7, 8)").await, nine);
+    assert_eq!(
+        ids(&t, "category NOT IN (0, 1, 2, 3, 4, 5, 6, 7, 8)").await,
+        nine
+    );
     assert_eq!(ids(&t, "NOT (category < 9)").await, nine);
     // Part of an AND: the index narrows, the rest is rechecked.
     let mixed = plan("id < 100 AND price * 2 > 10").await;
