@@ -68,7 +68,8 @@ pub trait RowTranslate: Send + Sync {
     fn is_identity(&self) -> bool;
 }
 
-/// The address a translated row takes when a compaction dropped it (it was deleted).
+/// The address a translated row takes when a compaction dropped it (it was deleted): its
+/// fragment id and offset are out of range of every fragment, so no row gate admits it.
 pub const DROPPED_ROW: u64 = u64::MAX;
 
 /// What a scalar search needs besides the index: where its parts are cached and how its

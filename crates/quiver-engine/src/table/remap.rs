@@ -36,9 +36,9 @@ pub const UNUSED_REMAP_KEEP: std::time::Duration = std::time::Duration::from_sec
 /// Largest map file a reader accepts.
 const MAX_REMAP_FILE_BYTES: u64 = 256 << 20;
 
-/// Address a translated row gets when the compaction dropped it: its fragment id and offset
-/// are out of range of every fragment, so no row gate admits it.
-pub const DROPPED_ROW: u64 = u64::MAX;
+/// Address a translated row gets when the compaction dropped it (shared with the index layer,
+/// whose loads translate through this module).
+pub use crate::index::DROPPED_ROW;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct RemapOldProto {
