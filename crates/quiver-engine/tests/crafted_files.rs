@@ -20,6 +20,7 @@ use quiver_engine::format::{
     decode_block, encode_block, ColumnIndexProto, ColumnLocation, ColumnMetadataProto, Footer,
     FOOTER_LEN,
 };
+use quiver_engine::index::scalar::{LookupProto, PartProto};
 use quiver_engine::index::VectorIndexDetailsProto;
 use quiver_engine::linalg::DistanceType;
 use quiver_engine::query::{search, VectorSearch};
@@ -923,6 +924,114 @@ impl IvfFile {
     }
 }
 
+/// How a crafted index file is laid out: the container (the model, then one part per
+/// partition, split by the file's own offsets clamped to its rows) with one number of its
+/// lookup maybe changed, or the earlier one-block layout.
+#[derive(Debug, Clone)]
+enum IndexLayout {
+    OneBlock,
+    Container {
+        /// Part, which of entries/offset/length, the new value.
+        lookup_edit: Option<(Pick, u8, Value)>,
+    },
+}
+
+fn index_layout() -> impl Strategy<Value = IndexLayout> {
+    prop_oneof![
+        1 => Just(IndexLayout::OneBlock),
+        2 => Just(IndexLayout::Container { lookup_edit: None }),
+        2 => (choice(), 0u8..3, value())
+            .prop_map(|(p, w, v)| IndexLayout::Container { lookup_edit: Some((p, w, v)) }),
+    ]
+}
+
+/// Reads an index file of either layout back into one message.
+fn read_index_file(bytes: &[u8]) -> IvfFile {
+    let footer = &bytes[bytes.len() - 24..];
+    if &footer[16..20] != b"QSIX" {
+        return decode_payload(bytes);
+    }
+    let at = |i: usize| u64::from_le_bytes(footer[i..i + 8].try_into().expect("8 bytes")) as usize;
+    let lookup: LookupProto = decode_payload(&bytes[at(0)..at(0) + at(8)]);
+    let part = |i: usize| {
+        let p = &lookup.parts[i];
+        let block = &bytes[p.offset as usize..(p.offset + p.length) as usize];
+        decode_block(block, &"fixture", "part")
+            .expect("intact part")
+            .to_vec()
+    };
+    let mut file: IvfFile = IvfFile::decode(part(0).as_slice()).expect("model");
+    for i in 1..lookup.parts.len() {
+        let bytes = part(i);
+        let ids = lookup.parts[i].entries as usize * 8;
+        file.row_ids.extend_from_slice(&bytes[..ids]);
+        file.payload.extend_from_slice(&bytes[ids..]);
+    }
+    file
+}
+
+/// Writes `file` in `layout`.
+fn write_index_file(file: &IvfFile, layout: &IndexLayout) -> Vec<u8> {
+    let IndexLayout::Container { lookup_edit } = layout else {
+        return encode_block(file.encode_to_vec());
+    };
+    let rows = file.row_ids.len() / 8;
+    let width = file.payload.len().checked_div(rows).unwrap_or(0);
+    let mut model = file.clone();
+    model.row_ids.clear();
+    model.payload.clear();
+    let mut parts = vec![(model.encode_to_vec(), 0u64)];
+    let partitions = file.offsets.len().saturating_sub(1);
+    let mut end = 0;
+    for p in 0..partitions {
+        let start = (file.offsets[p] as usize).min(rows).max(end);
+        end = (file.offsets[p + 1] as usize).clamp(start, rows);
+        let mut bytes = file.row_ids[start * 8..end * 8].to_vec();
+        bytes.extend_from_slice(&file.payload[start * width..end * width]);
+        parts.push((bytes, (end - start) as u64));
+    }
+    // What the offsets leave out (crafted sizes) goes with the last part.
+    if let Some((last, _)) = parts.last_mut().filter(|_| partitions > 0) {
+        last.extend_from_slice(&file.row_ids[end * 8..]);
+        last.extend_from_slice(&file.payload[(end * width).min(file.payload.len())..]);
+    }
+    let mut out = Vec::new();
+    let mut lookup = LookupProto {
+        index_type: file.kind.clone(),
+        key_kind: 0,
+        parts: Vec::new(),
+        entries: 0,
+    };
+    for (bytes, entries) in parts {
+        let block = encode_block(bytes);
+        lookup.parts.push(PartProto {
+            offset: out.len() as u64,
+            length: block.len() as u64,
+            entries,
+            ..Default::default()
+        });
+        lookup.entries += entries;
+        out.extend(block);
+    }
+    if let Some((part, which, value)) = lookup_edit {
+        let i = part.index(lookup.parts.len());
+        let p = &mut lookup.parts[i];
+        match which {
+            0 => p.entries = value.apply(p.entries),
+            1 => p.offset = value.apply(p.offset),
+            _ => p.length = value.apply(p.length),
+        }
+    }
+    let block = encode_block(lookup.encode_to_vec());
+    let offset = out.len() as u64;
+    out.extend_from_slice(&block);
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&(block.len() as u64).to_le_bytes());
+    out.extend_from_slice(b"QSIX");
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out
+}
+
 #[derive(Debug, Clone)]
 enum IndexEdit {
     Kind(&'static str),
@@ -1448,6 +1557,7 @@ proptest! {
         which in choice(),
         edits in prop::collection::vec(index_edit(), 1..4),
         describe in any::<bool>(),
+        layout in index_layout(),
         take in rows(),
     ) {
         static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -1456,13 +1566,17 @@ proptest! {
         let at = which.index(manifest.indices.len());
         let meta = &mut manifest.indices[at];
         let path = format!("_indices/{}/index.qvi", meta.uuid);
-        let mut file: IvfFile = decode_payload(f.bytes(&path));
+        let mut file = read_index_file(f.bytes(&path));
         craft_index(&mut file, &edits, &meta.fragment_ids);
+        let bytes = write_index_file(&file, &layout);
+        // The size always agrees: a table whose newest version lists a file of another size
+        // opens at the version before, and the crafted file would not be read at all.
+        meta.size_bytes = bytes.len() as u64;
         if describe {
             self::describe(meta, &file);
         }
         let manifest_path = f.manifest_path();
-        f.write(&path, &encode_block(file.encode_to_vec()));
+        f.write(&path, &bytes);
         f.write(&manifest_path, &encode_block(manifest.encode_to_vec()));
         runtime().block_on(read_everything(f, &f.pick_rows(&take), Allowed { row_not_found: false }));
         f.restore(&path);
@@ -1594,12 +1708,67 @@ fn boundary_values_in_index_files() {
         let mut manifest = f.manifest();
         let meta = &mut manifest.indices[*index];
         let path = format!("_indices/{}/index.qvi", meta.uuid);
-        let mut file: IvfFile = decode_payload(f.bytes(&path));
+        let mut file = read_index_file(f.bytes(&path));
         craft_index(&mut file, std::slice::from_ref(edit), &meta.fragment_ids);
         describe(meta, &file);
-        f.write(&path, &encode_block(file.encode_to_vec()));
+        let layout = if *index == 1 {
+            IndexLayout::OneBlock
+        } else {
+            IndexLayout::Container { lookup_edit: None }
+        };
+        let bytes = write_index_file(&file, &layout);
+        meta.size_bytes = bytes.len() as u64;
+        f.write(&path, &bytes);
         f.write(&manifest_path, &encode_block(manifest.encode_to_vec()));
     });
+}
+
+/// Index files of the earlier one-block layout still read, and answer as the container does.
+#[test]
+fn one_block_index_files_answer_as_containers() {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    let f = fixture(&FIXTURE);
+    let nearest = || {
+        runtime().block_on(async {
+            let db = Database::connect(&f.uri, ConnectOptions::default())
+                .await
+                .expect("connect");
+            let table = db.open_table("t").await.expect("open");
+            let mut found = Vec::new();
+            for (column, dim, query) in VECTORS {
+                let s = VectorSearch {
+                    column: Some(column.to_string()),
+                    query: query[..dim].to_vec(),
+                    k: 7,
+                    nprobes: Some(2),
+                    with_row_id: true,
+                    ..Default::default()
+                };
+                let batch = search(&table, &s).await.expect("search");
+                found.push(common::row_ids_of(&[batch]));
+            }
+            found
+        })
+    };
+    let from_containers = nearest();
+    assert!(from_containers.iter().all(|rows| rows.len() == 7));
+    let mut manifest = f.manifest();
+    let mut paths = Vec::new();
+    for meta in &mut manifest.indices {
+        let path = format!("_indices/{}/index.qvi", meta.uuid);
+        assert_eq!(&f.bytes(&path)[f.bytes(&path).len() - 8..][..4], b"QSIX");
+        let bytes = write_index_file(&read_index_file(f.bytes(&path)), &IndexLayout::OneBlock);
+        meta.size_bytes = bytes.len() as u64;
+        f.write(&path, &bytes);
+        paths.push(path);
+    }
+    let manifest_path = f.manifest_path();
+    f.write(&manifest_path, &encode_block(manifest.encode_to_vec()));
+    let from_one_block = nearest();
+    for path in paths.iter().chain([&manifest_path]) {
+        f.restore(path);
+    }
+    assert_eq!(from_one_block, from_containers);
 }
 
 /// The fixture itself reads back whole, through every path, with nothing crafted.

@@ -132,7 +132,10 @@ async fn indexed_search_plan_reports_what_ran() {
     assert_eq!(batch.num_rows(), 10);
     let index = metrics(&first, "IndexSearch");
     assert_eq!(index.indices_loaded, 1, "{}", first.render(true, None));
-    assert_eq!(index.parts_loaded, 16);
+    assert_eq!(
+        index.parts_loaded, 17,
+        "the model, then each of the 16 partitions probed"
+    );
     assert!(index.iops >= 1 && index.bytes_read > 0);
     assert_eq!(
         index.index_comparisons,
@@ -159,6 +162,34 @@ async fn indexed_search_plan_reports_what_ran() {
     let rendered = second.render(false, None);
     assert!(rendered.contains("Total: output_rows=10 "), "{rendered}");
     assert!(rendered.contains("index_comparisons="), "{rendered}");
+
+    // Partitions load as searches probe them: a query probing 2 of 16 on a fresh connection
+    // reads the model and those 2, and its neighbour query the partitions it adds.
+    let db = Database::connect(
+        dir.path().to_str().expect("utf-8"),
+        ConnectOptions::default(),
+    )
+    .await
+    .expect("connect");
+    let fresh = db.open_table("t").await.expect("open");
+    let narrow = |at: f64| VectorSearch {
+        nprobes: Some(2),
+        ..query(at)
+    };
+    let (_, plan) = analyze_search(&fresh, &narrow(10.0))
+        .await
+        .expect("analyze");
+    let index = metrics(&plan, "IndexSearch");
+    assert_eq!((index.indices_loaded, index.parts_loaded), (1, 3));
+    assert_eq!(
+        plan.find("IndexSearch")
+            .and_then(|n| n.detail("partitions_probed")),
+        Some("2")
+    );
+    let (_, again) = analyze_search(&fresh, &narrow(10.0))
+        .await
+        .expect("analyze");
+    assert_eq!(metrics(&again, "IndexSearch").parts_loaded, 0);
 
     // A prefilter matching few rows is answered exactly by take, and the plan says so.
     let filter = t.parse_filter("id < 5").expect("filter");

@@ -1,6 +1,11 @@
 //! The IVF model (inverted file: vectors grouped by nearest centroid) with PQ codes or flat
 //! vectors per partition, its file format, and the partition scan of a search.
 //!
+//! Files (FORMAT.md §6) are containers like the scalar indexes': part 0 the model (centroids,
+//! partition offsets, PQ codebooks), then one part per partition (row addresses and codes or
+//! vectors), so a search reads only the partitions it probes, each through the index cache.
+//! Files of the earlier one-block layout still read (whole).
+//!
 //! Vectors are compared in a "training space": float vectors as f32 (normalised for cosine,
 //! so squared l2 between them is twice the cosine distance), binary vectors (hamming) with
 //! each bit unpacked to a 0/1 value (squared l2 is then the hamming distance). Centroids live
@@ -9,14 +14,20 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, UInt8Type};
 use arrow_array::{Array, FixedSizeListArray};
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use arrow_schema::DataType;
 use bytes::Bytes;
 use object_store::path::Path;
 
 use super::pq::{self, ProductQuantizer, CODES};
+use super::scalar::{Container, ContainerWriter, KeyKind};
+use super::{PartContext, RowTranslate};
 use crate::error::{Error, Result};
 use crate::format::{decode_block_message, encode_block};
 use crate::linalg::{self, DistanceType};
+use crate::storage::Storage;
 
 /// Which index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,22 +154,72 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
-/// What each partition stores per row.
+/// The rows of one partition: their addresses and what the index stores of each.
 #[derive(Debug, Clone)]
-pub enum Payload {
+pub struct Partition {
+    pub row_ids: Vec<u64>,
+    pub data: PartitionData,
+}
+
+/// What a partition stores per row.
+#[derive(Debug, Clone)]
+pub enum PartitionData {
     /// `m` PQ code bytes per row.
-    Pq {
-        quantizer: ProductQuantizer,
-        codes: Vec<u8>,
-    },
+    Pq(Vec<u8>),
     /// The vectors themselves, as f32.
     FlatF32(Vec<f32>),
     /// Binary vectors (hamming), as bytes.
     FlatBytes(Vec<u8>),
 }
 
-/// A loaded IVF index.
-#[derive(Debug, Clone)]
+impl Partition {
+    pub fn len(&self) -> usize {
+        self.row_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.row_ids.is_empty()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        64 + self.row_ids.len() * 8
+            + match &self.data {
+                PartitionData::Pq(c) | PartitionData::FlatBytes(c) => c.len(),
+                PartitionData::FlatF32(v) => v.len() * 4,
+            }
+    }
+
+    /// The stored form (FORMAT.md §6): row addresses (u64 LE), then the per-row data.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.heap_bytes());
+        for r in &self.row_ids {
+            out.extend_from_slice(&r.to_le_bytes());
+        }
+        match &self.data {
+            PartitionData::Pq(c) | PartitionData::FlatBytes(c) => out.extend_from_slice(c),
+            PartitionData::FlatF32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+        }
+        out
+    }
+}
+
+/// Where a loaded index keeps its partitions.
+#[derive(Debug)]
+enum Partitions {
+    /// All in memory: an index just assembled, or read from a one-block file (the layout
+    /// before partitions were stored apart).
+    Resident(Vec<Arc<Partition>>),
+    /// In a container file, read one partition at a time through the index cache.
+    Stored {
+        container: Box<Container>,
+        /// Fragments the index was built over: a partition holding a row of another is corrupt.
+        covered: HashSet<u64>,
+    },
+}
+
+/// An IVF index: the model (centroids, partition sizes, PQ codebooks) always in memory, the
+/// partitions in memory or loaded on demand.
+#[derive(Debug)]
 pub struct IvfIndex {
     pub kind: IndexKind,
     pub distance: DistanceType,
@@ -166,13 +227,14 @@ pub struct IvfIndex {
     pub dim: usize,
     /// `partitions × space_dim` centroids.
     pub centroids: Vec<f32>,
-    /// Row `offsets[p]..offsets[p + 1]` of `row_ids` (and of the payload) is partition `p`.
+    /// Partition `p` holds rows `offsets[p]..offsets[p + 1]` of the index's row order.
     pub offsets: Vec<usize>,
-    pub row_ids: Vec<u64>,
-    pub payload: Payload,
+    pub quantizer: Option<ProductQuantizer>,
+    partitions: Partitions,
 }
 
-/// The stored form (protobuf in one checksummed block; see FORMAT.md, "Vector index file").
+/// The stored model (protobuf, FORMAT.md §6). In a container it is part 0 and `row_ids` and
+/// `payload` are empty; a one-block file (the earlier layout) holds everything in it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct IvfFileProto {
     #[prost(string, tag = "1")]
@@ -189,7 +251,7 @@ struct IvfFileProto {
     /// First row of each partition, then the row count.
     #[prost(uint64, repeated, tag = "6")]
     offsets: Vec<u64>,
-    /// u64 little-endian row addresses, grouped by partition.
+    /// u64 little-endian row addresses, grouped by partition (one-block files only).
     #[prost(bytes = "bytes", tag = "7")]
     row_ids: Bytes,
     #[prost(uint32, tag = "8")]
@@ -197,7 +259,8 @@ struct IvfFileProto {
     /// f32 little-endian, `m × sub_dim × 256` (transposed codebooks).
     #[prost(bytes = "bytes", tag = "9")]
     pq_codebooks: Bytes,
-    /// PQ codes (`rows × m`), binary vectors (`rows × dim`) or f32 vectors (`rows × dim × 4`).
+    /// PQ codes (`rows × m`), binary vectors (`rows × dim`) or f32 vectors (`rows × dim × 4`)
+    /// (one-block files only).
     #[prost(bytes = "bytes", tag = "10")]
     payload: Bytes,
 }
@@ -212,9 +275,156 @@ fn f32s(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+fn u64s(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+/// The model of a decoded file, checked: names known, sizes consistent with each other.
+struct Model {
+    kind: IndexKind,
+    distance: DistanceType,
+    dim: usize,
+    centroids: Vec<f32>,
+    offsets: Vec<usize>,
+    quantizer: Option<ProductQuantizer>,
+}
+
+impl Model {
+    fn rows(&self) -> usize {
+        self.offsets.last().copied().unwrap_or(0)
+    }
+
+    /// Bytes of per-row data (besides the address).
+    fn row_width(&self) -> usize {
+        match (&self.quantizer, self.distance) {
+            (Some(q), _) => q.m,
+            (None, DistanceType::Hamming) => self.dim,
+            (None, _) => self.dim * 4,
+        }
+    }
+}
+
+fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
+    let bad = |what: &str| Error::corrupt(path, format!("vector index: {what}"));
+    let kind = IndexKind::parse(&proto.kind).ok_or_else(|| bad("unknown index kind"))?;
+    let distance: DistanceType = proto
+        .distance
+        .parse()
+        .map_err(|_| bad("unknown distance type"))?;
+    let dim = proto.dim as usize;
+    let parts = proto.num_partitions as usize;
+    let sdim = size(&[dim, space_dim(1, distance)]).ok_or_else(|| bad("vectors are too long"))?;
+    if dim == 0 || parts == 0 || size(&[parts, sdim, 4]) != Some(proto.centroids.len()) {
+        return Err(bad("centroids do not match the dimensions"));
+    }
+    let offsets = proto
+        .offsets
+        .iter()
+        .map(|&o| usize::try_from(o))
+        .collect::<std::result::Result<Vec<usize>, _>>()
+        .map_err(|_| bad("partition offsets do not match the rows"))?;
+    if offsets.len() != parts + 1
+        || offsets[0] != 0
+        || offsets.windows(2).any(|w| w[0] > w[1])
+        || offsets
+            .last()
+            .is_some_and(|&rows| size(&[rows, 8]).is_none())
+    {
+        return Err(bad("partition offsets do not match the rows"));
+    }
+    let quantizer = match kind {
+        IndexKind::IvfPq => {
+            let m = proto.pq_sub_vectors as usize;
+            if m == 0
+                || !sdim.is_multiple_of(m)
+                || size(&[sdim, CODES, 4]) != Some(proto.pq_codebooks.len())
+            {
+                return Err(bad("PQ codebooks do not match the dimensions"));
+            }
+            Some(ProductQuantizer {
+                dim: sdim,
+                m,
+                codebooks: f32s(&proto.pq_codebooks),
+            })
+        }
+        IndexKind::IvfFlat => None,
+    };
+    Ok(Model {
+        kind,
+        distance,
+        dim,
+        centroids: f32s(&proto.centroids),
+        offsets,
+        quantizer,
+    })
+}
+
+/// Sizes from a file are multiplied checked: a crafted file must not wrap them.
+fn size(factors: &[usize]) -> Option<usize> {
+    factors.iter().try_fold(1usize, |a, &f| a.checked_mul(f))
+}
+
+/// Decodes the per-row data of `rows` rows laid out as [`Partition::encode`] writes them.
+fn decode_rows(model: &Model, rows: usize, bytes: &[u8], path: &Path) -> Result<Partition> {
+    let width = model.row_width();
+    if size(&[rows, 8 + width]) != Some(bytes.len()) {
+        return Err(Error::corrupt(
+            path,
+            "vector index: a partition does not hold the rows its offsets give",
+        ));
+    }
+    let (ids, data) = bytes.split_at(rows * 8);
+    let data = match (&model.quantizer, model.distance) {
+        (Some(_), _) => PartitionData::Pq(data.to_vec()),
+        (None, DistanceType::Hamming) => PartitionData::FlatBytes(data.to_vec()),
+        (None, _) => PartitionData::FlatF32(f32s(data)),
+    };
+    Ok(Partition {
+        row_ids: u64s(ids),
+        data,
+    })
+}
+
+/// The part of a container holding partition `p` (part 0 is the model).
+fn part_of(p: usize) -> usize {
+    p + 1
+}
+
 impl IvfIndex {
+    /// An index whose partitions are all in memory.
+    pub(crate) fn resident(
+        kind: IndexKind,
+        distance: DistanceType,
+        dim: usize,
+        centroids: Vec<f32>,
+        quantizer: Option<ProductQuantizer>,
+        partitions: Vec<Partition>,
+    ) -> Self {
+        let mut offsets = Vec::with_capacity(partitions.len() + 1);
+        offsets.push(0);
+        for p in &partitions {
+            offsets.push(offsets.last().copied().unwrap_or(0) + p.len());
+        }
+        IvfIndex {
+            kind,
+            distance,
+            dim,
+            centroids,
+            offsets,
+            quantizer,
+            partitions: Partitions::Resident(partitions.into_iter().map(Arc::new).collect()),
+        }
+    }
+
     pub fn num_partitions(&self) -> usize {
         self.offsets.len().saturating_sub(1)
+    }
+
+    /// Rows the index holds (deleted ones included, until the next optimize).
+    pub fn num_rows(&self) -> usize {
+        self.offsets.last().copied().unwrap_or(0)
     }
 
     pub fn space_dim(&self) -> usize {
@@ -222,137 +432,287 @@ impl IvfIndex {
     }
 
     pub fn num_sub_vectors(&self) -> usize {
-        match &self.payload {
-            Payload::Pq { quantizer, .. } => quantizer.m,
-            _ => 0,
-        }
+        self.quantizer.as_ref().map_or(0, |q| q.m)
     }
 
-    /// Bytes held in memory (for the cache's weigher).
+    /// The fragments of the rows a resident index holds.
+    pub(crate) fn fragments_held(&self) -> Vec<u64> {
+        let Partitions::Resident(parts) = &self.partitions else {
+            return Vec::new();
+        };
+        let set: HashSet<u64> = parts
+            .iter()
+            .flat_map(|p| p.row_ids.iter().map(|r| r >> 32))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Whether partitions are read on demand (rather than all held in memory).
+    pub fn is_stored(&self) -> bool {
+        matches!(self.partitions, Partitions::Stored { .. })
+    }
+
+    /// Bytes held in memory (for the cache's weigher): the model, and resident partitions.
     pub fn heap_bytes(&self) -> usize {
-        let payload = match &self.payload {
-            Payload::Pq { quantizer, codes } => quantizer.codebooks.len() * 4 + codes.len(),
-            Payload::FlatF32(v) => v.len() * 4,
-            Payload::FlatBytes(v) => v.len(),
-        };
-        self.centroids.len() * 4 + self.offsets.len() * 8 + self.row_ids.len() * 8 + payload
+        let model = self.centroids.len() * 4
+            + self.offsets.len() * 8
+            + self.quantizer.as_ref().map_or(0, |q| q.codebooks.len() * 4);
+        model
+            + match &self.partitions {
+                Partitions::Resident(parts) => parts.iter().map(|p| p.heap_bytes()).sum(),
+                Partitions::Stored { container, covered } => {
+                    container.heap_bytes() + covered.len() * 16
+                }
+            }
     }
 
-    pub fn encode(&self) -> Bytes {
-        let (m, codebooks, payload) = match &self.payload {
-            Payload::Pq { quantizer, codes } => (
-                quantizer.m as u32,
-                f32_bytes(&quantizer.codebooks),
-                Bytes::from(codes.clone()),
-            ),
-            Payload::FlatF32(v) => (0, Bytes::new(), f32_bytes(v)),
-            Payload::FlatBytes(v) => (0, Bytes::new(), Bytes::from(v.clone())),
-        };
-        let proto = IvfFileProto {
+    fn model_proto(&self) -> IvfFileProto {
+        IvfFileProto {
             kind: self.kind.name().to_string(),
             distance: distance_name(self.distance).to_string(),
             dim: self.dim as u32,
             num_partitions: self.num_partitions() as u32,
             centroids: f32_bytes(&self.centroids),
             offsets: self.offsets.iter().map(|&o| o as u64).collect(),
-            row_ids: Bytes::from(
-                self.row_ids
-                    .iter()
-                    .flat_map(|r| r.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            ),
-            pq_sub_vectors: m,
-            pq_codebooks: codebooks,
-            payload,
-        };
-        Bytes::from(encode_block(prost::Message::encode_to_vec(&proto)))
+            row_ids: Bytes::new(),
+            pq_sub_vectors: self.num_sub_vectors() as u32,
+            pq_codebooks: self
+                .quantizer
+                .as_ref()
+                .map_or_else(Bytes::new, |q| f32_bytes(&q.codebooks)),
+            payload: Bytes::new(),
+        }
     }
 
-    /// Decodes and validates an index file read from `path`.
-    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
-        let proto: IvfFileProto = decode_block_message(bytes, path, "vector index")?;
-        let bad = |what: &str| Error::corrupt(path, format!("vector index: {what}"));
-        let kind = IndexKind::parse(&proto.kind).ok_or_else(|| bad("unknown index kind"))?;
-        let distance: DistanceType = proto
-            .distance
-            .parse()
-            .map_err(|_| bad("unknown distance type"))?;
-        let dim = proto.dim as usize;
-        let parts = proto.num_partitions as usize;
-        // Sizes from the file are multiplied checked: a crafted file must not wrap them.
-        let size = |factors: &[usize]| factors.iter().try_fold(1usize, |a, &f| a.checked_mul(f));
-        let sdim =
-            size(&[dim, space_dim(1, distance)]).ok_or_else(|| bad("vectors are too long"))?;
-        if dim == 0 || parts == 0 || size(&[parts, sdim, 4]) != Some(proto.centroids.len()) {
-            return Err(bad("centroids do not match the dimensions"));
-        }
-        let offsets = proto
-            .offsets
-            .iter()
-            .map(|&o| usize::try_from(o))
-            .collect::<std::result::Result<Vec<usize>, _>>()
-            .map_err(|_| bad("partition offsets do not match the rows"))?;
-        let rows = offsets.last().copied().unwrap_or(0);
-        if offsets.len() != parts + 1
-            || offsets[0] != 0
-            || offsets.windows(2).any(|w| w[0] > w[1])
-            || size(&[rows, 8]) != Some(proto.row_ids.len())
-        {
-            return Err(bad("partition offsets do not match the rows"));
-        }
-        let payload = match kind {
-            IndexKind::IvfPq => {
-                let m = proto.pq_sub_vectors as usize;
-                if m == 0
-                    || !sdim.is_multiple_of(m)
-                    || size(&[sdim, CODES, 4]) != Some(proto.pq_codebooks.len())
-                {
-                    return Err(bad("PQ codebooks do not match the dimensions"));
-                }
-                if size(&[rows, m]) != Some(proto.payload.len()) {
-                    return Err(bad("PQ codes do not match the rows"));
-                }
-                Payload::Pq {
-                    quantizer: ProductQuantizer {
-                        dim: sdim,
-                        m,
-                        codebooks: f32s(&proto.pq_codebooks),
-                    },
-                    codes: proto.payload.to_vec(),
-                }
-            }
-            IndexKind::IvfFlat if distance == DistanceType::Hamming => {
-                if size(&[rows, dim]) != Some(proto.payload.len()) {
-                    return Err(bad("vectors do not match the rows"));
-                }
-                Payload::FlatBytes(proto.payload.to_vec())
-            }
-            IndexKind::IvfFlat => {
-                if size(&[rows, dim, 4]) != Some(proto.payload.len()) {
-                    return Err(bad("vectors do not match the rows"));
-                }
-                Payload::FlatF32(f32s(&proto.payload))
-            }
+    /// Writes a resident index to `path` as a container: the model, then one part per
+    /// partition. Returns the file's size.
+    pub(crate) async fn write(&self, storage: &Storage, path: &Path) -> Result<u64> {
+        let Partitions::Resident(parts) = &self.partitions else {
+            return Err(Error::Internal(
+                "only an index held in memory is written".into(),
+            ));
         };
+        let mut writer = ContainerWriter::new(storage, path);
+        let model = prost::Message::encode_to_vec(&self.model_proto());
+        writer.part(model, 0, 0, Vec::new(), Vec::new()).await?;
+        for part in parts {
+            writer
+                .part(part.encode(), part.len() as u64, 0, Vec::new(), Vec::new())
+                .await?;
+        }
+        let (_, size) = writer.finish(self.kind.name(), KeyKind::Num).await?;
+        Ok(size)
+    }
+
+    /// The file as the earlier one-block layout held it (kept for reading such files, and
+    /// to test that they still read).
+    pub fn encode_one_block(&self) -> Result<Bytes> {
+        let Partitions::Resident(parts) = &self.partitions else {
+            return Err(Error::Internal(
+                "only an index held in memory is encoded".into(),
+            ));
+        };
+        let mut proto = self.model_proto();
+        let mut ids = Vec::new();
+        let mut payload = Vec::new();
+        for part in parts {
+            let bytes = part.encode();
+            let (i, d) = bytes.split_at(part.len() * 8);
+            ids.extend_from_slice(i);
+            payload.extend_from_slice(d);
+        }
+        proto.row_ids = Bytes::from(ids);
+        proto.payload = Bytes::from(payload);
+        Ok(Bytes::from(encode_block(prost::Message::encode_to_vec(
+            &proto,
+        ))))
+    }
+
+    /// Decodes and validates a one-block index file read from `path`.
+    pub fn decode_one_block(bytes: &[u8], path: &Path) -> Result<Self> {
+        let proto: IvfFileProto = decode_block_message(bytes, path, "vector index")?;
+        let model = decode_model(&proto, path)?;
+        let rows = model.rows();
+        if size(&[rows, 8]) != Some(proto.row_ids.len()) {
+            return Err(Error::corrupt(
+                path,
+                "vector index: partition offsets do not match the rows",
+            ));
+        }
+        if size(&[rows, model.row_width()]) != Some(proto.payload.len()) {
+            return Err(Error::corrupt(
+                path,
+                "vector index: the vectors or codes do not match the rows",
+            ));
+        }
+        let width = model.row_width();
+        let mut partitions = Vec::with_capacity(model.offsets.len() - 1);
+        let mut bytes = Vec::new();
+        for w in model.offsets.windows(2) {
+            let (start, end) = (w[0], w[1]);
+            bytes.clear();
+            bytes.extend_from_slice(&proto.row_ids[start * 8..end * 8]);
+            bytes.extend_from_slice(&proto.payload[start * width..end * width]);
+            partitions.push(Arc::new(decode_rows(&model, end - start, &bytes, path)?));
+        }
         Ok(IvfIndex {
-            kind,
-            distance,
-            dim,
-            centroids: f32s(&proto.centroids),
-            offsets,
-            row_ids: proto
-                .row_ids
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-            payload,
+            kind: model.kind,
+            distance: model.distance,
+            dim: model.dim,
+            centroids: model.centroids,
+            offsets: model.offsets,
+            quantizer: model.quantizer,
+            partitions: Partitions::Resident(partitions),
         })
     }
 
-    /// The largest file an index of these dimensions can be: its arrays, plus per field a tag
-    /// and a length (11 bytes at most), 10 bytes at most per partition offset, the kind and
-    /// distance names and the block trailer. `None` when the sizes overflow. An index file is
-    /// checked against it (from the manifest's details) before it is read.
+    /// Opens a container index file: its lookup and model (partitions load on demand).
+    pub(crate) async fn open_stored(
+        storage: &Storage,
+        path: &Path,
+        size_bytes: u64,
+        kind: IndexKind,
+        covered: &[u64],
+    ) -> Result<Self> {
+        let container = Container::open_parts(storage, path, size_bytes, kind.name()).await?;
+        let bad = |what: &str| Error::corrupt(path, format!("vector index: {what}"));
+        if container.lookup.parts.is_empty() {
+            return Err(bad("the file holds no model"));
+        }
+        let block = container.read_part(0).await?;
+        let decode_path = path.clone();
+        let model = tokio::task::spawn_blocking(move || -> Result<Model> {
+            let proto: IvfFileProto = prost::Message::decode(block)
+                .map_err(|e| Error::corrupt(&decode_path, format!("vector index model: {e}")))?;
+            if !proto.row_ids.is_empty() || !proto.payload.is_empty() {
+                return Err(Error::corrupt(
+                    &decode_path,
+                    "vector index: its model holds rows",
+                ));
+            }
+            decode_model(&proto, &decode_path)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??;
+        let parts = model.offsets.len() - 1;
+        if container.lookup.parts.len() != part_of(parts) {
+            return Err(bad("its parts do not match its partitions"));
+        }
+        if (0..parts).any(|p| {
+            container.lookup.parts[part_of(p)].entries
+                != (model.offsets[p + 1] - model.offsets[p]) as u64
+        }) {
+            return Err(bad("its parts do not match its partition offsets"));
+        }
+        Ok(IvfIndex {
+            kind: model.kind,
+            distance: model.distance,
+            dim: model.dim,
+            centroids: model.centroids,
+            offsets: model.offsets,
+            quantizer: model.quantizer,
+            partitions: Partitions::Stored {
+                container: Box::new(container),
+                covered: covered.iter().copied().collect(),
+            },
+        })
+    }
+
+    /// Translates the row addresses of every resident partition (a one-block file, read
+    /// whole); stored partitions are translated as they load.
+    pub(crate) async fn translate_resident(
+        &mut self,
+        translate: &dyn RowTranslate,
+        covered: &[u64],
+        path: &Path,
+    ) -> Result<()> {
+        let Partitions::Resident(parts) = &mut self.partitions else {
+            return Ok(());
+        };
+        let covered: HashSet<u64> = covered.iter().copied().collect();
+        for part in parts.iter_mut() {
+            check_covered(&part.row_ids, &covered, path)?;
+            if !translate.is_identity() {
+                let part = Arc::make_mut(part);
+                translate.translate(&mut part.row_ids).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and checks partition `p` of a stored index (addresses not yet translated).
+    async fn read_partition(&self, p: usize) -> Result<Partition> {
+        let Partitions::Stored { container, covered } = &self.partitions else {
+            return Err(Error::Internal("a resident partition was read".into()));
+        };
+        let bytes = container.read_part(part_of(p)).await?;
+        let rows = self.offsets[p + 1] - self.offsets[p];
+        let model = Model {
+            kind: self.kind,
+            distance: self.distance,
+            dim: self.dim,
+            centroids: Vec::new(),
+            offsets: Vec::new(),
+            quantizer: self.quantizer.clone().map(|q| ProductQuantizer {
+                codebooks: Vec::new(),
+                ..q
+            }),
+        };
+        let path = container.path.clone();
+        let part = decode_rows(&model, rows, &bytes, &path)?;
+        check_covered(&part.row_ids, covered, &path)?;
+        Ok(part)
+    }
+
+    /// Partition `p`, its addresses translated for the version read, through the cache;
+    /// the flag says whether this call read it from storage.
+    pub(crate) async fn partition(
+        &self,
+        p: usize,
+        parts: &PartContext<'_>,
+    ) -> Result<(Arc<Partition>, bool)> {
+        if let Partitions::Resident(resident) = &self.partitions {
+            return Ok((resident[p].clone(), false));
+        }
+        let key = format!("{}#v{p}", parts.key);
+        parts
+            .cache
+            .get_or_load(&key, async {
+                let mut part = self.read_partition(p).await?;
+                if !parts.translate.is_identity() {
+                    parts.translate.translate(&mut part.row_ids).await?;
+                }
+                let bytes = part.heap_bytes();
+                Ok((part, bytes))
+            })
+            .await
+    }
+
+    /// Every partition with translated addresses, read past the cache (an update reads each
+    /// once; keeping them would push out what queries use).
+    pub(crate) async fn all_partitions(
+        &self,
+        translate: &dyn RowTranslate,
+    ) -> Result<Vec<Arc<Partition>>> {
+        if let Partitions::Resident(resident) = &self.partitions {
+            return Ok(resident.clone());
+        }
+        let mut out = Vec::with_capacity(self.num_partitions());
+        for p in 0..self.num_partitions() {
+            let mut part = self.read_partition(p).await?;
+            if !translate.is_identity() {
+                translate.translate(&mut part.row_ids).await?;
+            }
+            out.push(Arc::new(part));
+        }
+        Ok(out)
+    }
+
+    /// The largest one-block file an index of these dimensions can be: its arrays, plus
+    /// per field a tag and a length (11 bytes at most), 10 bytes at most per partition
+    /// offset, the kind and distance names and the block trailer. `None` when the sizes
+    /// overflow. A one-block file is checked against it (from the manifest's details) before
+    /// it is read.
     pub fn max_file_size(
         kind: IndexKind,
         distance: DistanceType,
@@ -395,48 +755,52 @@ impl IvfIndex {
         order
     }
 
-    /// Distances of partition `p`'s rows to the query, into `out` (approximate for PQ: the
-    /// distance type's value computed from the codes).
-    pub fn partition_distances(&self, p: usize, query: &PreparedQuery, out: &mut Vec<f32>) {
-        let (start, end) = (self.offsets[p], self.offsets[p + 1]);
+    /// Distances of the rows of `part` (partition `p`) to the query, into `out`
+    /// (approximate for PQ: the distance type's value computed from the codes).
+    pub fn partition_distances(
+        &self,
+        p: usize,
+        part: &Partition,
+        query: &mut PreparedQuery,
+        out: &mut Vec<f32>,
+    ) {
         let kernels = linalg::kernels();
         let sdim = self.space_dim();
-        match &self.payload {
-            Payload::Pq { quantizer, codes } => {
+        match (&part.data, &self.quantizer) {
+            (PartitionData::Pq(codes), Some(quantizer)) => {
                 let m = quantizer.m;
-                let codes = &codes[start * m..end * m];
                 let centroid = &self.centroids[p * sdim..(p + 1) * sdim];
-                let mut table = query.table.borrow_mut();
                 if self.distance == DistanceType::Dot {
                     // −q·(c + r) = −q·c + Σ table; the table does not depend on the partition.
                     let base = -linalg::dot(&query.space, centroid);
-                    pq::scan(codes, m, &table, base, out);
+                    pq::scan(codes, m, &query.table, base, out);
                 } else {
-                    let mut residual = query.residual.borrow_mut();
-                    residual.clear();
-                    residual.extend(query.space.iter().zip(centroid).map(|(q, c)| q - c));
-                    quantizer.l2_table(&residual, &mut table);
-                    pq::scan(codes, m, &table, 0.0, out);
+                    query.residual.clear();
+                    query
+                        .residual
+                        .extend(query.space.iter().zip(centroid).map(|(q, c)| q - c));
+                    quantizer.l2_table(&query.residual, &mut query.table);
+                    pq::scan(codes, m, &query.table, 0.0, out);
                     if self.distance == DistanceType::Cosine {
                         // Unit vectors: ‖a − b‖² = 2 (1 − cos).
                         out.iter_mut().for_each(|d| *d *= 0.5);
                     }
                 }
             }
-            Payload::FlatF32(vectors) => {
+            (PartitionData::FlatF32(vectors), _) => {
                 out.clear();
-                out.resize(end - start, 0.0);
-                kernels.distances_f32(
-                    self.distance,
-                    &query.raw,
-                    &vectors[start * self.dim..end * self.dim],
-                    out,
-                );
+                out.resize(part.len(), 0.0);
+                kernels.distances_f32(self.distance, &query.raw, vectors, out);
             }
-            Payload::FlatBytes(bytes) => {
+            (PartitionData::FlatBytes(bytes), _) => {
                 out.clear();
-                out.resize(end - start, 0.0);
-                kernels.hamming_rows(&query.bytes, &bytes[start * self.dim..end * self.dim], out);
+                out.resize(part.len(), 0.0);
+                kernels.hamming_rows(&query.bytes, bytes, out);
+            }
+            (PartitionData::Pq(_), None) => {
+                // Decoding never pairs codes with a model without codebooks.
+                out.clear();
+                out.resize(part.len(), f32::INFINITY);
             }
         }
     }
@@ -457,16 +821,30 @@ impl IvfIndex {
             }
         }
         let mut table = Vec::new();
-        if let (Payload::Pq { quantizer, .. }, DistanceType::Dot) = (&self.payload, self.distance) {
+        if let (Some(quantizer), DistanceType::Dot) = (&self.quantizer, self.distance) {
             quantizer.dot_table(&space, &mut table);
         }
         PreparedQuery {
             raw: raw.to_vec(),
             bytes: bytes.to_vec(),
             space,
-            table: std::cell::RefCell::new(table),
-            residual: std::cell::RefCell::new(Vec::new()),
+            table,
+            residual: Vec::new(),
         }
+    }
+}
+
+/// Fails when `rows` holds a row of a fragment the index does not cover.
+fn check_covered(rows: &[u64], covered: &HashSet<u64>, path: &Path) -> Result<()> {
+    match rows.iter().find(|&&r| !covered.contains(&(r >> 32))) {
+        Some(row) => Err(Error::corrupt(
+            path,
+            format!(
+                "vector index: it holds row {row} of fragment {}, which it does not cover",
+                row >> 32
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -475,8 +853,8 @@ pub struct PreparedQuery {
     raw: Vec<f32>,
     bytes: Vec<u8>,
     space: Vec<f32>,
-    table: std::cell::RefCell<Vec<f32>>,
-    residual: std::cell::RefCell<Vec<f32>>,
+    table: Vec<f32>,
+    residual: Vec<f32>,
 }
 
 impl PreparedQuery {
@@ -509,38 +887,42 @@ mod tests {
             let sdim = space_dim(dim, distance);
             let m = (1..=sdim.min(4)).rev().find(|m| sdim.is_multiple_of(*m)).unwrap_or(1);
             let rows: Vec<usize> = rows.into_iter().map(|p| p % partitions).collect();
-            let mut offsets = vec![0usize; partitions + 1];
-            for &p in &rows {
-                offsets[p + 1] += 1;
-            }
-            for p in 0..partitions {
-                offsets[p + 1] += offsets[p];
-            }
             let n = rows.len();
-            let payload = match kind {
-                IndexKind::IvfPq => Payload::Pq {
-                    quantizer: ProductQuantizer {
-                        dim: sdim,
-                        m,
-                        codebooks: vec![f32::INFINITY; sdim * CODES],
+            let mut parts: Vec<Partition> = (0..partitions)
+                .map(|_| Partition {
+                    row_ids: Vec::new(),
+                    data: match kind {
+                        IndexKind::IvfPq => PartitionData::Pq(Vec::new()),
+                        IndexKind::IvfFlat if distance == DistanceType::Hamming => {
+                            PartitionData::FlatBytes(Vec::new())
+                        }
+                        IndexKind::IvfFlat => PartitionData::FlatF32(Vec::new()),
                     },
-                    codes: vec![255; n * m],
-                },
-                IndexKind::IvfFlat if distance == DistanceType::Hamming => {
-                    Payload::FlatBytes(vec![0xAB; n * dim])
+                })
+                .collect();
+            for (r, &p) in rows.iter().enumerate() {
+                let part = &mut parts[p];
+                part.row_ids.push(u64::MAX - r as u64);
+                match &mut part.data {
+                    PartitionData::Pq(c) => c.extend(std::iter::repeat_n(255u8, m)),
+                    PartitionData::FlatBytes(b) => b.extend(std::iter::repeat_n(0xABu8, dim)),
+                    PartitionData::FlatF32(v) => v.extend(std::iter::repeat_n(-1.5f32, dim)),
                 }
-                IndexKind::IvfFlat => Payload::FlatF32(vec![-1.5; n * dim]),
-            };
-            let index = IvfIndex {
+            }
+            let quantizer = (kind == IndexKind::IvfPq).then(|| ProductQuantizer {
+                dim: sdim,
+                m,
+                codebooks: vec![f32::INFINITY; sdim * CODES],
+            });
+            let index = IvfIndex::resident(
                 kind,
                 distance,
                 dim,
-                centroids: vec![f32::MAX; partitions * sdim],
-                offsets,
-                row_ids: (0..n as u64).map(|r| u64::MAX - r).collect(),
-                payload,
-            };
-            let bytes = index.encode();
+                vec![f32::MAX; partitions * sdim],
+                quantizer,
+                parts,
+            );
+            let bytes = index.encode_one_block().expect("encode");
             let limit = IvfIndex::max_file_size(
                 kind,
                 distance,
@@ -550,8 +932,17 @@ mod tests {
                 n as u64,
             );
             prop_assert!(limit.is_some_and(|l| bytes.len() as u64 <= l));
-            let back = IvfIndex::decode(&bytes, &Path::from("i")).expect("decode");
-            prop_assert_eq!(back.row_ids, index.row_ids);
+            let back = IvfIndex::decode_one_block(&bytes, &Path::from("i")).expect("decode");
+            prop_assert_eq!(back.offsets, index.offsets);
+            let (Partitions::Resident(a), Partitions::Resident(b)) =
+                (&back.partitions, &index.partitions)
+            else {
+                panic!("one-block files read whole");
+            };
+            for (a, b) in a.iter().zip(b) {
+                prop_assert_eq!(&a.row_ids, &b.row_ids);
+                prop_assert_eq!(a.encode(), b.encode());
+            }
         }
     }
 

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 
-pub use self::ivf::{IndexKind, IvfIndex, Payload, PreparedQuery};
+pub use self::ivf::{IndexKind, IvfIndex, Partition, PartitionData, PreparedQuery};
 pub use self::scalar::{Key, ScalarQuery, ScalarSearch};
 pub use self::vector::{
     default_partitions, default_sub_vectors, VectorIndexDetailsProto, VectorIndexParams,

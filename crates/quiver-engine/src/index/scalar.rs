@@ -517,6 +517,27 @@ impl Container {
         size_bytes: u64,
         index_type: &str,
     ) -> Result<Self> {
+        Self::open_with(storage, path, size_bytes, index_type, true).await
+    }
+
+    /// Opens a container whose parts carry no keys (vector indexes): parts are checked to lie
+    /// inside the file, and their sizes are left to the kind, which knows what each holds.
+    pub(crate) async fn open_parts(
+        storage: &Storage,
+        path: &Path,
+        size_bytes: u64,
+        index_type: &str,
+    ) -> Result<Self> {
+        Self::open_with(storage, path, size_bytes, index_type, false).await
+    }
+
+    async fn open_with(
+        storage: &Storage,
+        path: &Path,
+        size_bytes: u64,
+        index_type: &str,
+        keyed: bool,
+    ) -> Result<Self> {
         let (tail, size) = storage.read_tail(path, FOOTER_LEN).await?;
         let bad = |why: String| Error::corrupt(path, format!("{index_type} index: {why}"));
         if size_bytes != 0 && size != size_bytes {
@@ -525,7 +546,7 @@ impl Container {
             )));
         }
         if tail.len() as u64 != FOOTER_LEN || &tail[16..20] != SCALAR_MAGIC {
-            return Err(bad("no scalar index footer".into()));
+            return Err(bad("no index footer".into()));
         }
         let u64_at = |i: usize| u64::from_le_bytes(tail[i..i + 8].try_into().unwrap_or([0; 8]));
         let version = u32::from_le_bytes(tail[20..24].try_into().unwrap_or([0; 4]));
@@ -541,7 +562,7 @@ impl Container {
             return Err(bad("its lookup lies outside the file".into()));
         }
         let block = storage.read_range(path, offset..offset + length).await?;
-        let lookup: LookupProto = decode_block_message(&block, path, "scalar index lookup")?;
+        let lookup: LookupProto = decode_block_message(&block, path, "index lookup")?;
         let key_kind = KeyKind::from_code(lookup.key_kind)
             .ok_or_else(|| bad(format!("unknown key kind {}", lookup.key_kind)))?;
         if lookup.index_type != index_type {
@@ -551,10 +572,14 @@ impl Container {
         let mut entries = 0u64;
         for part in &lookup.parts {
             let end = part.offset.checked_add(part.length);
-            if end.is_none_or(|e| e > offset) || part.length > MAX_PART_BYTES {
+            if end.is_none_or(|e| e > offset) || (keyed && part.length > MAX_PART_BYTES) {
                 return Err(bad("a part lies outside the file".into()));
             }
             entries = entries.saturating_add(part.entries);
+            if !keyed {
+                bounds.push(None);
+                continue;
+            }
             if part.null_count > 0 && part.min.is_empty() {
                 bounds.push(None);
                 continue;
@@ -585,7 +610,7 @@ impl Container {
             .storage
             .read_range(&self.path, part.offset..part.offset + part.length)
             .await?;
-        let len = decode_block(&block, &self.path, "scalar index part")?.len();
+        let len = decode_block(&block, &self.path, "index part")?.len();
         Ok(block.slice(0..len))
     }
 

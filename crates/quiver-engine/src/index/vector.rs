@@ -19,12 +19,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
 
-use super::ivf::{self, IndexKind, IvfIndex, Payload, PreparedQuery};
+use super::ivf::{self, IndexKind, IvfIndex, Partition, PartitionData, PreparedQuery};
 use super::kmeans::{self, KMeansParams};
 use super::pq::{self, ProductQuantizer};
 use super::{
     BuildJob, Built, ColumnSource, Index, IndexConfig, IndexDetails, IndexFamily, IndexFile,
-    IndexType, UpdateJob,
+    IndexType, PartContext, UpdateJob,
 };
 use crate::error::{Error, Result};
 use crate::linalg::DistanceType;
@@ -347,30 +347,34 @@ async fn train(
     ))
 }
 
-/// The entries of `index` at positions `kept`, in the encoded (unsorted) form.
-fn existing_rows(index: &IvfIndex, kept: &[usize]) -> Encoded {
-    let mut partition_of = vec![0u32; index.row_ids.len()];
-    for p in 0..index.num_partitions() {
-        partition_of[index.offsets[p]..index.offsets[p + 1]].fill(p as u32);
-    }
+/// The entries of `partitions` that `keep` admits, in the encoded (unsorted) form.
+fn existing_rows(
+    partitions: &[Arc<Partition>],
+    keep: &(dyn Fn(u64) -> bool + Sync),
+) -> (Encoded, u64) {
     let mut out = Encoded::default();
-    for &i in kept {
-        out.partitions.push(partition_of[i]);
-        out.row_ids.push(index.row_ids[i]);
-        match &index.payload {
-            Payload::Pq { quantizer, codes } => {
-                let m = quantizer.m;
-                out.codes.extend_from_slice(&codes[i * m..(i + 1) * m]);
+    let mut removed = 0u64;
+    for (p, part) in partitions.iter().enumerate() {
+        for (i, &row) in part.row_ids.iter().enumerate() {
+            if !keep(row) {
+                removed += 1;
+                continue;
             }
-            Payload::FlatBytes(bytes) => out
-                .codes
-                .extend_from_slice(&bytes[i * index.dim..(i + 1) * index.dim]),
-            Payload::FlatF32(v) => out
-                .vectors
-                .extend_from_slice(&v[i * index.dim..(i + 1) * index.dim]),
+            out.partitions.push(p as u32);
+            out.row_ids.push(row);
+            match &part.data {
+                PartitionData::Pq(codes) | PartitionData::FlatBytes(codes) => {
+                    let w = codes.len() / part.len();
+                    out.codes.extend_from_slice(&codes[i * w..(i + 1) * w]);
+                }
+                PartitionData::FlatF32(v) => {
+                    let w = v.len() / part.len();
+                    out.vectors.extend_from_slice(&v[i * w..(i + 1) * w]);
+                }
+            }
         }
     }
-    out
+    (out, removed)
 }
 
 /// Rows encoded for an index: partition, address and payload of each row.
@@ -478,7 +482,7 @@ async fn encode_rows(
     Ok(out)
 }
 
-/// Groups encoded rows by partition (a counting sort) into an index.
+/// Groups encoded rows by partition into an index.
 fn assemble(
     kind: IndexKind,
     distance: DistanceType,
@@ -492,50 +496,39 @@ fn assemble(
         partitions,
         centroids.len() / ivf::space_dim(dim, distance).max(1)
     );
-    let mut offsets = vec![0usize; partitions + 1];
+    let mut counts = vec![0usize; partitions];
     for &p in &encoded.partitions {
-        offsets[p as usize + 1] += 1;
+        counts[p as usize] += 1;
     }
-    for p in 0..partitions {
-        offsets[p + 1] += offsets[p];
-    }
-    let n = encoded.row_ids.len();
     let width = match (&quantizer, distance) {
         (Some(q), _) => q.m,
         (None, DistanceType::Hamming) => dim,
         (None, _) => 0,
     };
-    let mut next = offsets.clone();
-    let mut row_ids = vec![0u64; n];
-    let mut codes = vec![0u8; n * width];
-    let vector_width = if width == 0 { dim } else { 0 };
-    let mut vectors = vec![0f32; n * vector_width];
+    let mut parts: Vec<Partition> = counts
+        .iter()
+        .map(|&n| Partition {
+            row_ids: Vec::with_capacity(n),
+            data: match (&quantizer, width) {
+                (Some(_), _) => PartitionData::Pq(Vec::with_capacity(n * width)),
+                (None, 0) => PartitionData::FlatF32(Vec::with_capacity(n * dim)),
+                (None, _) => PartitionData::FlatBytes(Vec::with_capacity(n * width)),
+            },
+        })
+        .collect();
     for (i, &p) in encoded.partitions.iter().enumerate() {
-        let slot = next[p as usize];
-        next[p as usize] += 1;
-        row_ids[slot] = encoded.row_ids[i];
-        if width > 0 {
-            codes[slot * width..(slot + 1) * width]
-                .copy_from_slice(&encoded.codes[i * width..(i + 1) * width]);
-        } else {
-            vectors[slot * dim..(slot + 1) * dim]
-                .copy_from_slice(&encoded.vectors[i * dim..(i + 1) * dim]);
+        let part = &mut parts[p as usize];
+        part.row_ids.push(encoded.row_ids[i]);
+        match &mut part.data {
+            PartitionData::Pq(c) | PartitionData::FlatBytes(c) => {
+                c.extend_from_slice(&encoded.codes[i * width..(i + 1) * width])
+            }
+            PartitionData::FlatF32(v) => {
+                v.extend_from_slice(&encoded.vectors[i * dim..(i + 1) * dim])
+            }
         }
     }
-    let payload = match quantizer {
-        Some(quantizer) => Payload::Pq { quantizer, codes },
-        None if distance == DistanceType::Hamming => Payload::FlatBytes(codes),
-        None => Payload::FlatF32(vectors),
-    };
-    IvfIndex {
-        kind,
-        distance,
-        dim,
-        centroids,
-        offsets,
-        row_ids,
-        payload,
-    }
+    IvfIndex::resident(kind, distance, dim, centroids, quantizer, parts)
 }
 
 /// Which row addresses a search may return.
@@ -566,15 +559,17 @@ impl RowGate {
 
 /// The `want` nearest allowed rows found by probing at least `nprobes` partitions, nearest
 /// first, and more while fewer than `want` allowed rows were found (filters, deletions).
-/// Returns them sorted, with the partitions probed.
-pub(crate) fn search_partitions(
+/// Partitions load through the index cache in rounds of `nprobes`, so a search reads only
+/// what it probes. Returns the rows sorted, with the partitions probed.
+pub(crate) async fn search_partitions(
     index: &IvfIndex,
-    query: &PreparedQuery,
+    query: &mut PreparedQuery,
     nprobes: usize,
     want: usize,
     gate: &RowGate,
     range: (Option<f32>, Option<f32>),
-) -> Probed {
+    parts: &PartContext<'_>,
+) -> Result<Probed> {
     // IVF_FLAT distances are exact, so a distance range can choose candidates; PQ distances
     // are approximate, so the range applies after refinement.
     let range = if index.kind == IndexKind::IvfFlat {
@@ -582,41 +577,51 @@ pub(crate) fn search_partitions(
     } else {
         (None, None)
     };
+    let nprobes = nprobes.max(1);
     let order = index.rank_partitions(query.space());
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want.min(PREALLOCATE) + 1);
     let mut distances = Vec::new();
     let mut probed = 0;
-    let mut comparisons = (index.offsets.len().saturating_sub(1)) as u64;
-    for p in order {
-        if probed >= nprobes.max(1) && heap.len() >= want {
+    let mut parts_loaded = 0u64;
+    let mut comparisons = index.num_partitions() as u64;
+    'rounds: for round in order.chunks(nprobes) {
+        let loaded =
+            futures::future::try_join_all(round.iter().map(|&p| index.partition(p, parts))).await?;
+        for (&p, (part, was_read)) in round.iter().zip(loaded) {
+            if probed >= nprobes && heap.len() >= want {
+                break 'rounds;
+            }
+            parts_loaded += u64::from(was_read);
+            probed += 1;
+            index.partition_distances(p, &part, query, &mut distances);
+            comparisons += part.len() as u64;
+            for (&distance, &row_id) in distances.iter().zip(&part.row_ids) {
+                if !in_range(distance, range) {
+                    continue;
+                }
+                let candidate = Candidate { distance, row_id };
+                if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {
+                    continue;
+                }
+                if !gate.allows(row_id) {
+                    continue;
+                }
+                heap.push(candidate);
+                if heap.len() > want {
+                    heap.pop();
+                }
+            }
+        }
+        if heap.len() >= want {
             break;
         }
-        probed += 1;
-        index.partition_distances(p, query, &mut distances);
-        let rows = &index.row_ids[index.offsets[p]..index.offsets[p + 1]];
-        comparisons += rows.len() as u64;
-        for (&distance, &row_id) in distances.iter().zip(rows) {
-            if !in_range(distance, range) {
-                continue;
-            }
-            let candidate = Candidate { distance, row_id };
-            if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {
-                continue;
-            }
-            if !gate.allows(row_id) {
-                continue;
-            }
-            heap.push(candidate);
-            if heap.len() > want {
-                heap.pop();
-            }
-        }
     }
-    Probed {
+    Ok(Probed {
         candidates: heap.into_sorted_vec(),
         partitions: probed,
+        parts_loaded,
         comparisons,
-    }
+    })
 }
 
 /// What [`search_partitions`] found and how much it compared.
@@ -624,6 +629,8 @@ pub(crate) struct Probed {
     /// Nearest first.
     pub candidates: Vec<Candidate>,
     pub partitions: usize,
+    /// Partitions read from storage (not found in the index cache).
+    pub parts_loaded: u64,
     /// Query-to-centroid distances plus codes scored in the probed partitions.
     pub comparisons: u64,
 }
@@ -666,26 +673,29 @@ fn details_of(index: &IvfIndex) -> Vec<u8> {
         num_sub_vectors: index.num_sub_vectors() as u32,
         num_bits: if index.kind == IndexKind::IvfPq { 8 } else { 0 },
         dim: index.dim as u32,
-        num_rows: index.row_ids.len() as u64,
+        num_rows: index.num_rows() as u64,
     })
 }
 
-/// Writes `index` to `file`.
+/// Writes `index` to `file`; the index cached after it is the file opened (its model in
+/// memory, partitions read as searches probe them).
 async fn write(
     storage: &crate::storage::Storage,
     file: &object_store::path::Path,
     index: IvfIndex,
     removed: u64,
 ) -> Result<Built> {
-    let encoded = index.encode();
-    let size_bytes = encoded.len() as u64;
-    storage.put(file, encoded).await?;
+    let size_bytes = index.write(storage, file).await?;
+    // The fragments the rows come from are the ones the manifest will record (a fresh
+    // build's, or an update's after translation to the current version).
+    let covered = index.fragments_held();
+    let stored = IvfIndex::open_stored(storage, file, size_bytes, index.kind, &covered).await?;
     Ok(Built {
         details: details_of(&index),
         size_bytes,
-        entries: index.row_ids.len() as u64,
+        entries: index.num_rows() as u64,
         removed,
-        loaded: Some(Arc::new(index)),
+        loaded: Some(Arc::new(stored)),
     })
 }
 
@@ -756,51 +766,66 @@ impl IndexType for IvfType {
             let path = file.path.clone();
             let bad =
                 |why: String| Error::corrupt(&path, format!("vector index '{}': {why}", file.name));
-            // The manifest says what the file holds, so the file is no larger than that allows...
             let d = decode_details(file.details)?;
             let distance = details_distance(file.details)?;
-            let limit = IvfIndex::max_file_size(
-                self.kind,
-                distance,
-                u64::from(d.dim),
-                u64::from(d.num_partitions),
-                u64::from(d.num_sub_vectors),
-                d.num_rows,
-            )
-            .ok_or_else(|| bad("its sizes in the manifest overflow".into()))?;
-            let (bytes, _) = file
+            let (tail, size) = file
                 .storage
-                .read_all_at_most(&path, limit, "vector index")
+                .read_tail(&path, super::scalar::FOOTER_LEN)
                 .await?;
-            let decode_path = path.clone();
-            let mut index =
-                tokio::task::spawn_blocking(move || IvfIndex::decode(&bytes, &decode_path))
-                    .await
-                    .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??;
-            // ...and holds exactly that, for the fragments it names.
+            let container = tail.len() as u64 == super::scalar::FOOTER_LEN
+                && &tail[16..20] == super::scalar::SCALAR_MAGIC;
+            let mut index = if container {
+                IvfIndex::open_stored(
+                    file.storage,
+                    &path,
+                    file.size_bytes,
+                    self.kind,
+                    file.fragments,
+                )
+                .await?
+            } else {
+                // A one-block file (the earlier layout), read whole. The manifest says what
+                // it holds, so it is no larger than that allows.
+                let limit = IvfIndex::max_file_size(
+                    self.kind,
+                    distance,
+                    u64::from(d.dim),
+                    u64::from(d.num_partitions),
+                    u64::from(d.num_sub_vectors),
+                    d.num_rows,
+                )
+                .ok_or_else(|| bad("its sizes in the manifest overflow".into()))?;
+                if size > limit {
+                    return Err(bad(format!(
+                        "the file holds {size} bytes, more than the {limit} its description allows"
+                    )));
+                }
+                let (bytes, _) = file
+                    .storage
+                    .read_all_at_most(&path, limit, "vector index")
+                    .await?;
+                let decode_path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    IvfIndex::decode_one_block(&bytes, &decode_path)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("index load task failed: {e}")))??
+            };
+            // The file holds exactly what the manifest describes.
             if index.kind != self.kind
                 || index.distance != distance
                 || index.dim != d.dim as usize
                 || index.num_partitions() != d.num_partitions as usize
                 || index.num_sub_vectors() != d.num_sub_vectors as usize
-                || index.row_ids.len() as u64 != d.num_rows
+                || index.num_rows() as u64 != d.num_rows
             {
                 return Err(bad(
                     "the file does not match the manifest's description of it".into(),
                 ));
             }
-            let covered: std::collections::HashSet<u64> = file.fragments.iter().copied().collect();
-            if let Some(row) = index
-                .row_ids
-                .iter()
-                .find(|&&r| !covered.contains(&(r >> 32)))
-            {
-                return Err(bad(format!(
-                    "it holds row {row} of fragment {}, which it does not cover",
-                    row >> 32
-                )));
-            }
-            file.translate.translate(&mut index.row_ids).await?;
+            index
+                .translate_resident(file.translate, file.fragments, &path)
+                .await?;
             Ok(Arc::new(index) as Arc<dyn Index>)
         })
     }
@@ -812,14 +837,10 @@ impl IndexType for IvfType {
                 .as_any()
                 .downcast_ref::<IvfIndex>()
                 .ok_or_else(|| Error::Internal("a vector update got another index".into()))?;
-            let kept: Vec<usize> = (0..index.row_ids.len())
-                .filter(|&i| (job.keep)(index.row_ids[i]))
-                .collect();
-            let removed = (index.row_ids.len() - kept.len()) as u64;
-            let quantizer = match &index.payload {
-                Payload::Pq { quantizer, .. } => Some(Arc::new(quantizer.clone())),
-                _ => None,
-            };
+            let partitions = index.all_partitions(job.parts.translate).await?;
+            let (kept, removed) = existing_rows(&partitions, job.keep);
+            drop(partitions);
+            let quantizer = index.quantizer.clone().map(Arc::new);
             let added = encode_rows(
                 job.added,
                 index.distance,
@@ -831,7 +852,6 @@ impl IndexType for IvfType {
                 job.added.rows(),
             )
             .await?;
-            let merged = existing_rows(index, &kept).append(added);
             let rebuilt = assemble(
                 index.kind,
                 index.distance,
@@ -839,7 +859,7 @@ impl IndexType for IvfType {
                 index.centroids.clone(),
                 quantizer.map(|q| (*q).clone()),
                 index.num_partitions(),
-                merged,
+                kept.append(added),
             );
             write(job.storage, job.file, rebuilt, removed).await
         })

@@ -1140,7 +1140,8 @@ async fn indexed_search(
     };
     let probe = Probe::start(analyze);
     let observed = table.measured(&probe);
-    let (index, loaded) = indices::load_vector(&observed, indexed, meta).await?;
+    let (entry, index) = indices::load_vector(&observed, indexed, meta).await?;
+    let loaded = entry.loaded;
     if index.dim != exact.query.f32.len() || index.distance != exact.distance {
         return Err(Error::corrupt(
             format!("index '{}'", meta.name),
@@ -1154,10 +1155,21 @@ async fn indexed_search(
     let refine = refine_of(search, index.kind);
     let want = search.k.saturating_mul(refine.unwrap_or(1));
     let nprobes = search.nprobes.unwrap_or(index::DEFAULT_NPROBES);
-    let prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
+    let mut prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
+    let translation = entry.translation(observed.inner(), indexed);
+    let parts = entry.parts(observed.inner(), &translation);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let probed = search_partitions(&index, &prepared, nprobes, want, &gate, exact.range);
+    let probed = search_partitions(
+        &index,
+        &mut prepared,
+        nprobes,
+        want,
+        &gate,
+        exact.range,
+        &parts,
+    )
+    .await?;
     stats.partitions_probed += probed.partitions;
     node = node.with("partitions_probed", probed.partitions);
     if analyze {
@@ -1166,8 +1178,8 @@ async fn indexed_search(
         m.index_comparisons = probed.comparisons;
         if loaded {
             m.indices_loaded = 1;
-            m.parts_loaded = index.offsets.len().saturating_sub(1) as u64;
         }
+        m.parts_loaded = probed.parts_loaded + u64::from(loaded);
     }
     probe.finish(&mut node);
     match refine {

@@ -308,21 +308,26 @@ pub(crate) async fn load_index(
     })
 }
 
-/// The vector index behind `meta`, loaded (and whether this call read it from storage).
+/// The vector index behind `meta`, loaded: the entry (for its parts' cache keys and
+/// translation) and the index.
 pub(crate) async fn load_vector(
     table: &Table,
     manifest: &Manifest,
     meta: &IndexMetadataProto,
-) -> Result<(Arc<index::IvfIndex>, bool)> {
+) -> Result<(LoadedIndex, Arc<index::IvfIndex>)> {
     let loaded = load_index(table.inner(), manifest, meta).await?;
-    let any = loaded.index.into_any_arc();
-    let ivf = any.downcast::<index::IvfIndex>().map_err(|_| {
-        Error::corrupt(
-            "manifest",
-            format!("index '{}' is not a vector index", meta.name),
-        )
-    })?;
-    Ok((ivf, loaded.loaded))
+    let ivf = loaded
+        .index
+        .clone()
+        .into_any_arc()
+        .downcast::<index::IvfIndex>()
+        .map_err(|_| {
+            Error::corrupt(
+                "manifest",
+                format!("index '{}' is not a vector index", meta.name),
+            )
+        })?;
+    Ok((loaded, ivf))
 }
 
 /// Rows of `manifest` for an index build or update: the column and `_rowid`.
