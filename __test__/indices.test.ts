@@ -51,6 +51,36 @@ async function recall(table: Table, truth: Uint32Array, where?: string, queriesR
 }
 
 describe("vector indexes", () => {
+  it("calibrate their default settings at build time; queries pick another target or override", async () => {
+    const db = await connect(join(tempDir(), "db"));
+    const table = await db.createTable("vecs", rows(0, N));
+    const stats = await table.createIndex("vector", { config: Index.ivfPq({ targetRecall: 0.9 }) });
+    const c = stats.calibration!;
+    expect(c).toMatchObject({ targetRecall: 0.9, sampleQueries: 200, k: 10 });
+    expect(c.recall).toBeGreaterThanOrEqual(0.9);
+    expect(c.curve.length).toBeGreaterThan(1);
+    for (let i = 1; i < c.curve.length; i++) {
+      expect(c.curve[i].recall).toBeGreaterThan(c.curve[i - 1].recall);
+      expect(c.curve[i].estimatedCostUs).toBeGreaterThanOrEqual(c.curve[i - 1].estimatedCostUs);
+    }
+    const chosen = c.curve.find((p) => p.recall >= 0.9)!;
+    expect({ nprobes: c.nprobes, refineFactor: c.refineFactor }).toEqual({ nprobes: chosen.nprobes, refineFactor: chosen.refineFactor });
+    // Held-out queries get about the recall measured on the table's own rows.
+    expect(await recall(table, gt)).toBeGreaterThanOrEqual(0.87);
+    const plan = await table.search(query(0)).explainPlan();
+    expect(plan).toContain(`IndexSearch: index=vector_idx type=IVF_PQ distance=l2 nprobes=${c.nprobes} candidates=${10 * c.refineFactor!} calibrated=estimated recall@10 `);
+    // Another target picks another point of the curve; explicit settings win.
+    const best = c.curve.find((p) => p.recall >= 0.99) ?? c.curve.at(-1)!;
+    expect(await table.search(query(0)).targetRecall(0.99).explainPlan()).toContain(`nprobes=${best.nprobes} candidates=${10 * best.refineFactor!}`);
+    expect(await table.search(query(0)).targetRecall(0.99).nprobes(3).refineFactor(2).explainPlan()).toContain("nprobes=3 candidates=20 fragments=1");
+    expect(() => table.search(query(0)).targetRecall(1.5)).toThrow(InvalidArgumentError);
+    expect(() => Index.ivfPq({ targetRecall: 0 })).toThrow(/targetRecall must be a number in \(0, 1\]/);
+    // A small table is not calibrated: searches use the fixed defaults.
+    const small = await db.createTable("small", rows(0, 500));
+    expect((await small.createIndex("vector")).calibration ?? undefined).toBeUndefined();
+    expect(await small.search(query(0)).explainPlan()).toContain("nprobes=20 candidates=40 fragments=1");
+  }, 120_000);
+
   it("builds IVF_PQ with progress, searches with good recall, prefilters, and reports stats", async () => {
     const dir = join(tempDir(), "db");
     const db = await connect(dir);
@@ -73,7 +103,7 @@ describe("vector indexes", () => {
     });
     // Progress arrives through the event loop: let queued calls run.
     await new Promise((r) => setTimeout(r, 50));
-    for (const phase of ["sample", "kmeans", "pq", "encode", "write"]) {
+    for (const phase of ["sample", "kmeans", "pq", "encode", "calibrate", "write"]) {
       const of = seen.filter((p) => p.phase === phase);
       expect(of.length, phase).toBeGreaterThan(0);
       expect(of.at(-1)!.done).toBe(of.at(-1)!.total);

@@ -22,6 +22,7 @@ export {
   type CreateIndexOptions,
   type IndexProgress,
   type IndexStats,
+  type IndexCalibration,
   type IndexType,
   type IvfFlatOptions,
   type IvfPqOptions,

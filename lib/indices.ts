@@ -17,6 +17,12 @@ export interface IvfPqOptions {
   maxIterations?: number;
   /** Training rows per partition (default 256): k-means trains on sampleRate × numPartitions rows. */
   sampleRate?: number;
+  /**
+   * Recall@10 the default search settings aim at (default 0.95). The build measures recall
+   * on a sample of the table's own vectors and stores the cheapest `nprobes` and
+   * `refineFactor` reaching it (see `IndexStats.calibration`).
+   */
+  targetRecall?: number;
 }
 
 /** Options of an IVF_FLAT index (partitions holding the vectors themselves). */
@@ -26,12 +32,14 @@ export interface IvfFlatOptions {
   distanceType?: DistanceType;
   maxIterations?: number;
   sampleRate?: number;
+  /** Recall@10 the default `nprobes` aims at (default 0.95); see `IvfPqOptions.targetRecall`. */
+  targetRecall?: number;
 }
 
 /** Progress of an index build. */
 export interface IndexProgress {
-  /** Vector indexes: sample, kmeans, pq, encode, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
-  phase: "sample" | "kmeans" | "pq" | "encode" | "sort" | "collect" | "write";
+  /** Vector indexes: sample, kmeans, pq, encode, calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
+  phase: "sample" | "kmeans" | "pq" | "encode" | "calibrate" | "sort" | "collect" | "write";
   done: number;
   total: number;
 }
@@ -98,6 +106,8 @@ function checkOptions(options: IvfPqOptions, what: string): IvfPqOptions {
     const v = options[key];
     if (v !== undefined) integerArg(v, key, { min: 1, max: 0xffff_ffff, expected: "a positive integer below 2^32" });
   }
+  const r = options.targetRecall;
+  if (r !== undefined && !(typeof r === "number" && r > 0 && r <= 1)) invalid("targetRecall", "a number in (0, 1]", r);
   const d = options.distanceType;
   if (d !== undefined && !["l2", "cosine", "dot", "hamming"].includes(d)) invalid("distanceType", "l2, cosine, dot or hamming", d);
   return { ...options };
@@ -142,4 +152,27 @@ export interface IndexStats {
   numUnindexedRows: number;
   /** Bytes of the index file. */
   sizeBytes: number;
+  /** Vector indexes built on 1,000 rows or more: what the build measured (see `IvfPqOptions.targetRecall`). */
+  calibration?: IndexCalibration;
+}
+
+/**
+ * How a vector index calibrated its default search settings: `sampleQueries` rows of the
+ * table searched as queries (themselves excluded) against their exact top `k`, at growing
+ * `nprobes` and refine factors.
+ */
+export interface IndexCalibration {
+  /** The recall the defaults aim at. */
+  targetRecall: number;
+  sampleQueries: number;
+  /** Neighbours per query recall is measured at (10). */
+  k: number;
+  /** The default setting: the cheapest on the curve reaching `targetRecall` (or the best). */
+  nprobes: number;
+  /** IVF_PQ only. */
+  refineFactor?: number;
+  /** Measured recall@k of the default setting. */
+  recall: number;
+  /** Settings on the cost/recall frontier, cheapest first; `query.targetRecall(r)` picks among them. */
+  curve: { nprobes: number; refineFactor?: number; recall: number; estimatedCostUs: number }[];
 }

@@ -1,5 +1,6 @@
 // The native addon's surface, as the napi binding (src/) defines it.
 import loadedBinding from "#native";
+import type { IndexCalibration } from "./indices.js";
 
 export interface NativeVersion {
   version: number;
@@ -90,6 +91,7 @@ export interface NativeSearchOptions {
   nprobes?: number;
   refineFactor?: number;
   bypassVectorIndex?: boolean;
+  targetRecall?: number;
 }
 
 export interface NativeBatchStream {
@@ -118,6 +120,7 @@ export interface NativeIndexInfo {
   numIndexedRows: number;
   numUnindexedRows: number;
   sizeBytes: number;
+  calibration?: IndexCalibration | null;
 }
 
 export interface NativeTable {
@@ -180,6 +183,7 @@ export interface NativeTable {
       numBits?: number;
       maxIterations?: number;
       sampleRate?: number;
+      targetRecall?: number;
       name?: string;
       replace?: boolean;
     },

@@ -25,6 +25,7 @@ interface SearchState {
   nprobes?: number;
   refineFactor?: number;
   ef?: number;
+  targetRecall?: number;
   postfilter: boolean;
   bypassVectorIndex: boolean;
   lower?: number;
@@ -257,17 +258,32 @@ export class VectorQuery extends Query {
     return this.withSearch({ distanceType: type });
   }
 
-  /** Partitions an IVF index probes (default 20; more when a filter leaves too few rows). */
+  /**
+   * Partitions an IVF index probes at least (more when a filter leaves too few rows).
+   * Default: the setting the index calibrated at build time for its target recall (0.95
+   * unless built with another `targetRecall`), or 20 for an index built on under 1,000 rows.
+   */
   nprobes(n: number): this {
     return this.withSearch({ nprobes: integerArg(n, "nprobes", { max: U32_MAX }) });
   }
 
   /**
    * Re-ranks `limit × n` index candidates by exact distance, read from the stored vectors
-   * (IVF_PQ default 4; IVF_FLAT distances are exact already).
+   * (IVF_PQ default: the index's calibrated factor, or 4 without calibration; IVF_FLAT
+   * distances are exact already).
    */
   refineFactor(n: number): this {
     return this.withSearch({ refineFactor: integerArg(n, "refineFactor", { max: U32_MAX }) });
+  }
+
+  /**
+   * The recall this search should reach: picks, among the settings the index measured at
+   * build time (`indexStats().calibration.curve`), the cheapest with at least this recall
+   * (the best one when none reaches it). Explicit `nprobes()` / `refineFactor()` win.
+   */
+  targetRecall(recall: number): this {
+    if (!(typeof recall === "number" && recall > 0 && recall <= 1)) invalid("targetRecall", "a number in (0, 1]", recall);
+    return this.withSearch({ targetRecall: recall });
   }
 
   /** Search breadth of a graph index (no effect on exact search). */
@@ -335,6 +351,7 @@ export class VectorQuery extends Query {
       nprobes: this.search.nprobes,
       refineFactor: this.search.refineFactor,
       bypassVectorIndex: this.search.bypassVectorIndex,
+      targetRecall: this.search.targetRecall,
     };
   }
 

@@ -193,6 +193,7 @@ export class Table implements QueryTarget {
           numBits: o.numBits,
           maxIterations: o.maxIterations,
           sampleRate: o.sampleRate,
+          targetRecall: o.targetRecall,
           name: options.name,
           replace: options.replace,
         },

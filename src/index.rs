@@ -14,6 +14,8 @@ pub struct NativeIndexOptions {
     pub num_bits: Option<u32>,
     pub max_iterations: Option<u32>,
     pub sample_rate: Option<u32>,
+    /// Recall the calibrated default search settings aim at.
+    pub target_recall: Option<f64>,
     pub name: Option<String>,
     pub replace: Option<bool>,
 }
@@ -44,6 +46,60 @@ pub struct NativeIndexInfo {
     pub num_indexed_rows: f64,
     pub num_unindexed_rows: f64,
     pub size_bytes: f64,
+    /// Vector indexes built on 1,000 rows or more: the search settings measured at build time.
+    pub calibration: Option<NativeCalibration>,
+}
+
+/// What a vector index's build measured: recall of search settings on sample queries.
+#[napi(object)]
+pub struct NativeCalibration {
+    pub target_recall: f64,
+    pub sample_queries: u32,
+    pub k: u32,
+    /// The setting searches use by default (the cheapest reaching the target).
+    pub nprobes: u32,
+    pub refine_factor: Option<u32>,
+    pub recall: f64,
+    /// Settings on the cost/recall frontier, cheapest first.
+    pub curve: Vec<NativeCalibrationPoint>,
+}
+
+#[napi(object)]
+pub struct NativeCalibrationPoint {
+    pub nprobes: u32,
+    pub refine_factor: Option<u32>,
+    pub recall: f64,
+    /// Estimated microseconds of one search on one core (a model, for comparing settings).
+    pub estimated_cost_us: f64,
+}
+
+/// An f32 figure as the decimal it was written as (0.95, not 0.949999988079071).
+fn decimal(v: f32) -> f64 {
+    (f64::from(v) * 1e6).round() / 1e6
+}
+
+fn point(p: &quiver_engine::index::calibrate::CalibrationPoint) -> NativeCalibrationPoint {
+    NativeCalibrationPoint {
+        nprobes: p.nprobes,
+        refine_factor: (p.refine > 0).then_some(p.refine),
+        recall: decimal(p.recall),
+        estimated_cost_us: (f64::from(p.cost_us) * 10.0).round() / 10.0,
+    }
+}
+
+impl From<quiver_engine::index::calibrate::Calibration> for NativeCalibration {
+    fn from(c: quiver_engine::index::calibrate::Calibration) -> Self {
+        let chosen = c.chosen().map(point);
+        NativeCalibration {
+            target_recall: decimal(c.target_recall),
+            sample_queries: c.queries,
+            k: c.k,
+            nprobes: chosen.as_ref().map_or(0, |p| p.nprobes),
+            refine_factor: chosen.as_ref().and_then(|p| p.refine_factor),
+            recall: chosen.as_ref().map_or(0.0, |p| p.recall),
+            curve: c.points.iter().map(point).collect(),
+        }
+    }
 }
 
 impl From<quiver_engine::table::indices::IndexInfo> for NativeIndexInfo {
@@ -62,6 +118,7 @@ impl From<quiver_engine::table::indices::IndexInfo> for NativeIndexInfo {
             num_indexed_rows: i.num_indexed_rows as f64,
             num_unindexed_rows: i.num_unindexed_rows as f64,
             size_bytes: i.size_bytes as f64,
+            calibration: d.calibration.map(NativeCalibration::from),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct NativeSearchOptions {
     pub nprobes: Option<u32>,
     pub refine_factor: Option<u32>,
     pub bypass_vector_index: Option<bool>,
+    /// Recall the index's calibrated settings should reach.
+    pub target_recall: Option<f64>,
 }
 
 /// A search's result (Arrow IPC bytes) and how it ran.

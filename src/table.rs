@@ -783,6 +783,7 @@ impl NativeTable {
                     num_bits: options.num_bits,
                     max_iterations: options.max_iterations.map(|n| n as usize),
                     sample_rate: options.sample_rate.map(|n| n as usize),
+                    target_recall: options.target_recall.map(|r| r as f32),
                 }))
             }
         };
@@ -971,6 +972,7 @@ impl NativeTable {
             nprobes: options.nprobes.map(|n| n as usize),
             refine_factor: options.refine_factor,
             bypass_index: options.bypass_vector_index.unwrap_or(false),
+            target_recall: options.target_recall.map(|r| r as f32),
         })
     }
 }

@@ -164,18 +164,73 @@ async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
         (50_000, 0)
     );
     let phases = phases.lock().unwrap().clone();
-    for phase in ["sample", "kmeans", "pq", "encode", "write"] {
+    for phase in ["sample", "kmeans", "pq", "encode", "calibrate", "write"] {
         let of_phase: Vec<_> = phases.iter().filter(|p| p.phase == phase).collect();
         assert!(!of_phase.is_empty(), "no {phase} progress");
         let last = of_phase.last().unwrap();
         assert_eq!(last.done, last.total, "{phase} ends complete");
     }
 
+    // The build calibrated its defaults on 200 of the table's own rows (the budget allows
+    // more at 50,000 × 128), and the held-out queries get the recall it measured.
+    let calibration = info.details.calibration.clone().expect("calibrated");
+    assert_eq!((calibration.queries, calibration.k), (200, 10));
+    assert_eq!(calibration.target_recall, 0.95);
+    let chosen = *calibration.chosen().expect("a setting");
+    assert!(chosen.recall >= 0.95, "{calibration:?}");
+    assert!(chosen.refine >= 1);
+    assert!(
+        calibration
+            .points
+            .windows(2)
+            .all(|w| w[0].cost_us <= w[1].cost_us && w[0].recall < w[1].recall),
+        "a frontier: {calibration:?}"
+    );
     let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
     assert!(sizes.iter().all(|&n| n == 10));
     assert!(
-        default_recall >= 0.90,
-        "recall@10 at defaults: {default_recall}"
+        default_recall >= 0.93,
+        "recall@10 at defaults: {default_recall} (calibrated {chosen:?})"
+    );
+    let (_, stats) = search_with_stats(&t, &query(data, 1, 10))
+        .await
+        .expect("search");
+    assert_eq!(stats.partitions_probed, chosen.nprobes as usize);
+    // Another target picks another point of the curve; explicit settings win.
+    let low = *calibration.pick(0.5).expect("a setting");
+    let (low_recall, _) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            target_recall: Some(0.5),
+            ..s
+        },
+        &data.gt,
+    )
+    .await;
+    assert!(low.nprobes <= chosen.nprobes && low_recall <= default_recall);
+    let (_, stats) = search_with_stats(
+        &t,
+        &VectorSearch {
+            target_recall: Some(0.5),
+            nprobes: Some(3),
+            ..query(data, 1, 10)
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(stats.partitions_probed, 3);
+    let bad = search(
+        &t,
+        &VectorSearch {
+            target_recall: Some(1.5),
+            ..query(data, 1, 10)
+        },
+    )
+    .await;
+    assert!(
+        matches!(bad, Err(quiver_engine::Error::InvalidArgument(_))),
+        "{bad:?}"
     );
     let (tuned, _) = recall(
         &t,
@@ -260,7 +315,7 @@ async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
         .await
         .expect("search");
     assert_eq!(stats.index.as_deref(), Some("vector_idx"));
-    assert!(stats.partitions_probed >= 20);
+    assert!(stats.partitions_probed >= chosen.nprobes as usize);
     let (exact, stats) = search_with_stats(
         &t,
         &VectorSearch {

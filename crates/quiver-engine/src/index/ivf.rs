@@ -21,6 +21,7 @@ use arrow_schema::DataType;
 use bytes::Bytes;
 use object_store::path::Path;
 
+use super::calibrate::{Calibration, CalibrationProto};
 use super::pq::{self, ProductQuantizer, CODES};
 use super::scalar::{Container, ContainerWriter, KeyKind};
 use super::{PartContext, RowTranslate};
@@ -230,6 +231,8 @@ pub struct IvfIndex {
     /// Partition `p` holds rows `offsets[p]..offsets[p + 1]` of the index's row order.
     pub offsets: Vec<usize>,
     pub quantizer: Option<ProductQuantizer>,
+    /// Search settings measured at build time (none for small tables and older files).
+    pub calibration: Option<Calibration>,
     partitions: Partitions,
 }
 
@@ -263,6 +266,8 @@ struct IvfFileProto {
     /// (one-block files only).
     #[prost(bytes = "bytes", tag = "10")]
     payload: Bytes,
+    #[prost(message, optional, tag = "11")]
+    calibration: Option<CalibrationProto>,
 }
 
 fn f32_bytes(v: &[f32]) -> Bytes {
@@ -289,6 +294,7 @@ struct Model {
     centroids: Vec<f32>,
     offsets: Vec<usize>,
     quantizer: Option<ProductQuantizer>,
+    calibration: Option<Calibration>,
 }
 
 impl Model {
@@ -358,6 +364,7 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
         centroids: f32s(&proto.centroids),
         offsets,
         quantizer,
+        calibration: proto.calibration.as_ref().and_then(Calibration::from_proto),
     })
 }
 
@@ -414,6 +421,7 @@ impl IvfIndex {
             centroids,
             offsets,
             quantizer,
+            calibration: None,
             partitions: Partitions::Resident(partitions.into_iter().map(Arc::new).collect()),
         }
     }
@@ -433,6 +441,14 @@ impl IvfIndex {
 
     pub fn num_sub_vectors(&self) -> usize {
         self.quantizer.as_ref().map_or(0, |q| q.m)
+    }
+
+    /// Partition `p` when it is held in memory.
+    pub(crate) fn resident_partition(&self, p: usize) -> Option<&Partition> {
+        match &self.partitions {
+            Partitions::Resident(parts) => parts.get(p).map(|p| &**p),
+            Partitions::Stored { .. } => None,
+        }
     }
 
     /// The fragments of the rows a resident index holds.
@@ -481,6 +497,7 @@ impl IvfIndex {
                 .as_ref()
                 .map_or_else(Bytes::new, |q| f32_bytes(&q.codebooks)),
             payload: Bytes::new(),
+            calibration: self.calibration.as_ref().map(Calibration::to_proto),
         }
     }
 
@@ -562,6 +579,7 @@ impl IvfIndex {
             centroids: model.centroids,
             offsets: model.offsets,
             quantizer: model.quantizer,
+            calibration: model.calibration,
             partitions: Partitions::Resident(partitions),
         })
     }
@@ -611,6 +629,7 @@ impl IvfIndex {
             centroids: model.centroids,
             offsets: model.offsets,
             quantizer: model.quantizer,
+            calibration: model.calibration,
             partitions: Partitions::Stored {
                 container: Box::new(container),
                 covered: covered.iter().copied().collect(),
@@ -657,6 +676,7 @@ impl IvfIndex {
                 codebooks: Vec::new(),
                 ..q
             }),
+            calibration: None,
         };
         let path = container.path.clone();
         let part = decode_rows(&model, rows, &bytes, &path)?;

@@ -12,6 +12,7 @@
 pub mod bitmap;
 pub mod btree;
 pub mod cache;
+pub mod calibrate;
 pub mod ivf;
 pub mod kmeans;
 pub mod pq;
@@ -175,6 +176,8 @@ pub struct IndexDetails {
     /// Distinct values (bitmap, label list) or pages (btree) the index holds.
     pub num_distinct_values: Option<u64>,
     pub num_pages: Option<u64>,
+    /// Vector indexes: the search settings measured at build time.
+    pub calibration: Option<calibrate::Calibration>,
 }
 
 /// An index file to open.

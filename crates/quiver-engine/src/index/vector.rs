@@ -19,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
 
+use super::calibrate::{self, Calibration, CalibrationProto, GroundTruth};
 use super::ivf::{self, IndexKind, IvfIndex, Partition, PartitionData, PreparedQuery};
 use super::kmeans::{self, KMeansParams};
 use super::pq::{self, ProductQuantizer};
@@ -51,6 +52,8 @@ pub struct VectorIndexParams {
     pub num_bits: Option<u32>,
     pub max_iterations: Option<usize>,
     pub sample_rate: Option<usize>,
+    /// Recall the calibrated default settings aim at (default 0.95).
+    pub target_recall: Option<f32>,
 }
 
 impl Default for VectorIndexParams {
@@ -63,6 +66,7 @@ impl Default for VectorIndexParams {
             num_bits: None,
             max_iterations: None,
             sample_rate: None,
+            target_recall: None,
         }
     }
 }
@@ -84,6 +88,9 @@ pub struct VectorIndexDetailsProto {
     /// Rows the index file holds (deleted ones included, until the next optimize).
     #[prost(uint64, tag = "6")]
     pub num_rows: u64,
+    /// The settings measured at build time (absent: not calibrated).
+    #[prost(message, optional, tag = "7")]
+    pub calibration: Option<CalibrationProto>,
 }
 
 /// Checks a manifest's details of a vector index against its column: they decode and name a
@@ -228,6 +235,14 @@ async fn train(
         }
         IndexKind::IvfFlat => 0,
     };
+    let target_recall = params
+        .target_recall
+        .unwrap_or(calibrate::DEFAULT_TARGET_RECALL);
+    if !(target_recall > 0.0 && target_recall <= 1.0) {
+        return Err(Error::invalid(format!(
+            "targetRecall must be in (0, 1] (got {target_recall})"
+        )));
+    }
     let max_iterations = params.max_iterations.unwrap_or(50).max(1);
     let sample_rate = params.sample_rate.unwrap_or(256).max(1);
     // 1. A uniform sample of the column (reservoir sampling over one scan).
@@ -236,6 +251,11 @@ async fn train(
     let mut sample: Vec<f32> = Vec::with_capacity(sample_size * sdim);
     let mut seen = 0usize;
     let (mut space, mut kept) = (Vec::new(), Vec::new());
+    // Calibration queries: a second, small reservoir of rows with their addresses.
+    let query_slots = calibrate::query_count(rows, sdim);
+    let mut query_rng = StdRng::seed_from_u64(0x4341_4c49_4252);
+    let mut queries: Vec<f32> = Vec::with_capacity(query_slots * sdim);
+    let mut query_rows: Vec<u64> = Vec::with_capacity(query_slots);
     let mut stream = source.batches()?;
     report("sample", 0, rows);
     let mut scanned = 0u64;
@@ -250,7 +270,19 @@ async fn train(
             None,
             &mut kept,
         )?;
-        for row in space.chunks_exact(sdim) {
+        let ids = batch.column(1).as_primitive::<UInt64Type>().values();
+        let kept_ids = ids.iter().zip(&kept).filter(|(_, &k)| k).map(|(&id, _)| id);
+        for (row, row_id) in space.chunks_exact(sdim).zip(kept_ids) {
+            if query_rows.len() < query_slots {
+                queries.extend_from_slice(row);
+                query_rows.push(row_id);
+            } else if query_slots > 0 {
+                let slot = query_rng.random_range(0..=seen);
+                if slot < query_slots {
+                    queries[slot * sdim..(slot + 1) * sdim].copy_from_slice(row);
+                    query_rows[slot] = row_id;
+                }
+            }
             if seen < sample_size {
                 sample.extend_from_slice(row);
             } else {
@@ -325,6 +357,12 @@ async fn train(
     let quantizer = quantizer.map(Arc::new);
 
     // 3. Assign and encode every row (a second scan).
+    // (The exact neighbours of the calibration queries are found in the same scan.)
+    let truth = (!query_rows.is_empty()).then(|| {
+        Arc::new(std::sync::Mutex::new(GroundTruth::new(
+            sdim, distance, queries, query_rows,
+        )))
+    });
     let encoded = encode_rows(
         source,
         distance,
@@ -332,11 +370,12 @@ async fn train(
         dim,
         centroids.clone(),
         quantizer.clone(),
+        truth.clone(),
         &report,
         rows,
     )
     .await?;
-    Ok(assemble(
+    let mut index = assemble(
         kind,
         distance,
         dim,
@@ -344,7 +383,20 @@ async fn train(
         quantizer.map(|q| (*q).clone()),
         partitions,
         encoded,
-    ))
+    );
+    // 4. Calibration: the sample queries searched through the new index.
+    let Some(truth) = truth.and_then(|t| Arc::into_inner(t)?.into_inner().ok()) else {
+        return Ok(index);
+    };
+    report("calibrate", 0, 1);
+    let index = tokio::task::spawn_blocking(move || {
+        index.calibration = calibrate::calibrate(&index, &truth, target_recall);
+        index
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("index calibration failed: {e}")))?;
+    report("calibrate", 1, 1);
+    Ok(index)
 }
 
 /// The entries of `partitions` that `keep` admits, in the encoded (unsorted) form.
@@ -404,6 +456,7 @@ async fn encode_rows(
     dim: usize,
     centroids: Arc<Vec<f32>>,
     quantizer: Option<Arc<ProductQuantizer>>,
+    truth: Option<Arc<std::sync::Mutex<GroundTruth>>>,
     report: &(dyn Fn(&'static str, u64, u64) + Sync),
     total: u64,
 ) -> Result<Encoded> {
@@ -415,7 +468,7 @@ async fn encode_rows(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let batch_rows = batch.num_rows() as u64;
-        let (centroids, quantizer) = (centroids.clone(), quantizer.clone());
+        let (centroids, quantizer, truth) = (centroids.clone(), quantizer.clone(), truth.clone());
         let part = tokio::task::spawn_blocking(move || -> Result<Encoded> {
             use rayon::prelude::*;
             let (mut space, mut kept) = (Vec::new(), Vec::new());
@@ -438,6 +491,9 @@ async fn encode_rows(
                 .filter(|(_, &k)| k)
                 .map(|(&id, _)| id)
                 .collect();
+            if let Some(mut truth) = truth.as_ref().and_then(|t| t.lock().ok()) {
+                truth.add(&space, &row_ids);
+            }
             let n = row_ids.len();
             let mut assignment = vec![0u32; n];
             let mut distances = vec![0f32; n];
@@ -674,6 +730,7 @@ fn details_of(index: &IvfIndex) -> Vec<u8> {
         num_bits: if index.kind == IndexKind::IvfPq { 8 } else { 0 },
         dim: index.dim as u32,
         num_rows: index.num_rows() as u64,
+        calibration: index.calibration.as_ref().map(Calibration::to_proto),
     })
 }
 
@@ -741,6 +798,7 @@ impl IndexType for IvfType {
             num_partitions: Some(d.num_partitions),
             num_sub_vectors: Some(d.num_sub_vectors),
             num_bits: Some(d.num_bits),
+            calibration: d.calibration.as_ref().and_then(Calibration::from_proto),
             ..Default::default()
         })
     }
@@ -848,11 +906,12 @@ impl IndexType for IvfType {
                 index.dim,
                 Arc::new(index.centroids.clone()),
                 quantizer.clone(),
+                None,
                 &|_, _, _| {},
                 job.added.rows(),
             )
             .await?;
-            let rebuilt = assemble(
+            let mut rebuilt = assemble(
                 index.kind,
                 index.distance,
                 index.dim,
@@ -861,6 +920,8 @@ impl IndexType for IvfType {
                 index.num_partitions(),
                 kept.append(added),
             );
+            // Partitions keep their centroids, so the measured settings still describe them.
+            rebuilt.calibration = index.calibration.clone();
             write(job.storage, job.file, rebuilt, removed).await
         })
     }

@@ -1,0 +1,527 @@
+//! Self-calibration of a vector index's search settings. At build time a sample of the
+//! table's own vectors serves as queries: their exact top-k over every row (themselves
+//! excluded) is computed in the same pass that encodes the rows, then each query is searched
+//! through the new index at growing `nprobes` and refine factors. The recall of every setting,
+//! and its estimated cost, are stored with the index; a search with no explicit settings uses
+//! the cheapest one reaching the target recall (0.95 unless the build or the query says
+//! otherwise).
+//!
+//! Recall of a setting is measured as the search computes it: a query's candidates are the
+//! `k × refine` rows with the smallest index distances among the partitions probed, and since
+//! candidates are re-ranked exactly, a true neighbour is returned exactly when it is among
+//! them.
+
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use super::ivf::{IndexKind, IvfIndex};
+use crate::linalg::{self, DistanceType};
+use crate::vocab::Candidate;
+
+/// Neighbours per query the calibration measures recall at (LanceDB's default limit).
+pub const CALIBRATION_K: usize = 10;
+/// Recall the defaults aim at when the build does not name one.
+pub const DEFAULT_TARGET_RECALL: f32 = 0.95;
+/// Exact-search work the ground truth may take, in multiply-adds (rows × queries × width):
+/// about two seconds of two cores.
+const GROUND_TRUTH_BUDGET: f64 = 4e9;
+/// Sample queries: as many as the budget allows, between these bounds.
+const MIN_QUERIES: usize = 50;
+const MAX_QUERIES: usize = 200;
+/// Tables smaller than this are not calibrated (the defaults probe most of them anyway).
+const MIN_ROWS: u64 = 1_000;
+/// Refine factors tried for IVF_PQ (IVF_FLAT distances are exact: no refine).
+const REFINE_FACTORS: [u32; 6] = [1, 2, 4, 8, 16, 32];
+
+/// Estimated costs, in nanoseconds on one core, of the parts of a search (measured on the
+/// reference machine; only their ratios matter for choosing).
+const NS_PER_PQ_LOOKUP: f32 = 0.9;
+const NS_PER_FLOAT: f32 = 0.15;
+const NS_PER_PARTITION: f32 = 300.0;
+/// Building a residual table (l2 and cosine IVF_PQ): 256 × width multiply-adds per partition.
+const NS_PER_TABLE_VALUE: f32 = 0.06;
+/// Reading one candidate's vector for the exact re-rank, besides its distance.
+const NS_PER_REFINED_ROW: f32 = 2_500.0;
+
+/// Sample queries to calibrate a table of `rows` vectors `width` wide (in the training space)
+/// with, or 0 when it is too small to need calibration.
+pub fn query_count(rows: u64, width: usize) -> usize {
+    if rows < MIN_ROWS {
+        return 0;
+    }
+    let affordable = GROUND_TRUTH_BUDGET / (rows as f64 * width.max(1) as f64);
+    (affordable as usize).clamp(MIN_QUERIES, MAX_QUERIES)
+}
+
+/// One measured setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationPoint {
+    pub nprobes: u32,
+    /// Refine factor (0: none, IVF_FLAT).
+    pub refine: u32,
+    /// Mean recall@k over the sample queries.
+    pub recall: f32,
+    /// Estimated microseconds of one search on one core.
+    pub cost_us: f32,
+}
+
+/// What calibration measured: the settings on the cost/recall frontier (each cheaper one has
+/// lower recall), cheapest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub target_recall: f32,
+    pub queries: u32,
+    pub k: u32,
+    pub points: Vec<CalibrationPoint>,
+}
+
+impl Calibration {
+    /// The cheapest setting reaching `target` recall, or the one of highest recall when none
+    /// does.
+    pub fn pick(&self, target: f32) -> Option<&CalibrationPoint> {
+        self.points.iter().find(|p| p.recall >= target).or_else(|| {
+            self.points
+                .iter()
+                .max_by(|a, b| a.recall.total_cmp(&b.recall))
+        })
+    }
+
+    /// The setting chosen for the build's target.
+    pub fn chosen(&self) -> Option<&CalibrationPoint> {
+        self.pick(self.target_recall)
+    }
+
+    pub fn to_proto(&self) -> CalibrationProto {
+        CalibrationProto {
+            target_recall: self.target_recall,
+            queries: self.queries,
+            k: self.k,
+            nprobes: self.points.iter().map(|p| p.nprobes).collect(),
+            refine: self.points.iter().map(|p| p.refine).collect(),
+            recall: self.points.iter().map(|p| p.recall).collect(),
+            cost_us: self.points.iter().map(|p| p.cost_us).collect(),
+        }
+    }
+
+    /// The calibration a stored message describes, when it is consistent (a damaged one is
+    /// ignored: searches then use the fixed defaults).
+    pub fn from_proto(proto: &CalibrationProto) -> Option<Calibration> {
+        let n = proto.nprobes.len();
+        if n == 0 || proto.refine.len() != n || proto.recall.len() != n || proto.cost_us.len() != n
+        {
+            return None;
+        }
+        let points: Vec<CalibrationPoint> = (0..n)
+            .map(|i| CalibrationPoint {
+                nprobes: proto.nprobes[i].max(1),
+                refine: proto.refine[i],
+                recall: proto.recall[i],
+                cost_us: proto.cost_us[i],
+            })
+            .collect();
+        if points.iter().any(|p| !p.recall.is_finite()) {
+            return None;
+        }
+        Some(Calibration {
+            target_recall: proto.target_recall,
+            queries: proto.queries,
+            k: proto.k,
+            points,
+        })
+    }
+}
+
+/// The stored calibration (in the index model and in the manifest's details): parallel
+/// arrays, one entry per frontier point.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CalibrationProto {
+    #[prost(float, tag = "1")]
+    pub target_recall: f32,
+    #[prost(uint32, tag = "2")]
+    pub queries: u32,
+    #[prost(uint32, tag = "3")]
+    pub k: u32,
+    #[prost(uint32, repeated, tag = "4")]
+    pub nprobes: Vec<u32>,
+    #[prost(uint32, repeated, tag = "5")]
+    pub refine: Vec<u32>,
+    #[prost(float, repeated, tag = "6")]
+    pub recall: Vec<f32>,
+    #[prost(float, repeated, tag = "7")]
+    pub cost_us: Vec<f32>,
+}
+
+/// Sample queries (rows of the table, in the training space) and their exact nearest rows,
+/// accumulated batch by batch as the build reads the column.
+pub struct GroundTruth {
+    width: usize,
+    k: usize,
+    /// Distances are squared l2 in the training space, or the negative inner product (dot).
+    dot: bool,
+    queries: Vec<f32>,
+    query_rows: Vec<u64>,
+    query_norms: Vec<f32>,
+    /// Per query, its `k` nearest rows so far (worst on top).
+    nearest: Vec<BinaryHeap<Candidate>>,
+}
+
+/// Rows a ground-truth block computes at once (its distance matrix stays in cache).
+const BLOCK_ROWS: usize = 1024;
+/// Nearest rows kept per query: the k nearest, and rows tied with the k-th (duplicated
+/// vectors are common in real tables; any of them is a right answer).
+const TRUTH_KEEP: usize = 64;
+
+impl GroundTruth {
+    pub fn new(width: usize, distance: DistanceType, queries: Vec<f32>, rows: Vec<u64>) -> Self {
+        let query_norms = queries
+            .chunks_exact(width.max(1))
+            .map(|q| linalg::dot(q, q))
+            .collect();
+        let n = rows.len();
+        GroundTruth {
+            width,
+            k: CALIBRATION_K,
+            dot: distance == DistanceType::Dot,
+            queries,
+            query_rows: rows,
+            query_norms,
+            nearest: vec![BinaryHeap::with_capacity(TRUTH_KEEP + 1); n],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.query_rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.query_rows.is_empty()
+    }
+
+    /// The right answers of query `q`: its `k` nearest rows and every row as near as the
+    /// k-th (within rounding). Empty when the table had fewer than `k` other rows, or when
+    /// more rows than are kept tie with the k-th: then too many rows are right answers to
+    /// tell a hit by its address, and the query is left out.
+    fn answers(&self, q: usize) -> Vec<u64> {
+        let sorted = self.nearest[q].clone().into_sorted_vec();
+        let Some(kth) = sorted.get(self.k - 1) else {
+            return Vec::new();
+        };
+        // The blocked kernel computes ‖x‖² + ‖q‖² − 2x·q: its rounding scales with the norms.
+        let tolerance = 1e-5 * (kth.distance.abs() + self.query_norms[q]);
+        let answers: Vec<u64> = sorted
+            .iter()
+            .take_while(|c| c.distance <= kth.distance + tolerance)
+            .map(|c| c.row_id)
+            .collect();
+        if answers.len() >= TRUTH_KEEP {
+            return Vec::new();
+        }
+        answers
+    }
+
+    /// Folds in `rows` (training-space vectors) with addresses `row_ids`.
+    pub fn add(&mut self, rows: &[f32], row_ids: &[u64]) {
+        let (width, queries) = (self.width.max(1), self.len());
+        if queries == 0 || row_ids.is_empty() {
+            return;
+        }
+        let kernels = linalg::kernels();
+        // Each block yields, per query, its k nearest rows of the block.
+        let found: Vec<Vec<Vec<Candidate>>> = rows
+            .par_chunks(BLOCK_ROWS * width)
+            .zip(row_ids.par_chunks(BLOCK_ROWS))
+            .map(|(block, ids)| {
+                let mut matrix = vec![0f32; ids.len() * queries];
+                if kernels
+                    .l2_matrix(block, &self.queries, width, &mut matrix)
+                    .is_err()
+                {
+                    return Vec::new();
+                }
+                if self.dot {
+                    // −x·q = (‖x − q‖² − ‖x‖² − ‖q‖²) / 2.
+                    for (r, row) in block.chunks_exact(width).enumerate() {
+                        let norm = linalg::dot(row, row);
+                        for (q, d) in matrix[r * queries..(r + 1) * queries]
+                            .iter_mut()
+                            .enumerate()
+                        {
+                            *d = (*d - norm - self.query_norms[q]) * 0.5;
+                        }
+                    }
+                }
+                (0..queries)
+                    .map(|q| {
+                        let mut heap = BinaryHeap::with_capacity(TRUTH_KEEP + 1);
+                        for (r, &row_id) in ids.iter().enumerate() {
+                            if row_id == self.query_rows[q] {
+                                continue;
+                            }
+                            push_bounded(
+                                &mut heap,
+                                Candidate {
+                                    distance: matrix[r * queries + q],
+                                    row_id,
+                                },
+                                TRUTH_KEEP,
+                            );
+                        }
+                        heap.into_vec()
+                    })
+                    .collect()
+            })
+            .collect();
+        for block in found {
+            for (q, candidates) in block.into_iter().enumerate() {
+                for c in candidates {
+                    push_bounded(&mut self.nearest[q], c, TRUTH_KEEP);
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn push_bounded(heap: &mut BinaryHeap<Candidate>, c: Candidate, bound: usize) {
+    if heap.len() >= bound && heap.peek().is_some_and(|worst| c >= *worst) {
+        return;
+    }
+    heap.push(c);
+    if heap.len() > bound {
+        heap.pop();
+    }
+}
+
+/// `nprobes` values measured: fine steps first, then about 25% apart.
+fn probe_steps(partitions: usize) -> Vec<usize> {
+    let mut steps = Vec::new();
+    let mut p = 1usize;
+    while p < partitions {
+        steps.push(p);
+        p = if p < 8 { p + 1 } else { p + p.div_ceil(4) };
+    }
+    steps.push(partitions.max(1));
+    steps
+}
+
+/// Measures `index` (held in memory, just built) against `truth` and returns the frontier of
+/// settings; `None` when there were no usable queries.
+pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> Option<Calibration> {
+    let k = CALIBRATION_K;
+    let partitions = index.num_partitions();
+    let steps = probe_steps(partitions);
+    let refines: &[u32] = match index.kind {
+        IndexKind::IvfPq => &REFINE_FACTORS,
+        IndexKind::IvfFlat => &[0],
+    };
+    let max_candidates = k * refines.iter().copied().max().unwrap_or(1).max(1) as usize;
+    let sdim = index.space_dim();
+    let hamming = index.distance == DistanceType::Hamming;
+    // Per query: hits per (step, refine), and rows scanned per step.
+    let measured: Vec<(Vec<u32>, Vec<u64>)> = (0..truth.len())
+        .into_par_iter()
+        .filter_map(|q| {
+            let truth_rows = truth.answers(q);
+            if truth_rows.len() < k {
+                return None;
+            }
+            let space = &truth.queries[q * sdim..(q + 1) * sdim];
+            let bytes: Vec<u8> = if hamming {
+                space
+                    .chunks(8)
+                    .map(|bits| {
+                        bits.iter()
+                            .enumerate()
+                            .fold(0u8, |b, (i, &v)| b | (u8::from(v > 0.5) << i))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut query = index.prepare(space, &bytes);
+            let order = index.rank_partitions(query.space());
+            let self_row = truth.query_rows[q];
+            let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(max_candidates + 1);
+            let mut distances = Vec::new();
+            let mut hits = vec![0u32; steps.len() * refines.len()];
+            let mut scanned = vec![0u64; steps.len()];
+            let (mut rows, mut truth_seen, mut probed) = (0u64, 0usize, 0usize);
+            for (s, &step) in steps.iter().enumerate() {
+                while probed < step {
+                    let p = order[probed];
+                    probed += 1;
+                    let Some(part) = index.resident_partition(p) else {
+                        continue;
+                    };
+                    rows += part.len() as u64;
+                    if truth_seen == truth_rows.len() {
+                        // Every true neighbour was probed already: more rows can only push
+                        // them out of the candidates, which the frontier treats as no change.
+                        continue;
+                    }
+                    index.partition_distances(p, part, &mut query, &mut distances);
+                    for (&distance, &row_id) in distances.iter().zip(&part.row_ids) {
+                        if row_id == self_row {
+                            continue;
+                        }
+                        if truth_rows.contains(&row_id) {
+                            truth_seen += 1;
+                        }
+                        push_bounded(&mut heap, Candidate { distance, row_id }, max_candidates);
+                    }
+                }
+                scanned[s] = rows;
+                let sorted = heap.clone().into_sorted_vec();
+                for (r, &refine) in refines.iter().enumerate() {
+                    let take = k * refine.max(1) as usize;
+                    let found = sorted
+                        .iter()
+                        .take(take)
+                        .filter(|c| truth_rows.contains(&c.row_id))
+                        .count();
+                    hits[s * refines.len() + r] = found.min(k) as u32;
+                }
+            }
+            Some((hits, scanned))
+        })
+        .collect();
+    if measured.is_empty() {
+        return None;
+    }
+    let n = measured.len() as f32;
+    let per_row_ns = match (&index.quantizer, hamming) {
+        (Some(q), _) => q.m as f32 * NS_PER_PQ_LOOKUP,
+        (None, true) => index.dim as f32 * NS_PER_FLOAT,
+        (None, false) => index.dim as f32 * NS_PER_FLOAT,
+    };
+    let table_ns = if index.quantizer.is_some() && index.distance != DistanceType::Dot {
+        256.0 * sdim as f32 * NS_PER_TABLE_VALUE
+    } else {
+        0.0
+    };
+    let mut all = Vec::with_capacity(steps.len() * refines.len());
+    for (s, &step) in steps.iter().enumerate() {
+        let rows = measured.iter().map(|(_, sc)| sc[s]).sum::<u64>() as f32 / n;
+        for (r, &refine) in refines.iter().enumerate() {
+            let hits: u64 = measured
+                .iter()
+                .map(|(h, _)| u64::from(h[s * refines.len() + r]))
+                .sum();
+            let recall = hits as f32 / (n * k as f32);
+            let refined = if refine == 0 {
+                0.0
+            } else {
+                (k * refine as usize) as f32 * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT)
+            };
+            let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
+                + step as f32 * (NS_PER_PARTITION + table_ns)
+                + rows * per_row_ns
+                + refined;
+            all.push(CalibrationPoint {
+                nprobes: step as u32,
+                refine,
+                recall,
+                cost_us: cost_ns / 1000.0,
+            });
+        }
+    }
+    // The frontier: by cost, each point kept only when it beats every cheaper one's recall.
+    all.sort_by(|a, b| a.cost_us.total_cmp(&b.cost_us));
+    let mut points: Vec<CalibrationPoint> = Vec::new();
+    for p in all {
+        if points.last().is_none_or(|last| p.recall > last.recall) {
+            points.push(p);
+        }
+    }
+    Some(Calibration {
+        target_recall,
+        queries: measured.len() as u32,
+        k: k as u32,
+        points,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_count_follows_the_budget() {
+        assert_eq!(query_count(999, 768), 0);
+        assert_eq!(query_count(10_000, 128), MAX_QUERIES);
+        assert_eq!(query_count(100_000, 384), 104);
+        assert_eq!(query_count(1_000_000, 768), MIN_QUERIES);
+    }
+
+    #[test]
+    fn probe_steps_cover_every_partition_count() {
+        assert_eq!(probe_steps(1), vec![1]);
+        assert_eq!(probe_steps(5), vec![1, 2, 3, 4, 5]);
+        let steps = probe_steps(1000);
+        assert!(steps.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(steps.last(), Some(&1000));
+        assert!(steps.len() < 40);
+    }
+
+    #[test]
+    fn picks_the_cheapest_point_reaching_the_target() {
+        let point = |nprobes, recall, cost_us| CalibrationPoint {
+            nprobes,
+            refine: 4,
+            recall,
+            cost_us,
+        };
+        let c = Calibration {
+            target_recall: 0.95,
+            queries: 100,
+            k: 10,
+            points: vec![
+                point(5, 0.8, 10.0),
+                point(10, 0.96, 20.0),
+                point(20, 0.99, 40.0),
+            ],
+        };
+        assert_eq!(c.chosen().map(|p| p.nprobes), Some(10));
+        assert_eq!(c.pick(0.99).map(|p| p.nprobes), Some(20));
+        assert_eq!(
+            c.pick(0.999).map(|p| p.nprobes),
+            Some(20),
+            "best when none reaches"
+        );
+        assert_eq!(c.pick(0.5).map(|p| p.nprobes), Some(5));
+        let back = Calibration::from_proto(&c.to_proto()).expect("decodes");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn ground_truth_excludes_the_query_row() {
+        // Rows 0..100 on a line; the query is row 10 itself.
+        let rows: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        let ids: Vec<u64> = (0..100).collect();
+        let mut truth = GroundTruth::new(1, DistanceType::L2, vec![10.0], vec![10]);
+        truth.add(&rows[..50], &ids[..50]);
+        truth.add(&rows[50..], &ids[50..]);
+        let mut nearest = truth.answers(0);
+        nearest.sort_unstable();
+        assert_eq!(nearest, vec![5, 6, 7, 8, 9, 11, 12, 13, 14, 15]);
+    }
+
+    #[test]
+    fn rows_tied_with_the_kth_are_right_answers() {
+        // Thirty copies of each of four vectors; the query is a copy of the first.
+        let rows: Vec<f32> = (0..120).map(|i| (i % 4) as f32 * 10.0).collect();
+        let ids: Vec<u64> = (0..120).collect();
+        let mut truth = GroundTruth::new(1, DistanceType::L2, vec![0.0], vec![0]);
+        truth.add(&rows, &ids);
+        let answers = truth.answers(0);
+        assert_eq!(answers.len(), 29, "every other copy: {answers:?}");
+        assert!(answers.iter().all(|r| r % 4 == 0 && *r != 0));
+        // A hundred copies: more right answers than are kept, so the query is left out.
+        let rows: Vec<f32> = (0..400).map(|i| (i % 4) as f32 * 10.0).collect();
+        let ids: Vec<u64> = (0..400).collect();
+        let mut truth = GroundTruth::new(1, DistanceType::L2, vec![0.0], vec![0]);
+        truth.add(&rows, &ids);
+        assert!(truth.answers(0).is_empty());
+    }
+}
