@@ -25,6 +25,7 @@ export {
   type IndexCalibration,
   type IndexType,
   type IvfFlatOptions,
+  type HnswSqOptions,
   type IvfPqOptions,
 } from "./indices.js";
 export type {

@@ -36,25 +36,43 @@ export interface IvfFlatOptions {
   targetRecall?: number;
 }
 
+/** Options of an IVF_HNSW_SQ index: an HNSW graph per partition over 8-bit scalar-quantized vectors. */
+export interface HnswSqOptions {
+  /** Partitions (one graph each). Default: one per million rows; 1 means one graph for the table. */
+  numPartitions?: number;
+  /** l2 (default), cosine or dot. */
+  distanceType?: DistanceType;
+  /** Links per node on the upper layers (layer 0 has 2m). Default 20. */
+  m?: number;
+  /** Candidates kept while linking a node during the build. Default 300. */
+  efConstruction?: number;
+  /** Most k-means iterations when there are several partitions (default 50). */
+  maxIterations?: number;
+  /** Training rows per partition (default 256; the quantizer's ranges use at least 32,768 rows). */
+  sampleRate?: number;
+  /** Recall@10 the default `ef` aims at (default 0.95); see `IvfPqOptions.targetRecall`. */
+  targetRecall?: number;
+}
+
 /** Progress of an index build. */
 export interface IndexProgress {
-  /** Vector indexes: sample, kmeans, pq, encode, calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
-  phase: "sample" | "kmeans" | "pq" | "encode" | "calibrate" | "sort" | "collect" | "write";
+  /** Vector indexes: sample, kmeans, pq (IVF_PQ), encode, graph (IVF_HNSW_SQ), calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
+  phase: "sample" | "kmeans" | "pq" | "encode" | "graph" | "calibrate" | "sort" | "collect" | "write";
   done: number;
   total: number;
 }
 
 /** Index types. */
-export type IndexType = "IVF_PQ" | "IVF_FLAT" | "BTREE" | "BITMAP" | "LABEL_LIST";
+export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
 
 /** How `createIndex` builds an index. */
 export class Index {
   /** @internal */
   readonly type: IndexType;
   /** @internal */
-  readonly options: IvfPqOptions;
+  readonly options: IvfPqOptions & HnswSqOptions;
 
-  private constructor(type: IndexType, options: IvfPqOptions) {
+  private constructor(type: IndexType, options: IvfPqOptions & HnswSqOptions) {
     this.type = type;
     this.options = options;
   }
@@ -62,6 +80,15 @@ export class Index {
   /** IVF with product quantization: compact, fast, approximate (refined by exact distances). */
   static ivfPq(options: IvfPqOptions = {}): Index {
     return new Index("IVF_PQ", checkOptions(options, "ivfPq"));
+  }
+
+  /**
+   * HNSW graphs over 8-bit scalar-quantized vectors (one graph per partition; by default one
+   * per million rows): the fastest search at high recall, re-ranked by exact distances. Its
+   * default `ef` is calibrated at build time; `query.ef(n)` sets it.
+   */
+  static hnswSq(options: HnswSqOptions = {}): Index {
+    return new Index("IVF_HNSW_SQ", checkOptions(options, "hnswSq"));
   }
 
   /** IVF without quantization: exact distances within the probed partitions. */
@@ -98,9 +125,9 @@ export class Index {
   }
 }
 
-const POSITIVE = ["numPartitions", "numSubVectors", "numBits", "maxIterations", "sampleRate"] as const;
+const POSITIVE = ["numPartitions", "numSubVectors", "numBits", "maxIterations", "sampleRate", "m", "efConstruction"] as const;
 
-function checkOptions(options: IvfPqOptions, what: string): IvfPqOptions {
+function checkOptions(options: IvfPqOptions & HnswSqOptions, what: string): IvfPqOptions & HnswSqOptions {
   if (options === null || typeof options !== "object") invalid(`Index.${what}() options`, "an object", options);
   for (const key of POSITIVE) {
     const v = options[key];
@@ -146,6 +173,9 @@ export interface IndexStats {
   numDistinctValues?: number;
   /** B-trees: pages of the file. */
   numPages?: number;
+  /** Graph indexes: links per node, and the build's candidate list. */
+  m?: number;
+  efConstruction?: number;
   /** Live rows the index covers. */
   numIndexedRows: number;
   /** Live rows added since the build (scanned, or searched exactly, until `optimize()`). */
@@ -169,10 +199,12 @@ export interface IndexCalibration {
   k: number;
   /** The default setting: the cheapest on the curve reaching `targetRecall` (or the best). */
   nprobes: number;
-  /** IVF_PQ only. */
+  /** Graph indexes only: the search's candidate list. */
+  ef?: number;
+  /** IVF_PQ and graph indexes. */
   refineFactor?: number;
   /** Measured recall@k of the default setting. */
   recall: number;
   /** Settings on the cost/recall frontier, cheapest first; `query.targetRecall(r)` picks among them. */
-  curve: { nprobes: number; refineFactor?: number; recall: number; estimatedCostUs: number }[];
+  curve: { nprobes: number; ef?: number; refineFactor?: number; recall: number; estimatedCostUs: number }[];
 }

@@ -92,6 +92,7 @@ export interface NativeSearchOptions {
   refineFactor?: number;
   bypassVectorIndex?: boolean;
   targetRecall?: number;
+  ef?: number;
 }
 
 export interface NativeBatchStream {
@@ -117,6 +118,8 @@ export interface NativeIndexInfo {
   numBits?: number | null;
   numDistinctValues?: number | null;
   numPages?: number | null;
+  m?: number | null;
+  efConstruction?: number | null;
   numIndexedRows: number;
   numUnindexedRows: number;
   sizeBytes: number;
@@ -184,6 +187,8 @@ export interface NativeTable {
       maxIterations?: number;
       sampleRate?: number;
       targetRecall?: number;
+      m?: number;
+      efConstruction?: number;
       name?: string;
       replace?: boolean;
     },

@@ -286,7 +286,11 @@ export class VectorQuery extends Query {
     return this.withSearch({ targetRecall: recall });
   }
 
-  /** Search breadth of a graph index (no effect on exact search). */
+  /**
+   * Candidate list of a graph index's search (IVF_HNSW_SQ only; larger is slower and finds
+   * more of the true neighbours). Default: the setting the index calibrated at build time.
+   * No effect on IVF_PQ / IVF_FLAT or exact search.
+   */
   ef(n: number): this {
     return this.withSearch({ ef: integerArg(n, "ef", { max: U32_MAX }) });
   }
@@ -352,6 +356,7 @@ export class VectorQuery extends Query {
       refineFactor: this.search.refineFactor,
       bypassVectorIndex: this.search.bypassVectorIndex,
       targetRecall: this.search.targetRecall,
+      ef: this.search.ef,
     };
   }
 

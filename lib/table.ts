@@ -163,7 +163,7 @@ export class Table implements QueryTarget {
     if (config !== undefined && !(config instanceof Index)) {
       throw new InvalidArgumentError(
         "InvalidArgument",
-        "config must come from Index.ivfPq(), Index.ivfFlat(), Index.btree(), Index.bitmap() or Index.labelList()",
+        "config must come from Index.ivfPq(), Index.ivfFlat(), Index.hnswSq(), Index.btree(), Index.bitmap() or Index.labelList()",
       );
     }
     const { progress } = options;
@@ -194,6 +194,8 @@ export class Table implements QueryTarget {
           maxIterations: o.maxIterations,
           sampleRate: o.sampleRate,
           targetRecall: o.targetRecall,
+          m: o.m,
+          efConstruction: o.efConstruction,
           name: options.name,
           replace: options.replace,
         },

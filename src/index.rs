@@ -6,7 +6,8 @@ use napi_derive::napi;
 /// How to build an index (see the engine's `IndexConfig`).
 #[napi(object)]
 pub struct NativeIndexOptions {
-    /// `IVF_PQ`, `IVF_FLAT`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked by the column.
+    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
+    /// by the column.
     pub index_type: Option<String>,
     pub distance_type: Option<String>,
     pub num_partitions: Option<u32>,
@@ -16,6 +17,9 @@ pub struct NativeIndexOptions {
     pub sample_rate: Option<u32>,
     /// Recall the calibrated default search settings aim at.
     pub target_recall: Option<f64>,
+    /// IVF_HNSW_SQ: links per node, and the build's candidate list.
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
     pub name: Option<String>,
     pub replace: Option<bool>,
 }
@@ -43,6 +47,9 @@ pub struct NativeIndexInfo {
     pub num_distinct_values: Option<f64>,
     /// B-tree indexes only.
     pub num_pages: Option<f64>,
+    /// Graph indexes only.
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
     pub num_indexed_rows: f64,
     pub num_unindexed_rows: f64,
     pub size_bytes: f64,
@@ -58,6 +65,7 @@ pub struct NativeCalibration {
     pub k: u32,
     /// The setting searches use by default (the cheapest reaching the target).
     pub nprobes: u32,
+    pub ef: Option<u32>,
     pub refine_factor: Option<u32>,
     pub recall: f64,
     /// Settings on the cost/recall frontier, cheapest first.
@@ -67,6 +75,8 @@ pub struct NativeCalibration {
 #[napi(object)]
 pub struct NativeCalibrationPoint {
     pub nprobes: u32,
+    /// Graph indexes only.
+    pub ef: Option<u32>,
     pub refine_factor: Option<u32>,
     pub recall: f64,
     /// Estimated microseconds of one search on one core (a model, for comparing settings).
@@ -81,6 +91,7 @@ fn decimal(v: f32) -> f64 {
 fn point(p: &quiver_engine::index::calibrate::CalibrationPoint) -> NativeCalibrationPoint {
     NativeCalibrationPoint {
         nprobes: p.nprobes,
+        ef: (p.ef > 0).then_some(p.ef),
         refine_factor: (p.refine > 0).then_some(p.refine),
         recall: decimal(p.recall),
         estimated_cost_us: (f64::from(p.cost_us) * 10.0).round() / 10.0,
@@ -95,6 +106,7 @@ impl From<quiver_engine::index::calibrate::Calibration> for NativeCalibration {
             sample_queries: c.queries,
             k: c.k,
             nprobes: chosen.as_ref().map_or(0, |p| p.nprobes),
+            ef: chosen.as_ref().and_then(|p| p.ef),
             refine_factor: chosen.as_ref().and_then(|p| p.refine_factor),
             recall: chosen.as_ref().map_or(0.0, |p| p.recall),
             curve: c.points.iter().map(point).collect(),
@@ -115,6 +127,8 @@ impl From<quiver_engine::table::indices::IndexInfo> for NativeIndexInfo {
             num_bits: d.num_bits,
             num_distinct_values: d.num_distinct_values.map(|n| n as f64),
             num_pages: d.num_pages.map(|n| n as f64),
+            m: d.m,
+            ef_construction: d.ef_construction,
             num_indexed_rows: i.num_indexed_rows as f64,
             num_unindexed_rows: i.num_unindexed_rows as f64,
             size_bytes: i.size_bytes as f64,

@@ -42,6 +42,8 @@ pub struct NativeSearchOptions {
     pub bypass_vector_index: Option<bool>,
     /// Recall the index's calibrated settings should reach.
     pub target_recall: Option<f64>,
+    /// Graph indexes: the search's candidate list.
+    pub ef: Option<u32>,
 }
 
 /// A search's result (Arrow IPC bytes) and how it ran.

@@ -765,7 +765,7 @@ impl NativeTable {
                     coded(
                         "InvalidArgument",
                         format!(
-                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, BTREE, BITMAP or LABEL_LIST"
+                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, IVF_HNSW_SQ, BTREE, BITMAP or LABEL_LIST"
                         ),
                     )
                 })?;
@@ -784,6 +784,8 @@ impl NativeTable {
                     max_iterations: options.max_iterations.map(|n| n as usize),
                     sample_rate: options.sample_rate.map(|n| n as usize),
                     target_recall: options.target_recall.map(|r| r as f32),
+                    m: options.m.map(|n| n as usize),
+                    ef_construction: options.ef_construction.map(|n| n as usize),
                 }))
             }
         };
@@ -973,6 +975,7 @@ impl NativeTable {
             refine_factor: options.refine_factor,
             bypass_index: options.bypass_vector_index.unwrap_or(false),
             target_recall: options.target_recall.map(|r| r as f32),
+            ef: options.ef.map(|n| n as usize),
         })
     }
 }

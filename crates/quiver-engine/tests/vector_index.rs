@@ -878,3 +878,169 @@ async fn create_index_concurrent_with_appends_and_deletes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hnsw_sq_recall_ef_filters_updates_and_reopen() {
+    let data = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "graph", 0..50_000).await;
+    let phases = Arc::new(Mutex::new(Vec::<BuildProgress>::new()));
+    let seen = phases.clone();
+    let options = CreateIndexOptions {
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfHnswSq,
+                ef_construction: Some(100),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        progress: Some(Arc::new(move |p| seen.lock().unwrap().push(p))),
+        ..Default::default()
+    };
+    let info = create_index(&t, "vector", options).await.expect("build");
+    assert_eq!(info.index_type, "IVF_HNSW_SQ");
+    assert_eq!(
+        info.details.num_partitions,
+        Some(1),
+        "one graph below 1M rows"
+    );
+    assert_eq!(
+        (info.details.m, info.details.ef_construction),
+        (Some(20), Some(100))
+    );
+    let phases = phases.lock().unwrap().clone();
+    for phase in ["sample", "encode", "graph", "calibrate", "write"] {
+        let last = phases.iter().rfind(|p| p.phase == phase).expect(phase);
+        assert_eq!(last.done, last.total, "{phase} ends complete");
+    }
+    let calibration = info.details.calibration.clone().expect("calibrated");
+    let chosen = *calibration.chosen().expect("a setting");
+    assert!(chosen.ef > 0 && chosen.recall >= 0.95, "{calibration:?}");
+
+    let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(
+        default_recall >= 0.93,
+        "recall@10 at defaults: {default_recall} ({chosen:?})"
+    );
+    let (wide, _) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            ef: Some(256),
+            refine_factor: Some(2),
+            ..s
+        },
+        &data.gt,
+    )
+    .await;
+    assert!(wide >= 0.98 && wide >= default_recall, "ef 256: {wide}");
+    let (narrow, _) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            ef: Some(10),
+            refine_factor: Some(1),
+            ..s
+        },
+        &data.gt,
+    )
+    .await;
+    assert!(narrow < wide, "ef acts: {narrow} vs {wide}");
+
+    // A prefilter keeps recall and returns exactly k rows.
+    let filter = t.parse_filter("category < 10").expect("filter");
+    let (filtered, sizes) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            filter: Some(filter.clone()),
+            ..s
+        },
+        &data.gt_filtered,
+    )
+    .await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(filtered >= 0.93, "prefiltered recall@10: {filtered}");
+
+    // Appended rows are found at once, deleted ones never; optimize links them in.
+    t.append(
+        batches_stream(vec![batch(data, 0..10)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    t.delete("id < 5").await.expect("delete");
+    let got = search(
+        &t,
+        &VectorSearch {
+            with_row_id: true,
+            ..query_of_row(data, 7)
+        },
+    )
+    .await
+    .expect("search");
+    let hits = ids(&got);
+    assert_eq!(
+        hits.iter().filter(|&&i| i == 7).count(),
+        2,
+        "the row and its copy"
+    );
+    let got = search(&t, &query_of_row(data, 2)).await.expect("search");
+    assert!(
+        ids(&got).iter().all(|&i| i != 2),
+        "deleted rows never return"
+    );
+    optimize_indices(&t).await.expect("optimize");
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(stats.num_unindexed_rows, 0);
+    assert_eq!(stats.num_indexed_rows, 50_000);
+    let got = search(&t, &query_of_row(data, 7)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+
+    // A fresh connection loads the graph on first use and finds the same rows.
+    let db2 = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t2 = db2.open_table("graph").await.expect("open");
+    let (reopened, _) = recall(&t2, 50, |s| s, &data.gt).await;
+    let (same, _) = recall(&t, 50, |s| s, &data.gt).await;
+    assert_eq!(reopened, same);
+    assert!(reopened >= 0.9);
+
+    // Hamming is refused with a clear error.
+    let bad = create_index(
+        &t,
+        "vector",
+        CreateIndexOptions {
+            config: Some(
+                VectorIndexParams {
+                    kind: IndexKind::IvfHnswSq,
+                    distance_type: DistanceType::Hamming,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+}
+
+/// A search for the stored vector of row `row`.
+fn query_of_row(data: &Dataset, row: usize) -> VectorSearch {
+    VectorSearch {
+        query: data.base[row * data.dim..(row + 1) * data.dim]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
+        k: 10,
+        ..Default::default()
+    }
+}

@@ -58,6 +58,8 @@ pub fn query_count(rows: u64, width: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrationPoint {
     pub nprobes: u32,
+    /// Graph indexes: the search's candidate list (0 for IVF_PQ / IVF_FLAT).
+    pub ef: u32,
     /// Refine factor (0: none, IVF_FLAT).
     pub refine: u32,
     /// Mean recall@k over the sample queries.
@@ -98,6 +100,7 @@ impl Calibration {
             queries: self.queries,
             k: self.k,
             nprobes: self.points.iter().map(|p| p.nprobes).collect(),
+            ef: self.points.iter().map(|p| p.ef).collect(),
             refine: self.points.iter().map(|p| p.refine).collect(),
             recall: self.points.iter().map(|p| p.recall).collect(),
             cost_us: self.points.iter().map(|p| p.cost_us).collect(),
@@ -108,13 +111,18 @@ impl Calibration {
     /// ignored: searches then use the fixed defaults).
     pub fn from_proto(proto: &CalibrationProto) -> Option<Calibration> {
         let n = proto.nprobes.len();
-        if n == 0 || proto.refine.len() != n || proto.recall.len() != n || proto.cost_us.len() != n
+        if n == 0
+            || proto.refine.len() != n
+            || proto.recall.len() != n
+            || proto.cost_us.len() != n
+            || !(proto.ef.is_empty() || proto.ef.len() == n)
         {
             return None;
         }
         let points: Vec<CalibrationPoint> = (0..n)
             .map(|i| CalibrationPoint {
                 nprobes: proto.nprobes[i].max(1),
+                ef: proto.ef.get(i).copied().unwrap_or(0),
                 refine: proto.refine[i],
                 recall: proto.recall[i],
                 cost_us: proto.cost_us[i],
@@ -150,6 +158,8 @@ pub struct CalibrationProto {
     pub recall: Vec<f32>,
     #[prost(float, repeated, tag = "7")]
     pub cost_us: Vec<f32>,
+    #[prost(uint32, repeated, tag = "8")]
+    pub ef: Vec<u32>,
 }
 
 /// Sample queries (rows of the table, in the training space) and their exact nearest rows,
@@ -314,6 +324,7 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     let refines: &[u32] = match index.kind {
         IndexKind::IvfPq => &REFINE_FACTORS,
         IndexKind::IvfFlat => &[0],
+        IndexKind::IvfHnswSq => return calibrate_graph(index, truth, target_recall),
     };
     let max_candidates = k * refines.iter().copied().max().unwrap_or(1).max(1) as usize;
     let sdim = index.space_dim();
@@ -420,13 +431,126 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
                 + refined;
             all.push(CalibrationPoint {
                 nprobes: step as u32,
+                ef: 0,
                 refine,
                 recall,
                 cost_us: cost_ns / 1000.0,
             });
         }
     }
-    // The frontier: by cost, each point kept only when it beats every cheaper one's recall.
+    Some(Calibration {
+        target_recall,
+        queries: measured.len() as u32,
+        k: k as u32,
+        points: frontier(all),
+    })
+}
+
+/// `ef` values measured for graph indexes.
+const EF_STEPS: [u32; 13] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512];
+/// Refine factors tried for graph indexes (their codes are close to the vectors already).
+const GRAPH_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
+/// Nanoseconds per node a graph search visits, besides its distance.
+const NS_PER_VISIT: f32 = 40.0;
+
+/// Calibrates a graph index: each sample query searched at every `ef` step (and, with more
+/// than one partition, a few `nprobes`), hits counted for each refine factor.
+fn calibrate_graph(
+    index: &IvfIndex,
+    truth: &GroundTruth,
+    target_recall: f32,
+) -> Option<Calibration> {
+    let k = CALIBRATION_K;
+    let partitions = index.num_partitions();
+    let mut probes: Vec<usize> = probe_steps(partitions);
+    if probes.len() > 6 {
+        // A handful of probe counts, spread over the range.
+        let last = probes.len() - 1;
+        probes = (0..6).map(|i| probes[i * last / 5]).collect();
+        probes.dedup();
+    }
+    let sdim = index.space_dim();
+    let settings: Vec<(usize, u32)> = probes
+        .iter()
+        .flat_map(|&p| EF_STEPS.iter().map(move |&ef| (p, ef)))
+        .collect();
+    let per_query: Vec<Vec<(u32, u64)>> = (0..truth.len())
+        .into_par_iter()
+        .filter_map(|q| {
+            let answers = truth.answers(q);
+            if answers.len() < k {
+                return None;
+            }
+            let self_row = truth.query_rows[q];
+            let query = index.prepare(&truth.queries[q * sdim..(q + 1) * sdim], &[]);
+            let order = index.rank_partitions(query.space());
+            let allow = |row: u64| row != self_row;
+            // Per setting and refine factor: hits; per setting: distances computed.
+            let mut out = Vec::with_capacity(settings.len() * GRAPH_REFINE_FACTORS.len());
+            for &(nprobes, ef) in &settings {
+                let want = k * *GRAPH_REFINE_FACTORS.last().unwrap_or(&1) as usize;
+                let mut found: Vec<Candidate> = Vec::new();
+                let mut computed = 0u64;
+                for &p in order.iter().take(nprobes) {
+                    if let Some(part) = index.resident_partition(p) {
+                        let (f, c) = index.graph_search(
+                            part,
+                            &query,
+                            ef as usize,
+                            want.min(ef as usize).max(k),
+                            &allow,
+                        );
+                        found.extend(f);
+                        computed += c;
+                    }
+                }
+                found.sort_unstable();
+                for &refine in &GRAPH_REFINE_FACTORS {
+                    let take = (k * refine as usize).min(found.len());
+                    let hits = found[..take]
+                        .iter()
+                        .filter(|c| answers.contains(&c.row_id))
+                        .count()
+                        .min(k);
+                    out.push((hits as u32, computed));
+                }
+            }
+            Some(out)
+        })
+        .collect();
+    if per_query.is_empty() {
+        return None;
+    }
+    let n = per_query.len() as f32;
+    let mut all = Vec::new();
+    for (s, &(nprobes, ef)) in settings.iter().enumerate() {
+        for (r, &refine) in GRAPH_REFINE_FACTORS.iter().enumerate() {
+            let at = s * GRAPH_REFINE_FACTORS.len() + r;
+            let hits: u64 = per_query.iter().map(|v| u64::from(v[at].0)).sum();
+            let visited = per_query.iter().map(|v| v[at].1).sum::<u64>() as f32 / n;
+            let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
+                + visited * (NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT)
+                + (k * refine as usize) as f32 * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT);
+            all.push(CalibrationPoint {
+                nprobes: nprobes as u32,
+                ef,
+                refine,
+                recall: hits as f32 / (n * k as f32),
+                cost_us: cost_ns / 1000.0,
+            });
+        }
+    }
+    Some(Calibration {
+        target_recall,
+        queries: per_query.len() as u32,
+        k: k as u32,
+        points: frontier(all),
+    })
+}
+
+/// The settings on the cost/recall frontier: by cost, each kept only when it beats every
+/// cheaper one's recall.
+fn frontier(mut all: Vec<CalibrationPoint>) -> Vec<CalibrationPoint> {
     all.sort_by(|a, b| a.cost_us.total_cmp(&b.cost_us));
     let mut points: Vec<CalibrationPoint> = Vec::new();
     for p in all {
@@ -434,12 +558,7 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
             points.push(p);
         }
     }
-    Some(Calibration {
-        target_recall,
-        queries: measured.len() as u32,
-        k: k as u32,
-        points,
-    })
+    points
 }
 
 #[cfg(test)]
@@ -468,6 +587,7 @@ mod tests {
     fn picks_the_cheapest_point_reaching_the_target() {
         let point = |nprobes, recall, cost_us| CalibrationPoint {
             nprobes,
+            ef: 0,
             refine: 4,
             recall,
             cost_us,

@@ -22,19 +22,24 @@ use bytes::Bytes;
 use object_store::path::Path;
 
 use super::calibrate::{Calibration, CalibrationProto};
+use super::hnsw::{Graph, GraphSpace, HnswParams, Visited};
 use super::pq::{self, ProductQuantizer, CODES};
 use super::scalar::{Container, ContainerWriter, KeyKind};
+use super::sq::{ScalarQuantizer, SqQuery};
 use super::{PartContext, RowTranslate};
 use crate::error::{Error, Result};
 use crate::format::{decode_block_message, encode_block};
 use crate::linalg::{self, DistanceType};
 use crate::storage::Storage;
+use crate::vocab::Candidate;
 
 /// Which index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
     IvfPq,
     IvfFlat,
+    /// An HNSW graph per partition over 8-bit scalar-quantized vectors.
+    IvfHnswSq,
 }
 
 impl IndexKind {
@@ -42,6 +47,7 @@ impl IndexKind {
         match self {
             IndexKind::IvfPq => "IVF_PQ",
             IndexKind::IvfFlat => "IVF_FLAT",
+            IndexKind::IvfHnswSq => "IVF_HNSW_SQ",
         }
     }
 
@@ -49,6 +55,7 @@ impl IndexKind {
         match name {
             "IVF_PQ" => Some(IndexKind::IvfPq),
             "IVF_FLAT" => Some(IndexKind::IvfFlat),
+            "IVF_HNSW_SQ" => Some(IndexKind::IvfHnswSq),
             _ => None,
         }
     }
@@ -171,6 +178,9 @@ pub enum PartitionData {
     FlatF32(Vec<f32>),
     /// Binary vectors (hamming), as bytes.
     FlatBytes(Vec<u8>),
+    /// Scalar-quantized vectors (one byte per dimension) and the graph linking them (node
+    /// `i` is row `i` of the partition).
+    HnswSq { codes: Vec<u8>, graph: Graph },
 }
 
 impl Partition {
@@ -187,6 +197,7 @@ impl Partition {
             + match &self.data {
                 PartitionData::Pq(c) | PartitionData::FlatBytes(c) => c.len(),
                 PartitionData::FlatF32(v) => v.len() * 4,
+                PartitionData::HnswSq { codes, graph } => codes.len() + graph.heap_bytes(),
             }
     }
 
@@ -199,6 +210,10 @@ impl Partition {
         match &self.data {
             PartitionData::Pq(c) | PartitionData::FlatBytes(c) => out.extend_from_slice(c),
             PartitionData::FlatF32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PartitionData::HnswSq { codes, graph } => {
+                out.extend_from_slice(codes);
+                graph.encode(&mut out);
+            }
         }
         out
     }
@@ -231,6 +246,9 @@ pub struct IvfIndex {
     /// Partition `p` holds rows `offsets[p]..offsets[p + 1]` of the index's row order.
     pub offsets: Vec<usize>,
     pub quantizer: Option<ProductQuantizer>,
+    /// IVF_HNSW_SQ: the scalar quantizer and how the graphs were built.
+    pub sq: Option<ScalarQuantizer>,
+    pub hnsw: Option<HnswParams>,
     /// Search settings measured at build time (none for small tables and older files).
     pub calibration: Option<Calibration>,
     partitions: Partitions,
@@ -268,6 +286,16 @@ struct IvfFileProto {
     payload: Bytes,
     #[prost(message, optional, tag = "11")]
     calibration: Option<CalibrationProto>,
+    /// IVF_HNSW_SQ: f32 LE per dimension of the training space: code 0's value, the step.
+    #[prost(bytes = "bytes", tag = "12")]
+    sq_min: Bytes,
+    #[prost(bytes = "bytes", tag = "13")]
+    sq_scale: Bytes,
+    /// IVF_HNSW_SQ: links per node on upper layers (2m on layer 0), and the build's ef.
+    #[prost(uint32, tag = "14")]
+    hnsw_m: u32,
+    #[prost(uint32, tag = "15")]
+    hnsw_ef_construction: u32,
 }
 
 fn f32_bytes(v: &[f32]) -> Bytes {
@@ -294,6 +322,8 @@ struct Model {
     centroids: Vec<f32>,
     offsets: Vec<usize>,
     quantizer: Option<ProductQuantizer>,
+    sq: Option<ScalarQuantizer>,
+    hnsw: Option<HnswParams>,
     calibration: Option<Calibration>,
 }
 
@@ -302,12 +332,13 @@ impl Model {
         self.offsets.last().copied().unwrap_or(0)
     }
 
-    /// Bytes of per-row data (besides the address).
+    /// Bytes of per-row data (besides the address; graphs come after).
     fn row_width(&self) -> usize {
-        match (&self.quantizer, self.distance) {
-            (Some(q), _) => q.m,
-            (None, DistanceType::Hamming) => self.dim,
-            (None, _) => self.dim * 4,
+        match (&self.quantizer, &self.sq, self.distance) {
+            (Some(q), _, _) => q.m,
+            (None, Some(sq), _) => sq.dim(),
+            (None, None, DistanceType::Hamming) => self.dim,
+            (None, None, _) => self.dim * 4,
         }
     }
 }
@@ -355,7 +386,33 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
                 codebooks: f32s(&proto.pq_codebooks),
             })
         }
-        IndexKind::IvfFlat => None,
+        IndexKind::IvfFlat | IndexKind::IvfHnswSq => None,
+    };
+    let (sq, hnsw) = match kind {
+        IndexKind::IvfHnswSq => {
+            if distance == DistanceType::Hamming
+                || size(&[sdim, 4]) != Some(proto.sq_min.len())
+                || proto.sq_scale.len() != proto.sq_min.len()
+            {
+                return Err(bad("the scalar quantizer does not match the dimensions"));
+            }
+            let (m, ef) = (proto.hnsw_m as usize, proto.hnsw_ef_construction as usize);
+            if !(MIN_HNSW_M..=MAX_HNSW_M).contains(&m) {
+                return Err(bad("graph links per node out of range"));
+            }
+            let sq = ScalarQuantizer {
+                min: f32s(&proto.sq_min),
+                scale: f32s(&proto.sq_scale),
+            };
+            (
+                Some(sq),
+                Some(HnswParams {
+                    m,
+                    ef_construction: ef,
+                }),
+            )
+        }
+        _ => (None, None),
     };
     Ok(Model {
         kind,
@@ -364,9 +421,15 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
         centroids: f32s(&proto.centroids),
         offsets,
         quantizer,
+        sq,
+        hnsw,
         calibration: proto.calibration.as_ref().and_then(Calibration::from_proto),
     })
 }
+
+/// Links per node a graph may have on its upper layers.
+pub const MIN_HNSW_M: usize = 2;
+pub const MAX_HNSW_M: usize = 256;
 
 /// Sizes from a file are multiplied checked: a crafted file must not wrap them.
 fn size(factors: &[usize]) -> Option<usize> {
@@ -376,17 +439,32 @@ fn size(factors: &[usize]) -> Option<usize> {
 /// Decodes the per-row data of `rows` rows laid out as [`Partition::encode`] writes them.
 fn decode_rows(model: &Model, rows: usize, bytes: &[u8], path: &Path) -> Result<Partition> {
     let width = model.row_width();
-    if size(&[rows, 8 + width]) != Some(bytes.len()) {
+    let fixed = size(&[rows, 8 + width]);
+    let fits = match model.hnsw {
+        Some(_) => fixed.is_some_and(|f| f <= bytes.len()),
+        None => fixed == Some(bytes.len()),
+    };
+    if !fits {
         return Err(Error::corrupt(
             path,
             "vector index: a partition does not hold the rows its offsets give",
         ));
     }
     let (ids, data) = bytes.split_at(rows * 8);
-    let data = match (&model.quantizer, model.distance) {
-        (Some(_), _) => PartitionData::Pq(data.to_vec()),
-        (None, DistanceType::Hamming) => PartitionData::FlatBytes(data.to_vec()),
-        (None, _) => PartitionData::FlatF32(f32s(data)),
+    let data = match (&model.quantizer, model.hnsw, model.distance) {
+        (Some(_), _, _) => PartitionData::Pq(data.to_vec()),
+        (None, Some(params), _) => {
+            let (codes, graph) = data.split_at(rows * width);
+            let graph = Graph::decode(graph, rows, params.m).ok_or_else(|| {
+                Error::corrupt(path, "vector index: a partition's graph does not decode")
+            })?;
+            PartitionData::HnswSq {
+                codes: codes.to_vec(),
+                graph,
+            }
+        }
+        (None, None, DistanceType::Hamming) => PartitionData::FlatBytes(data.to_vec()),
+        (None, None, _) => PartitionData::FlatF32(f32s(data)),
     };
     Ok(Partition {
         row_ids: u64s(ids),
@@ -421,6 +499,8 @@ impl IvfIndex {
             centroids,
             offsets,
             quantizer,
+            sq: None,
+            hnsw: None,
             calibration: None,
             partitions: Partitions::Resident(partitions.into_iter().map(Arc::new).collect()),
         }
@@ -472,7 +552,8 @@ impl IvfIndex {
     pub fn heap_bytes(&self) -> usize {
         let model = self.centroids.len() * 4
             + self.offsets.len() * 8
-            + self.quantizer.as_ref().map_or(0, |q| q.codebooks.len() * 4);
+            + self.quantizer.as_ref().map_or(0, |q| q.codebooks.len() * 4)
+            + self.sq.as_ref().map_or(0, |sq| sq.dim() * 8);
         model
             + match &self.partitions {
                 Partitions::Resident(parts) => parts.iter().map(|p| p.heap_bytes()).sum(),
@@ -498,6 +579,16 @@ impl IvfIndex {
                 .map_or_else(Bytes::new, |q| f32_bytes(&q.codebooks)),
             payload: Bytes::new(),
             calibration: self.calibration.as_ref().map(Calibration::to_proto),
+            sq_min: self
+                .sq
+                .as_ref()
+                .map_or_else(Bytes::new, |sq| f32_bytes(&sq.min)),
+            sq_scale: self
+                .sq
+                .as_ref()
+                .map_or_else(Bytes::new, |sq| f32_bytes(&sq.scale)),
+            hnsw_m: self.hnsw.map_or(0, |h| h.m as u32),
+            hnsw_ef_construction: self.hnsw.map_or(0, |h| h.ef_construction as u32),
         }
     }
 
@@ -579,6 +670,8 @@ impl IvfIndex {
             centroids: model.centroids,
             offsets: model.offsets,
             quantizer: model.quantizer,
+            sq: model.sq,
+            hnsw: model.hnsw,
             calibration: model.calibration,
             partitions: Partitions::Resident(partitions),
         })
@@ -629,6 +722,8 @@ impl IvfIndex {
             centroids: model.centroids,
             offsets: model.offsets,
             quantizer: model.quantizer,
+            sq: model.sq,
+            hnsw: model.hnsw,
             calibration: model.calibration,
             partitions: Partitions::Stored {
                 container: Box::new(container),
@@ -676,6 +771,8 @@ impl IvfIndex {
                 codebooks: Vec::new(),
                 ..q
             }),
+            sq: self.sq.clone(),
+            hnsw: self.hnsw,
             calibration: None,
         };
         let path = container.path.clone();
@@ -748,6 +845,8 @@ impl IvfIndex {
                 .checked_add(rows.checked_mul(sub_vectors)?)?,
             IndexKind::IvfFlat if distance == DistanceType::Hamming => rows.checked_mul(dim)?,
             IndexKind::IvfFlat => rows.checked_mul(dim)?.checked_mul(4)?,
+            // Graph indexes were never written in one block.
+            IndexKind::IvfHnswSq => return None,
         };
         [
             partitions.checked_mul(sdim)?.checked_mul(4)?,
@@ -817,6 +916,14 @@ impl IvfIndex {
                 out.resize(part.len(), 0.0);
                 kernels.hamming_rows(&query.bytes, bytes, out);
             }
+            (PartitionData::HnswSq { codes, .. }, _) => {
+                out.clear();
+                if let (Some(sq), Some(q)) = (&self.sq, &query.sq) {
+                    let width = sq.dim();
+                    out.extend(codes.chunks_exact(width).map(|c| sq.distance(q, c)));
+                }
+                out.resize(part.len(), f32::INFINITY);
+            }
             (PartitionData::Pq(_), None) => {
                 // Decoding never pairs codes with a model without codebooks.
                 out.clear();
@@ -844,14 +951,86 @@ impl IvfIndex {
         if let (Some(quantizer), DistanceType::Dot) = (&self.quantizer, self.distance) {
             quantizer.dot_table(&space, &mut table);
         }
+        let sq = self.sq.as_ref().map(|sq| sq.query(&space, self.distance));
         PreparedQuery {
             raw: raw.to_vec(),
             bytes: bytes.to_vec(),
             space,
             table,
             residual: Vec::new(),
+            sq,
         }
     }
+}
+
+/// The codes of one partition as a graph space.
+pub(crate) struct CodeSpace<'a> {
+    pub sq: &'a ScalarQuantizer,
+    pub codes: &'a [u8],
+    pub distance: DistanceType,
+}
+
+impl CodeSpace<'_> {
+    #[inline]
+    fn code(&self, node: u32) -> &[u8] {
+        let width = self.sq.dim();
+        self.codes
+            .get(node as usize * width..(node as usize + 1) * width)
+            .unwrap_or(&[])
+    }
+}
+
+impl GraphSpace for CodeSpace<'_> {
+    type Query = SqQuery;
+
+    fn node_query(&self, node: u32) -> SqQuery {
+        self.sq.query_of_code(self.code(node), self.distance)
+    }
+
+    #[inline]
+    fn distance(&self, query: &SqQuery, node: u32) -> f32 {
+        self.sq.distance(query, self.code(node))
+    }
+}
+
+impl IvfIndex {
+    /// The `want` nearest rows of graph partition `part` that `allow` admits (by row
+    /// address), searching with `ef`; addresses in `row_id`. Also returns the distances
+    /// computed.
+    pub(crate) fn graph_search(
+        &self,
+        part: &Partition,
+        query: &PreparedQuery,
+        ef: usize,
+        want: usize,
+        allow: &dyn Fn(u64) -> bool,
+    ) -> (Vec<Candidate>, u64) {
+        let (PartitionData::HnswSq { codes, graph }, Some(sq), Some(q)) =
+            (&part.data, &self.sq, &query.sq)
+        else {
+            return (Vec::new(), 0);
+        };
+        let space = CodeSpace {
+            sq,
+            codes,
+            distance: self.distance,
+        };
+        let rows = &part.row_ids;
+        let admit = |node: u32| rows.get(node as usize).is_some_and(|&r| allow(r));
+        VISITED.with(|cell| {
+            let mut visited = cell.borrow_mut();
+            let mut found = graph.search(&space, q, ef, want, &admit, &mut visited);
+            for c in &mut found {
+                c.row_id = rows[c.row_id as usize];
+            }
+            (found, visited.count())
+        })
+    }
+}
+
+thread_local! {
+    /// Each thread's visited-node marks, reused across searches.
+    static VISITED: std::cell::RefCell<Visited> = std::cell::RefCell::new(Visited::new(0));
 }
 
 /// Fails when `rows` holds a row of a fragment the index does not cover.
@@ -875,6 +1054,7 @@ pub struct PreparedQuery {
     space: Vec<f32>,
     table: Vec<f32>,
     residual: Vec<f32>,
+    sq: Option<SqQuery>,
 }
 
 impl PreparedQuery {
@@ -916,7 +1096,10 @@ mod tests {
                         IndexKind::IvfFlat if distance == DistanceType::Hamming => {
                             PartitionData::FlatBytes(Vec::new())
                         }
-                        IndexKind::IvfFlat => PartitionData::FlatF32(Vec::new()),
+                        // (The strategy draws only the kinds a one-block file held.)
+                        IndexKind::IvfFlat | IndexKind::IvfHnswSq => {
+                            PartitionData::FlatF32(Vec::new())
+                        }
                     },
                 })
                 .collect();
@@ -927,6 +1110,7 @@ mod tests {
                     PartitionData::Pq(c) => c.extend(std::iter::repeat_n(255u8, m)),
                     PartitionData::FlatBytes(b) => b.extend(std::iter::repeat_n(0xABu8, dim)),
                     PartitionData::FlatF32(v) => v.extend(std::iter::repeat_n(-1.5f32, dim)),
+                    PartitionData::HnswSq { .. } => {}
                 }
             }
             let quantizer = (kind == IndexKind::IvfPq).then(|| ProductQuantizer {

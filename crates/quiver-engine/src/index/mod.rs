@@ -13,10 +13,12 @@ pub mod bitmap;
 pub mod btree;
 pub mod cache;
 pub mod calibrate;
+pub mod hnsw;
 pub mod ivf;
 pub mod kmeans;
 pub mod pq;
 pub mod scalar;
+pub mod sq;
 pub mod vector;
 
 use std::any::Any;
@@ -176,6 +178,9 @@ pub struct IndexDetails {
     /// Distinct values (bitmap, label list) or pages (btree) the index holds.
     pub num_distinct_values: Option<u64>,
     pub num_pages: Option<u64>,
+    /// Graph indexes: links per node and the build's candidate list.
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
     /// Vector indexes: the search settings measured at build time.
     pub calibration: Option<calibrate::Calibration>,
 }
@@ -214,6 +219,7 @@ pub trait IndexType: Send + Sync + 'static {
 pub static REGISTRY: &[&dyn IndexType] = &[
     &vector::IVF_PQ_TYPE,
     &vector::IVF_FLAT_TYPE,
+    &vector::IVF_HNSW_SQ_TYPE,
     &btree::BTreeType,
     &bitmap::BitmapType::BITMAP_TYPE,
     &bitmap::BitmapType::LABEL_LIST_TYPE,

@@ -20,9 +20,11 @@ use rand::{Rng, SeedableRng};
 use roaring::RoaringBitmap;
 
 use super::calibrate::{self, Calibration, CalibrationProto, GroundTruth};
+use super::hnsw::{self, HnswParams};
 use super::ivf::{self, IndexKind, IvfIndex, Partition, PartitionData, PreparedQuery};
 use super::kmeans::{self, KMeansParams};
 use super::pq::{self, ProductQuantizer};
+use super::sq::ScalarQuantizer;
 use super::{
     BuildJob, Built, ColumnSource, Index, IndexConfig, IndexDetails, IndexFamily, IndexFile,
     IndexType, PartContext, UpdateJob,
@@ -54,6 +56,9 @@ pub struct VectorIndexParams {
     pub sample_rate: Option<usize>,
     /// Recall the calibrated default settings aim at (default 0.95).
     pub target_recall: Option<f32>,
+    /// IVF_HNSW_SQ: links per node (default 20) and the build's candidate list (default 300).
+    pub m: Option<usize>,
+    pub ef_construction: Option<usize>,
 }
 
 impl Default for VectorIndexParams {
@@ -67,6 +72,8 @@ impl Default for VectorIndexParams {
             max_iterations: None,
             sample_rate: None,
             target_recall: None,
+            m: None,
+            ef_construction: None,
         }
     }
 }
@@ -91,6 +98,11 @@ pub struct VectorIndexDetailsProto {
     /// The settings measured at build time (absent: not calibrated).
     #[prost(message, optional, tag = "7")]
     pub calibration: Option<CalibrationProto>,
+    /// IVF_HNSW_SQ: links per node, and the build's candidate list.
+    #[prost(uint32, tag = "8")]
+    pub m: u32,
+    #[prost(uint32, tag = "9")]
+    pub ef_construction: u32,
 }
 
 /// Checks a manifest's details of a vector index against its column: they decode and name a
@@ -118,7 +130,7 @@ fn check_details(
         ));
     }
     if distance == DistanceType::Hamming
-        && (kind == IndexKind::IvfPq || item.data_type() != &DataType::UInt8)
+        && (kind != IndexKind::IvfFlat || item.data_type() != &DataType::UInt8)
     {
         return Err(format!(
             "{} with hamming distance on column '{}' of {}",
@@ -152,6 +164,22 @@ pub fn details_distance(details: &[u8]) -> Result<DistanceType> {
 pub fn default_partitions(rows: u64) -> usize {
     ((rows as f64).sqrt().round() as usize).clamp(1, 65_536)
 }
+
+/// Default partitions of a graph index: one graph per million rows (a graph is searched in
+/// logarithmic time, so partitions only bound the build's memory and the parts loaded).
+pub fn default_graph_partitions(rows: u64) -> usize {
+    (rows.div_ceil(1_000_000) as usize).max(1)
+}
+
+/// Candidate list of a graph search on an index built without calibration.
+pub const DEFAULT_EF: usize = 64;
+/// Graph defaults (LanceDB's): links per node and the build's candidate list.
+pub const DEFAULT_HNSW_M: usize = 20;
+pub const DEFAULT_EF_CONSTRUCTION: usize = 300;
+/// Largest `ef` (build or search) accepted.
+pub const MAX_EF: usize = 100_000;
+/// Rows at least the scalar quantizer's ranges are measured on.
+const SQ_TRAINING_ROWS: usize = 32_768;
 
 /// Default sub-vectors: one per 8 dimensions (the largest divisor of `dim` not above
 /// `dim / 8`; 1 for short vectors).
@@ -187,10 +215,11 @@ async fn train(
     let column = column.name().clone();
     let distance = params.distance_type;
     match (params.kind, distance, &element) {
-        (IndexKind::IvfPq, DistanceType::Hamming, _) => {
-            return Err(Error::invalid(
-                "IVF_PQ does not support hamming distance; use Index.ivfFlat({ distanceType: 'hamming' })",
-            ))
+        (IndexKind::IvfPq | IndexKind::IvfHnswSq, DistanceType::Hamming, _) => {
+            return Err(Error::invalid(format!(
+                "{} does not support hamming distance; use Index.ivfFlat({{ distanceType: 'hamming' }})",
+                params.kind.name()
+            )))
         }
         (_, DistanceType::Hamming, DataType::UInt8) => {}
         (_, DistanceType::Hamming, other) => {
@@ -214,9 +243,10 @@ async fn train(
         )));
     }
     let sdim = ivf::space_dim(dim, distance);
-    let partitions = params
-        .num_partitions
-        .unwrap_or_else(|| default_partitions(rows));
+    let partitions = params.num_partitions.unwrap_or_else(|| match params.kind {
+        IndexKind::IvfHnswSq => default_graph_partitions(rows),
+        _ => default_partitions(rows),
+    });
     if partitions == 0 {
         return Err(Error::invalid("numPartitions must be at least 1"));
     }
@@ -233,8 +263,27 @@ async fn train(
             }
             m
         }
-        IndexKind::IvfFlat => 0,
+        IndexKind::IvfFlat | IndexKind::IvfHnswSq => 0,
     };
+    let hnsw = (params.kind == IndexKind::IvfHnswSq)
+        .then(|| -> Result<HnswParams> {
+            let m = params.m.unwrap_or(DEFAULT_HNSW_M);
+            if !(ivf::MIN_HNSW_M..=ivf::MAX_HNSW_M).contains(&m) {
+                return Err(Error::invalid(format!(
+                    "m must be between {} and {} (got {m})",
+                    ivf::MIN_HNSW_M,
+                    ivf::MAX_HNSW_M
+                )));
+            }
+            let ef_construction = params.ef_construction.unwrap_or(DEFAULT_EF_CONSTRUCTION);
+            if ef_construction == 0 || ef_construction > MAX_EF {
+                return Err(Error::invalid(format!(
+                    "efConstruction must be between 1 and {MAX_EF} (got {ef_construction})"
+                )));
+            }
+            Ok(HnswParams { m, ef_construction })
+        })
+        .transpose()?;
     let target_recall = params
         .target_recall
         .unwrap_or(calibrate::DEFAULT_TARGET_RECALL);
@@ -246,7 +295,12 @@ async fn train(
     let max_iterations = params.max_iterations.unwrap_or(50).max(1);
     let sample_rate = params.sample_rate.unwrap_or(256).max(1);
     // 1. A uniform sample of the column (reservoir sampling over one scan).
-    let sample_size = sample_rate.saturating_mul(partitions).min(rows as usize);
+    let mut sample_size = sample_rate.saturating_mul(partitions);
+    if hnsw.is_some() {
+        // The scalar quantizer's ranges come from the sample too.
+        sample_size = sample_size.max(SQ_TRAINING_ROWS);
+    }
+    let sample_size = sample_size.min(rows as usize);
     let mut rng = StdRng::seed_from_u64(0x5155_4956_4552);
     let mut sample: Vec<f32> = Vec::with_capacity(sample_size * sdim);
     let mut seen = 0usize;
@@ -304,10 +358,10 @@ async fn train(
 
     // 2. Centroids, then PQ codebooks on residuals (CPU work off the async workers).
     let kind = params.kind;
-    let progress = progress.clone();
-    let (centroids, quantizer) = tokio::task::spawn_blocking(move || {
+    let training_progress = progress.clone();
+    let (centroids, quantizer, sq) = tokio::task::spawn_blocking(move || {
         let report = |phase: &'static str, done: u64, total: u64| {
-            if let Some(p) = &progress {
+            if let Some(p) = &training_progress {
                 p(BuildProgress { phase, done, total });
             }
         };
@@ -347,14 +401,22 @@ async fn train(
                 report("pq", d, sub_vectors as u64);
             })
         });
-        (model.centroids, quantizer)
+        let sq = (kind == IndexKind::IvfHnswSq).then(|| ScalarQuantizer::train(&sample, sdim));
+        (model.centroids, quantizer, sq)
     })
     .await
     .map_err(|e| Error::Internal(format!("index training failed: {e}")))?;
     // k-means trains at most one centroid per sampled (non-null, finite) vector.
     let partitions = centroids.len() / sdim;
-    let centroids = Arc::new(centroids);
-    let quantizer = quantizer.map(Arc::new);
+    let model = Arc::new(Codec {
+        kind,
+        distance,
+        dim,
+        centroids,
+        quantizer,
+        sq,
+        hnsw,
+    });
 
     // 3. Assign and encode every row (a second scan).
     // (The exact neighbours of the calibration queries are found in the same scan.)
@@ -363,27 +425,8 @@ async fn train(
             sdim, distance, queries, query_rows,
         )))
     });
-    let encoded = encode_rows(
-        source,
-        distance,
-        kind,
-        dim,
-        centroids.clone(),
-        quantizer.clone(),
-        truth.clone(),
-        &report,
-        rows,
-    )
-    .await?;
-    let mut index = assemble(
-        kind,
-        distance,
-        dim,
-        (*centroids).clone(),
-        quantizer.map(|q| (*q).clone()),
-        partitions,
-        encoded,
-    );
+    let encoded = encode_rows(source, model.clone(), truth.clone(), &report, rows).await?;
+    let mut index = assemble(model, partitions, encoded, progress.clone()).await?;
     // 4. Calibration: the sample queries searched through the new index.
     let Some(truth) = truth.and_then(|t| Arc::into_inner(t)?.into_inner().ok()) else {
         return Ok(index);
@@ -423,6 +466,10 @@ fn existing_rows(
                     let w = v.len() / part.len();
                     out.vectors.extend_from_slice(&v[i * w..(i + 1) * w]);
                 }
+                PartitionData::HnswSq { codes, .. } => {
+                    let w = codes.len() / part.len();
+                    out.codes.extend_from_slice(&codes[i * w..(i + 1) * w]);
+                }
             }
         }
     }
@@ -451,16 +498,13 @@ impl Encoded {
 #[allow(clippy::too_many_arguments)]
 async fn encode_rows(
     source: &dyn ColumnSource,
-    distance: DistanceType,
-    kind: IndexKind,
-    dim: usize,
-    centroids: Arc<Vec<f32>>,
-    quantizer: Option<Arc<ProductQuantizer>>,
+    model: Arc<Codec>,
     truth: Option<Arc<std::sync::Mutex<GroundTruth>>>,
     report: &(dyn Fn(&'static str, u64, u64) + Sync),
     total: u64,
 ) -> Result<Encoded> {
-    let sdim = ivf::space_dim(dim, distance);
+    let (kind, distance) = (model.kind, model.distance);
+    let sdim = ivf::space_dim(model.dim, distance);
     let mut stream = source.batches()?;
     let mut out = Encoded::default();
     let mut done = 0u64;
@@ -468,8 +512,9 @@ async fn encode_rows(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let batch_rows = batch.num_rows() as u64;
-        let (centroids, quantizer, truth) = (centroids.clone(), quantizer.clone(), truth.clone());
+        let (model, truth) = (model.clone(), truth.clone());
         let part = tokio::task::spawn_blocking(move || -> Result<Encoded> {
+            let centroids = &model.centroids;
             use rayon::prelude::*;
             let (mut space, mut kept) = (Vec::new(), Vec::new());
             let mut raw = Vec::new();
@@ -497,9 +542,17 @@ async fn encode_rows(
             let n = row_ids.len();
             let mut assignment = vec![0u32; n];
             let mut distances = vec![0f32; n];
-            kmeans::assign(&space, sdim, &centroids, &mut assignment, &mut distances);
-            let codes = match &quantizer {
-                Some(q) => {
+            kmeans::assign(&space, sdim, centroids, &mut assignment, &mut distances);
+            let codes = match (&model.quantizer, &model.sq) {
+                (_, Some(sq)) => {
+                    let mut codes = vec![0u8; n * sdim];
+                    codes
+                        .par_chunks_mut(sdim)
+                        .zip(space.par_chunks(sdim))
+                        .for_each(|(code, v)| sq.encode(v, code));
+                    codes
+                }
+                (Some(q), None) => {
                     let m = q.m;
                     let mut codes = vec![0u8; n * m];
                     codes
@@ -519,7 +572,7 @@ async fn encode_rows(
                         );
                     codes
                 }
-                None => bytes,
+                (None, None) => bytes,
             };
             Ok(Encoded {
                 partitions: assignment,
@@ -538,34 +591,68 @@ async fn encode_rows(
     Ok(out)
 }
 
-/// Groups encoded rows by partition into an index.
-fn assemble(
+/// What encodes rows for an index: the trained model.
+pub(crate) struct Codec {
     kind: IndexKind,
     distance: DistanceType,
     dim: usize,
     centroids: Vec<f32>,
     quantizer: Option<ProductQuantizer>,
+    sq: Option<ScalarQuantizer>,
+    hnsw: Option<HnswParams>,
+}
+
+impl Codec {
+    fn of(index: &IvfIndex) -> Codec {
+        Codec {
+            kind: index.kind,
+            distance: index.distance,
+            dim: index.dim,
+            centroids: index.centroids.clone(),
+            quantizer: index.quantizer.clone(),
+            sq: index.sq.clone(),
+            hnsw: index.hnsw,
+        }
+    }
+}
+
+/// Groups encoded rows by partition into an index, building each partition's graph
+/// (IVF_HNSW_SQ) on all cores.
+async fn assemble(
+    model: Arc<Codec>,
     partitions: usize,
     encoded: Encoded,
+    progress: Option<ProgressFn>,
+) -> Result<IvfIndex> {
+    tokio::task::spawn_blocking(move || group(&model, partitions, encoded, progress))
+        .await
+        .map_err(|e| Error::Internal(format!("index assembly failed: {e}")))
+}
+
+fn group(
+    model: &Codec,
+    partitions: usize,
+    encoded: Encoded,
+    progress: Option<ProgressFn>,
 ) -> IvfIndex {
-    debug_assert_eq!(
-        partitions,
-        centroids.len() / ivf::space_dim(dim, distance).max(1)
-    );
+    let (dim, distance) = (model.dim, model.distance);
+    let sdim = ivf::space_dim(dim, distance);
+    debug_assert_eq!(partitions, model.centroids.len() / sdim.max(1));
     let mut counts = vec![0usize; partitions];
     for &p in &encoded.partitions {
         counts[p as usize] += 1;
     }
-    let width = match (&quantizer, distance) {
-        (Some(q), _) => q.m,
-        (None, DistanceType::Hamming) => dim,
-        (None, _) => 0,
+    let width = match (&model.quantizer, &model.sq, distance) {
+        (Some(q), _, _) => q.m,
+        (None, Some(_), _) => sdim,
+        (None, None, DistanceType::Hamming) => dim,
+        (None, None, _) => 0,
     };
     let mut parts: Vec<Partition> = counts
         .iter()
         .map(|&n| Partition {
             row_ids: Vec::with_capacity(n),
-            data: match (&quantizer, width) {
+            data: match (&model.quantizer, width) {
                 (Some(_), _) => PartitionData::Pq(Vec::with_capacity(n * width)),
                 (None, 0) => PartitionData::FlatF32(Vec::with_capacity(n * dim)),
                 (None, _) => PartitionData::FlatBytes(Vec::with_capacity(n * width)),
@@ -582,9 +669,54 @@ fn assemble(
             PartitionData::FlatF32(v) => {
                 v.extend_from_slice(&encoded.vectors[i * dim..(i + 1) * dim])
             }
+            PartitionData::HnswSq { .. } => {}
         }
     }
-    IvfIndex::resident(kind, distance, dim, centroids, quantizer, parts)
+    if let (Some(sq), Some(params)) = (&model.sq, model.hnsw) {
+        let total = encoded.row_ids.len() as u64;
+        let linked = std::sync::atomic::AtomicU64::new(0);
+        let report = |done: u64| {
+            if let Some(p) = &progress {
+                p(BuildProgress {
+                    phase: "graph",
+                    done,
+                    total,
+                });
+            }
+        };
+        report(0);
+        for part in &mut parts {
+            let PartitionData::FlatBytes(codes) =
+                std::mem::replace(&mut part.data, PartitionData::Pq(Vec::new()))
+            else {
+                continue;
+            };
+            let space = ivf::CodeSpace {
+                sq,
+                codes: &codes,
+                distance,
+            };
+            let graph = hnsw::build(&space, part.len(), params, 0x4853_5751, &|| {
+                let done = linked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if done.is_multiple_of(4096) {
+                    report(done);
+                }
+            });
+            part.data = PartitionData::HnswSq { codes, graph };
+        }
+        report(total);
+    }
+    let mut index = IvfIndex::resident(
+        model.kind,
+        distance,
+        dim,
+        model.centroids.clone(),
+        model.quantizer.clone(),
+        parts,
+    );
+    index.sq = model.sq.clone();
+    index.hnsw = model.hnsw;
+    index
 }
 
 /// Which row addresses a search may return.
@@ -617,10 +749,12 @@ impl RowGate {
 /// first, and more while fewer than `want` allowed rows were found (filters, deletions).
 /// Partitions load through the index cache in rounds of `nprobes`, so a search reads only
 /// what it probes. Returns the rows sorted, with the partitions probed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn search_partitions(
     index: &IvfIndex,
     query: &mut PreparedQuery,
     nprobes: usize,
+    ef: usize,
     want: usize,
     gate: &RowGate,
     range: (Option<f32>, Option<f32>),
@@ -649,6 +783,21 @@ pub(crate) async fn search_partitions(
             }
             parts_loaded += u64::from(was_read);
             probed += 1;
+            if matches!(part.data, PartitionData::HnswSq { .. }) {
+                let allow = |row: u64| gate.allows(row);
+                let (found, computed) = index.graph_search(&part, query, ef, want, &allow);
+                comparisons += computed;
+                for candidate in found {
+                    if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {
+                        continue;
+                    }
+                    heap.push(candidate);
+                    if heap.len() > want {
+                        heap.pop();
+                    }
+                }
+                continue;
+            }
             index.partition_distances(p, &part, query, &mut distances);
             comparisons += part.len() as u64;
             for (&distance, &row_id) in distances.iter().zip(&part.row_ids) {
@@ -702,6 +851,9 @@ pub static IVF_PQ_TYPE: IvfType = IvfType {
 pub static IVF_FLAT_TYPE: IvfType = IvfType {
     kind: IndexKind::IvfFlat,
 };
+pub static IVF_HNSW_SQ_TYPE: IvfType = IvfType {
+    kind: IndexKind::IvfHnswSq,
+};
 
 impl Index for IvfIndex {
     fn index_type(&self) -> &'static str {
@@ -731,6 +883,8 @@ fn details_of(index: &IvfIndex) -> Vec<u8> {
         dim: index.dim as u32,
         num_rows: index.num_rows() as u64,
         calibration: index.calibration.as_ref().map(Calibration::to_proto),
+        m: index.hnsw.map_or(0, |h| h.m as u32),
+        ef_construction: index.hnsw.map_or(0, |h| h.ef_construction as u32),
     })
 }
 
@@ -798,6 +952,8 @@ impl IndexType for IvfType {
             num_partitions: Some(d.num_partitions),
             num_sub_vectors: Some(d.num_sub_vectors),
             num_bits: Some(d.num_bits),
+            m: (d.m > 0).then_some(d.m),
+            ef_construction: (d.ef_construction > 0).then_some(d.ef_construction),
             calibration: d.calibration.as_ref().and_then(Calibration::from_proto),
             ..Default::default()
         })
@@ -841,6 +997,8 @@ impl IndexType for IvfType {
                     file.fragments,
                 )
                 .await?
+            } else if self.kind == IndexKind::IvfHnswSq {
+                return Err(bad("no index footer".into()));
             } else {
                 // A one-block file (the earlier layout), read whole. The manifest says what
                 // it holds, so it is no larger than that allows.
@@ -898,28 +1056,17 @@ impl IndexType for IvfType {
             let partitions = index.all_partitions(job.parts.translate).await?;
             let (kept, removed) = existing_rows(&partitions, job.keep);
             drop(partitions);
-            let quantizer = index.quantizer.clone().map(Arc::new);
+            let model = Arc::new(Codec::of(index));
             let added = encode_rows(
                 job.added,
-                index.distance,
-                index.kind,
-                index.dim,
-                Arc::new(index.centroids.clone()),
-                quantizer.clone(),
+                model.clone(),
                 None,
                 &|_, _, _| {},
                 job.added.rows(),
             )
             .await?;
-            let mut rebuilt = assemble(
-                index.kind,
-                index.distance,
-                index.dim,
-                index.centroids.clone(),
-                quantizer.map(|q| (*q).clone()),
-                index.num_partitions(),
-                kept.append(added),
-            );
+            let mut rebuilt =
+                assemble(model, index.num_partitions(), kept.append(added), None).await?;
             // Partitions keep their centroids, so the measured settings still describe them.
             rebuilt.calibration = index.calibration.clone();
             write(job.storage, job.file, rebuilt, removed).await

@@ -18,6 +18,7 @@ mod kernels;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
+pub mod sq;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

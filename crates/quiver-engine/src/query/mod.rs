@@ -52,6 +52,9 @@ pub struct VectorSearch {
     /// Re-rank `k × refine_factor` index candidates by exact distance (default
     /// [`DEFAULT_REFINE_FACTOR`] for IVF_PQ; IVF_FLAT distances are exact already).
     pub refine_factor: Option<u32>,
+    /// Graph indexes: the candidate list of a search (default: the index's calibrated
+    /// setting, or [`index::vector::DEFAULT_EF`]); no effect on IVF_PQ / IVF_FLAT.
+    pub ef: Option<usize>,
     /// Search exactly even when the column has an index.
     pub bypass_index: bool,
     /// Recall the index's calibrated settings should reach (default: the target it was
@@ -719,7 +722,7 @@ pub fn explain_search(table: &Table, search: &VectorSearch) -> Result<PlanNode> 
             if let Some(filter) = &r.prefilter {
                 probe = probe.child(prefilter_node(filter, used.meta.fragment_ids.len()));
             }
-            inputs.push(match used.refine {
+            inputs.push(match used.settings.refine {
                 Some(factor) => refine_node(factor, search.k).child(probe),
                 None => probe,
             });
@@ -750,11 +753,7 @@ struct Resolved {
 
 struct UsedIndex {
     meta: crate::table::manifest::IndexMetadataProto,
-    /// Partitions probed at least, and the refine factor (IVF_PQ).
-    nprobes: usize,
-    refine: Option<usize>,
-    /// The calibrated setting the defaults came from, if any.
-    calibrated: Option<CalibrationPoint>,
+    settings: Settings,
     covered: std::collections::HashSet<u64>,
     /// Every fragment of the version is covered: the version is searched through the index
     /// uncopied.
@@ -821,12 +820,10 @@ fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
                     format!("unknown index type '{}'", meta.index_type),
                 )
             })?;
-            let (nprobes, refine, calibrated) = settings_of(search, kind, &meta.details)?;
+            let settings = settings_of(search, kind, &meta.details)?;
             Some(UsedIndex {
                 meta: meta.clone(),
-                nprobes,
-                refine,
-                calibrated,
+                settings,
                 covered,
                 all_covered,
             })
@@ -866,11 +863,17 @@ fn widened_nprobes(
 
 /// The settings a search runs an index with: explicit ones, else the calibrated setting for
 /// the search's target recall (or the index's), else the fixed defaults.
-fn settings_of(
-    search: &VectorSearch,
-    kind: IndexKind,
-    details: &[u8],
-) -> Result<(usize, Option<usize>, Option<CalibrationPoint>)> {
+/// How a search runs an index.
+struct Settings {
+    nprobes: usize,
+    refine: Option<usize>,
+    /// Graph indexes: the search's candidate list.
+    ef: Option<usize>,
+    /// The calibrated setting the defaults came from, if any.
+    calibrated: Option<CalibrationPoint>,
+}
+
+fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result<Settings> {
     if let Some(target) = search.target_recall {
         if !(target > 0.0 && target <= 1.0) {
             return Err(Error::invalid(format!(
@@ -897,12 +900,29 @@ fn settings_of(
                 .map_or(DEFAULT_REFINE_FACTOR, |p| p.refine.max(1))
                 .max(1) as usize,
         ),
+        (None, IndexKind::IvfHnswSq) => Some(point.map_or(1, |p| p.refine.max(1)) as usize),
         (None, IndexKind::IvfFlat) => None,
     };
+    let ef = match kind {
+        IndexKind::IvfHnswSq => Some(
+            search
+                .ef
+                .or(point.map(|p| p.ef as usize))
+                .unwrap_or(index::vector::DEFAULT_EF),
+        ),
+        _ => None,
+    };
     let used = point.filter(|_| {
-        search.nprobes.is_none() || (kind == IndexKind::IvfPq && search.refine_factor.is_none())
+        search.nprobes.is_none()
+            || (kind != IndexKind::IvfFlat && search.refine_factor.is_none())
+            || (kind == IndexKind::IvfHnswSq && search.ef.is_none())
     });
-    Ok((nprobes, refine, used))
+    Ok(Settings {
+        nprobes,
+        refine,
+        ef,
+        calibrated: used,
+    })
 }
 
 fn index_node(
@@ -911,8 +931,8 @@ fn index_node(
     fragments: usize,
     filtered: bool,
 ) -> PlanNode {
-    let nprobes = used.nprobes;
-    let want = search.k.saturating_mul(used.refine.unwrap_or(1));
+    let nprobes = used.settings.nprobes;
+    let want = search.k.saturating_mul(used.settings.refine.unwrap_or(1));
     let mut node = PlanNode::new("IndexSearch")
         .with("index", &used.meta.name)
         .with("type", &used.meta.index_type)
@@ -922,7 +942,10 @@ fn index_node(
         )
         .with("nprobes", nprobes)
         .with("candidates", want);
-    if let Some(point) = used.calibrated {
+    if let Some(ef) = used.settings.ef {
+        node = node.with("ef", ef);
+    }
+    if let Some(point) = used.settings.calibrated {
         node = node.with(
             "calibrated",
             format!(
@@ -1227,16 +1250,16 @@ async fn indexed_search(
         Some(g) => g,
         None => indices::live_gate(&observed, indexed).await?,
     };
-    let refine = used.refine;
+    let refine = used.settings.refine;
     let want = search.k.saturating_mul(refine.unwrap_or(1));
     let nprobes = match &gate {
         RowGate::Only(matches) => widened_nprobes(
-            used.nprobes,
+            used.settings.nprobes,
             matches,
             index.num_rows(),
             index.num_partitions(),
         ),
-        RowGate::Live(_) => used.nprobes,
+        RowGate::Live(_) => used.settings.nprobes,
     };
     let mut prepared = index.prepare(&exact.query.f32, &exact.query.bytes);
     let translation = entry.translation(observed.inner(), indexed);
@@ -1247,6 +1270,7 @@ async fn indexed_search(
         &index,
         &mut prepared,
         nprobes,
+        used.settings.ef.unwrap_or(0),
         want,
         &gate,
         exact.range,

@@ -1,0 +1,661 @@
+//! HNSW graphs (hierarchical navigable small worlds): each node links to about `m` near
+//! nodes per layer (`2m` on layer 0), and a search walks greedily down the sparse upper
+//! layers, then best-first over layer 0 keeping the `ef` nearest nodes seen. Built by
+//! inserting nodes in parallel (a lock per node's links), with the paper's neighbour
+//! heuristic (a candidate is linked only if it is nearer to the new node than to any node
+//! already linked), so clusters stay connected to each other.
+//!
+//! The graph knows node numbers only; a [`GraphSpace`] gives distances (here: between
+//! scalar-quantized codes). Layout on disk: FORMAT.md §6.2.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::vocab::Candidate;
+
+/// No link (padding of a node's fixed-size link slots).
+pub const NONE: u32 = u32::MAX;
+/// Highest layer a node may be on.
+const MAX_LEVEL: u8 = 16;
+
+/// Distances between the nodes of a graph (and prepared queries).
+pub trait GraphSpace: Sync {
+    type Query: Send + Sync;
+    /// The query a node makes (for linking it).
+    fn node_query(&self, node: u32) -> Self::Query;
+    fn distance(&self, query: &Self::Query, node: u32) -> f32;
+}
+
+/// How a graph is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Links per node on the upper layers (layer 0 has twice as many).
+    pub m: usize,
+    /// Candidates kept while linking a new node.
+    pub ef_construction: usize,
+}
+
+/// One upper layer: the nodes on it (ascending) and `m` link slots each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub nodes: Vec<u32>,
+    pub links: Vec<u32>,
+}
+
+/// A built graph over nodes `0..n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    pub m: usize,
+    pub entry: u32,
+    pub levels: Vec<u8>,
+    /// `n × 2m` link slots, [`NONE`]-padded.
+    pub layer0: Vec<u32>,
+    /// Layer `l` (1-based) at `upper[l - 1]`.
+    pub upper: Vec<Layer>,
+}
+
+/// Nodes seen by one search, cleared in O(1) by moving to a new epoch.
+pub struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+    /// Nodes marked since the search started (the distances it computed).
+    count: u64,
+}
+
+impl Visited {
+    pub fn new(n: usize) -> Self {
+        Visited {
+            marks: vec![0; n],
+            epoch: 0,
+            count: 0,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn start(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.count = 0;
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `node`; false when it was marked already.
+    #[inline]
+    fn insert(&mut self, node: u32) -> bool {
+        let slot = &mut self.marks[node as usize];
+        if *slot == self.epoch {
+            false
+        } else {
+            *slot = self.epoch;
+            self.count += 1;
+            true
+        }
+    }
+}
+
+/// The layer of node `i`: geometric with ratio 1/m, from a hash of `seed` and `i` (the same
+/// graph for the same input whatever the thread count).
+fn level_of(i: u64, seed: u64, m: usize) -> u8 {
+    let mut x = i.wrapping_add(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 29;
+    let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let level = -u.ln() / (m as f64).ln();
+    (level as u64).min(u64::from(MAX_LEVEL)) as u8
+}
+
+/// Best-first search of one layer from `entry` (ascending by distance), keeping the `ef`
+/// nearest nodes `allow` admits; nodes it rejects are still walked through.
+#[allow(clippy::too_many_arguments)]
+fn search_layer<S, N, A>(
+    space: &S,
+    query: &S::Query,
+    entry: &[Candidate],
+    ef: usize,
+    level: usize,
+    visited: &mut Visited,
+    neighbours: &N,
+    allow: &A,
+    buf: &mut Vec<u32>,
+) -> Vec<Candidate>
+where
+    S: GraphSpace + ?Sized,
+    N: Fn(u32, usize, &mut Vec<u32>),
+    A: Fn(u32) -> bool,
+{
+    let ef = ef.max(1);
+    let mut candidates: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(ef * 2);
+    let mut results: BinaryHeap<Candidate> = BinaryHeap::with_capacity(ef + 1);
+    for &c in entry {
+        if visited.insert(c.row_id as u32) {
+            candidates.push(Reverse(c));
+            if allow(c.row_id as u32) {
+                results.push(c);
+                if results.len() > ef {
+                    results.pop();
+                }
+            }
+        }
+    }
+    while let Some(Reverse(current)) = candidates.pop() {
+        if results.len() >= ef
+            && results
+                .peek()
+                .is_some_and(|w| current.distance > w.distance)
+        {
+            break;
+        }
+        buf.clear();
+        neighbours(current.row_id as u32, level, buf);
+        for &nb in buf.iter() {
+            if !visited.insert(nb) {
+                continue;
+            }
+            let distance = space.distance(query, nb);
+            let c = Candidate {
+                distance,
+                row_id: u64::from(nb),
+            };
+            if results.len() < ef || results.peek().is_some_and(|w| c < *w) {
+                candidates.push(Reverse(c));
+                if allow(nb) {
+                    results.push(c);
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                }
+            }
+        }
+    }
+    results.into_sorted_vec()
+}
+
+/// Greedy descent: the nearest node reachable from `start` on `level`.
+fn greedy<S, N>(
+    space: &S,
+    query: &S::Query,
+    start: Candidate,
+    level: usize,
+    neighbours: &N,
+    buf: &mut Vec<u32>,
+) -> Candidate
+where
+    S: GraphSpace + ?Sized,
+    N: Fn(u32, usize, &mut Vec<u32>),
+{
+    let mut best = start;
+    loop {
+        buf.clear();
+        neighbours(best.row_id as u32, level, buf);
+        let mut moved = false;
+        for &nb in buf.iter() {
+            let distance = space.distance(query, nb);
+            if distance < best.distance {
+                best = Candidate {
+                    distance,
+                    row_id: u64::from(nb),
+                };
+                moved = true;
+            }
+        }
+        if !moved {
+            return best;
+        }
+    }
+}
+
+/// The paper's heuristic: of `candidates` (ascending), up to `m` nodes each nearer to the
+/// new node than to any node chosen before it.
+fn select<S: GraphSpace + ?Sized>(space: &S, candidates: &[Candidate], m: usize) -> Vec<u32> {
+    let mut chosen: Vec<(u32, S::Query)> = Vec::with_capacity(m);
+    for c in candidates {
+        if chosen.len() >= m {
+            break;
+        }
+        let node = c.row_id as u32;
+        if chosen
+            .iter()
+            .all(|(_, q)| space.distance(q, node) > c.distance)
+        {
+            chosen.push((node, space.node_query(node)));
+        }
+    }
+    chosen.into_iter().map(|(n, _)| n).collect()
+}
+
+/// Builds the graph of `n` nodes of `space` (`on_node` is called as nodes are linked).
+pub fn build<S: GraphSpace>(
+    space: &S,
+    n: usize,
+    params: HnswParams,
+    seed: u64,
+    on_node: &(dyn Fn() + Sync),
+) -> Graph {
+    let m = params.m.max(2);
+    let m0 = 2 * m;
+    let ef_construction = params.ef_construction.max(m);
+    let levels: Vec<u8> = (0..n as u64).map(|i| level_of(i, seed, m)).collect();
+    if n == 0 {
+        return Graph {
+            m,
+            entry: 0,
+            levels,
+            layer0: Vec::new(),
+            upper: Vec::new(),
+        };
+    }
+    // The first node of the highest layer is the entry from the start, so it never changes.
+    let top = levels.iter().copied().max().unwrap_or(0);
+    let entry = levels.iter().position(|&l| l == top).unwrap_or(0) as u32;
+    let links: Vec<Mutex<Vec<Vec<u32>>>> = levels
+        .iter()
+        .map(|&l| Mutex::new(vec![Vec::new(); usize::from(l) + 1]))
+        .collect();
+    let neighbours = |node: u32, level: usize, out: &mut Vec<u32>| {
+        if let Ok(lists) = links[node as usize].lock() {
+            if let Some(list) = lists.get(level) {
+                out.extend_from_slice(list);
+            }
+        }
+    };
+    let everything = |_: u32| true;
+    (0..n as u32)
+        .into_par_iter()
+        .filter(|&i| i != entry)
+        .for_each_init(
+            || (Visited::new(n), Vec::new()),
+            |(visited, buf), node| {
+                let query = space.node_query(node);
+                let level = usize::from(levels[node as usize]);
+                let mut ep = Candidate {
+                    distance: space.distance(&query, entry),
+                    row_id: u64::from(entry),
+                };
+                for l in (level + 1..=usize::from(top)).rev() {
+                    ep = greedy(space, &query, ep, l, &neighbours, buf);
+                }
+                let mut entry_points = vec![ep];
+                for l in (0..=level.min(usize::from(top))).rev() {
+                    visited.start(n);
+                    let found = search_layer(
+                        space,
+                        &query,
+                        &entry_points,
+                        ef_construction,
+                        l,
+                        visited,
+                        &neighbours,
+                        &everything,
+                        buf,
+                    );
+                    let chosen = select(space, &found, m);
+                    if let Ok(mut lists) = links[node as usize].lock() {
+                        lists[l] = chosen.clone();
+                    }
+                    let cap = if l == 0 { m0 } else { m };
+                    for &other in &chosen {
+                        link_back(space, &links, other, node, l, cap);
+                    }
+                    entry_points = found;
+                }
+                on_node();
+            },
+        );
+    let lists: Vec<Vec<Vec<u32>>> = links
+        .into_iter()
+        .map(|l| l.into_inner().unwrap_or_default())
+        .collect();
+    let mut layer0 = vec![NONE; n * m0];
+    for (i, node) in lists.iter().enumerate() {
+        for (slot, &nb) in layer0[i * m0..(i + 1) * m0].iter_mut().zip(&node[0]) {
+            *slot = nb;
+        }
+    }
+    let upper = (1..=usize::from(top))
+        .map(|l| {
+            let nodes: Vec<u32> = (0..n as u32)
+                .filter(|&i| usize::from(levels[i as usize]) >= l)
+                .collect();
+            let mut slots = vec![NONE; nodes.len() * m];
+            for (k, &i) in nodes.iter().enumerate() {
+                for (slot, &nb) in slots[k * m..(k + 1) * m]
+                    .iter_mut()
+                    .zip(&lists[i as usize][l])
+                {
+                    *slot = nb;
+                }
+            }
+            Layer {
+                nodes,
+                links: slots,
+            }
+        })
+        .collect();
+    Graph {
+        m,
+        entry,
+        levels,
+        layer0,
+        upper,
+    }
+}
+
+/// Adds a link `node → new` on `level`; when `node` has `cap` links already, its links are
+/// chosen again by the heuristic among them and `new`.
+fn link_back<S: GraphSpace>(
+    space: &S,
+    links: &[Mutex<Vec<Vec<u32>>>],
+    node: u32,
+    new: u32,
+    level: usize,
+    cap: usize,
+) {
+    let Ok(mut lists) = links[node as usize].lock() else {
+        return;
+    };
+    let Some(list) = lists.get_mut(level) else {
+        return;
+    };
+    if list.contains(&new) {
+        return;
+    }
+    if list.len() < cap {
+        list.push(new);
+        return;
+    }
+    let query = space.node_query(node);
+    let mut candidates: Vec<Candidate> = list
+        .iter()
+        .chain(std::iter::once(&new))
+        .map(|&nb| Candidate {
+            distance: space.distance(&query, nb),
+            row_id: u64::from(nb),
+        })
+        .collect();
+    candidates.sort_unstable();
+    *list = select(space, &candidates, cap);
+}
+
+impl Graph {
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Appends the links of `node` on `level` to `out`.
+    #[inline]
+    pub fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        let slots = if level == 0 {
+            let m0 = 2 * self.m;
+            self.layer0
+                .get(node as usize * m0..(node as usize + 1) * m0)
+        } else {
+            self.upper.get(level - 1).and_then(|layer| {
+                let k = layer.nodes.binary_search(&node).ok()?;
+                layer.links.get(k * self.m..(k + 1) * self.m)
+            })
+        };
+        if let Some(slots) = slots {
+            out.extend(slots.iter().copied().take_while(|&s| s != NONE));
+        }
+    }
+
+    /// The `want` nearest nodes `allow` admits (ascending), searching layer 0 with `ef`.
+    pub(crate) fn search<S: GraphSpace + ?Sized, A: Fn(u32) -> bool>(
+        &self,
+        space: &S,
+        query: &S::Query,
+        ef: usize,
+        want: usize,
+        allow: &A,
+        visited: &mut Visited,
+    ) -> Vec<Candidate> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut buf = Vec::with_capacity(2 * self.m);
+        let neighbours =
+            |node: u32, level: usize, out: &mut Vec<u32>| self.neighbours(node, level, out);
+        let mut ep = Candidate {
+            distance: space.distance(query, self.entry),
+            row_id: u64::from(self.entry),
+        };
+        for l in (1..=self.upper.len()).rev() {
+            ep = greedy(space, query, ep, l, &neighbours, &mut buf);
+        }
+        visited.start(self.len());
+        let mut found = search_layer(
+            space,
+            query,
+            &[ep],
+            ef.max(want),
+            0,
+            visited,
+            &neighbours,
+            allow,
+            &mut buf,
+        );
+        found.truncate(want);
+        found
+    }
+
+    /// Bytes held in memory.
+    pub fn heap_bytes(&self) -> usize {
+        self.levels.len()
+            + self.layer0.len() * 4
+            + self
+                .upper
+                .iter()
+                .map(|l| (l.nodes.len() + l.links.len()) * 4)
+                .sum::<usize>()
+    }
+
+    /// The stored form: entry (u32 LE), one level byte per node, layer 0's `n × 2m` slots,
+    /// then per upper layer `m` slots for each node on it (nodes ascending), all u32 LE.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        if self.is_empty() {
+            return;
+        }
+        out.extend_from_slice(&self.entry.to_le_bytes());
+        out.extend_from_slice(&self.levels);
+        for s in self
+            .layer0
+            .iter()
+            .chain(self.upper.iter().flat_map(|l| l.links.iter()))
+        {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+
+    /// Decodes `n` nodes of a graph with `m` links per upper layer; `None` when the bytes do
+    /// not hold exactly such a graph or it links outside it.
+    pub fn decode(bytes: &[u8], n: usize, m: usize) -> Option<Graph> {
+        if !(2..=1024).contains(&m) {
+            return None;
+        }
+        if n == 0 {
+            return bytes.is_empty().then(|| Graph {
+                m,
+                entry: 0,
+                levels: Vec::new(),
+                layer0: Vec::new(),
+                upper: Vec::new(),
+            });
+        }
+        let (entry, rest) = bytes.split_first_chunk::<4>()?;
+        let entry = u32::from_le_bytes(*entry);
+        let levels = rest.get(..n)?.to_vec();
+        let top = levels.iter().copied().max()?;
+        if top > MAX_LEVEL || levels.get(entry as usize) != Some(&top) {
+            return None;
+        }
+        let on_level = |l: usize| levels.iter().filter(|&&v| usize::from(v) >= l).count();
+        let slots = n.checked_mul(2 * m)?
+            + (1..=usize::from(top))
+                .map(|l| on_level(l) * m)
+                .sum::<usize>();
+        let body = &rest[n..];
+        if body.len() != slots.checked_mul(4)? {
+            return None;
+        }
+        let mut words = body
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if body.chunks_exact(4).any(|c| {
+            let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            v != NONE && v as usize >= n
+        }) {
+            return None;
+        }
+        let layer0: Vec<u32> = words.by_ref().take(n * 2 * m).collect();
+        let upper = (1..=usize::from(top))
+            .map(|l| {
+                let nodes: Vec<u32> = (0..n as u32)
+                    .filter(|&i| usize::from(levels[i as usize]) >= l)
+                    .collect();
+                let links: Vec<u32> = words.by_ref().take(nodes.len() * m).collect();
+                Layer { nodes, links }
+            })
+            .collect();
+        Some(Graph {
+            m,
+            entry,
+            levels,
+            layer0,
+            upper,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points on a plane, compared by squared l2.
+    struct Points(Vec<[f32; 2]>);
+
+    impl GraphSpace for Points {
+        type Query = [f32; 2];
+        fn node_query(&self, node: u32) -> [f32; 2] {
+            self.0[node as usize]
+        }
+        fn distance(&self, q: &[f32; 2], node: u32) -> f32 {
+            let p = self.0[node as usize];
+            (q[0] - p[0]).powi(2) + (q[1] - p[1]).powi(2)
+        }
+    }
+
+    fn points(n: usize) -> Points {
+        Points(
+            (0..n)
+                .map(|i| {
+                    let x = ((i * 7919) % 1000) as f32 / 10.0;
+                    let y = ((i * 104_729) % 997) as f32 / 10.0;
+                    [x, y]
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_nearest_neighbours_and_round_trips() {
+        let space = points(3000);
+        let graph = build(
+            &space,
+            3000,
+            HnswParams {
+                m: 8,
+                ef_construction: 64,
+            },
+            7,
+            &|| {},
+        );
+        let mut visited = Visited::new(3000);
+        let mut hits = 0;
+        for q in 0..100 {
+            let query = [(q * 13 % 100) as f32 + 0.3, (q * 29 % 100) as f32 + 0.6];
+            let got = graph.search(&space, &query, 64, 10, &|_| true, &mut visited);
+            let mut exact: Vec<Candidate> = (0..3000)
+                .map(|i| Candidate {
+                    distance: space.distance(&query, i),
+                    row_id: u64::from(i),
+                })
+                .collect();
+            exact.sort_unstable();
+            let truth: Vec<u64> = exact[..10].iter().map(|c| c.row_id).collect();
+            hits += got.iter().filter(|c| truth.contains(&c.row_id)).count();
+        }
+        assert!(hits >= 980, "recall {}", hits as f64 / 1000.0);
+        // Only admitted nodes come back, and still `want` of them.
+        let even = graph.search(&space, &[50.0, 50.0], 64, 10, &|n| n % 2 == 0, &mut visited);
+        assert_eq!(even.len(), 10);
+        assert!(even.iter().all(|c| c.row_id % 2 == 0));
+
+        let mut bytes = Vec::new();
+        graph.encode(&mut bytes);
+        assert_eq!(Graph::decode(&bytes, 3000, 8).as_ref(), Some(&graph));
+        assert!(Graph::decode(&bytes[..bytes.len() - 1], 3000, 8).is_none());
+        assert!(Graph::decode(&bytes, 2999, 8).is_none());
+        let mut bad = bytes.clone();
+        let at = 4 + 3000 + 4;
+        bad[at..at + 4].copy_from_slice(&5000u32.to_le_bytes());
+        assert!(
+            Graph::decode(&bad, 3000, 8).is_none(),
+            "a link outside the graph"
+        );
+    }
+
+    #[test]
+    fn tiny_graphs() {
+        let space = points(1);
+        let graph = build(
+            &space,
+            1,
+            HnswParams {
+                m: 4,
+                ef_construction: 8,
+            },
+            1,
+            &|| {},
+        );
+        let mut visited = Visited::new(1);
+        assert_eq!(
+            graph
+                .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited)
+                .len(),
+            1
+        );
+        let empty = build(
+            &space,
+            0,
+            HnswParams {
+                m: 4,
+                ef_construction: 8,
+            },
+            1,
+            &|| {},
+        );
+        assert!(empty
+            .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited)
+            .is_empty());
+        let mut bytes = Vec::new();
+        empty.encode(&mut bytes);
+        assert!(bytes.is_empty());
+        assert_eq!(Graph::decode(&bytes, 0, 4).as_ref(), Some(&empty));
+    }
+}
