@@ -51,6 +51,36 @@ async function recall(table: Table, truth: Uint32Array, where?: string, queriesR
 }
 
 describe("vector indexes", () => {
+  it("IVF_HNSW_SQ: a calibrated graph, ef that acts, prefilters, appends and stats", async () => {
+    const db = await connect(join(tempDir(), "db"));
+    const table = await db.createTable("vecs", rows(0, N));
+    const seen: IndexProgress[] = [];
+    const stats = await table.createIndex("vector", {
+      config: Index.hnswSq({ efConstruction: 100 }),
+      progress: (p) => seen.push(p),
+    });
+    expect(stats).toMatchObject({ indexType: "IVF_HNSW_SQ", numPartitions: 1, m: 20, efConstruction: 100, numIndexedRows: N });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(seen.some((p) => p.phase === "graph")).toBe(true);
+    const c = stats.calibration!;
+    expect(c.ef).toBeGreaterThan(0);
+    expect(c.curve.every((p) => typeof p.ef === "number")).toBe(true);
+    expect(await recall(table, gt)).toBeGreaterThanOrEqual(0.93);
+    expect(await recall(table, gtFiltered, "category < 10")).toBeGreaterThanOrEqual(0.9);
+    const plan = await table.search(query(0)).ef(200).refineFactor(1).explainPlan();
+    expect(plan).toContain("IndexSearch: index=vector_idx type=IVF_HNSW_SQ distance=l2 nprobes=1 candidates=10 ef=200 fragments=1");
+    const analyzed = await table.search(query(0)).ef(200).analyzePlan();
+    expect(analyzed).toMatch(/IndexSearch: .*index_comparisons=(\d+)/);
+    const few = Number(/IndexSearch: .*index_comparisons=(\d+)/.exec(await table.search(query(0)).ef(10).analyzePlan())![1]);
+    const many = Number(/IndexSearch: .*index_comparisons=(\d+)/.exec(analyzed)![1]);
+    expect(many).toBeGreaterThan(few);
+    const fresh = { id: 999_999n, vector: Array.from(query(7)), category: 1 };
+    await table.add([fresh]);
+    expect((await table.search(query(7)).limit(1).toArray())[0].id).toBe(999_999n);
+    expect(() => Index.hnswSq({ m: 0 })).toThrow(InvalidArgumentError);
+    await expect(table.createIndex("vector", { config: Index.hnswSq({ m: 1000 }) })).rejects.toThrow(/m must be between 2 and 256/);
+  }, 120_000);
+
   it("calibrate their default settings at build time; queries pick another target or override", async () => {
     const db = await connect(join(tempDir(), "db"));
     const table = await db.createTable("vecs", rows(0, N));

@@ -75,7 +75,7 @@ pub struct NativeCalibration {
 #[napi(object)]
 pub struct NativeCalibrationPoint {
     pub nprobes: u32,
-    /// Graph indexes only.
+    /// Graph indexes only (0: every code of the probed partitions is scanned).
     pub ef: Option<u32>,
     pub refine_factor: Option<u32>,
     pub recall: f64,
@@ -88,10 +88,13 @@ fn decimal(v: f32) -> f64 {
     (f64::from(v) * 1e6).round() / 1e6
 }
 
-fn point(p: &quiver_engine::index::calibrate::CalibrationPoint) -> NativeCalibrationPoint {
+fn point(
+    p: &quiver_engine::index::calibrate::CalibrationPoint,
+    graph: bool,
+) -> NativeCalibrationPoint {
     NativeCalibrationPoint {
         nprobes: p.nprobes,
-        ef: (p.ef > 0).then_some(p.ef),
+        ef: graph.then_some(p.ef),
         refine_factor: (p.refine > 0).then_some(p.refine),
         recall: decimal(p.recall),
         estimated_cost_us: (f64::from(p.cost_us) * 10.0).round() / 10.0,
@@ -100,7 +103,7 @@ fn point(p: &quiver_engine::index::calibrate::CalibrationPoint) -> NativeCalibra
 
 impl From<quiver_engine::index::calibrate::Calibration> for NativeCalibration {
     fn from(c: quiver_engine::index::calibrate::Calibration) -> Self {
-        let chosen = c.chosen().map(point);
+        let chosen = c.chosen().map(|p| point(p, c.graph));
         NativeCalibration {
             target_recall: decimal(c.target_recall),
             sample_queries: c.queries,
@@ -109,7 +112,7 @@ impl From<quiver_engine::index::calibrate::Calibration> for NativeCalibration {
             ef: chosen.as_ref().and_then(|p| p.ef),
             refine_factor: chosen.as_ref().and_then(|p| p.refine_factor),
             recall: chosen.as_ref().map_or(0.0, |p| p.recall),
-            curve: c.points.iter().map(point).collect(),
+            curve: c.points.iter().map(|p| point(p, c.graph)).collect(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct Calibration {
     pub target_recall: f32,
     pub queries: u32,
     pub k: u32,
+    /// A graph index's: points set `ef` (0: every code of the probed partitions scanned).
+    pub graph: bool,
     pub points: Vec<CalibrationPoint>,
 }
 
@@ -104,6 +106,7 @@ impl Calibration {
             refine: self.points.iter().map(|p| p.refine).collect(),
             recall: self.points.iter().map(|p| p.recall).collect(),
             cost_us: self.points.iter().map(|p| p.cost_us).collect(),
+            graph: self.graph,
         }
     }
 
@@ -135,6 +138,7 @@ impl Calibration {
             target_recall: proto.target_recall,
             queries: proto.queries,
             k: proto.k,
+            graph: proto.graph,
             points,
         })
     }
@@ -160,6 +164,8 @@ pub struct CalibrationProto {
     pub cost_us: Vec<f32>,
     #[prost(uint32, repeated, tag = "8")]
     pub ef: Vec<u32>,
+    #[prost(bool, tag = "9")]
+    pub graph: bool,
 }
 
 /// Sample queries (rows of the table, in the training space) and their exact nearest rows,
@@ -442,12 +448,14 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
         target_recall,
         queries: measured.len() as u32,
         k: k as u32,
+        graph: false,
         points: frontier(all),
     })
 }
 
-/// `ef` values measured for graph indexes.
-const EF_STEPS: [u32; 13] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512];
+/// `ef` values measured for graph indexes; 0 scans every code of the probed partitions (the
+/// setting left for data whose neighbours no graph walk finds, such as uniform noise).
+const EF_STEPS: [u32; 14] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 0];
 /// Refine factors tried for graph indexes (their codes are close to the vectors already).
 const GRAPH_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
 /// Nanoseconds per node a graph search visits, besides its distance.
@@ -491,14 +499,37 @@ fn calibrate_graph(
                 let want = k * *GRAPH_REFINE_FACTORS.last().unwrap_or(&1) as usize;
                 let mut found: Vec<Candidate> = Vec::new();
                 let mut computed = 0u64;
+                let mut query = query.clone();
+                let mut distances = Vec::new();
                 for &p in order.iter().take(nprobes) {
-                    if let Some(part) = index.resident_partition(p) {
+                    let Some(part) = index.resident_partition(p) else {
+                        continue;
+                    };
+                    if ef == 0 {
+                        index.partition_distances(p, part, &mut query, &mut distances);
+                        computed += part.len() as u64;
+                        let mut scanned: Vec<Candidate> = distances
+                            .iter()
+                            .zip(&part.row_ids)
+                            .filter(|(_, &row)| row != self_row)
+                            .map(|(&distance, &row_id)| Candidate { distance, row_id })
+                            .collect();
+                        let keep = want.min(scanned.len());
+                        if keep > 0 {
+                            scanned.select_nth_unstable(keep - 1);
+                            scanned.truncate(keep);
+                        }
+                        found.extend(scanned);
+                        continue;
+                    }
+                    {
                         let (f, c) = index.graph_search(
                             part,
                             &query,
                             ef as usize,
                             want.min(ef as usize).max(k),
                             &allow,
+                            Some(self_row),
                         );
                         found.extend(f);
                         computed += c;
@@ -544,6 +575,7 @@ fn calibrate_graph(
         target_recall,
         queries: per_query.len() as u32,
         k: k as u32,
+        graph: true,
         points: frontier(all),
     })
 }
@@ -596,6 +628,7 @@ mod tests {
             target_recall: 0.95,
             queries: 100,
             k: 10,
+            graph: false,
             points: vec![
                 point(5, 0.8, 10.0),
                 point(10, 0.96, 20.0),

@@ -416,6 +416,10 @@ impl Graph {
     }
 
     /// The `want` nearest nodes `allow` admits (ascending), searching layer 0 with `ef`.
+    /// `absent` names a node the search treats as not in the graph (never reached, never
+    /// walked through): calibration searches for a node's own vector as a query from outside
+    /// would be, not one its links lead straight to its neighbours from.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn search<S: GraphSpace + ?Sized, A: Fn(u32) -> bool>(
         &self,
         space: &S,
@@ -424,13 +428,20 @@ impl Graph {
         want: usize,
         allow: &A,
         visited: &mut Visited,
+        absent: Option<u32>,
     ) -> Vec<Candidate> {
-        if self.is_empty() {
+        if self.is_empty() || absent == Some(self.entry) {
             return Vec::new();
         }
         let mut buf = Vec::with_capacity(2 * self.m);
         let neighbours =
             |node: u32, level: usize, out: &mut Vec<u32>| self.neighbours(node, level, out);
+        let neighbours = |node: u32, level: usize, out: &mut Vec<u32>| {
+            neighbours(node, level, out);
+            if let Some(absent) = absent {
+                out.retain(|&n| n != absent);
+            }
+        };
         let mut ep = Candidate {
             distance: space.distance(query, self.entry),
             row_id: u64::from(self.entry),
@@ -589,7 +600,7 @@ mod tests {
         let mut hits = 0;
         for q in 0..100 {
             let query = [(q * 13 % 100) as f32 + 0.3, (q * 29 % 100) as f32 + 0.6];
-            let got = graph.search(&space, &query, 64, 10, &|_| true, &mut visited);
+            let got = graph.search(&space, &query, 64, 10, &|_| true, &mut visited, None);
             let mut exact: Vec<Candidate> = (0..3000)
                 .map(|i| Candidate {
                     distance: space.distance(&query, i),
@@ -602,7 +613,15 @@ mod tests {
         }
         assert!(hits >= 980, "recall {}", hits as f64 / 1000.0);
         // Only admitted nodes come back, and still `want` of them.
-        let even = graph.search(&space, &[50.0, 50.0], 64, 10, &|n| n % 2 == 0, &mut visited);
+        let even = graph.search(
+            &space,
+            &[50.0, 50.0],
+            64,
+            10,
+            &|n| n % 2 == 0,
+            &mut visited,
+            None,
+        );
         assert_eq!(even.len(), 10);
         assert!(even.iter().all(|c| c.row_id % 2 == 0));
 
@@ -636,7 +655,7 @@ mod tests {
         let mut visited = Visited::new(1);
         assert_eq!(
             graph
-                .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited)
+                .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited, None)
                 .len(),
             1
         );
@@ -651,7 +670,7 @@ mod tests {
             &|| {},
         );
         assert!(empty
-            .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited)
+            .search(&space, &[0.0, 0.0], 10, 10, &|_| true, &mut visited, None)
             .is_empty());
         let mut bytes = Vec::new();
         empty.encode(&mut bytes);

@@ -1004,6 +1004,7 @@ impl IvfIndex {
         ef: usize,
         want: usize,
         allow: &dyn Fn(u64) -> bool,
+        absent_row: Option<u64>,
     ) -> (Vec<Candidate>, u64) {
         let (PartitionData::HnswSq { codes, graph }, Some(sq), Some(q)) =
             (&part.data, &self.sq, &query.sq)
@@ -1019,7 +1020,10 @@ impl IvfIndex {
         let admit = |node: u32| rows.get(node as usize).is_some_and(|&r| allow(r));
         VISITED.with(|cell| {
             let mut visited = cell.borrow_mut();
-            let mut found = graph.search(&space, q, ef, want, &admit, &mut visited);
+            let absent = absent_row
+                .and_then(|row| rows.iter().position(|&r| r == row))
+                .map(|node| node as u32);
+            let mut found = graph.search(&space, q, ef, want, &admit, &mut visited, absent);
             for c in &mut found {
                 c.row_id = rows[c.row_id as usize];
             }
@@ -1048,6 +1052,7 @@ fn check_covered(rows: &[u64], covered: &HashSet<u64>, path: &Path) -> Result<()
 }
 
 /// A query in every form the partition scan needs, with its scratch buffers.
+#[derive(Clone)]
 pub struct PreparedQuery {
     raw: Vec<f32>,
     bytes: Vec<u8>,

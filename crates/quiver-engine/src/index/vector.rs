@@ -783,9 +783,10 @@ pub(crate) async fn search_partitions(
             }
             parts_loaded += u64::from(was_read);
             probed += 1;
-            if matches!(part.data, PartitionData::HnswSq { .. }) {
+            // (ef 0 scans the graph partition's codes instead of walking it.)
+            if ef > 0 && matches!(part.data, PartitionData::HnswSq { .. }) {
                 let allow = |row: u64| gate.allows(row);
-                let (found, computed) = index.graph_search(&part, query, ef, want, &allow);
+                let (found, computed) = index.graph_search(&part, query, ef, want, &allow, None);
                 comparisons += computed;
                 for candidate in found {
                     if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {

@@ -856,7 +856,7 @@ fn widened_nprobes(
     let share = (matched as f64 / rows as f64).min(1.0);
     // By the square root of the inverse share: on a 10% filter, recall@10 0.983 (clustered)
     // and 0.959 (pydocs) against 0.922 / 0.950 probing nprobes, for 1.5× the time; the full
-    // inverse reached 0.994 / 0.965 for 3× (BENCHMARKS.md, "Calibrated defaults").
+    // inverse reached 0.994 / 0.965 for 3× (ARCHITECTURE.md §10, "Calibration").
     let widened = (nprobes as f64 / share.sqrt()).ceil() as usize;
     widened.clamp(nprobes, partitions.max(nprobes))
 }
@@ -912,10 +912,11 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         ),
         _ => None,
     };
+    // The estimate holds only for the calibrated setting itself, not for one partly overridden.
     let used = point.filter(|_| {
         search.nprobes.is_none()
-            || (kind != IndexKind::IvfFlat && search.refine_factor.is_none())
-            || (kind == IndexKind::IvfHnswSq && search.ef.is_none())
+            && (kind == IndexKind::IvfFlat || search.refine_factor.is_none())
+            && (kind != IndexKind::IvfHnswSq || search.ef.is_none())
     });
     Ok(Settings {
         nprobes,
@@ -942,8 +943,10 @@ fn index_node(
         )
         .with("nprobes", nprobes)
         .with("candidates", want);
-    if let Some(ef) = used.settings.ef {
-        node = node.with("ef", ef);
+    match used.settings.ef {
+        Some(0) => node = node.with("ef", "all (every code of the probed partitions)"),
+        Some(ef) => node = node.with("ef", ef),
+        None => {}
     }
     if let Some(point) = used.settings.calibrated {
         node = node.with(

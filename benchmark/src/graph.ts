@@ -1,0 +1,338 @@
+// Graph indexes side by side, one query at a time from Node: Quiver's IVF_HNSW_SQ, usearch
+// (in-memory HNSW, npm `usearch`, same threads) and LanceDB's IVF_HNSW_SQ, on the same vectors:
+// pydocs (real MiniLM embeddings, when ../shared/data has them) and points uniform on the
+// 384-d sphere (generated here; the hardest case for partitioning and for graphs). For each:
+// build time, recall@10 and p50 at each system's defaults and at its cheapest `ef` reaching
+// recall 0.95, 8-in-flight throughput, and Quiver's prefiltered recall at 10% and 1%.
+// Writes benchmark/GRAPH.md and its section of BENCHMARKS.md.
+//
+//   npm run bench:graph [-- --sphere-rows 50000 --queries 200 --no-markdown]
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, Schema, Struct, Table as ArrowTable } from "apache-arrow";
+import { ensureDataset, loadColumns } from "./datasets.js";
+import { installedVersion } from "./env.js";
+import { bar, generatedLine, ms, timedMs, writeSection, x } from "./section.js";
+import { quantile } from "./stats.js";
+
+const { values: args } = parseArgs({
+  options: {
+    "sphere-rows": { type: "string", default: "50000" },
+    queries: { type: "string", default: "200" },
+    "no-markdown": { type: "boolean", default: false },
+  },
+});
+const SPHERE_ROWS = Number(args["sphere-rows"]);
+const QUERIES = Number(args.queries);
+const K = 10;
+const TARGET = 0.95;
+const EF_LADDER = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512];
+
+interface Dataset {
+  name: string;
+  n: number;
+  d: number;
+  base: Float32Array;
+  category: Int32Array;
+  queries: Float32Array;
+}
+
+/** A deterministic generator (mulberry32) and standard normals from it. */
+function rng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const normal = () => Math.sqrt(-2 * Math.log(next() + 1e-12)) * Math.cos(2 * Math.PI * next());
+  return { next, normal };
+}
+
+function sphere(n: number, d: number, seed: number): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    let norm = 0;
+    for (let j = 0; j < d; j++) {
+      const v = r.normal();
+      out[i * d + j] = v;
+      norm += v * v;
+    }
+    norm = Math.sqrt(norm);
+    for (let j = 0; j < d; j++) out[i * d + j] /= norm;
+  }
+  return out;
+}
+
+function categories(n: number, seed: number): Int32Array {
+  const r = rng(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(r.next() * 100));
+}
+
+/** Exact top-k ids among rows `keep` admits, per query (squared l2). */
+function groundTruth(ds: Dataset, keep: (i: number) => boolean): number[][] {
+  const { n, d, base, queries } = ds;
+  const out: number[][] = [];
+  for (let q = 0; q < QUERIES; q++) {
+    const best: { id: number; dist: number }[] = [];
+    for (let i = 0; i < n; i++) {
+      if (!keep(i)) continue;
+      let s = 0;
+      for (let j = 0; j < d; j++) {
+        const t = queries[q * d + j] - base[i * d + j];
+        s += t * t;
+      }
+      if (best.length < K || s < best[best.length - 1].dist) {
+        best.push({ id: i, dist: s });
+        best.sort((a, b) => a.dist - b.dist);
+        if (best.length > K) best.pop();
+      }
+    }
+    out.push(best.map((b) => b.id));
+  }
+  return out;
+}
+
+function recall(found: number[][], truth: number[][]): number {
+  let hits = 0;
+  found.forEach((ids, q) => (hits += ids.filter((id) => truth[q].includes(id)).length));
+  return hits / (truth.length * K);
+}
+
+function arrowTable(ds: Dataset): ArrowTable {
+  const item = new Field("item", new Float32(), true);
+  const listType = new FixedSizeList(ds.d, item);
+  const values = makeData({ type: new Float32(), length: ds.n * ds.d, data: ds.base });
+  const vectors = makeData({ type: listType, length: ds.n, nullCount: 0, child: values });
+  const ids = makeData({ type: new Int32(), length: ds.n, data: Int32Array.from({ length: ds.n }, (_, i) => i) });
+  const cats = makeData({ type: new Int32(), length: ds.n, data: ds.category });
+  const schema = new Schema([new Field("id", new Int32(), false), new Field("category", new Int32(), false), new Field("vector", listType, false)]);
+  const struct = makeData({ type: new Struct(schema.fields), length: ds.n, nullCount: 0, children: [ids, cats, vectors] });
+  return new ArrowTable([new RecordBatch(schema, struct)]);
+}
+
+interface Point {
+  setting: string;
+  recall: number;
+  p50: number;
+}
+
+/** One query at a time: ids found and the median latency. */
+async function run(search: (q: Float32Array) => Promise<number[]> | number[], ds: Dataset, truth: number[][], setting: string): Promise<Point> {
+  const found: number[][] = [];
+  const times: number[] = [];
+  for (let q = -5; q < QUERIES; q++) {
+    const query = ds.queries.subarray(Math.max(q, 0) * ds.d, (Math.max(q, 0) + 1) * ds.d);
+    const start = process.hrtime.bigint();
+    const ids = await search(query);
+    const elapsed = Number(process.hrtime.bigint() - start) / 1e6;
+    if (q >= 0) {
+      found.push(ids);
+      times.push(elapsed);
+    }
+  }
+  times.sort((a, b) => a - b);
+  return { setting, recall: recall(found, truth), p50: quantile(times, 0.5) };
+}
+
+/** The cheapest point of a ladder reaching the target (else the best). */
+async function ladder(points: (ef: number) => Promise<Point>): Promise<Point> {
+  let best: Point | null = null;
+  for (const ef of EF_LADDER) {
+    const p = await points(ef);
+    if (p.recall >= TARGET) return p;
+    if (!best || p.recall > best.recall) best = p;
+  }
+  return best!;
+}
+
+async function qps(search: (q: Float32Array) => Promise<unknown>, ds: Dataset): Promise<number> {
+  let next = 0;
+  const start = process.hrtime.bigint();
+  const worker = async () => {
+    while (next < QUERIES) {
+      const q = next++;
+      await search(ds.queries.subarray(q * ds.d, (q + 1) * ds.d));
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  return QUERIES / (Number(process.hrtime.bigint() - start) / 1e9);
+}
+
+interface Result {
+  system: string;
+  buildS: number;
+  defaults: Point;
+  at95: Point;
+  qps: number;
+  filtered?: { share: string; recall: number; exactlyK: boolean }[];
+}
+
+async function quiver(ds: Dataset, truth: number[][], filtered: { share: string; where: string; truth: number[][] }[]): Promise<Result> {
+  const q = await import("quiverdb");
+  const dir = mkdtempSync(path.join(tmpdir(), "graph-q-"));
+  try {
+    const db = await q.connect(dir);
+    const t = await db.createTable("t", arrowTable(ds));
+    const buildS = (await timedMs(() => t.createIndex("vector", { config: q.Index.hnswSq() }))) / 1000;
+    const ids = async (s: { toArray(): Promise<Record<string, unknown>[]> }) => (await s.toArray()).map((r) => Number(r.id));
+    const defaults = await run((v) => ids(t.search(v).select(["id"]).limit(K)), ds, truth, "defaults (calibrated)");
+    const stats = await t.indexStats("vector_idx");
+    defaults.setting = `defaults (calibrated ef ${stats.calibration?.ef}, refine ${stats.calibration?.refineFactor})`;
+    const at95 = await ladder((ef) => run((v) => ids(t.search(v).select(["id"]).ef(ef).refineFactor(1).limit(K)), ds, truth, `ef ${ef}`));
+    const throughput = await qps((v) => t.search(v).select(["id"]).limit(K).toArray(), ds);
+    const filters = [];
+    for (const f of filtered) {
+      let exactlyK = true;
+      const found: number[][] = [];
+      for (let i = 0; i < QUERIES; i++) {
+        const got = await ids(t.search(ds.queries.subarray(i * ds.d, (i + 1) * ds.d)).where(f.where).select(["id"]).limit(K));
+        exactlyK &&= got.length === K;
+        found.push(got);
+      }
+      filters.push({ share: f.share, recall: recall(found, f.truth), exactlyK });
+    }
+    return { system: "Quiver IVF_HNSW_SQ", buildS, defaults, at95, qps: throughput, filtered: filters };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function usearch(ds: Dataset, truth: number[][]): Promise<Result | null> {
+  let u: typeof import("usearch");
+  try {
+    u = createRequire(import.meta.url)("usearch");
+  } catch {
+    return null;
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), "graph-u-"));
+  try {
+    const file = path.join(dir, "index.usearch");
+    const keys = BigUint64Array.from({ length: ds.n }, (_, i) => BigInt(i));
+    // usearch's defaults: 16 links, 128 candidates while adding, 64 while searching.
+    const config = (add: number, search: number) => ({
+      dimensions: ds.d,
+      metric: u.MetricKind.L2sq,
+      quantization: u.ScalarKind.F32,
+      connectivity: 16,
+      expansion_add: add,
+      expansion_search: search,
+      multi: false,
+    });
+    const buildS =
+      (await timedMs(async () => {
+        const index = new u.Index(config(128, 64));
+        index.add(keys, ds.base, 0);
+        index.save(file);
+      })) / 1000;
+    const at = (ef: number) => {
+      const index = new u.Index(config(128, ef));
+      index.view(file);
+      return (v: Float32Array) => Array.from((index.search(v, K, 1) as { keys: BigUint64Array }).keys, Number);
+    };
+    const defaults = await run(at(64), ds, truth, "defaults (ef 64)");
+    const at95 = await ladder((ef) => run(at(ef), ds, truth, `ef ${ef}`));
+    const searchAt95 = at(Number(at95.setting.split(" ")[1]));
+    const throughput = await qps(async (v) => searchAt95(v), ds);
+    return { system: "usearch (in-memory HNSW)", buildS, defaults, at95, qps: throughput };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function lancedb(ds: Dataset, truth: number[][]): Promise<Result> {
+  const l = await import("@lancedb/lancedb");
+  const dir = mkdtempSync(path.join(tmpdir(), "graph-l-"));
+  try {
+    const db = await l.connect(dir);
+    const t = await db.createTable("t", arrowTable(ds) as never);
+    const buildS = (await timedMs(() => t.createIndex("vector", { config: l.Index.hnswSq() }))) / 1000;
+    const ids = async (s: { toArray(): Promise<Record<string, unknown>[]> }) => (await s.toArray()).map((r) => Number(r.id));
+    const defaults = await run((v) => ids(t.search(v).select(["id"]).limit(K) as never), ds, truth, "defaults");
+    const at95 = await ladder((ef) => run((v) => ids((t.search(v) as never as { ef(n: number): { select(c: string[]): { limit(n: number): never } } }).ef(ef).select(["id"]).limit(K)), ds, truth, `ef ${ef}`));
+    const throughput = await qps((v) => (t.search(v) as never as { limit(n: number): { toArray(): Promise<unknown> } }).limit(K).toArray(), ds);
+    return { system: "LanceDB IVF_HNSW_SQ", buildS, defaults, at95, qps: throughput };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main() {
+  const started = new Date();
+  const datasets: Dataset[] = [];
+  const pydocs = await ensureDataset("pydocs", "medium");
+  if (pydocs) {
+    const c = loadColumns(pydocs);
+    // The 1,000 held-out paragraphs of the set (not among the rows).
+    // (12-byte header: magic, rows, columns; then f32 rows.)
+    const held = readFileSync(path.join(pydocs.dir, "query.f32bin"));
+    const queries = new Float32Array(held.buffer.slice(held.byteOffset + 12, held.byteOffset + 12 + QUERIES * c.d * 4));
+    datasets.push({ name: `pydocs ${c.n}×${c.d} (real)`, n: c.n, d: c.d, base: c.vectors, category: categories(c.n, 5), queries });
+  }
+  datasets.push({
+    name: `sphere ${SPHERE_ROWS}×384 (uniform)`,
+    n: SPHERE_ROWS,
+    d: 384,
+    base: sphere(SPHERE_ROWS, 384, 1),
+    category: categories(SPHERE_ROWS, 2),
+    queries: sphere(QUERIES, 384, 99),
+  });
+  const lines: string[] = [];
+  for (const ds of datasets) {
+    console.log(`${ds.name}: ground truth…`);
+    const truth = groundTruth(ds, () => true);
+    const filtered = [
+      { share: "10%", where: "category < 10", truth: groundTruth(ds, (i) => ds.category[i] < 10) },
+      { share: "1%", where: "category < 1", truth: groundTruth(ds, (i) => ds.category[i] < 1) },
+    ];
+    const results: Result[] = [];
+    for (const [name, f] of [
+      ["quiver", () => quiver(ds, truth, filtered)],
+      ["usearch", () => usearch(ds, truth)],
+      ["lancedb", () => lancedb(ds, truth)],
+    ] as const) {
+      console.log(`${ds.name}: ${name}…`);
+      const r = await f();
+      if (r) results.push(r);
+    }
+    lines.push(`### ${ds.name}`, "");
+    lines.push("| system | build | defaults: recall@10 / p50 | cheapest ef with recall ≥ 0.95: recall / p50 | 8 in flight |", "| --- | --- | --- | --- | --- |");
+    for (const r of results) {
+      lines.push(
+        `| ${r.system} | ${r.buildS.toFixed(1)} s | ${r.defaults.recall.toFixed(3)} / ${ms(r.defaults.p50)} (${r.defaults.setting}) | ${r.at95.recall.toFixed(3)} / ${ms(r.at95.p50)} (${r.at95.setting}) | ${r.qps.toFixed(0)} q/s |`,
+      );
+    }
+    const q = results.find((r) => r.system.startsWith("Quiver"))!;
+    const us = results.find((r) => r.system.startsWith("usearch"));
+    const ln = results.find((r) => r.system.startsWith("LanceDB"))!;
+    lines.push("");
+    if (us) lines.push(`- p50 at recall ≥ 0.95 vs usearch: ${x(q.at95.p50, us.at95.p50)} (${bar(q.at95.p50 / us.at95.p50, 1.5)}); build vs usearch: ${x(q.buildS, us.buildS)} (${bar(q.buildS / us.buildS, 1.5)})`);
+    lines.push(`- p50 at recall ≥ 0.95 vs LanceDB: ${x(q.at95.p50, ln.at95.p50)} (${bar(q.at95.p50 / ln.at95.p50, 0.33)}); build vs LanceDB: ${x(q.buildS, ln.buildS)} (${bar(q.buildS / ln.buildS, 0.5)}); 8-in-flight throughput ${x(q.qps, ln.qps)} of LanceDB's (bar ≥ 2×)`);
+    for (const f of q.filtered ?? []) lines.push(`- Quiver, ${f.share} prefilter at defaults: recall@10 ${f.recall.toFixed(3)}, ${f.exactlyK ? "always" : "**not always**"} 10 rows`);
+    lines.push("");
+    console.log(lines.slice(-12).join("\n"));
+  }
+  const q = await import("quiverdb");
+  const versions = `quiver ${q.version()}, usearch ${installedVersion("usearch")}, lancedb ${installedVersion("@lancedb/lancedb")}`;
+  const section = [
+    "<!-- graph -->",
+    "## Graph index (IVF_HNSW_SQ) vs usearch and LanceDB",
+    "",
+    generatedLine("npm run bench:graph", started, versions),
+    `${QUERIES} queries, one at a time from Node (p50 of each), k = 10. Quiver's defaults are calibrated at build time; usearch and LanceDB at theirs. "Cheapest ef" walks ${EF_LADDER.join(", ")} and keeps the first reaching recall 0.95 (Quiver with refineFactor 1).`,
+    "",
+    ...lines,
+    "<!-- /graph -->",
+    "",
+  ].join("\n");
+  if (!args["no-markdown"]) writeSection("graph", "GRAPH.md", section);
+  else console.log(section);
+}
+
+await main();
