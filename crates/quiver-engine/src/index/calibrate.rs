@@ -15,7 +15,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use super::ivf::{IndexKind, IvfIndex};
+use super::ivf::{IndexKind, IvfIndex, PreparedQuery};
 use crate::linalg::{self, DistanceType};
 use crate::vocab::Candidate;
 
@@ -458,11 +458,14 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
 const EF_STEPS: [u32; 14] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 0];
 /// Refine factors tried for graph indexes (their codes are close to the vectors already).
 const GRAPH_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
+/// Recall at which a graph's `ef` ladder stops (larger settings cannot do measurably better).
+const STOP_RECALL: f32 = 0.999;
 /// Nanoseconds per node a graph search visits, besides its distance.
 const NS_PER_VISIT: f32 = 40.0;
 
-/// Calibrates a graph index: each sample query searched at every `ef` step (and, with more
-/// than one partition, a few `nprobes`), hits counted for each refine factor.
+/// Calibrates a graph index: the sample queries searched at growing `ef` (and, with more than
+/// one partition, a few `nprobes`) until recall is all but perfect, hits counted for each
+/// refine factor; a scan of every code closes the ladder when no walk got there.
 fn calibrate_graph(
     index: &IvfIndex,
     truth: &GroundTruth,
@@ -478,102 +481,107 @@ fn calibrate_graph(
         probes.dedup();
     }
     let sdim = index.space_dim();
-    let settings: Vec<(usize, u32)> = probes
-        .iter()
-        .flat_map(|&p| EF_STEPS.iter().map(move |&ef| (p, ef)))
-        .collect();
-    let per_query: Vec<Vec<(u32, u64)>> = (0..truth.len())
+    // The queries that can be scored, prepared once.
+    let queries: Vec<(Vec<u64>, u64, PreparedQuery, Vec<usize>)> = (0..truth.len())
         .into_par_iter()
         .filter_map(|q| {
             let answers = truth.answers(q);
             if answers.len() < k {
                 return None;
             }
-            let self_row = truth.query_rows[q];
             let query = index.prepare(&truth.queries[q * sdim..(q + 1) * sdim], &[]);
             let order = index.rank_partitions(query.space());
-            let allow = |row: u64| row != self_row;
-            // Per setting and refine factor: hits; per setting: distances computed.
-            let mut out = Vec::with_capacity(settings.len() * GRAPH_REFINE_FACTORS.len());
-            for &(nprobes, ef) in &settings {
-                let want = k * *GRAPH_REFINE_FACTORS.last().unwrap_or(&1) as usize;
-                let mut found: Vec<Candidate> = Vec::new();
-                let mut computed = 0u64;
-                let mut query = query.clone();
-                let mut distances = Vec::new();
-                for &p in order.iter().take(nprobes) {
-                    let Some(part) = index.resident_partition(p) else {
-                        continue;
-                    };
-                    if ef == 0 {
-                        index.partition_distances(p, part, &mut query, &mut distances);
-                        computed += part.len() as u64;
-                        let mut scanned: Vec<Candidate> = distances
-                            .iter()
-                            .zip(&part.row_ids)
-                            .filter(|(_, &row)| row != self_row)
-                            .map(|(&distance, &row_id)| Candidate { distance, row_id })
-                            .collect();
-                        let keep = want.min(scanned.len());
-                        if keep > 0 {
-                            scanned.select_nth_unstable(keep - 1);
-                            scanned.truncate(keep);
-                        }
-                        found.extend(scanned);
-                        continue;
-                    }
-                    {
-                        let (f, c) = index.graph_search(
-                            part,
-                            &query,
-                            ef as usize,
-                            want.min(ef as usize).max(k),
-                            &allow,
-                            Some(self_row),
-                        );
-                        found.extend(f);
-                        computed += c;
-                    }
-                }
-                found.sort_unstable();
-                for &refine in &GRAPH_REFINE_FACTORS {
-                    let take = (k * refine as usize).min(found.len());
-                    let hits = found[..take]
-                        .iter()
-                        .filter(|c| answers.contains(&c.row_id))
-                        .count()
-                        .min(k);
-                    out.push((hits as u32, computed));
-                }
-            }
-            Some(out)
+            Some((answers, truth.query_rows[q], query, order))
         })
         .collect();
-    if per_query.is_empty() {
+    if queries.is_empty() {
         return None;
     }
-    let n = per_query.len() as f32;
+    let n = queries.len() as f32;
+    let want = k * GRAPH_REFINE_FACTORS[GRAPH_REFINE_FACTORS.len() - 1] as usize;
     let mut all = Vec::new();
-    for (s, &(nprobes, ef)) in settings.iter().enumerate() {
-        for (r, &refine) in GRAPH_REFINE_FACTORS.iter().enumerate() {
-            let at = s * GRAPH_REFINE_FACTORS.len() + r;
-            let hits: u64 = per_query.iter().map(|v| u64::from(v[at].0)).sum();
-            let visited = per_query.iter().map(|v| v[at].1).sum::<u64>() as f32 / n;
-            let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
-                + visited * (NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT)
-                + (k * refine as usize) as f32 * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT);
-            all.push(CalibrationPoint {
-                nprobes: nprobes as u32,
-                ef,
-                refine,
-                recall: hits as f32 / (n * k as f32),
-                cost_us: cost_ns / 1000.0,
-            });
+    for &nprobes in &probes {
+        // `ef` ascending; the scan of every code (ef 0) only when no walk came near 100%.
+        for &ef in &EF_STEPS {
+            // Per query: hits per refine factor, and distances computed.
+            let measured: Vec<([u32; GRAPH_REFINE_FACTORS.len()], u64)> = queries
+                .par_iter()
+                .map(|(answers, self_row, query, order)| {
+                    let allow = |row: u64| row != *self_row;
+                    let mut query = query.clone();
+                    let (mut found, mut computed) = (Vec::new(), 0u64);
+                    let mut distances = Vec::new();
+                    for &p in order.iter().take(nprobes) {
+                        let Some(part) = index.resident_partition(p) else {
+                            continue;
+                        };
+                        if ef == 0 {
+                            index.partition_distances(p, part, &mut query, &mut distances);
+                            computed += part.len() as u64;
+                            let mut scanned: Vec<Candidate> = distances
+                                .iter()
+                                .zip(&part.row_ids)
+                                .filter(|(_, &row)| row != *self_row)
+                                .map(|(&distance, &row_id)| Candidate { distance, row_id })
+                                .collect();
+                            let keep = want.min(scanned.len());
+                            if keep > 0 {
+                                scanned.select_nth_unstable(keep - 1);
+                                scanned.truncate(keep);
+                            }
+                            found.extend(scanned);
+                        } else {
+                            let (f, c) = index.graph_search(
+                                part,
+                                &query,
+                                ef as usize,
+                                want.min(ef as usize).max(k),
+                                &allow,
+                                Some(*self_row),
+                            );
+                            found.extend(f);
+                            computed += c;
+                        }
+                    }
+                    found.sort_unstable();
+                    let mut hits = [0u32; GRAPH_REFINE_FACTORS.len()];
+                    for (h, &refine) in hits.iter_mut().zip(&GRAPH_REFINE_FACTORS) {
+                        let take = (k * refine as usize).min(found.len());
+                        *h = found[..take]
+                            .iter()
+                            .filter(|c| answers.contains(&c.row_id))
+                            .count()
+                            .min(k) as u32;
+                    }
+                    (hits, computed)
+                })
+                .collect();
+            let visited = measured.iter().map(|m| m.1).sum::<u64>() as f32 / n;
+            let mut best = 0f32;
+            for (r, &refine) in GRAPH_REFINE_FACTORS.iter().enumerate() {
+                let hits: u64 = measured.iter().map(|m| u64::from(m.0[r])).sum();
+                let recall = hits as f32 / (n * k as f32);
+                best = best.max(recall);
+                let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
+                    + visited * (NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT)
+                    + (k * refine as usize) as f32
+                        * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT);
+                all.push(CalibrationPoint {
+                    nprobes: nprobes as u32,
+                    ef,
+                    refine,
+                    recall,
+                    cost_us: cost_ns / 1000.0,
+                });
+            }
+            if best >= STOP_RECALL {
+                break;
+            }
         }
     }
     Some(Calibration {
         target_recall,
-        queries: per_query.len() as u32,
+        queries: queries.len() as u32,
         k: k as u32,
         graph: true,
         points: frontier(all),
