@@ -27,6 +27,9 @@ pub trait GraphSpace: Sync {
     /// The query a node makes (for linking it).
     fn node_query(&self, node: u32) -> Self::Query;
     fn distance(&self, query: &Self::Query, node: u32) -> f32;
+    /// Hints that `node`'s data is about to be read (a walk's next distances are random
+    /// reads; asking for them together overlaps their memory latency).
+    fn prefetch(&self, _node: u32) {}
 }
 
 /// How a graph is built.
@@ -159,10 +162,12 @@ where
         }
         buf.clear();
         neighbours(current.row_id as u32, level, buf);
+        // Unvisited neighbours only, their data requested before the first distance.
+        buf.retain(|&nb| visited.insert(nb));
         for &nb in buf.iter() {
-            if !visited.insert(nb) {
-                continue;
-            }
+            space.prefetch(nb);
+        }
+        for &nb in buf.iter() {
             let distance = space.distance(query, nb);
             let c = Candidate {
                 distance,

@@ -328,6 +328,21 @@ struct Model {
 }
 
 impl Model {
+    fn into_index(self, partitions: Partitions) -> IvfIndex {
+        IvfIndex {
+            kind: self.kind,
+            distance: self.distance,
+            dim: self.dim,
+            centroids: self.centroids,
+            offsets: self.offsets,
+            quantizer: self.quantizer,
+            sq: self.sq,
+            hnsw: self.hnsw,
+            calibration: self.calibration,
+            partitions,
+        }
+    }
+
     fn rows(&self) -> usize {
         self.offsets.last().copied().unwrap_or(0)
     }
@@ -663,18 +678,7 @@ impl IvfIndex {
             bytes.extend_from_slice(&proto.payload[start * width..end * width]);
             partitions.push(Arc::new(decode_rows(&model, end - start, &bytes, path)?));
         }
-        Ok(IvfIndex {
-            kind: model.kind,
-            distance: model.distance,
-            dim: model.dim,
-            centroids: model.centroids,
-            offsets: model.offsets,
-            quantizer: model.quantizer,
-            sq: model.sq,
-            hnsw: model.hnsw,
-            calibration: model.calibration,
-            partitions: Partitions::Resident(partitions),
-        })
+        Ok(model.into_index(Partitions::Resident(partitions)))
     }
 
     /// Opens a container index file: its lookup and model (partitions load on demand).
@@ -715,21 +719,10 @@ impl IvfIndex {
         }) {
             return Err(bad("its parts do not match its partition offsets"));
         }
-        Ok(IvfIndex {
-            kind: model.kind,
-            distance: model.distance,
-            dim: model.dim,
-            centroids: model.centroids,
-            offsets: model.offsets,
-            quantizer: model.quantizer,
-            sq: model.sq,
-            hnsw: model.hnsw,
-            calibration: model.calibration,
-            partitions: Partitions::Stored {
-                container: Box::new(container),
-                covered: covered.iter().copied().collect(),
-            },
-        })
+        Ok(model.into_index(Partitions::Stored {
+            container: Box::new(container),
+            covered: covered.iter().copied().collect(),
+        }))
     }
 
     /// Translates the row addresses of every resident partition (a one-block file, read
@@ -990,6 +983,11 @@ impl GraphSpace for CodeSpace<'_> {
     #[inline]
     fn distance(&self, query: &SqQuery, node: u32) -> f32 {
         self.sq.distance(query, self.code(node))
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        crate::linalg::prefetch(self.code(node));
     }
 }
 

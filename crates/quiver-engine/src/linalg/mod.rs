@@ -69,6 +69,23 @@ impl std::fmt::Display for DistanceType {
     }
 }
 
+/// Asks the CPU to bring `bytes` into cache (a hint: no effect on results; nothing on CPUs
+/// without a prefetch instruction).
+#[inline]
+pub fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults and reads nothing; the pointer is into `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast::<i8>(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// The fastest kernel table this CPU runs. `QUIVER_SIMD=portable|avx2|avx512|neon` picks a
 /// slower one (for comparisons); a set the CPU lacks is ignored.
 pub fn kernels() -> &'static Kernels {
