@@ -952,6 +952,18 @@ async fn hnsw_sq_recall_ef_filters_updates_and_reopen() {
     )
     .await;
     assert!(narrow < wide, "ef acts: {narrow} vs {wide}");
+    // An `ef` beyond the graph walks all of it (nothing is sized by the number itself).
+    let all = search(
+        &t,
+        &VectorSearch {
+            ef: Some(u32::MAX as usize),
+            refine_factor: Some(u32::MAX),
+            ..query(data, 0, 10)
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(all.num_rows(), 10);
 
     // A prefilter keeps recall and returns exactly k rows.
     let filter = t.parse_filter("category < 10").expect("filter");

@@ -20,6 +20,8 @@ use crate::vocab::Candidate;
 pub const NONE: u32 = u32::MAX;
 /// Highest layer a node may be on.
 const MAX_LEVEL: u8 = 16;
+/// Candidates a search reserves room for up front.
+const PREALLOCATE_NODES: usize = 1024;
 
 /// Distances between the nodes of a graph (and prepared queries).
 pub trait GraphSpace: Sync {
@@ -139,8 +141,10 @@ where
     A: Fn(u32) -> bool,
 {
     let ef = ef.max(1);
-    let mut candidates: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(ef * 2);
-    let mut results: BinaryHeap<Candidate> = BinaryHeap::with_capacity(ef + 1);
+    // (`ef` may come from a caller or a file: the heaps grow only with the nodes reached.)
+    let reserve = ef.min(PREALLOCATE_NODES);
+    let mut candidates: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(reserve * 2);
+    let mut results: BinaryHeap<Candidate> = BinaryHeap::with_capacity(reserve + 1);
     for &c in entry {
         if visited.insert(c.row_id as u32) {
             candidates.push(Reverse(c));

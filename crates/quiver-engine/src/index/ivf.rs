@@ -412,8 +412,8 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
                 return Err(bad("the scalar quantizer does not match the dimensions"));
             }
             let (m, ef) = (proto.hnsw_m as usize, proto.hnsw_ef_construction as usize);
-            if !(MIN_HNSW_M..=MAX_HNSW_M).contains(&m) {
-                return Err(bad("graph links per node out of range"));
+            if !(MIN_HNSW_M..=MAX_HNSW_M).contains(&m) || ef > MAX_EF {
+                return Err(bad("graph parameters out of range"));
             }
             let sq = ScalarQuantizer {
                 min: f32s(&proto.sq_min),
@@ -442,6 +442,8 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
     })
 }
 
+/// Largest `ef` a graph build accepts.
+pub const MAX_EF: usize = 100_000;
 /// Links per node a graph may have on its upper layers.
 pub const MIN_HNSW_M: usize = 2;
 pub const MAX_HNSW_M: usize = 256;

@@ -176,8 +176,6 @@ pub const DEFAULT_EF: usize = 64;
 /// Graph defaults (LanceDB's): links per node and the build's candidate list.
 pub const DEFAULT_HNSW_M: usize = 20;
 pub const DEFAULT_EF_CONSTRUCTION: usize = 300;
-/// Largest `ef` (build or search) accepted.
-pub const MAX_EF: usize = 100_000;
 /// Rows at least the scalar quantizer's ranges are measured on.
 const SQ_TRAINING_ROWS: usize = 32_768;
 
@@ -276,9 +274,10 @@ async fn train(
                 )));
             }
             let ef_construction = params.ef_construction.unwrap_or(DEFAULT_EF_CONSTRUCTION);
-            if ef_construction == 0 || ef_construction > MAX_EF {
+            if ef_construction == 0 || ef_construction > ivf::MAX_EF {
                 return Err(Error::invalid(format!(
-                    "efConstruction must be between 1 and {MAX_EF} (got {ef_construction})"
+                    "efConstruction must be between 1 and {} (got {ef_construction})",
+                    ivf::MAX_EF
                 )));
             }
             Ok(HnswParams { m, ef_construction })
