@@ -197,7 +197,11 @@ export interface IndexCalibration {
   sampleQueries: number;
   /** Neighbours per query recall is measured at (10). */
   k: number;
-  /** The default setting: the cheapest on the curve reaching `targetRecall` (or the best). */
+  /**
+   * The default setting: the cheapest on the curve reaching `targetRecall`. `nprobes: 0` means
+   * exact search: no index setting reached the target (data the index's codes cannot tell
+   * apart), so searches with no explicit settings return the exact answer, as `explainPlan()` says.
+   */
   nprobes: number;
   /** Graph indexes only: the search's candidate list. */
   ef?: number;
@@ -205,6 +209,9 @@ export interface IndexCalibration {
   refineFactor?: number;
   /** Measured recall@k of the default setting. */
   recall: number;
-  /** Settings on the cost/recall frontier, cheapest first; `query.targetRecall(r)` picks among them. */
+  /**
+   * Index settings on the cost/recall frontier, cheapest first, then exact search (`nprobes: 0`,
+   * recall 1) unless a setting was perfect; `query.targetRecall(r)` picks among them.
+   */
   curve: { nprobes: number; ef?: number; refineFactor?: number; recall: number; estimatedCostUs: number }[];
 }

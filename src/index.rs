@@ -63,7 +63,8 @@ pub struct NativeCalibration {
     pub target_recall: f64,
     pub sample_queries: u32,
     pub k: u32,
-    /// The setting searches use by default (the cheapest reaching the target).
+    /// The setting searches use by default (the cheapest reaching the target; nprobes 0:
+    /// exact search, when no index setting reached it).
     pub nprobes: u32,
     pub ef: Option<u32>,
     pub refine_factor: Option<u32>,
@@ -74,6 +75,7 @@ pub struct NativeCalibration {
 
 #[napi(object)]
 pub struct NativeCalibrationPoint {
+    /// 0: exact search (the index bypassed), the curve's last point.
     pub nprobes: u32,
     /// Graph indexes only (0: every code of the probed partitions is scanned).
     pub ef: Option<u32>,

@@ -12,7 +12,7 @@ use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::linalg::DistanceType;
-use quiver_engine::query::{search, search_with_stats, VectorSearch};
+use quiver_engine::query::{explain_search, search, search_with_stats, VectorSearch};
 use quiver_engine::table::indices::{
     create_index, drop_index, index_stats, list_indices, optimize_indices, BuildProgress,
     CreateIndexOptions, IndexKind, VectorIndexParams,
@@ -179,13 +179,22 @@ async fn ivf_pq_recall_defaults_tuned_and_prefiltered() {
     let chosen = *calibration.chosen().expect("a setting");
     assert!(chosen.recall >= 0.95, "{calibration:?}");
     assert!(chosen.refine >= 1);
+    // Index settings by cost, each better than the cheaper ones; exact search last (unless a
+    // setting was perfect).
+    let settings: Vec<_> = calibration
+        .points
+        .iter()
+        .filter(|p| !p.is_exact())
+        .collect();
     assert!(
-        calibration
-            .points
+        settings
             .windows(2)
             .all(|w| w[0].cost_us <= w[1].cost_us && w[0].recall < w[1].recall),
         "a frontier: {calibration:?}"
     );
+    assert!(calibration.points[..settings.len()]
+        .iter()
+        .all(|p| !p.is_exact()));
     let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
     assert!(sizes.iter().all(|&n| n == 10));
     assert!(
@@ -1054,5 +1063,122 @@ fn query_of_row(data: &Dataset, row: usize) -> VectorSearch {
             .collect(),
         k: 10,
         ..Default::default()
+    }
+}
+
+/// Vectors uniform on the sphere, and an index whose codes cannot tell them apart (2 PQ
+/// sub-vectors of 32 dimensions): no setting reaches the target, so the calibrated default is
+/// exact search, shown in the plan; explicit settings and lower targets still use the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibration_falls_back_to_exact_search_where_the_index_cannot_reach_the_target() {
+    use rand::{Rng, SeedableRng};
+    let (rows, dim) = (20_000usize, 64usize);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut values = Vec::with_capacity(rows * dim);
+    for _ in 0..rows {
+        // Sums of uniforms approximate a Gaussian; normalised, the rows are uniform on the sphere.
+        let v: Vec<f32> = (0..dim)
+            .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum())
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        values.extend(v.iter().map(|x| x / norm));
+    }
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::Float32),
+        dim as i32,
+        Arc::new(Float32Array::from(values.clone())),
+        None,
+    )
+    .expect("list");
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "vector",
+                common::vector_type(DataType::Float32, dim as i32),
+                true,
+            ),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(list),
+        ],
+    )
+    .expect("batch");
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = db
+        .create_table(
+            "sphere",
+            batch.schema(),
+            batches_stream(vec![batch]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    let options = CreateIndexOptions {
+        config: Some(
+            VectorIndexParams {
+                num_sub_vectors: Some(2),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let info = create_index(&t, "vector", options).await.expect("build");
+    let calibration = info.details.calibration.clone().expect("calibrated");
+    let last = calibration.points.last().expect("points");
+    assert!(last.is_exact() && last.recall == 1.0, "{calibration:?}");
+    let best = calibration.best_index_setting().expect("index settings");
+    assert!(
+        best.recall < 0.95,
+        "the codes cannot tell the rows apart: {calibration:?}"
+    );
+    assert!(calibration.chosen().is_some_and(|p| p.is_exact()));
+
+    let probe = VectorSearch {
+        query: values[7 * dim..8 * dim]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect(),
+        k: 10,
+        ..Default::default()
+    };
+    let plan = explain_search(&t, &probe)
+        .expect("explain")
+        .render(false, None);
+    assert!(
+        plan.contains("ExactSearch") && plan.contains("calibrated: no setting of the index"),
+        "{plan}"
+    );
+    let (got, stats) = search_with_stats(&t, &probe).await.expect("search");
+    assert_eq!(stats.index, None);
+    let exact = search(
+        &t,
+        &VectorSearch {
+            bypass_index: true,
+            ..probe.clone()
+        },
+    )
+    .await
+    .expect("exact");
+    assert_eq!(ids(&got), ids(&exact));
+    // Explicit settings, or a target some setting reaches, search the index.
+    for search in [
+        VectorSearch {
+            nprobes: Some(3),
+            ..probe.clone()
+        },
+        VectorSearch {
+            target_recall: Some(best.recall * 0.5),
+            ..probe.clone()
+        },
+    ] {
+        let (got, stats) = search_with_stats(&t, &search).await.expect("search");
+        assert_eq!(stats.index.as_deref(), Some("vector_idx"));
+        assert_eq!(got.num_rows(), 10);
     }
 }

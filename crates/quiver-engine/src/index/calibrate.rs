@@ -6,6 +6,10 @@
 //! the cheapest one reaching the target recall (0.95 unless the build or the query says
 //! otherwise).
 //!
+//! The curve closes with exact search (recall 1, its cost estimated from the table's size):
+//! when no index setting reaches a target, such as on data whose codes cannot tell
+//! neighbours apart, the default is the exact answer rather than a fast wrong one.
+//!
 //! Recall of a setting is measured as the search computes it: a query's candidates are the
 //! `k × refine` rows with the smallest index distances among the partitions probed, and since
 //! candidates are re-ranked exactly, a true neighbour is returned exactly when it is among
@@ -58,6 +62,7 @@ pub fn query_count(rows: u64, width: usize) -> usize {
 /// One measured setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrationPoint {
+    /// 0: exact search, the index bypassed (the curve's last point).
     pub nprobes: u32,
     /// Graph indexes: the search's candidate list (0 for IVF_PQ / IVF_FLAT).
     pub ef: u32,
@@ -69,8 +74,8 @@ pub struct CalibrationPoint {
     pub cost_us: f32,
 }
 
-/// What calibration measured: the settings on the cost/recall frontier (each cheaper one has
-/// lower recall), cheapest first.
+/// What calibration measured: the index settings on the cost/recall frontier (each cheaper
+/// one has lower recall), cheapest first, then exact search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     pub target_recall: f32,
@@ -81,15 +86,41 @@ pub struct Calibration {
     pub points: Vec<CalibrationPoint>,
 }
 
+impl CalibrationPoint {
+    /// Exact search: no index setting reached the target.
+    pub fn is_exact(&self) -> bool {
+        self.nprobes == 0
+    }
+
+    fn exact(rows: usize, width: usize) -> CalibrationPoint {
+        CalibrationPoint {
+            nprobes: 0,
+            ef: 0,
+            refine: 0,
+            recall: 1.0,
+            cost_us: rows as f32 * width as f32 * NS_PER_FLOAT / 1000.0,
+        }
+    }
+}
+
 impl Calibration {
-    /// The cheapest setting reaching `target` recall, or the one of highest recall when none
-    /// does.
+    /// The cheapest setting reaching `target` recall (exact search when no index setting
+    /// does), or the one of highest recall when none does.
     pub fn pick(&self, target: f32) -> Option<&CalibrationPoint> {
         self.points.iter().find(|p| p.recall >= target).or_else(|| {
             self.points
                 .iter()
                 .max_by(|a, b| a.recall.total_cmp(&b.recall))
         })
+    }
+
+    /// The index setting of highest recall (what an exact default falls back to for the
+    /// settings a search names only partly).
+    pub fn best_index_setting(&self) -> Option<&CalibrationPoint> {
+        self.points
+            .iter()
+            .filter(|p| !p.is_exact())
+            .max_by(|a, b| a.recall.total_cmp(&b.recall))
     }
 
     /// The setting chosen for the build's target.
@@ -125,7 +156,7 @@ impl Calibration {
         }
         let points: Vec<CalibrationPoint> = (0..n)
             .map(|i| CalibrationPoint {
-                nprobes: proto.nprobes[i].max(1),
+                nprobes: proto.nprobes[i],
                 ef: proto.ef.get(i).copied().unwrap_or(0),
                 refine: proto.refine[i],
                 recall: proto.recall[i],
@@ -450,7 +481,7 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
         queries: measured.len() as u32,
         k: k as u32,
         graph: false,
-        points: frontier(all),
+        points: frontier(all, CalibrationPoint::exact(index.num_rows(), sdim)),
     })
 }
 
@@ -585,19 +616,25 @@ fn calibrate_graph(
         queries: queries.len() as u32,
         k: k as u32,
         graph: true,
-        points: frontier(all),
+        points: frontier(all, CalibrationPoint::exact(index.num_rows(), sdim)),
     })
 }
 
-/// The settings on the cost/recall frontier: by cost, each kept only when it beats every
-/// cheaper one's recall.
-fn frontier(mut all: Vec<CalibrationPoint>) -> Vec<CalibrationPoint> {
+/// The index settings on the cost/recall frontier (by cost, each kept only when it beats
+/// every cheaper one's recall), then `exact` unless an index setting is perfect already.
+/// Exact search comes last whatever its estimated cost: it is chosen only when no index
+/// setting reaches the target, since the cost model is too rough to prefer a scan of every
+/// row over an index that does.
+fn frontier(mut all: Vec<CalibrationPoint>, exact: CalibrationPoint) -> Vec<CalibrationPoint> {
     all.sort_by(|a, b| a.cost_us.total_cmp(&b.cost_us));
     let mut points: Vec<CalibrationPoint> = Vec::new();
     for p in all {
         if points.last().is_none_or(|last| p.recall > last.recall) {
             points.push(p);
         }
+    }
+    if points.last().is_none_or(|last| last.recall < 1.0) {
+        points.push(exact);
     }
     points
 }

@@ -799,7 +799,7 @@ fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
         k: search.k,
         range: search.distance_range,
     });
-    let exact_reason = match (index_meta, search.bypass_index) {
+    let mut exact_reason = match (index_meta, search.bypass_index) {
         (None, _) => "no vector index on the column".to_string(),
         (Some(_), true) => "index bypassed".to_string(),
         (Some(meta), false) => format!(
@@ -821,12 +821,17 @@ fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
                 )
             })?;
             let settings = settings_of(search, kind, &meta.details)?;
-            Some(UsedIndex {
-                meta: meta.clone(),
-                settings,
-                covered,
-                all_covered,
-            })
+            if let Some(why) = settings.exact {
+                exact_reason = why;
+                None
+            } else {
+                Some(UsedIndex {
+                    meta: meta.clone(),
+                    settings,
+                    covered,
+                    all_covered,
+                })
+            }
         }
         _ => None,
     };
@@ -839,7 +844,6 @@ fn resolve(table: &Table, search: &VectorSearch) -> Result<Resolved> {
     })
 }
 
-/// The refine factor an index search applies, if any.
 /// Partitions a prefiltered search probes: the filter's true neighbours lie farther out than
 /// the unfiltered ones, the more so the fewer rows it keeps, so the probe count grows as the
 /// filter narrows (and the search still goes on until `k` rows pass it).
@@ -861,8 +865,6 @@ fn widened_nprobes(
     widened.clamp(nprobes, partitions.max(nprobes))
 }
 
-/// The settings a search runs an index with: explicit ones, else the calibrated setting for
-/// the search's target recall (or the index's), else the fixed defaults.
 /// How a search runs an index.
 struct Settings {
     nprobes: usize,
@@ -871,8 +873,12 @@ struct Settings {
     ef: Option<usize>,
     /// The calibrated setting the defaults came from, if any.
     calibrated: Option<CalibrationPoint>,
+    /// Why calibration chose exact search over the index (no explicit setting given).
+    exact: Option<String>,
 }
 
+/// The settings a search runs an index with: explicit ones, else the calibrated setting for
+/// the search's target recall (or the index's), else the fixed defaults.
 fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result<Settings> {
     if let Some(target) = search.target_recall {
         if !(target > 0.0 && target <= 1.0) {
@@ -885,10 +891,32 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         .calibration
         .as_ref()
         .and_then(Calibration::from_proto);
-    let point = calibration
+    let target = calibration
         .as_ref()
-        .and_then(|c| c.pick(search.target_recall.unwrap_or(c.target_recall)))
+        .map(|c| search.target_recall.unwrap_or(c.target_recall));
+    let mut point = calibration
+        .as_ref()
+        .zip(target)
+        .and_then(|(c, target)| c.pick(target))
         .copied();
+    let explicit = search.nprobes.is_some()
+        || (kind != IndexKind::IvfFlat && search.refine_factor.is_some())
+        || (kind == IndexKind::IvfHnswSq && search.ef.is_some());
+    let mut exact = None;
+    if let (Some(p), Some(c), Some(target)) = (point, calibration.as_ref(), target) {
+        if p.is_exact() {
+            let best = c.best_index_setting().copied();
+            if !explicit {
+                exact = Some(format!(
+                    "calibrated: no setting of the index reached recall@{} {target} on the build's sample (best {:.3}); the exact answer instead",
+                    index::calibrate::CALIBRATION_K,
+                    best.map_or(0.0, |b| b.recall),
+                ));
+            }
+            // Settings a search leaves out come from the index's best.
+            point = best;
+        }
+    }
     let nprobes = search
         .nprobes
         .or(point.map(|p| p.nprobes as usize))
@@ -913,16 +941,13 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         _ => None,
     };
     // The estimate holds only for the calibrated setting itself, not for one partly overridden.
-    let used = point.filter(|_| {
-        search.nprobes.is_none()
-            && (kind == IndexKind::IvfFlat || search.refine_factor.is_none())
-            && (kind != IndexKind::IvfHnswSq || search.ef.is_none())
-    });
+    let used = point.filter(|_| !explicit);
     Ok(Settings {
         nprobes,
         refine,
         ef,
         calibrated: used,
+        exact,
     })
 }
 
