@@ -12,7 +12,9 @@ use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::linalg::DistanceType;
-use quiver_engine::query::{explain_search, search, search_with_stats, VectorSearch};
+use quiver_engine::query::{
+    analyze_search, explain_search, search, search_with_stats, VectorSearch,
+};
 use quiver_engine::table::indices::{
     create_index, drop_index, index_stats, list_indices, optimize_indices, BuildProgress,
     CreateIndexOptions, IndexKind, VectorIndexParams,
@@ -1180,5 +1182,167 @@ async fn calibration_falls_back_to_exact_search_where_the_index_cannot_reach_the
         let (got, stats) = search_with_stats(&t, &search).await.expect("search");
         assert_eq!(stats.index.as_deref(), Some("vector_idx"));
         assert_eq!(got.num_rows(), 10);
+    }
+}
+
+fn ivf_rq(bits: Option<u32>, distance_type: DistanceType) -> CreateIndexOptions {
+    CreateIndexOptions {
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfRq,
+                num_bits: bits,
+                distance_type,
+                ..Default::default()
+            }
+            .into(),
+        ),
+        replace: true,
+        ..Default::default()
+    }
+}
+
+/// IVF_RQ (RaBitQ codes): calibrated recall, more bits finding more, the error bound pruning
+/// candidates, prefilters, cosine and dot, appended and deleted rows, optimize and reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivf_rq_recall_bits_bounds_updates_and_reopen() {
+    let data = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "rq", 0..50_000).await;
+    let info = create_index(&t, "vector", ivf_rq(None, DistanceType::L2))
+        .await
+        .expect("build");
+    assert_eq!(info.index_type, "IVF_RQ");
+    assert_eq!(info.details.num_bits, Some(1));
+    assert_eq!(info.details.num_partitions, Some(224));
+    let calibration = info.details.calibration.clone().expect("calibrated");
+    let chosen = *calibration.chosen().expect("a setting");
+    assert!(
+        !chosen.is_exact() && chosen.recall >= 0.95,
+        "{calibration:?}"
+    );
+    let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(
+        default_recall >= 0.93,
+        "recall@10 at defaults: {default_recall} ({chosen:?})"
+    );
+    // The error bound rules candidates out before the re-rank reads them.
+    let (_, plan) = analyze_search(
+        &t,
+        &VectorSearch {
+            nprobes: Some(20),
+            refine_factor: Some(20),
+            ..query(data, 3, 10)
+        },
+    )
+    .await
+    .expect("analyze");
+    let node = plan.find("IndexSearch").expect("index node");
+    let pruned: usize = node
+        .detail("pruned_by_error_bound")
+        .and_then(|v| v.parse().ok())
+        .expect("pruned figure");
+    assert!(pruned > 0 && pruned < 200, "pruned {pruned} of 200");
+    let one_bit = |s: VectorSearch| VectorSearch {
+        nprobes: Some(20),
+        refine_factor: Some(1),
+        ..s
+    };
+    let (coarse, _) = recall(&t, 100, one_bit, &data.gt).await;
+
+    // Four bits per dimension estimate better: more true neighbours without re-ranking.
+    let info = create_index(&t, "vector", ivf_rq(Some(4), DistanceType::L2))
+        .await
+        .expect("build 4 bits");
+    assert_eq!(info.details.num_bits, Some(4));
+    let (fine, _) = recall(&t, 100, one_bit, &data.gt).await;
+    assert!(fine > coarse + 0.05, "4 bits {fine} vs 1 bit {coarse}");
+    for bits in [0, 9] {
+        let bad = create_index(&t, "vector", ivf_rq(Some(bits), DistanceType::L2)).await;
+        assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+    let bad = create_index(&t, "vector", ivf_rq(None, DistanceType::Hamming)).await;
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+
+    // Back to one bit; a prefilter keeps recall and returns exactly k rows.
+    create_index(&t, "vector", ivf_rq(None, DistanceType::L2))
+        .await
+        .expect("rebuild");
+    let filter = t.parse_filter("category < 10").expect("filter");
+    let (filtered, sizes) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            filter: Some(filter.clone()),
+            ..s
+        },
+        &data.gt_filtered,
+    )
+    .await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(filtered >= 0.93, "prefiltered recall@10: {filtered}");
+
+    // Appended rows are found at once, deleted ones never; optimize folds them in.
+    t.append(
+        batches_stream(vec![batch(data, 0..10)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    t.delete("id < 5").await.expect("delete");
+    let got = search(&t, &query_of_row(data, 7)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+    let got = search(&t, &query_of_row(data, 2)).await.expect("search");
+    assert!(
+        ids(&got).iter().all(|&i| i != 2),
+        "deleted rows never return"
+    );
+    optimize_indices(&t).await.expect("optimize");
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(stats.num_unindexed_rows, 0);
+    assert_eq!(stats.num_indexed_rows, 50_000);
+    let got = search(&t, &query_of_row(data, 7)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+
+    // A fresh connection reads the model and partitions from the file, same answers.
+    let db2 = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t2 = db2.open_table("rq").await.expect("open");
+    let (reopened, _) = recall(&t2, 50, |s| s, &data.gt).await;
+    let (same, _) = recall(&t, 50, |s| s, &data.gt).await;
+    assert_eq!(reopened, same);
+
+    // Cosine and dot rank as exact search does, near enough.
+    for distance in [DistanceType::Cosine, DistanceType::Dot] {
+        let small = create(&db, &format!("rq_{distance}"), 0..8_000).await;
+        create_index(&small, "vector", ivf_rq(None, distance))
+            .await
+            .expect("build");
+        let mut hits = 0;
+        for q in 0..30 {
+            let probe = VectorSearch {
+                distance_type: Some(distance),
+                nprobes: Some(20),
+                refine_factor: Some(10),
+                ..query(data, q, 10)
+            };
+            let got = ids(&search(&small, &probe).await.expect("search"));
+            let want = ids(&search(
+                &small,
+                &VectorSearch {
+                    bypass_index: true,
+                    ..probe
+                },
+            )
+            .await
+            .expect("exact"));
+            hits += got.iter().filter(|i| want.contains(i)).count();
+        }
+        assert!(hits >= 270, "{distance}: {hits} of 300");
     }
 }

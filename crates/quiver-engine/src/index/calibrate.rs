@@ -360,7 +360,7 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     let partitions = index.num_partitions();
     let steps = probe_steps(partitions);
     let refines: &[u32] = match index.kind {
-        IndexKind::IvfPq => &REFINE_FACTORS,
+        IndexKind::IvfPq | IndexKind::IvfRq => &REFINE_FACTORS,
         IndexKind::IvfFlat => &[0],
         IndexKind::IvfHnswSq => return calibrate_graph(index, truth, target_recall),
     };
@@ -439,13 +439,18 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
         return None;
     }
     let n = measured.len() as f32;
-    let per_row_ns = match (&index.quantizer, hamming) {
-        (Some(q), _) => q.m as f32 * NS_PER_PQ_LOOKUP,
-        (None, true) => index.dim as f32 * NS_PER_FLOAT,
-        (None, false) => index.dim as f32 * NS_PER_FLOAT,
+    // Codes are scanned by table lookups (PQ: one per sub-vector; RaBitQ: one per byte, and
+    // its factors); flat partitions by the distance kernel.
+    let (per_row_ns, table_values) = match (&index.quantizer, &index.rq) {
+        (Some(q), _) => (q.m as f32 * NS_PER_PQ_LOOKUP, 256 * sdim),
+        (None, Some(rq)) => (
+            (rq.quantizer.code_width() + 4) as f32 * NS_PER_PQ_LOOKUP,
+            256 * rq.quantizer.code_width(),
+        ),
+        (None, None) => (index.dim as f32 * NS_PER_FLOAT, 0),
     };
-    let table_ns = if index.quantizer.is_some() && index.distance != DistanceType::Dot {
-        256.0 * sdim as f32 * NS_PER_TABLE_VALUE
+    let table_ns = if index.distance != DistanceType::Dot {
+        table_values as f32 * NS_PER_TABLE_VALUE
     } else {
         0.0
     };

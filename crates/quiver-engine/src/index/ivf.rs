@@ -24,6 +24,7 @@ use object_store::path::Path;
 use super::calibrate::{Calibration, CalibrationProto};
 use super::hnsw::{Graph, GraphSpace, HnswParams, Visited};
 use super::pq::{self, ProductQuantizer, CODES};
+use super::rq::{self, RabitQuantizer};
 use super::scalar::{Container, ContainerWriter, KeyKind};
 use super::sq::{ScalarQuantizer, SqQuery};
 use super::{PartContext, RowTranslate};
@@ -40,6 +41,8 @@ pub enum IndexKind {
     IvfFlat,
     /// An HNSW graph per partition over 8-bit scalar-quantized vectors.
     IvfHnswSq,
+    /// RaBitQ codes of the residuals (1 to 8 bits per dimension).
+    IvfRq,
 }
 
 impl IndexKind {
@@ -48,6 +51,7 @@ impl IndexKind {
             IndexKind::IvfPq => "IVF_PQ",
             IndexKind::IvfFlat => "IVF_FLAT",
             IndexKind::IvfHnswSq => "IVF_HNSW_SQ",
+            IndexKind::IvfRq => "IVF_RQ",
         }
     }
 
@@ -56,6 +60,7 @@ impl IndexKind {
             "IVF_PQ" => Some(IndexKind::IvfPq),
             "IVF_FLAT" => Some(IndexKind::IvfFlat),
             "IVF_HNSW_SQ" => Some(IndexKind::IvfHnswSq),
+            "IVF_RQ" => Some(IndexKind::IvfRq),
             _ => None,
         }
     }
@@ -181,6 +186,8 @@ pub enum PartitionData {
     /// Scalar-quantized vectors (one byte per dimension) and the graph linking them (node
     /// `i` is row `i` of the partition).
     HnswSq { codes: Vec<u8>, graph: Graph },
+    /// RaBitQ codes (bit planes) and [`rq::FACTORS`] floats per row.
+    Rq { codes: Vec<u8>, factors: Vec<f32> },
 }
 
 impl Partition {
@@ -198,6 +205,7 @@ impl Partition {
                 PartitionData::Pq(c) | PartitionData::FlatBytes(c) => c.len(),
                 PartitionData::FlatF32(v) => v.len() * 4,
                 PartitionData::HnswSq { codes, graph } => codes.len() + graph.heap_bytes(),
+                PartitionData::Rq { codes, factors } => codes.len() + factors.len() * 4,
             }
     }
 
@@ -213,6 +221,10 @@ impl Partition {
             PartitionData::HnswSq { codes, graph } => {
                 out.extend_from_slice(codes);
                 graph.encode(&mut out);
+            }
+            PartitionData::Rq { codes, factors } => {
+                out.extend_from_slice(codes);
+                factors.iter().for_each(|x| out.extend(x.to_le_bytes()));
             }
         }
         out
@@ -249,9 +261,29 @@ pub struct IvfIndex {
     /// IVF_HNSW_SQ: the scalar quantizer and how the graphs were built.
     pub sq: Option<ScalarQuantizer>,
     pub hnsw: Option<HnswParams>,
+    /// IVF_RQ: the quantizer and the centroids rotated by it.
+    pub rq: Option<RqModel>,
     /// Search settings measured at build time (none for small tables and older files).
     pub calibration: Option<Calibration>,
     partitions: Partitions,
+}
+
+/// An IVF_RQ index's quantizer, and its centroids in the rotated space (residuals are coded
+/// there).
+#[derive(Debug, Clone)]
+pub struct RqModel {
+    pub quantizer: RabitQuantizer,
+    pub rotated_centroids: Vec<f32>,
+}
+
+impl RqModel {
+    pub fn new(quantizer: RabitQuantizer, centroids: &[f32]) -> Self {
+        let rotated_centroids = quantizer.rotate_rows(centroids);
+        RqModel {
+            quantizer,
+            rotated_centroids,
+        }
+    }
 }
 
 /// The stored model (protobuf, FORMAT.md §6). In a container it is part 0 and `row_ids` and
@@ -296,6 +328,11 @@ struct IvfFileProto {
     hnsw_m: u32,
     #[prost(uint32, tag = "15")]
     hnsw_ef_construction: u32,
+    /// IVF_RQ: bits per dimension, and the rotation (f32 LE, `space_dim²`, row-major).
+    #[prost(uint32, tag = "16")]
+    rq_bits: u32,
+    #[prost(bytes = "bytes", tag = "17")]
+    rq_rotation: Bytes,
 }
 
 fn f32_bytes(v: &[f32]) -> Bytes {
@@ -324,6 +361,7 @@ struct Model {
     quantizer: Option<ProductQuantizer>,
     sq: Option<ScalarQuantizer>,
     hnsw: Option<HnswParams>,
+    rq: Option<RabitQuantizer>,
     calibration: Option<Calibration>,
 }
 
@@ -333,12 +371,13 @@ impl Model {
             kind: self.kind,
             distance: self.distance,
             dim: self.dim,
-            centroids: self.centroids,
             offsets: self.offsets,
             quantizer: self.quantizer,
             sq: self.sq,
             hnsw: self.hnsw,
+            rq: self.rq.map(|q| RqModel::new(q, &self.centroids)),
             calibration: self.calibration,
+            centroids: self.centroids,
             partitions,
         }
     }
@@ -347,13 +386,72 @@ impl Model {
         self.offsets.last().copied().unwrap_or(0)
     }
 
-    /// Bytes of per-row data (besides the address; graphs come after).
-    fn row_width(&self) -> usize {
-        match (&self.quantizer, &self.sq, self.distance) {
-            (Some(q), _, _) => q.m,
-            (None, Some(sq), _) => sq.dim(),
-            (None, None, DistanceType::Hamming) => self.dim,
-            (None, None, _) => self.dim * 4,
+    fn layout(&self) -> RowLayout {
+        RowLayout::of(
+            self.dim,
+            self.distance,
+            self.quantizer.as_ref(),
+            self.sq.as_ref(),
+            self.hnsw,
+            self.rq.as_ref(),
+        )
+    }
+}
+
+/// How a partition stores each row after its address.
+#[derive(Debug, Clone, Copy)]
+enum RowLayout {
+    Pq {
+        m: usize,
+    },
+    FlatBytes {
+        dim: usize,
+    },
+    FlatF32 {
+        dim: usize,
+    },
+    /// Codes of `width` bytes, then the graph (of `m` links per upper-layer node).
+    HnswSq {
+        width: usize,
+        m: usize,
+    },
+    /// Codes of `width` bytes, then the factors.
+    Rq {
+        width: usize,
+    },
+}
+
+impl RowLayout {
+    fn of(
+        dim: usize,
+        distance: DistanceType,
+        quantizer: Option<&ProductQuantizer>,
+        sq: Option<&ScalarQuantizer>,
+        hnsw: Option<HnswParams>,
+        rq: Option<&RabitQuantizer>,
+    ) -> RowLayout {
+        match (quantizer, sq, hnsw, rq) {
+            (Some(q), ..) => RowLayout::Pq { m: q.m },
+            (None, Some(sq), Some(h), _) => RowLayout::HnswSq {
+                width: sq.dim(),
+                m: h.m,
+            },
+            (None, _, _, Some(rq)) => RowLayout::Rq {
+                width: rq.code_width(),
+            },
+            _ if distance == DistanceType::Hamming => RowLayout::FlatBytes { dim },
+            _ => RowLayout::FlatF32 { dim },
+        }
+    }
+
+    /// Bytes per row besides the address (a graph comes after the rows).
+    fn row_width(self) -> usize {
+        match self {
+            RowLayout::Pq { m } => m,
+            RowLayout::FlatBytes { dim } => dim,
+            RowLayout::FlatF32 { dim } => dim * 4,
+            RowLayout::HnswSq { width, .. } => width,
+            RowLayout::Rq { width } => width + rq::FACTORS * 4,
         }
     }
 }
@@ -401,7 +499,25 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
                 codebooks: f32s(&proto.pq_codebooks),
             })
         }
-        IndexKind::IvfFlat | IndexKind::IvfHnswSq => None,
+        IndexKind::IvfFlat | IndexKind::IvfHnswSq | IndexKind::IvfRq => None,
+    };
+    let rq = match kind {
+        IndexKind::IvfRq => {
+            let bits = proto.rq_bits;
+            if distance == DistanceType::Hamming
+                || !(1..=rq::MAX_BITS).contains(&bits)
+                || sdim > rq::MAX_DIM
+                || size(&[sdim, sdim, 4]) != Some(proto.rq_rotation.len())
+            {
+                return Err(bad("the RaBitQ rotation does not match the dimensions"));
+            }
+            Some(RabitQuantizer {
+                dim: sdim,
+                bits,
+                rotation: f32s(&proto.rq_rotation),
+            })
+        }
+        _ => None,
     };
     let (sq, hnsw) = match kind {
         IndexKind::IvfHnswSq => {
@@ -438,6 +554,7 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
         quantizer,
         sq,
         hnsw,
+        rq,
         calibration: proto.calibration.as_ref().and_then(Calibration::from_proto),
     })
 }
@@ -454,12 +571,12 @@ fn size(factors: &[usize]) -> Option<usize> {
 }
 
 /// Decodes the per-row data of `rows` rows laid out as [`Partition::encode`] writes them.
-fn decode_rows(model: &Model, rows: usize, bytes: &[u8], path: &Path) -> Result<Partition> {
-    let width = model.row_width();
+fn decode_rows(layout: RowLayout, rows: usize, bytes: &[u8], path: &Path) -> Result<Partition> {
+    let width = layout.row_width();
     let fixed = size(&[rows, 8 + width]);
-    let fits = match model.hnsw {
-        Some(_) => fixed.is_some_and(|f| f <= bytes.len()),
-        None => fixed == Some(bytes.len()),
+    let fits = match layout {
+        RowLayout::HnswSq { .. } => fixed.is_some_and(|f| f <= bytes.len()),
+        _ => fixed == Some(bytes.len()),
     };
     if !fits {
         return Err(Error::corrupt(
@@ -468,11 +585,11 @@ fn decode_rows(model: &Model, rows: usize, bytes: &[u8], path: &Path) -> Result<
         ));
     }
     let (ids, data) = bytes.split_at(rows * 8);
-    let data = match (&model.quantizer, model.hnsw, model.distance) {
-        (Some(_), _, _) => PartitionData::Pq(data.to_vec()),
-        (None, Some(params), _) => {
+    let data = match layout {
+        RowLayout::Pq { .. } => PartitionData::Pq(data.to_vec()),
+        RowLayout::HnswSq { m, .. } => {
             let (codes, graph) = data.split_at(rows * width);
-            let graph = Graph::decode(graph, rows, params.m).ok_or_else(|| {
+            let graph = Graph::decode(graph, rows, m).ok_or_else(|| {
                 Error::corrupt(path, "vector index: a partition's graph does not decode")
             })?;
             PartitionData::HnswSq {
@@ -480,8 +597,15 @@ fn decode_rows(model: &Model, rows: usize, bytes: &[u8], path: &Path) -> Result<
                 graph,
             }
         }
-        (None, None, DistanceType::Hamming) => PartitionData::FlatBytes(data.to_vec()),
-        (None, None, _) => PartitionData::FlatF32(f32s(data)),
+        RowLayout::Rq { width } => {
+            let (codes, factors) = data.split_at(rows * width);
+            PartitionData::Rq {
+                codes: codes.to_vec(),
+                factors: f32s(factors),
+            }
+        }
+        RowLayout::FlatBytes { .. } => PartitionData::FlatBytes(data.to_vec()),
+        RowLayout::FlatF32 { .. } => PartitionData::FlatF32(f32s(data)),
     };
     Ok(Partition {
         row_ids: u64s(ids),
@@ -518,6 +642,7 @@ impl IvfIndex {
             quantizer,
             sq: None,
             hnsw: None,
+            rq: None,
             calibration: None,
             partitions: Partitions::Resident(partitions.into_iter().map(Arc::new).collect()),
         }
@@ -570,7 +695,10 @@ impl IvfIndex {
         let model = self.centroids.len() * 4
             + self.offsets.len() * 8
             + self.quantizer.as_ref().map_or(0, |q| q.codebooks.len() * 4)
-            + self.sq.as_ref().map_or(0, |sq| sq.dim() * 8);
+            + self.sq.as_ref().map_or(0, |sq| sq.dim() * 8)
+            + self.rq.as_ref().map_or(0, |rq| {
+                (rq.quantizer.rotation.len() + rq.rotated_centroids.len()) * 4
+            });
         model
             + match &self.partitions {
                 Partitions::Resident(parts) => parts.iter().map(|p| p.heap_bytes()).sum(),
@@ -606,7 +734,23 @@ impl IvfIndex {
                 .map_or_else(Bytes::new, |sq| f32_bytes(&sq.scale)),
             hnsw_m: self.hnsw.map_or(0, |h| h.m as u32),
             hnsw_ef_construction: self.hnsw.map_or(0, |h| h.ef_construction as u32),
+            rq_bits: self.rq.as_ref().map_or(0, |rq| rq.quantizer.bits),
+            rq_rotation: self
+                .rq
+                .as_ref()
+                .map_or_else(Bytes::new, |rq| f32_bytes(&rq.quantizer.rotation)),
         }
+    }
+
+    fn layout(&self) -> RowLayout {
+        RowLayout::of(
+            self.dim,
+            self.distance,
+            self.quantizer.as_ref(),
+            self.sq.as_ref(),
+            self.hnsw,
+            self.rq.as_ref().map(|rq| &rq.quantizer),
+        )
     }
 
     /// Writes a resident index to `path` as a container: the model, then one part per
@@ -664,13 +808,14 @@ impl IvfIndex {
                 "vector index: partition offsets do not match the rows",
             ));
         }
-        if size(&[rows, model.row_width()]) != Some(proto.payload.len()) {
+        let layout = model.layout();
+        if size(&[rows, layout.row_width()]) != Some(proto.payload.len()) {
             return Err(Error::corrupt(
                 path,
                 "vector index: the vectors or codes do not match the rows",
             ));
         }
-        let width = model.row_width();
+        let width = layout.row_width();
         let mut partitions = Vec::with_capacity(model.offsets.len() - 1);
         let mut bytes = Vec::new();
         for w in model.offsets.windows(2) {
@@ -678,7 +823,7 @@ impl IvfIndex {
             bytes.clear();
             bytes.extend_from_slice(&proto.row_ids[start * 8..end * 8]);
             bytes.extend_from_slice(&proto.payload[start * width..end * width]);
-            partitions.push(Arc::new(decode_rows(&model, end - start, &bytes, path)?));
+            partitions.push(Arc::new(decode_rows(layout, end - start, &bytes, path)?));
         }
         Ok(model.into_index(Partitions::Resident(partitions)))
     }
@@ -756,22 +901,8 @@ impl IvfIndex {
         };
         let bytes = container.read_part(part_of(p)).await?;
         let rows = self.offsets[p + 1] - self.offsets[p];
-        let model = Model {
-            kind: self.kind,
-            distance: self.distance,
-            dim: self.dim,
-            centroids: Vec::new(),
-            offsets: Vec::new(),
-            quantizer: self.quantizer.clone().map(|q| ProductQuantizer {
-                codebooks: Vec::new(),
-                ..q
-            }),
-            sq: self.sq.clone(),
-            hnsw: self.hnsw,
-            calibration: None,
-        };
         let path = container.path.clone();
-        let part = decode_rows(&model, rows, &bytes, &path)?;
+        let part = decode_rows(self.layout(), rows, &bytes, &path)?;
         check_covered(&part.row_ids, covered, &path)?;
         Ok(part)
     }
@@ -841,7 +972,7 @@ impl IvfIndex {
             IndexKind::IvfFlat if distance == DistanceType::Hamming => rows.checked_mul(dim)?,
             IndexKind::IvfFlat => rows.checked_mul(dim)?.checked_mul(4)?,
             // Graph indexes were never written in one block.
-            IndexKind::IvfHnswSq => return None,
+            IndexKind::IvfHnswSq | IndexKind::IvfRq => return None,
         };
         [
             partitions.checked_mul(sdim)?.checked_mul(4)?,
@@ -870,7 +1001,8 @@ impl IvfIndex {
     }
 
     /// Distances of the rows of `part` (partition `p`) to the query, into `out`
-    /// (approximate for PQ: the distance type's value computed from the codes).
+    /// (approximate for PQ and RaBitQ: the distance type's value computed from the codes;
+    /// RaBitQ also leaves each estimate's error bound in `query.bounds`).
     pub fn partition_distances(
         &self,
         p: usize,
@@ -880,6 +1012,11 @@ impl IvfIndex {
     ) {
         let kernels = linalg::kernels();
         let sdim = self.space_dim();
+        query.bounds.clear();
+        if let (PartitionData::Rq { codes, factors }, Some(rq)) = (&part.data, &self.rq) {
+            self.rq_distances(p, rq, codes, factors, query, out);
+            return;
+        }
         match (&part.data, &self.quantizer) {
             (PartitionData::Pq(codes), Some(quantizer)) => {
                 let m = quantizer.m;
@@ -919,10 +1056,62 @@ impl IvfIndex {
                 }
                 out.resize(part.len(), f32::INFINITY);
             }
-            (PartitionData::Pq(_), None) => {
-                // Decoding never pairs codes with a model without codebooks.
+            (PartitionData::Pq(_), None) | (PartitionData::Rq { .. }, _) => {
+                // Decoding never pairs codes with a model without their quantizer.
                 out.clear();
                 out.resize(part.len(), f32::INFINITY);
+            }
+        }
+    }
+
+    /// RaBitQ distance estimates of a partition's rows, and their error bounds.
+    fn rq_distances(
+        &self,
+        p: usize,
+        rq: &RqModel,
+        codes: &[u8],
+        factors: &[f32],
+        query: &mut PreparedQuery,
+        out: &mut Vec<f32>,
+    ) {
+        let quantizer = &rq.quantizer;
+        let (sdim, width) = (self.space_dim(), quantizer.code_width());
+        let rows = factors.len() / rq::FACTORS;
+        if width == 0 || codes.len() != rows * width {
+            out.clear();
+            out.resize(rows, f32::INFINITY);
+            return;
+        }
+        rq_scan(codes, width, query, self.distance, p, sdim, rq, out);
+        let PreparedQuery {
+            bounds,
+            rq_sum,
+            rq_norm,
+            rq_base,
+            ..
+        } = query;
+        bounds.clear();
+        let (q_sum, q_norm, base) = (*rq_sum, *rq_norm, *rq_base);
+        let q_norm2 = q_norm * q_norm;
+        for (d, f) in out.iter_mut().zip(factors.chunks_exact(rq::FACTORS)) {
+            let (estimate, bound) = quantizer.estimate(f, *d, q_sum, q_norm);
+            match self.distance {
+                // −q·(c + r) = −q·c − ⟨r, q⟩.
+                DistanceType::Dot => {
+                    *d = base - estimate;
+                    bounds.push(bound);
+                }
+                // ‖r − (q − c)‖² = ‖r‖² + ‖q − c‖² − 2⟨r, q − c⟩ (halved for cosine).
+                _ => {
+                    let l2 = f[0] * f[0] + q_norm2 - 2.0 * estimate;
+                    if self.distance == DistanceType::Cosine {
+                        *d = 0.5 * l2;
+                        bounds.push(bound);
+                    } else {
+                        *d = l2;
+                        bounds.push(2.0 * bound);
+                    }
+                }
             }
         }
     }
@@ -947,6 +1136,16 @@ impl IvfIndex {
             quantizer.dot_table(&space, &mut table);
         }
         let sq = self.sq.as_ref().map(|sq| sq.query(&space, self.distance));
+        let mut rotated = Vec::new();
+        let (mut rq_sum, mut rq_norm) = (0.0, 0.0);
+        if let Some(rq) = &self.rq {
+            rq.quantizer.rotate(&space, &mut rotated);
+            if self.distance == DistanceType::Dot {
+                // The inner product does not depend on the partition: one table for all.
+                rq_sum = rq.quantizer.table(&rotated, &mut table);
+                rq_norm = linalg::dot(&rotated, &rotated).sqrt();
+            }
+        }
         PreparedQuery {
             raw: raw.to_vec(),
             bytes: bytes.to_vec(),
@@ -954,6 +1153,11 @@ impl IvfIndex {
             table,
             residual: Vec::new(),
             sq,
+            rotated,
+            bounds: Vec::new(),
+            rq_sum,
+            rq_norm,
+            rq_base: 0.0,
         }
     }
 }
@@ -1060,12 +1264,61 @@ pub struct PreparedQuery {
     table: Vec<f32>,
     residual: Vec<f32>,
     sq: Option<SqQuery>,
+    /// IVF_RQ: the query rotated, the error bounds of the last partition scanned, and the
+    /// table's `Σ q`, `‖q‖` and (dot) `−q·c` of that partition.
+    rotated: Vec<f32>,
+    bounds: Vec<f32>,
+    rq_sum: f32,
+    rq_norm: f32,
+    rq_base: f32,
 }
 
 impl PreparedQuery {
     pub fn space(&self) -> &[f32] {
         &self.space
     }
+
+    /// Error bounds of the distances the last [`IvfIndex::partition_distances`] computed
+    /// (IVF_RQ; empty for other kinds, whose distances carry no bound).
+    pub fn bounds(&self) -> &[f32] {
+        &self.bounds
+    }
+}
+
+/// Table sums of an IVF_RQ partition's codes into `out`: the per-partition residual table
+/// (l2, cosine) or the query's (dot), with `Σ q`, `‖q‖` and the partition's base set on
+/// `query`.
+#[allow(clippy::too_many_arguments)]
+fn rq_scan(
+    codes: &[u8],
+    width: usize,
+    query: &mut PreparedQuery,
+    distance: DistanceType,
+    p: usize,
+    sdim: usize,
+    rq: &RqModel,
+    out: &mut Vec<f32>,
+) {
+    if distance == DistanceType::Dot {
+        let centroid = rq
+            .rotated_centroids
+            .get(p * sdim..(p + 1) * sdim)
+            .unwrap_or(&[]);
+        // Rotation keeps inner products: q·c = Rq·Rc.
+        query.rq_base = -linalg::dot(&query.rotated, centroid);
+    } else {
+        let centroid = rq
+            .rotated_centroids
+            .get(p * sdim..(p + 1) * sdim)
+            .unwrap_or(&[]);
+        query.residual.clear();
+        query
+            .residual
+            .extend(query.rotated.iter().zip(centroid).map(|(q, c)| q - c));
+        query.rq_sum = rq.quantizer.table(&query.residual, &mut query.table);
+        query.rq_norm = linalg::dot(&query.residual, &query.residual).sqrt();
+    }
+    pq::scan(codes, width, &query.table, 0.0, out);
 }
 
 #[cfg(test)]
@@ -1102,7 +1355,7 @@ mod tests {
                             PartitionData::FlatBytes(Vec::new())
                         }
                         // (The strategy draws only the kinds a one-block file held.)
-                        IndexKind::IvfFlat | IndexKind::IvfHnswSq => {
+                        IndexKind::IvfFlat | IndexKind::IvfHnswSq | IndexKind::IvfRq => {
                             PartitionData::FlatF32(Vec::new())
                         }
                     },
@@ -1115,7 +1368,7 @@ mod tests {
                     PartitionData::Pq(c) => c.extend(std::iter::repeat_n(255u8, m)),
                     PartitionData::FlatBytes(b) => b.extend(std::iter::repeat_n(0xABu8, dim)),
                     PartitionData::FlatF32(v) => v.extend(std::iter::repeat_n(-1.5f32, dim)),
-                    PartitionData::HnswSq { .. } => {}
+                    PartitionData::HnswSq { .. } | PartitionData::Rq { .. } => {}
                 }
             }
             let quantizer = (kind == IndexKind::IvfPq).then(|| ProductQuantizer {

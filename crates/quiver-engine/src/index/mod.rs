@@ -17,6 +17,7 @@ pub mod hnsw;
 pub mod ivf;
 pub mod kmeans;
 pub mod pq;
+pub mod rq;
 pub mod scalar;
 pub mod sq;
 pub mod vector;
@@ -220,6 +221,7 @@ pub static REGISTRY: &[&dyn IndexType] = &[
     &vector::IVF_PQ_TYPE,
     &vector::IVF_FLAT_TYPE,
     &vector::IVF_HNSW_SQ_TYPE,
+    &vector::IVF_RQ_TYPE,
     &btree::BTreeType,
     &bitmap::BitmapType::BITMAP_TYPE,
     &bitmap::BitmapType::LABEL_LIST_TYPE,

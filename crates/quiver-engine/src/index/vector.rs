@@ -21,9 +21,11 @@ use roaring::RoaringBitmap;
 
 use super::calibrate::{self, Calibration, CalibrationProto, GroundTruth};
 use super::hnsw::{self, HnswParams};
+use super::ivf::RqModel;
 use super::ivf::{self, IndexKind, IvfIndex, Partition, PartitionData, PreparedQuery};
 use super::kmeans::{self, KMeansParams};
 use super::pq::{self, ProductQuantizer};
+use super::rq::{self, RabitQuantizer};
 use super::sq::ScalarQuantizer;
 use super::{
     BuildJob, Built, ColumnSource, Index, IndexConfig, IndexDetails, IndexFamily, IndexFile,
@@ -171,6 +173,8 @@ pub fn default_graph_partitions(rows: u64) -> usize {
     (rows.div_ceil(1_000_000) as usize).max(1)
 }
 
+/// Bits per dimension of IVF_RQ codes (RaBitQ's one bit: the sign of each rotated value).
+pub const DEFAULT_RQ_BITS: u32 = 1;
 /// Candidate list of a graph search on an index built without calibration.
 pub const DEFAULT_EF: usize = 64;
 /// Graph defaults (LanceDB's): links per node and the build's candidate list.
@@ -213,7 +217,11 @@ async fn train(
     let column = column.name().clone();
     let distance = params.distance_type;
     match (params.kind, distance, &element) {
-        (IndexKind::IvfPq | IndexKind::IvfHnswSq, DistanceType::Hamming, _) => {
+        (
+            IndexKind::IvfPq | IndexKind::IvfHnswSq | IndexKind::IvfRq,
+            DistanceType::Hamming,
+            _,
+        ) => {
             return Err(Error::invalid(format!(
                 "{} does not support hamming distance; use Index.ivfFlat({{ distanceType: 'hamming' }})",
                 params.kind.name()
@@ -227,13 +235,30 @@ async fn train(
         }
         _ => {}
     }
-    if let Some(bits) = params.num_bits {
-        if bits != 8 {
+    let rq_bits = match (params.kind, params.num_bits) {
+        (IndexKind::IvfRq, bits) => {
+            let bits = bits.unwrap_or(DEFAULT_RQ_BITS);
+            if !(1..=rq::MAX_BITS).contains(&bits) {
+                return Err(Error::invalid(format!(
+                    "numBits of IVF_RQ must be between 1 and {} (got {bits})",
+                    rq::MAX_BITS
+                )));
+            }
+            if ivf::space_dim(dim, distance) > rq::MAX_DIM {
+                return Err(Error::invalid(format!(
+                    "IVF_RQ takes vectors of at most {} dimensions ('{column}' has {dim}); use Index.ivfPq()",
+                    rq::MAX_DIM
+                )));
+            }
+            bits
+        }
+        (_, Some(bits)) if bits != 8 => {
             return Err(Error::invalid(format!(
                 "numBits must be 8 (got {bits}): codes are one byte per sub-vector"
             )));
         }
-    }
+        _ => 0,
+    };
     let rows = source.rows();
     if rows == 0 {
         return Err(Error::invalid(format!(
@@ -261,7 +286,7 @@ async fn train(
             }
             m
         }
-        IndexKind::IvfFlat | IndexKind::IvfHnswSq => 0,
+        IndexKind::IvfFlat | IndexKind::IvfHnswSq | IndexKind::IvfRq => 0,
     };
     let hnsw = (params.kind == IndexKind::IvfHnswSq)
         .then(|| -> Result<HnswParams> {
@@ -358,7 +383,7 @@ async fn train(
     // 2. Centroids, then PQ codebooks on residuals (CPU work off the async workers).
     let kind = params.kind;
     let training_progress = progress.clone();
-    let (centroids, quantizer, sq) = tokio::task::spawn_blocking(move || {
+    let (centroids, quantizer, sq, rq) = tokio::task::spawn_blocking(move || {
         let report = |phase: &'static str, done: u64, total: u64| {
             if let Some(p) = &training_progress {
                 p(BuildProgress { phase, done, total });
@@ -401,7 +426,13 @@ async fn train(
             })
         });
         let sq = (kind == IndexKind::IvfHnswSq).then(|| ScalarQuantizer::train(&sample, sdim));
-        (model.centroids, quantizer, sq)
+        let rq = (kind == IndexKind::IvfRq).then(|| {
+            RqModel::new(
+                RabitQuantizer::train(sdim, rq_bits, 0x5241_4249_5451),
+                &model.centroids,
+            )
+        });
+        (model.centroids, quantizer, sq, rq)
     })
     .await
     .map_err(|e| Error::Internal(format!("index training failed: {e}")))?;
@@ -415,6 +446,7 @@ async fn train(
         quantizer,
         sq,
         hnsw,
+        rq,
     });
 
     // 3. Assign and encode every row (a second scan).
@@ -469,13 +501,20 @@ fn existing_rows(
                     let w = codes.len() / part.len();
                     out.codes.extend_from_slice(&codes[i * w..(i + 1) * w]);
                 }
+                PartitionData::Rq { codes, factors } => {
+                    let w = codes.len() / part.len();
+                    out.codes.extend_from_slice(&codes[i * w..(i + 1) * w]);
+                    out.vectors
+                        .extend_from_slice(&factors[i * rq::FACTORS..(i + 1) * rq::FACTORS]);
+                }
             }
         }
     }
     (out, removed)
 }
 
-/// Rows encoded for an index: partition, address and payload of each row.
+/// Rows encoded for an index: partition, address and payload of each row (IVF_RQ: codes,
+/// and factors in `vectors`).
 #[derive(Default)]
 struct Encoded {
     partitions: Vec<u32>,
@@ -542,6 +581,35 @@ async fn encode_rows(
             let mut assignment = vec![0u32; n];
             let mut distances = vec![0f32; n];
             kmeans::assign(&space, sdim, centroids, &mut assignment, &mut distances);
+            if let Some(rq) = &model.rq {
+                let quantizer = &rq.quantizer;
+                let (width, n) = (quantizer.code_width(), row_ids.len());
+                let mut codes = vec![0u8; n * width];
+                let mut factors = vec![0f32; n * rq::FACTORS];
+                codes
+                    .par_chunks_mut(width)
+                    .zip(factors.par_chunks_mut(rq::FACTORS))
+                    .zip(space.par_chunks(sdim))
+                    .zip(assignment.par_iter())
+                    .for_each_init(
+                        || (vec![0f32; sdim], Vec::with_capacity(sdim)),
+                        |(residual, rotated), (((code, f), v), &a)| {
+                            let c = &centroids[a as usize * sdim..(a as usize + 1) * sdim];
+                            residual
+                                .iter_mut()
+                                .zip(v.iter().zip(c))
+                                .for_each(|(r, (x, c))| *r = x - c);
+                            quantizer.rotate(residual, rotated);
+                            quantizer.encode(rotated, code, f);
+                        },
+                    );
+                return Ok(Encoded {
+                    partitions: assignment,
+                    row_ids,
+                    codes,
+                    vectors: factors,
+                });
+            }
             let codes = match (&model.quantizer, &model.sq) {
                 (_, Some(sq)) => {
                     let mut codes = vec![0u8; n * sdim];
@@ -599,6 +667,7 @@ pub(crate) struct Codec {
     quantizer: Option<ProductQuantizer>,
     sq: Option<ScalarQuantizer>,
     hnsw: Option<HnswParams>,
+    rq: Option<RqModel>,
 }
 
 impl Codec {
@@ -611,6 +680,7 @@ impl Codec {
             quantizer: index.quantizer.clone(),
             sq: index.sq.clone(),
             hnsw: index.hnsw,
+            rq: index.rq.clone(),
         }
     }
 }
@@ -641,20 +711,25 @@ fn group(
     for &p in &encoded.partitions {
         counts[p as usize] += 1;
     }
-    let width = match (&model.quantizer, &model.sq, distance) {
-        (Some(q), _, _) => q.m,
-        (None, Some(_), _) => sdim,
-        (None, None, DistanceType::Hamming) => dim,
-        (None, None, _) => 0,
+    let width = match (&model.quantizer, &model.sq, &model.rq, distance) {
+        (Some(q), ..) => q.m,
+        (None, Some(_), ..) => sdim,
+        (None, None, Some(rq), _) => rq.quantizer.code_width(),
+        (None, None, None, DistanceType::Hamming) => dim,
+        (None, None, None, _) => 0,
     };
     let mut parts: Vec<Partition> = counts
         .iter()
         .map(|&n| Partition {
             row_ids: Vec::with_capacity(n),
-            data: match (&model.quantizer, width) {
-                (Some(_), _) => PartitionData::Pq(Vec::with_capacity(n * width)),
-                (None, 0) => PartitionData::FlatF32(Vec::with_capacity(n * dim)),
-                (None, _) => PartitionData::FlatBytes(Vec::with_capacity(n * width)),
+            data: match (&model.quantizer, &model.rq, width) {
+                (Some(_), ..) => PartitionData::Pq(Vec::with_capacity(n * width)),
+                (None, Some(_), _) => PartitionData::Rq {
+                    codes: Vec::with_capacity(n * width),
+                    factors: Vec::with_capacity(n * rq::FACTORS),
+                },
+                (None, None, 0) => PartitionData::FlatF32(Vec::with_capacity(n * dim)),
+                (None, None, _) => PartitionData::FlatBytes(Vec::with_capacity(n * width)),
             },
         })
         .collect();
@@ -667,6 +742,10 @@ fn group(
             }
             PartitionData::FlatF32(v) => {
                 v.extend_from_slice(&encoded.vectors[i * dim..(i + 1) * dim])
+            }
+            PartitionData::Rq { codes, factors } => {
+                codes.extend_from_slice(&encoded.codes[i * width..(i + 1) * width]);
+                factors.extend_from_slice(&encoded.vectors[i * rq::FACTORS..(i + 1) * rq::FACTORS]);
             }
             PartitionData::HnswSq { .. } => {}
         }
@@ -715,6 +794,7 @@ fn group(
     );
     index.sq = model.sq.clone();
     index.hnsw = model.hnsw;
+    index.rq = model.rq.clone();
     index
 }
 
@@ -768,7 +848,7 @@ pub(crate) async fn search_partitions(
     };
     let nprobes = nprobes.max(1);
     let order = index.rank_partitions(query.space());
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(want.min(PREALLOCATE) + 1);
+    let mut heap: BinaryHeap<Bounded> = BinaryHeap::with_capacity(want.min(PREALLOCATE) + 1);
     let mut distances = Vec::new();
     let mut probed = 0;
     let mut parts_loaded = 0u64;
@@ -788,10 +868,17 @@ pub(crate) async fn search_partitions(
                 let (found, computed) = index.graph_search(&part, query, ef, want, &allow, None);
                 comparisons += computed;
                 for candidate in found {
-                    if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {
+                    if heap.len() >= want
+                        && heap
+                            .peek()
+                            .is_some_and(|worst| candidate >= worst.candidate)
+                    {
                         continue;
                     }
-                    heap.push(candidate);
+                    heap.push(Bounded {
+                        candidate,
+                        bound: 0.0,
+                    });
                     if heap.len() > want {
                         heap.pop();
                     }
@@ -800,18 +887,26 @@ pub(crate) async fn search_partitions(
             }
             index.partition_distances(p, &part, query, &mut distances);
             comparisons += part.len() as u64;
-            for (&distance, &row_id) in distances.iter().zip(&part.row_ids) {
+            let bounds = query.bounds();
+            for (i, (&distance, &row_id)) in distances.iter().zip(&part.row_ids).enumerate() {
                 if !in_range(distance, range) {
                     continue;
                 }
                 let candidate = Candidate { distance, row_id };
-                if heap.len() >= want && heap.peek().is_some_and(|worst| candidate >= *worst) {
+                if heap.len() >= want
+                    && heap
+                        .peek()
+                        .is_some_and(|worst| candidate >= worst.candidate)
+                {
                     continue;
                 }
                 if !gate.allows(row_id) {
                     continue;
                 }
-                heap.push(candidate);
+                heap.push(Bounded {
+                    candidate,
+                    bound: bounds.get(i).copied().unwrap_or(0.0),
+                });
                 if heap.len() > want {
                     heap.pop();
                 }
@@ -821,18 +916,87 @@ pub(crate) async fn search_partitions(
             break;
         }
     }
+    let (candidates, bounds) = heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|b| (b.candidate, b.bound))
+        .unzip();
     Ok(Probed {
-        candidates: heap.into_sorted_vec(),
+        candidates,
+        bounds,
         partitions: probed,
         parts_loaded,
         comparisons,
     })
 }
 
+/// A candidate and the bound on its distance's error (0: exact, or no bound known).
+#[derive(Clone, Copy)]
+struct Bounded {
+    candidate: Candidate,
+    bound: f32,
+}
+
+impl PartialEq for Bounded {
+    fn eq(&self, other: &Self) -> bool {
+        self.candidate == other.candidate
+    }
+}
+
+impl Eq for Bounded {}
+
+impl PartialOrd for Bounded {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Bounded {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.candidate.cmp(&other.candidate)
+    }
+}
+
+impl Probed {
+    /// Drops the candidates that cannot be among the `k` nearest: those whose distance is
+    /// certainly (within its error bound) above `k` others' (RaBitQ's bounds; other kinds
+    /// carry none). Returns how many were dropped; they need no exact distance.
+    pub(crate) fn prune_by_bounds(&mut self, k: usize) -> usize {
+        if k == 0 || self.candidates.len() <= k || self.bounds.iter().all(|&b| b <= 0.0) {
+            return 0;
+        }
+        let mut upper: Vec<f32> = self
+            .candidates
+            .iter()
+            .zip(&self.bounds)
+            .map(|(c, b)| c.distance + b)
+            .collect();
+        let (_, kth, _) = upper.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
+        let kth = *kth;
+        let before = self.candidates.len();
+        let mut kept = 0;
+        for i in 0..before {
+            let (c, b) = (self.candidates[i], self.bounds[i]);
+            // (NaN estimates compare false and stay: the exact re-rank decides.)
+            if c.distance - b > kth {
+                continue;
+            }
+            self.candidates[kept] = c;
+            self.bounds[kept] = b;
+            kept += 1;
+        }
+        self.candidates.truncate(kept);
+        self.bounds.truncate(kept);
+        before - kept
+    }
+}
+
 /// What [`search_partitions`] found and how much it compared.
 pub(crate) struct Probed {
     /// Nearest first.
     pub candidates: Vec<Candidate>,
+    /// Each candidate's error bound (IVF_RQ), aligned with `candidates`.
+    pub bounds: Vec<f32>,
     pub partitions: usize,
     /// Partitions read from storage (not found in the index cache).
     pub parts_loaded: u64,
@@ -853,6 +1017,9 @@ pub static IVF_FLAT_TYPE: IvfType = IvfType {
 };
 pub static IVF_HNSW_SQ_TYPE: IvfType = IvfType {
     kind: IndexKind::IvfHnswSq,
+};
+pub static IVF_RQ_TYPE: IvfType = IvfType {
+    kind: IndexKind::IvfRq,
 };
 
 impl Index for IvfIndex {
@@ -879,7 +1046,11 @@ fn details_of(index: &IvfIndex) -> Vec<u8> {
         distance_type: ivf::distance_name(index.distance).to_string(),
         num_partitions: index.num_partitions() as u32,
         num_sub_vectors: index.num_sub_vectors() as u32,
-        num_bits: if index.kind == IndexKind::IvfPq { 8 } else { 0 },
+        num_bits: match (index.kind, &index.rq) {
+            (IndexKind::IvfPq, _) => 8,
+            (_, Some(rq)) => rq.quantizer.bits,
+            _ => 0,
+        },
         dim: index.dim as u32,
         num_rows: index.num_rows() as u64,
         calibration: index.calibration.as_ref().map(Calibration::to_proto),
@@ -997,7 +1168,7 @@ impl IndexType for IvfType {
                     file.fragments,
                 )
                 .await?
-            } else if self.kind == IndexKind::IvfHnswSq {
+            } else if matches!(self.kind, IndexKind::IvfHnswSq | IndexKind::IvfRq) {
                 return Err(bad("no index footer".into()));
             } else {
                 // A one-block file (the earlier layout), read whole. The manifest says what

@@ -923,7 +923,7 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         .unwrap_or(index::DEFAULT_NPROBES);
     let refine = match (search.refine_factor, kind) {
         (Some(r), _) => Some(r.max(1) as usize),
-        (None, IndexKind::IvfPq) => Some(
+        (None, IndexKind::IvfPq | IndexKind::IvfRq) => Some(
             point
                 .map_or(DEFAULT_REFINE_FACTOR, |p| p.refine.max(1))
                 .max(1) as usize,
@@ -1294,7 +1294,7 @@ async fn indexed_search(
     let parts = entry.parts(observed.inner(), &translation);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let probed = search_partitions(
+    let mut probed = search_partitions(
         &index,
         &mut prepared,
         nprobes,
@@ -1307,6 +1307,11 @@ async fn indexed_search(
     .await?;
     stats.partitions_probed += probed.partitions;
     node = node.with("partitions_probed", probed.partitions);
+    if refine.is_some() && index.rq.is_some() {
+        // RaBitQ's error bounds rule out candidates before their vectors are read.
+        let pruned = probed.prune_by_bounds(search.k);
+        node = node.with("pruned_by_error_bound", pruned);
+    }
     if analyze {
         let m = node.metrics_mut();
         m.output_rows = probed.candidates.len() as u64;
