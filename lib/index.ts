@@ -26,6 +26,7 @@ export {
   type IndexType,
   type IvfFlatOptions,
   type HnswSqOptions,
+  type IvfRqOptions,
   type IvfPqOptions,
 } from "./indices.js";
 export type {

@@ -25,6 +25,25 @@ export interface IvfPqOptions {
   targetRecall?: number;
 }
 
+/** Options of an IVF_RQ index: RaBitQ codes of each row's residual from its partition centroid. */
+export interface IvfRqOptions {
+  /** Partitions (k-means centroids). Default: round(√rows). */
+  numPartitions?: number;
+  /**
+   * Bits per dimension, 1 to 8 (default 1: the sign of each randomly rotated value, so a
+   * 384-d vector takes 48 bytes plus 12 bytes of factors). More bits estimate distances better.
+   */
+  numBits?: number;
+  /** l2 (default), cosine or dot. */
+  distanceType?: DistanceType;
+  /** Most k-means iterations (default 50). */
+  maxIterations?: number;
+  /** Training rows per partition (default 256). */
+  sampleRate?: number;
+  /** Recall@10 the default `nprobes` and `refineFactor` aim at (default 0.95); see `IvfPqOptions.targetRecall`. */
+  targetRecall?: number;
+}
+
 /** Options of an IVF_FLAT index (partitions holding the vectors themselves). */
 export interface IvfFlatOptions {
   numPartitions?: number;
@@ -63,7 +82,7 @@ export interface IndexProgress {
 }
 
 /** Index types. */
-export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
+export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "IVF_RQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
 
 /** How `createIndex` builds an index. */
 export class Index {
@@ -89,6 +108,18 @@ export class Index {
    */
   static hnswSq(options: HnswSqOptions = {}): Index {
     return new Index("IVF_HNSW_SQ", checkOptions(options, "hnswSq"));
+  }
+
+  /**
+   * IVF with RaBitQ codes (Gao & Long, 2024): each row's residual, randomly rotated, kept as
+   * `numBits` per dimension (default 1). Distances are estimated without bias, each with an
+   * error bound that drops candidates before the exact re-rank reads their vectors.
+   */
+  static ivfRq(options: IvfRqOptions = {}): Index {
+    if (options !== null && typeof options === "object" && options.numBits !== undefined) {
+      integerArg(options.numBits, "numBits", { min: 1, max: 8, expected: "an integer from 1 to 8" });
+    }
+    return new Index("IVF_RQ", checkOptions(options, "ivfRq"));
   }
 
   /** IVF without quantization: exact distances within the probed partitions. */

@@ -6,7 +6,7 @@ use napi_derive::napi;
 /// How to build an index (see the engine's `IndexConfig`).
 #[napi(object)]
 pub struct NativeIndexOptions {
-    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
+    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `IVF_RQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
     /// by the column.
     pub index_type: Option<String>,
     pub distance_type: Option<String>,
