@@ -31,7 +31,7 @@ export interface IvfRqOptions {
   numPartitions?: number;
   /**
    * Bits per dimension, 1 to 8 (default 1: the sign of each randomly rotated value, so a
-   * 384-d vector takes 48 bytes plus 12 bytes of factors). More bits estimate distances better.
+   * 384-d vector takes 48 bytes plus 16 bytes of factors). More bits estimate distances better.
    */
   numBits?: number;
   /** l2 (default), cosine or dot. */
@@ -229,7 +229,8 @@ export interface IndexCalibration {
   /** Neighbours per query recall is measured at (10). */
   k: number;
   /**
-   * The default setting: the cheapest on the curve reaching `targetRecall`. `nprobes: 0` means
+   * The default setting: the cheapest on the curve reaching `targetRecall` (by one standard
+   * error of the sample's estimate, so unseen queries reach it too). `nprobes: 0` means
    * exact search: no index setting reached the target (data the index's codes cannot tell
    * apart), so searches with no explicit settings return the exact answer, as `explainPlan()` says.
    */

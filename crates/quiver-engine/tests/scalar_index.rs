@@ -342,7 +342,7 @@ async fn create_index_picks_the_kind_by_type_and_data() {
     assert_eq!(kind("category").await, "BITMAP");
     assert_eq!(kind("tags").await, "LABEL_LIST");
     assert_eq!(kind("name").await, "BTREE");
-    assert_eq!(kind("vector").await, "IVF_PQ");
+    assert_eq!(kind("vector").await, "IVF_RQ");
     // A vector index and a scalar index on different columns live side by side.
     let all = list_indices(&t).expect("list");
     assert_eq!(all.len(), 5);

@@ -105,9 +105,14 @@ impl CalibrationPoint {
 
 impl Calibration {
     /// The cheapest setting reaching `target` recall (exact search when no index setting
-    /// does), or the one of highest recall when none does.
+    /// does), or the one of highest recall when none does. A setting must clear the target by
+    /// one standard error of the sample's estimate (`√(t(1 − t) / (queries · k))`, 0.007 at
+    /// 0.95 with 100 queries), so that unseen queries, not only the sample, reach it.
     pub fn pick(&self, target: f32) -> Option<&CalibrationPoint> {
-        self.points.iter().find(|p| p.recall >= target).or_else(|| {
+        let answers = (self.queries.max(1) * self.k.max(1)) as f32;
+        let margin = (target * (1.0 - target)).max(0.0).sqrt() / answers.sqrt();
+        let needed = (target + margin).min(1.0);
+        self.points.iter().find(|p| p.recall >= needed).or_else(|| {
             self.points
                 .iter()
                 .max_by(|a, b| a.recall.total_cmp(&b.recall))

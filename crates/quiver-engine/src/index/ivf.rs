@@ -1077,42 +1077,48 @@ impl IvfIndex {
         let quantizer = &rq.quantizer;
         let (sdim, width) = (self.space_dim(), quantizer.code_width());
         let rows = factors.len() / rq::FACTORS;
-        if width == 0 || codes.len() != rows * width {
+        let centroid = rq.rotated_centroids.get(p * sdim..(p + 1) * sdim);
+        let (Some(centroid), true) = (centroid, width > 0 && codes.len() == rows * width) else {
             out.clear();
             out.resize(rows, f32::INFINITY);
             return;
-        }
-        rq_scan(codes, width, query, self.distance, p, sdim, rq, out);
+        };
+        quantizer.scan(codes, &query.table, out);
         let PreparedQuery {
             bounds,
+            rotated,
             rq_sum,
             rq_norm,
-            rq_base,
             ..
         } = query;
+        let q_sum = *rq_sum;
         bounds.clear();
-        let (q_sum, q_norm, base) = (*rq_sum, *rq_norm, *rq_base);
-        let q_norm2 = q_norm * q_norm;
-        for (d, f) in out.iter_mut().zip(factors.chunks_exact(rq::FACTORS)) {
-            let (estimate, bound) = quantizer.estimate(f, *d, q_sum, q_norm);
-            match self.distance {
-                // −q·(c + r) = −q·c − ⟨r, q⟩.
-                DistanceType::Dot => {
-                    *d = base - estimate;
-                    bounds.push(bound);
-                }
-                // ‖r − (q − c)‖² = ‖r‖² + ‖q − c‖² − 2⟨r, q − c⟩ (halved for cosine).
-                _ => {
-                    let l2 = f[0] * f[0] + q_norm2 - 2.0 * estimate;
-                    if self.distance == DistanceType::Cosine {
-                        *d = 0.5 * l2;
-                        bounds.push(bound);
-                    } else {
-                        *d = l2;
-                        bounds.push(2.0 * bound);
-                    }
-                }
+        if self.distance == DistanceType::Dot {
+            // −q·(c + r) = −Rq·Rc − ⟨r, q⟩ (rotation keeps inner products).
+            let base = -linalg::dot(rotated, centroid);
+            for (d, f) in out.iter_mut().zip(factors.chunks_exact(rq::FACTORS)) {
+                let (estimate, bound) = quantizer.estimate(f, *d, q_sum, *rq_norm, false);
+                *d = base - estimate;
+                bounds.push(bound);
             }
+            return;
+        }
+        // ‖r − (q − c)‖² = ‖r‖² + ‖q − c‖² − 2⟨r, q − c⟩ (halved for cosine).
+        let q_norm2: f32 = rotated
+            .iter()
+            .zip(centroid)
+            .map(|(q, c)| (q - c) * (q - c))
+            .sum();
+        let q_norm = q_norm2.sqrt();
+        let (scale, bound_scale) = if self.distance == DistanceType::Cosine {
+            (0.5, 1.0)
+        } else {
+            (1.0, 2.0)
+        };
+        for (d, f) in out.iter_mut().zip(factors.chunks_exact(rq::FACTORS)) {
+            let (estimate, bound) = quantizer.estimate(f, *d, q_sum, q_norm, true);
+            *d = scale * (f[0] * f[0] + q_norm2 - 2.0 * estimate);
+            bounds.push(bound_scale * bound);
         }
     }
 
@@ -1139,12 +1145,10 @@ impl IvfIndex {
         let mut rotated = Vec::new();
         let (mut rq_sum, mut rq_norm) = (0.0, 0.0);
         if let Some(rq) = &self.rq {
+            // One table for every partition (the centroid's part is stored with each row).
             rq.quantizer.rotate(&space, &mut rotated);
-            if self.distance == DistanceType::Dot {
-                // The inner product does not depend on the partition: one table for all.
-                rq_sum = rq.quantizer.table(&rotated, &mut table);
-                rq_norm = linalg::dot(&rotated, &rotated).sqrt();
-            }
+            rq_sum = rq.quantizer.table(&rotated, &mut table);
+            rq_norm = linalg::dot(&rotated, &rotated).sqrt();
         }
         PreparedQuery {
             raw: raw.to_vec(),
@@ -1157,7 +1161,6 @@ impl IvfIndex {
             bounds: Vec::new(),
             rq_sum,
             rq_norm,
-            rq_base: 0.0,
         }
     }
 }
@@ -1264,13 +1267,12 @@ pub struct PreparedQuery {
     table: Vec<f32>,
     residual: Vec<f32>,
     sq: Option<SqQuery>,
-    /// IVF_RQ: the query rotated, the error bounds of the last partition scanned, and the
-    /// table's `Σ q`, `‖q‖` and (dot) `−q·c` of that partition.
+    /// IVF_RQ: the query rotated (its table in `table`), the error bounds of the last
+    /// partition scanned, `Σ Rq` and `‖Rq‖`.
     rotated: Vec<f32>,
     bounds: Vec<f32>,
     rq_sum: f32,
     rq_norm: f32,
-    rq_base: f32,
 }
 
 impl PreparedQuery {
@@ -1283,42 +1285,6 @@ impl PreparedQuery {
     pub fn bounds(&self) -> &[f32] {
         &self.bounds
     }
-}
-
-/// Table sums of an IVF_RQ partition's codes into `out`: the per-partition residual table
-/// (l2, cosine) or the query's (dot), with `Σ q`, `‖q‖` and the partition's base set on
-/// `query`.
-#[allow(clippy::too_many_arguments)]
-fn rq_scan(
-    codes: &[u8],
-    width: usize,
-    query: &mut PreparedQuery,
-    distance: DistanceType,
-    p: usize,
-    sdim: usize,
-    rq: &RqModel,
-    out: &mut Vec<f32>,
-) {
-    if distance == DistanceType::Dot {
-        let centroid = rq
-            .rotated_centroids
-            .get(p * sdim..(p + 1) * sdim)
-            .unwrap_or(&[]);
-        // Rotation keeps inner products: q·c = Rq·Rc.
-        query.rq_base = -linalg::dot(&query.rotated, centroid);
-    } else {
-        let centroid = rq
-            .rotated_centroids
-            .get(p * sdim..(p + 1) * sdim)
-            .unwrap_or(&[]);
-        query.residual.clear();
-        query
-            .residual
-            .extend(query.rotated.iter().zip(centroid).map(|(q, c)| q - c));
-        query.rq_sum = rq.quantizer.table(&query.residual, &mut query.table);
-        query.rq_norm = linalg::dot(&query.residual, &query.residual).sqrt();
-    }
-    pq::scan(codes, width, &query.table, 0.0, out);
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! cannot be among the nearest before the exact re-rank.
 //!
 //! Codes are stored as bit planes (plane `j` holds bit `j` of every dimension's level, one
-//! bit per dimension), so `Σ level_i · q_i` is a sum of byte lookups in tables built once per
-//! query and partition — the same scan as PQ codes, `bits × ⌈dim / 8⌉` lookups per row.
+//! bit per dimension), so `Σ level_i · q_i` is a sum of byte lookups, `bits × ⌈dim / 8⌉` per
+//! row, in one table built once per query: `⟨v, R(q − c)⟩ = ⟨v, Rq⟩ − ⟨v, Rc⟩`, and the
+//! second term (row and centroid are fixed) is stored with the row, so no partition needs a
+//! table of its own.
 //! Several bits per dimension follow the extended RaBitQ: levels on a uniform grid whose step
 //! is chosen per row to maximise the quantized vector's alignment with the residual.
 
@@ -16,9 +18,9 @@ use rayon::prelude::*;
 
 use crate::linalg;
 
-/// Per-row factors stored after the codes: the residual's norm, the estimator's scale, and
-/// the error bound's scale.
-pub const FACTORS: usize = 3;
+/// Per-row factors stored after the codes: the residual's norm, the estimator's scale, the
+/// error bound's scale, and `⟨levels − center, rotated centroid⟩`.
+pub const FACTORS: usize = 4;
 /// Widest vectors (in the training space) a rotation is built for: the matrix is `dim²` f32
 /// and orthogonalising it costs `dim³`.
 pub const MAX_DIM: usize = 4096;
@@ -85,7 +87,7 @@ impl RabitQuantizer {
     }
 
     /// Half the number of levels less one: level `c` stands for `c − center`.
-    fn center(&self) -> f32 {
+    pub fn center(&self) -> f32 {
         ((1u32 << self.bits) - 1) as f32 / 2.0
     }
 
@@ -113,8 +115,9 @@ impl RabitQuantizer {
         out
     }
 
-    /// Quantizes a rotated residual into `code` (`code_width` bytes) and `factors`.
-    pub fn encode(&self, rotated: &[f32], code: &mut [u8], factors: &mut [f32]) {
+    /// Quantizes a rotated residual into `code` (`code_width` bytes) and `factors`; `centroid`
+    /// is its partition's centroid, rotated.
+    pub fn encode(&self, rotated: &[f32], centroid: &[f32], code: &mut [u8], factors: &mut [f32]) {
         code.fill(0);
         let norm = linalg::dot(rotated, rotated).sqrt();
         if norm == 0.0 || !norm.is_finite() {
@@ -148,10 +151,11 @@ impl RabitQuantizer {
             }
         }
         let plane = self.plane_bytes();
-        let mut len2 = 0f32;
+        let (mut len2, mut centroid_term) = (0f32, 0f32);
         for (i, &x) in rotated.iter().enumerate() {
             let c = level(x, best_step);
             len2 += (c - center) * (c - center);
+            centroid_term += (c - center) * centroid.get(i).copied().unwrap_or(0.0);
             let c = c as u32;
             for j in 0..self.bits as usize {
                 if (c >> j) & 1 == 1 {
@@ -164,39 +168,73 @@ impl RabitQuantizer {
         let scale = 1.0 / (len2.sqrt() * alignment);
         let spread = (1.0 - alignment * alignment).max(0.0).sqrt() / alignment;
         let bound = norm * EPSILON0 * spread / ((self.dim.max(2) - 1) as f32).sqrt();
-        factors.copy_from_slice(&[norm, scale, bound]);
+        factors.copy_from_slice(&[norm, scale, bound, centroid_term]);
     }
 
-    /// The lookup table of a rotated query `q`: per code byte, the sum of `q` over the set
-    /// bits, weighted by the plane's bit value. Returns `Σ q`.
+    /// The lookup table of a rotated query `q`: per code byte position, for each of the 256
+    /// bytes, the sum of `q` over its set bits (every bit plane uses the same table). Returns
+    /// `Σ q`.
     pub fn table(&self, q: &[f32], table: &mut Vec<f32>) -> f32 {
-        let plane = self.plane_bytes();
         table.clear();
-        table.resize(self.code_width() * 256, 0.0);
-        let (first, rest) = table.split_at_mut(plane * 256);
-        for (g, sums) in first.chunks_exact_mut(256).enumerate() {
+        table.resize(self.plane_bytes() * 256, 0.0);
+        for (g, sums) in table.chunks_exact_mut(256).enumerate() {
             for b in 1..256usize {
                 let bit = b.trailing_zeros() as usize;
                 let value = q.get(g * 8 + bit).copied().unwrap_or(0.0);
                 sums[b] = sums[b & (b - 1)] + value;
             }
         }
-        for (j, planes) in rest.chunks_exact_mut(plane * 256).enumerate() {
-            let weight = (2u32 << j) as f32;
-            planes
-                .iter_mut()
-                .zip(first.iter())
-                .for_each(|(t, &s)| *t = s * weight);
-        }
         q.iter().sum()
     }
 
-    /// Estimated `⟨residual, q⟩` and its error bound for a row whose table sum is `sum`
-    /// (`q_sum` = `Σ q`, `q_norm` = `‖q‖`).
+    /// `Σ level_i · q_i` of every code of `codes` into `out`, from `q`'s [`Self::table`].
+    pub fn scan(&self, codes: &[u8], table: &[f32], out: &mut Vec<f32>) {
+        let (plane, width) = (self.plane_bytes(), self.code_width());
+        out.clear();
+        if width == 0 || table.len() < plane * 256 {
+            return;
+        }
+        out.extend(codes.chunks_exact(width).map(|code| {
+            let mut total = 0f32;
+            for (j, bits) in code.chunks_exact(plane).enumerate() {
+                // Four partial sums: independent additions overlap in the pipeline.
+                let mut s = [0f32; 4];
+                let mut groups = bits.chunks_exact(4);
+                let mut g = 0;
+                for c in &mut groups {
+                    for (lane, &b) in c.iter().enumerate() {
+                        s[lane] += table[(g + lane) * 256 + b as usize];
+                    }
+                    g += 4;
+                }
+                for &b in groups.remainder() {
+                    s[0] += table[g * 256 + b as usize];
+                    g += 1;
+                }
+                total += ((s[0] + s[1]) + (s[2] + s[3])) * (1u32 << j) as f32;
+            }
+            total
+        }));
+    }
+
+    /// Estimated `⟨residual, q − centroid⟩` (`residual`: l2 and cosine) or `⟨residual, q⟩`
+    /// (dot), and its error bound, for a row of table sum `sum` (`q_sum` = `Σ Rq`, `q_norm`
+    /// the norm of the rotated query, less the centroid when `residual`).
     #[inline]
-    pub fn estimate(&self, factors: &[f32], sum: f32, q_sum: f32, q_norm: f32) -> (f32, f32) {
-        let (norm, scale, bound) = (factors[0], factors[1], factors[2]);
-        (norm * scale * (sum - self.center() * q_sum), bound * q_norm)
+    pub fn estimate(
+        &self,
+        factors: &[f32],
+        sum: f32,
+        q_sum: f32,
+        q_norm: f32,
+        residual: bool,
+    ) -> (f32, f32) {
+        let (norm, scale, bound, centroid_term) = (factors[0], factors[1], factors[2], factors[3]);
+        let mut centered = sum - self.center() * q_sum;
+        if residual {
+            centered -= centroid_term;
+        }
+        (norm * scale * centered, bound * q_norm)
     }
 }
 
@@ -210,7 +248,6 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::pq;
     use proptest::prelude::*;
 
     #[test]
@@ -234,9 +271,12 @@ mod tests {
         let quantizer = RabitQuantizer::train(dim, bits, 11);
         let mut rng = StdRng::seed_from_u64(5);
         let q: Vec<f32> = (0..dim).map(|_| gaussian(&mut rng)).collect();
+        let centroid: Vec<f32> = (0..dim).map(|_| gaussian(&mut rng)).collect();
         let mut table = Vec::new();
         let q_sum = quantizer.table(&q, &mut table);
-        let q_norm = linalg::dot(&q, &q).sqrt();
+        // The estimate is of ⟨x, q − centroid⟩.
+        let q_residual: Vec<f32> = q.iter().zip(&centroid).map(|(a, b)| a - b).collect();
+        let q_norm = linalg::dot(&q_residual, &q_residual).sqrt();
         let (mut error, mut outside) = (0f32, 0usize);
         let rows = 2000;
         let mut code = vec![0u8; quantizer.code_width()];
@@ -244,10 +284,10 @@ mod tests {
         let mut sums = Vec::new();
         for _ in 0..rows {
             let x: Vec<f32> = (0..dim).map(|_| gaussian(&mut rng) * 3.0).collect();
-            quantizer.encode(&x, &mut code, &mut factors);
-            pq::scan(&code, code.len(), &table, 0.0, &mut sums);
-            let (estimate, bound) = quantizer.estimate(&factors, sums[0], q_sum, q_norm);
-            let truth = linalg::dot(&x, &q);
+            quantizer.encode(&x, &centroid, &mut code, &mut factors);
+            quantizer.scan(&code, &table, &mut sums);
+            let (estimate, bound) = quantizer.estimate(&factors, sums[0], q_sum, q_norm, true);
+            let truth = linalg::dot(&x, &q_residual);
             error += (estimate - truth).abs() / (factors[0] * q_norm);
             outside += usize::from((estimate - truth).abs() > bound);
         }
@@ -284,7 +324,7 @@ mod tests {
             let q: Vec<f32> = (0..dim).map(|_| gaussian(&mut rng)).collect();
             let mut code = vec![0u8; quantizer.code_width()];
             let mut factors = [0f32; FACTORS];
-            quantizer.encode(&x, &mut code, &mut factors);
+            quantizer.encode(&x, &[], &mut code, &mut factors);
             let plane = quantizer.plane_bytes();
             let level = |i: usize| -> u32 {
                 (0..bits as usize)
@@ -295,7 +335,7 @@ mod tests {
             let mut table = Vec::new();
             quantizer.table(&q, &mut table);
             let mut sums = Vec::new();
-            pq::scan(&code, code.len(), &table, 0.0, &mut sums);
+            quantizer.scan(&code, &table, &mut sums);
             prop_assert!((sums[0] - want).abs() <= 1e-3 * (1.0 + want.abs()) * (1u32 << bits) as f32);
             prop_assert!(factors.iter().all(|f| f.is_finite()));
         }

@@ -600,7 +600,9 @@ async fn encode_rows(
                                 .zip(v.iter().zip(c))
                                 .for_each(|(r, (x, c))| *r = x - c);
                             quantizer.rotate(residual, rotated);
-                            quantizer.encode(rotated, code, f);
+                            let centroid =
+                                &rq.rotated_centroids[a as usize * sdim..(a as usize + 1) * sdim];
+                            quantizer.encode(rotated, centroid, code, f);
                         },
                     );
                 return Ok(Encoded {
