@@ -229,8 +229,9 @@ export interface IndexCalibration {
   /** Neighbours per query recall is measured at (10). */
   k: number;
   /**
-   * The default setting: the cheapest on the curve reaching `targetRecall` (by one standard
-   * error of the sample's estimate, so unseen queries reach it too). `nprobes: 0` means
+   * The default setting: the cheapest on the curve reaching `targetRecall` by two standard
+   * errors of the sample's estimate (`recall − 2·recallStdErr ≥ targetRecall`), so unseen
+   * queries reach it too. `nprobes: 0` means
    * exact search: no index setting reached the target (data the index's codes cannot tell
    * apart), so searches with no explicit settings return the exact answer, as `explainPlan()` says.
    */
@@ -245,5 +246,13 @@ export interface IndexCalibration {
    * Index settings on the cost/recall frontier, cheapest first, then exact search (`nprobes: 0`,
    * recall 1) unless a setting was perfect; `query.targetRecall(r)` picks among them.
    */
-  curve: { nprobes: number; ef?: number; refineFactor?: number; recall: number; estimatedCostUs: number }[];
+  curve: {
+    nprobes: number;
+    ef?: number;
+    refineFactor?: number;
+    recall: number;
+    /** Standard error of `recall` over the sample; a default must clear its target by two. */
+    recallStdErr: number;
+    estimatedCostUs: number;
+  }[];
 }

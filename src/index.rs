@@ -81,6 +81,8 @@ pub struct NativeCalibrationPoint {
     pub ef: Option<u32>,
     pub refine_factor: Option<u32>,
     pub recall: f64,
+    /// The standard error of `recall` over the sample queries.
+    pub recall_std_err: f64,
     /// Estimated microseconds of one search on one core (a model, for comparing settings).
     pub estimated_cost_us: f64,
 }
@@ -99,6 +101,7 @@ fn point(
         ef: graph.then_some(p.ef),
         refine_factor: (p.refine > 0).then_some(p.refine),
         recall: decimal(p.recall),
+        recall_std_err: decimal(p.stderr),
         estimated_cost_us: (f64::from(p.cost_us) * 10.0).round() / 10.0,
     }
 }

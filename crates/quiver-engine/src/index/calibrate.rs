@@ -70,6 +70,8 @@ pub struct CalibrationPoint {
     pub refine: u32,
     /// Mean recall@k over the sample queries.
     pub recall: f32,
+    /// The standard error of `recall` (the spread of the queries' recalls over √queries).
+    pub stderr: f32,
     /// Estimated microseconds of one search on one core.
     pub cost_us: f32,
 }
@@ -98,6 +100,7 @@ impl CalibrationPoint {
             ef: 0,
             refine: 0,
             recall: 1.0,
+            stderr: 0.0,
             cost_us: rows as f32 * width as f32 * NS_PER_FLOAT / 1000.0,
         }
     }
@@ -106,17 +109,17 @@ impl CalibrationPoint {
 impl Calibration {
     /// The cheapest setting reaching `target` recall (exact search when no index setting
     /// does), or the one of highest recall when none does. A setting must clear the target by
-    /// one standard error of the sample's estimate (`√(t(1 − t) / (queries · k))`, 0.007 at
-    /// 0.95 with 100 queries), so that unseen queries, not only the sample, reach it.
+    /// twice the standard error of its estimate (about 0.01 at 0.95 with 200 queries), so that
+    /// unseen queries, not only the sample, reach it.
     pub fn pick(&self, target: f32) -> Option<&CalibrationPoint> {
-        let answers = (self.queries.max(1) * self.k.max(1)) as f32;
-        let margin = (target * (1.0 - target)).max(0.0).sqrt() / answers.sqrt();
-        let needed = (target + margin).min(1.0);
-        self.points.iter().find(|p| p.recall >= needed).or_else(|| {
-            self.points
-                .iter()
-                .max_by(|a, b| a.recall.total_cmp(&b.recall))
-        })
+        self.points
+            .iter()
+            .find(|p| p.recall - 2.0 * p.stderr >= target.min(1.0))
+            .or_else(|| {
+                self.points
+                    .iter()
+                    .max_by(|a, b| a.recall.total_cmp(&b.recall))
+            })
     }
 
     /// The index setting of highest recall (what an exact default falls back to for the
@@ -142,6 +145,7 @@ impl Calibration {
             ef: self.points.iter().map(|p| p.ef).collect(),
             refine: self.points.iter().map(|p| p.refine).collect(),
             recall: self.points.iter().map(|p| p.recall).collect(),
+            stderr: self.points.iter().map(|p| p.stderr).collect(),
             cost_us: self.points.iter().map(|p| p.cost_us).collect(),
             graph: self.graph,
         }
@@ -156,6 +160,7 @@ impl Calibration {
             || proto.recall.len() != n
             || proto.cost_us.len() != n
             || !(proto.ef.is_empty() || proto.ef.len() == n)
+            || !(proto.stderr.is_empty() || proto.stderr.len() == n)
         {
             return None;
         }
@@ -165,10 +170,18 @@ impl Calibration {
                 ef: proto.ef.get(i).copied().unwrap_or(0),
                 refine: proto.refine[i],
                 recall: proto.recall[i],
+                // (Older files did not record it: the binomial error of their sample.)
+                stderr: proto.stderr.get(i).copied().unwrap_or_else(|| {
+                    let r = proto.recall[i].clamp(0.0, 1.0);
+                    (r * (1.0 - r) / (proto.queries.max(1) * proto.k.max(1)) as f32).sqrt()
+                }),
                 cost_us: proto.cost_us[i],
             })
             .collect();
-        if points.iter().any(|p| !p.recall.is_finite()) {
+        if points
+            .iter()
+            .any(|p| !p.recall.is_finite() || !p.stderr.is_finite())
+        {
             return None;
         }
         Some(Calibration {
@@ -203,6 +216,8 @@ pub struct CalibrationProto {
     pub ef: Vec<u32>,
     #[prost(bool, tag = "9")]
     pub graph: bool,
+    #[prost(float, repeated, tag = "10")]
+    pub stderr: Vec<f32>,
 }
 
 /// Sample queries (rows of the table, in the training space) and their exact nearest rows,
@@ -463,11 +478,8 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     for (s, &step) in steps.iter().enumerate() {
         let rows = measured.iter().map(|(_, sc)| sc[s]).sum::<u64>() as f32 / n;
         for (r, &refine) in refines.iter().enumerate() {
-            let hits: u64 = measured
-                .iter()
-                .map(|(h, _)| u64::from(h[s * refines.len() + r]))
-                .sum();
-            let recall = hits as f32 / (n * k as f32);
+            let (recall, stderr) =
+                mean_and_stderr(measured.iter().map(|(h, _)| h[s * refines.len() + r]), k);
             let refined = if refine == 0 {
                 0.0
             } else {
@@ -482,6 +494,7 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
                 ef: 0,
                 refine,
                 recall,
+                stderr,
                 cost_us: cost_ns / 1000.0,
             });
         }
@@ -601,8 +614,7 @@ fn calibrate_graph(
             let visited = measured.iter().map(|m| m.1).sum::<u64>() as f32 / n;
             let mut best = 0f32;
             for (r, &refine) in GRAPH_REFINE_FACTORS.iter().enumerate() {
-                let hits: u64 = measured.iter().map(|m| u64::from(m.0[r])).sum();
-                let recall = hits as f32 / (n * k as f32);
+                let (recall, stderr) = mean_and_stderr(measured.iter().map(|m| m.0[r]), k);
                 best = best.max(recall);
                 let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
                     + visited * (NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT)
@@ -613,6 +625,7 @@ fn calibrate_graph(
                     ef,
                     refine,
                     recall,
+                    stderr,
                     cost_us: cost_ns / 1000.0,
                 });
             }
@@ -628,6 +641,23 @@ fn calibrate_graph(
         graph: true,
         points: frontier(all, CalibrationPoint::exact(index.num_rows(), sdim)),
     })
+}
+
+/// Mean recall of queries finding `hits` of their `k` neighbours, and its standard error.
+fn mean_and_stderr(hits: impl Iterator<Item = u32>, k: usize) -> (f32, f32) {
+    let (mut n, mut sum, mut squares) = (0f64, 0f64, 0f64);
+    for h in hits {
+        let r = f64::from(h) / k.max(1) as f64;
+        n += 1.0;
+        sum += r;
+        squares += r * r;
+    }
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let mean = sum / n;
+    let variance = (squares / n - mean * mean).max(0.0) * n / (n - 1.0).max(1.0);
+    (mean as f32, (variance / n).sqrt() as f32)
 }
 
 /// The index settings on the cost/recall frontier (by cost, each kept only when it beats
@@ -674,6 +704,7 @@ mod tests {
     #[test]
     fn picks_the_cheapest_point_reaching_the_target() {
         let point = |nprobes, recall, cost_us| CalibrationPoint {
+            stderr: 0.0,
             nprobes,
             ef: 0,
             refine: 4,
