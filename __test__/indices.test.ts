@@ -81,6 +81,22 @@ describe("vector indexes", () => {
     await expect(table.createIndex("vector", { config: Index.hnswSq({ m: 1000 }) })).rejects.toThrow(/m must be between 2 and 256/);
   }, 120_000);
 
+  it("IVF_HNSW_PQ: a graph over PQ codes, calibrated, ef that acts, appends", async () => {
+    const db = await connect(join(tempDir(), "db"));
+    const table = await db.createTable("vecs", rows(0, N));
+    const stats = await table.createIndex("vector", { config: Index.hnswPq({ efConstruction: 100, numSubVectors: 16 }) });
+    expect(stats).toMatchObject({ indexType: "IVF_HNSW_PQ", numPartitions: 1, numSubVectors: 16, m: 20, efConstruction: 100, numIndexedRows: N });
+    expect(stats.calibration!.ef).toBeGreaterThan(0);
+    expect(await recall(table, gt)).toBeGreaterThanOrEqual(0.93);
+    expect(await recall(table, gtFiltered, "category < 10")).toBeGreaterThanOrEqual(0.9);
+    expect(await table.search(query(0)).ef(150).refineFactor(2).explainPlan()).toContain("type=IVF_HNSW_PQ distance=l2 nprobes=1 candidates=20 ef=150");
+    const fresh = { id: 999_998n, vector: Array.from(query(9)), category: 1 };
+    await table.add([fresh]);
+    expect((await table.search(query(9)).limit(1).toArray())[0].id).toBe(999_998n);
+    expect(() => Index.hnswPq({ numSubVectors: 0 })).toThrow(InvalidArgumentError);
+    await expect(table.createIndex("vector", { config: Index.hnswPq({ numSubVectors: 7 }) })).rejects.toThrow(/numSubVectors must divide/);
+  }, 120_000);
+
   it("IVF_RQ: RaBitQ codes, calibrated, bits, error-bound pruning and bad options", async () => {
     const db = await connect(join(tempDir(), "db"));
     const table = await db.createTable("vecs", rows(0, N));

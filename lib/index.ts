@@ -26,6 +26,7 @@ export {
   type IndexType,
   type IvfFlatOptions,
   type HnswSqOptions,
+  type HnswPqOptions,
   type IvfRqOptions,
   type IvfPqOptions,
 } from "./indices.js";

@@ -73,16 +73,22 @@ export interface HnswSqOptions {
   targetRecall?: number;
 }
 
+/** Options of an IVF_HNSW_PQ index: an HNSW graph per partition over PQ codes (smaller than hnswSq's 8-bit codes). */
+export interface HnswPqOptions extends HnswSqOptions {
+  /** Sub-vectors per vector (each becomes one byte). Default: dimension / 8 (a divisor of the dimension). */
+  numSubVectors?: number;
+}
+
 /** Progress of an index build. */
 export interface IndexProgress {
-  /** Vector indexes: sample, kmeans, pq (IVF_PQ), encode, graph (IVF_HNSW_SQ), calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
+  /** Vector indexes: sample, kmeans, pq (IVF_PQ, IVF_HNSW_PQ), encode, graph (IVF_HNSW_SQ, IVF_HNSW_PQ), calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
   phase: "sample" | "kmeans" | "pq" | "encode" | "graph" | "calibrate" | "sort" | "collect" | "write";
   done: number;
   total: number;
 }
 
 /** Index types. */
-export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "IVF_RQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
+export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "IVF_HNSW_PQ" | "IVF_RQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
 
 /** How `createIndex` builds an index. */
 export class Index {
@@ -120,6 +126,16 @@ export class Index {
       integerArg(options.numBits, "numBits", { min: 1, max: 8, expected: "an integer from 1 to 8" });
     }
     return new Index("IVF_RQ", checkOptions(options, "ivfRq"));
+  }
+
+  /**
+   * HNSW graphs over PQ codes (one graph per partition; by default one per million rows),
+   * linked by code-to-code distances and searched with the query's lookup table, re-ranked
+   * by exact distances. A quarter of hnswSq's memory at 8 dimensions per sub-vector; its
+   * default `ef` and `refineFactor` are calibrated at build time; `query.ef(n)` sets `ef`.
+   */
+  static hnswPq(options: HnswPqOptions = {}): Index {
+    return new Index("IVF_HNSW_PQ", checkOptions(options, "hnswPq"));
   }
 
   /** IVF without quantization: exact distances within the probed partitions. */

@@ -287,9 +287,9 @@ export class VectorQuery extends Query {
   }
 
   /**
-   * Candidate list of a graph index's search (IVF_HNSW_SQ only; larger is slower and finds
-   * more of the true neighbours). Default: the setting the index calibrated at build time.
-   * No effect on IVF_PQ / IVF_FLAT or exact search.
+   * Candidate list of a graph index's search (IVF_HNSW_SQ and IVF_HNSW_PQ only; larger is
+   * slower and finds more of the true neighbours). Default: the setting the index calibrated
+   * at build time. No effect on IVF_PQ / IVF_RQ / IVF_FLAT or exact search.
    */
   ef(n: number): this {
     return this.withSearch({ ef: integerArg(n, "ef", { max: U32_MAX }) });

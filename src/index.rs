@@ -6,7 +6,7 @@ use napi_derive::napi;
 /// How to build an index (see the engine's `IndexConfig`).
 #[napi(object)]
 pub struct NativeIndexOptions {
-    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `IVF_RQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
+    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `IVF_HNSW_PQ`, `IVF_RQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
     /// by the column.
     pub index_type: Option<String>,
     pub distance_type: Option<String>,
@@ -17,7 +17,7 @@ pub struct NativeIndexOptions {
     pub sample_rate: Option<u32>,
     /// Recall the calibrated default search settings aim at.
     pub target_recall: Option<f64>,
-    /// IVF_HNSW_SQ: links per node, and the build's candidate list.
+    /// Graph indexes: links per node, and the build's candidate list.
     pub m: Option<u32>,
     pub ef_construction: Option<u32>,
     pub name: Option<String>,

@@ -765,7 +765,7 @@ impl NativeTable {
                     coded(
                         "InvalidArgument",
                         format!(
-                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, IVF_HNSW_SQ, IVF_RQ, BTREE, BITMAP or LABEL_LIST"
+                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_RQ, BTREE, BITMAP or LABEL_LIST"
                         ),
                     )
                 })?;

@@ -1346,3 +1346,146 @@ async fn ivf_rq_recall_bits_bounds_updates_and_reopen() {
         assert!(hits >= 270, "{distance}: {hits} of 300");
     }
 }
+
+/// IVF_HNSW_PQ: graphs linked over PQ codes, calibrated `ef` and refine, `ef` acting,
+/// prefilters, appended and deleted rows, optimize and reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hnsw_pq_recall_ef_filters_updates_and_reopen() {
+    let data = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = create(&db, "graph_pq", 0..50_000).await;
+    let options = CreateIndexOptions {
+        config: Some(
+            VectorIndexParams {
+                kind: IndexKind::IvfHnswPq,
+                ef_construction: Some(100),
+                num_sub_vectors: Some(32),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let info = create_index(&t, "vector", options).await.expect("build");
+    assert_eq!(info.index_type, "IVF_HNSW_PQ");
+    assert_eq!(
+        (
+            info.details.num_partitions,
+            info.details.num_sub_vectors,
+            info.details.m
+        ),
+        (Some(1), Some(32), Some(20))
+    );
+    let calibration = info.details.calibration.clone().expect("calibrated");
+    let chosen = *calibration.chosen().expect("a setting");
+    assert!(
+        !chosen.is_exact() && chosen.ef > 0 && chosen.recall >= 0.95,
+        "{calibration:?}"
+    );
+    let (default_recall, sizes) = recall(&t, 200, |s| s, &data.gt).await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(
+        default_recall >= 0.93,
+        "recall@10 at defaults: {default_recall} ({chosen:?})"
+    );
+    let at = |ef: usize| {
+        move |s: VectorSearch| VectorSearch {
+            ef: Some(ef),
+            refine_factor: Some(4),
+            ..s
+        }
+    };
+    let (narrow, _) = recall(&t, 100, at(10), &data.gt).await;
+    let (wide, _) = recall(&t, 100, at(200), &data.gt).await;
+    assert!(
+        narrow < wide && wide >= 0.95,
+        "ef 10: {narrow}, ef 200: {wide}"
+    );
+    let filter = t.parse_filter("category < 10").expect("filter");
+    let (filtered, sizes) = recall(
+        &t,
+        200,
+        |s| VectorSearch {
+            filter: Some(filter.clone()),
+            ..s
+        },
+        &data.gt_filtered,
+    )
+    .await;
+    assert!(sizes.iter().all(|&n| n == 10));
+    assert!(filtered >= 0.93, "prefiltered recall@10: {filtered}");
+
+    t.append(
+        batches_stream(vec![batch(data, 0..10)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    t.delete("id < 5").await.expect("delete");
+    let got = search(&t, &query_of_row(data, 7)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+    let got = search(&t, &query_of_row(data, 2)).await.expect("search");
+    assert!(
+        ids(&got).iter().all(|&i| i != 2),
+        "deleted rows never return"
+    );
+    optimize_indices(&t).await.expect("optimize");
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    assert_eq!(
+        (stats.num_unindexed_rows, stats.num_indexed_rows),
+        (0, 50_000)
+    );
+    let got = search(&t, &query_of_row(data, 7)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+    let db2 = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t2 = db2.open_table("graph_pq").await.expect("open");
+    let (reopened, _) = recall(&t2, 50, |s| s, &data.gt).await;
+    let (same, _) = recall(&t, 50, |s| s, &data.gt).await;
+    assert_eq!(reopened, same);
+
+    // Cosine and dot walk the graph with their own distances.
+    for distance in [DistanceType::Cosine, DistanceType::Dot] {
+        let small = create(&db, &format!("graph_pq_{distance}"), 0..8_000).await;
+        let options = CreateIndexOptions {
+            config: Some(
+                VectorIndexParams {
+                    kind: IndexKind::IvfHnswPq,
+                    distance_type: distance,
+                    ..Default::default()
+                }
+                .into(),
+            ),
+            ..Default::default()
+        };
+        create_index(&small, "vector", options)
+            .await
+            .expect("build");
+        let mut hits = 0;
+        for q in 0..30 {
+            let probe = VectorSearch {
+                distance_type: Some(distance),
+                ef: Some(200),
+                refine_factor: Some(10),
+                ..query(data, q, 10)
+            };
+            let got = ids(&search(&small, &probe).await.expect("search"));
+            let want = ids(&search(
+                &small,
+                &VectorSearch {
+                    bypass_index: true,
+                    ..probe
+                },
+            )
+            .await
+            .expect("exact"));
+            hits += got.iter().filter(|i| want.contains(i)).count();
+        }
+        assert!(hits >= 270, "{distance}: {hits} of 300");
+    }
+}

@@ -382,7 +382,12 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     let refines: &[u32] = match index.kind {
         IndexKind::IvfPq | IndexKind::IvfRq => &REFINE_FACTORS,
         IndexKind::IvfFlat => &[0],
-        IndexKind::IvfHnswSq => return calibrate_graph(index, truth, target_recall),
+        IndexKind::IvfHnswSq => {
+            return calibrate_graph(index, truth, target_recall, &GRAPH_SQ_REFINE_FACTORS)
+        }
+        IndexKind::IvfHnswPq => {
+            return calibrate_graph(index, truth, target_recall, &GRAPH_PQ_REFINE_FACTORS)
+        }
     };
     let max_candidates = k * refines.iter().copied().max().unwrap_or(1).max(1) as usize;
     let sdim = index.space_dim();
@@ -511,8 +516,10 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
 /// `ef` values measured for graph indexes; 0 scans every code of the probed partitions (the
 /// setting left for data whose neighbours no graph walk finds, such as uniform noise).
 const EF_STEPS: [u32; 14] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 0];
-/// Refine factors tried for graph indexes (their codes are close to the vectors already).
-const GRAPH_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
+/// Refine factors tried for graph indexes: few over 8-bit scalar codes (close to the vectors
+/// already), more over PQ codes.
+const GRAPH_SQ_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
+const GRAPH_PQ_REFINE_FACTORS: [u32; 6] = [1, 2, 4, 8, 16, 32];
 /// Recall at which a graph's `ef` ladder stops (larger settings cannot do measurably better).
 const STOP_RECALL: f32 = 0.999;
 /// Nanoseconds per node a graph search visits, besides its distance.
@@ -525,6 +532,7 @@ fn calibrate_graph(
     index: &IvfIndex,
     truth: &GroundTruth,
     target_recall: f32,
+    refines: &[u32],
 ) -> Option<Calibration> {
     let k = CALIBRATION_K;
     let partitions = index.num_partitions();
@@ -553,13 +561,13 @@ fn calibrate_graph(
         return None;
     }
     let n = queries.len() as f32;
-    let want = k * GRAPH_REFINE_FACTORS[GRAPH_REFINE_FACTORS.len() - 1] as usize;
+    let want = k * refines.iter().copied().max().unwrap_or(1) as usize;
     let mut all = Vec::new();
     for &nprobes in &probes {
         // `ef` ascending; the scan of every code (ef 0) only when no walk came near 100%.
         for &ef in &EF_STEPS {
             // Per query: hits per refine factor, and distances computed.
-            let measured: Vec<([u32; GRAPH_REFINE_FACTORS.len()], u64)> = queries
+            let measured: Vec<(Vec<u32>, u64)> = queries
                 .par_iter()
                 .map(|(answers, self_row, query, order)| {
                     let allow = |row: u64| row != *self_row;
@@ -587,6 +595,7 @@ fn calibrate_graph(
                             found.extend(scanned);
                         } else {
                             let (f, c) = index.graph_search(
+                                p,
                                 part,
                                 &query,
                                 ef as usize,
@@ -599,8 +608,8 @@ fn calibrate_graph(
                         }
                     }
                     found.sort_unstable();
-                    let mut hits = [0u32; GRAPH_REFINE_FACTORS.len()];
-                    for (h, &refine) in hits.iter_mut().zip(&GRAPH_REFINE_FACTORS) {
+                    let mut hits = vec![0u32; refines.len()];
+                    for (h, &refine) in hits.iter_mut().zip(refines) {
                         let take = (k * refine as usize).min(found.len());
                         *h = found[..take]
                             .iter()
@@ -613,7 +622,7 @@ fn calibrate_graph(
                 .collect();
             let visited = measured.iter().map(|m| m.1).sum::<u64>() as f32 / n;
             let mut best = 0f32;
-            for (r, &refine) in GRAPH_REFINE_FACTORS.iter().enumerate() {
+            for (r, &refine) in refines.iter().enumerate() {
                 let (recall, stderr) = mean_and_stderr(measured.iter().map(|m| m.0[r]), k);
                 best = best.max(recall);
                 let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT

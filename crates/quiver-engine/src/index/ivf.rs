@@ -43,6 +43,8 @@ pub enum IndexKind {
     IvfHnswSq,
     /// RaBitQ codes of the residuals (1 to 8 bits per dimension).
     IvfRq,
+    /// An HNSW graph per partition over PQ codes of the residuals.
+    IvfHnswPq,
 }
 
 impl IndexKind {
@@ -52,7 +54,13 @@ impl IndexKind {
             IndexKind::IvfFlat => "IVF_FLAT",
             IndexKind::IvfHnswSq => "IVF_HNSW_SQ",
             IndexKind::IvfRq => "IVF_RQ",
+            IndexKind::IvfHnswPq => "IVF_HNSW_PQ",
         }
+    }
+
+    /// Whether searches walk a graph (and `ef` acts).
+    pub fn is_graph(self) -> bool {
+        matches!(self, IndexKind::IvfHnswSq | IndexKind::IvfHnswPq)
     }
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -61,6 +69,7 @@ impl IndexKind {
             "IVF_FLAT" => Some(IndexKind::IvfFlat),
             "IVF_HNSW_SQ" => Some(IndexKind::IvfHnswSq),
             "IVF_RQ" => Some(IndexKind::IvfRq),
+            "IVF_HNSW_PQ" => Some(IndexKind::IvfHnswPq),
             _ => None,
         }
     }
@@ -186,6 +195,8 @@ pub enum PartitionData {
     /// Scalar-quantized vectors (one byte per dimension) and the graph linking them (node
     /// `i` is row `i` of the partition).
     HnswSq { codes: Vec<u8>, graph: Graph },
+    /// PQ codes and the graph linking them.
+    HnswPq { codes: Vec<u8>, graph: Graph },
     /// RaBitQ codes (bit planes) and [`rq::FACTORS`] floats per row.
     Rq { codes: Vec<u8>, factors: Vec<f32> },
 }
@@ -204,7 +215,9 @@ impl Partition {
             + match &self.data {
                 PartitionData::Pq(c) | PartitionData::FlatBytes(c) => c.len(),
                 PartitionData::FlatF32(v) => v.len() * 4,
-                PartitionData::HnswSq { codes, graph } => codes.len() + graph.heap_bytes(),
+                PartitionData::HnswSq { codes, graph } | PartitionData::HnswPq { codes, graph } => {
+                    codes.len() + graph.heap_bytes()
+                }
                 PartitionData::Rq { codes, factors } => codes.len() + factors.len() * 4,
             }
     }
@@ -218,7 +231,7 @@ impl Partition {
         match &self.data {
             PartitionData::Pq(c) | PartitionData::FlatBytes(c) => out.extend_from_slice(c),
             PartitionData::FlatF32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
-            PartitionData::HnswSq { codes, graph } => {
+            PartitionData::HnswSq { codes, graph } | PartitionData::HnswPq { codes, graph } => {
                 out.extend_from_slice(codes);
                 graph.encode(&mut out);
             }
@@ -415,6 +428,10 @@ enum RowLayout {
         width: usize,
         m: usize,
     },
+    HnswPq {
+        width: usize,
+        m: usize,
+    },
     /// Codes of `width` bytes, then the factors.
     Rq {
         width: usize,
@@ -431,6 +448,7 @@ impl RowLayout {
         rq: Option<&RabitQuantizer>,
     ) -> RowLayout {
         match (quantizer, sq, hnsw, rq) {
+            (Some(q), _, Some(h), _) => RowLayout::HnswPq { width: q.m, m: h.m },
             (Some(q), ..) => RowLayout::Pq { m: q.m },
             (None, Some(sq), Some(h), _) => RowLayout::HnswSq {
                 width: sq.dim(),
@@ -450,7 +468,7 @@ impl RowLayout {
             RowLayout::Pq { m } => m,
             RowLayout::FlatBytes { dim } => dim,
             RowLayout::FlatF32 { dim } => dim * 4,
-            RowLayout::HnswSq { width, .. } => width,
+            RowLayout::HnswSq { width, .. } | RowLayout::HnswPq { width, .. } => width,
             RowLayout::Rq { width } => width + rq::FACTORS * 4,
         }
     }
@@ -485,7 +503,7 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
         return Err(bad("partition offsets do not match the rows"));
     }
     let quantizer = match kind {
-        IndexKind::IvfPq => {
+        IndexKind::IvfPq | IndexKind::IvfHnswPq => {
             let m = proto.pq_sub_vectors as usize;
             if m == 0
                 || !sdim.is_multiple_of(m)
@@ -519,31 +537,35 @@ fn decode_model(proto: &IvfFileProto, path: &Path) -> Result<Model> {
         }
         _ => None,
     };
-    let (sq, hnsw) = match kind {
-        IndexKind::IvfHnswSq => {
+    let hnsw = match kind {
+        IndexKind::IvfHnswSq | IndexKind::IvfHnswPq => {
+            let (m, ef) = (proto.hnsw_m as usize, proto.hnsw_ef_construction as usize);
             if distance == DistanceType::Hamming
-                || size(&[sdim, 4]) != Some(proto.sq_min.len())
+                || !(MIN_HNSW_M..=MAX_HNSW_M).contains(&m)
+                || ef > MAX_EF
+            {
+                return Err(bad("graph parameters out of range"));
+            }
+            Some(HnswParams {
+                m,
+                ef_construction: ef,
+            })
+        }
+        _ => None,
+    };
+    let sq = match kind {
+        IndexKind::IvfHnswSq => {
+            if size(&[sdim, 4]) != Some(proto.sq_min.len())
                 || proto.sq_scale.len() != proto.sq_min.len()
             {
                 return Err(bad("the scalar quantizer does not match the dimensions"));
             }
-            let (m, ef) = (proto.hnsw_m as usize, proto.hnsw_ef_construction as usize);
-            if !(MIN_HNSW_M..=MAX_HNSW_M).contains(&m) || ef > MAX_EF {
-                return Err(bad("graph parameters out of range"));
-            }
-            let sq = ScalarQuantizer {
+            Some(ScalarQuantizer {
                 min: f32s(&proto.sq_min),
                 scale: f32s(&proto.sq_scale),
-            };
-            (
-                Some(sq),
-                Some(HnswParams {
-                    m,
-                    ef_construction: ef,
-                }),
-            )
+            })
         }
-        _ => (None, None),
+        _ => None,
     };
     Ok(Model {
         kind,
@@ -575,7 +597,9 @@ fn decode_rows(layout: RowLayout, rows: usize, bytes: &[u8], path: &Path) -> Res
     let width = layout.row_width();
     let fixed = size(&[rows, 8 + width]);
     let fits = match layout {
-        RowLayout::HnswSq { .. } => fixed.is_some_and(|f| f <= bytes.len()),
+        RowLayout::HnswSq { .. } | RowLayout::HnswPq { .. } => {
+            fixed.is_some_and(|f| f <= bytes.len())
+        }
         _ => fixed == Some(bytes.len()),
     };
     if !fits {
@@ -587,14 +611,16 @@ fn decode_rows(layout: RowLayout, rows: usize, bytes: &[u8], path: &Path) -> Res
     let (ids, data) = bytes.split_at(rows * 8);
     let data = match layout {
         RowLayout::Pq { .. } => PartitionData::Pq(data.to_vec()),
-        RowLayout::HnswSq { m, .. } => {
+        RowLayout::HnswSq { m, .. } | RowLayout::HnswPq { m, .. } => {
             let (codes, graph) = data.split_at(rows * width);
             let graph = Graph::decode(graph, rows, m).ok_or_else(|| {
                 Error::corrupt(path, "vector index: a partition's graph does not decode")
             })?;
-            PartitionData::HnswSq {
-                codes: codes.to_vec(),
-                graph,
+            let codes = codes.to_vec();
+            if matches!(layout, RowLayout::HnswPq { .. }) {
+                PartitionData::HnswPq { codes, graph }
+            } else {
+                PartitionData::HnswSq { codes, graph }
             }
         }
         RowLayout::Rq { width } => {
@@ -972,7 +998,7 @@ impl IvfIndex {
             IndexKind::IvfFlat if distance == DistanceType::Hamming => rows.checked_mul(dim)?,
             IndexKind::IvfFlat => rows.checked_mul(dim)?.checked_mul(4)?,
             // Graph indexes were never written in one block.
-            IndexKind::IvfHnswSq | IndexKind::IvfRq => return None,
+            IndexKind::IvfHnswSq | IndexKind::IvfRq | IndexKind::IvfHnswPq => return None,
         };
         [
             partitions.checked_mul(sdim)?.checked_mul(4)?,
@@ -1018,7 +1044,7 @@ impl IvfIndex {
             return;
         }
         match (&part.data, &self.quantizer) {
-            (PartitionData::Pq(codes), Some(quantizer)) => {
+            (PartitionData::Pq(codes) | PartitionData::HnswPq { codes, .. }, Some(quantizer)) => {
                 let m = quantizer.m;
                 let centroid = &self.centroids[p * sdim..(p + 1) * sdim];
                 if self.distance == DistanceType::Dot {
@@ -1056,7 +1082,8 @@ impl IvfIndex {
                 }
                 out.resize(part.len(), f32::INFINITY);
             }
-            (PartitionData::Pq(_), None) | (PartitionData::Rq { .. }, _) => {
+            (PartitionData::Pq(_) | PartitionData::HnswPq { .. }, None)
+            | (PartitionData::Rq { .. }, _) => {
                 // Decoding never pairs codes with a model without their quantizer.
                 out.clear();
                 out.resize(part.len(), f32::INFINITY);
@@ -1201,11 +1228,13 @@ impl GraphSpace for CodeSpace<'_> {
 }
 
 impl IvfIndex {
-    /// The `want` nearest rows of graph partition `part` that `allow` admits (by row
-    /// address), searching with `ef`; addresses in `row_id`. Also returns the distances
+    /// The `want` nearest rows of graph partition `part` (number `p`) that `allow` admits (by
+    /// row address), searching with `ef`; addresses in `row_id`. Also returns the distances
     /// computed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn graph_search(
         &self,
+        p: usize,
         part: &Partition,
         query: &PreparedQuery,
         ef: usize,
@@ -1213,29 +1242,165 @@ impl IvfIndex {
         allow: &dyn Fn(u64) -> bool,
         absent_row: Option<u64>,
     ) -> (Vec<Candidate>, u64) {
-        let (PartitionData::HnswSq { codes, graph }, Some(sq), Some(q)) =
-            (&part.data, &self.sq, &query.sq)
-        else {
-            return (Vec::new(), 0);
-        };
-        let space = CodeSpace {
-            sq,
-            codes,
-            distance: self.distance,
-        };
         let rows = &part.row_ids;
         let admit = |node: u32| rows.get(node as usize).is_some_and(|&r| allow(r));
-        VISITED.with(|cell| {
-            let mut visited = cell.borrow_mut();
-            let absent = absent_row
-                .and_then(|row| rows.iter().position(|&r| r == row))
-                .map(|node| node as u32);
-            let mut found = graph.search(&space, q, ef, want, &admit, &mut visited, absent);
-            for c in &mut found {
-                c.row_id = rows[c.row_id as usize];
+        let absent = absent_row
+            .and_then(|row| rows.iter().position(|&r| r == row))
+            .map(|node| node as u32);
+        let (mut found, computed) = match (&part.data, &self.sq, &query.sq, &self.quantizer) {
+            (PartitionData::HnswSq { codes, graph }, Some(sq), Some(q), _) => {
+                let space = CodeSpace {
+                    sq,
+                    codes,
+                    distance: self.distance,
+                };
+                walk(graph, &space, q, ef, want, &admit, absent)
             }
-            (found, visited.count())
-        })
+            (PartitionData::HnswPq { codes, graph }, _, _, Some(quantizer)) => {
+                let space = PqSpace {
+                    quantizer,
+                    codes,
+                    symmetric: None,
+                };
+                let q = self.pq_graph_query(p, query);
+                walk(graph, &space, &q, ef, want, &admit, absent)
+            }
+            _ => (Vec::new(), 0),
+        };
+        for c in &mut found {
+            c.row_id = rows[c.row_id as usize];
+        }
+        (found, computed)
+    }
+
+    /// A PQ graph's query for partition `p`: the lookup table of the query's residual from
+    /// the partition's centroid (l2, cosine; halved for cosine), or of the query itself plus
+    /// `−q·c` (dot).
+    fn pq_graph_query(&self, p: usize, query: &PreparedQuery) -> PqQuery {
+        let sdim = self.space_dim();
+        let (Some(quantizer), Some(centroid)) = (
+            &self.quantizer,
+            self.centroids.get(p * sdim..(p + 1) * sdim),
+        ) else {
+            return PqQuery::Table {
+                table: Vec::new(),
+                base: f32::INFINITY,
+                scale: 1.0,
+            };
+        };
+        if self.distance == DistanceType::Dot {
+            return PqQuery::Table {
+                table: query.table.clone(),
+                base: -linalg::dot(&query.space, centroid),
+                scale: 1.0,
+            };
+        }
+        let residual: Vec<f32> = query
+            .space
+            .iter()
+            .zip(centroid)
+            .map(|(q, c)| q - c)
+            .collect();
+        let mut table = Vec::new();
+        quantizer.l2_table(&residual, &mut table);
+        PqQuery::Table {
+            table,
+            base: 0.0,
+            scale: if self.distance == DistanceType::Cosine {
+                0.5
+            } else {
+                1.0
+            },
+        }
+    }
+}
+
+/// A graph walk over `space` with the thread's visited marks.
+fn walk<S: GraphSpace, A: Fn(u32) -> bool>(
+    graph: &Graph,
+    space: &S,
+    query: &S::Query,
+    ef: usize,
+    want: usize,
+    admit: &A,
+    absent: Option<u32>,
+) -> (Vec<Candidate>, u64) {
+    VISITED.with(|cell| {
+        let mut visited = cell.borrow_mut();
+        let found = graph.search(space, query, ef, want, admit, &mut visited, absent);
+        (found, visited.count())
+    })
+}
+
+/// The PQ codes of one partition as a graph space: searches compare a query's lookup table
+/// with codes; the build compares codes with codes through the symmetric table.
+pub(crate) struct PqSpace<'a> {
+    pub quantizer: &'a ProductQuantizer,
+    pub codes: &'a [u8],
+    /// `m × 256 × 256` code-to-code distances (the build only).
+    pub symmetric: Option<&'a [f32]>,
+}
+
+/// A query of a [`PqSpace`].
+pub(crate) enum PqQuery {
+    /// A search: `base + scale × Σ table[j][code_j]`.
+    Table {
+        table: Vec<f32>,
+        base: f32,
+        scale: f32,
+    },
+    /// A node being linked.
+    Node(u32),
+}
+
+impl PqSpace<'_> {
+    #[inline]
+    fn code(&self, node: u32) -> &[u8] {
+        let m = self.quantizer.m;
+        self.codes
+            .get(node as usize * m..(node as usize + 1) * m)
+            .unwrap_or(&[])
+    }
+}
+
+impl GraphSpace for PqSpace<'_> {
+    type Query = PqQuery;
+
+    fn node_query(&self, node: u32) -> PqQuery {
+        PqQuery::Node(node)
+    }
+
+    #[inline]
+    fn distance(&self, query: &PqQuery, node: u32) -> f32 {
+        let code = self.code(node);
+        match query {
+            PqQuery::Table { table, base, scale } => {
+                let table = &table[..table.len().min(code.len() * CODES)];
+                let mut sum = 0f32;
+                for (row, &c) in table.chunks_exact(CODES).zip(code) {
+                    sum += row[c as usize];
+                }
+                base + scale * sum
+            }
+            PqQuery::Node(other) => {
+                let Some(symmetric) = self.symmetric else {
+                    return f32::INFINITY;
+                };
+                let mut sum = 0f32;
+                for (block, (&a, &b)) in symmetric
+                    .chunks_exact(CODES * CODES)
+                    .zip(self.code(*other).iter().zip(code))
+                {
+                    sum += block[a as usize * CODES + b as usize];
+                }
+                sum
+            }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        crate::linalg::prefetch(self.code(node));
     }
 }
 
@@ -1321,7 +1486,10 @@ mod tests {
                             PartitionData::FlatBytes(Vec::new())
                         }
                         // (The strategy draws only the kinds a one-block file held.)
-                        IndexKind::IvfFlat | IndexKind::IvfHnswSq | IndexKind::IvfRq => {
+                        IndexKind::IvfFlat
+                        | IndexKind::IvfHnswSq
+                        | IndexKind::IvfRq
+                        | IndexKind::IvfHnswPq => {
                             PartitionData::FlatF32(Vec::new())
                         }
                     },
@@ -1334,7 +1502,9 @@ mod tests {
                     PartitionData::Pq(c) => c.extend(std::iter::repeat_n(255u8, m)),
                     PartitionData::FlatBytes(b) => b.extend(std::iter::repeat_n(0xABu8, dim)),
                     PartitionData::FlatF32(v) => v.extend(std::iter::repeat_n(-1.5f32, dim)),
-                    PartitionData::HnswSq { .. } | PartitionData::Rq { .. } => {}
+                    PartitionData::HnswSq { .. }
+                    | PartitionData::HnswPq { .. }
+                    | PartitionData::Rq { .. } => {}
                 }
             }
             let quantizer = (kind == IndexKind::IvfPq).then(|| ProductQuantizer {

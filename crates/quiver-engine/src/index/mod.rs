@@ -222,6 +222,7 @@ pub static REGISTRY: &[&dyn IndexType] = &[
     &vector::IVF_FLAT_TYPE,
     &vector::IVF_HNSW_SQ_TYPE,
     &vector::IVF_RQ_TYPE,
+    &vector::IVF_HNSW_PQ_TYPE,
     &btree::BTreeType,
     &bitmap::BitmapType::BITMAP_TYPE,
     &bitmap::BitmapType::LABEL_LIST_TYPE,

@@ -118,6 +118,34 @@ impl ProductQuantizer {
     }
 }
 
+impl ProductQuantizer {
+    /// Code-to-code distances (symmetric distance computation): for each sub-vector `j`, a
+    /// 256 × 256 table of the squared l2 (or, `dot`, negative inner product) between its
+    /// centroids, `m × 65,536` values. Graphs over PQ codes are linked with it (a node's
+    /// neighbours are chosen by comparing codes with codes).
+    pub fn symmetric_table(&self, dot: bool) -> Vec<f32> {
+        let kernels = linalg::kernels();
+        let sub_dim = self.sub_dim();
+        let mut table = vec![0f32; self.m * CODES * CODES];
+        let mut centroid = vec![0f32; sub_dim];
+        for (j, block) in table.chunks_exact_mut(CODES * CODES).enumerate() {
+            let codebook = self.codebook(j);
+            for (a, out) in block.chunks_exact_mut(CODES).enumerate() {
+                for (t, c) in centroid.iter_mut().enumerate() {
+                    *c = codebook[t * CODES + a];
+                }
+                if dot {
+                    kernels.dot_transposed(&centroid, codebook, out);
+                    out.iter_mut().for_each(|v| *v = -*v);
+                } else {
+                    kernels.l2_transposed(&centroid, codebook, out);
+                }
+            }
+        }
+        table
+    }
+}
+
 /// Approximate distances of every `m`-byte code in `codes` from a lookup table, plus `base`.
 #[inline]
 pub fn scan(codes: &[u8], m: usize, table: &[f32], base: f32, out: &mut Vec<f32>) {

@@ -218,7 +218,7 @@ async fn train(
     let distance = params.distance_type;
     match (params.kind, distance, &element) {
         (
-            IndexKind::IvfPq | IndexKind::IvfHnswSq | IndexKind::IvfRq,
+            IndexKind::IvfPq | IndexKind::IvfHnswSq | IndexKind::IvfRq | IndexKind::IvfHnswPq,
             DistanceType::Hamming,
             _,
         ) => {
@@ -267,7 +267,7 @@ async fn train(
     }
     let sdim = ivf::space_dim(dim, distance);
     let partitions = params.num_partitions.unwrap_or_else(|| match params.kind {
-        IndexKind::IvfHnswSq => default_graph_partitions(rows),
+        IndexKind::IvfHnswSq | IndexKind::IvfHnswPq => default_graph_partitions(rows),
         _ => default_partitions(rows),
     });
     if partitions == 0 {
@@ -275,7 +275,7 @@ async fn train(
     }
     let partitions = partitions.min(rows as usize);
     let sub_vectors = match params.kind {
-        IndexKind::IvfPq => {
+        IndexKind::IvfPq | IndexKind::IvfHnswPq => {
             let m = params
                 .num_sub_vectors
                 .unwrap_or_else(|| default_sub_vectors(sdim));
@@ -288,7 +288,7 @@ async fn train(
         }
         IndexKind::IvfFlat | IndexKind::IvfHnswSq | IndexKind::IvfRq => 0,
     };
-    let hnsw = (params.kind == IndexKind::IvfHnswSq)
+    let hnsw = matches!(params.kind, IndexKind::IvfHnswSq | IndexKind::IvfHnswPq)
         .then(|| -> Result<HnswParams> {
             let m = params.m.unwrap_or(DEFAULT_HNSW_M);
             if !(ivf::MIN_HNSW_M..=ivf::MAX_HNSW_M).contains(&m) {
@@ -400,7 +400,7 @@ async fn train(
             report("kmeans", i as u64, max_iterations as u64)
         });
         report("kmeans", max_iterations as u64, max_iterations as u64);
-        let quantizer = (kind == IndexKind::IvfPq).then(|| {
+        let quantizer = matches!(kind, IndexKind::IvfPq | IndexKind::IvfHnswPq).then(|| {
             let n = sample.len() / sdim;
             let train_rows = n.min(PQ_TRAINING_ROWS);
             let rows = &sample[..train_rows * sdim];
@@ -497,7 +497,7 @@ fn existing_rows(
                     let w = v.len() / part.len();
                     out.vectors.extend_from_slice(&v[i * w..(i + 1) * w]);
                 }
-                PartitionData::HnswSq { codes, .. } => {
+                PartitionData::HnswSq { codes, .. } | PartitionData::HnswPq { codes, .. } => {
                     let w = codes.len() / part.len();
                     out.codes.extend_from_slice(&codes[i * w..(i + 1) * w]);
                 }
@@ -749,10 +749,10 @@ fn group(
                 codes.extend_from_slice(&encoded.codes[i * width..(i + 1) * width]);
                 factors.extend_from_slice(&encoded.vectors[i * rq::FACTORS..(i + 1) * rq::FACTORS]);
             }
-            PartitionData::HnswSq { .. } => {}
+            PartitionData::HnswSq { .. } | PartitionData::HnswPq { .. } => {}
         }
     }
-    if let (Some(sq), Some(params)) = (&model.sq, model.hnsw) {
+    if let Some(params) = model.hnsw {
         let total = encoded.row_ids.len() as u64;
         let linked = std::sync::atomic::AtomicU64::new(0);
         let report = |done: u64| {
@@ -764,25 +764,45 @@ fn group(
                 });
             }
         };
+        let on_node = || {
+            let done = linked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if done.is_multiple_of(4096) {
+                report(done);
+            }
+        };
         report(0);
+        // PQ graphs are linked by code-to-code distances (one table for every partition).
+        let symmetric = match (&model.sq, &model.quantizer) {
+            (None, Some(q)) => q.symmetric_table(distance == DistanceType::Dot),
+            _ => Vec::new(),
+        };
         for part in &mut parts {
-            let PartitionData::FlatBytes(codes) =
-                std::mem::replace(&mut part.data, PartitionData::Pq(Vec::new()))
-            else {
-                continue;
-            };
-            let space = ivf::CodeSpace {
-                sq,
-                codes: &codes,
-                distance,
-            };
-            let graph = hnsw::build(&space, part.len(), params, 0x4853_5751, &|| {
-                let done = linked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if done.is_multiple_of(4096) {
-                    report(done);
+            let n = part.len();
+            match (
+                std::mem::replace(&mut part.data, PartitionData::Pq(Vec::new())),
+                &model.sq,
+                &model.quantizer,
+            ) {
+                (PartitionData::FlatBytes(codes), Some(sq), _) => {
+                    let space = ivf::CodeSpace {
+                        sq,
+                        codes: &codes,
+                        distance,
+                    };
+                    let graph = hnsw::build(&space, n, params, 0x4853_5751, &on_node);
+                    part.data = PartitionData::HnswSq { codes, graph };
                 }
-            });
-            part.data = PartitionData::HnswSq { codes, graph };
+                (PartitionData::Pq(codes), None, Some(quantizer)) => {
+                    let space = ivf::PqSpace {
+                        quantizer,
+                        codes: &codes,
+                        symmetric: Some(&symmetric),
+                    };
+                    let graph = hnsw::build(&space, n, params, 0x4853_5750, &on_node);
+                    part.data = PartitionData::HnswPq { codes, graph };
+                }
+                (data, ..) => part.data = data,
+            }
         }
         report(total);
     }
@@ -865,9 +885,14 @@ pub(crate) async fn search_partitions(
             parts_loaded += u64::from(was_read);
             probed += 1;
             // (ef 0 scans the graph partition's codes instead of walking it.)
-            if ef > 0 && matches!(part.data, PartitionData::HnswSq { .. }) {
+            if ef > 0
+                && matches!(
+                    part.data,
+                    PartitionData::HnswSq { .. } | PartitionData::HnswPq { .. }
+                )
+            {
                 let allow = |row: u64| gate.allows(row);
-                let (found, computed) = index.graph_search(&part, query, ef, want, &allow, None);
+                let (found, computed) = index.graph_search(p, &part, query, ef, want, &allow, None);
                 comparisons += computed;
                 for candidate in found {
                     if heap.len() >= want
@@ -1023,6 +1048,9 @@ pub static IVF_HNSW_SQ_TYPE: IvfType = IvfType {
 pub static IVF_RQ_TYPE: IvfType = IvfType {
     kind: IndexKind::IvfRq,
 };
+pub static IVF_HNSW_PQ_TYPE: IvfType = IvfType {
+    kind: IndexKind::IvfHnswPq,
+};
 
 impl Index for IvfIndex {
     fn index_type(&self) -> &'static str {
@@ -1049,7 +1077,7 @@ fn details_of(index: &IvfIndex) -> Vec<u8> {
         num_partitions: index.num_partitions() as u32,
         num_sub_vectors: index.num_sub_vectors() as u32,
         num_bits: match (index.kind, &index.rq) {
-            (IndexKind::IvfPq, _) => 8,
+            (IndexKind::IvfPq | IndexKind::IvfHnswPq, _) => 8,
             (_, Some(rq)) => rq.quantizer.bits,
             _ => 0,
         },
@@ -1170,7 +1198,10 @@ impl IndexType for IvfType {
                     file.fragments,
                 )
                 .await?
-            } else if matches!(self.kind, IndexKind::IvfHnswSq | IndexKind::IvfRq) {
+            } else if matches!(
+                self.kind,
+                IndexKind::IvfHnswSq | IndexKind::IvfRq | IndexKind::IvfHnswPq
+            ) {
                 return Err(bad("no index footer".into()));
             } else {
                 // A one-block file (the earlier layout), read whole. The manifest says what

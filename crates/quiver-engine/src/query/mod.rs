@@ -901,7 +901,7 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         .copied();
     let explicit = search.nprobes.is_some()
         || (kind != IndexKind::IvfFlat && search.refine_factor.is_some())
-        || (kind == IndexKind::IvfHnswSq && search.ef.is_some());
+        || (kind.is_graph() && search.ef.is_some());
     let mut exact = None;
     if let (Some(p), Some(c), Some(target)) = (point, calibration.as_ref(), target) {
         if p.is_exact() {
@@ -928,11 +928,13 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
                 .map_or(DEFAULT_REFINE_FACTOR, |p| p.refine.max(1))
                 .max(1) as usize,
         ),
-        (None, IndexKind::IvfHnswSq) => Some(point.map_or(1, |p| p.refine.max(1)) as usize),
+        (None, IndexKind::IvfHnswSq | IndexKind::IvfHnswPq) => {
+            Some(point.map_or(1, |p| p.refine.max(1)) as usize)
+        }
         (None, IndexKind::IvfFlat) => None,
     };
     let ef = match kind {
-        IndexKind::IvfHnswSq => Some(
+        IndexKind::IvfHnswSq | IndexKind::IvfHnswPq => Some(
             search
                 .ef
                 .or(point.map(|p| p.ef as usize))
