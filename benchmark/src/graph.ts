@@ -3,7 +3,7 @@
 // pydocs (real MiniLM embeddings, when ../shared/data has them), an anisotropic Gaussian
 // mixture with heavy overlap and points uniform on the 384-d sphere (both generated here,
 // deterministically; the sphere is the hardest case for partitions and graphs alike). Also
-// Quiver's default index (IVF_PQ) at its calibrated defaults on each. For each:
+// Quiver's IVF_HNSW_PQ, and its default index (IVF_RQ) at its calibrated defaults, on each. For each:
 // build time, recall@10 and p50 at each system's defaults and at its cheapest `ef` reaching
 // recall 0.95, 8-in-flight throughput, and Quiver's prefiltered recall at 10% and 1%.
 // Writes benchmark/GRAPH.md and its section of BENCHMARKS.md.
@@ -50,13 +50,13 @@ interface Result {
   filtered?: { share: string; recall: number; exactlyK: boolean }[];
 }
 
-async function quiver(ds: Dataset, truth: number[][], filtered: { share: string; where: string; truth: number[][] }[]): Promise<Result> {
+async function quiver(ds: Dataset, truth: number[][], filtered: { share: string; where: string; truth: number[][] }[], kind: "hnswSq" | "hnswPq"): Promise<Result> {
   const q = await import("quiverdb");
   const dir = mkdtempSync(path.join(tmpdir(), "graph-q-"));
   try {
     const db = await q.connect(dir);
     const t = await db.createTable("t", arrowTable(ds));
-    const buildS = (await timedMs(() => t.createIndex("vector", { config: q.Index.hnswSq() }))) / 1000;
+    const buildS = (await timedMs(() => t.createIndex("vector", { config: q.Index[kind]() }))) / 1000;
     const ids = async (s: { toArray(): Promise<Record<string, unknown>[]> }) => (await s.toArray()).map((r) => Number(r.id));
     const defaults = await run((v) => ids(t.search(v).select(["id"]).limit(K)), ds, truth, "defaults (calibrated)");
     const stats = await t.indexStats("vector_idx");
@@ -74,14 +74,14 @@ async function quiver(ds: Dataset, truth: number[][], filtered: { share: string;
       }
       filters.push({ share: f.share, recall: recall(found, f.truth), exactlyK });
     }
-    return { system: "Quiver IVF_HNSW_SQ", buildS, defaults, at95, qps: throughput, filtered: filters };
+    return { system: kind === "hnswSq" ? "Quiver IVF_HNSW_SQ" : "Quiver IVF_HNSW_PQ", buildS, defaults, at95, qps: throughput, filtered: filters };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** Quiver's default vector index (IVF_PQ, calibrated) at its defaults. */
-async function quiverIvfPq(ds: Dataset, truth: number[][]): Promise<{ buildS: number; defaults: Point }> {
+/** Quiver's default vector index (IVF_RQ, calibrated) at its defaults. */
+async function quiverDefault(ds: Dataset, truth: number[][]): Promise<{ buildS: number; defaults: Point }> {
   const q = await import("quiverdb");
   const dir = mkdtempSync(path.join(tmpdir(), "graph-p-"));
   try {
@@ -168,11 +168,12 @@ async function main() {
       { share: "10%", where: "category < 10", truth: groundTruth(ds, (i) => ds.category[i] < 10) },
       { share: "1%", where: "category < 1", truth: groundTruth(ds, (i) => ds.category[i] < 1) },
     ];
-    console.log(`${ds.name}: quiver IVF_PQ…`);
-    const pq = await quiverIvfPq(ds, truth);
+    console.log(`${ds.name}: quiver default index…`);
+    const pq = await quiverDefault(ds, truth);
     const results: Result[] = [];
     for (const [name, f] of [
-      ["quiver", () => quiver(ds, truth, filtered)],
+      ["quiver hnswSq", () => quiver(ds, truth, filtered, "hnswSq")],
+      ["quiver hnswPq", () => quiver(ds, truth, filtered, "hnswPq")],
       ["usearch", () => usearch(ds, truth)],
       ["lancedb", () => lancedb(ds, truth)],
     ] as const) {
@@ -187,14 +188,16 @@ async function main() {
         `| ${r.system} | ${r.buildS.toFixed(1)} s | ${r.defaults.recall.toFixed(3)} / ${ms(r.defaults.p50)} (${r.defaults.setting}) | ${r.at95.recall.toFixed(3)} / ${ms(r.at95.p50)} (${r.at95.setting}) | ${r.qps.toFixed(0)} q/s |`,
       );
     }
-    const q = results.find((r) => r.system.startsWith("Quiver"))!;
+    const q = results.find((r) => r.system === "Quiver IVF_HNSW_SQ")!;
     const us = results.find((r) => r.system.startsWith("usearch"));
     const ln = results.find((r) => r.system.startsWith("LanceDB"))!;
     lines.push("");
-    if (us) lines.push(`- p50 at recall ≥ 0.95 vs usearch: ${x(q.at95.p50, us.at95.p50)} (${bar(q.at95.p50 / us.at95.p50, 1.5)}); build vs usearch: ${x(q.buildS, us.buildS)} (${bar(q.buildS / us.buildS, 1.5)})`);
-    lines.push(`- p50 at recall ≥ 0.95 vs LanceDB: ${x(q.at95.p50, ln.at95.p50)} (${bar(q.at95.p50 / ln.at95.p50, 0.33)}); build vs LanceDB: ${x(q.buildS, ln.buildS)} (${bar(q.buildS / ln.buildS, 0.5)}); 8-in-flight throughput ${x(q.qps, ln.qps)} of LanceDB's (bar ≥ 2×)`);
-    lines.push(`- Quiver's default index (IVF_PQ) at its calibrated defaults: recall@10 ${pq.defaults.recall.toFixed(3)}, p50 ${ms(pq.defaults.p50)} (${pq.defaults.setting}; build ${pq.buildS.toFixed(1)} s)`);
-    for (const f of q.filtered ?? []) lines.push(`- Quiver, ${f.share} prefilter at defaults: recall@10 ${f.recall.toFixed(3)}, ${f.exactlyK ? "always" : "**not always**"} 10 rows`);
+    if (us) lines.push(`- IVF_HNSW_SQ p50 at recall ≥ 0.95 vs usearch: ${x(q.at95.p50, us.at95.p50)} (${bar(q.at95.p50 / us.at95.p50, 1.5)}); build vs usearch: ${x(q.buildS, us.buildS)} (${bar(q.buildS / us.buildS, 1.5)})`);
+    lines.push(`- IVF_HNSW_SQ p50 at recall ≥ 0.95 vs LanceDB: ${x(q.at95.p50, ln.at95.p50)} (${bar(q.at95.p50 / ln.at95.p50, 0.33)}); build vs LanceDB: ${x(q.buildS, ln.buildS)} (${bar(q.buildS / ln.buildS, 0.5)}); 8-in-flight throughput ${x(q.qps, ln.qps)} of LanceDB's (bar ≥ 2×)`);
+    lines.push(`- Quiver's default index (IVF_RQ) at its calibrated defaults: recall@10 ${pq.defaults.recall.toFixed(3)}, p50 ${ms(pq.defaults.p50)} (${pq.defaults.setting}; build ${pq.buildS.toFixed(1)} s)`);
+    for (const r of results.filter((r) => r.filtered)) {
+      for (const f of r.filtered!) lines.push(`- ${r.system}, ${f.share} prefilter at defaults: recall@10 ${f.recall.toFixed(3)}, ${f.exactlyK ? "always" : "**not always**"} 10 rows`);
+    }
     lines.push("");
     console.log(lines.slice(-12).join("\n"));
   }
@@ -202,7 +205,7 @@ async function main() {
   const versions = `quiver ${q.version()}, usearch ${installedVersion("usearch")}, lancedb ${installedVersion("@lancedb/lancedb")}`;
   const section = [
     "<!-- graph -->",
-    "## Graph index (IVF_HNSW_SQ) vs usearch and LanceDB",
+    "## Graph indexes (IVF_HNSW_SQ, IVF_HNSW_PQ) vs usearch and LanceDB",
     "",
     generatedLine("npm run bench:graph", started, versions),
     `${QUERIES} queries, one at a time from Node (p50 of each), k = 10. Quiver's defaults are calibrated at build time; usearch and LanceDB at theirs. "Cheapest ef" walks ${EF_LADDER.join(", ")} and keeps the first reaching recall 0.95 (Quiver with refineFactor 1).`,
