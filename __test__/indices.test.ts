@@ -105,8 +105,9 @@ describe("vector indexes", () => {
     expect(stats.calibration!.recall).toBeGreaterThanOrEqual(0.95);
     expect(await recall(table, gt)).toBeGreaterThanOrEqual(0.93);
     expect(await recall(table, gtFiltered, "category < 10")).toBeGreaterThanOrEqual(0.9);
-    const analyzed = await table.search(query(0)).nprobes(10).refineFactor(20).analyzePlan();
-    expect(analyzed).toMatch(/IndexSearch: index=vector_idx type=IVF_RQ .*pruned_by_error_bound=\d+/);
+    const analyzed = await table.search(query(0)).nprobes(10).refineFactor(200).analyzePlan();
+    expect(analyzed).toMatch(/Refine: factor=200 .*pruned_by_error_bound=[1-9]\d*/);
+    expect(analyzed).toContain("IndexSearch: index=vector_idx type=IVF_RQ");
     expect((await table.listIndices()).map((i) => i.indexType)).toEqual(["IVF_RQ"]);
     const two = await table.createIndex("vector", { config: Index.ivfRq({ numBits: 2, distanceType: "cosine" }) });
     expect(two).toMatchObject({ numBits: 2, distanceType: "cosine" });

@@ -53,16 +53,31 @@ export function sphere(n: number, d: number, seed: number): Float32Array {
 /** An anisotropic Gaussian mixture with heavy overlap: 32 centres drawn close together, each
  * cluster stretched along its own random axis scales (0.05 to 2), rows assigned at random. */
 export function mixture(n: number, d: number, seed: number): Float32Array {
+  const out = new Float32Array(n * d);
+  let at = 0;
+  for (const chunk of mixtureChunks(n, d, seed, 65_536)) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+/** The rows of [`mixture`], the same values, in chunks of `chunk` rows (for tables larger
+ * than one array should hold). */
+export function* mixtureChunks(n: number, d: number, seed: number, chunk: number): Generator<Float32Array> {
   const r = rng(seed);
   const clusters = 32;
   const centres = Array.from({ length: clusters }, () => Float32Array.from({ length: d }, () => 0.5 * r.normal()));
   const scales = Array.from({ length: clusters }, () => Float32Array.from({ length: d }, () => 0.05 + 1.95 * r.next() ** 2));
-  const out = new Float32Array(n * d);
-  for (let i = 0; i < n; i++) {
-    const c = Math.floor(r.next() * clusters);
-    for (let j = 0; j < d; j++) out[i * d + j] = centres[c][j] + scales[c][j] * r.normal();
+  for (let start = 0; start < n; start += chunk) {
+    const rows = Math.min(chunk, n - start);
+    const out = new Float32Array(rows * d);
+    for (let i = 0; i < rows; i++) {
+      const c = Math.floor(r.next() * clusters);
+      for (let j = 0; j < d; j++) out[i * d + j] = centres[c][j] + scales[c][j] * r.normal();
+    }
+    yield out;
   }
-  return out;
 }
 
 export function categories(n: number, seed: number): Int32Array {

@@ -1235,18 +1235,41 @@ async fn ivf_rq_recall_bits_bounds_updates_and_reopen() {
         &t,
         &VectorSearch {
             nprobes: Some(20),
-            refine_factor: Some(20),
+            refine_factor: Some(200),
             ..query(data, 3, 10)
         },
     )
     .await
     .expect("analyze");
-    let node = plan.find("IndexSearch").expect("index node");
+    let node = plan.find("Refine").expect("refine node");
     let pruned: usize = node
         .detail("pruned_by_error_bound")
         .and_then(|v| v.parse().ok())
         .expect("pruned figure");
-    assert!(pruned > 0 && pruned < 200, "pruned {pruned} of 200");
+    assert!(pruned > 0 && pruned < 2000, "pruned {pruned} of 2000");
+    let ranked = node.metrics.as_ref().map_or(0, |m| m.rows_ranked);
+    assert_eq!(ranked, 2000 - pruned as u64, "pruned rows are never read");
+    // What it returns is what ranking every candidate exactly returns.
+    let unpruned = search(
+        &t,
+        &VectorSearch {
+            bypass_index: true,
+            ..query(data, 3, 10)
+        },
+    )
+    .await
+    .expect("exact");
+    let pruned_search = search(
+        &t,
+        &VectorSearch {
+            nprobes: Some(224),
+            refine_factor: Some(200),
+            ..query(data, 3, 10)
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(ids(&pruned_search), ids(&unpruned));
     let one_bit = |s: VectorSearch| VectorSearch {
         nprobes: Some(20),
         refine_factor: Some(1),

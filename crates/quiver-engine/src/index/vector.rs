@@ -984,40 +984,6 @@ impl Ord for Bounded {
     }
 }
 
-impl Probed {
-    /// Drops the candidates that cannot be among the `k` nearest: those whose distance is
-    /// certainly (within its error bound) above `k` others' (RaBitQ's bounds; other kinds
-    /// carry none). Returns how many were dropped; they need no exact distance.
-    pub(crate) fn prune_by_bounds(&mut self, k: usize) -> usize {
-        if k == 0 || self.candidates.len() <= k || self.bounds.iter().all(|&b| b <= 0.0) {
-            return 0;
-        }
-        let mut upper: Vec<f32> = self
-            .candidates
-            .iter()
-            .zip(&self.bounds)
-            .map(|(c, b)| c.distance + b)
-            .collect();
-        let (_, kth, _) = upper.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
-        let kth = *kth;
-        let before = self.candidates.len();
-        let mut kept = 0;
-        for i in 0..before {
-            let (c, b) = (self.candidates[i], self.bounds[i]);
-            // (NaN estimates compare false and stay: the exact re-rank decides.)
-            if c.distance - b > kth {
-                continue;
-            }
-            self.candidates[kept] = c;
-            self.bounds[kept] = b;
-            kept += 1;
-        }
-        self.candidates.truncate(kept);
-        self.bounds.truncate(kept);
-        before - kept
-    }
-}
-
 /// What [`search_partitions`] found and how much it compared.
 pub(crate) struct Probed {
     /// Nearest first.

@@ -1214,6 +1214,45 @@ async fn measured_exact_at(
     Ok(best)
 }
 
+/// Refinement of candidates whose distances carry error bounds (RaBitQ), by the paper's rule:
+/// the `k` of smallest estimate are ranked exactly first, and the k-th of their exact
+/// distances then bounds the rest — a candidate whose estimate, less its error bound, is
+/// above it cannot be among the `k` nearest and is never read. Returns the best and how
+/// many candidates were ruled out.
+async fn refine_within_bounds(
+    table: &Table,
+    indexed: &Manifest,
+    probed: &crate::index::vector::Probed,
+    exact: &Exact,
+    stats: &mut SearchStats,
+) -> Result<(Vec<Candidate>, usize)> {
+    let k = exact.k.min(probed.candidates.len());
+    let first: Vec<u64> = probed.candidates[..k].iter().map(|c| c.row_id).collect();
+    let mut best = exact_at(table, indexed, &first, exact, stats).await?;
+    let rest = probed.candidates[k..].iter().zip(&probed.bounds[k..]);
+    // (Fewer than k of the first in range or alive: no bound, every candidate is read.)
+    let kth = (best.len() >= exact.k).then(|| {
+        best.iter()
+            .map(|c| c.distance)
+            .fold(f32::NEG_INFINITY, f32::max)
+    });
+    let mut pruned = 0;
+    let rows: Vec<u64> = rest
+        .filter(|(c, &bound)| {
+            let out = kth.is_some_and(|kth| c.distance - bound > kth);
+            pruned += usize::from(out);
+            !out
+        })
+        .map(|(c, _)| c.row_id)
+        .collect();
+    if !rows.is_empty() {
+        best.extend(exact_at(table, indexed, &rows, exact, stats).await?);
+        best.sort_unstable();
+        best.truncate(exact.k);
+    }
+    Ok((best, pruned))
+}
+
 /// The best candidates among the fragments of `indexed` (those the index covers), and the
 /// plan node that found them.
 async fn indexed_search(
@@ -1296,7 +1335,7 @@ async fn indexed_search(
     let parts = entry.parts(observed.inner(), &translation);
     // Inline: a probe is a few hundred microseconds of CPU, less than a hop to another thread
     // and back would add to every query.
-    let mut probed = search_partitions(
+    let probed = search_partitions(
         &index,
         &mut prepared,
         nprobes,
@@ -1309,11 +1348,6 @@ async fn indexed_search(
     .await?;
     stats.partitions_probed += probed.partitions;
     node = node.with("partitions_probed", probed.partitions);
-    if refine.is_some() && index.rq.is_some() {
-        // RaBitQ's error bounds rule out candidates before their vectors are read.
-        let pruned = probed.prune_by_bounds(search.k);
-        node = node.with("pruned_by_error_bound", pruned);
-    }
     if analyze {
         let m = node.metrics_mut();
         m.output_rows = probed.candidates.len() as u64;
@@ -1327,17 +1361,25 @@ async fn indexed_search(
     match refine {
         Some(factor) => {
             let mut refine_step = refine_node(factor, search.k).child(node);
-            let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
-            let best = measured_exact_at(
-                table,
-                indexed,
-                &rows,
-                exact,
-                stats,
+            let probe = Probe::start(analyze);
+            let before = stats.exact_rows;
+            let observed = table.measured(&probe);
+            let best = if probed.bounds.iter().any(|&b| b > 0.0) {
+                let (best, pruned) =
+                    refine_within_bounds(&observed, indexed, &probed, exact, stats).await?;
+                refine_step = refine_step.with("pruned_by_error_bound", pruned);
+                best
+            } else {
+                let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
+                exact_at(&observed, indexed, &rows, exact, stats).await?
+            };
+            record_ranked(
                 &mut refine_step,
                 analyze,
-            )
-            .await?;
+                best.len(),
+                stats.exact_rows - before,
+            );
+            probe.finish(&mut refine_step);
             Ok((best, refine_step))
         }
         None => Ok((
