@@ -193,7 +193,7 @@ async function main() {
   const lines = [
     "| system / index | load | build | peak RSS (load, build, search) | defaults: recall@10 / p50 |",
     "| --- | --- | --- | --- | --- |",
-    ...results.map((r) => `| ${r.system} | ${r.loadS.toFixed(0)} s | ${r.buildS.toFixed(1)} s | ${gib(r.peakRssBytes)} | ${r.recall.toFixed(3)} / ${ms(r.p50)} (${r.setting}) |`),
+    ...results.map((r) => `| ${r.system} | ${r.loadS.toFixed(1)} s | ${r.buildS.toFixed(1)} s | ${gib(r.peakRssBytes)} | ${r.recall.toFixed(3)} / ${ms(r.p50)} (${r.setting}) |`),
   ];
   const find = (s: string) => results.find((r) => r.system === s);
   const pairs: [string, string][] = [

@@ -513,9 +513,22 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     })
 }
 
-/// `ef` values measured for graph indexes; 0 scans every code of the probed partitions (the
-/// setting left for data whose neighbours no graph walk finds, such as uniform noise).
-const EF_STEPS: [u32; 14] = [10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 0];
+/// `ef` values measured for graph indexes, then larger ones while a walk would still visit a
+/// small part of the largest graph (a million-node graph of hard data needed more than 512:
+/// without them the default became a scan of every code, 640 ms a query), then 0: a scan of
+/// every code of the probed partitions (the setting left for data whose neighbours no graph
+/// walk finds, such as uniform noise).
+fn ef_steps(largest_graph: usize) -> Vec<u32> {
+    let mut steps = vec![10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512];
+    for ef in [768u32, 1024, 1536, 2048, 3072, 4096, 6144, 8192] {
+        if (ef as usize).saturating_mul(16) > largest_graph {
+            break;
+        }
+        steps.push(ef);
+    }
+    steps.push(0);
+    steps
+}
 /// Refine factors tried for graph indexes: few over 8-bit scalar codes (close to the vectors
 /// already), more over PQ codes.
 const GRAPH_SQ_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
@@ -563,9 +576,14 @@ fn calibrate_graph(
     let n = queries.len() as f32;
     let want = k * refines.iter().copied().max().unwrap_or(1) as usize;
     let mut all = Vec::new();
+    let largest = (0..partitions)
+        .filter_map(|p| index.resident_partition(p).map(|part| part.len()))
+        .max()
+        .unwrap_or(0);
+    let steps = ef_steps(largest);
     for &nprobes in &probes {
         // `ef` ascending; the scan of every code (ef 0) only when no walk came near 100%.
-        for &ef in &EF_STEPS {
+        for &ef in &steps {
             // Per query: hits per refine factor, and distances computed.
             let measured: Vec<(Vec<u32>, u64)> = queries
                 .par_iter()
@@ -698,6 +716,17 @@ mod tests {
         assert_eq!(query_count(10_000, 128), MAX_QUERIES);
         assert_eq!(query_count(100_000, 384), 104);
         assert_eq!(query_count(1_000_000, 768), MIN_QUERIES);
+    }
+
+    #[test]
+    fn ef_steps_grow_with_the_graph_and_end_with_a_scan() {
+        let small = ef_steps(10_000);
+        assert_eq!(&small[small.len() - 2..], &[512, 0]);
+        assert!(!small.contains(&768));
+        let large = ef_steps(1_000_000);
+        assert!(large.contains(&4096) && large.contains(&8192));
+        assert!(large[..large.len() - 1].windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(large.last(), Some(&0));
     }
 
     #[test]

@@ -1544,6 +1544,76 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Partitions of IVF_RQ and IVF_HNSW_PQ whose bytes say anything (row count, codes,
+        /// factors, graph) decode to a typed error or to a partition that scans and walks
+        /// without a panic.
+        #[test]
+        fn crafted_rq_and_pq_graph_partitions_never_panic(
+            graph in any::<bool>(),
+            rows in 0usize..12,
+            bytes in proptest::collection::vec(any::<u8>(), 1..1200),
+            graph_bytes in 0usize..600,
+            exact_size in any::<bool>(),
+            distance in prop_oneof![
+                Just(DistanceType::L2),
+                Just(DistanceType::Cosine),
+                Just(DistanceType::Dot),
+            ],
+        ) {
+            let dim = 16;
+            let centroids = vec![0.25f32; 2 * dim];
+            let mut index = if graph {
+                let quantizer = ProductQuantizer {
+                    dim,
+                    m: 4,
+                    codebooks: (0..dim * CODES).map(|i| (i % 7) as f32).collect(),
+                };
+                let mut index = IvfIndex::resident(
+                    IndexKind::IvfHnswPq,
+                    distance,
+                    dim,
+                    centroids,
+                    Some(quantizer),
+                    Vec::new(),
+                );
+                index.hnsw = Some(HnswParams {
+                    m: 4,
+                    ef_construction: 8,
+                });
+                index
+            } else {
+                let mut index =
+                    IvfIndex::resident(IndexKind::IvfRq, distance, dim, centroids, None, Vec::new());
+                index.rq = Some(RqModel::new(
+                    RabitQuantizer::train(dim, 2, 1),
+                    &index.centroids,
+                ));
+                index
+            };
+            let layout = index.layout();
+            // Mostly the sizes the layout expects (so the contents are what is tested).
+            let mut bytes = bytes;
+            if exact_size {
+                let want = rows * (8 + layout.row_width()) + if graph { graph_bytes } else { 0 };
+                bytes = bytes.iter().copied().cycle().take(want).collect();
+            }
+            let Ok(part) = decode_rows(layout, rows, &bytes, &Path::from("i")) else {
+                return Ok(());
+            };
+            index.offsets = vec![0, part.len(), part.len()];
+            let query = index.prepare(&[0.5; 16], &[]);
+            for p in 0..2 {
+                let mut q = query.clone();
+                let mut out = Vec::new();
+                index.partition_distances(p, &part, &mut q, &mut out);
+                prop_assert_eq!(out.len(), part.len());
+                let (found, _) = index.graph_search(p, &part, &query, 16, 4, &|_| true, None);
+                prop_assert!(found.len() <= 4);
+            }
+        }
+    }
+
     #[test]
     fn overflowing_descriptions_have_no_size() {
         let huge = u64::from(u32::MAX);
