@@ -54,8 +54,26 @@ impl std::fmt::Debug for IndexCache {
 impl IndexCache {
     /// A cache holding at most `capacity_bytes` (0: nothing is kept).
     pub fn new(capacity_bytes: u64) -> Self {
+        // One shard: a sharded cache splits its capacity between shards and never keeps an
+        // entry heavier than one shard's share, and a graph partition of a million rows
+        // (550 MB) outweighed 2 GiB / 8. Lookups are per query, not per row, so one lock
+        // does not contend.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(256)
+            .weight_capacity(capacity_bytes.max(1))
+            .shards(1)
+            .build();
+        let cache = match options {
+            Ok(options) => Cache::with_options(
+                options,
+                EntryWeighter,
+                Default::default(),
+                Default::default(),
+            ),
+            Err(_) => Cache::with_weighter(256, capacity_bytes.max(1), EntryWeighter),
+        };
         IndexCache {
-            cache: Cache::with_weighter(256, capacity_bytes.max(1), EntryWeighter),
+            cache,
             capacity: capacity_bytes,
         }
     }
@@ -146,6 +164,24 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         assert_eq!(cache.stats().entries, 1);
         assert!(cache.stats().bytes >= 100);
+    }
+
+    /// An entry of most of the capacity is kept (a sharded cache dropped any entry heavier
+    /// than its capacity over the shard count, so huge index parts were read every query).
+    #[tokio::test]
+    async fn an_entry_of_most_of_the_capacity_stays_cached() {
+        let cache = IndexCache::new(1000);
+        let (_, loaded) = cache
+            .get_or_load("big", async { Ok((1u8, 900)) })
+            .await
+            .unwrap();
+        assert!(loaded);
+        let (_, loaded) = cache
+            .get_or_load("big", async { Ok((1u8, 900)) })
+            .await
+            .unwrap();
+        assert!(!loaded, "kept: {:?}", cache.stats());
+        assert!(cache.get::<u8>("big").is_some());
     }
 
     #[tokio::test]
