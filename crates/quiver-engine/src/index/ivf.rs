@@ -1199,13 +1199,19 @@ pub(crate) struct CodeSpace<'a> {
     pub distance: DistanceType,
 }
 
+/// Node `node`'s `width` code bytes in `codes` (empty past the end: a damaged graph's link
+/// then scores as far as possible instead of panicking).
+#[inline]
+fn code_at(codes: &[u8], width: usize, node: u32) -> &[u8] {
+    codes
+        .get(node as usize * width..(node as usize + 1) * width)
+        .unwrap_or(&[])
+}
+
 impl CodeSpace<'_> {
     #[inline]
     fn code(&self, node: u32) -> &[u8] {
-        let width = self.sq.dim();
-        self.codes
-            .get(node as usize * width..(node as usize + 1) * width)
-            .unwrap_or(&[])
+        code_at(self.codes, self.sq.dim(), node)
     }
 }
 
@@ -1356,10 +1362,7 @@ pub(crate) enum PqQuery {
 impl PqSpace<'_> {
     #[inline]
     fn code(&self, node: u32) -> &[u8] {
-        let m = self.quantizer.m;
-        self.codes
-            .get(node as usize * m..(node as usize + 1) * m)
-            .unwrap_or(&[])
+        code_at(self.codes, self.quantizer.m, node)
     }
 }
 
