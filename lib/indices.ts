@@ -131,8 +131,9 @@ export class Index {
   /**
    * HNSW graphs over PQ codes (one graph per partition; by default one per million rows),
    * linked by code-to-code distances and searched with the query's lookup table, re-ranked
-   * by exact distances. A quarter of hnswSq's memory at 8 dimensions per sub-vector; its
-   * default `ef` and `refineFactor` are calibrated at build time; `query.ef(n)` sets `ef`.
+   * by exact distances. Its codes are an eighth of hnswSq's at 8 dimensions per sub-vector
+   * (the graph's links are the same size); its default `ef` and `refineFactor` are
+   * calibrated at build time; `query.ef(n)` sets `ef`.
    */
   static hnswPq(options: HnswPqOptions = {}): Index {
     return new Index("IVF_HNSW_PQ", checkOptions(options, "hnswPq"));

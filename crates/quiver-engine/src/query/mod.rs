@@ -933,15 +933,12 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
         }
         (None, IndexKind::IvfFlat) => None,
     };
-    let ef = match kind {
-        IndexKind::IvfHnswSq | IndexKind::IvfHnswPq => Some(
-            search
-                .ef
-                .or(point.map(|p| p.ef as usize))
-                .unwrap_or(index::vector::DEFAULT_EF),
-        ),
-        _ => None,
-    };
+    let ef = kind.is_graph().then(|| {
+        search
+            .ef
+            .or(point.map(|p| p.ef as usize))
+            .unwrap_or(index::vector::DEFAULT_EF)
+    });
     // The estimate holds only for the calibrated setting itself, not for one partly overridden.
     let used = point.filter(|_| !explicit);
     Ok(Settings {
