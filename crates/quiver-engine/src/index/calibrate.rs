@@ -59,6 +59,14 @@ pub fn query_count(rows: u64, width: usize) -> usize {
     (affordable as usize).clamp(MIN_QUERIES, MAX_QUERIES)
 }
 
+/// Whether the row at `row_id` is held out of training as a possible calibration query (one
+/// row in `stride`, spread by a hash of the address so no fragment or region is favoured).
+pub fn holds_out(row_id: u64, stride: u64) -> bool {
+    let mut x = row_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 32;
+    stride != u64::MAX && x % stride.max(1) == 0
+}
+
 /// One measured setting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalibrationPoint {

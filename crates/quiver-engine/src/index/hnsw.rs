@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -268,24 +269,15 @@ pub fn build<S: GraphSpace>(
     // The first node of the highest layer is the entry from the start, so it never changes.
     let top = levels.iter().copied().max().unwrap_or(0);
     let entry = levels.iter().position(|&l| l == top).unwrap_or(0) as u32;
-    let links: Vec<Mutex<Vec<Vec<u32>>>> = levels
-        .iter()
-        .map(|&l| Mutex::new(vec![Vec::new(); usize::from(l) + 1]))
-        .collect();
-    let neighbours = |node: u32, level: usize, out: &mut Vec<u32>| {
-        if let Ok(lists) = links[node as usize].lock() {
-            if let Some(list) = lists.get(level) {
-                out.extend_from_slice(list);
-            }
-        }
-    };
+    let links = BuildLinks::new(&levels, m);
+    let neighbours = |node: u32, level: usize, out: &mut Vec<u32>| links.read(node, level, out);
     let everything = |_: u32| true;
     (0..n as u32)
         .into_par_iter()
         .filter(|&i| i != entry)
         .for_each_init(
-            || (Visited::new(n), Vec::new()),
-            |(visited, buf), node| {
+            || (Visited::new(n), Vec::new(), Vec::new()),
+            |(visited, buf, scratch), node| {
                 let query = space.node_query(node);
                 let level = usize::from(levels[node as usize]);
                 let mut ep = Candidate {
@@ -310,91 +302,161 @@ pub fn build<S: GraphSpace>(
                         buf,
                     );
                     let chosen = select(space, &found, m);
-                    if let Ok(mut lists) = links[node as usize].lock() {
-                        lists[l] = chosen.clone();
-                    }
+                    links.write_locked(node, l, &chosen);
                     let cap = if l == 0 { m0 } else { m };
                     for &other in &chosen {
-                        link_back(space, &links, other, node, l, cap);
+                        links.link_back(space, other, node, l, cap, scratch);
                     }
                     entry_points = found;
                 }
                 on_node();
             },
         );
-    let lists: Vec<Vec<Vec<u32>>> = links
-        .into_iter()
-        .map(|l| l.into_inner().unwrap_or_default())
-        .collect();
-    let mut layer0 = vec![NONE; n * m0];
-    for (i, node) in lists.iter().enumerate() {
-        for (slot, &nb) in layer0[i * m0..(i + 1) * m0].iter_mut().zip(&node[0]) {
-            *slot = nb;
-        }
-    }
-    let upper = (1..=usize::from(top))
-        .map(|l| {
-            let nodes: Vec<u32> = (0..n as u32)
-                .filter(|&i| usize::from(levels[i as usize]) >= l)
-                .collect();
-            let mut slots = vec![NONE; nodes.len() * m];
-            for (k, &i) in nodes.iter().enumerate() {
-                for (slot, &nb) in slots[k * m..(k + 1) * m]
-                    .iter_mut()
-                    .zip(&lists[i as usize][l])
-                {
-                    *slot = nb;
-                }
-            }
-            Layer {
-                nodes,
-                links: slots,
-            }
-        })
-        .collect();
-    Graph {
-        m,
-        entry,
-        levels,
-        layer0,
-        upper,
-    }
+    links.into_graph(m, entry, levels)
 }
 
-/// Adds a link `node → new` on `level`; when `node` has `cap` links already, its links are
-/// chosen again by the heuristic among them and `new`.
-fn link_back<S: GraphSpace>(
-    space: &S,
-    links: &[Mutex<Vec<Vec<u32>>>],
-    node: u32,
-    new: u32,
-    level: usize,
-    cap: usize,
-) {
-    let Ok(mut lists) = links[node as usize].lock() else {
-        return;
-    };
-    let Some(list) = lists.get_mut(level) else {
-        return;
-    };
-    if list.contains(&new) {
-        return;
+/// A graph's links while it is built: fixed slots per node and layer, [`NONE`]-padded, read
+/// without locks (a search racing a rewrite may see a mix of the old and new list: every slot
+/// always holds some valid node, so it only walks a link more or less), written under one
+/// lock per node.
+struct BuildLinks {
+    m: usize,
+    layer0: Vec<AtomicU32>,
+    /// Upper layers' slots: node `i`'s `levels[i] × m` slots start at `upper_start[i]`.
+    upper: Vec<AtomicU32>,
+    upper_start: Vec<usize>,
+    writers: Vec<Mutex<()>>,
+}
+
+impl BuildLinks {
+    fn new(levels: &[u8], m: usize) -> Self {
+        let mut upper_start = Vec::with_capacity(levels.len());
+        let mut upper_slots = 0usize;
+        for &l in levels {
+            upper_start.push(upper_slots);
+            upper_slots += usize::from(l) * m;
+        }
+        let slots = |n: usize| (0..n).map(|_| AtomicU32::new(NONE)).collect::<Vec<_>>();
+        BuildLinks {
+            m,
+            layer0: slots(levels.len() * 2 * m),
+            upper: slots(upper_slots),
+            upper_start,
+            writers: (0..levels.len()).map(|_| Mutex::new(())).collect(),
+        }
     }
-    if list.len() < cap {
-        list.push(new);
-        return;
+
+    /// The slots of `node` on `level` (empty when the node is not on it).
+    #[inline]
+    fn slots(&self, node: u32, level: usize) -> &[AtomicU32] {
+        let node = node as usize;
+        let range = if level == 0 {
+            node * 2 * self.m..(node + 1) * 2 * self.m
+        } else {
+            let start = self.upper_start[node] + (level - 1) * self.m;
+            let end = self
+                .upper_start
+                .get(node + 1)
+                .copied()
+                .unwrap_or(self.upper.len());
+            if start + self.m > end {
+                return &[];
+            }
+            return &self.upper[start..start + self.m];
+        };
+        &self.layer0[range]
     }
-    let query = space.node_query(node);
-    let mut candidates: Vec<Candidate> = list
-        .iter()
-        .chain(std::iter::once(&new))
-        .map(|&nb| Candidate {
-            distance: space.distance(&query, nb),
-            row_id: u64::from(nb),
-        })
-        .collect();
-    candidates.sort_unstable();
-    *list = select(space, &candidates, cap);
+
+    #[inline]
+    fn read(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        for slot in self.slots(node, level) {
+            let nb = slot.load(Ordering::Relaxed);
+            if nb == NONE {
+                break;
+            }
+            out.push(nb);
+        }
+    }
+
+    /// Replaces the list of `node` on `level` (the caller holds the node's lock).
+    fn store(&self, node: u32, level: usize, list: &[u32]) {
+        for (i, slot) in self.slots(node, level).iter().enumerate() {
+            slot.store(list.get(i).copied().unwrap_or(NONE), Ordering::Relaxed);
+        }
+    }
+
+    fn write_locked(&self, node: u32, level: usize, list: &[u32]) {
+        let _writer = self.writers[node as usize]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.store(node, level, list);
+    }
+
+    /// Adds a link `node → new` on `level`; when `node` has `cap` links already, its links are
+    /// chosen again by the heuristic among them and `new`.
+    fn link_back<S: GraphSpace>(
+        &self,
+        space: &S,
+        node: u32,
+        new: u32,
+        level: usize,
+        cap: usize,
+        list: &mut Vec<u32>,
+    ) {
+        let _writer = self.writers[node as usize]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        list.clear();
+        self.read(node, level, list);
+        if list.contains(&new) {
+            return;
+        }
+        let slots = self.slots(node, level);
+        if list.len() < cap.min(slots.len()) {
+            slots[list.len()].store(new, Ordering::Relaxed);
+            return;
+        }
+        let query = space.node_query(node);
+        let mut candidates: Vec<Candidate> = list
+            .iter()
+            .chain(std::iter::once(&new))
+            .map(|&nb| Candidate {
+                distance: space.distance(&query, nb),
+                row_id: u64::from(nb),
+            })
+            .collect();
+        candidates.sort_unstable();
+        self.store(node, level, &select(space, &candidates, cap));
+    }
+
+    fn into_graph(self, m: usize, entry: u32, levels: Vec<u8>) -> Graph {
+        let top = levels.iter().copied().max().unwrap_or(0);
+        let layer0 = self.layer0.into_iter().map(AtomicU32::into_inner).collect();
+        let upper_links: Vec<u32> = self.upper.into_iter().map(AtomicU32::into_inner).collect();
+        let upper = (1..=usize::from(top))
+            .map(|l| {
+                let nodes: Vec<u32> = (0..levels.len() as u32)
+                    .filter(|&i| usize::from(levels[i as usize]) >= l)
+                    .collect();
+                let mut slots = Vec::with_capacity(nodes.len() * m);
+                for &i in &nodes {
+                    let start = self.upper_start[i as usize] + (l - 1) * m;
+                    slots.extend_from_slice(&upper_links[start..start + m]);
+                }
+                Layer {
+                    nodes,
+                    links: slots,
+                }
+            })
+            .collect();
+        Graph {
+            m,
+            entry,
+            levels,
+            layer0,
+            upper,
+        }
+    }
 }
 
 impl Graph {

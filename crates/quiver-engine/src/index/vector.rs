@@ -26,7 +26,7 @@ use super::ivf::{self, IndexKind, IvfIndex, Partition, PartitionData, PreparedQu
 use super::kmeans::{self, KMeansParams};
 use super::pq::{self, ProductQuantizer};
 use super::rq::{self, RabitQuantizer};
-use super::sq::ScalarQuantizer;
+use super::sq::{ScalarQuantizer, SqLinkSpace};
 use super::{
     BuildJob, Built, ColumnSource, Index, IndexConfig, IndexDetails, IndexFamily, IndexFile,
     IndexType, PartContext, UpdateJob,
@@ -329,8 +329,18 @@ async fn train(
     let mut sample: Vec<f32> = Vec::with_capacity(sample_size * sdim);
     let mut seen = 0usize;
     let (mut space, mut kept) = (Vec::new(), Vec::new());
-    // Calibration queries: a second, small reservoir of rows with their addresses.
+    // Calibration queries: a second, small reservoir of rows with their addresses, drawn from
+    // a fixed share of the rows (one in `query_stride`, by a hash of the address) that the
+    // training sample never takes. A row that trained the centroids sits nearer its own
+    // centroid than an unseen query would, and recall measured on such rows ran about 0.01
+    // above recall on held-out queries (uniform sphere, 50K rows).
     let query_slots = calibrate::query_count(rows, sdim);
+    let query_stride = if query_slots == 0 {
+        u64::MAX
+    } else {
+        (rows / (8 * query_slots as u64)).max(4)
+    };
+    let mut query_seen = 0usize;
     let mut query_rng = StdRng::seed_from_u64(0x4341_4c49_4252);
     let mut queries: Vec<f32> = Vec::with_capacity(query_slots * sdim);
     let mut query_rows: Vec<u64> = Vec::with_capacity(query_slots);
@@ -351,15 +361,19 @@ async fn train(
         let ids = batch.column(1).as_primitive::<UInt64Type>().values();
         let kept_ids = ids.iter().zip(&kept).filter(|(_, &k)| k).map(|(&id, _)| id);
         for (row, row_id) in space.chunks_exact(sdim).zip(kept_ids) {
-            if query_rows.len() < query_slots {
-                queries.extend_from_slice(row);
-                query_rows.push(row_id);
-            } else if query_slots > 0 {
-                let slot = query_rng.random_range(0..=seen);
-                if slot < query_slots {
-                    queries[slot * sdim..(slot + 1) * sdim].copy_from_slice(row);
-                    query_rows[slot] = row_id;
+            if calibrate::holds_out(row_id, query_stride) {
+                if query_rows.len() < query_slots {
+                    queries.extend_from_slice(row);
+                    query_rows.push(row_id);
+                } else {
+                    let slot = query_rng.random_range(0..=query_seen);
+                    if slot < query_slots {
+                        queries[slot * sdim..(slot + 1) * sdim].copy_from_slice(row);
+                        query_rows[slot] = row_id;
+                    }
                 }
+                query_seen += 1;
+                continue;
             }
             if seen < sample_size {
                 sample.extend_from_slice(row);
@@ -784,11 +798,7 @@ fn group(
                 &model.quantizer,
             ) {
                 (PartitionData::FlatBytes(codes), Some(sq), _) => {
-                    let space = ivf::CodeSpace {
-                        sq,
-                        codes: &codes,
-                        distance,
-                    };
+                    let space = SqLinkSpace::new(sq, &codes, distance);
                     let graph = hnsw::build(&space, n, params, 0x4853_5751, &on_node);
                     part.data = PartitionData::HnswSq { codes, graph };
                 }

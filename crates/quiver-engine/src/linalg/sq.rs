@@ -57,6 +57,65 @@ fn dot_body(w: &[f32], c: &[u8]) -> f32 {
     sum
 }
 
+/// Largest integer weight of a code-to-code kernel: a weighted difference of codes below 256
+/// stays within i16 (255 × 127 = 32,385), and a pair of its squares within i32.
+pub const MAX_CODE_WEIGHT: i16 = 127;
+
+/// `Σ (w[i]·(a[i] − b[i]))²` over two codes (graph construction: both sides are stored codes,
+/// so nothing is decoded to floats). Products are exact integers, summed as f32.
+#[inline(always)]
+fn code_l2_body(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    let n = w.len().min(a.len()).min(b.len());
+    let (w, a, b) = (&w[..n], &a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let chunks = n / LANES;
+    for k in 0..chunks {
+        let r = k * LANES..(k + 1) * LANES;
+        let (w, a, b) = (&w[r.clone()], &a[r.clone()], &b[r]);
+        for j in 0..LANES {
+            let e = (i32::from(a[j]) - i32::from(b[j])) * i32::from(w[j]);
+            acc[j] += (e * e) as f32;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * LANES..n {
+        let e = (i32::from(a[i]) - i32::from(b[i])) * i32::from(w[i]);
+        sum += (e * e) as f32;
+    }
+    sum
+}
+
+/// `Σ (w[i]·a[i])·(w[i]·b[i])` over two codes.
+#[inline(always)]
+fn code_dot_body(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    let n = w.len().min(a.len()).min(b.len());
+    let (w, a, b) = (&w[..n], &a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let chunks = n / LANES;
+    for k in 0..chunks {
+        let r = k * LANES..(k + 1) * LANES;
+        let (w, a, b) = (&w[r.clone()], &a[r.clone()], &b[r]);
+        for j in 0..LANES {
+            let ww = i32::from(w[j]) * i32::from(w[j]);
+            acc[j] += (i32::from(a[j]) * i32::from(b[j]) * ww) as f32;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * LANES..n {
+        let ww = i32::from(w[i]) * i32::from(w[i]);
+        sum += (i32::from(a[i]) * i32::from(b[i]) * ww) as f32;
+    }
+    sum
+}
+
+fn code_l2_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    code_l2_body(w, a, b)
+}
+
+fn code_dot_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    code_dot_body(w, a, b)
+}
+
 fn l2_portable(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
     l2_body(a, s, c)
 }
@@ -67,6 +126,8 @@ fn dot_portable(w: &[f32], c: &[u8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use std::arch::x86_64::*;
+
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -79,6 +140,58 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(w: &[f32], c: &[u8]) -> f32 {
         super::dot_body(w, c)
+    }
+
+    /// `Σ (w·(a − b))²` (or `Σ (w·a)·(w·b)` when `DOT`): 16 dimensions a step, widened to
+    /// i16, weighted (`vpmullw`), multiplied pairwise into i32 lanes (`vpmaddwd`, each pair
+    /// below 2³¹) and summed as f32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn code_kernel<const DOT: bool>(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+        let n = w.len().min(a.len()).min(b.len());
+        let steps = n / 16;
+        let mut sum;
+        // SAFETY: every load reads 16 values at `i < steps × 16 ≤ n` of slices at least `n`
+        // long; the intrinsics need only AVX2, which this function is compiled with.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for step in 0..steps {
+                let i = step * 16;
+                let va = _mm256_cvtepu8_epi16(_mm_loadu_si128(a.as_ptr().add(i).cast()));
+                let vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+                let vw = _mm256_loadu_si256(w.as_ptr().add(i).cast());
+                let products = if DOT {
+                    _mm256_madd_epi16(_mm256_mullo_epi16(va, vw), _mm256_mullo_epi16(vb, vw))
+                } else {
+                    let e = _mm256_mullo_epi16(_mm256_sub_epi16(va, vb), vw);
+                    _mm256_madd_epi16(e, e)
+                };
+                acc = _mm256_add_ps(acc, _mm256_cvtepi32_ps(products));
+            }
+            let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
+            sum = _mm_cvtss_f32(s);
+        }
+        let tail = steps * 16..n;
+        sum += if DOT {
+            super::code_dot_body(&w[tail.clone()], &a[tail.clone()], &b[tail])
+        } else {
+            super::code_l2_body(&w[tail.clone()], &a[tail.clone()], &b[tail])
+        };
+        sum
+    }
+
+    pub(super) fn code_l2_safe(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX2.
+        unsafe { code_kernel::<false>(w, a, b) }
+    }
+
+    pub(super) fn code_dot_safe(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX2.
+        unsafe { code_kernel::<true>(w, a, b) }
     }
 
     pub(super) fn l2_safe(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
@@ -97,6 +210,10 @@ mod avx2 {
 pub struct SqKernels {
     pub l2: fn(&[f32], &[f32], &[u8]) -> f32,
     pub dot: fn(&[f32], &[u8]) -> f32,
+    /// Code to code, weighted by integers up to [`MAX_CODE_WEIGHT`]: `Σ (w·(a − b))²`.
+    pub code_l2: fn(&[i16], &[u8], &[u8]) -> f32,
+    /// `Σ (w·a)·(w·b)`.
+    pub code_dot: fn(&[i16], &[u8], &[u8]) -> f32,
 }
 
 pub fn sq_kernels() -> &'static SqKernels {
@@ -110,11 +227,15 @@ pub fn sq_kernels() -> &'static SqKernels {
             return SqKernels {
                 l2: avx2::l2_safe,
                 dot: avx2::dot_safe,
+                code_l2: avx2::code_l2_safe,
+                code_dot: avx2::code_dot_safe,
             };
         }
         SqKernels {
             l2: l2_portable,
             dot: dot_portable,
+            code_l2: code_l2_portable,
+            code_dot: code_dot_portable,
         }
     })
 }
@@ -124,7 +245,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    type CodeKernel = fn(&[i16], &[u8], &[u8]) -> f32;
+
     proptest! {
+        #[test]
+        fn code_kernels_match_the_definition(
+            pairs in proptest::collection::vec((any::<u8>(), any::<u8>(), 0..=MAX_CODE_WEIGHT), 0..2100),
+        ) {
+            let (a, b): (Vec<u8>, Vec<u8>) = pairs.iter().map(|&(a, b, _)| (a, b)).unzip();
+            let w: Vec<i16> = pairs.iter().map(|&(_, _, w)| w).collect();
+            let want_l2: f64 = pairs.iter().map(|&(a, b, w)| ((f64::from(a) - f64::from(b)) * f64::from(w)).powi(2)).sum();
+            let want_dot: f64 = pairs.iter().map(|&(a, b, w)| f64::from(a) * f64::from(b) * f64::from(w).powi(2)).sum();
+            let k = sq_kernels();
+            for (l2, dot) in [(k.code_l2, k.code_dot), (code_l2_portable as CodeKernel, code_dot_portable as CodeKernel)] {
+                prop_assert!((f64::from(l2(&w, &a, &b)) - want_l2).abs() <= 1e-5 * (1.0 + want_l2));
+                prop_assert!((f64::from(dot(&w, &a, &b)) - want_dot).abs() <= 1e-5 * (1.0 + want_dot));
+            }
+        }
+
+        #[test]
+        fn code_kernels_do_not_overflow_at_the_extremes(dim in 0usize..5000) {
+            let w = vec![MAX_CODE_WEIGHT; dim];
+            let (zeros, full) = (vec![0u8; dim], vec![255u8; dim]);
+            let k = sq_kernels();
+            let most = (255.0 * f64::from(MAX_CODE_WEIGHT)).powi(2) * dim as f64;
+            prop_assert!((f64::from((k.code_l2)(&w, &zeros, &full)) - most).abs() <= 1e-5 * (1.0 + most));
+            prop_assert!((f64::from((k.code_dot)(&w, &full, &full)) - most).abs() <= 1e-5 * (1.0 + most));
+        }
+
         #[test]
         fn kernels_match_the_definition(
             codes in proptest::collection::vec(any::<u8>(), 0..70),
