@@ -64,7 +64,7 @@ pub fn query_count(rows: u64, width: usize) -> usize {
 pub fn holds_out(row_id: u64, stride: u64) -> bool {
     let mut x = row_id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x ^= x >> 32;
-    stride != u64::MAX && x % stride.max(1) == 0
+    stride != u64::MAX && x.is_multiple_of(stride.max(1))
 }
 
 /// One measured setting.
