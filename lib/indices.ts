@@ -246,11 +246,11 @@ export interface IndexCalibration {
   /** Neighbours per query recall is measured at (10). */
   k: number;
   /**
-   * The default setting: the cheapest on the curve reaching `targetRecall` by two standard
-   * errors of the sample's estimate (`recall − 2·recallStdErr ≥ targetRecall`), so unseen
+   * The default setting: the cheapest on the curve reaching `targetRecall` by three standard
+   * errors of the sample's estimate (`recall − 3·recallStdErr ≥ targetRecall`), so unseen
    * queries reach it too. `nprobes: 0` means
    * exact search: no index setting reached the target (data the index's codes cannot tell
-   * apart), so searches with no explicit settings return the exact answer, as `explainPlan()` says.
+   * apart) or the one that did was estimated to cost more than a scan, so searches with no explicit settings return the exact answer, as `explainPlan()` says.
    */
   nprobes: number;
   /** Graph indexes only: the search's candidate list. */

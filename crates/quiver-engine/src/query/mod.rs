@@ -905,16 +905,26 @@ fn settings_of(search: &VectorSearch, kind: IndexKind, details: &[u8]) -> Result
     let mut exact = None;
     if let (Some(p), Some(c), Some(target)) = (point, calibration.as_ref(), target) {
         if p.is_exact() {
+            let reaching = c.cheapest_index_setting(target).copied();
             let best = c.best_index_setting().copied();
             if !explicit {
-                exact = Some(format!(
-                    "calibrated: no setting of the index reached recall@{} {target} on the build's sample (best {:.3}); the exact answer instead",
-                    index::calibrate::CALIBRATION_K,
-                    best.map_or(0.0, |b| b.recall),
-                ));
+                exact = Some(match reaching {
+                    Some(r) => format!(
+                        "calibrated: a scan (estimated {:.0} µs) costs no more than the cheapest setting of the index reaching recall@{} {target} on the build's sample (estimated {:.0} µs); the exact answer instead",
+                        p.cost_us,
+                        index::calibrate::CALIBRATION_K,
+                        r.cost_us,
+                    ),
+                    None => format!(
+                        "calibrated: no setting of the index reached recall@{} {target} on the build's sample (best {:.3}); the exact answer instead",
+                        index::calibrate::CALIBRATION_K,
+                        best.map_or(0.0, |b| b.recall),
+                    ),
+                });
             }
-            // Settings a search leaves out come from the index's best.
-            point = best;
+            // Settings a search leaves out come from the setting reaching the target, else
+            // the index's best.
+            point = reaching.or(best);
         }
     }
     let nprobes = search
