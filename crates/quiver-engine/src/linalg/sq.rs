@@ -142,9 +142,31 @@ mod avx2 {
         super::dot_body(w, c)
     }
 
-    /// `Σ (w·(a − b))²` (or `Σ (w·a)·(w·b)` when `DOT`): 16 dimensions a step, widened to
+    /// `Σ (w·(a − b))²` (or `Σ (w·a)·(w·b)` when `DOT`) of 16 dimensions at `i`: widened to
     /// i16, weighted (`vpmullw`), multiplied pairwise into i32 lanes (`vpmaddwd`, each pair
-    /// below 2³¹) and summed as f32.
+    /// below 2³¹), as f32.
+    ///
+    /// # Safety
+    /// AVX2; `i + 16` values readable in each slice.
+    #[inline(always)]
+    unsafe fn code_step<const DOT: bool>(w: *const i16, a: *const u8, b: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees AVX2 and 16 readable values at each pointer.
+        unsafe {
+            let va = _mm256_cvtepu8_epi16(_mm_loadu_si128(a.cast()));
+            let vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.cast()));
+            let vw = _mm256_loadu_si256(w.cast());
+            let products = if DOT {
+                _mm256_madd_epi16(_mm256_mullo_epi16(va, vw), _mm256_mullo_epi16(vb, vw))
+            } else {
+                let e = _mm256_mullo_epi16(_mm256_sub_epi16(va, vb), vw);
+                _mm256_madd_epi16(e, e)
+            };
+            _mm256_cvtepi32_ps(products)
+        }
+    }
+
+    /// The code-to-code kernels: four independent accumulators over 64 dimensions a round
+    /// (one accumulator's add latency would bound the loop), then 16 at a time, then scalar.
     ///
     /// # Safety
     /// The CPU must support AVX2.
@@ -152,24 +174,25 @@ mod avx2 {
     unsafe fn code_kernel<const DOT: bool>(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
         let n = w.len().min(a.len()).min(b.len());
         let steps = n / 16;
+        let (wp, ap, bp) = (w.as_ptr(), a.as_ptr(), b.as_ptr());
         let mut sum;
-        // SAFETY: every load reads 16 values at `i < steps × 16 ≤ n` of slices at least `n`
-        // long; the intrinsics need only AVX2, which this function is compiled with.
+        // SAFETY: every step reads 16 values at `i` with `i + 16 ≤ steps × 16 ≤ n`, within
+        // slices at least `n` long; the intrinsics need only AVX2, which this function has.
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for step in 0..steps {
-                let i = step * 16;
-                let va = _mm256_cvtepu8_epi16(_mm_loadu_si128(a.as_ptr().add(i).cast()));
-                let vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.as_ptr().add(i).cast()));
-                let vw = _mm256_loadu_si256(w.as_ptr().add(i).cast());
-                let products = if DOT {
-                    _mm256_madd_epi16(_mm256_mullo_epi16(va, vw), _mm256_mullo_epi16(vb, vw))
-                } else {
-                    let e = _mm256_mullo_epi16(_mm256_sub_epi16(va, vb), vw);
-                    _mm256_madd_epi16(e, e)
-                };
-                acc = _mm256_add_ps(acc, _mm256_cvtepi32_ps(products));
+            let step = |i: usize| code_step::<DOT>(wp.add(i), ap.add(i), bp.add(i));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let rounds = steps / 4;
+            for r in 0..rounds {
+                let i = r * 64;
+                acc[0] = _mm256_add_ps(acc[0], step(i));
+                acc[1] = _mm256_add_ps(acc[1], step(i + 16));
+                acc[2] = _mm256_add_ps(acc[2], step(i + 32));
+                acc[3] = _mm256_add_ps(acc[3], step(i + 48));
             }
+            for k in rounds * 4..steps {
+                acc[k % 4] = _mm256_add_ps(acc[k % 4], step(k * 16));
+            }
+            let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
             let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
