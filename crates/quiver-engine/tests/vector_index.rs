@@ -1358,6 +1358,27 @@ async fn appends_deletes_optimize_and_reopen(t: &Table, uri: &str, name: &str) {
     );
     let got = search(t, &query_of_row(data, 7)).await.expect("search");
     assert_eq!(ids(&got).iter().filter(|&&i| i == 7).count(), 2);
+    // Appends alone: graphs take the new rows in without relinking the ones they hold.
+    let (before, _) = recall(t, 50, |s| s, &data.gt).await;
+    t.append(
+        batches_stream(vec![batch(data, 10..20)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    optimize_indices(t).await.expect("optimize");
+    let stats = index_stats(t, "vector_idx").expect("stats");
+    assert_eq!(
+        (stats.num_unindexed_rows, stats.num_indexed_rows),
+        (0, 50_010)
+    );
+    let got = search(t, &query_of_row(data, 15)).await.expect("search");
+    assert_eq!(ids(&got).iter().filter(|&&i| i == 15).count(), 2);
+    let (after, _) = recall(t, 50, |s| s, &data.gt).await;
+    assert!(
+        after >= before - 0.02,
+        "recall {before} before the append, {after} after"
+    );
     // A fresh connection reads the model and partitions from the file.
     let db2 = Database::connect(uri, ConnectOptions::default())
         .await

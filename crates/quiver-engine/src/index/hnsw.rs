@@ -253,10 +253,30 @@ pub fn build<S: GraphSpace>(
     seed: u64,
     on_node: &(dyn Fn() + Sync),
 ) -> Graph {
-    let m = params.m.max(2);
-    let m0 = 2 * m;
+    extend(None, space, n, params, seed, on_node)
+}
+
+/// `base` (a graph over nodes `0..base.len()` of `space`, or none) with nodes up to `n`
+/// inserted as the build inserts them: appended rows join a graph without relinking the
+/// nodes it holds (those only gain links to new nodes, as in a build). Keeps `base`'s `m`.
+pub fn extend<S: GraphSpace>(
+    base: Option<&Graph>,
+    space: &S,
+    n: usize,
+    params: HnswParams,
+    seed: u64,
+    on_node: &(dyn Fn() + Sync),
+) -> Graph {
+    let base = base.filter(|g| !g.is_empty() && g.len() <= n);
+    let m = base.map_or(params.m.max(2), |g| g.m);
     let ef_construction = params.ef_construction.max(m);
-    let levels: Vec<u8> = (0..n as u64).map(|i| level_of(i, seed, m)).collect();
+    let old = base.map_or(0, Graph::len);
+    let levels: Vec<u8> = (0..n)
+        .map(|i| match base {
+            Some(g) if i < old => g.levels[i],
+            _ => level_of(i as u64, seed, m),
+        })
+        .collect();
     if n == 0 {
         return Graph {
             m,
@@ -266,53 +286,117 @@ pub fn build<S: GraphSpace>(
             upper: Vec::new(),
         };
     }
-    // The first node of the highest layer is the entry from the start, so it never changes.
-    let top = levels.iter().copied().max().unwrap_or(0);
-    let entry = levels.iter().position(|&l| l == top).unwrap_or(0) as u32;
     let links = BuildLinks::new(&levels, m);
-    let neighbours = |node: u32, level: usize, out: &mut Vec<u32>| links.read(node, level, out);
-    let everything = |_: u32| true;
-    (0..n as u32)
+    let insert = Inserter {
+        space,
+        links: &links,
+        m,
+        ef_construction,
+        n,
+    };
+    let top_of = |nodes: std::ops::Range<usize>| {
+        nodes
+            .clone()
+            .max_by_key(|&i| (levels[i], std::cmp::Reverse(i)))
+            .map(|i| i as u32)
+    };
+    // The entry: the first node of the highest layer, fixed before the parallel inserts. A
+    // new node above every old one is linked first, from the old entry, then becomes it.
+    let entry = match base {
+        None => top_of(0..n).unwrap_or(0),
+        Some(g) => {
+            links.load(g);
+            let mut entry = g.entry;
+            if let Some(high) = top_of(old..n) {
+                if levels[high as usize] > levels[entry as usize] {
+                    insert.node(high, entry, &levels, &mut Scratch::new(n));
+                    on_node();
+                    entry = high;
+                }
+            }
+            entry
+        }
+    };
+    (old as u32..n as u32)
         .into_par_iter()
         .filter(|&i| i != entry)
         .for_each_init(
-            || (Visited::new(n), Vec::new(), Vec::new()),
-            |(visited, buf, scratch), node| {
-                let query = space.node_query(node);
-                let level = usize::from(levels[node as usize]);
-                let mut ep = Candidate {
-                    distance: space.distance(&query, entry),
-                    row_id: u64::from(entry),
-                };
-                for l in (level + 1..=usize::from(top)).rev() {
-                    ep = greedy(space, &query, ep, l, &neighbours, buf);
-                }
-                let mut entry_points = vec![ep];
-                for l in (0..=level.min(usize::from(top))).rev() {
-                    visited.start(n);
-                    let found = search_layer(
-                        space,
-                        &query,
-                        &entry_points,
-                        ef_construction,
-                        l,
-                        visited,
-                        &neighbours,
-                        &everything,
-                        buf,
-                    );
-                    let chosen = select(space, &found, m);
-                    links.write_locked(node, l, &chosen);
-                    let cap = if l == 0 { m0 } else { m };
-                    for &other in &chosen {
-                        links.link_back(space, other, node, l, cap, scratch);
-                    }
-                    entry_points = found;
-                }
+            || Scratch::new(n),
+            |scratch, node| {
+                insert.node(node, entry, &levels, scratch);
                 on_node();
             },
         );
     links.into_graph(m, entry, levels)
+}
+
+/// Per-thread buffers of inserts.
+struct Scratch {
+    visited: Visited,
+    buf: Vec<u32>,
+    list: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(n: usize) -> Self {
+        Scratch {
+            visited: Visited::new(n),
+            buf: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+}
+
+/// Links one node into a graph being built.
+struct Inserter<'a, S> {
+    space: &'a S,
+    links: &'a BuildLinks,
+    m: usize,
+    ef_construction: usize,
+    n: usize,
+}
+
+impl<S: GraphSpace> Inserter<'_, S> {
+    /// Links `node`, searching from `entry` (on its layer, the highest).
+    fn node(&self, node: u32, entry: u32, levels: &[u8], scratch: &mut Scratch) {
+        let space = self.space;
+        let neighbours =
+            |node: u32, level: usize, out: &mut Vec<u32>| self.links.read(node, level, out);
+        let everything = |_: u32| true;
+        let query = space.node_query(node);
+        let level = usize::from(levels[node as usize]);
+        let top = usize::from(levels[entry as usize]);
+        let mut ep = Candidate {
+            distance: space.distance(&query, entry),
+            row_id: u64::from(entry),
+        };
+        for l in (level + 1..=top).rev() {
+            ep = greedy(space, &query, ep, l, &neighbours, &mut scratch.buf);
+        }
+        let mut entry_points = vec![ep];
+        for l in (0..=level.min(top)).rev() {
+            scratch.visited.start(self.n);
+            let found = search_layer(
+                space,
+                &query,
+                &entry_points,
+                self.ef_construction,
+                l,
+                &mut scratch.visited,
+                &neighbours,
+                &everything,
+                &mut scratch.buf,
+            );
+            let chosen = select(space, &found, self.m);
+            self.links.write_locked(node, l, &chosen);
+            let cap = if l == 0 { 2 * self.m } else { self.m };
+            for &other in &chosen {
+                self.links
+                    .link_back(space, other, node, l, cap, &mut scratch.list);
+            }
+            entry_points = found;
+        }
+    }
 }
 
 /// A graph's links while it is built: fixed slots per node and layer, [`NONE`]-padded, read
@@ -365,6 +449,21 @@ impl BuildLinks {
             return &self.upper[start..start + self.m];
         };
         &self.layer0[range]
+    }
+
+    /// Copies the links of `graph` (over the first nodes, with the same `m`).
+    fn load(&self, graph: &Graph) {
+        for (slot, &nb) in self.layer0.iter().zip(&graph.layer0) {
+            slot.store(nb, Ordering::Relaxed);
+        }
+        for (l, layer) in graph.upper.iter().enumerate() {
+            for (k, &node) in layer.nodes.iter().enumerate() {
+                let from = layer.links.get(k * self.m..(k + 1) * self.m).unwrap_or(&[]);
+                for (slot, &nb) in self.slots(node, l + 1).iter().zip(from) {
+                    slot.store(nb, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     #[inline]
@@ -652,6 +751,82 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// Recall@10 of `graph` over `space` on 100 queries spread over the plane.
+    fn recall(graph: &Graph, space: &Points) -> f64 {
+        let n = space.0.len();
+        let mut visited = Visited::new(n);
+        let mut hits = 0;
+        for q in 0..100 {
+            let query = [(q * 13 % 100) as f32 + 0.3, (q * 29 % 100) as f32 + 0.6];
+            let got = graph.search(space, &query, 64, 10, &|_| true, &mut visited, None);
+            let mut exact: Vec<Candidate> = (0..n as u32)
+                .map(|i| Candidate {
+                    distance: space.distance(&query, i),
+                    row_id: u64::from(i),
+                })
+                .collect();
+            exact.sort_unstable();
+            let truth: Vec<u64> = exact[..10].iter().map(|c| c.row_id).collect();
+            hits += got.iter().filter(|c| truth.contains(&c.row_id)).count();
+        }
+        hits as f64 / 1000.0
+    }
+
+    #[test]
+    fn appended_nodes_join_a_graph_without_relinking_it() {
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+        };
+        let space = points(3000);
+        // Grown in steps (as `optimize()` after appends), from one node up.
+        let mut graph = build(&space, 1, params, 7, &|| {});
+        for n in [2, 40, 1000, 1001, 3000] {
+            let inserted = std::sync::atomic::AtomicUsize::new(0);
+            let before = graph.clone();
+            graph = extend(Some(&graph), &space, n, params, 7, &|| {
+                inserted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+            assert_eq!(graph.len(), n);
+            assert_eq!(
+                inserted.into_inner(),
+                n - before.len(),
+                "only new nodes linked"
+            );
+            assert_eq!(&graph.levels[..before.len()], &before.levels[..]);
+            // Old nodes keep their links, new ones only added beside them or chosen anew
+            // among them and the new node.
+            let mut out = Vec::new();
+            let m0 = 2 * graph.m;
+            let kept = (0..before.len())
+                .filter(|&i| {
+                    out.clear();
+                    graph.neighbours(i as u32, 0, &mut out);
+                    before.layer0[i * m0..(i + 1) * m0]
+                        .iter()
+                        .take_while(|&&s| s != NONE)
+                        .all(|nb| {
+                            out.contains(nb) || out.iter().any(|&o| o as usize >= before.len())
+                        })
+                })
+                .count();
+            assert_eq!(kept, before.len());
+        }
+        // The entry is on the highest layer, whichever step brought it.
+        let top = graph.levels.iter().copied().max();
+        assert_eq!(Some(graph.levels[graph.entry as usize]), top);
+        let grown = recall(&graph, &space);
+        let whole = recall(&build(&space, 3000, params, 7, &|| {}), &space);
+        assert!(
+            grown >= 0.97 && grown >= whole - 0.02,
+            "grown {grown} whole {whole}"
+        );
+        // It round-trips like a built graph.
+        let mut bytes = Vec::new();
+        graph.encode(&mut bytes);
+        assert_eq!(Graph::decode(&bytes, 3000, graph.m), Some(graph));
     }
 
     #[test]

@@ -471,7 +471,7 @@ async fn train(
         )))
     });
     let encoded = encode_rows(source, model.clone(), truth.clone(), &report, rows).await?;
-    let mut index = assemble(model, partitions, encoded, progress.clone()).await?;
+    let mut index = assemble(model, partitions, encoded, Vec::new(), progress.clone()).await?;
     // 4. Calibration: the sample queries searched through the new index.
     let Some(truth) = truth.and_then(|t| Arc::into_inner(t)?.into_inner().ok()) else {
         return Ok(index);
@@ -491,10 +491,12 @@ async fn train(
 fn existing_rows(
     partitions: &[Arc<Partition>],
     keep: &(dyn Fn(u64) -> bool + Sync),
-) -> (Encoded, u64) {
+) -> (Encoded, u64, Vec<Option<hnsw::Graph>>) {
     let mut out = Encoded::default();
     let mut removed = 0u64;
+    let mut graphs = Vec::with_capacity(partitions.len());
     for (p, part) in partitions.iter().enumerate() {
+        let removed_before = removed;
         for (i, &row) in part.row_ids.iter().enumerate() {
             if !keep(row) {
                 removed += 1;
@@ -523,8 +525,18 @@ fn existing_rows(
                 }
             }
         }
+        // A graph whose nodes all stay keeps its numbering (kept rows come first, in order),
+        // so appended rows can join it; one that lost nodes is relinked.
+        graphs.push(match &part.data {
+            PartitionData::HnswSq { graph, .. } | PartitionData::HnswPq { graph, .. }
+                if removed == removed_before =>
+            {
+                Some(graph.clone())
+            }
+            _ => None,
+        });
     }
-    (out, removed)
+    (out, removed, graphs)
 }
 
 /// Rows encoded for an index: partition, address and payload of each row (IVF_RQ: codes,
@@ -707,17 +719,21 @@ async fn assemble(
     model: Arc<Codec>,
     partitions: usize,
     encoded: Encoded,
+    graphs: Vec<Option<hnsw::Graph>>,
     progress: Option<ProgressFn>,
 ) -> Result<IvfIndex> {
-    tokio::task::spawn_blocking(move || group(&model, partitions, encoded, progress))
+    tokio::task::spawn_blocking(move || group(&model, partitions, encoded, &graphs, progress))
         .await
         .map_err(|e| Error::Internal(format!("index assembly failed: {e}")))
 }
 
+/// `graphs[p]`, when present, is partition `p`'s graph over its first rows: only the rows
+/// after them are inserted.
 fn group(
     model: &Codec,
     partitions: usize,
     encoded: Encoded,
+    graphs: &[Option<hnsw::Graph>],
     progress: Option<ProgressFn>,
 ) -> IvfIndex {
     let (dim, distance) = (model.dim, model.distance);
@@ -767,7 +783,18 @@ fn group(
         }
     }
     if let Some(params) = model.hnsw {
-        let total = encoded.row_ids.len() as u64;
+        // Nodes to link: those not in a kept graph.
+        let total = parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| {
+                let kept = graphs
+                    .get(p)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |g| g.len());
+                part.len().saturating_sub(kept) as u64
+            })
+            .sum();
         let linked = std::sync::atomic::AtomicU64::new(0);
         let report = |done: u64| {
             if let Some(p) = &progress {
@@ -790,8 +817,9 @@ fn group(
             (None, Some(q)) => q.symmetric_table(distance == DistanceType::Dot),
             _ => Vec::new(),
         };
-        for part in &mut parts {
+        for (p, part) in parts.iter_mut().enumerate() {
             let n = part.len();
+            let base = graphs.get(p).and_then(Option::as_ref);
             match (
                 std::mem::replace(&mut part.data, PartitionData::Pq(Vec::new())),
                 &model.sq,
@@ -799,7 +827,7 @@ fn group(
             ) {
                 (PartitionData::FlatBytes(codes), Some(sq), _) => {
                     let space = SqLinkSpace::new(sq, &codes, distance);
-                    let graph = hnsw::build(&space, n, params, 0x4853_5751, &on_node);
+                    let graph = hnsw::extend(base, &space, n, params, 0x4853_5751, &on_node);
                     part.data = PartitionData::HnswSq { codes, graph };
                 }
                 (PartitionData::Pq(codes), None, Some(quantizer)) => {
@@ -808,7 +836,7 @@ fn group(
                         codes: &codes,
                         symmetric: Some(&symmetric),
                     };
-                    let graph = hnsw::build(&space, n, params, 0x4853_5750, &on_node);
+                    let graph = hnsw::extend(base, &space, n, params, 0x4853_5750, &on_node);
                     part.data = PartitionData::HnswPq { codes, graph };
                 }
                 (data, ..) => part.data = data,
@@ -1234,7 +1262,7 @@ impl IndexType for IvfType {
                 .downcast_ref::<IvfIndex>()
                 .ok_or_else(|| Error::Internal("a vector update got another index".into()))?;
             let partitions = index.all_partitions(job.parts.translate).await?;
-            let (kept, removed) = existing_rows(&partitions, job.keep);
+            let (kept, removed, graphs) = existing_rows(&partitions, job.keep);
             drop(partitions);
             let model = Arc::new(Codec::of(index));
             let added = encode_rows(
@@ -1245,8 +1273,14 @@ impl IndexType for IvfType {
                 job.added.rows(),
             )
             .await?;
-            let mut rebuilt =
-                assemble(model, index.num_partitions(), kept.append(added), None).await?;
+            let mut rebuilt = assemble(
+                model,
+                index.num_partitions(),
+                kept.append(added),
+                graphs,
+                None,
+            )
+            .await?;
             // Partitions keep their centroids, so the measured settings still describe them.
             rebuilt.calibration = index.calibration.clone();
             write(job.storage, job.file, rebuilt, removed).await
