@@ -330,6 +330,73 @@ pub fn extend<S: GraphSpace>(
     links.into_graph(m, entry, levels)
 }
 
+/// The graph of `kept` (old node numbers, ascending), renumbered `0..kept.len()` in that
+/// order, over `space` in the new numbering: nodes that lost links to dropped nodes choose
+/// again by the heuristic among their remaining links and the dropped nodes' surviving
+/// neighbours (so the regions a dropped node joined stay joined); the others keep their
+/// links. The entry stays, or passes to the first node of the highest remaining layer.
+pub fn without<S: GraphSpace>(graph: &Graph, kept: &[u32], space: &S) -> Graph {
+    let m = graph.m;
+    let mut new_of = vec![NONE; graph.len()];
+    let kept: Vec<u32> = kept
+        .iter()
+        .copied()
+        .filter(|&old| (old as usize) < graph.len())
+        .collect();
+    for (new, &old) in kept.iter().enumerate() {
+        new_of[old as usize] = new as u32;
+    }
+    let levels: Vec<u8> = kept.iter().map(|&old| graph.levels[old as usize]).collect();
+    let links = BuildLinks::new(&levels, m);
+    (0..kept.len()).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(list, around, candidates): &mut (Vec<u32>, Vec<u32>, Vec<Candidate>), new| {
+            let old = kept[new];
+            for level in 0..=usize::from(levels[new]) {
+                list.clear();
+                graph.neighbours(old, level, list);
+                let survives = |nb: u32| new_of.get(nb as usize).is_some_and(|&n| n != NONE);
+                if list.iter().all(|&nb| survives(nb)) {
+                    list.iter_mut().for_each(|nb| *nb = new_of[*nb as usize]);
+                    links.store(new as u32, level, list);
+                    continue;
+                }
+                let mut pool: Vec<u32> = Vec::with_capacity(list.len() * 2);
+                for &nb in list.iter() {
+                    if survives(nb) {
+                        pool.push(nb);
+                    } else {
+                        around.clear();
+                        graph.neighbours(nb, level, around);
+                        pool.extend(around.iter().copied().filter(|&x| x != old && survives(x)));
+                    }
+                }
+                pool.sort_unstable();
+                pool.dedup();
+                let query = space.node_query(new as u32);
+                candidates.clear();
+                candidates.extend(pool.iter().map(|&x| {
+                    let x = new_of[x as usize];
+                    Candidate {
+                        distance: space.distance(&query, x),
+                        row_id: u64::from(x),
+                    }
+                }));
+                candidates.sort_unstable();
+                let cap = if level == 0 { 2 * m } else { m };
+                links.store(new as u32, level, &select(space, candidates, cap));
+            }
+        },
+    );
+    let entry = match new_of.get(graph.entry as usize) {
+        Some(&e) if e != NONE => e,
+        _ => (0..levels.len())
+            .max_by_key(|&i| (levels[i], std::cmp::Reverse(i)))
+            .unwrap_or(0) as u32,
+    };
+    links.into_graph(m, entry, levels)
+}
+
 /// Per-thread buffers of inserts.
 struct Scratch {
     visited: Visited,
@@ -827,6 +894,50 @@ mod tests {
         let mut bytes = Vec::new();
         graph.encode(&mut bytes);
         assert_eq!(Graph::decode(&bytes, 3000, graph.m), Some(graph));
+    }
+
+    #[test]
+    fn dropped_nodes_leave_a_searchable_graph() {
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+        };
+        let space = points(3000);
+        let graph = build(&space, 3000, params, 7, &|| {});
+        // Every seventh node, a block of 200, and the entry go.
+        let kept: Vec<u32> = (0..3000u32)
+            .filter(|&i| i % 7 != 3 && !(1000..1200).contains(&i) && i != graph.entry)
+            .collect();
+        let remaining = Points(kept.iter().map(|&i| space.0[i as usize]).collect());
+        let repaired = without(&graph, &kept, &remaining);
+        assert_eq!(repaired.len(), kept.len());
+        for (new, &old) in kept.iter().enumerate() {
+            assert_eq!(repaired.levels[new], graph.levels[old as usize]);
+        }
+        let top = repaired.levels.iter().copied().max();
+        assert_eq!(Some(repaired.levels[repaired.entry as usize]), top);
+        let mut out = Vec::new();
+        for node in 0..kept.len() as u32 {
+            out.clear();
+            repaired.neighbours(node, 0, &mut out);
+            assert!(out
+                .iter()
+                .all(|&nb| (nb as usize) < kept.len() && nb != node));
+        }
+        let fresh = build(&remaining, kept.len(), params, 7, &|| {});
+        let (kept_recall, rebuilt) = (recall(&repaired, &remaining), recall(&fresh, &remaining));
+        assert!(
+            kept_recall >= 0.97 && kept_recall >= rebuilt - 0.02,
+            "repaired {kept_recall} rebuilt {rebuilt}"
+        );
+        // Then appended nodes join it.
+        let mut grown = remaining.0.clone();
+        grown.extend((0..300).map(|i| [(i % 100) as f32 + 0.5, (i / 3) as f32 + 0.25]));
+        let grown = Points(grown);
+        let extended = extend(Some(&repaired), &grown, grown.0.len(), params, 7, &|| {});
+        assert!(recall(&extended, &grown) >= 0.97);
+        // Nothing kept: an empty graph.
+        assert!(without(&graph, &[], &Points(Vec::new())).is_empty());
     }
 
     #[test]

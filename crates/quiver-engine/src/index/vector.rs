@@ -491,16 +491,24 @@ async fn train(
 fn existing_rows(
     partitions: &[Arc<Partition>],
     keep: &(dyn Fn(u64) -> bool + Sync),
-) -> (Encoded, u64, Vec<Option<hnsw::Graph>>) {
+) -> (Encoded, u64, Vec<Option<KeptGraph>>) {
     let mut out = Encoded::default();
     let mut removed = 0u64;
     let mut graphs = Vec::with_capacity(partitions.len());
     for (p, part) in partitions.iter().enumerate() {
         let removed_before = removed;
+        let is_graph = matches!(
+            part.data,
+            PartitionData::HnswSq { .. } | PartitionData::HnswPq { .. }
+        );
+        let mut kept_nodes = Vec::new();
         for (i, &row) in part.row_ids.iter().enumerate() {
             if !keep(row) {
                 removed += 1;
                 continue;
+            }
+            if is_graph {
+                kept_nodes.push(i as u32);
             }
             out.partitions.push(p as u32);
             out.row_ids.push(row);
@@ -525,19 +533,48 @@ fn existing_rows(
                 }
             }
         }
-        // A graph whose nodes all stay keeps its numbering (kept rows come first, in order),
-        // so appended rows can join it; one that lost nodes is relinked.
+        // Kept rows come first in the rebuilt partition, in their order, so appended rows
+        // join the stored graph; one that lost a few nodes is repaired first, one that lost
+        // many is relinked.
+        let lost = removed - removed_before;
         graphs.push(match &part.data {
             PartitionData::HnswSq { graph, .. } | PartitionData::HnswPq { graph, .. }
-                if removed == removed_before =>
+                if lost as f64 <= MAX_REPAIRED_SHARE * part.len() as f64 =>
             {
-                Some(graph.clone())
+                Some(KeptGraph {
+                    graph: graph.clone(),
+                    kept: (lost > 0).then_some(kept_nodes),
+                })
             }
             _ => None,
         });
     }
     (out, removed, graphs)
 }
+
+/// A partition's stored graph, and which of its nodes stay (none: all of them).
+struct KeptGraph {
+    graph: hnsw::Graph,
+    kept: Option<Vec<u32>>,
+}
+
+impl KeptGraph {
+    fn len(&self) -> usize {
+        self.kept.as_ref().map_or(self.graph.len(), Vec::len)
+    }
+
+    /// The graph over the kept nodes (renumbered in order), repaired where nodes went.
+    fn base<S: hnsw::GraphSpace>(&self, space: &S) -> std::borrow::Cow<'_, hnsw::Graph> {
+        match &self.kept {
+            None => std::borrow::Cow::Borrowed(&self.graph),
+            Some(kept) => std::borrow::Cow::Owned(hnsw::without(&self.graph, kept, space)),
+        }
+    }
+}
+
+/// Share of a graph partition's rows that may be deleted before `optimize()` relinks it
+/// rather than repairing the links around them.
+const MAX_REPAIRED_SHARE: f64 = 0.2;
 
 /// Rows encoded for an index: partition, address and payload of each row (IVF_RQ: codes,
 /// and factors in `vectors`).
@@ -719,7 +756,7 @@ async fn assemble(
     model: Arc<Codec>,
     partitions: usize,
     encoded: Encoded,
-    graphs: Vec<Option<hnsw::Graph>>,
+    graphs: Vec<Option<KeptGraph>>,
     progress: Option<ProgressFn>,
 ) -> Result<IvfIndex> {
     tokio::task::spawn_blocking(move || group(&model, partitions, encoded, &graphs, progress))
@@ -733,7 +770,7 @@ fn group(
     model: &Codec,
     partitions: usize,
     encoded: Encoded,
-    graphs: &[Option<hnsw::Graph>],
+    graphs: &[Option<KeptGraph>],
     progress: Option<ProgressFn>,
 ) -> IvfIndex {
     let (dim, distance) = (model.dim, model.distance);
@@ -827,7 +864,9 @@ fn group(
             ) {
                 (PartitionData::FlatBytes(codes), Some(sq), _) => {
                     let space = SqLinkSpace::new(sq, &codes, distance);
-                    let graph = hnsw::extend(base, &space, n, params, 0x4853_5751, &on_node);
+                    let base = base.map(|b| b.base(&space));
+                    let graph =
+                        hnsw::extend(base.as_deref(), &space, n, params, 0x4853_5751, &on_node);
                     part.data = PartitionData::HnswSq { codes, graph };
                 }
                 (PartitionData::Pq(codes), None, Some(quantizer)) => {
@@ -836,7 +875,9 @@ fn group(
                         codes: &codes,
                         symmetric: Some(&symmetric),
                     };
-                    let graph = hnsw::extend(base, &space, n, params, 0x4853_5750, &on_node);
+                    let base = base.map(|b| b.base(&space));
+                    let graph =
+                        hnsw::extend(base.as_deref(), &space, n, params, 0x4853_5750, &on_node);
                     part.data = PartitionData::HnswPq { codes, graph };
                 }
                 (data, ..) => part.data = data,
