@@ -1,12 +1,14 @@
 //! HNSW graphs (hierarchical navigable small worlds): each node links to about `m` near
 //! nodes per layer (`2m` on layer 0), and a search walks greedily down the sparse upper
 //! layers, then best-first over layer 0 keeping the `ef` nearest nodes seen. Built by
-//! inserting nodes in parallel (a lock per node's links), with the paper's neighbour
-//! heuristic (a candidate is linked only if it is nearer to the new node than to any node
-//! already linked), so clusters stay connected to each other.
+//! inserting nodes in parallel (links read without locks, written under one per node), with
+//! the paper's neighbour heuristic (a candidate is linked only if it is nearer to the new node
+//! than to any node already linked), so clusters stay connected to each other. A stored graph
+//! takes appended nodes by the same inserts ([`extend`]) and loses deleted ones by repairing
+//! the links around them ([`without`]).
 //!
-//! The graph knows node numbers only; a [`GraphSpace`] gives distances (here: between
-//! scalar-quantized codes). Layout on disk: FORMAT.md §6.2.
+//! The graph knows node numbers only; a [`GraphSpace`] gives distances (between scalar- or
+//! product-quantized codes). Layout on disk: FORMAT.md §6.2.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -296,7 +298,6 @@ pub fn extend<S: GraphSpace>(
     };
     let top_of = |nodes: std::ops::Range<usize>| {
         nodes
-            .clone()
             .max_by_key(|&i| (levels[i], std::cmp::Reverse(i)))
             .map(|i| i as u32)
     };
