@@ -62,9 +62,20 @@ fn dot_body(w: &[f32], c: &[u8]) -> f32 {
 pub const MAX_CODE_WEIGHT: i16 = 127;
 
 /// `Σ (w[i]·(a[i] − b[i]))²` over two codes (graph construction: both sides are stored codes,
-/// so nothing is decoded to floats). Products are exact integers, summed as f32.
+/// so nothing is decoded to floats), or `Σ (w[i]·a[i])·(w[i]·b[i])` when `DOT`. Products are
+/// exact integers, summed as f32.
 #[inline(always)]
-fn code_l2_body(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+fn code_body<const DOT: bool>(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    #[inline(always)]
+    fn term<const DOT: bool>(w: i16, a: u8, b: u8) -> f32 {
+        let (w, a, b) = (i32::from(w), i32::from(a), i32::from(b));
+        if DOT {
+            (a * w * (b * w)) as f32
+        } else {
+            let e = (a - b) * w;
+            (e * e) as f32
+        }
+    }
     let n = w.len().min(a.len()).min(b.len());
     let (w, a, b) = (&w[..n], &a[..n], &b[..n]);
     let mut acc = [0f32; LANES];
@@ -73,47 +84,22 @@ fn code_l2_body(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
         let r = k * LANES..(k + 1) * LANES;
         let (w, a, b) = (&w[r.clone()], &a[r.clone()], &b[r]);
         for j in 0..LANES {
-            let e = (i32::from(a[j]) - i32::from(b[j])) * i32::from(w[j]);
-            acc[j] += (e * e) as f32;
+            acc[j] += term::<DOT>(w[j], a[j], b[j]);
         }
     }
     let mut sum: f32 = acc.iter().sum();
     for i in chunks * LANES..n {
-        let e = (i32::from(a[i]) - i32::from(b[i])) * i32::from(w[i]);
-        sum += (e * e) as f32;
-    }
-    sum
-}
-
-/// `Σ (w[i]·a[i])·(w[i]·b[i])` over two codes.
-#[inline(always)]
-fn code_dot_body(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    let n = w.len().min(a.len()).min(b.len());
-    let (w, a, b) = (&w[..n], &a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let chunks = n / LANES;
-    for k in 0..chunks {
-        let r = k * LANES..(k + 1) * LANES;
-        let (w, a, b) = (&w[r.clone()], &a[r.clone()], &b[r]);
-        for j in 0..LANES {
-            let ww = i32::from(w[j]) * i32::from(w[j]);
-            acc[j] += (i32::from(a[j]) * i32::from(b[j]) * ww) as f32;
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * LANES..n {
-        let ww = i32::from(w[i]) * i32::from(w[i]);
-        sum += (i32::from(a[i]) * i32::from(b[i]) * ww) as f32;
+        sum += term::<DOT>(w[i], a[i], b[i]);
     }
     sum
 }
 
 fn code_l2_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    code_l2_body(w, a, b)
+    code_body::<false>(w, a, b)
 }
 
 fn code_dot_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    code_dot_body(w, a, b)
+    code_body::<true>(w, a, b)
 }
 
 fn l2_portable(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
@@ -175,7 +161,7 @@ mod avx2 {
         let n = w.len().min(a.len()).min(b.len());
         let steps = n / 16;
         let (wp, ap, bp) = (w.as_ptr(), a.as_ptr(), b.as_ptr());
-        let mut sum;
+        let sum;
         // SAFETY: every step reads 16 values at `i` with `i + 16 ≤ steps × 16 ≤ n`, within
         // slices at least `n` long; the intrinsics need only AVX2, which this function has.
         unsafe {
@@ -199,12 +185,7 @@ mod avx2 {
             sum = _mm_cvtss_f32(s);
         }
         let tail = steps * 16..n;
-        sum += if DOT {
-            super::code_dot_body(&w[tail.clone()], &a[tail.clone()], &b[tail])
-        } else {
-            super::code_l2_body(&w[tail.clone()], &a[tail.clone()], &b[tail])
-        };
-        sum
+        sum + super::code_body::<DOT>(&w[tail.clone()], &a[tail.clone()], &b[tail])
     }
 
     pub(super) fn code_l2_safe(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
