@@ -1523,3 +1523,81 @@ async fn hnsw_pq_recall_ef_filters_updates_and_reopen() {
     })
     .await;
 }
+/// A 2,000-row table whose vectors are valid only at `valid` offsets.
+async fn sparse_table(db: &Database, name: &str, valid: impl Fn(usize) -> bool) -> Table {
+    use arrow_buffer::NullBuffer;
+    let (rows, dim) = (2_000usize, 4i32);
+    let values = Float32Array::from_iter_values((0..rows * dim as usize).map(|i| i as f32));
+    let validity = NullBuffer::from((0..rows).map(valid).collect::<Vec<bool>>());
+    let list = FixedSizeListArray::try_new(
+        common::item(DataType::Float32),
+        dim,
+        Arc::new(values),
+        Some(validity),
+    )
+    .expect("list");
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("vector", common::vector_type(DataType::Float32, dim), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(list),
+        ],
+    )
+    .expect("batch");
+    db.create_table(
+        name,
+        b.schema(),
+        batches_stream(vec![b]),
+        CreateMode::Create,
+        WriteParams::default(),
+    )
+    .await
+    .expect("create")
+}
+
+#[tokio::test]
+async fn a_column_whose_only_vectors_are_held_out_for_calibration_still_trains() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    // The first fragment's number, as the tables below get it.
+    let probe = sparse_table(&db, "probe", |_| true).await;
+    let rows = common::row_ids_of(
+        &probe
+            .scan_all(quiver_engine::ScanOptions {
+                with_row_id: true,
+                ..Default::default()
+            })
+            .await
+            .expect("scan"),
+    );
+    let fragment = rows[0] >> 32;
+    // 2,000 rows: one in four is a possible calibration query; only three of those have a
+    // vector, so the training sample proper is empty.
+    let held =
+        |i: usize| quiver_engine::index::calibrate::holds_out((fragment << 32) | i as u64, 4);
+    let chosen: Vec<usize> = (0..2_000).filter(|&i| held(i)).take(3).collect();
+    assert_eq!(chosen.len(), 3);
+    let t = sparse_table(&db, "held", |i| chosen.contains(&i)).await;
+    let info = create_index(&t, "vector", ivf_pq())
+        .await
+        .expect("trains on the held-out rows");
+    assert!(
+        info.details.calibration.is_none(),
+        "too few rows to calibrate"
+    );
+    let got = search(
+        &t,
+        &VectorSearch {
+            query: vec![0.0; 4],
+            k: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("search");
+    assert_eq!(got.num_rows(), 3);
+}

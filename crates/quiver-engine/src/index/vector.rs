@@ -388,6 +388,12 @@ async fn train(
         scanned += batch.num_rows() as u64;
         report("sample", scanned, rows);
     }
+    if sample.is_empty() && !queries.is_empty() {
+        // Every trainable vector fell among the held-out rows (a column almost all null):
+        // train on them, uncalibrated.
+        sample = std::mem::take(&mut queries);
+        query_rows.clear();
+    }
     if sample.is_empty() {
         return Err(Error::invalid(format!(
             "cannot train an index on '{column}': every vector is null or holds NaN/infinity"
