@@ -357,13 +357,16 @@ pub fn without<S: GraphSpace>(graph: &Graph, kept: &[u32], space: &S) -> Graph {
                 list.clear();
                 graph.neighbours(old, level, list);
                 let survives = |nb: u32| new_of.get(nb as usize).is_some_and(|&n| n != NONE);
-                if list.iter().all(|&nb| survives(nb)) {
+                if list.iter().all(|&nb| survives(nb) && nb != old) {
                     list.iter_mut().for_each(|nb| *nb = new_of[*nb as usize]);
                     links.store(new as u32, level, list);
                     continue;
                 }
                 let mut pool: Vec<u32> = Vec::with_capacity(list.len() * 2);
                 for &nb in list.iter() {
+                    if nb == old {
+                        continue;
+                    }
                     if survives(nb) {
                         pool.push(nb);
                     } else {
@@ -444,7 +447,7 @@ impl<S: GraphSpace> Inserter<'_, S> {
         let mut entry_points = vec![ep];
         for l in (0..=level.min(top)).rev() {
             scratch.visited.start(self.n);
-            let found = search_layer(
+            let mut found = search_layer(
                 space,
                 &query,
                 &entry_points,
@@ -455,6 +458,10 @@ impl<S: GraphSpace> Inserter<'_, S> {
                 &everything,
                 &mut scratch.buf,
             );
+            // A concurrent insert may already link back to this node on this layer, so the
+            // walk can reach it: at distance 0 it would be chosen first, and the heuristic
+            // would then reject every other candidate.
+            found.retain(|c| c.row_id != u64::from(node));
             let chosen = select(space, &found, self.m);
             self.links.write_locked(node, l, &chosen);
             let cap = if l == 0 { 2 * self.m } else { self.m };
@@ -575,7 +582,7 @@ impl BuildLinks {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         list.clear();
         self.read(node, level, list);
-        if list.contains(&new) {
+        if new == node || list.contains(&new) {
             return;
         }
         let slots = self.slots(node, level);
@@ -584,9 +591,11 @@ impl BuildLinks {
             return;
         }
         let query = space.node_query(node);
+        // (A self-link, which graphs built before this check could hold, is dropped.)
         let mut candidates: Vec<Candidate> = list
             .iter()
             .chain(std::iter::once(&new))
+            .filter(|&&nb| nb != node)
             .map(|&nb| Candidate {
                 distance: space.distance(&query, nb),
                 row_id: u64::from(nb),
@@ -884,6 +893,19 @@ mod tests {
                 })
                 .count();
             assert_eq!(kept, before.len());
+        }
+        // No node links to itself (concurrent inserts can lead a walk back to the node
+        // being linked; it must not choose itself).
+        let mut out = Vec::new();
+        for node in 0..graph.len() as u32 {
+            for level in 0..=usize::from(graph.levels[node as usize]) {
+                out.clear();
+                graph.neighbours(node, level, &mut out);
+                assert!(
+                    !out.contains(&node),
+                    "node {node} links to itself on {level}"
+                );
+            }
         }
         // The entry is on the highest layer, whichever step brought it.
         let top = graph.levels.iter().copied().max();
