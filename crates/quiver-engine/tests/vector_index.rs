@@ -595,45 +595,20 @@ async fn ivf_flat_cosine_and_dot_and_bad_builds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mostly_null_vectors_ranges_and_optimize_after_drop() {
-    use arrow_buffer::NullBuffer;
     let dir = tempfile::tempdir().expect("tempdir");
     let uri = dir.path().to_str().expect("utf-8 path").to_string();
     let db = Database::connect(&uri, ConnectOptions::default())
         .await
         .expect("connect");
     // 100 rows, 95 of them without a vector: fewer trainable vectors than default partitions.
-    let dim: i32 = 4;
-    let values =
-        Float32Array::from_iter_values((0..100 * dim as usize).map(|i| (i % 97) as f32 / 10.0));
-    let valid = NullBuffer::from((0..100).map(|i| i % 20 == 0).collect::<Vec<bool>>());
-    let list = FixedSizeListArray::try_new(
-        common::item(DataType::Float32),
-        dim,
-        Arc::new(values),
-        Some(valid),
+    let t = sparse_table(
+        &db,
+        "sparse",
+        100,
+        |i| (i % 97) as f32 / 10.0,
+        |i| i % 20 == 0,
     )
-    .expect("list");
-    let b = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("vector", common::vector_type(DataType::Float32, dim), true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..100)),
-            Arc::new(list),
-        ],
-    )
-    .expect("batch");
-    let t = db
-        .create_table(
-            "sparse",
-            b.schema(),
-            batches_stream(vec![b]),
-            CreateMode::Create,
-            WriteParams::default(),
-        )
-        .await
-        .expect("create");
+    .await;
     for kind in [IndexKind::IvfPq, IndexKind::IvfFlat] {
         let options = CreateIndexOptions {
             config: Some(
@@ -702,7 +677,7 @@ async fn mostly_null_vectors_ranges_and_optimize_after_drop() {
                 Arc::new(
                     FixedSizeListArray::try_new(
                         common::item(DataType::Float32),
-                        dim,
+                        4,
                         Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0])),
                         None,
                     )
@@ -1523,11 +1498,18 @@ async fn hnsw_pq_recall_ef_filters_updates_and_reopen() {
     })
     .await;
 }
-/// A 2,000-row table whose vectors are valid only at `valid` offsets.
-async fn sparse_table(db: &Database, name: &str, valid: impl Fn(usize) -> bool) -> Table {
+/// A table of `rows` rows (`id`, 4-wide `vector` holding `value(i)` at element `i`) whose
+/// vectors are valid only at `valid` offsets.
+async fn sparse_table(
+    db: &Database,
+    name: &str,
+    rows: usize,
+    value: impl Fn(usize) -> f32,
+    valid: impl Fn(usize) -> bool,
+) -> Table {
     use arrow_buffer::NullBuffer;
-    let (rows, dim) = (2_000usize, 4i32);
-    let values = Float32Array::from_iter_values((0..rows * dim as usize).map(|i| i as f32));
+    let dim = 4i32;
+    let values = Float32Array::from_iter_values((0..rows * dim as usize).map(value));
     let validity = NullBuffer::from((0..rows).map(valid).collect::<Vec<bool>>());
     let list = FixedSizeListArray::try_new(
         common::item(DataType::Float32),
@@ -1564,7 +1546,7 @@ async fn a_column_whose_only_vectors_are_held_out_for_calibration_still_trains()
         .await
         .expect("connect");
     // The first fragment's number, as the tables below get it.
-    let probe = sparse_table(&db, "probe", |_| true).await;
+    let probe = sparse_table(&db, "probe", 2_000, |i| i as f32, |_| true).await;
     let rows = common::row_ids_of(
         &probe
             .scan_all(quiver_engine::ScanOptions {
@@ -1581,7 +1563,7 @@ async fn a_column_whose_only_vectors_are_held_out_for_calibration_still_trains()
         |i: usize| quiver_engine::index::calibrate::holds_out((fragment << 32) | i as u64, 4);
     let chosen: Vec<usize> = (0..2_000).filter(|&i| held(i)).take(3).collect();
     assert_eq!(chosen.len(), 3);
-    let t = sparse_table(&db, "held", |i| chosen.contains(&i)).await;
+    let t = sparse_table(&db, "held", 2_000, |i| i as f32, |i| chosen.contains(&i)).await;
     let info = create_index(&t, "vector", ivf_pq())
         .await
         .expect("trains on the held-out rows");

@@ -43,7 +43,7 @@ const REFINE_FACTORS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// Standard errors by which a default setting's measured recall must clear the target (about
 /// 0.015 at 0.96 with 200 queries). The first setting to clear a bar tends to be one whose
 /// estimate came out high, and with two, held-out recall ran about 0.01 below the estimate on
-/// pydocs, the overlapping mixture and the uniform sphere alike (0.952 where 0.964 was
+/// pydocs, the overlapping mixture and the uniform sphere alike (0.952 where 0.9635 was
 /// measured).
 pub const MARGIN_STDERRS: f32 = 3.0;
 
@@ -125,7 +125,7 @@ impl CalibrationPoint {
 impl Calibration {
     /// The cheapest setting reaching `target` recall (exact search when no index setting
     /// does, or when it is estimated to cost no more than the one that does: 1-bit codes on
-    /// the uniform sphere reach 0.95 only by re-ranking 2,560 of 50K rows, slower than a
+    /// the uniform sphere reach 0.95 only by re-ranking 1,280 of 50K rows, slower than a
     /// scan), or the one of highest recall when none does. A setting must clear the target by
     /// [`MARGIN_STDERRS`] standard errors of its estimate, so that unseen queries, not only
     /// the sample, reach it.

@@ -3,7 +3,7 @@
 //! are computed from the bytes directly.
 
 use super::hnsw::GraphSpace;
-use crate::linalg::sq::{sq_kernels, MAX_CODE_WEIGHT};
+use crate::linalg::sq::{sq_kernels, SqKernels, MAX_CODE_WEIGHT};
 use crate::linalg::DistanceType;
 
 /// A trained scalar quantizer.
@@ -113,6 +113,7 @@ impl ScalarQuantizer {
 /// fast as decoding codes to floats, and a node's query is its number (nothing decoded or
 /// allocated per link).
 pub struct SqLinkSpace<'a> {
+    kernels: &'static SqKernels,
     codes: &'a [u8],
     width: usize,
     weights: Vec<i16>,
@@ -168,6 +169,7 @@ impl<'a> SqLinkSpace<'a> {
         });
         let step = largest / top;
         SqLinkSpace {
+            kernels: sq_kernels(),
             codes,
             width,
             weights,
@@ -193,7 +195,7 @@ impl GraphSpace for SqLinkSpace<'_> {
 
     #[inline]
     fn distance(&self, &query: &u32, node: u32) -> f32 {
-        let k = sq_kernels();
+        let k = self.kernels;
         let (a, b) = (self.code(query), self.code(node));
         match &self.dot {
             None => (k.code_l2)(&self.weights, a, b) * self.unit,
@@ -226,6 +228,29 @@ pub enum SqQuery {
 mod tests {
     use super::*;
 
+    /// `rows` (`dim` wide) coded by `sq`, one after another.
+    fn encode_all(sq: &ScalarQuantizer, rows: &[f32], dim: usize) -> Vec<u8> {
+        let mut codes = vec![0u8; rows.len()];
+        for (row, code) in rows.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
+            sq.encode(row, code);
+        }
+        codes
+    }
+
+    /// Link distance and float distance from node `a`'s code to node `b`'s.
+    fn both(
+        sq: &ScalarQuantizer,
+        codes: &[u8],
+        distance: DistanceType,
+        a: u32,
+        b: u32,
+    ) -> (f32, f32) {
+        let dim = sq.dim();
+        let code = |n: u32| &codes[n as usize * dim..(n as usize + 1) * dim];
+        let want = sq.distance(&sq.query_of_code(code(a), distance), code(b));
+        (want, SqLinkSpace::new(sq, codes, distance).distance(&a, b))
+    }
+
     #[test]
     fn distances_from_codes_approximate_the_vectors() {
         let rows: Vec<f32> = (0..400)
@@ -253,22 +278,10 @@ mod tests {
             assert!(own.abs() < 1e-6);
         }
         // Linking distances (code to code, integer weights) agree with the float kernels.
-        let codes: Vec<u8> = rows
-            .chunks_exact(4)
-            .flat_map(|row| {
-                let mut c = [0u8; 4];
-                sq.encode(row, &mut c);
-                c
-            })
-            .collect();
+        let codes = encode_all(&sq, &rows, 4);
         for distance in [DistanceType::L2, DistanceType::Dot] {
-            let link = SqLinkSpace::new(&sq, &codes, distance);
             for (a, b) in [(0u32, 1u32), (3, 7), (10, 99), (42, 42)] {
-                let want = sq.distance(
-                    &sq.query_of_code(&codes[a as usize * 4..a as usize * 4 + 4], distance),
-                    &codes[b as usize * 4..b as usize * 4 + 4],
-                );
-                let got = link.distance(&a, b);
+                let (want, got) = both(&sq, &codes, distance, a, b);
                 assert!(
                     (want - got).abs() <= 0.02 * (1.0 + want.abs()),
                     "{distance:?} {a} {b}: {want} vs {got}"
@@ -285,21 +298,9 @@ mod tests {
             .flat_map(|i| [0.5, (i % 17) as f32 * 0.01, (i % 23) as f32 * 0.002])
             .collect();
         let sq = ScalarQuantizer::train(&rows, 3);
-        let codes: Vec<u8> = rows
-            .chunks_exact(3)
-            .flat_map(|row| {
-                let mut c = [0u8; 3];
-                sq.encode(row, &mut c);
-                c
-            })
-            .collect();
-        let link = SqLinkSpace::new(&sq, &codes, DistanceType::L2);
+        let codes = encode_all(&sq, &rows, 3);
         for (a, b) in [(0u32, 5u32), (1, 40), (7, 200)] {
-            let want = sq.distance(
-                &sq.query_of_code(&codes[a as usize * 3..a as usize * 3 + 3], DistanceType::L2),
-                &codes[b as usize * 3..b as usize * 3 + 3],
-            );
-            let got = link.distance(&a, b);
+            let (want, got) = both(&sq, &codes, DistanceType::L2, a, b);
             assert!(
                 want > 0.0 && (want - got).abs() <= 0.05 * want,
                 "{a} {b}: {want} vs {got}"

@@ -331,9 +331,8 @@ async fn train(
     let (mut space, mut kept) = (Vec::new(), Vec::new());
     // Calibration queries: a second, small reservoir of rows with their addresses, drawn from
     // a fixed share of the rows (one in `query_stride`, by a hash of the address) that the
-    // training sample never takes. A row that trained the centroids sits nearer its own
-    // centroid than an unseen query would, and recall measured on such rows ran about 0.01
-    // above recall on held-out queries (uniform sphere, 50K rows).
+    // training sample never takes, so the queries are as unseen to the centroids and
+    // quantizers as a user's are (a row that trained them sits nearer its own centroid).
     let query_slots = calibrate::query_count(rows, sdim);
     let query_stride = if query_slots == 0 {
         u64::MAX
