@@ -278,3 +278,37 @@ describe("vector indexes", () => {
     await expect(empty.createIndex("vector")).rejects.toThrow(/no rows/);
   }, 60_000);
 });
+
+describe("searches run on the calling thread when it is idle", () => {
+  const ids = (rows: Record<string, unknown>[]) => rows.map((r) => [r.id, r._distance]);
+
+  it("give the same results one at a time, in a burst and interleaved with other calls", async () => {
+    const db = await connect(join(tempDir(), "db"));
+    const table = await db.createTable("vecs", rows(0, 3000));
+    await table.createIndex("vector", { config: Index.hnswSq({ efConstruction: 64 }) });
+    const search = (q: number) => table.search(query(q)).limit(10).toArray();
+    const oneAtATime = [];
+    for (let q = 0; q < 16; q++) oneAtATime.push(ids(await search(q)));
+    const burst = (await Promise.all(Array.from({ length: 16 }, (_, q) => search(q)))).map(ids);
+    expect(burst).toEqual(oneAtATime);
+    const mixed = await Promise.all(Array.from({ length: 16 }, async (_, q) => (q % 2 ? ids(await search(q)) : (await table.countRows(), ids(await search(q))))));
+    expect(mixed).toEqual(oneAtATime);
+    // A failure is a rejected promise with a typed error, inline or not.
+    const wrongSize = table.search([1, 2, 3]).toArray();
+    await expect(wrongSize).rejects.toBeInstanceOf(InvalidArgumentError);
+  }, 60_000);
+
+  it("let timers run during a long loop of searches", async () => {
+    const db = await connect(join(tempDir(), "db"));
+    const table = await db.createTable("vecs", rows(0, 2000));
+    await table.createIndex("vector", { config: Index.hnswSq({ efConstruction: 32 }) });
+    await table.search(query(0)).limit(10).toArray();
+    let firedAt: number | null = null;
+    let i = 0;
+    setTimeout(() => (firedAt = i), 0);
+    // Without a turn of the event loop now and then, the timer would wait for the whole loop.
+    for (; i < 5000; i++) await table.search(query(i % 100)).limit(10).toArray();
+    expect(firedAt).not.toBeNull();
+    expect(firedAt!).toBeLessThan(5000);
+  }, 60_000);
+});

@@ -78,6 +78,13 @@ export interface NativeScanOptions {
   filter?: string;
 }
 
+export interface NativeSearchResult {
+  data: Buffer;
+  index?: string | null;
+  partitionsProbed: number;
+  exactRows: number;
+}
+
 export interface NativeSearchOptions {
   column?: string;
   k: number;
@@ -171,11 +178,8 @@ export interface NativeTable {
   planScan(options: NativeScanOptions, verbose: boolean, analyze: boolean): Promise<string>;
   takeRowIds(ids: bigint[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
-  vectorSearch(
-    query: number[],
-    options: NativeSearchOptions,
-  ): Promise<{ data: Buffer; index?: string | null; partitionsProbed: number; exactRows: number }>;
-  planVectorSearch(query: number[], options: NativeSearchOptions, verbose: boolean, analyze: boolean): Promise<string>;
+  vectorSearch(query: Float64Array, options: NativeSearchOptions, inline: boolean): NativeSearchResult | Promise<NativeSearchResult>;
+  planVectorSearch(query: Float64Array, options: NativeSearchOptions, verbose: boolean, analyze: boolean): Promise<string>;
   createIndex(
     column: string,
     options: {

@@ -18,7 +18,7 @@ interface QueryState {
 
 /** Vector-search settings. */
 interface SearchState {
-  vector: number[];
+  vector: Float64Array;
   column?: string;
   /** Unset: the index's distance type when the column has an index, else l2. */
   distanceType?: DistanceType;
@@ -323,7 +323,10 @@ export class VectorQuery extends Query {
   private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
     this.checkSearch();
     const table = this.target.native();
-    const result = await native(() => table.vectorSearch(this.search.vector, this.searchOptions()));
+    // Inline (on this thread, see `takeInline`) only without a filter: evaluating one can
+    // take a while, and that must not hold up the event loop.
+    const inline = this.state.filter === undefined && takeInline();
+    const result = await native(async () => table.vectorSearch(this.search.vector, this.searchOptions(), inline));
     return {
       table: this.rename(fromIPC(result.data)),
       index: result.index ?? null,
@@ -395,20 +398,53 @@ function verboseArg(verbose: unknown, method: string): void {
   if (typeof verbose !== "boolean") invalid(`${method}() verbose`, "true or false", verbose);
 }
 
+/** Inline searches may hold the event loop this long (ms) before it turns again. */
+const INLINE_BUDGET_MS = 4;
+let inlineTaken = false;
+let turnStarted: number | null = null;
+
+/**
+ * Whether a search started now may run on this thread until it would wait (see the native
+ * `vectorSearch`): an indexed search over cached index parts then costs no thread hops.
+ * Only the first search of a synchronous stretch of code may: a loop awaiting one search at a
+ * time gets every search inline (each resumes after the flag's reset), while a burst
+ * (`Promise.all(queries.map(...))`) runs its first inline and the rest in parallel on the
+ * engine's threads. Inline searches stop after INLINE_BUDGET_MS without the event loop
+ * turning, so a long loop of searches still lets timers and I/O run.
+ */
+function takeInline(): boolean {
+  if (inlineTaken) return false;
+  const now = performance.now();
+  if (turnStarted === null) {
+    turnStarted = now;
+    setImmediate(() => {
+      turnStarted = null;
+    });
+  } else if (now - turnStarted > INLINE_BUDGET_MS) {
+    return false;
+  }
+  inlineTaken = true;
+  queueMicrotask(() => {
+    inlineTaken = false;
+  });
+  return true;
+}
+
 /** Builds the initial vector query of `table.search(vector)`. */
 export function vectorQuery(target: QueryTarget, vector: VectorLike): VectorQuery {
   if (!(Array.isArray(vector) || (ArrayBuffer.isView(vector) && !(vector instanceof DataView)))) {
     invalid("search() vector", "number[] or a typed array", vector);
   }
-  const values = Array.from(vector as ArrayLike<unknown>);
-  if (values.length === 0) {
+  // (A hole of a sparse array reads as undefined, caught below.)
+  const source = vector as ArrayLike<unknown>;
+  if (source.length === 0) {
     throw new InvalidArgumentError("InvalidArgument", "the query vector must be a non-empty array of numbers");
   }
-  const bad = values.findIndex((v) => typeof v !== "number" || !Number.isFinite(v));
-  if (bad >= 0) invalid(`element ${bad} of the query vector`, "a finite number", values[bad]);
-  return new VectorQuery(
-    target,
-    { withRowId: false },
-    { vector: values as number[], postfilter: false, bypassVectorIndex: false },
-  );
+  const values = new Float64Array(source.length);
+  for (let i = 0; i < source.length; i++) {
+    const v = source[i];
+    if (typeof v !== "number" || !Number.isFinite(v)) invalid(`element ${i} of the query vector`, "a finite number", v);
+    values[i] = v;
+  }
+  return new VectorQuery(target, { withRowId: false }, { vector: values, postfilter: false, bypassVectorIndex: false });
 }

@@ -1,10 +1,15 @@
 //! `NativeTable`: one table handle, its versions, writes, reads and maintenance calls.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use napi::bindgen_prelude::{BigInt, Buffer};
+use napi::bindgen_prelude::{
+    within_runtime_if_available, BigInt, Buffer, Either, Float64Array, PromiseRaw,
+};
+use napi::Env;
 use napi_derive::napi;
 use quiver_engine::table::{MergeInsert, UpdateValue};
 use quiver_engine::{
@@ -160,24 +165,33 @@ impl NativeTable {
 
     /// Sees other writers' commits according to the connection's read consistency.
     async fn consistent(&self) -> quiver_engine::Result<()> {
-        let Some(interval) = self.read_consistency else {
-            return Ok(());
-        };
-        let due = {
-            let last = self
-                .last_refresh
-                .lock()
-                .map_err(|_| EngineError::Internal("refresh clock poisoned".into()))?;
-            interval.is_zero() || last.elapsed() >= interval
-        };
-        if due {
-            self.table.refresh().await?;
-            if let Ok(mut last) = self.last_refresh.lock() {
-                *last = Instant::now();
-            }
-        }
-        Ok(())
+        refresh_if_due(&self.table, self.read_consistency, &self.last_refresh).await
     }
+}
+
+/// Moves `table` to the newest commit when the read consistency `interval` has elapsed since
+/// `last_refresh` (every time for a zero interval, never without one).
+async fn refresh_if_due(
+    table: &quiver_engine::Table,
+    interval: Option<Duration>,
+    last_refresh: &Mutex<Instant>,
+) -> quiver_engine::Result<()> {
+    let Some(interval) = interval else {
+        return Ok(());
+    };
+    let due = {
+        let last = last_refresh
+            .lock()
+            .map_err(|_| EngineError::Internal("refresh clock poisoned".into()))?;
+        interval.is_zero() || last.elapsed() >= interval
+    };
+    if due {
+        table.refresh().await?;
+        if let Ok(mut last) = last_refresh.lock() {
+            *last = Instant::now();
+        }
+    }
+    Ok(())
 }
 
 #[napi]
@@ -696,26 +710,51 @@ impl NativeTable {
 
     /// Nearest neighbours of `query` (through the column's index, or exact), as IPC bytes with
     /// a `_distance` column, and how the search ran.
-    #[napi]
-    pub async fn vector_search(
+    ///
+    /// With `inline`, the search first runs on the calling (JS) thread until it would wait: an
+    /// indexed search over cached index parts finishes there, sparing the two thread wake-ups
+    /// of an async call (on small machines most of a query's latency). Whatever waits (a read
+    /// of a large range, an index load, ranking on the compute pool) goes on on the runtime, and
+    /// the call returns a promise. The caller asks for it only when the thread is otherwise idle.
+    #[napi(ts_return_type = "NativeSearchResult | Promise<NativeSearchResult>")]
+    pub fn vector_search<'env>(
         &self,
-        query: Vec<f64>,
+        env: &'env Env,
+        query: Float64Array,
         options: NativeSearchOptions,
-    ) -> napi::Result<NativeSearchResult> {
+        inline: bool,
+    ) -> napi::Result<Either<NativeSearchResult, PromiseRaw<'env, NativeSearchResult>>> {
         self.check_open()?;
-        guarded(async {
-            self.consistent().await?;
-            let search = self.search_options(query, options)?;
-            let (batch, stats) =
-                quiver_engine::query::search_with_stats(&self.table, &search).await?;
+        let search = self
+            .search_options(query.to_vec(), options)
+            .map_err(to_js_error)?;
+        let (table, interval, last_refresh) = (
+            self.table.clone(),
+            self.read_consistency,
+            self.last_refresh.clone(),
+        );
+        let mut work = Box::pin(guarded(async move {
+            refresh_if_due(&table, interval, &last_refresh).await?;
+            let (batch, stats) = quiver_engine::query::search_with_stats(&table, &search).await?;
             Ok(NativeSearchResult {
                 data: encode_ipc(&batch.schema(), &[batch])?.into(),
                 index: stats.index,
                 partitions_probed: stats.partitions_probed as u32,
                 exact_rows: stats.exact_rows as f64,
             })
-        })
-        .await
+        }));
+        if inline {
+            // A no-op waker: a future left pending is polled again by the runtime below, which
+            // registers its own waker then.
+            let polled = within_runtime_if_available(|| {
+                work.as_mut()
+                    .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            });
+            if let Poll::Ready(result) = polled {
+                return result.map(Either::A);
+            }
+        }
+        env.spawn_future(work).map(Either::B)
     }
 
     /// The engine's plan for a vector search as an indented tree; with `analyze`, the search
@@ -723,7 +762,7 @@ impl NativeTable {
     #[napi]
     pub async fn plan_vector_search(
         &self,
-        query: Vec<f64>,
+        query: Float64Array,
         options: NativeSearchOptions,
         verbose: bool,
         analyze: bool,
@@ -731,7 +770,7 @@ impl NativeTable {
         self.check_open()?;
         guarded(async {
             self.consistent().await?;
-            let search = self.search_options(query, options)?;
+            let search = self.search_options(query.to_vec(), options)?;
             let started = Instant::now();
             Ok(if analyze {
                 let (_, plan) = quiver_engine::query::analyze_search(&self.table, &search).await?;

@@ -125,6 +125,24 @@ impl LocalFiles {
         Ok(Some(map))
     }
 
+    /// The size of the file at `path`, `None` when there is none (a folder counts as none,
+    /// as for `LocalFileSystem::head`).
+    pub(crate) fn size_of(&self, path: &Path) -> Result<Option<u64>> {
+        match std::fs::metadata(self.fs_path(path)?) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(store_error(path, e)),
+        }
+    }
+
     /// The cached open handle of the file at `path`.
     pub(crate) fn handle(&self, path: &Path) -> Result<Arc<File>> {
         self.open(path)

@@ -523,9 +523,9 @@ impl ManifestStore {
 
     /// What stands at `version`'s name (one metadata request).
     pub async fn state(&self, version: u64) -> Result<ManifestState> {
-        Ok(match self.storage.head(&self.path_of(version)).await? {
+        Ok(match self.storage.size_of(&self.path_of(version)).await? {
             None => ManifestState::Absent,
-            Some(m) if m.size == TOMBSTONE.len() as u64 => ManifestState::Buried,
+            Some(size) if size == TOMBSTONE.len() as u64 => ManifestState::Buried,
             Some(_) => ManifestState::Live,
         })
     }
