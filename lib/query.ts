@@ -323,10 +323,18 @@ export class VectorQuery extends Query {
   private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
     this.checkSearch();
     const table = this.target.native();
-    // Inline (on this thread, see `takeInline`) only without a filter: evaluating one can
-    // take a while, and that must not hold up the event loop.
-    const inline = this.state.filter === undefined && takeInline();
-    const result = await native(async () => table.vectorSearch(this.search.vector, this.searchOptions(), inline));
+    // Inline (on this thread, see `takeInline`) only without a filter (evaluating one can take
+    // a while) and while this table's searches are cheap: neither may hold up the event loop.
+    const inline = this.state.filter === undefined && (searchCost.get(table) ?? 0) <= INLINE_MAX_MS && takeInline();
+    const started = performance.now();
+    let waited = true;
+    const result = await native(async () => {
+      const r = table.vectorSearch(this.search.vector, this.searchOptions(), inline);
+      waited = r instanceof Promise;
+      if (!waited) noteSearchCost(table, performance.now() - started, false);
+      return r;
+    });
+    if (waited) noteSearchCost(table, performance.now() - started, true);
     return {
       table: this.rename(fromIPC(result.data)),
       index: result.index ?? null,
@@ -428,6 +436,19 @@ function takeInline(): boolean {
     inlineTaken = false;
   });
   return true;
+}
+
+/** Tables whose searches recently cost more than this (ms) search off this thread. */
+const INLINE_MAX_MS = 1;
+/** Each table's recent search cost (ms, moving average). */
+const searchCost = new WeakMap<object, number>();
+
+/** Records a search's cost. A search that waited (`waited`: an index load, other searches in
+ * flight) counts at most twice INLINE_MAX_MS, so a cold start passes in a few searches. */
+function noteSearchCost(table: object, ms: number, waited: boolean): void {
+  const cost = waited ? Math.min(ms, 2 * INLINE_MAX_MS) : ms;
+  const before = searchCost.get(table);
+  searchCost.set(table, before === undefined ? cost : 0.75 * before + 0.25 * cost);
 }
 
 /** Builds the initial vector query of `table.search(vector)`. */

@@ -65,10 +65,11 @@ pub struct Graph {
     pub upper: Vec<Layer>,
 }
 
-/// Nodes seen by one search, cleared in O(1) by moving to a new epoch.
+/// Nodes seen by one search, cleared by moving to a new epoch (and in full once every 255
+/// searches). A byte per node: a walk's random probes stay in the nearer caches.
 pub struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    marks: Vec<u8>,
+    epoch: u8,
     /// Nodes marked since the search started (the distances it computed).
     count: u64,
 }
