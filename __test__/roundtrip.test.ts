@@ -145,3 +145,63 @@ describe("round trip of every supported type", () => {
     expect(back[1]).toEqual(Object.fromEntries(columns.map(([name]) => [name, null])));
   });
 });
+
+describe("vector search rows", () => {
+  it("come the same whether built from plain columns or decoded from Arrow", async () => {
+    const n = 40;
+    const at = <T>(f: (i: number) => T) => Array.from({ length: n }, (_, i) => f(i));
+    const plain: [string, DataType, unknown[]][] = [
+      ["bool", new Bool(), at((i) => i % 3 === 0)],
+      ["i8", new Int8(), at((i) => (i % 2 ? -128 : 127) + (i % 2 ? i : -i))],
+      ["i16", new Int16(), at((i) => -32768 + i)],
+      ["i32", new Int32(), at((i) => 2147483647 - i)],
+      ["i64", new Int64(), at((i) => -(2n ** 63n) + BigInt(i))],
+      ["u8", new Uint8(), at((i) => 255 - i)],
+      ["u16", new Uint16(), at((i) => 65535 - i)],
+      ["u32", new Uint32(), at((i) => 4294967295 - i)],
+      ["u64", new Uint64(), at((i) => 2n ** 64n - 1n - BigInt(i))],
+      ["f32", new Float32(), at((i) => i / 8 - 1.5)],
+      ["f64", new Float64(), at((i) => Math.PI * i)],
+      ["utf8", new Utf8(), at((i) => `héllo ${i}`)],
+      ["large_utf8", new LargeUtf8(), at((i) => "x".repeat(i))],
+      ["vec", vec(new Float32(), 4), at((i) => new Float32Array([i, i / 2, -i, 1 / (i + 1)]))],
+    ];
+    // A column with nulls and one without a plain form: results holding them come through Arrow.
+    const others: [string, DataType, unknown[]][] = [
+      ["note", new Utf8(), at((i) => (i % 2 ? null : `n${i}`))],
+      ["half", new Float16(), at((i) => i / 4)],
+    ];
+    const arrowIn = new Table(
+      Object.fromEntries([...plain, ...others].map(([name, type, values]) => [name, vectorFromArray(values, type)])),
+    );
+    const db = await connect("memory://");
+    const t = await db.createTable("plain", arrowIn);
+    const q = [3, 1.5, -3, 0.25];
+    const names = plain.map(([name]) => name);
+    // The engine answers in plain columns only where every column has a plain form.
+    const native = (columns: string[]) => t.native().vectorSearch(Float64Array.from(q), { k: 15, columns, plain: true }, false);
+    const direct = await native(names);
+    expect(direct.plain?.map((c) => c.name)).toEqual([...names, "_distance"]);
+    expect(direct.data ?? null).toBeNull();
+    for (const extra of ["note", "half"]) {
+      const viaArrow = await native([...names, extra]);
+      expect(viaArrow.plain ?? null).toBeNull();
+      expect(viaArrow.data).toBeInstanceOf(Buffer);
+    }
+    const drop = (rows: Record<string, unknown>[], key: string) => rows.map(({ [key]: _, ...rest }) => rest);
+    for (const options of [undefined, { bigIntAsNumber: true }]) {
+      const fromPlain = await t.search(q).select(names).limit(15).toArray(options);
+      expect(fromPlain).toHaveLength(15);
+      for (const extra of ["note", "half"]) {
+        const fromArrow = await t.search(q).select([...names, extra]).limit(15).toArray(options);
+        expect(fromPlain).toEqual(drop(fromArrow, extra));
+      }
+      expect(fromPlain[0].vec).toEqual(new Float32Array([3, 1.5, -3, 0.25]));
+      expect(typeof fromPlain[0].i64).toBe(options ? "number" : "bigint");
+    }
+    // Aliases name the plain columns as they name Arrow's.
+    const aliased = await t.search(q).select({ id: "i32", v: "vec" }).limit(3).toArray();
+    expect(aliased.map((r) => Object.keys(r))).toEqual([["id", "v", "_distance"], ["id", "v", "_distance"], ["id", "v", "_distance"]]);
+    expect(aliased[0]).toEqual({ id: 2147483647 - 3, v: new Float32Array([3, 1.5, -3, 0.25]), _distance: 0 });
+  });
+});

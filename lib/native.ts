@@ -78,8 +78,23 @@ export interface NativeScanOptions {
   filter?: string;
 }
 
+/** One result column as plain values; exactly one value field is set. */
+export interface NativePlainColumn {
+  name: string;
+  numbers?: Float64Array | null;
+  int64?: BigInt64Array | null;
+  uint64?: BigUint64Array | null;
+  booleans?: boolean[] | null;
+  strings?: string[] | null;
+  /** Fixed-size lists of float32, `dim` values a row. */
+  vectors?: Float32Array | null;
+  dim?: number | null;
+}
+
 export interface NativeSearchResult {
-  data: Buffer;
+  /** Arrow IPC bytes, unless the rows came as `plain` columns. */
+  data?: Buffer | null;
+  plain?: NativePlainColumn[] | null;
   index?: string | null;
   partitionsProbed: number;
   exactRows: number;
@@ -100,6 +115,7 @@ export interface NativeSearchOptions {
   bypassVectorIndex?: boolean;
   targetRecall?: number;
   ef?: number;
+  plain?: boolean;
 }
 
 export interface NativeBatchStream {

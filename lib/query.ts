@@ -4,7 +4,7 @@ import { type RecordBatch, Table as ArrowTable } from "apache-arrow";
 import { batchFromIPC, fromIPC, type Row, tableToRows, type ToArrayOptions } from "./arrow.js";
 import { describeValue, integerArg, invalid, nameArg, numberArg } from "./check.js";
 import { InvalidArgumentError, native } from "./errors.js";
-import type { NativeScanOptions, NativeSearchOptions, NativeTable } from "./native.js";
+import type { NativePlainColumn, NativeScanOptions, NativeSearchOptions, NativeSearchResult, NativeTable } from "./native.js";
 
 /** What a query asks for. */
 interface QueryState {
@@ -135,12 +135,7 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   /** Runs the query and returns rows as plain objects. */
   async toArray(options?: ToArrayOptions): Promise<Row[]> {
-    if (options !== undefined) {
-      if (options === null || typeof options !== "object") invalid("toArray() options", "an object", options);
-      if (options.bigIntAsNumber !== undefined && typeof options.bigIntAsNumber !== "boolean") {
-        invalid("bigIntAsNumber", "true or false", options.bigIntAsNumber);
-      }
-    }
+    checkToArrayOptions(options);
     return tableToRows(await this.toArrow(), options);
   }
 
@@ -316,11 +311,20 @@ export class VectorQuery extends Query {
   }
 
   override async toArrow(): Promise<ArrowTable> {
-    return (await this.run()).table;
+    return this.rename(fromIPC((await this.run(false)).data!));
   }
 
-  /** Runs the search: the result table and how the engine ran it. */
-  private async run(): Promise<{ table: ArrowTable; index: string | null; partitionsProbed: number; exactRows: number }> {
+  /** Runs the search and returns rows as plain objects. */
+  override async toArray(options?: ToArrayOptions): Promise<Row[]> {
+    checkToArrayOptions(options);
+    // Plain columns where the result allows: no Arrow decode for a handful of rows.
+    const result = await this.run(true);
+    if (result.plain) return plainRows(result.plain, this.state.renames, options);
+    return tableToRows(this.rename(fromIPC(result.data!)), options);
+  }
+
+  /** Runs the search; `plain` asks for plain columns where every column has a plain form. */
+  private async run(plain: boolean): Promise<NativeSearchResult> {
     this.checkSearch();
     const table = this.target.native();
     // Inline (on this thread, see `takeInline`) only without a filter (evaluating one can take
@@ -329,18 +333,13 @@ export class VectorQuery extends Query {
     const started = performance.now();
     let waited = true;
     const result = await native(async () => {
-      const r = table.vectorSearch(this.search.vector, this.searchOptions(), inline);
+      const r = table.vectorSearch(this.search.vector, { ...this.searchOptions(), plain }, inline);
       waited = r instanceof Promise;
       if (!waited) noteSearchCost(table, performance.now() - started, false);
       return r;
     });
     if (waited) noteSearchCost(table, performance.now() - started, true);
-    return {
-      table: this.rename(fromIPC(result.data)),
-      index: result.index ?? null,
-      partitionsProbed: result.partitionsProbed,
-      exactRows: result.exactRows,
-    };
+    return result;
   }
 
   private checkSearch(): void {
@@ -399,6 +398,38 @@ export class VectorQuery extends Query {
     const table = this.target.native();
     return native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, false));
   }
+}
+
+function checkToArrayOptions(options: ToArrayOptions | undefined): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== "object") invalid("toArray() options", "an object", options);
+  if (options.bigIntAsNumber !== undefined && typeof options.bigIntAsNumber !== "boolean") {
+    invalid("bigIntAsNumber", "true or false", options.bigIntAsNumber);
+  }
+}
+
+/** Rows from plain columns, as `tableToRows` makes them from the same columns in Arrow. */
+function plainRows(columns: NativePlainColumn[], renames: Record<string, string> | undefined, options: ToArrayOptions = {}): Row[] {
+  const asNumber = options.bigIntAsNumber === true;
+  const names = columns.map((c) => renames?.[c.name] ?? c.name);
+  const values = columns.map((c): ArrayLike<unknown> => {
+    if (c.numbers) return c.numbers;
+    if (c.strings) return c.strings;
+    if (c.booleans) return c.booleans;
+    const big = c.int64 ?? c.uint64;
+    if (big) return asNumber ? Array.from(big, Number) : big;
+    const vectors = c.vectors!;
+    const d = c.dim!;
+    return Array.from({ length: vectors.length / d }, (_, i) => vectors.slice(i * d, (i + 1) * d));
+  });
+  const n = columns.length === 0 ? 0 : values[0].length;
+  const rows: Row[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const row: Row = {};
+    for (let c = 0; c < columns.length; c++) row[names[c]] = values[c][i];
+    rows[i] = row;
+  }
+  return rows;
 }
 
 /** `verbose` of explainPlan/analyzePlan: a boolean (anything else failed in the napi conversion). */

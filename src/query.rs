@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{BigInt64Array, BigUint64Array, Buffer, Float32Array, Float64Array};
 use napi_derive::napi;
 
 use crate::errors::*;
@@ -44,12 +46,119 @@ pub struct NativeSearchOptions {
     pub target_recall: Option<f64>,
     /// Graph indexes: the search's candidate list.
     pub ef: Option<u32>,
+    /// Return plain columns instead of IPC bytes where every column allows (`toArray()`: for
+    /// a few rows, decoding IPC in JS costs as much as the search).
+    pub plain: Option<bool>,
 }
 
-/// A search's result (Arrow IPC bytes) and how it ran.
+/// One result column as values JS uses directly; exactly one value field is set.
+#[napi(object)]
+pub struct NativePlainColumn {
+    pub name: String,
+    /// Integers of up to 32 bits and floats, as numbers.
+    pub numbers: Option<Float64Array>,
+    pub int64: Option<BigInt64Array>,
+    pub uint64: Option<BigUint64Array>,
+    pub booleans: Option<Vec<bool>>,
+    pub strings: Option<Vec<String>>,
+    /// Fixed-size lists of float32, `dim` values a row.
+    pub vectors: Option<Float32Array>,
+    pub dim: Option<u32>,
+}
+
+/// The columns of `batch` in plain form; `None` when one has nulls or a type without one
+/// (the caller then sends IPC).
+pub(crate) fn plain_columns(batch: &RecordBatch) -> Option<Vec<NativePlainColumn>> {
+    let schema = batch.schema();
+    schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| plain_column(field.name(), column))
+        .collect()
+}
+
+fn plain_column(name: &str, column: &ArrayRef) -> Option<NativePlainColumn> {
+    if column.logical_null_count() > 0 {
+        return None;
+    }
+    let mut out = NativePlainColumn {
+        name: name.to_string(),
+        numbers: None,
+        int64: None,
+        uint64: None,
+        booleans: None,
+        strings: None,
+        vectors: None,
+        dim: None,
+    };
+    fn numbers<T: ArrowPrimitiveType>(column: &ArrayRef) -> Float64Array
+    where
+        T::Native: Into<f64>,
+    {
+        let values = column.as_primitive::<T>().values();
+        Float64Array::new(values.iter().map(|&v| v.into()).collect())
+    }
+    match column.data_type() {
+        DataType::Int8 => out.numbers = Some(numbers::<Int8Type>(column)),
+        DataType::Int16 => out.numbers = Some(numbers::<Int16Type>(column)),
+        DataType::Int32 => out.numbers = Some(numbers::<Int32Type>(column)),
+        DataType::UInt8 => out.numbers = Some(numbers::<UInt8Type>(column)),
+        DataType::UInt16 => out.numbers = Some(numbers::<UInt16Type>(column)),
+        DataType::UInt32 => out.numbers = Some(numbers::<UInt32Type>(column)),
+        DataType::Float32 => out.numbers = Some(numbers::<Float32Type>(column)),
+        DataType::Float64 => out.numbers = Some(numbers::<Float64Type>(column)),
+        DataType::Int64 => {
+            let values = column.as_primitive::<Int64Type>().values();
+            out.int64 = Some(BigInt64Array::new(values.to_vec()));
+        }
+        DataType::UInt64 => {
+            let values = column.as_primitive::<UInt64Type>().values();
+            out.uint64 = Some(BigUint64Array::new(values.to_vec()));
+        }
+        DataType::Boolean => out.booleans = Some(column.as_boolean().values().iter().collect()),
+        DataType::Utf8 => {
+            let strings = column.as_string::<i32>();
+            out.strings = Some(
+                (0..strings.len())
+                    .map(|i| strings.value(i).to_string())
+                    .collect(),
+            );
+        }
+        DataType::LargeUtf8 => {
+            let strings = column.as_string::<i64>();
+            out.strings = Some(
+                (0..strings.len())
+                    .map(|i| strings.value(i).to_string())
+                    .collect(),
+            );
+        }
+        DataType::FixedSizeList(item, dim) if item.data_type() == &DataType::Float32 => {
+            let list = column.as_fixed_size_list();
+            let dim = usize::try_from(*dim).ok().filter(|&d| d > 0)?;
+            let start = usize::try_from(list.value_offset_at(0)).ok()?;
+            let values = list.values().as_primitive::<Float32Type>();
+            let rows = values.values().get(start..start + list.len() * dim)?;
+            if values
+                .nulls()
+                .is_some_and(|n| (start..start + rows.len()).any(|i| n.is_null(i)))
+            {
+                return None;
+            }
+            out.vectors = Some(Float32Array::new(rows.to_vec()));
+            out.dim = Some(u32::try_from(dim).ok()?);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// A search's result and how it ran. The rows come as Arrow IPC bytes (`data`), or, when the
+/// caller asked for plain values and every column has a plain form, as `plain` columns.
 #[napi(object)]
 pub struct NativeSearchResult {
-    pub data: Buffer,
+    pub data: Option<Buffer>,
+    pub plain: Option<Vec<NativePlainColumn>>,
     /// The index used, if any.
     pub index: Option<String>,
     pub partitions_probed: u32,

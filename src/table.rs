@@ -725,6 +725,7 @@ impl NativeTable {
         inline: bool,
     ) -> napi::Result<Either<NativeSearchResult, PromiseRaw<'env, NativeSearchResult>>> {
         self.check_open()?;
+        let plain = options.plain.unwrap_or(false);
         let search = self
             .search_options(query.to_vec(), options)
             .map_err(to_js_error)?;
@@ -736,8 +737,14 @@ impl NativeTable {
         let mut work = Box::pin(guarded(async move {
             refresh_if_due(&table, interval, &last_refresh).await?;
             let (batch, stats) = quiver_engine::query::search_with_stats(&table, &search).await?;
+            let plain = if plain { plain_columns(&batch) } else { None };
+            let data = match plain {
+                Some(_) => None,
+                None => Some(encode_ipc(&batch.schema(), &[batch])?.into()),
+            };
             Ok(NativeSearchResult {
-                data: encode_ipc(&batch.schema(), &[batch])?.into(),
+                data,
+                plain,
                 index: stats.index,
                 partitions_probed: stats.partitions_probed as u32,
                 exact_rows: stats.exact_rows as f64,
