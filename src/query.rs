@@ -136,7 +136,7 @@ fn plain_column(name: &str, column: &ArrayRef) -> Option<NativePlainColumn> {
         DataType::FixedSizeList(item, dim) if item.data_type() == &DataType::Float32 => {
             let list = column.as_fixed_size_list();
             let dim = usize::try_from(*dim).ok().filter(|&d| d > 0)?;
-            let start = usize::try_from(list.value_offset_at(0)).ok()?;
+            let start = list.value_offset_at(0);
             let values = list.values().as_primitive::<Float32Type>();
             let rows = values.values().get(start..start + list.len() * dim)?;
             if values
