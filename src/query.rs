@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, OffsetSizeTrait, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -99,6 +99,12 @@ fn plain_column(name: &str, column: &ArrayRef) -> Option<NativePlainColumn> {
         let values = column.as_primitive::<T>().values();
         Float64Array::new(values.iter().map(|&v| v.into()).collect())
     }
+    fn strings<O: OffsetSizeTrait>(column: &ArrayRef) -> Vec<String> {
+        let strings = column.as_string::<O>();
+        (0..strings.len())
+            .map(|i| strings.value(i).to_string())
+            .collect()
+    }
     match column.data_type() {
         DataType::Int8 => out.numbers = Some(numbers::<Int8Type>(column)),
         DataType::Int16 => out.numbers = Some(numbers::<Int16Type>(column)),
@@ -117,22 +123,8 @@ fn plain_column(name: &str, column: &ArrayRef) -> Option<NativePlainColumn> {
             out.uint64 = Some(BigUint64Array::new(values.to_vec()));
         }
         DataType::Boolean => out.booleans = Some(column.as_boolean().values().iter().collect()),
-        DataType::Utf8 => {
-            let strings = column.as_string::<i32>();
-            out.strings = Some(
-                (0..strings.len())
-                    .map(|i| strings.value(i).to_string())
-                    .collect(),
-            );
-        }
-        DataType::LargeUtf8 => {
-            let strings = column.as_string::<i64>();
-            out.strings = Some(
-                (0..strings.len())
-                    .map(|i| strings.value(i).to_string())
-                    .collect(),
-            );
-        }
+        DataType::Utf8 => out.strings = Some(strings::<i32>(column)),
+        DataType::LargeUtf8 => out.strings = Some(strings::<i64>(column)),
         DataType::FixedSizeList(item, dim) if item.data_type() == &DataType::Float32 => {
             let list = column.as_fixed_size_list();
             let dim = usize::try_from(*dim).ok().filter(|&d| d > 0)?;
