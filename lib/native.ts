@@ -95,9 +95,6 @@ export interface NativeSearchResult {
   /** Arrow IPC bytes, unless the rows came as `plain` columns. */
   data?: Buffer | null;
   plain?: NativePlainColumn[] | null;
-  index?: string | null;
-  partitionsProbed: number;
-  exactRows: number;
 }
 
 export interface NativeSearchOptions {

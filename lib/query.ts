@@ -333,7 +333,7 @@ export class VectorQuery extends Query {
     const started = performance.now();
     let waited = true;
     const result = await native(async () => {
-      const r = table.vectorSearch(this.search.vector, { ...this.searchOptions(), plain }, inline);
+      const r = table.vectorSearch(this.search.vector, this.searchOptions(plain), inline);
       waited = r instanceof Promise;
       if (!waited) noteSearchCost(table, performance.now() - started, false);
       return r;
@@ -351,7 +351,7 @@ export class VectorQuery extends Query {
     }
   }
 
-  private searchOptions(): NativeSearchOptions {
+  private searchOptions(plain = false): NativeSearchOptions {
     return {
       column: this.search.column,
       k: this.state.limit ?? 10,
@@ -367,6 +367,7 @@ export class VectorQuery extends Query {
       bypassVectorIndex: this.search.bypassVectorIndex,
       targetRecall: this.search.targetRecall,
       ef: this.search.ef,
+      plain,
     };
   }
 

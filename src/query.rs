@@ -145,17 +145,12 @@ fn plain_column(name: &str, column: &ArrayRef) -> Option<NativePlainColumn> {
     Some(out)
 }
 
-/// A search's result and how it ran. The rows come as Arrow IPC bytes (`data`), or, when the
-/// caller asked for plain values and every column has a plain form, as `plain` columns.
+/// A search's rows: Arrow IPC bytes (`data`), or, when the caller asked for plain values and
+/// every column has a plain form, `plain` columns. (How the search ran is `analyzePlan()`'s.)
 #[napi(object)]
 pub struct NativeSearchResult {
     pub data: Option<Buffer>,
     pub plain: Option<Vec<NativePlainColumn>>,
-    /// The index used, if any.
-    pub index: Option<String>,
-    pub partitions_probed: u32,
-    /// Rows whose distance was computed exactly (exact search, refinement).
-    pub exact_rows: f64,
 }
 
 /// A stream of result batches, each as Arrow IPC stream bytes.

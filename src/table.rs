@@ -736,19 +736,13 @@ impl NativeTable {
         );
         let mut work = Box::pin(guarded(async move {
             refresh_if_due(&table, interval, &last_refresh).await?;
-            let (batch, stats) = quiver_engine::query::search_with_stats(&table, &search).await?;
+            let batch = quiver_engine::query::search(&table, &search).await?;
             let plain = if plain { plain_columns(&batch) } else { None };
             let data = match plain {
                 Some(_) => None,
                 None => Some(encode_ipc(&batch.schema(), &[batch])?.into()),
             };
-            Ok(NativeSearchResult {
-                data,
-                plain,
-                index: stats.index,
-                partitions_probed: stats.partitions_probed as u32,
-                exact_rows: stats.exact_rows as f64,
-            })
+            Ok(NativeSearchResult { data, plain })
         }));
         if inline {
             // A no-op waker: a future left pending is polled again by the runtime below, which

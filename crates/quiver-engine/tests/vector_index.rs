@@ -716,17 +716,7 @@ async fn ivf_flat_hamming_on_binary_vectors() {
         None,
     )
     .expect("list");
-    let b = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("bits", common::vector_type(DataType::UInt8, bytes), true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-            Arc::new(list),
-        ],
-    )
-    .expect("batch");
+    let b = common::id_vector_batch("bits", list);
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
@@ -1518,17 +1508,7 @@ async fn sparse_table(
         Some(validity),
     )
     .expect("list");
-    let b = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("vector", common::vector_type(DataType::Float32, dim), true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-            Arc::new(list),
-        ],
-    )
-    .expect("batch");
+    let b = common::id_vector_batch("vector", list);
     db.create_table(
         name,
         b.schema(),

@@ -26,17 +26,7 @@ fn random_table_batch(rows: usize, seed: u64) -> (RecordBatch, Vec<Vec<f32>>) {
     let list =
         FixedSizeListArray::try_new(common::item(DataType::Float32), DIM, Arc::new(values), None)
             .expect("list");
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("vector", common::vector_type(DataType::Float32, DIM), true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
-            Arc::new(list),
-        ],
-    )
-    .expect("batch");
+    let batch = common::id_vector_batch("vector", list);
     (batch, vectors)
 }
 

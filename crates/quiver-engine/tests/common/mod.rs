@@ -273,6 +273,22 @@ pub fn simple_batch(start: i64, rows: usize, dim: i32) -> RecordBatch {
     .expect("simple batch")
 }
 
+/// A batch of `id` (0, 1, …) and the nullable vector column `column` holding `vectors`.
+pub fn id_vector_batch(column: &str, vectors: FixedSizeListArray) -> RecordBatch {
+    let rows = vectors.len() as i64;
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(column, vectors.data_type().clone(), true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows)),
+            Arc::new(vectors),
+        ],
+    )
+    .expect("id and vector batch")
+}
+
 /// All ids of a scan's batches, in order.
 pub fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
     batches
