@@ -615,6 +615,11 @@ fn calibrate_graph(
         Some(q) => q.m as f32 * NS_PER_PQ_LOOKUP,
         None => sdim as f32 * NS_PER_SQ_DIM,
     };
+    // A walk dearer than that scan of every code is not worth measuring: the scan ranks every
+    // row by the same codes, so it finds what any walk finds, and it closes the ladder.
+    let scan_all_us = (partitions as f32 * sdim as f32 * NS_PER_FLOAT
+        + index.num_rows() as f32 * scanned_ns)
+        / 1000.0;
     for &nprobes in &probes {
         // `ef` ascending; the scan of every code (ef 0) only when no walk came near 100%.
         let mut walks_done = false;
@@ -704,10 +709,10 @@ fn calibrate_graph(
             if best >= STOP_RECALL {
                 break;
             }
-            // Larger `ef` only costs more, and a setting dearer than exact search is never
-            // chosen: on to the scan of the codes (on the uniform sphere the ladder otherwise
-            // walked up to ef 8192).
-            walks_done |= ef > 0 && cheapest_us > exact.cost_us;
+            // Larger `ef` only costs more, and a setting dearer than scanning every code (or
+            // than exact search) is never worth it: on to the scan of the codes (on the
+            // uniform sphere the ladder otherwise walked up to ef 8192).
+            walks_done |= ef > 0 && cheapest_us > scan_all_us.min(exact.cost_us);
         }
     }
     Some(Calibration {

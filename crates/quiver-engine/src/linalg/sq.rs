@@ -57,49 +57,45 @@ fn dot_body(w: &[f32], c: &[u8]) -> f32 {
     sum
 }
 
-/// Largest integer weight of a code-to-code kernel: a weighted difference of codes below 256
-/// stays within i16 (255 × 127 = 32,385), and a pair of its squares within i32.
-pub const MAX_CODE_WEIGHT: i16 = 127;
+/// Largest value of a link code (7 bits): a difference of two stays within i8, and the sum
+/// of two squares (or products) within i16, so `vpmaddubsw` multiplies 32 dimensions at once.
+pub const LINK_CODE_MAX: u8 = 127;
 
-/// `Σ (w[i]·(a[i] − b[i]))²` over two codes (graph construction: both sides are stored codes,
-/// so nothing is decoded to floats), or `Σ (w[i]·a[i])·(w[i]·b[i])` when `DOT`. Products are
-/// exact integers, summed as f32.
+/// Dimensions summed in one block of i32 lanes: each term is below 2¹⁴, so a block stays
+/// below 2³¹ in any lane arrangement.
+const LINK_BLOCK: usize = 1 << 16;
+
+/// `Σ (a[i] − b[i])²`, or `Σ a[i]·b[i]` when `DOT`, over two link codes (values at most
+/// [`LINK_CODE_MAX`]): exact integers, summed per block, returned as f32.
 #[inline(always)]
-fn code_body<const DOT: bool>(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    #[inline(always)]
-    fn term<const DOT: bool>(w: i16, a: u8, b: u8) -> f32 {
-        let (w, a, b) = (i32::from(w), i32::from(a), i32::from(b));
-        if DOT {
-            (a * w * (b * w)) as f32
-        } else {
-            let e = (a - b) * w;
-            (e * e) as f32
-        }
+fn link_body<const DOT: bool>(a: &[u8], b: &[u8]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut total = 0u64;
+    for (a, b) in a.chunks(LINK_BLOCK).zip(b.chunks(LINK_BLOCK)) {
+        let block: u32 = a
+            .iter()
+            .zip(b)
+            .map(|(&a, &b)| {
+                let (a, b) = (u32::from(a), u32::from(b));
+                if DOT {
+                    a * b
+                } else {
+                    a.abs_diff(b) * a.abs_diff(b)
+                }
+            })
+            .sum();
+        total += u64::from(block);
     }
-    let n = w.len().min(a.len()).min(b.len());
-    let (w, a, b) = (&w[..n], &a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let chunks = n / LANES;
-    for k in 0..chunks {
-        let r = k * LANES..(k + 1) * LANES;
-        let (w, a, b) = (&w[r.clone()], &a[r.clone()], &b[r]);
-        for j in 0..LANES {
-            acc[j] += term::<DOT>(w[j], a[j], b[j]);
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * LANES..n {
-        sum += term::<DOT>(w[i], a[i], b[i]);
-    }
-    sum
+    total as f32
 }
 
-fn code_l2_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    code_body::<false>(w, a, b)
+fn link_l2_portable(a: &[u8], b: &[u8]) -> f32 {
+    link_body::<false>(a, b)
 }
 
-fn code_dot_portable(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-    code_body::<true>(w, a, b)
+fn link_dot_portable(a: &[u8], b: &[u8]) -> f32 {
+    link_body::<true>(a, b)
 }
 
 fn l2_portable(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
@@ -128,74 +124,77 @@ mod avx2 {
         super::dot_body(w, c)
     }
 
-    /// `Σ (w·(a − b))²` (or `Σ (w·a)·(w·b)` when `DOT`) of 16 dimensions at `i`: widened to
-    /// i16, weighted (`vpmullw`), multiplied pairwise into i32 lanes (`vpmaddwd`, each pair
-    /// below 2³¹), as f32.
+    /// `Σ (a − b)²` (or `Σ a·b` when `DOT`) of 32 dimensions of link codes at `i`, as eight
+    /// i32 lanes: the difference (`vpsubb`, within i8) made positive (`vpabsb`), squared and
+    /// summed in pairs into i16 (`vpmaddubsw`, each pair at most 2 × 127²), then in pairs into
+    /// i32 (`vpmaddwd`).
     ///
     /// # Safety
-    /// AVX2; `i + 16` values readable in each slice.
+    /// AVX2; 32 values readable at each pointer.
     #[inline(always)]
-    unsafe fn code_step<const DOT: bool>(w: *const i16, a: *const u8, b: *const u8) -> __m256 {
-        // SAFETY: the caller guarantees AVX2 and 16 readable values at each pointer.
+    unsafe fn link_step<const DOT: bool>(a: *const u8, b: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees AVX2 and 32 readable values at each pointer.
         unsafe {
-            let va = _mm256_cvtepu8_epi16(_mm_loadu_si128(a.cast()));
-            let vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.cast()));
-            let vw = _mm256_loadu_si256(w.cast());
-            let products = if DOT {
-                _mm256_madd_epi16(_mm256_mullo_epi16(va, vw), _mm256_mullo_epi16(vb, vw))
+            let va = _mm256_loadu_si256(a.cast());
+            let vb = _mm256_loadu_si256(b.cast());
+            let pairs = if DOT {
+                _mm256_maddubs_epi16(va, vb)
             } else {
-                let e = _mm256_mullo_epi16(_mm256_sub_epi16(va, vb), vw);
-                _mm256_madd_epi16(e, e)
+                let d = _mm256_abs_epi8(_mm256_sub_epi8(va, vb));
+                _mm256_maddubs_epi16(d, d)
             };
-            _mm256_cvtepi32_ps(products)
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
         }
     }
 
-    /// The code-to-code kernels: four independent accumulators over 64 dimensions a round
-    /// (one accumulator's add latency would bound the loop), then 16 at a time, then scalar.
+    /// The link-code kernels: two independent i32 accumulators over 64 dimensions a round,
+    /// emptied into a u64 every [`super::LINK_BLOCK`] dimensions, then the tail in scalar.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    unsafe fn code_kernel<const DOT: bool>(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
-        let n = w.len().min(a.len()).min(b.len());
-        let steps = n / 16;
-        let (wp, ap, bp) = (w.as_ptr(), a.as_ptr(), b.as_ptr());
-        let sum;
-        // SAFETY: every step reads 16 values at `i` with `i + 16 ≤ steps × 16 ≤ n`, within
-        // slices at least `n` long; the intrinsics need only AVX2, which this function has.
-        unsafe {
-            let step = |i: usize| code_step::<DOT>(wp.add(i), ap.add(i), bp.add(i));
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let rounds = steps / 4;
-            for r in 0..rounds {
-                let i = r * 64;
-                acc[0] = _mm256_add_ps(acc[0], step(i));
-                acc[1] = _mm256_add_ps(acc[1], step(i + 16));
-                acc[2] = _mm256_add_ps(acc[2], step(i + 32));
-                acc[3] = _mm256_add_ps(acc[3], step(i + 48));
+    unsafe fn link_kernel<const DOT: bool>(a: &[u8], b: &[u8]) -> f32 {
+        let n = a.len().min(b.len());
+        let steps = n / 32;
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let mut total = 0u64;
+        let per_block = super::LINK_BLOCK / 32;
+        let mut first = 0;
+        while first < steps {
+            let last = (first + per_block).min(steps);
+            // SAFETY: every step reads 32 values at `i` with `i + 32 ≤ steps × 32 ≤ n`, within
+            // slices at least `n` long; the intrinsics need only AVX2, which this function has.
+            unsafe {
+                let step = |k: usize| link_step::<DOT>(ap.add(k * 32), bp.add(k * 32));
+                let mut acc = [_mm256_setzero_si256(); 2];
+                let mut k = first;
+                while k + 2 <= last {
+                    acc[0] = _mm256_add_epi32(acc[0], step(k));
+                    acc[1] = _mm256_add_epi32(acc[1], step(k + 1));
+                    k += 2;
+                }
+                if k < last {
+                    acc[0] = _mm256_add_epi32(acc[0], step(k));
+                }
+                let acc = _mm256_add_epi32(acc[0], acc[1]);
+                let mut lanes = [0u32; 8];
+                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc);
+                total += lanes.iter().map(|&l| u64::from(l)).sum::<u64>();
             }
-            for k in rounds * 4..steps {
-                acc[k % 4] = _mm256_add_ps(acc[k % 4], step(k * 16));
-            }
-            let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
-            sum = _mm_cvtss_f32(s);
+            first = last;
         }
-        let tail = steps * 16..n;
-        sum + super::code_body::<DOT>(&w[tail.clone()], &a[tail.clone()], &b[tail])
+        let tail = steps * 32..n;
+        total as f32 + super::link_body::<DOT>(&a[tail.clone()], &b[tail])
     }
 
-    pub(super) fn code_l2_safe(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    pub(super) fn link_l2_safe(a: &[u8], b: &[u8]) -> f32 {
         // SAFETY: chosen only after the CPU reported AVX2.
-        unsafe { code_kernel::<false>(w, a, b) }
+        unsafe { link_kernel::<false>(a, b) }
     }
 
-    pub(super) fn code_dot_safe(w: &[i16], a: &[u8], b: &[u8]) -> f32 {
+    pub(super) fn link_dot_safe(a: &[u8], b: &[u8]) -> f32 {
         // SAFETY: chosen only after the CPU reported AVX2.
-        unsafe { code_kernel::<true>(w, a, b) }
+        unsafe { link_kernel::<true>(a, b) }
     }
 
     pub(super) fn l2_safe(a: &[f32], s: &[f32], c: &[u8]) -> f32 {
@@ -214,10 +213,10 @@ mod avx2 {
 pub struct SqKernels {
     pub l2: fn(&[f32], &[f32], &[u8]) -> f32,
     pub dot: fn(&[f32], &[u8]) -> f32,
-    /// Code to code, weighted by integers up to [`MAX_CODE_WEIGHT`]: `Σ (w·(a − b))²`.
-    pub code_l2: fn(&[i16], &[u8], &[u8]) -> f32,
-    /// `Σ (w·a)·(w·b)`.
-    pub code_dot: fn(&[i16], &[u8], &[u8]) -> f32,
+    /// Link code to link code (values at most [`LINK_CODE_MAX`]): `Σ (a − b)²`.
+    pub link_l2: fn(&[u8], &[u8]) -> f32,
+    /// `Σ a·b`.
+    pub link_dot: fn(&[u8], &[u8]) -> f32,
 }
 
 pub fn sq_kernels() -> &'static SqKernels {
@@ -231,15 +230,15 @@ pub fn sq_kernels() -> &'static SqKernels {
             return SqKernels {
                 l2: avx2::l2_safe,
                 dot: avx2::dot_safe,
-                code_l2: avx2::code_l2_safe,
-                code_dot: avx2::code_dot_safe,
+                link_l2: avx2::link_l2_safe,
+                link_dot: avx2::link_dot_safe,
             };
         }
         SqKernels {
             l2: l2_portable,
             dot: dot_portable,
-            code_l2: code_l2_portable,
-            code_dot: code_dot_portable,
+            link_l2: link_l2_portable,
+            link_dot: link_dot_portable,
         }
     })
 }
@@ -249,32 +248,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    type CodeKernel = fn(&[i16], &[u8], &[u8]) -> f32;
+    type LinkKernel = fn(&[u8], &[u8]) -> f32;
+
+    fn link_kernels() -> [(LinkKernel, LinkKernel); 2] {
+        let k = sq_kernels();
+        [
+            (k.link_l2, k.link_dot),
+            (link_l2_portable, link_dot_portable),
+        ]
+    }
+
+    #[test]
+    fn link_kernels_sum_long_vectors_without_overflow() {
+        // Past several blocks of i32 lanes, every term at its largest.
+        let dim = 3 * LINK_BLOCK + 77;
+        let (zeros, full) = (vec![0u8; dim], vec![LINK_CODE_MAX; dim]);
+        let most = f64::from(LINK_CODE_MAX).powi(2) * dim as f64;
+        for (l2, dot) in link_kernels() {
+            assert!((f64::from(l2(&zeros, &full)) - most).abs() <= 1e-6 * most);
+            assert!((f64::from(dot(&full, &full)) - most).abs() <= 1e-6 * most);
+            assert_eq!(l2(&full, &full), 0.0);
+        }
+    }
 
     proptest! {
         #[test]
-        fn code_kernels_match_the_definition(
-            pairs in proptest::collection::vec((any::<u8>(), any::<u8>(), 0..=MAX_CODE_WEIGHT), 0..2100),
+        fn link_kernels_match_the_definition(
+            pairs in proptest::collection::vec((0..=LINK_CODE_MAX, 0..=LINK_CODE_MAX), 0..2100),
         ) {
-            let (a, b): (Vec<u8>, Vec<u8>) = pairs.iter().map(|&(a, b, _)| (a, b)).unzip();
-            let w: Vec<i16> = pairs.iter().map(|&(_, _, w)| w).collect();
-            let want_l2: f64 = pairs.iter().map(|&(a, b, w)| ((f64::from(a) - f64::from(b)) * f64::from(w)).powi(2)).sum();
-            let want_dot: f64 = pairs.iter().map(|&(a, b, w)| f64::from(a) * f64::from(b) * f64::from(w).powi(2)).sum();
-            let k = sq_kernels();
-            for (l2, dot) in [(k.code_l2, k.code_dot), (code_l2_portable as CodeKernel, code_dot_portable as CodeKernel)] {
-                prop_assert!((f64::from(l2(&w, &a, &b)) - want_l2).abs() <= 1e-5 * (1.0 + want_l2));
-                prop_assert!((f64::from(dot(&w, &a, &b)) - want_dot).abs() <= 1e-5 * (1.0 + want_dot));
+            let (a, b): (Vec<u8>, Vec<u8>) = pairs.iter().copied().unzip();
+            let want_l2: f64 = pairs.iter().map(|&(a, b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+            let want_dot: f64 = pairs.iter().map(|&(a, b)| f64::from(a) * f64::from(b)).sum();
+            for (l2, dot) in link_kernels() {
+                prop_assert!((f64::from(l2(&a, &b)) - want_l2).abs() <= 1e-6 * (1.0 + want_l2));
+                prop_assert!((f64::from(dot(&a, &b)) - want_dot).abs() <= 1e-6 * (1.0 + want_dot));
             }
-        }
-
-        #[test]
-        fn code_kernels_do_not_overflow_at_the_extremes(dim in 0usize..5000) {
-            let w = vec![MAX_CODE_WEIGHT; dim];
-            let (zeros, full) = (vec![0u8; dim], vec![255u8; dim]);
-            let k = sq_kernels();
-            let most = (255.0 * f64::from(MAX_CODE_WEIGHT)).powi(2) * dim as f64;
-            prop_assert!((f64::from((k.code_l2)(&w, &zeros, &full)) - most).abs() <= 1e-5 * (1.0 + most));
-            prop_assert!((f64::from((k.code_dot)(&w, &full, &full)) - most).abs() <= 1e-5 * (1.0 + most));
         }
 
         #[test]
