@@ -3,7 +3,8 @@
 //! layers, then best-first over layer 0 keeping the `ef` nearest nodes seen. Built by
 //! inserting nodes in parallel (links read without locks, written under one per node), with
 //! the paper's neighbour heuristic (a candidate is linked only if it is nearer to the new node
-//! than to any node already linked), so clusters stay connected to each other. A stored graph
+//! than to any node already linked), so clusters stay connected to each other; a full list the
+//! heuristic chose takes one more node by comparing that node alone (`admit`). A stored graph
 //! takes appended nodes by the same inserts ([`extend`]) and loses deleted ones by repairing
 //! the links around them ([`without`]).
 //!

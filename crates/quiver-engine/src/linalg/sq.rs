@@ -1,7 +1,8 @@
 //! Kernels over 8-bit scalar-quantized vectors (graph indexes): a code byte `c` of dimension
 //! `i` stands for `min[i] + c · scale[i]`. One body per kernel, written in lanes of 16
 //! independent accumulators so the compiler vectorizes it; compiled once for the baseline CPU
-//! and once with AVX2+FMA, chosen at run time.
+//! and once with AVX2+FMA, chosen at run time. Also the integer kernels over the 7-bit link
+//! codes a graph build compares nodes with (`index::sq::SqLinkSpace`), hand-written for AVX2.
 
 use std::sync::OnceLock;
 
