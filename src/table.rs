@@ -708,8 +708,8 @@ impl NativeTable {
         .await
     }
 
-    /// Nearest neighbours of `query` (through the column's index, or exact), as IPC bytes with
-    /// a `_distance` column, and how the search ran.
+    /// Nearest neighbours of `query` (through the column's index, or exact) with a `_distance`
+    /// column: IPC bytes, or plain columns when `options.plain` asks and every column has one.
     ///
     /// With `inline`, the search first runs on the calling (JS) thread until it would wait: an
     /// indexed search over cached index parts finishes there, sparing the two thread wake-ups
