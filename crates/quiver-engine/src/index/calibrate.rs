@@ -538,22 +538,32 @@ pub fn calibrate(index: &IvfIndex, truth: &GroundTruth, target_recall: f32) -> O
     })
 }
 
-/// `ef` values measured for graph indexes, then larger ones while a walk would still visit a
-/// small part of the largest graph (a million-node graph of hard data needed more than 512:
-/// without them the default became a scan of every code, 640 ms a query), then 0: a scan of
-/// every code of the probed partitions (the setting left for data whose neighbours no graph
-/// walk finds, such as uniform noise).
+/// `ef` values a graph's ladder walks, doubling, then larger ones while a walk would still
+/// visit a small part of the largest graph (a million-node graph of hard data needed more
+/// than 512: without them the default became a scan of every code, 640 ms a query). Between
+/// the two steps where recall first reaches the target, [`ef_between`] is measured too.
 fn ef_steps(largest_graph: usize) -> Vec<u32> {
-    let mut steps = vec![10, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512];
-    for ef in [768u32, 1024, 1536, 2048, 3072, 4096, 6144, 8192] {
+    let mut steps = vec![16, 32, 64, 128, 256, 512];
+    for ef in [1024u32, 2048, 4096, 8192] {
         if (ef as usize).saturating_mul(16) > largest_graph {
             break;
         }
         steps.push(ef);
     }
-    steps.push(0);
     steps
 }
+
+/// The `ef` measured between a ladder step reaching the target (`reached`) and the step
+/// before it (none: `reached` is the first): halfway, or 10 below the first step. Walks cost
+/// about in proportion to `ef`, so a ladder doubling and filled in where it matters costs
+/// two thirds of one rising by half at every step, with the same resolution at the target.
+fn ef_between(before: Option<u32>, reached: u32) -> u32 {
+    match before {
+        Some(before) => (before + reached) / 2,
+        None => 10,
+    }
+}
+
 /// Refine factors tried for graph indexes: few over 8-bit scalar codes (close to the vectors
 /// already), more over PQ codes.
 const GRAPH_SQ_REFINE_FACTORS: [u32; 3] = [1, 2, 4];
@@ -620,13 +630,20 @@ fn calibrate_graph(
     let scan_all_us = (partitions as f32 * sdim as f32 * NS_PER_FLOAT
         + index.num_rows() as f32 * scanned_ns)
         / 1000.0;
+    // The cheapest cost of a walk visiting `visited` nodes a query (its least refine).
+    let walk_cost_us = |visited: f32, refine: u32| {
+        (partitions as f32 * sdim as f32 * NS_PER_FLOAT
+            + visited * (NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT)
+            + (k * refine as usize) as f32 * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT))
+            / 1000.0
+    };
+    // A walk dearer than this is never worth it (larger `ef` only costs more).
+    let walk_limit_us = scan_all_us.min(exact.cost_us);
+    let least_refine = refines.iter().copied().min().unwrap_or(1);
     for &nprobes in &probes {
-        // `ef` ascending; the scan of every code (ef 0) only when no walk came near 100%.
-        let mut walks_done = false;
-        for &ef in &steps {
-            if walks_done && ef != 0 {
-                continue;
-            }
+        // Measures one `ef` (0: a scan of every probed code): its points, the best recall of
+        // any refine factor, whether one reaches the target, and the nodes a query visited.
+        let measure = |ef: u32, all: &mut Vec<CalibrationPoint>| -> (f32, bool, f32) {
             // Per query: hits per refine factor, and distances computed.
             let measured: Vec<(Vec<u32>, u64)> = queries
                 .par_iter()
@@ -682,37 +699,58 @@ fn calibrate_graph(
                 })
                 .collect();
             let visited = measured.iter().map(|m| m.1).sum::<u64>() as f32 / n;
-            let per_node_ns = if ef == 0 {
-                scanned_ns
-            } else {
-                NS_PER_VISIT + sdim as f32 * NS_PER_FLOAT
-            };
-            let mut best = 0f32;
-            let mut cheapest_us = f32::INFINITY;
+            let (mut best, mut reaches) = (0f32, false);
             for (r, &refine) in refines.iter().enumerate() {
                 let (recall, stderr) = mean_and_stderr(measured.iter().map(|m| m.0[r]), k);
                 best = best.max(recall);
-                let cost_ns = partitions as f32 * sdim as f32 * NS_PER_FLOAT
-                    + visited * per_node_ns
-                    + (k * refine as usize) as f32
-                        * (NS_PER_REFINED_ROW + sdim as f32 * NS_PER_FLOAT);
-                cheapest_us = cheapest_us.min(cost_ns / 1000.0);
+                reaches |= recall - MARGIN_STDERRS * stderr >= target_recall;
+                let cost_us = if ef == 0 {
+                    walk_cost_us(0.0, refine) + visited * scanned_ns / 1000.0
+                } else {
+                    walk_cost_us(visited, refine)
+                };
                 all.push(CalibrationPoint {
                     nprobes: nprobes as u32,
                     ef,
                     refine,
                     recall,
                     stderr,
-                    cost_us: cost_ns / 1000.0,
+                    cost_us,
                 });
             }
+            (best, reaches, visited)
+        };
+        // `ef` ascending until recall is all but perfect or a walk would cost more than the
+        // limit (predicted from the last walk: visits grow at most about in proportion to
+        // `ef`), then the scan of every code unless a walk came near 100%.
+        let (mut last_walk, mut before, mut reached) = (None::<(u32, f32)>, None, None);
+        let mut perfect = false;
+        for &ef in &steps {
+            if let Some((last_ef, visited)) = last_walk {
+                let predicted = (visited * ef as f32 / last_ef as f32).min(index.num_rows() as f32);
+                if walk_cost_us(predicted, least_refine) > walk_limit_us {
+                    break;
+                }
+            }
+            let (best, reaches, visited) = measure(ef, &mut all);
+            if reaches && reached.is_none() {
+                reached = Some((before, ef));
+            }
+            before = Some(ef);
+            last_walk = Some((ef, visited));
             if best >= STOP_RECALL {
+                perfect = true;
                 break;
             }
-            // Larger `ef` only costs more, and a setting dearer than scanning every code (or
-            // than exact search) is never worth it: on to the scan of the codes (on the
-            // uniform sphere the ladder otherwise walked up to ef 8192).
-            walks_done |= ef > 0 && cheapest_us > scan_all_us.min(exact.cost_us);
+            if walk_cost_us(visited, least_refine) > walk_limit_us {
+                break;
+            }
+        }
+        if let Some((before, ef)) = reached {
+            measure(ef_between(before, ef), &mut all);
+        }
+        if !perfect {
+            measure(0, &mut all);
         }
     }
     Some(Calibration {
@@ -771,14 +809,16 @@ mod tests {
     }
 
     #[test]
-    fn ef_steps_grow_with_the_graph_and_end_with_a_scan() {
+    fn ef_steps_double_and_grow_with_the_graph() {
         let small = ef_steps(10_000);
-        assert_eq!(&small[small.len() - 2..], &[512, 0]);
-        assert!(!small.contains(&768));
+        assert_eq!(small.last(), Some(&512));
+        assert!(!small.contains(&1024));
         let large = ef_steps(1_000_000);
         assert!(large.contains(&4096) && large.contains(&8192));
-        assert!(large[..large.len() - 1].windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(large.last(), Some(&0));
+        assert!(large.windows(2).all(|w| w[1] == 2 * w[0]));
+        assert_eq!(ef_between(None, 16), 10);
+        assert_eq!(ef_between(Some(32), 64), 48);
+        assert_eq!(ef_between(Some(512), 1024), 768);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub const NONE: u32 = u32::MAX;
 const MAX_LEVEL: u8 = 16;
 /// Candidates a search reserves room for up front.
 const PREALLOCATE_NODES: usize = 1024;
+/// Neighbours whose data a walk requests ahead of the distance it computes. Requesting every
+/// neighbour's at once (up to 2m × a code's cache lines) stalls on the CPU's few outstanding
+/// misses before the first distance; a short window keeps them in flight while it computes
+/// (a 30K-node sphere build: 5.0–6.9 s at once, 4.3–4.9 s with 4 ahead; 2 to 8 measured alike).
+const PREFETCH_AHEAD: usize = 4;
 
 /// Distances between the nodes of a graph (and prepared queries).
 pub trait GraphSpace: Sync {
@@ -169,12 +174,15 @@ where
         }
         buf.clear();
         neighbours(current as u32, level, buf);
-        // Unvisited neighbours only, their data requested before the first distance.
+        // Unvisited neighbours only, their data requested a few distances ahead.
         buf.retain(|&nb| visited.insert(nb));
-        for &nb in buf.iter() {
+        for &nb in buf.iter().take(PREFETCH_AHEAD) {
             space.prefetch(nb);
         }
-        for &nb in buf.iter() {
+        for (j, &nb) in buf.iter().enumerate() {
+            if let Some(&next) = buf.get(j + PREFETCH_AHEAD) {
+                space.prefetch(next);
+            }
             let key = key_of(space.distance(query, nb), nb);
             if results.len() < ef || results.peek().is_some_and(|&w| key < w) {
                 candidates.push(Reverse(key));

@@ -2,7 +2,8 @@
 //! `i` stands for `min[i] + c · scale[i]`. One body per kernel, written in lanes of 16
 //! independent accumulators so the compiler vectorizes it; compiled once for the baseline CPU
 //! and once with AVX2+FMA, chosen at run time. Also the integer kernels over the 7-bit link
-//! codes a graph build compares nodes with (`index::sq::SqLinkSpace`), hand-written for AVX2.
+//! codes a graph build compares nodes with (`index::sq::SqLinkSpace`), hand-written for AVX2
+//! and AVX-512 (BW, and VNNI where the CPU has it).
 
 use std::sync::OnceLock;
 
@@ -209,6 +210,132 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `Σ (a − b)²` (or `Σ a·b` when `DOT`) of 64 dimensions of link codes, added into `acc`'s
+    /// sixteen i32 lanes: with VNNI, squared and summed in fours by one `vpdpbusd`; otherwise
+    /// as AVX2's step does, in pairs twice.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW (and VNNI when `VNNI`).
+    #[inline(always)]
+    unsafe fn link_step<const DOT: bool, const VNNI: bool>(
+        acc: __m512i,
+        va: __m512i,
+        vb: __m512i,
+    ) -> __m512i {
+        // SAFETY: the caller guarantees the CPU features named above.
+        unsafe {
+            let (x, y) = if DOT {
+                (va, vb)
+            } else {
+                let d = _mm512_abs_epi8(_mm512_sub_epi8(va, vb));
+                (d, d)
+            };
+            if VNNI {
+                _mm512_dpbusd_epi32(acc, x, y)
+            } else {
+                let pairs = _mm512_maddubs_epi16(x, y);
+                _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, _mm512_set1_epi16(1)))
+            }
+        }
+    }
+
+    /// The link-code kernels over 64 dimensions a step, the last step's values loaded under a
+    /// mask (no scalar tail), the lanes emptied into a u64 every [`super::LINK_BLOCK`]
+    /// dimensions (each lane gains at most 4 × 127² a step).
+    ///
+    /// # Safety
+    /// AVX-512 F and BW (and VNNI when `VNNI`).
+    #[inline(always)]
+    unsafe fn link_kernel<const DOT: bool, const VNNI: bool>(a: &[u8], b: &[u8]) -> f32 {
+        let n = a.len().min(b.len());
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let mut total = 0u64;
+        let mut first = 0;
+        while first < n {
+            let last = (first + super::LINK_BLOCK).min(n);
+            // SAFETY: full steps read 64 values at `i` with `i + 64 ≤ last ≤ n`; the last
+            // step's masked load reads only the `last − i` values below `n` (masked-out bytes
+            // are neither read nor faulted on); the caller guarantees the CPU features.
+            unsafe {
+                let mut acc = [_mm512_setzero_si512(); 2];
+                let mut i = first;
+                while i + 128 <= last {
+                    let (a0, b0) = (ap.add(i).cast(), bp.add(i).cast());
+                    let (a1, b1) = (ap.add(i + 64).cast(), bp.add(i + 64).cast());
+                    acc[0] = link_step::<DOT, VNNI>(
+                        acc[0],
+                        _mm512_loadu_si512(a0),
+                        _mm512_loadu_si512(b0),
+                    );
+                    acc[1] = link_step::<DOT, VNNI>(
+                        acc[1],
+                        _mm512_loadu_si512(a1),
+                        _mm512_loadu_si512(b1),
+                    );
+                    i += 128;
+                }
+                while i < last {
+                    let take = (last - i).min(64);
+                    let mask: u64 = if take == 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << take) - 1
+                    };
+                    let va = _mm512_maskz_loadu_epi8(mask, ap.add(i).cast());
+                    let vb = _mm512_maskz_loadu_epi8(mask, bp.add(i).cast());
+                    acc[0] = link_step::<DOT, VNNI>(acc[0], va, vb);
+                    i += take;
+                }
+                let lanes = _mm512_add_epi32(acc[0], acc[1]);
+                // Sixteen lanes of at most 2²⁶ each: the sum fits a u32.
+                total += u64::from(_mm512_reduce_add_epi32(lanes) as u32);
+            }
+            first = last;
+        }
+        total as f32
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn link_bw<const DOT: bool>(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: this function has the features the kernel needs without VNNI.
+        unsafe { link_kernel::<DOT, false>(a, b) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn link_vnni<const DOT: bool>(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: this function has every feature the kernel needs.
+        unsafe { link_kernel::<DOT, true>(a, b) }
+    }
+
+    pub(super) fn link_l2_bw(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX-512 F and BW.
+        unsafe { link_bw::<false>(a, b) }
+    }
+
+    pub(super) fn link_dot_bw(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX-512 F and BW.
+        unsafe { link_bw::<true>(a, b) }
+    }
+
+    pub(super) fn link_l2_vnni(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX-512 F, BW and VNNI.
+        unsafe { link_vnni::<false>(a, b) }
+    }
+
+    pub(super) fn link_dot_vnni(a: &[u8], b: &[u8]) -> f32 {
+        // SAFETY: chosen only after the CPU reported AVX-512 F, BW and VNNI.
+        unsafe { link_vnni::<true>(a, b) }
+    }
+}
+
 /// The kernels this CPU runs fastest.
 #[derive(Clone, Copy)]
 pub struct SqKernels {
@@ -224,16 +351,33 @@ pub fn sq_kernels() -> &'static SqKernels {
     static CHOSEN: OnceLock<SqKernels> = OnceLock::new();
     CHOSEN.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::env::var("QUIVER_SIMD").as_deref() != Ok("portable")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
         {
-            return SqKernels {
-                l2: avx2::l2_safe,
-                dot: avx2::dot_safe,
-                link_l2: avx2::link_l2_safe,
-                link_dot: avx2::link_dot_safe,
-            };
+            let asked = std::env::var("QUIVER_SIMD");
+            let asked = asked.as_deref().unwrap_or("");
+            if asked != "portable"
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
+                let mut kernels = SqKernels {
+                    l2: avx2::l2_safe,
+                    dot: avx2::dot_safe,
+                    link_l2: avx2::link_l2_safe,
+                    link_dot: avx2::link_dot_safe,
+                };
+                if asked != "avx2"
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                {
+                    if is_x86_feature_detected!("avx512vnni") {
+                        kernels.link_l2 = avx512::link_l2_vnni;
+                        kernels.link_dot = avx512::link_dot_vnni;
+                    } else {
+                        kernels.link_l2 = avx512::link_l2_bw;
+                        kernels.link_dot = avx512::link_dot_bw;
+                    }
+                }
+                return kernels;
+            }
         }
         SqKernels {
             l2: l2_portable,
@@ -251,12 +395,26 @@ mod tests {
 
     type LinkKernel = fn(&[u8], &[u8]) -> f32;
 
-    fn link_kernels() -> [(LinkKernel, LinkKernel); 2] {
+    /// Every link kernel this CPU runs.
+    fn link_kernels() -> Vec<(LinkKernel, LinkKernel)> {
         let k = sq_kernels();
-        [
+        let mut kernels: Vec<(LinkKernel, LinkKernel)> = vec![
             (k.link_l2, k.link_dot),
             (link_l2_portable, link_dot_portable),
-        ]
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                kernels.push((avx2::link_l2_safe, avx2::link_dot_safe));
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                kernels.push((avx512::link_l2_bw, avx512::link_dot_bw));
+                if is_x86_feature_detected!("avx512vnni") {
+                    kernels.push((avx512::link_l2_vnni, avx512::link_dot_vnni));
+                }
+            }
+        }
+        kernels
     }
 
     #[test]
