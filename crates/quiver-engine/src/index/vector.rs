@@ -333,7 +333,7 @@ async fn train(
     // a fixed share of the rows (one in `query_stride`, by a hash of the address) that the
     // training sample never takes, so the queries are as unseen to the centroids and
     // quantizers as a user's are (a row that trained them sits nearer its own centroid).
-    let query_slots = calibrate::query_count(rows, sdim);
+    let query_slots = calibrate::query_count(rows, sdim, hnsw.is_some());
     let query_stride = if query_slots == 0 {
         u64::MAX
     } else {
