@@ -43,6 +43,7 @@ export type {
   OptimizeStats,
   RemovalStats,
 } from "./maintenance.js";
+export { tokenize, type Token, type TokenizerOptions } from "./fts.js";
 export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

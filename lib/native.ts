@@ -239,9 +239,24 @@ export interface NativeConnection {
   dropTable(name: string): Promise<void>;
 }
 
+export interface NativeTokenizerOptions {
+  baseTokenizer?: string;
+  language?: string;
+  maxTokenLength?: number;
+  lowercase?: boolean;
+  stem?: boolean;
+  removeStopWords?: boolean;
+  customStopWords?: string[];
+  asciiFolding?: boolean;
+  ngramMinLength?: number;
+  ngramMaxLength?: number;
+  prefixOnly?: boolean;
+}
+
 export interface NativeBinding {
   version(): string;
   formatVersion(): string;
+  tokenize(text: string, options?: NativeTokenizerOptions): { text: string; position: number }[];
   connect(
     uri: string,
     options?: {

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod connection;
 pub mod errors;
+pub mod fts;
 pub mod index;
 pub mod ipc;
 pub mod maintenance;

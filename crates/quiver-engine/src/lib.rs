@@ -7,6 +7,7 @@
 pub mod error;
 pub mod filter;
 pub mod format;
+pub mod fts;
 pub mod index;
 pub mod linalg;
 pub mod maintenance;
