@@ -1,5 +1,6 @@
 // The native addon's surface, as the napi binding (src/) defines it.
 import loadedBinding from "#native";
+import type { TokenizerOptions } from "./fts.js";
 import type { IndexCalibration } from "./indices.js";
 
 export interface NativeVersion {
@@ -239,19 +240,8 @@ export interface NativeConnection {
   dropTable(name: string): Promise<void>;
 }
 
-export interface NativeTokenizerOptions {
-  baseTokenizer?: string;
-  language?: string;
-  maxTokenLength?: number;
-  lowercase?: boolean;
-  stem?: boolean;
-  removeStopWords?: boolean;
-  customStopWords?: string[];
-  asciiFolding?: boolean;
-  ngramMinLength?: number;
-  ngramMaxLength?: number;
-  prefixOnly?: boolean;
-}
+/** Tokenizer options as the binding takes them (checked by `tokenizerOptions`). */
+export type NativeTokenizerOptions = Omit<TokenizerOptions, "baseTokenizer"> & { baseTokenizer?: string };
 
 export interface NativeBinding {
   version(): string;
