@@ -86,13 +86,6 @@ const LANGUAGES: [(Language, &str, &str); 17] = [
 ];
 
 impl Language {
-    pub fn name(self) -> &'static str {
-        LANGUAGES
-            .iter()
-            .find(|(l, _, _)| *l == self)
-            .map_or("English", |(_, name, _)| name)
-    }
-
     fn code(self) -> &'static str {
         LANGUAGES
             .iter()
@@ -261,10 +254,6 @@ impl Tokenizer {
             stemmer,
             stop_words,
         })
-    }
-
-    pub fn config(&self) -> &TokenizerConfig {
-        &self.config
     }
 
     /// Calls `emit(token, position)` for each token of `text`, in order. A position counts
