@@ -26,6 +26,18 @@ pub enum BaseTokenizer {
     Ngram,
 }
 
+impl BaseTokenizer {
+    /// The name `FromStr` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            BaseTokenizer::Simple => "simple",
+            BaseTokenizer::Whitespace => "whitespace",
+            BaseTokenizer::Raw => "raw",
+            BaseTokenizer::Ngram => "ngram",
+        }
+    }
+}
+
 impl FromStr for BaseTokenizer {
     type Err = Error;
 
@@ -86,6 +98,14 @@ const LANGUAGES: [(Language, &str, &str); 17] = [
 ];
 
 impl Language {
+    /// Its English name, as `FromStr` takes it.
+    pub fn name(self) -> &'static str {
+        LANGUAGES
+            .iter()
+            .find(|(l, _, _)| *l == self)
+            .map_or("English", |(_, name, _)| name)
+    }
+
     fn code(self) -> &'static str {
         LANGUAGES
             .iter()

@@ -48,6 +48,8 @@ pub enum IndexFamily {
     Vector,
     /// Rows whose value satisfies a predicate (filters).
     Scalar,
+    /// Rows whose text matches a query, ranked (BM25).
+    FullText,
 }
 
 /// A loaded index (or its always-resident part: the model, the page lookup, the dictionary).
@@ -113,6 +115,7 @@ pub enum IndexConfig {
     BTree,
     Bitmap,
     LabelList,
+    Fts(crate::fts::FtsParams),
 }
 
 impl IndexConfig {
@@ -123,6 +126,7 @@ impl IndexConfig {
             IndexConfig::BTree => btree::BTREE,
             IndexConfig::Bitmap => bitmap::BITMAP,
             IndexConfig::LabelList => bitmap::LABEL_LIST,
+            IndexConfig::Fts(_) => crate::fts::FTS,
         }
     }
 }
@@ -226,6 +230,7 @@ pub static REGISTRY: &[&dyn IndexType] = &[
     &btree::BTreeType,
     &bitmap::BitmapType::BITMAP_TYPE,
     &bitmap::BitmapType::LABEL_LIST_TYPE,
+    &crate::fts::index::FTS_TYPE,
 ];
 
 /// The implementation of the index type `name` stores, if this build knows it.

@@ -470,6 +470,33 @@ impl ContainerWriter {
         Ok(())
     }
 
+    /// Where the next byte goes: the start of a raw part (see [`Self::write_raw`]).
+    pub(crate) fn position(&self) -> u64 {
+        self.writer.position()
+    }
+
+    /// Appends bytes of a raw part: one without the block trailer, written in pieces, whose
+    /// reader checks its contents itself (full-text data regions).
+    pub(crate) async fn write_raw(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.writer.write(Bytes::from(bytes)).await
+    }
+
+    /// Ends the raw part that began at `start`.
+    pub(crate) fn end_raw(&mut self, start: u64, entries: u64) {
+        self.entries += entries;
+        self.parts.push(PartProto {
+            offset: start,
+            length: self.writer.position() - start,
+            entries,
+            null_count: 0,
+            min: Vec::new(),
+            max: Vec::new(),
+        });
+    }
+
     /// Writes the lookup and footer; returns the lookup and the file's size.
     pub(crate) async fn finish(
         mut self,

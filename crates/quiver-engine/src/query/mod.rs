@@ -24,6 +24,8 @@ use crate::table::manifest::Manifest;
 use crate::table::{scan, ScanOptions, Table};
 use crate::vocab::{in_range, resolve_vector_column, Candidate, PREALLOCATE, ROW_ID};
 
+pub mod text;
+
 /// Name of the distance column of search results.
 pub const DISTANCE: &str = "_distance";
 

@@ -1,0 +1,450 @@
+//! Full-text search over a table: each column the query reads gets its corpus (the FTS
+//! index's segments, plus a segment built at query time of the rows the index does not cover
+//! yet, or only that for a column without an index), rows are gated by deletions and the
+//! prefilter, the query runs (`fts::query`) and the best rows are taken with a `_score`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float32Array, RecordBatch, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::error::{Error, Result};
+use crate::filter::FilterRef;
+use crate::fts::build::{accumulate, on_pool};
+use crate::fts::index::{decode_details, FtsIndex};
+use crate::fts::query::{Corpus, Counters, FtsQuery, Hit, Searcher};
+use crate::fts::segment::{Region, Segment};
+use crate::fts::{Tokenizer, TokenizerConfig};
+use crate::index::vector::RowGate;
+use crate::index::{self, IndexFamily};
+use crate::plan::{PlanNode, Probe};
+use crate::table::indices::{self, LoadedIndex};
+use crate::table::manifest::{IndexMetadataProto, Manifest};
+use crate::table::{scan, ScanOptions, Table};
+use crate::vocab::ROW_ID;
+
+/// Name of the score column of full-text results.
+pub const SCORE: &str = "_score";
+
+/// A full-text search request.
+#[derive(Debug, Clone)]
+pub struct TextSearch {
+    /// The query; leaves with an empty column read every column with an FTS index.
+    pub query: FtsQuery,
+    pub k: usize,
+    pub offset: usize,
+    /// Columns to return (`None`: all).
+    pub columns: Option<Vec<String>>,
+    pub with_row_id: bool,
+    pub filter: Option<FilterRef>,
+}
+
+/// The FTS index on each column of `manifest` that has one.
+pub(crate) fn fts_indexes(manifest: &Manifest) -> HashMap<String, &IndexMetadataProto> {
+    let mut out = HashMap::new();
+    for meta in &manifest.proto.indices {
+        let fts = index::index_type(&meta.index_type)
+            .is_some_and(|t| t.family() == IndexFamily::FullText);
+        if !fts || meta.field_ids.len() != 1 {
+            continue;
+        }
+        if let Some(i) = manifest
+            .schema
+            .field_ids
+            .iter()
+            .position(|&id| id == meta.field_ids[0])
+        {
+            out.entry(manifest.schema.arrow.field(i).name().clone())
+                .or_insert(meta);
+        }
+    }
+    out
+}
+
+/// Fills in the columns of leaves that name none: the one column with an FTS index, or a
+/// multi-match over all of them.
+fn resolve_columns(query: &mut FtsQuery, indexed: &[String]) -> Result<()> {
+    let only = || -> Result<String> {
+        match indexed {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::invalid(
+                "the table has no full-text index: create one with createIndex(column, { config: Index.fts() }), or name the column to search",
+            )),
+            many => Err(Error::invalid(format!(
+                "several columns have full-text indexes ({}): name the column to search",
+                many.join(", ")
+            ))),
+        }
+    };
+    match query {
+        FtsQuery::Match {
+            column,
+            text,
+            operator,
+            boost,
+            ..
+        } if column.is_empty() => {
+            if indexed.len() > 1 {
+                *query = FtsQuery::MultiMatch {
+                    text: std::mem::take(text),
+                    columns: indexed.to_vec(),
+                    boosts: vec![*boost; indexed.len()],
+                    operator: *operator,
+                };
+            } else {
+                *column = only()?;
+            }
+        }
+        FtsQuery::Phrase { column, .. } if column.is_empty() => *column = only()?,
+        FtsQuery::MultiMatch { columns, .. } if columns.is_empty() => {
+            if indexed.is_empty() {
+                only()?;
+            }
+            *columns = indexed.to_vec();
+        }
+        FtsQuery::Boost {
+            positive, negative, ..
+        } => {
+            resolve_columns(positive, indexed)?;
+            resolve_columns(negative, indexed)?;
+        }
+        FtsQuery::Boolean(clauses) => {
+            for (_, q) in clauses {
+                resolve_columns(q, indexed)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One column's sources, owned for the duration of a search.
+struct ColumnSources {
+    column: String,
+    index: Option<(LoadedIndex, Arc<FtsIndex>)>,
+    /// The index's tokenizer, or the defaults for a column without one.
+    tokenizer: Arc<Tokenizer>,
+    /// Rows the index does not cover, as a segment.
+    unindexed: Option<Segment>,
+    unindexed_fragments: usize,
+    with_positions: bool,
+}
+
+/// Loads `column`'s index (if any) and builds the segment of rows it does not cover.
+async fn column_sources(
+    table: &Table,
+    manifest: &Arc<Manifest>,
+    column: &str,
+    meta: Option<&IndexMetadataProto>,
+) -> Result<ColumnSources> {
+    let field = manifest
+        .schema
+        .arrow
+        .field_with_name(column)
+        .map_err(|_| Error::invalid(format!("column '{column}' does not exist")))?;
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let is_text = match field.data_type() {
+        DataType::List(i) | DataType::LargeList(i) => text(i.data_type()),
+        t => text(t),
+    };
+    if !is_text {
+        return Err(Error::invalid(format!(
+            "full-text search reads string columns; '{column}' is {}",
+            field.data_type()
+        )));
+    }
+    let (index, covered, tokenizer_config, with_positions) = match meta {
+        Some(meta) => {
+            let loaded = indices::load_index(table.inner(), manifest, meta).await?;
+            let fts = loaded
+                .index
+                .clone()
+                .into_any_arc()
+                .downcast::<FtsIndex>()
+                .map_err(|_| {
+                    Error::corrupt(
+                        "manifest",
+                        format!("index '{}' is not a full-text index", meta.name),
+                    )
+                })?;
+            let covered = loaded.coverage.fragments.clone();
+            let config = fts.params.tokenizer.clone();
+            let positions = fts.params.with_position;
+            (Some((loaded, fts)), covered, config, positions)
+        }
+        None => (None, Default::default(), TokenizerConfig::default(), true),
+    };
+    let rest = manifest.with_fragments(|f| !covered.contains(&f.id));
+    let unindexed_fragments = rest.fragments().len();
+    let tokenizer = match &index {
+        Some((_, fts)) => fts.tokenizer.clone(),
+        None => Arc::new(Tokenizer::new(tokenizer_config)?),
+    };
+    let unindexed = if unindexed_fragments > 0 {
+        let tokenizer = tokenizer.clone();
+        let (_, stream) = table.scan_manifest(
+            rest,
+            ScanOptions {
+                columns: Some(vec![column.to_string()]),
+                with_row_id: true,
+                ..Default::default()
+            },
+        )?;
+        let mut acc = accumulate(tokenizer, with_positions, stream, |_| Ok(())).await?;
+        if acc.docs() > 0 {
+            let (region, encoded) = on_pool(move || acc.encode()).await?;
+            Some(Segment::open(
+                usize::MAX,
+                encoded.stats,
+                &encoded.dictionary,
+                &encoded.documents,
+                Region::Memory(bytes::Bytes::from(region)),
+            )?)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    Ok(ColumnSources {
+        column: column.to_string(),
+        index,
+        tokenizer,
+        unindexed,
+        unindexed_fragments,
+        with_positions,
+    })
+}
+
+/// Runs a full-text search over the checked-out version: rows best first with `_score`.
+pub async fn text_search(table: &Table, search: &TextSearch) -> Result<RecordBatch> {
+    Ok(run(table, search, false).await?.0)
+}
+
+/// Runs a search and returns the plan it ran with what each operator measured.
+pub async fn analyze_text_search(
+    table: &Table,
+    search: &TextSearch,
+) -> Result<(RecordBatch, PlanNode)> {
+    run(table, search, true).await
+}
+
+/// The plan a full-text search would run.
+pub fn explain_text_search(table: &Table, search: &TextSearch) -> Result<PlanNode> {
+    let manifest = table.manifest();
+    let indexes = fts_indexes(&manifest);
+    let query = resolved(&manifest, search)?;
+    let mut columns = Vec::new();
+    query.columns(&mut columns);
+    let mut fts = PlanNode::new("FullTextSearch").with("query", query.describe());
+    for column in &columns {
+        let meta = indexes.get(column).copied();
+        let covered =
+            meta.map(|m| crate::table::remap::coverage(&manifest.proto, &m.fragment_ids).fragments);
+        let rest = manifest
+            .fragments()
+            .iter()
+            .filter(|f| covered.as_ref().is_none_or(|c| !c.contains(&f.id)))
+            .count();
+        fts = fts.child(source_node(column, meta.map(|m| m.name.as_str()), rest));
+    }
+    if let Some(filter) = &search.filter {
+        fts = fts.child(PlanNode::new("Prefilter").with("filter", filter.text()));
+    }
+    Ok(output_nodes(search, fts))
+}
+
+fn source_node(column: &str, index: Option<&str>, unindexed_fragments: usize) -> PlanNode {
+    let mut node = PlanNode::new("Bm25Source").with("column", column);
+    node = match index {
+        Some(name) => node.with("index", name),
+        None => node.with("index", "none (every row tokenized at query time)"),
+    };
+    node.with("unindexed_fragments", unindexed_fragments)
+}
+
+fn output_nodes(search: &TextSearch, input: PlanNode) -> PlanNode {
+    let columns = match &search.columns {
+        Some(c) => format!("[{}]", c.join(", ")),
+        None => "*".to_string(),
+    };
+    let mut top = PlanNode::new("TopK").with("k", search.k).with("by", SCORE);
+    if search.offset > 0 {
+        top = top.with("offset", search.offset);
+    }
+    PlanNode::new("Take")
+        .with("columns", columns)
+        .with("with_row_id", search.with_row_id)
+        .child(top.child(input))
+}
+
+/// The query with its columns filled in.
+fn resolved(manifest: &Manifest, search: &TextSearch) -> Result<FtsQuery> {
+    let indexes = fts_indexes(manifest);
+    let mut indexed: Vec<String> = indexes.keys().cloned().collect();
+    indexed.sort();
+    let mut query = search.query.clone();
+    resolve_columns(&mut query, &indexed)?;
+    query.check(0)?;
+    Ok(query)
+}
+
+/// The best rows for `search` (row address and score), with the plan node that found them.
+pub(crate) async fn hits(
+    table: &Table,
+    manifest: &Arc<Manifest>,
+    search: &TextSearch,
+    analyze: bool,
+) -> Result<(Vec<Hit>, PlanNode)> {
+    let query = resolved(manifest, search)?;
+    let indexes = fts_indexes(manifest);
+    let mut columns = Vec::new();
+    query.columns(&mut columns);
+    let probe = Probe::start(analyze);
+    let observed = table.measured(&probe);
+    let mut sources = Vec::with_capacity(columns.len());
+    let mut loaded = 0u64;
+    for column in &columns {
+        let s = column_sources(&observed, manifest, column, indexes.get(column).copied()).await?;
+        loaded += s.index.as_ref().map_or(0, |(l, _)| u64::from(l.loaded));
+        sources.push(s);
+    }
+    let mut prefilter_node = None;
+    let gate = match &search.filter {
+        Some(filter) => {
+            let matches = observed.matching_rows(manifest, filter).await?;
+            let mut node = PlanNode::new("Prefilter").with("filter", filter.text());
+            if analyze {
+                node.metrics_mut().output_rows = matches.values().map(|b| b.len()).sum();
+            }
+            prefilter_node = Some(node);
+            RowGate::Only(matches.into_iter().collect())
+        }
+        None => indices::live_gate(&observed, manifest).await?,
+    };
+    let cache = table.inner().session.indexes();
+    let mut corpora = HashMap::new();
+    for s in &sources {
+        let mut segments: Vec<&Segment> = Vec::new();
+        let mut key = None;
+        if let Some((entry, fts)) = &s.index {
+            segments.extend(fts.segments.iter());
+            key = Some(entry.key.as_str());
+        }
+        segments.extend(s.unindexed.iter());
+        corpora.insert(
+            s.column.clone(),
+            Corpus::new(
+                &s.tokenizer,
+                segments,
+                s.with_positions,
+                key.map(|k| (cache, k)),
+            ),
+        );
+    }
+    let allows = |row: u64| gate.allows(row);
+    let mut searcher = Searcher {
+        corpora: &corpora,
+        allows: &allows,
+        counters: Counters::default(),
+    };
+    let k = search.k.saturating_add(search.offset);
+    let found = searcher.top(&query, k).await?;
+    let mut node = PlanNode::new("FullTextSearch").with("query", query.describe());
+    for s in &sources {
+        let mut child = source_node(
+            &s.column,
+            s.index.as_ref().map(|(l, _)| l.name.as_str()),
+            s.unindexed_fragments,
+        );
+        if analyze {
+            child = child.with(
+                "unindexed_rows_tokenized",
+                s.unindexed.as_ref().map_or(0, |u| u.stats.docs),
+            );
+        }
+        node = node.child(child);
+    }
+    if let Some(pre) = prefilter_node {
+        node = node.child(pre);
+    }
+    if analyze {
+        let m = node.metrics_mut();
+        m.output_rows = found.len() as u64;
+        m.indices_loaded = loaded;
+        m.parts_loaded = searcher.counters.lists_read;
+        m.index_comparisons = searcher.counters.docs_scored;
+    }
+    probe.finish(&mut node);
+    Ok((found, node))
+}
+
+async fn run(table: &Table, search: &TextSearch, analyze: bool) -> Result<(RecordBatch, PlanNode)> {
+    let manifest = table.manifest();
+    let _lease = table.lease(manifest.version());
+    let (found, node) = hits(table, &manifest, search, analyze).await?;
+    let found: Vec<Hit> = found.into_iter().skip(search.offset).collect();
+    let mut plan = output_nodes(search, node);
+    let probe = Probe::start(analyze);
+    let batch = finish(&table.measured(&probe), &manifest, &found, search).await?;
+    if analyze {
+        plan.children[0].metrics_mut().output_rows = found.len() as u64;
+        plan.metrics_mut().output_rows = batch.num_rows() as u64;
+    }
+    probe.finish(&mut plan);
+    Ok((batch, plan))
+}
+
+/// Reads the returned columns of `found` and adds `_score` (and `_rowid` when asked).
+async fn finish(
+    table: &Table,
+    manifest: &Manifest,
+    found: &[Hit],
+    search: &TextSearch,
+) -> Result<RecordBatch> {
+    let ids: Vec<u64> = found.iter().map(|h| h.row).collect();
+    let columns: Option<Vec<String>> = search
+        .columns
+        .as_ref()
+        .map(|c| c.iter().filter(|n| *n != SCORE).cloned().collect());
+    let rows = scan::take(
+        table.inner(),
+        manifest,
+        &ids,
+        columns.as_deref(),
+        search.with_row_id,
+    )
+    .await?;
+    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
+    let mut arrays: Vec<ArrayRef> = rows.columns().to_vec();
+    fields.push(Arc::new(Field::new(SCORE, DataType::Float32, false)));
+    arrays.push(Arc::new(Float32Array::from_iter_values(
+        found.iter().map(|h| h.score),
+    )));
+    if search.with_row_id && rows.schema().field_with_name(ROW_ID).is_err() {
+        fields.push(Arc::new(Field::new(ROW_ID, DataType::UInt64, false)));
+        arrays.push(Arc::new(UInt64Array::from(ids)));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// The tokenizer configuration of the FTS index on `column`, if it has one.
+pub fn column_tokenizer(table: &Table, column: &str) -> Result<TokenizerConfig> {
+    let manifest = table.manifest();
+    let indexes = fts_indexes(&manifest);
+    match indexes.get(column) {
+        Some(meta) => Ok(decode_details(&meta.details)?.params()?.tokenizer),
+        None => {
+            manifest
+                .schema
+                .arrow
+                .field_with_name(column)
+                .map_err(|_| Error::invalid(format!("column '{column}' does not exist")))?;
+            Err(Error::invalid(format!(
+                "column '{column}' has no full-text index; create one with createIndex('{column}', {{ config: Index.fts() }})"
+            )))
+        }
+    }
+}
