@@ -43,7 +43,22 @@ export type {
   OptimizeStats,
   RemovalStats,
 } from "./maintenance.js";
-export { tokenize, type Token, type TokenizerOptions } from "./fts.js";
+export {
+  tokenize,
+  type Token,
+  type TokenizerOptions,
+  type FtsOptions,
+  type FullTextQuery,
+  type MatchQueryOptions,
+  MatchQuery,
+  PhraseQuery,
+  BoostQuery,
+  MultiMatchQuery,
+  BooleanQuery,
+  Occur,
+  Operator,
+} from "./fts.js";
+export { type Reranker, RRFReranker, LinearCombinationReranker } from "./rerankers.js";
 export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

@@ -1,6 +1,8 @@
 // Index configuration as createIndex takes it: vector indexes (Index.ivfPq, Index.ivfFlat) and
 // scalar indexes (Index.btree, Index.bitmap, Index.labelList).
 import { integerArg, invalid } from "./check.js";
+import { type FtsOptions, tokenizerOptions } from "./fts.js";
+import type { NativeTokenizerOptions } from "./native.js";
 import type { DistanceType } from "./query.js";
 
 /** Options of an IVF_PQ index. Every field is optional; the defaults give good recall. */
@@ -81,14 +83,14 @@ export interface HnswPqOptions extends HnswSqOptions {
 
 /** Progress of an index build. */
 export interface IndexProgress {
-  /** Vector indexes: sample, kmeans, pq (IVF_PQ, IVF_HNSW_PQ), encode, graph (IVF_HNSW_SQ, IVF_HNSW_PQ), calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. */
-  phase: "sample" | "kmeans" | "pq" | "encode" | "graph" | "calibrate" | "sort" | "collect" | "write";
+  /** Vector indexes: sample, kmeans, pq (IVF_PQ, IVF_HNSW_PQ), encode, graph (IVF_HNSW_SQ, IVF_HNSW_PQ), calibrate, write. B-trees: sort, write. Bitmaps and label lists: collect, write. FTS: tokenize (rows done), write. */
+  phase: "sample" | "kmeans" | "pq" | "encode" | "graph" | "calibrate" | "sort" | "collect" | "tokenize" | "write";
   done: number;
   total: number;
 }
 
 /** Index types. */
-export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "IVF_HNSW_PQ" | "IVF_RQ" | "BTREE" | "BITMAP" | "LABEL_LIST";
+export type IndexType = "IVF_PQ" | "IVF_FLAT" | "IVF_HNSW_SQ" | "IVF_HNSW_PQ" | "IVF_RQ" | "BTREE" | "BITMAP" | "LABEL_LIST" | "FTS";
 
 /** How `createIndex` builds an index. */
 export class Index {
@@ -96,10 +98,28 @@ export class Index {
   readonly type: IndexType;
   /** @internal */
   readonly options: IvfPqOptions & HnswSqOptions;
+  /** @internal FTS: tokenizer options (checked) and positions. */
+  readonly fts?: { tokenizer: NativeTokenizerOptions; withPosition?: boolean };
 
-  private constructor(type: IndexType, options: IvfPqOptions & HnswSqOptions) {
+  private constructor(type: IndexType, options: IvfPqOptions & HnswSqOptions, fts?: Index["fts"]) {
     this.type = type;
     this.options = options;
+    this.fts = fts;
+  }
+
+  /**
+   * A full-text index (BM25): each row's text split into tokens (see `TokenizerOptions`; the
+   * defaults are LanceDB's), posting lists of the rows holding each token in compressed
+   * blocks that carry score bounds, so top-k queries skip what cannot rank. For string
+   * columns and lists of strings. `withPosition: true` keeps token positions, which
+   * `PhraseQuery` needs. Rows added later are searched (tokenized at query time) until
+   * `optimize()` indexes them.
+   */
+  static fts(options: FtsOptions = {}): Index {
+    if (options === null || typeof options !== "object") invalid("Index.fts() options", "an object", options);
+    const { withPosition, ...tokenizer } = options;
+    if (withPosition !== undefined && typeof withPosition !== "boolean") invalid("withPosition", "true or false", withPosition);
+    return new Index("FTS", {}, { tokenizer: tokenizerOptions(tokenizer, "Index.fts() options"), withPosition });
   }
 
   /** IVF with product quantization: compact, fast, approximate (refined by exact distances). */
@@ -217,7 +237,7 @@ export interface IndexStats {
   numSubVectors?: number;
   /** Vector indexes. */
   numBits?: number;
-  /** Bitmaps and label lists: distinct values. */
+  /** Bitmaps and label lists: distinct values; FTS: distinct terms (summed over segments). */
   numDistinctValues?: number;
   /** B-trees: pages of the file. */
   numPages?: number;

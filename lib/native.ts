@@ -194,6 +194,9 @@ export interface NativeTable {
   takeOffsets(offsets: number[], columns?: string[], withRowId?: boolean): Promise<Buffer>;
   vectorSearch(query: Float64Array, options: NativeSearchOptions, inline: boolean): NativeSearchResult | Promise<NativeSearchResult>;
   planVectorSearch(query: Float64Array, options: NativeSearchOptions, verbose: boolean, analyze: boolean): Promise<string>;
+  textSearch(options: NativeTextSearchOptions): Promise<Buffer>;
+  planTextSearch(options: NativeTextSearchOptions, verbose: boolean, analyze: boolean): Promise<string>;
+  tokenize(text: string, column: string): Promise<{ text: string; position: number }[]>;
   createIndex(
     column: string,
     options: {
@@ -209,6 +212,8 @@ export interface NativeTable {
       efConstruction?: number;
       name?: string;
       replace?: boolean;
+      fts?: NativeTokenizerOptions;
+      withPosition?: boolean;
     },
     progress?: (progress: { phase: string; done: number; total: number }) => void,
   ): Promise<NativeIndexInfo>;
@@ -238,6 +243,33 @@ export interface NativeConnection {
   createTable(name: string, data: Uint8Array, mode: string): Promise<NativeTable>;
   createTableWriter(name: string, schema: Uint8Array, mode: string): Promise<NativeWriter>;
   dropTable(name: string): Promise<void>;
+}
+
+/** One node of a flattened full-text query (children before parents, the root last). */
+export interface NativeFtsNode {
+  kind: "match" | "phrase" | "boost" | "multi_match" | "boolean";
+  column?: string;
+  columns?: string[];
+  text?: string;
+  boost?: number;
+  fuzziness?: string;
+  maxExpansions?: number;
+  operator?: string;
+  prefixLength?: number;
+  slop?: number;
+  negativeBoost?: number;
+  boosts?: number[];
+  children?: number[];
+  occurs?: string[];
+}
+
+export interface NativeTextSearchOptions {
+  nodes: NativeFtsNode[];
+  k: number;
+  offset?: number;
+  columns?: string[];
+  withRowId?: boolean;
+  filter?: string;
 }
 
 /** Tokenizer options as the binding takes them (checked by `tokenizerOptions`). */

@@ -1,10 +1,21 @@
 // Query builders. Each call returns a new builder; nothing runs until a terminal call
 // (toArrow, toArray, stream, explainPlan, analyzePlan).
-import { type RecordBatch, Table as ArrowTable } from "apache-arrow";
+import { Field, Float32, RecordBatch, Schema, Table as ArrowTable } from "apache-arrow";
+import { ownBatch, ownBatches, ownTable } from "./arrow-interop.js";
 import { batchFromIPC, fromIPC, type Row, tableToRows, type ToArrayOptions } from "./arrow.js";
 import { describeValue, integerArg, invalid, nameArg, numberArg } from "./check.js";
 import { InvalidArgumentError, native } from "./errors.js";
-import type { NativePlainColumn, NativeScanOptions, NativeSearchOptions, NativeSearchResult, NativeTable } from "./native.js";
+import { type FullTextQuery, ftsNodes, queryText } from "./fts.js";
+import type {
+  NativeFtsNode,
+  NativePlainColumn,
+  NativeScanOptions,
+  NativeSearchOptions,
+  NativeSearchResult,
+  NativeTable,
+  NativeTextSearchOptions,
+} from "./native.js";
+import { byRelevance, emptyBatch, floatColumn, isBuiltin, RELEVANCE, type Ranked, ranked, type Reranker, rerankerArg, RRFReranker } from "./rerankers.js";
 
 /** What a query asks for. */
 interface QueryState {
@@ -14,6 +25,9 @@ interface QueryState {
   limit?: number;
   offset?: number;
   withRowId: boolean;
+  /** A full-text query (flattened): the query ranks rows by BM25, or is hybrid with a vector. */
+  fts?: NativeFtsNode[];
+  reranker?: Reranker;
 }
 
 /** Vector-search settings. */
@@ -115,6 +129,69 @@ export class Query implements AsyncIterable<RecordBatch> {
     return this.with({ withRowId: true });
   }
 
+  /**
+   * Ranks rows by BM25 relevance to `query` (results carry `_score`, best first; `limit`
+   * defaults to 10). A string matches its terms (tokenized as the column's index does) in
+   * `columns`: by default the column with a full-text index (every such column when there are
+   * several); a `MatchQuery`, `PhraseQuery`, `BoostQuery`, `MultiMatchQuery` or `BooleanQuery`
+   * says more. `where()` filters first. With `nearestTo()` the query is hybrid.
+   */
+  fullTextSearch(query: string | FullTextQuery, options?: { columns?: string | string[] }): this {
+    if (options !== undefined && (options === null || typeof options !== "object")) invalid("fullTextSearch() options", "an object", options);
+    let columns = options?.columns;
+    if (typeof columns === "string") columns = [columns];
+    if (columns !== undefined) {
+      if (!Array.isArray(columns)) invalid("fullTextSearch() columns", "a column name or an array of them", columns);
+      columns.forEach((c, i) => nameArg(c, `fullTextSearch() column ${i}`));
+    }
+    if (typeof query !== "string" && (query === null || typeof query !== "object")) {
+      invalid("fullTextSearch() query", "a string or a full-text query object", query);
+    }
+    return this.with({ fts: ftsNodes(query, columns) });
+  }
+
+  /** The nearest rows to `vector`; after `fullTextSearch()`, a hybrid query. */
+  nearestTo(vector: VectorLike): VectorQuery {
+    const v = vectorQuery(this.target, vector);
+    return new VectorQuery(this.target, { ...this.state }, v.searchState());
+  }
+
+  /**
+   * How results are fused or re-ordered: `RRFReranker.create()` (the default of hybrid
+   * queries), `LinearCombinationReranker.create()`, or your own object with
+   * `rerankHybrid(query, vectorResults, ftsResults)`. Works on hybrid, full-text-only and
+   * vector-only queries (the missing side's results are empty). Results gain
+   * `_relevance_score`.
+   */
+  rerank(reranker?: Reranker): this {
+    return this.with({ reranker: reranker === undefined ? RRFReranker.create() : rerankerArg(reranker) });
+  }
+
+  protected textOptions(withRowId: boolean, columns = this.state.columns): NativeTextSearchOptions {
+    if (this.state.limit !== undefined && this.state.limit > U32_MAX) invalid("limit of a full-text search", `at most ${U32_MAX}`, this.state.limit);
+    return {
+      nodes: this.state.fts!,
+      k: this.state.limit ?? 10,
+      offset: this.state.offset,
+      columns,
+      withRowId: this.state.withRowId || withRowId,
+      filter: this.state.filter,
+    };
+  }
+
+  /** Runs the full-text search (re-ranked when `rerank()` asked). */
+  protected async runText(): Promise<ArrowTable> {
+    const t = this.target.native();
+    const reranker = this.state.reranker;
+    const options = this.textOptions(reranker !== undefined);
+    const found = fromIPC(await native(() => t.textSearch(options)));
+    if (!reranker) return found;
+    const fts = found.batches[0] ?? emptyBatch(found.schema);
+    const vector = emptyBatch(swapColumn(found.schema, "_score", "_distance"));
+    const out = await applyReranker(reranker, queryText(options.nodes), vector, fts, this.state.limit ?? 10);
+    return this.state.withRowId ? out : dropColumn(out, "_rowid");
+  }
+
   protected rename(table: ArrowTable): ArrowTable {
     const renames = this.state.renames;
     if (!renames) return table;
@@ -125,6 +202,7 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   /** Runs the query and returns an apache-arrow Table. */
   async toArrow(): Promise<ArrowTable> {
+    if (this.state.fts) return this.rename(await this.runText());
     const batches: RecordBatch[] = [];
     let schema: ArrowTable["schema"] | undefined;
     for await (const batch of this.batches((s) => (schema = s))) batches.push(batch);
@@ -141,6 +219,10 @@ export class Query implements AsyncIterable<RecordBatch> {
 
   /** Runs the query, yielding apache-arrow RecordBatches one at a time. */
   async *stream(): AsyncGenerator<RecordBatch> {
+    if (this.state.fts) {
+      yield* (await this.toArrow()).batches;
+      return;
+    }
     yield* this.batches();
   }
 
@@ -194,6 +276,7 @@ export class Query implements AsyncIterable<RecordBatch> {
   async explainPlan(verbose = false): Promise<string> {
     verboseArg(verbose, "explainPlan");
     const table = this.target.native();
+    if (this.state.fts) return native(() => table.planTextSearch(this.textOptions(false), verbose, false));
     return native(() => table.planScan(this.scanOptions(), verbose, false));
   }
 
@@ -205,6 +288,7 @@ export class Query implements AsyncIterable<RecordBatch> {
   async analyzePlan(verbose = false): Promise<string> {
     verboseArg(verbose, "analyzePlan");
     const table = this.target.native();
+    if (this.state.fts) return native(() => table.planTextSearch(this.textOptions(false), verbose, true));
     return native(() => table.planScan(this.scanOptions(), verbose, true));
   }
 
@@ -230,6 +314,16 @@ export class VectorQuery extends Query {
 
   protected override extraState(): unknown[] {
     return [this.search];
+  }
+
+  /** @internal */
+  searchState(): SearchState {
+    return this.search;
+  }
+
+  /** Whether the query fuses or re-ranks (hybrid, or `rerank()`). */
+  private get fused(): boolean {
+    return this.state.fts !== undefined || this.state.reranker !== undefined;
   }
 
   private withSearch(patch: Partial<SearchState>): this {
@@ -311,16 +405,60 @@ export class VectorQuery extends Query {
   }
 
   override async toArrow(): Promise<ArrowTable> {
+    if (this.fused) return this.rename(await this.runFused());
     return this.rename(fromIPC((await this.run(false)).data!));
   }
 
   /** Runs the search and returns rows as plain objects. */
   override async toArray(options?: ToArrayOptions): Promise<Row[]> {
     checkToArrayOptions(options);
+    if (this.fused) return tableToRows(await this.toArrow(), options);
     // Plain columns where the result allows: no Arrow decode for a handful of rows.
     const result = await this.run(true);
     if (result.plain) return plainRows(result.plain, this.state.renames, options);
     return tableToRows(this.rename(fromIPC(result.data!)), options);
+  }
+
+  /**
+   * Hybrid (or re-ranked vector) search: both searches run at once; a built-in reranker fuses
+   * their row ids and ranks, then the fused top rows are read in one take; a custom one gets
+   * both result sets whole.
+   */
+  private async runFused(): Promise<ArrowTable> {
+    this.checkSearch();
+    const t = this.target.native();
+    const k = this.state.limit ?? 10;
+    const reranker = this.state.reranker ?? RRFReranker.create();
+    const nodes = this.state.fts;
+    const builtin = isBuiltin(reranker);
+    const columns = builtin ? [] : this.state.columns;
+    const vectorSide = native(async () => {
+      const r = await t.vectorSearch(this.search.vector, { ...this.searchOptions(false), columns, withRowId: true }, false);
+      return fromIPC(r.data!);
+    });
+    const textSide = nodes ? native(() => t.textSearch({ ...this.textOptions(true, columns), offset: undefined, k })).then(fromIPC) : null;
+    const [vector, text] = await Promise.all([vectorSide, textSide]);
+    if (!builtin) {
+      const vb = vector.batches[0] ?? emptyBatch(vector.schema);
+      const fb = text ? (text.batches[0] ?? emptyBatch(text.schema)) : emptyBatch(swapColumn(vector.schema, "_distance", "_score"));
+      const out = await applyReranker(reranker, queryText(nodes ?? []), vb, fb, k);
+      return this.state.withRowId ? out : dropColumn(out, "_rowid");
+    }
+    const v = ranked(vector, "_distance");
+    const f: Ranked = text ? ranked(text, "_score") : { ids: [], values: [] };
+    const relevance = reranker.fuse(v, f);
+    const ids = byRelevance(relevance).slice(0, k);
+    const rows = fromIPC(await native(() => t.takeRowIds(ids, this.state.columns, this.state.withRowId)));
+    const valueOf = (side: Ranked) => {
+      const m = new Map(side.ids.map((id, i) => [id, side.values[i]]));
+      return ids.map((id) => m.get(id) ?? null);
+    };
+    const out: Record<string, unknown> = {};
+    for (const field of rows.schema.fields) out[field.name] = rows.getChild(field.name);
+    out._distance = floatColumn(valueOf(v));
+    out._score = floatColumn(valueOf(f));
+    out[RELEVANCE] = floatColumn(ids.map((id) => relevance.get(id)!));
+    return new ArrowTable(out as never);
   }
 
   /** Runs the search; `plain` asks for plain columns where every column has a plain form. */
@@ -381,7 +519,19 @@ export class VectorQuery extends Query {
     verboseArg(verbose, "analyzePlan");
     this.checkSearch();
     const table = this.target.native();
-    return native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, true));
+    const vector = native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, true));
+    if (!this.fused) return vector;
+    const text = this.state.fts ? native(() => table.planTextSearch(this.textOptions(true), verbose, true)) : null;
+    return this.fusedPlan(await vector, text && (await text));
+  }
+
+  private fusedPlan(vector: string, text: string | null): string {
+    const reranker = this.state.reranker ?? RRFReranker.create();
+    const name = isBuiltin(reranker) ? reranker.constructor.name : "custom reranker";
+    const indent = (plan: string) => plan.split("\n").filter((l) => l !== "").map((l) => `  ${l}`).join("\n");
+    const parts = [`Rerank: ${name}, limit=${this.state.limit ?? 10}`, indent(vector)];
+    if (text !== null) parts.push(indent(text));
+    return parts.join("\n");
   }
 
   override async *stream(): AsyncGenerator<RecordBatch> {
@@ -397,7 +547,10 @@ export class VectorQuery extends Query {
     verboseArg(verbose, "explainPlan");
     this.checkSearch();
     const table = this.target.native();
-    return native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, false));
+    const vector = native(() => table.planVectorSearch(this.search.vector, this.searchOptions(), verbose, false));
+    if (!this.fused) return vector;
+    const text = this.state.fts ? native(() => table.planTextSearch(this.textOptions(true), verbose, false)) : null;
+    return this.fusedPlan(await vector, text && (await text));
   }
 }
 
@@ -500,4 +653,30 @@ export function vectorQuery(target: QueryTarget, vector: VectorLike): VectorQuer
     values[i] = v;
   }
   return new VectorQuery(target, { withRowId: false }, { vector: values, postfilter: false, bypassVectorIndex: false });
+}
+
+/** `schema` with the column `from` replaced by a float column `to` (the empty side of a one-sided rerank). */
+function swapColumn(schema: Schema, from: string, to: string): Schema {
+  return new Schema([...schema.fields.filter((f) => f.name !== from), new Field(to, new Float32(), true)]);
+}
+
+/** `table` without column `name`. */
+function dropColumn(table: ArrowTable, name: string): ArrowTable {
+  if (!table.schema.fields.some((f) => f.name === name)) return table;
+  return table.select(table.schema.fields.map((f) => f.name).filter((n) => n !== name));
+}
+
+/** Runs a reranker and keeps its best `k` rows. */
+async function applyReranker(reranker: Reranker, query: string, vector: RecordBatch, fts: RecordBatch, k: number): Promise<ArrowTable> {
+  const out = await reranker.rerankHybrid(query, vector, fts);
+  // (A reranker may build its result with another copy of apache-arrow.)
+  let table: ArrowTable;
+  const o = out as unknown as { batches?: unknown; data?: unknown };
+  if (out !== null && typeof out === "object" && Array.isArray(o.batches)) table = ownTable(out);
+  else if (Array.isArray(out) && out.length > 0) table = new ArrowTable(ownBatches(out));
+  else if (out !== null && typeof out === "object" && o.data !== undefined) table = new ArrowTable([ownBatch(out)]);
+  else {
+    throw new InvalidArgumentError("InvalidArgument", `the reranker's rerankHybrid() must return a RecordBatch, an array of them or an apache-arrow Table; it returned ${describeValue(out)}`);
+  }
+  return table.numRows > k ? table.slice(0, k) : table;
 }

@@ -38,6 +38,7 @@ import { integerArg, invalid, nameArg } from "./check.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
 import type { NativeTable } from "./native.js";
 import { writeStream } from "./stream.js";
+import { type FullTextQuery, type Token, type TokenizerOptions, tokenize } from "./fts.js";
 import { type CreateIndexOptions, Index, type IndexProgress, type IndexStats } from "./indices.js";
 import {
   type CleanupOptions,
@@ -163,7 +164,7 @@ export class Table implements QueryTarget {
     if (config !== undefined && !(config instanceof Index)) {
       throw new InvalidArgumentError(
         "InvalidArgument",
-        "config must come from Index.ivfPq(), Index.ivfFlat(), Index.hnswSq(), Index.btree(), Index.bitmap() or Index.labelList()",
+        "config must come from Index.ivfPq(), Index.ivfFlat(), Index.hnswSq(), Index.hnswPq(), Index.ivfRq(), Index.btree(), Index.bitmap(), Index.labelList() or Index.fts()",
       );
     }
     const { progress } = options;
@@ -198,6 +199,8 @@ export class Table implements QueryTarget {
           efConstruction: o.efConstruction,
           name: options.name,
           replace: options.replace,
+          fts: config?.fts?.tokenizer,
+          withPosition: config?.fts?.withPosition,
         },
         report,
       ),
@@ -570,9 +573,43 @@ export class Table implements QueryTarget {
     return new Query(this);
   }
 
-  /** A vector search (exact until vector indexes land). */
-  search(vector: VectorLike): VectorQuery {
-    return vectorQuery(this, vector);
+  /**
+   * A vector search (the nearest rows to `vector`, through the column's index), or with a
+   * string or full-text query object a full-text search (BM25, see `Query.fullTextSearch`;
+   * `ftsColumns` names the columns). `queryType` `"vector"` and `"hybrid"` need a vector (this
+   * version has no embedding functions to make one from text); for hybrid search call
+   * `search(vector).fullTextSearch(text)`.
+   */
+  search(vector: VectorLike): VectorQuery;
+  search(query: string | FullTextQuery, queryType?: "auto" | "fts", ftsColumns?: string | string[]): Query;
+  search(query: VectorLike | string | FullTextQuery, queryType: "auto" | "fts" | "vector" | "hybrid" = "auto", ftsColumns?: string | string[]): Query | VectorQuery {
+    if (!["auto", "fts", "vector", "hybrid"].includes(queryType)) invalid("search() queryType", '"auto", "fts", "vector" or "hybrid"', queryType);
+    const text = typeof query === "string" || (query !== null && typeof query === "object" && typeof (query as FullTextQuery).toNodes === "function");
+    if (!text) {
+      if (queryType === "fts") invalid("search() query of queryType fts", "a string or a full-text query object", query);
+      return vectorQuery(this, query as VectorLike);
+    }
+    if (queryType === "vector" || queryType === "hybrid") {
+      throw new InvalidArgumentError(
+        "InvalidArgument",
+        `search(text, "${queryType}") needs an embedding function to turn the text into a vector, which this version does not have; pass the vector: search(vector)${queryType === "hybrid" ? ".fullTextSearch(text)" : ""}`,
+      );
+    }
+    return this.query().fullTextSearch(query as string | FullTextQuery, ftsColumns === undefined ? undefined : { columns: ftsColumns });
+  }
+
+  /**
+   * The tokens of `text` with their positions: as the full-text index on `column` makes them
+   * (`{ column }`), or as an index with these tokenizer options would.
+   */
+  async tokenize(text: string, options: { column: string } | TokenizerOptions = {}): Promise<Token[]> {
+    if (typeof text !== "string") invalid("tokenize() text", "a string", text);
+    if (options !== null && typeof options === "object" && "column" in options) {
+      const column = nameArg((options as { column: string }).column, "tokenize() column");
+      const t = this.native();
+      return native(() => t.tokenize(text, column));
+    }
+    return tokenize(text, options as TokenizerOptions);
   }
 
   /** Same as `search`. */

@@ -6,7 +6,7 @@ use napi_derive::napi;
 /// How to build an index (see the engine's `IndexConfig`).
 #[napi(object)]
 pub struct NativeIndexOptions {
-    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `IVF_HNSW_PQ`, `IVF_RQ`, `BTREE`, `BITMAP` or `LABEL_LIST`; none: picked
+    /// `IVF_PQ`, `IVF_FLAT`, `IVF_HNSW_SQ`, `IVF_HNSW_PQ`, `IVF_RQ`, `BTREE`, `BITMAP`, `LABEL_LIST` or `FTS`; none: picked
     /// by the column.
     pub index_type: Option<String>,
     pub distance_type: Option<String>,
@@ -22,6 +22,9 @@ pub struct NativeIndexOptions {
     pub ef_construction: Option<u32>,
     pub name: Option<String>,
     pub replace: Option<bool>,
+    /// FTS: how text becomes tokens, and whether positions are kept (phrase queries).
+    pub fts: Option<crate::fts::NativeTokenizerOptions>,
+    pub with_position: Option<bool>,
 }
 
 /// Build progress handed to the JS callback.

@@ -19,6 +19,7 @@ use quiver_engine::{
 use crate::args::*;
 use crate::connection::*;
 use crate::errors::*;
+use crate::fts::*;
 use crate::index::*;
 use crate::ipc::*;
 use crate::maintenance::*;
@@ -783,12 +784,66 @@ impl NativeTable {
         .await
     }
 
+    /// Rows matching a full-text query, best first, with a `_score` column (IPC bytes).
+    #[napi]
+    pub async fn text_search(&self, options: NativeTextSearchOptions) -> napi::Result<Buffer> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let search = self.text_search_options(options)?;
+            let batch = quiver_engine::query::text::text_search(&self.table, &search).await?;
+            Ok(encode_ipc(&batch.schema(), &[batch])?.into())
+        })
+        .await
+    }
+
+    /// The engine's plan for a full-text search; with `analyze`, the search runs and each
+    /// operator shows what it measured.
+    #[napi]
+    pub async fn plan_text_search(
+        &self,
+        options: NativeTextSearchOptions,
+        verbose: bool,
+        analyze: bool,
+    ) -> napi::Result<String> {
+        self.check_open()?;
+        guarded(async {
+            self.consistent().await?;
+            let search = self.text_search_options(options)?;
+            let started = Instant::now();
+            Ok(if analyze {
+                let (_, plan) =
+                    quiver_engine::query::text::analyze_text_search(&self.table, &search).await?;
+                plan.render(verbose, Some(started.elapsed()))
+            } else {
+                quiver_engine::query::text::explain_text_search(&self.table, &search)?
+                    .render(verbose, None)
+            })
+        })
+        .await
+    }
+
+    /// The tokens the FTS index on `column` makes of `text`.
+    #[napi]
+    pub async fn tokenize(&self, text: String, column: String) -> napi::Result<Vec<NativeToken>> {
+        self.read(|t| {
+            let config = quiver_engine::query::text::column_tokenizer(t, &column)?;
+            let tokenizer = quiver_engine::fts::Tokenizer::new(config)?;
+            Ok(tokenizer
+                .tokens(&text)
+                .into_iter()
+                .map(|(text, position)| NativeToken { text, position })
+                .collect())
+        })
+        .await
+    }
+
     /// Builds an index on `column` and commits it; `progress` receives build progress.
     #[napi]
     pub async fn create_index(
         &self,
         column: String,
-        options: NativeIndexOptions,
+        mut options: NativeIndexOptions,
         progress: Option<ProgressCallback>,
     ) -> napi::Result<NativeIndexInfo> {
         use quiver_engine::table::indices::{
@@ -800,12 +855,17 @@ impl NativeTable {
             Some("BTREE") => Some(IndexConfig::BTree),
             Some("BITMAP") => Some(IndexConfig::Bitmap),
             Some("LABEL_LIST") => Some(IndexConfig::LabelList),
+            Some("FTS") => Some(IndexConfig::Fts(quiver_engine::fts::FtsParams {
+                tokenizer: tokenizer_config(options.fts.take()).map_err(to_js_error)?,
+                with_position: options.with_position.unwrap_or(false),
+                ..Default::default()
+            })),
             Some(name) => {
                 let kind = IndexKind::parse(name).ok_or_else(|| {
                     coded(
                         "InvalidArgument",
                         format!(
-                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_RQ, BTREE, BITMAP or LABEL_LIST"
+                            "unknown index type '{name}'; use IVF_PQ, IVF_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, IVF_RQ, BTREE, BITMAP, LABEL_LIST or FTS"
                         ),
                     )
                 })?;
@@ -981,6 +1041,24 @@ impl NativeTable {
                     b as usize
                 }),
             ..Default::default()
+        })
+    }
+
+    fn text_search_options(
+        &self,
+        options: NativeTextSearchOptions,
+    ) -> quiver_engine::Result<quiver_engine::query::text::TextSearch> {
+        Ok(quiver_engine::query::text::TextSearch {
+            query: fts_query(options.nodes)?,
+            k: options.k as usize,
+            offset: options.offset.unwrap_or(0) as usize,
+            columns: options.columns,
+            with_row_id: options.with_row_id.unwrap_or(false),
+            filter: options
+                .filter
+                .as_deref()
+                .map(|f| self.table.parse_filter(f))
+                .transpose()?,
         })
     }
 
