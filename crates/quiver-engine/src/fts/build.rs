@@ -1,6 +1,7 @@
-//! Inverting text: documents are tokenized on all cores into per-thread posting lists, which
-//! are gathered into one in-memory dictionary sharded by term hash (each shard merged on its
-//! own core). When the accumulated postings outgrow the build's memory budget they are
+//! Inverting text: documents are tokenized on all cores, each task into a local dictionary
+//! and flat arrays of (term, document, position); the tasks' terms are then numbered in one
+//! dictionary and their arrays appended. Encoding groups the occurrences by term with a
+//! counting sort. When the accumulated postings outgrow the build's memory budget they are
 //! written out as a segment and the accumulator starts over; segments are merged term by
 //! term, streaming, into the final one.
 
@@ -17,8 +18,6 @@ use super::tokenizer::{TokenBuffers, Tokenizer};
 use crate::error::{Error, Result};
 use crate::index::scalar::ContainerWriter;
 
-/// Shards of the build's dictionary (merged in parallel).
-const SHARDS: usize = 64;
 /// Fewest documents a tokenizing task takes.
 const MIN_CHUNK_DOCS: usize = 512;
 /// Positions between the texts of a list column's row, so phrases do not span two of them.
@@ -28,44 +27,6 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 fn fast_map<K, V>() -> FastMap<K, V> {
     FastMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4))
-}
-
-/// One term's postings being collected.
-#[derive(Default)]
-pub(crate) struct TermAcc {
-    pub docs: Vec<u32>,
-    pub freqs: Vec<u32>,
-    pub positions: Vec<u32>,
-}
-
-impl TermAcc {
-    #[inline]
-    fn add(&mut self, doc: u32, position: u32, with_positions: bool) -> usize {
-        let mut grown = 0;
-        match self.docs.last() {
-            Some(&d) if d == doc => {
-                if let Some(f) = self.freqs.last_mut() {
-                    *f += 1;
-                }
-            }
-            _ => {
-                self.docs.push(doc);
-                self.freqs.push(1);
-                grown += 8;
-            }
-        }
-        if with_positions {
-            self.positions.push(position);
-            grown += 4;
-        }
-        grown
-    }
-
-    fn append(&mut self, mut other: TermAcc) {
-        self.docs.append(&mut other.docs);
-        self.freqs.append(&mut other.freqs);
-        self.positions.append(&mut other.positions);
-    }
 }
 
 /// The texts of a string or list-of-strings column.
@@ -187,25 +148,30 @@ pub fn tokenize_row(
     len
 }
 
-/// Postings of a range of documents, sharded by term.
+/// The tokens of a range of documents: each distinct term once in a local dictionary, every
+/// occurrence as (local term, document, position) in document order.
 struct Chunk {
-    shards: Vec<FastMap<Box<str>, TermAcc>>,
+    dictionary: FastMap<Box<str>, u32>,
+    terms: Vec<u32>,
+    docs: Vec<u32>,
+    positions: Vec<u32>,
     lens: Vec<u32>,
-    bytes: usize,
 }
 
-fn shard_of(hasher: &ahash::RandomState, term: &str) -> usize {
-    (hasher.hash_one(term) % SHARDS as u64) as usize
-}
-
-/// Builds the postings of a column in memory.
+/// Builds the postings of a column in memory: a dictionary of the terms seen, and every token
+/// occurrence as (term, document, position) in document order — flat arrays, so a build
+/// allocates per distinct term, not per posting. Encoding sorts the occurrences by term
+/// (a stable counting sort, so each term's documents stay ascending).
 pub struct Accumulator {
     tokenizer: Arc<Tokenizer>,
     with_positions: bool,
-    shards: Vec<FastMap<Box<str>, TermAcc>>,
+    dictionary: FastMap<Box<str>, u32>,
+    terms: Vec<u32>,
+    docs: Vec<u32>,
+    positions: Vec<u32>,
     rows: Vec<u64>,
     lens: Vec<u32>,
-    bytes: usize,
+    term_bytes: usize,
 }
 
 impl Accumulator {
@@ -213,10 +179,13 @@ impl Accumulator {
         Accumulator {
             tokenizer,
             with_positions,
-            shards: (0..SHARDS).map(|_| fast_map()).collect(),
+            dictionary: fast_map(),
+            terms: Vec::new(),
+            docs: Vec::new(),
+            positions: Vec::new(),
             rows: Vec::new(),
             lens: Vec::new(),
-            bytes: 0,
+            term_bytes: 0,
         }
     }
 
@@ -227,7 +196,11 @@ impl Accumulator {
 
     /// Estimated heap bytes of what it holds.
     pub fn bytes(&self) -> usize {
-        self.bytes + self.rows.len() * 12
+        self.term_bytes
+            + self.terms.capacity() * 4
+            + self.docs.capacity() * 4
+            + self.positions.capacity() * 4
+            + self.rows.len() * 12
     }
 
     /// Adds documents: row `i` of `column` is the row at address `rows[i]`. Tokenizes on the
@@ -249,63 +222,66 @@ impl Accumulator {
         let tasks = (rayon::current_num_threads() * 4).max(1);
         let chunk = n.div_ceil(tasks).max(MIN_CHUNK_DOCS);
         let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
-        let hasher = ahash::RandomState::with_seeds(5, 6, 7, 8);
         let (tokenizer, with_positions) = (&self.tokenizer, self.with_positions);
         let chunks: Vec<Chunk> = starts
             .par_iter()
             .map(|&start| {
                 let end = (start + chunk).min(n);
                 let mut out = Chunk {
-                    shards: (0..SHARDS).map(|_| fast_map()).collect(),
+                    dictionary: fast_map(),
+                    terms: Vec::new(),
+                    docs: Vec::new(),
+                    positions: Vec::new(),
                     lens: Vec::with_capacity(end - start),
-                    bytes: 0,
                 };
                 let mut buffers = TokenBuffers::default();
                 for (i, &row) in kept[start..end].iter().enumerate() {
                     let doc = base + (start + i) as u32;
-                    let (shards, bytes) = (&mut out.shards, &mut out.bytes);
+                    let Chunk {
+                        dictionary,
+                        terms,
+                        docs,
+                        positions,
+                        ..
+                    } = &mut out;
                     let len = tokenize_row(tokenizer, &texts, row, &mut buffers, &mut |t, p| {
-                        let shard = &mut shards[shard_of(&hasher, t)];
-                        let acc = match shard.get_mut(t) {
-                            Some(acc) => acc,
+                        let id = match dictionary.get(t) {
+                            Some(&id) => id,
                             None => {
-                                *bytes += t.len() + 96;
-                                shard.entry(t.into()).or_default()
+                                let id = dictionary.len() as u32;
+                                dictionary.insert(t.into(), id);
+                                id
                             }
                         };
-                        *bytes += acc.add(doc, p, with_positions);
+                        terms.push(id);
+                        docs.push(doc);
+                        if with_positions {
+                            positions.push(p);
+                        }
                     });
                     out.lens.push(len);
                 }
                 out
             })
             .collect();
-        // Each shard takes its terms from every chunk, in document order.
-        let mut per_shard: Vec<Vec<FastMap<Box<str>, TermAcc>>> = (0..SHARDS)
-            .map(|_| Vec::with_capacity(chunks.len()))
-            .collect();
         for c in chunks {
-            self.lens.extend_from_slice(&c.lens);
-            self.bytes += c.bytes;
-            for (s, map) in c.shards.into_iter().enumerate() {
-                per_shard[s].push(map);
-            }
-        }
-        self.shards
-            .par_iter_mut()
-            .zip(per_shard)
-            .for_each(|(shard, parts)| {
-                for part in parts {
-                    for (term, acc) in part {
-                        match shard.get_mut(&term) {
-                            Some(existing) => existing.append(acc),
-                            None => {
-                                shard.insert(term, acc);
-                            }
-                        }
-                    }
+            // Local term numbers to the accumulator's.
+            let mut remap = vec![0u32; c.dictionary.len()];
+            for (term, local) in c.dictionary {
+                let next = self.dictionary.len() as u32;
+                let len = term.len();
+                let id = *self.dictionary.entry(term).or_insert_with(|| next);
+                if id == next {
+                    self.term_bytes += len + 48;
                 }
-            });
+                remap[local as usize] = id;
+            }
+            self.terms
+                .extend(c.terms.iter().map(|&l| remap[l as usize]));
+            self.docs.extend_from_slice(&c.docs);
+            self.positions.extend_from_slice(&c.positions);
+            self.lens.extend_from_slice(&c.lens);
+        }
         self.rows.extend(kept.iter().map(|&i| rows[i]));
         Ok(())
     }
@@ -314,18 +290,57 @@ impl Accumulator {
     /// CPU-bound: run it on the pool.
     pub fn encode(&mut self) -> Result<(Vec<u8>, EncodedSegment)> {
         use rayon::prelude::*;
-        let mut terms: Vec<(Box<str>, TermAcc)> = self
-            .shards
-            .iter_mut()
-            .flat_map(|s| std::mem::replace(s, fast_map()))
-            .collect();
-        terms.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let dictionary = std::mem::replace(&mut self.dictionary, fast_map());
+        let terms = std::mem::take(&mut self.terms);
+        let docs = std::mem::take(&mut self.docs);
+        let positions = std::mem::take(&mut self.positions);
         let rows = std::mem::take(&mut self.rows);
         let lens = std::mem::take(&mut self.lens);
-        self.bytes = 0;
+        self.term_bytes = 0;
+        // Occurrences grouped by term, in document order within each.
+        let mut starts = vec![0usize; dictionary.len() + 1];
+        for &t in &terms {
+            starts[t as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut by_term_docs = vec![0u32; docs.len()];
+        let mut by_term_positions = vec![0u32; positions.len()];
+        for (i, &t) in terms.iter().enumerate() {
+            let at = next[t as usize];
+            next[t as usize] += 1;
+            by_term_docs[at] = docs[i];
+            if self.with_positions {
+                by_term_positions[at] = positions[i];
+            }
+        }
+        drop((terms, docs, positions));
+        let mut names: Vec<(Box<str>, u32)> = dictionary.into_iter().collect();
+        names.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut encoder = SegmentEncoder::new(rows, lens, self.with_positions);
-        for (term, acc) in terms {
-            encoder.add_term(term.as_bytes(), &acc.docs, &acc.freqs, &acc.positions)?;
+        let (mut term_docs, mut freqs) = (Vec::new(), Vec::new());
+        for (name, id) in names {
+            let range = starts[id as usize]..starts[id as usize + 1];
+            term_docs.clear();
+            freqs.clear();
+            for &d in &by_term_docs[range.clone()] {
+                if term_docs.last() == Some(&d) {
+                    if let Some(f) = freqs.last_mut() {
+                        *f += 1;
+                    }
+                } else {
+                    term_docs.push(d);
+                    freqs.push(1);
+                }
+            }
+            let term_positions = if self.with_positions {
+                &by_term_positions[range]
+            } else {
+                &[][..]
+            };
+            encoder.add_term(name.as_bytes(), &term_docs, &freqs, term_positions)?;
         }
         let region = encoder.take_region();
         Ok((region, encoder.finish()?))

@@ -349,7 +349,19 @@ impl Tokenizer {
         if self.config.max_token_length.is_some_and(|l| raw.len() > l) {
             return;
         }
-        let word: &str = if self.config.lowercase && raw.chars().any(char::is_uppercase) {
+        let word: &str = if !self.config.lowercase {
+            raw
+        } else if raw.is_ascii() {
+            // Most words: a byte check and, when needed, a byte-wise copy.
+            if !raw.bytes().any(|b| b.is_ascii_uppercase()) {
+                raw
+            } else {
+                buffers.lowered.clear();
+                buffers.lowered.push_str(raw);
+                buffers.lowered.make_ascii_lowercase();
+                &buffers.lowered
+            }
+        } else if raw.chars().any(char::is_uppercase) {
             buffers.lowered.clear();
             buffers
                 .lowered
