@@ -146,7 +146,7 @@ async function makeClustered(dir: string, n: number, d: number): Promise<string>
   return "gen-vectors.mjs";
 }
 
-function decodeHalf(h: number): number {
+export function decodeHalf(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >> 10) & 0x1f;
   const frac = h & 0x3ff;

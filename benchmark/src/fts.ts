@@ -15,10 +15,10 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { Field, FixedSizeList, Float32, Int32, makeData, RecordBatch, Schema, Struct, Table as ArrowTable, Utf8, vectorFromArray } from "apache-arrow";
-import { dataRoot } from "./datasets.js";
+import { dataRoot, decodeHalf } from "./datasets.js";
 import { installedVersion, repoRoot } from "./env.js";
 import { bar, generatedLine, ms, timedMs, writeSection, x } from "./section.js";
-import { quantile } from "./stats.js";
+import { quantile, rng } from "./stats.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,18 +46,6 @@ interface Corpus {
 }
 
 const words = (text: string) => (text.toLowerCase().match(/[\p{Alphabetic}\p{N}]+/gu) ?? []).filter((w) => w.length <= 40);
-
-/** A fixed-seed generator. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Queries of each class: mid-frequency words (not stop words, 3+ characters) and phrases of consecutive ones. */
 function makeQueries(texts: string[], n: number): Record<QueryClass, string[]> {
@@ -93,15 +81,6 @@ function makeQueries(texts: string[], n: number): Record<QueryClass, string[]> {
     }),
     phrase: Array.from({ length: n }, phrase),
   };
-}
-
-function decodeHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
-  if (exp === 31) return frac ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
 }
 
 function pydocs(): Corpus | null {
@@ -149,7 +128,10 @@ function saveForTantivy(corpus: Corpus): void {
   const dir = path.join(dataRoot, `fts-${corpus.name}-run`);
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, "texts.jsonl"), corpus.texts.map((t) => JSON.stringify(t)).join("\n") + "\n");
-  writeFileSync(path.join(dir, "queries.json"), JSON.stringify(corpus.queries));
+  // fts-tantivy.py's format (benchmark/fts_queries.py): terms per query, the operator per class.
+  const op: Record<QueryClass, string> = { single: "or", or3: "or", and3: "and", phrase: "phrase" };
+  const classes = Object.fromEntries(CLASSES.map((c) => [c, { op: op[c], queries: corpus.queries[c].map((q) => ({ terms: q.split(" ") })) }]));
+  writeFileSync(path.join(dir, "queries.json"), JSON.stringify({ format: "quiver-fts-queries/1", classes }));
 }
 
 function table(corpus: Corpus): ArrowTable {
@@ -185,7 +167,7 @@ interface Hit {
 interface Side {
   name: "quiver" | "lancedb";
   build(): Promise<void>;
-  indexBytes(): number;
+  indexBytes(): Promise<number>;
   query(cls: QueryClass, text: string): Promise<Hit[]>;
   vectorIndex(): Promise<void>;
   hybrid(vector: Float32Array, text: string): Promise<unknown[]>;
@@ -206,7 +188,7 @@ async function sides(corpus: Corpus, root: string): Promise<Side[]> {
   const quiver: Side = {
     name: "quiver",
     build: async () => void (await qt.createIndex("text", { config: q.Index.fts(SETTINGS) })),
-    indexBytes: () => folderBytes(path.join(qdir, "docs.lance", "_indices")) || folderBytes(path.join(qdir, "docs", "_indices")),
+    indexBytes: async () => (await qt.indexStats("text_idx")).sizeBytes,
     query: async (cls, text) => {
       const query =
         cls === "phrase"
@@ -220,7 +202,7 @@ async function sides(corpus: Corpus, root: string): Promise<Side[]> {
   const lancedb: Side = {
     name: "lancedb",
     build: async () => void (await lt.createIndex("text", { config: l.Index.fts(SETTINGS as never) })),
-    indexBytes: () => folderBytes(path.join(ldir, "docs.lance", "_indices")),
+    indexBytes: async () => folderBytes(path.join(ldir, "docs.lance", "_indices")),
     query: async (cls, text) => {
       const query =
         cls === "phrase"
@@ -273,7 +255,7 @@ async function measure(corpus: Corpus): Promise<Result> {
     };
     for (const side of [quiver, lancedb]) {
       result.build[side.name] = await timedMs(() => side.build());
-      result.size[side.name] = side.indexBytes();
+      result.size[side.name] = await side.indexBytes();
       console.error(`${corpus.name} ${side.name}: build ${ms(result.build[side.name])}, index ${(result.size[side.name] / 2 ** 20).toFixed(1)} MiB`);
     }
     for (const cls of CLASSES) {
@@ -326,18 +308,22 @@ function tantivy(corpus: Corpus): Result["tantivy"] {
   const dir = path.join(dataRoot, `fts-${corpus.name}-run`);
   const run = spawnSync(
     "python3",
-    [path.join(repoRoot, "benchmark", "fts-tantivy.py"), "--texts", path.join(dir, "texts.jsonl"), "--queries", path.join(dir, "queries.json"), "--json"],
+    [path.join(repoRoot, "benchmark", "fts-tantivy.py"), "--texts", path.join(dir, "texts.jsonl"), "--queries", path.join(dir, "queries.json")],
     { encoding: "utf8", maxBuffer: 1 << 28 },
   );
   if (run.status !== 0) {
     console.error(`tantivy: not run (${(run.stderr || run.error?.message || "").trim().split("\n").at(-1)})`);
     return null;
   }
-  const out = JSON.parse(run.stdout) as Record<string, unknown>;
-  const classes = (out.classes ?? out.p50 ?? {}) as Record<string, { p50_ms?: number } | number>;
+  const out = JSON.parse(run.stdout.trim().split("\n").at(-1) ?? "{}") as {
+    package_version: string;
+    build_s: number;
+    index_bytes: number;
+    classes: Record<string, { p50_ms: number }>;
+  };
   const p50s: Record<string, number> = {};
-  for (const [cls, v] of Object.entries(classes)) p50s[cls] = typeof v === "number" ? v : Number(v.p50_ms);
-  return { version: String(out.version), build_seconds: Number(out.build_seconds), index_bytes: Number(out.index_bytes ?? 0), p50: p50s };
+  for (const [cls, v] of Object.entries(out.classes ?? {})) p50s[cls] = v.p50_ms;
+  return { version: out.package_version, build_seconds: out.build_s, index_bytes: out.index_bytes, p50: p50s };
 }
 
 const LABELS: Record<QueryClass, string> = { single: "single term", or3: "OR of 3 terms", and3: "AND of 3 terms", phrase: "phrase (2–3 words)" };

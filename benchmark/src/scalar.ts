@@ -33,7 +33,7 @@ import {
 } from "apache-arrow";
 import { installedVersion } from "./env.js";
 import { bar, generatedLine, ms, timedMs, writeSection, x } from "./section.js";
-import { quantile } from "./stats.js";
+import { quantile, rng } from "./stats.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -60,17 +60,6 @@ const VECTOR_QUERIES = 40;
 const SORT_BUDGET_MIB = 128;
 const BUILD_BUDGET_MIB = 192;
 
-/** A fixed-seed generator, so both systems get the same rows and queries every run. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A random permutation of 0..n (ids in no particular order, as hashes or imported keys are). */
 function permutation(n: number, random: () => number): Float64Array {

@@ -46,3 +46,15 @@ export function mad(values: readonly number[]): number {
   const deviations = sorted.map((v) => Math.abs(v - med)).sort((a, b) => a - b);
   return quantile(deviations, 0.5);
 }
+
+/** A fixed-seed generator, so both systems get the same rows and queries every run. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -356,6 +356,14 @@ pub(crate) async fn write_segment(
     let start = out.position();
     out.write_raw(region).await?;
     out.end_raw(start, 0);
+    write_tables(out, encoded).await
+}
+
+/// Writes a segment's dictionary and documents parts (after its region).
+pub(crate) async fn write_tables(
+    out: &mut ContainerWriter,
+    encoded: EncodedSegment,
+) -> Result<SegmentStats> {
     out.part(encoded.dictionary, 0, 0, Vec::new(), Vec::new())
         .await?;
     out.part(
@@ -492,44 +500,37 @@ pub(crate) async fn merge_segments(
     }
     out.write_raw(encoder.take_region()).await?;
     out.end_raw(start, 0);
-    let encoded = encoder.finish()?;
-    out.part(encoded.dictionary, 0, 0, Vec::new(), Vec::new())
-        .await?;
-    out.part(
-        encoded.documents,
-        encoded.stats.docs,
-        0,
-        Vec::new(),
-        Vec::new(),
-    )
-    .await?;
-    Ok(encoded.stats)
+    write_tables(out, encoder.finish()?).await
 }
 
-/// Streams `batches` of (text column, `_rowid`) through an accumulator, tokenizing each
-/// batch on the rayon pool off the async threads.
+/// Streams `batches` of (text column, `_rowid`) through an accumulator.
 pub async fn accumulate(
     tokenizer: Arc<Tokenizer>,
     with_positions: bool,
     mut batches: futures::stream::BoxStream<'static, Result<arrow_array::RecordBatch>>,
-    mut each: impl FnMut(&Accumulator) -> Result<()>,
 ) -> Result<Accumulator> {
     let mut acc = Accumulator::new(tokenizer, with_positions);
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        acc = on_pool(move || {
-            let rows = batch
-                .column(1)
-                .as_primitive::<arrow_array::types::UInt64Type>()
-                .values()
-                .to_vec();
-            acc.add(batch.column(0).as_ref(), &rows)?;
-            Ok(acc)
-        })
-        .await?;
-        each(&acc)?;
+        acc = add_on_pool(acc, batch?).await?;
     }
     Ok(acc)
+}
+
+/// Adds a batch of (text column, `_rowid`) to `acc`, tokenizing on the rayon pool off the
+/// async threads.
+pub(crate) async fn add_on_pool(
+    mut acc: Accumulator,
+    batch: arrow_array::RecordBatch,
+) -> Result<Accumulator> {
+    on_pool(move || {
+        let rows = batch
+            .column(1)
+            .as_primitive::<arrow_array::types::UInt64Type>()
+            .values();
+        acc.add(batch.column(0).as_ref(), rows)?;
+        Ok(acc)
+    })
+    .await
 }
 
 /// Runs CPU-bound `work` off the async threads; a panic there becomes an error.

@@ -9,7 +9,9 @@ use arrow_schema::{DataType, Field};
 use futures::future::BoxFuture;
 use object_store::path::Path;
 
-use super::build::{merge_segments, on_pool, write_segment, Accumulator};
+use super::build::{
+    add_on_pool, merge_segments, on_pool, write_segment, write_tables, Accumulator,
+};
 use super::segment::{avg_len, Region, Segment, SegmentStats};
 use super::tokenizer::{BaseTokenizer, Language, Tokenizer, TokenizerConfig};
 use crate::error::{Error, Result};
@@ -282,16 +284,7 @@ async fn invert(
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         done += batch.num_rows() as u64;
-        acc = on_pool(move || {
-            let rows = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::UInt64Type>(
-                batch.column(1).as_ref(),
-            )
-            .values()
-            .to_vec();
-            acc.add(batch.column(0).as_ref(), &rows)?;
-            Ok(acc)
-        })
-        .await?;
+        acc = add_on_pool(acc, batch).await?;
         progress(done);
         if acc.bytes() > params.memory_limit {
             let (region, encoded, back) = on_pool(move || {
@@ -418,23 +411,7 @@ async fn copy_segment(segment: &Segment, out: &mut ContainerWriter) -> Result<Se
         }
     }
     out.end_raw(start, 0);
-    let mut dictionary = Vec::new();
-    dictionary.extend_from_slice(&segment.stats.terms.to_le_bytes());
-    let fst = segment.terms.as_fst().as_bytes();
-    dictionary.extend_from_slice(&(fst.len() as u64).to_le_bytes());
-    dictionary.extend_from_slice(fst);
-    dictionary.extend_from_slice(segment.metas_bytes());
-    let mut documents = Vec::with_capacity(segment.rows.len() * 12);
-    for r in &segment.rows {
-        documents.extend_from_slice(&r.to_le_bytes());
-    }
-    for l in &segment.lens {
-        documents.extend_from_slice(&l.to_le_bytes());
-    }
-    out.part(dictionary, 0, 0, Vec::new(), Vec::new()).await?;
-    out.part(documents, segment.stats.docs, 0, Vec::new(), Vec::new())
-        .await?;
-    Ok(segment.stats)
+    write_tables(out, segment.tables()).await
 }
 
 /// The FTS index kind.

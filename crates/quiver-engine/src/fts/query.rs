@@ -266,6 +266,14 @@ impl<'a> Corpus<'a> {
             .sum()
     }
 
+    /// Each term's weight: `boost` × its idf over the whole corpus.
+    fn weights(&self, terms: &[String], boost: f32) -> Vec<f32> {
+        terms
+            .iter()
+            .map(|t| boost * idf(self.df(t), self.docs))
+            .collect()
+    }
+
     /// Terms of the dictionaries within `edits` of `token` sharing its first `prefix`
     /// characters, closest (then most frequent) first, at most `max`.
     fn expand(&self, token: &str, edits: u8, prefix: usize, max: usize) -> Result<Vec<String>> {
@@ -556,9 +564,7 @@ impl<'a> Searcher<'a> {
         } = query
         {
             let corpus = self.corpus(column)?;
-            let groups = self
-                .groups(corpus, text, *fuzziness, *max_expansions, *prefix_length)
-                .await?;
+            let groups = self.groups(corpus, text, *fuzziness, *max_expansions, *prefix_length)?;
             let mut top = TopHits::new(k);
             let single = groups.iter().all(|g| g.len() == 1);
             match operator {
@@ -588,7 +594,7 @@ impl<'a> Searcher<'a> {
     }
 
     /// The query tokens' terms: one group per distinct token, each the token's expansions.
-    async fn groups(
+    fn groups(
         &self,
         corpus: &Corpus<'_>,
         text: &str,
@@ -605,21 +611,20 @@ impl<'a> Searcher<'a> {
             .collect()
     }
 
-    /// The lists of `terms` in `segment`, with their weights.
+    /// The lists of `terms` in `segment`, with their `weights`.
     async fn lists(
         &mut self,
         corpus: &Corpus<'_>,
         segment: &Segment,
         terms: &[String],
-        boost: f32,
+        weights: &[f32],
     ) -> Result<Vec<Option<TermInSegment>>> {
         let mut out = Vec::with_capacity(terms.len());
-        for term in terms {
+        for (term, &weight) in terms.iter().zip(weights) {
             let Some(ord) = segment.lookup(term) else {
                 out.push(None);
                 continue;
             };
-            let weight = boost * idf(corpus.df(term), corpus.docs);
             let postings = segment.postings(ord, corpus.cache).await?;
             self.counters.lists_read += 1;
             out.push(Some(TermInSegment {
@@ -639,19 +644,10 @@ impl<'a> Searcher<'a> {
         boost: f32,
         top: &mut TopHits,
     ) -> Result<()> {
+        let weights = corpus.weights(terms, boost);
         for segment in &corpus.segments {
-            let lists = self.lists(corpus, segment, terms, boost).await?;
-            let mut cursors: Vec<Cursor<'_>> = Vec::new();
-            for t in lists.iter().flatten() {
-                let max = t.weight * segment.term_bound(t.ord, corpus.avg_len);
-                cursors.push(Cursor::new(
-                    &t.postings,
-                    t.weight,
-                    max,
-                    segment.avg_len,
-                    corpus.avg_len,
-                )?);
-            }
+            let lists = self.lists(corpus, segment, terms, &weights).await?;
+            let mut cursors = cursors(corpus, segment, &lists)?;
             self.counters.docs_scored +=
                 wand_segment(segment, &mut cursors, corpus.avg_len, self.allows, top)?;
         }
@@ -666,22 +662,13 @@ impl<'a> Searcher<'a> {
         boost: f32,
         top: &mut TopHits,
     ) -> Result<()> {
+        let weights = corpus.weights(terms, boost);
         for segment in &corpus.segments {
-            let lists = self.lists(corpus, segment, terms, boost).await?;
+            let lists = self.lists(corpus, segment, terms, &weights).await?;
             if lists.iter().any(Option::is_none) || lists.is_empty() {
                 continue;
             }
-            let mut cursors: Vec<Cursor<'_>> = Vec::new();
-            for t in lists.iter().flatten() {
-                let max = t.weight * segment.term_bound(t.ord, corpus.avg_len);
-                cursors.push(Cursor::new(
-                    &t.postings,
-                    t.weight,
-                    max,
-                    segment.avg_len,
-                    corpus.avg_len,
-                )?);
-            }
+            let mut cursors = cursors(corpus, segment, &lists)?;
             cursors.sort_by_key(|c| c.list.len);
             self.counters.docs_scored +=
                 and_segment(segment, &mut cursors, corpus.avg_len, self.allows, top)?;
@@ -710,9 +697,8 @@ impl<'a> Searcher<'a> {
                     prefix_length,
                 } => {
                     let corpus = self.corpus(column)?;
-                    let groups = self
-                        .groups(corpus, text, *fuzziness, *max_expansions, *prefix_length)
-                        .await?;
+                    let groups =
+                        self.groups(corpus, text, *fuzziness, *max_expansions, *prefix_length)?;
                     self.match_scores(corpus, &groups, *boost, *operator).await
                 }
                 FtsQuery::Phrase { column, text, slop } => {
@@ -742,7 +728,7 @@ impl<'a> Searcher<'a> {
                     let mut scores: HashMap<u64, f32> = HashMap::new();
                     for (i, column) in columns.iter().enumerate() {
                         let corpus = self.corpus(column)?;
-                        let groups = self.groups(corpus, text, Fuzziness::Edits(0), 1, 0).await?;
+                        let groups = self.groups(corpus, text, Fuzziness::Edits(0), 1, 0)?;
                         let boost = boosts.get(i).copied().unwrap_or(1.0);
                         for (row, s) in self.match_scores(corpus, &groups, boost, *operator).await?
                         {
@@ -805,8 +791,9 @@ impl<'a> Searcher<'a> {
     ) -> Result<HashMap<u64, f32>> {
         let mut scores: HashMap<u64, (f32, u32)> = HashMap::new();
         for (g, group) in groups.iter().enumerate() {
+            let weights = corpus.weights(group, boost);
             for segment in &corpus.segments {
-                let lists = self.lists(corpus, segment, group, boost).await?;
+                let lists = self.lists(corpus, segment, group, &weights).await?;
                 // Rows of this group in this segment (a row counts once per group).
                 let mut seen = std::collections::HashSet::new();
                 for t in lists.iter().flatten() {
@@ -863,8 +850,9 @@ impl<'a> Searcher<'a> {
             .iter()
             .map(|(t, p)| (distinct.binary_search(t).unwrap_or(0), p - first))
             .collect();
+        let weights = corpus.weights(&distinct, 1.0);
         for segment in &corpus.segments {
-            let lists = self.lists(corpus, segment, &distinct, 1.0).await?;
+            let lists = self.lists(corpus, segment, &distinct, &weights).await?;
             if lists.iter().any(Option::is_none) {
                 continue;
             }
@@ -928,6 +916,23 @@ impl<'a> Searcher<'a> {
         }
         Ok(out)
     }
+}
+
+/// Cursors over the lists a segment holds, each bounded by its term's bound at the corpus's
+/// average length.
+fn cursors<'l>(
+    corpus: &Corpus<'_>,
+    segment: &Segment,
+    lists: &'l [Option<TermInSegment>],
+) -> Result<Vec<Cursor<'l>>> {
+    lists
+        .iter()
+        .flatten()
+        .map(|t| {
+            let max = t.weight * segment.term_bound(t.ord, corpus.avg_len);
+            Cursor::new(&t.postings, t.weight, max, segment.avg_len, corpus.avg_len)
+        })
+        .collect()
 }
 
 /// Whether positions hold the phrase `pattern` (term index, offset from the first token):

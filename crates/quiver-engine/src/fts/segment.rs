@@ -255,18 +255,8 @@ impl SegmentEncoder {
             .dictionary
             .into_inner()
             .map_err(|e| Error::Internal(format!("finishing a term dictionary failed: {e}")))?;
-        let mut dictionary = Vec::with_capacity(16 + fst.len() + self.metas.len());
-        dictionary.extend_from_slice(&self.terms.to_le_bytes());
-        dictionary.extend_from_slice(&(fst.len() as u64).to_le_bytes());
-        dictionary.extend_from_slice(&fst);
-        dictionary.extend_from_slice(&self.metas);
-        let mut documents = Vec::with_capacity(self.rows.len() * 12);
-        for r in &self.rows {
-            documents.extend_from_slice(&r.to_le_bytes());
-        }
-        for l in &self.lens {
-            documents.extend_from_slice(&l.to_le_bytes());
-        }
+        let dictionary = dictionary_bytes(self.terms, &fst, &self.metas);
+        let documents = documents_bytes(&self.rows, &self.lens);
         Ok(EncodedSegment {
             dictionary,
             documents,
@@ -277,6 +267,28 @@ impl SegmentEncoder {
             },
         })
     }
+}
+
+/// The dictionary part: term count, FST length, FST, term entries.
+fn dictionary_bytes(terms: u64, fst: &[u8], metas: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + fst.len() + metas.len());
+    out.extend_from_slice(&terms.to_le_bytes());
+    out.extend_from_slice(&(fst.len() as u64).to_le_bytes());
+    out.extend_from_slice(fst);
+    out.extend_from_slice(metas);
+    out
+}
+
+/// The documents part: row addresses, then lengths.
+fn documents_bytes(rows: &[u64], lens: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 12);
+    for r in rows {
+        out.extend_from_slice(&r.to_le_bytes());
+    }
+    for l in lens {
+        out.extend_from_slice(&l.to_le_bytes());
+    }
+    out
 }
 
 /// Where a segment's data region is.
@@ -400,9 +412,18 @@ impl Segment {
         TermMeta::read(&self.metas[ord * TERM_META_BYTES..(ord + 1) * TERM_META_BYTES])
     }
 
-    /// The dictionary entries, as stored.
-    pub(crate) fn metas_bytes(&self) -> &[u8] {
-        &self.metas
+    /// Its dictionary and documents parts as they are written (row addresses as read, so
+    /// compactions are folded in).
+    pub(crate) fn tables(&self) -> EncodedSegment {
+        EncodedSegment {
+            dictionary: dictionary_bytes(
+                self.stats.terms,
+                self.terms.as_fst().as_bytes(),
+                &self.metas,
+            ),
+            documents: documents_bytes(&self.rows, &self.lens),
+            stats: self.stats,
+        }
     }
 
     /// The ordinal of `term`, if the segment holds it.

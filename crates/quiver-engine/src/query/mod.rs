@@ -1417,32 +1417,49 @@ async fn finish(
     }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
     // `_distance` is always returned; naming it in the projection (as LanceDB users do) is fine.
-    let columns: Option<Vec<String>> = search
-        .columns
-        .as_ref()
-        .map(|c| c.iter().filter(|n| *n != DISTANCE).cloned().collect());
+    take_ranked(
+        table,
+        manifest,
+        ids,
+        search.columns.as_deref(),
+        search.with_row_id,
+        DISTANCE,
+        best.iter().map(|c| c.distance),
+    )
+    .await
+}
+
+/// The rows at `ids` (ranked results, in order) with the returned `columns`, the ranking
+/// column `rank` (one value per row; left out of `columns` when a user names it), and `_rowid`
+/// when asked.
+pub(crate) async fn take_ranked(
+    table: &Table,
+    manifest: &Manifest,
+    ids: Vec<u64>,
+    columns: Option<&[String]>,
+    with_row_id: bool,
+    rank: &str,
+    values: impl Iterator<Item = f32>,
+) -> Result<RecordBatch> {
+    let columns: Option<Vec<String>> =
+        columns.map(|c| c.iter().filter(|n| *n != rank).cloned().collect());
     let rows = scan::take(
         table.inner(),
         manifest,
         &ids,
         columns.as_deref(),
-        search.with_row_id,
+        with_row_id,
     )
     .await?;
     let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    fields.push(Arc::new(Field::new(DISTANCE, DataType::Float32, false)));
-    columns.push(Arc::new(Float32Array::from_iter_values(
-        best.iter().map(|c| c.distance),
-    )));
-    if search.with_row_id && rows.schema().field_with_name(ROW_ID).is_err() {
+    let mut arrays: Vec<ArrayRef> = rows.columns().to_vec();
+    fields.push(Arc::new(Field::new(rank, DataType::Float32, false)));
+    arrays.push(Arc::new(Float32Array::from_iter_values(values)));
+    if with_row_id && rows.schema().field_with_name(ROW_ID).is_err() {
         fields.push(Arc::new(Field::new(ROW_ID, DataType::UInt64, false)));
-        columns.push(Arc::new(UInt64Array::from(ids)));
+        arrays.push(Arc::new(UInt64Array::from(ids)));
     }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float32Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::RecordBatch;
+use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
@@ -17,12 +17,11 @@ use crate::fts::query::{Corpus, Counters, FtsQuery, Hit, Searcher};
 use crate::fts::segment::{Region, Segment};
 use crate::fts::{Tokenizer, TokenizerConfig};
 use crate::index::vector::RowGate;
-use crate::index::{self, IndexFamily};
+use crate::index::IndexFamily;
 use crate::plan::{PlanNode, Probe};
 use crate::table::indices::{self, LoadedIndex};
 use crate::table::manifest::{IndexMetadataProto, Manifest};
-use crate::table::{scan, ScanOptions, Table};
-use crate::vocab::ROW_ID;
+use crate::table::{ScanOptions, Table};
 
 /// Name of the score column of full-text results.
 pub const SCORE: &str = "_score";
@@ -42,24 +41,7 @@ pub struct TextSearch {
 
 /// The FTS index on each column of `manifest` that has one.
 pub(crate) fn fts_indexes(manifest: &Manifest) -> HashMap<String, &IndexMetadataProto> {
-    let mut out = HashMap::new();
-    for meta in &manifest.proto.indices {
-        let fts = index::index_type(&meta.index_type)
-            .is_some_and(|t| t.family() == IndexFamily::FullText);
-        if !fts || meta.field_ids.len() != 1 {
-            continue;
-        }
-        if let Some(i) = manifest
-            .schema
-            .field_ids
-            .iter()
-            .position(|&id| id == meta.field_ids[0])
-        {
-            out.entry(manifest.schema.arrow.field(i).name().clone())
-                .or_insert(meta);
-        }
-    }
-    out
+    indices::indexes_by_column(manifest, IndexFamily::FullText)
 }
 
 /// Fills in the columns of leaves that name none: the one column with an FTS index, or a
@@ -192,7 +174,7 @@ async fn column_sources(
                 ..Default::default()
             },
         )?;
-        let mut acc = accumulate(tokenizer, with_positions, stream, |_| Ok(())).await?;
+        let mut acc = accumulate(tokenizer, with_positions, stream).await?;
         if acc.docs() > 0 {
             let (region, encoded) = on_pool(move || acc.encode()).await?;
             Some(Segment::open(
@@ -235,7 +217,7 @@ pub async fn analyze_text_search(
 pub fn explain_text_search(table: &Table, search: &TextSearch) -> Result<PlanNode> {
     let manifest = table.manifest();
     let indexes = fts_indexes(&manifest);
-    let query = resolved(&manifest, search)?;
+    let query = resolved(&indexes, search)?;
     let mut columns = Vec::new();
     query.columns(&mut columns);
     let mut fts = PlanNode::new("FullTextSearch").with("query", query.describe());
@@ -281,8 +263,10 @@ fn output_nodes(search: &TextSearch, input: PlanNode) -> PlanNode {
 }
 
 /// The query with its columns filled in.
-fn resolved(manifest: &Manifest, search: &TextSearch) -> Result<FtsQuery> {
-    let indexes = fts_indexes(manifest);
+fn resolved(
+    indexes: &HashMap<String, &IndexMetadataProto>,
+    search: &TextSearch,
+) -> Result<FtsQuery> {
     let mut indexed: Vec<String> = indexes.keys().cloned().collect();
     indexed.sort();
     let mut query = search.query.clone();
@@ -298,8 +282,8 @@ pub(crate) async fn hits(
     search: &TextSearch,
     analyze: bool,
 ) -> Result<(Vec<Hit>, PlanNode)> {
-    let query = resolved(manifest, search)?;
     let indexes = fts_indexes(manifest);
+    let query = resolved(&indexes, search)?;
     let mut columns = Vec::new();
     query.columns(&mut columns);
     let probe = Probe::start(analyze);
@@ -397,37 +381,23 @@ async fn run(table: &Table, search: &TextSearch, analyze: bool) -> Result<(Recor
     Ok((batch, plan))
 }
 
-/// Reads the returned columns of `found` and adds `_score` (and `_rowid` when asked).
+/// Reads the returned columns of `found` with `_score` (and `_rowid` when asked).
 async fn finish(
     table: &Table,
     manifest: &Manifest,
     found: &[Hit],
     search: &TextSearch,
 ) -> Result<RecordBatch> {
-    let ids: Vec<u64> = found.iter().map(|h| h.row).collect();
-    let columns: Option<Vec<String>> = search
-        .columns
-        .as_ref()
-        .map(|c| c.iter().filter(|n| *n != SCORE).cloned().collect());
-    let rows = scan::take(
-        table.inner(),
+    super::take_ranked(
+        table,
         manifest,
-        &ids,
-        columns.as_deref(),
+        found.iter().map(|h| h.row).collect(),
+        search.columns.as_deref(),
         search.with_row_id,
-    )
-    .await?;
-    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
-    let mut arrays: Vec<ArrayRef> = rows.columns().to_vec();
-    fields.push(Arc::new(Field::new(SCORE, DataType::Float32, false)));
-    arrays.push(Arc::new(Float32Array::from_iter_values(
+        SCORE,
         found.iter().map(|h| h.score),
-    )));
-    if search.with_row_id && rows.schema().field_with_name(ROW_ID).is_err() {
-        fields.push(Arc::new(Field::new(ROW_ID, DataType::UInt64, false)));
-        arrays.push(Arc::new(UInt64Array::from(ids)));
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    )
+    .await
 }
 
 /// The tokenizer configuration of the FTS index on `column`, if it has one.

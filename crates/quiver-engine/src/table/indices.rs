@@ -184,18 +184,25 @@ pub(crate) fn vector_index_for(manifest: &Manifest, field_id: i32) -> Option<&In
     })
 }
 
-/// The scalar indexes of `manifest` by the name of the column each is on (the first one
+/// The indexes of `family` in `manifest` by the name of the column each is on (the first one
 /// listed when a column has several).
-pub(crate) fn scalar_indexes(manifest: &Manifest) -> HashMap<String, &IndexMetadataProto> {
+pub(crate) fn indexes_by_column(
+    manifest: &Manifest,
+    family: IndexFamily,
+) -> HashMap<String, &IndexMetadataProto> {
     let mut out = HashMap::new();
     for meta in &manifest.proto.indices {
-        let scalar =
-            index::index_type(&meta.index_type).is_some_and(|t| t.family() == IndexFamily::Scalar);
-        if let (true, Some(column)) = (scalar, column_of(manifest, meta)) {
+        let wanted = index::index_type(&meta.index_type).is_some_and(|t| t.family() == family);
+        if let (true, Some(column)) = (wanted, column_of(manifest, meta)) {
             out.entry(column.name().clone()).or_insert(meta);
         }
     }
     out
+}
+
+/// The scalar indexes of `manifest` by column name.
+pub(crate) fn scalar_indexes(manifest: &Manifest) -> HashMap<String, &IndexMetadataProto> {
+    indexes_by_column(manifest, IndexFamily::Scalar)
 }
 
 /// Translates an index's addresses through the compactions since its build.
