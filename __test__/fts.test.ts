@@ -251,6 +251,7 @@ describe("full-text search", () => {
     expect(() => new MatchQuery("x", "text", { fuzziness: 3 })).toThrow(InvalidArgumentError);
     expect(() => new BooleanQuery([["SOMETIMES" as Occur, new MatchQuery("x", "text")]])).toThrow(InvalidArgumentError);
     expect(() => table.search("text", "hybrid" as "fts")).toThrow(/embedding function/);
+    expect(() => table.search("text").nprobes(5)).toThrow(InvalidArgumentError);
     const boosted = await table
       .query()
       .fullTextSearch(new BoostQuery(new MatchQuery("package", "text"), new MatchQuery("install", "text"), { negativeBoost: 0.1 }))

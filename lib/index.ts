@@ -59,7 +59,7 @@ export {
   Operator,
 } from "./fts.js";
 export { type Reranker, RRFReranker, LinearCombinationReranker } from "./rerankers.js";
-export { Query, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
+export { Query, TextQuery, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {
   QuiverError,

@@ -303,6 +303,56 @@ export class Query implements AsyncIterable<RecordBatch> {
   }
 }
 
+/**
+ * What `table.search(text)` returns: a full-text query (see `Query.fullTextSearch`). The
+ * settings of a vector search (`nprobes()`, `distanceType()`, …) are typed errors here, not
+ * missing methods, so code that builds queries from varied input fails cleanly.
+ */
+export class TextQuery extends Query {
+  private notVector(method: string): never {
+    throw new InvalidArgumentError(
+      "InvalidArgument",
+      `${method}() applies to vector searches; this is a full-text search (search(text)). For a hybrid query use search(vector).fullTextSearch(text)`,
+    );
+  }
+
+  column(_name: string): this {
+    return this.notVector("column");
+  }
+
+  distanceType(_type: DistanceType): this {
+    return this.notVector("distanceType");
+  }
+
+  nprobes(_n: number): this {
+    return this.notVector("nprobes");
+  }
+
+  refineFactor(_n: number): this {
+    return this.notVector("refineFactor");
+  }
+
+  targetRecall(_recall: number): this {
+    return this.notVector("targetRecall");
+  }
+
+  ef(_n: number): this {
+    return this.notVector("ef");
+  }
+
+  postfilter(): this {
+    return this.notVector("postfilter");
+  }
+
+  bypassVectorIndex(): this {
+    return this.notVector("bypassVectorIndex");
+  }
+
+  distanceRange(_lower?: number, _upper?: number): this {
+    return this.notVector("distanceRange");
+  }
+}
+
 /** A vector query: nearest rows to a vector; results carry `_distance`. */
 export class VectorQuery extends Query {
   private readonly search: SearchState;

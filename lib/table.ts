@@ -54,7 +54,7 @@ import {
   type OptimizeStats,
   type RemovalStats,
 } from "./maintenance.js";
-import { Query, type QueryTarget, type VectorLike, type VectorQuery, vectorQuery } from "./query.js";
+import { Query, type QueryTarget, TextQuery, type VectorLike, type VectorQuery, vectorQuery } from "./query.js";
 
 /** One committed version of a table. */
 export interface Version {
@@ -581,8 +581,8 @@ export class Table implements QueryTarget {
    * `search(vector).fullTextSearch(text)`.
    */
   search(vector: VectorLike): VectorQuery;
-  search(query: string | FullTextQuery, queryType?: "auto" | "fts", ftsColumns?: string | string[]): Query;
-  search(query: VectorLike | string | FullTextQuery, queryType: "auto" | "fts" | "vector" | "hybrid" = "auto", ftsColumns?: string | string[]): Query | VectorQuery {
+  search(query: string | FullTextQuery, queryType?: "auto" | "fts", ftsColumns?: string | string[]): TextQuery;
+  search(query: VectorLike | string | FullTextQuery, queryType: "auto" | "fts" | "vector" | "hybrid" = "auto", ftsColumns?: string | string[]): TextQuery | VectorQuery {
     if (!["auto", "fts", "vector", "hybrid"].includes(queryType)) invalid("search() queryType", '"auto", "fts", "vector" or "hybrid"', queryType);
     const text = typeof query === "string" || (query !== null && typeof query === "object" && typeof (query as FullTextQuery).toNodes === "function");
     if (!text) {
@@ -595,7 +595,7 @@ export class Table implements QueryTarget {
         `search(text, "${queryType}") needs an embedding function to turn the text into a vector, which this version does not have; pass the vector: search(vector)${queryType === "hybrid" ? ".fullTextSearch(text)" : ""}`,
       );
     }
-    return this.query().fullTextSearch(query as string | FullTextQuery, ftsColumns === undefined ? undefined : { columns: ftsColumns });
+    return new TextQuery(this).fullTextSearch(query as string | FullTextQuery, ftsColumns === undefined ? undefined : { columns: ftsColumns });
   }
 
   /**
