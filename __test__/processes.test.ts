@@ -112,4 +112,29 @@ describe("several processes and threads", () => {
     await run(process.execPath, ["--input-type=module", "-e", script], { timeout: 20_000 });
     expect(Date.now() - started).toBeLessThan(20_000);
   });
+
+  it("exits after rerankers ran, JS ones included, without closing anything (LanceDB #3269)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "quiver-proc-"));
+    dirs.push(dir);
+    const script = `
+      import { connect, Index, LinearCombinationReranker } from ${JSON.stringify(new URL("../dist/index.js", import.meta.url).href)};
+      const db = await connect(${JSON.stringify(dir)});
+      const t = await db.createTable("docs", [
+        { id: 0, text: "a rust vector database", vector: [0, 1] },
+        { id: 1, text: "python bindings", vector: [1, 0] },
+        { id: 2, text: "rust and python", vector: [1, 1] },
+      ]);
+      await t.createIndex("text", { config: Index.fts() });
+      let calls = 0;
+      const custom = { rerankHybrid: async (query, vectorResults, ftsResults) => { calls++; await new Promise((r) => setTimeout(r, 5)); return ftsResults; } };
+      const hybrid = await t.search([0, 1]).fullTextSearch("rust").rerank(custom).limit(3).toArray();
+      const ftsOnly = await t.search("python").rerank(custom).limit(3).toArray();
+      const linear = await t.search([0, 1]).fullTextSearch("rust").rerank(LinearCombinationReranker.create()).limit(3).toArray();
+      console.log(JSON.stringify({ calls, hybrid: hybrid.length, ftsOnly: ftsOnly.length, linear: linear.length }));
+    `;
+    const started = Date.now();
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], { timeout: 30_000 });
+    expect(JSON.parse(stdout)).toEqual({ calls: 2, hybrid: 2, ftsOnly: 2, linear: 3 });
+    expect(Date.now() - started).toBeLessThan(30_000);
+  }, 40_000);
 });

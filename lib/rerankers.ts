@@ -88,8 +88,13 @@ export class LinearCombinationReranker implements BuiltinReranker {
   fuse(vector: Ranked, fts: Ranked): Map<bigint, number> {
     const out = new Map<bigint, number>();
     const scaled = (values: number[], invert: boolean): number[] => {
-      const min = Math.min(...values);
-      const max = Math.max(...values);
+      // (A loop, not Math.min(...values): spreading a large result overflows the stack.)
+      let min = Infinity;
+      let max = -Infinity;
+      for (const v of values) {
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
       return values.map((v) => {
         const unit = max > min ? (v - min) / (max - min) : 0;
         return invert ? 1 - unit : max > min ? unit : 1;

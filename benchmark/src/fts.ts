@@ -264,6 +264,7 @@ async function measure(corpus: Corpus): Promise<Result> {
       for (const text of queries) for (const side of [quiver, lancedb]) await side.query(cls, text);
       const times: Record<string, number[]> = { quiver: [], lancedb: [] };
       let same = 0;
+      let shown = 0;
       for (const text of queries) {
         const got: Record<string, Hit[]> = {};
         for (const side of [quiver, lancedb]) {
@@ -272,6 +273,10 @@ async function measure(corpus: Corpus): Promise<Result> {
           times[side.name].push(Number(process.hrtime.bigint() - start) / 1e6);
         }
         if (sameTop(got.quiver, got.lancedb)) same++;
+        else if (shown++ < 3) {
+          const top = (hits: Hit[]) => hits.map((h) => `${h.id}:${h.score.toFixed(3)}`).join(" ");
+          console.error(`  differs on ${JSON.stringify(text)}\n    quiver  ${top(got.quiver)}\n    lancedb ${top(got.lancedb)}`);
+        }
       }
       result.p50.quiver[cls] = p50(times.quiver);
       result.p50.lancedb[cls] = p50(times.lancedb);

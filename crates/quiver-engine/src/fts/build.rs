@@ -13,13 +13,15 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use futures::stream::StreamExt;
 
-use super::segment::{EncodedSegment, RegionReader, Segment, SegmentEncoder, SegmentStats};
+use super::segment::{
+    EncodedSegment, RegionReader, Segment, SegmentEncoder, SegmentStats, TermRun,
+};
 use super::tokenizer::{TokenBuffers, Tokenizer};
 use crate::error::{Error, Result};
 use crate::index::scalar::ContainerWriter;
 
 /// Fewest documents a tokenizing task takes.
-const MIN_CHUNK_DOCS: usize = 512;
+const MIN_CHUNK_DOCS: usize = 256;
 /// Positions between the texts of a list column's row, so phrases do not span two of them.
 const LIST_ITEM_GAP: u32 = 100;
 
@@ -121,25 +123,26 @@ impl<'a> Texts<'a> {
     }
 }
 
-/// Calls `emit(term, position)` for every token of row `i` (list rows: each item's, apart).
-/// Returns the row's length in tokens.
+/// Calls `keep(raw, position)` for every base token of row `i` (list rows: each item's,
+/// apart), which runs it through the filters and says whether a token is left. Returns the
+/// row's length in tokens left.
 #[inline]
 pub fn tokenize_row(
     tokenizer: &Tokenizer,
     texts: &Texts<'_>,
     i: usize,
-    buffers: &mut TokenBuffers,
-    emit: &mut impl FnMut(&str, u32),
+    keep: &mut impl FnMut(&str, u32) -> bool,
 ) -> u32 {
     let mut len = 0u32;
     let mut base = 0u32;
     texts.each(i, &mut |text| {
         let mut last = None;
-        tokenizer.tokenize(text, buffers, &mut |t, p| {
+        tokenizer.base_tokens(text, &mut |raw, p| {
             let p = base.saturating_add(p);
-            len = len.saturating_add(1);
-            last = Some(p);
-            emit(t, p)
+            if keep(raw, p) {
+                len = len.saturating_add(1);
+                last = Some(p);
+            }
         });
         if let Some(l) = last {
             base = l.saturating_add(LIST_ITEM_GAP);
@@ -148,27 +151,111 @@ pub fn tokenize_row(
     len
 }
 
-/// The tokens of a range of documents: each distinct term once in a local dictionary, every
-/// occurrence as (local term, document, position) in document order.
-struct Chunk {
-    dictionary: FastMap<Box<str>, u32>,
+/// A base token the filters drop, in a task's cache of raw tokens.
+const DROPPED: u32 = u32::MAX;
+
+/// A tokenizing task's state, kept from batch to batch: every distinct raw token it has seen
+/// as a local term number (so the filters — lowercase, stop words, stemming, folding — run
+/// once per distinct token, not per occurrence, and only new tokens touch the shared
+/// dictionary), and what those numbers are in the accumulator's dictionary.
+struct Worker {
+    /// Raw token → local term, or `DROPPED` when the filters drop it.
+    raw_terms: FastMap<Box<str>, u32>,
+    /// The terms of local numbers `remap.len()..`, not yet numbered in the dictionary.
+    new_terms: Vec<Box<str>>,
+    /// Local term → the accumulator's.
+    remap: Vec<u32>,
+    /// Estimated heap bytes of the above.
+    bytes: usize,
+}
+
+/// The occurrences of a run of documents, in document order: each one's term and (when the
+/// index keeps them) position. Documents are implied by their lengths.
+struct Part {
     terms: Vec<u32>,
-    docs: Vec<u32>,
     positions: Vec<u32>,
-    lens: Vec<u32>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Worker {
+            raw_terms: fast_map(),
+            new_terms: Vec::new(),
+            remap: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Tokenizes rows `docs` of `texts`: their occurrences (local term numbers) and lengths.
+    fn tokenize(
+        &mut self,
+        tokenizer: &Tokenizer,
+        texts: &Texts<'_>,
+        docs: &[usize],
+        with_positions: bool,
+    ) -> Result<(Part, Vec<u32>)> {
+        let mut part = Part {
+            terms: Vec::new(),
+            positions: Vec::new(),
+        };
+        let mut lens = Vec::with_capacity(docs.len());
+        let mut buffers = TokenBuffers::default();
+        let Worker {
+            raw_terms,
+            new_terms,
+            remap,
+            bytes,
+        } = self;
+        for &row in docs {
+            let before = part.terms.len();
+            let len = tokenize_row(tokenizer, texts, row, &mut |raw, p| {
+                let id = match raw_terms.get(raw) {
+                    Some(&id) => id,
+                    None => {
+                        let id = match tokenizer.normalize(raw, &mut buffers) {
+                            None => DROPPED,
+                            Some(term) => {
+                                *bytes += term.len() + 24;
+                                new_terms.push(term.into());
+                                (remap.len() + new_terms.len() - 1) as u32
+                            }
+                        };
+                        *bytes += raw.len() + 40;
+                        raw_terms.insert(raw.into(), id);
+                        id
+                    }
+                };
+                if id == DROPPED {
+                    return false;
+                }
+                part.terms.push(id);
+                if with_positions {
+                    part.positions.push(p);
+                }
+                true
+            });
+            if part.terms.len() - before != len as usize {
+                return Err(Error::invalid(
+                    "a document holds more than 4,294,967,295 tokens: split it into several rows",
+                ));
+            }
+            lens.push(len);
+        }
+        Ok((part, lens))
+    }
 }
 
 /// Builds the postings of a column in memory: a dictionary of the terms seen, and every token
-/// occurrence as (term, document, position) in document order — flat arrays, so a build
-/// allocates per distinct term, not per posting. Encoding sorts the occurrences by term
-/// (a stable counting sort, so each term's documents stay ascending).
+/// occurrence as (term, position) in document order — flat arrays, so a build allocates per
+/// distinct term, not per posting. Encoding groups the occurrences by term (a stable counting
+/// sort, so each term's documents stay ascending).
 pub struct Accumulator {
     tokenizer: Arc<Tokenizer>,
     with_positions: bool,
     dictionary: FastMap<Box<str>, u32>,
-    terms: Vec<u32>,
-    docs: Vec<u32>,
-    positions: Vec<u32>,
+    /// One per tokenizing task, made on first use.
+    workers: Vec<Worker>,
+    parts: Vec<Part>,
     rows: Vec<u64>,
     lens: Vec<u32>,
     term_bytes: usize,
@@ -180,9 +267,8 @@ impl Accumulator {
             tokenizer,
             with_positions,
             dictionary: fast_map(),
-            terms: Vec::new(),
-            docs: Vec::new(),
-            positions: Vec::new(),
+            workers: Vec::new(),
+            parts: Vec::new(),
             rows: Vec::new(),
             lens: Vec::new(),
             term_bytes: 0,
@@ -197,9 +283,16 @@ impl Accumulator {
     /// Estimated heap bytes of what it holds.
     pub fn bytes(&self) -> usize {
         self.term_bytes
-            + self.terms.capacity() * 4
-            + self.docs.capacity() * 4
-            + self.positions.capacity() * 4
+            + self
+                .workers
+                .iter()
+                .map(|w| w.bytes + w.remap.len() * 4)
+                .sum::<usize>()
+            + self
+                .parts
+                .iter()
+                .map(|p| (p.terms.capacity() + p.positions.capacity()) * 4)
+                .sum::<usize>()
             + self.rows.len() * 12
     }
 
@@ -211,76 +304,60 @@ impl Accumulator {
         let n = texts.rows().min(rows.len());
         // Null rows are not documents; the others are numbered in order.
         let kept: Vec<usize> = (0..n).filter(|&i| !texts.is_null(i)).collect();
-        let base = u32::try_from(self.rows.len() + kept.len())
-            .ok()
-            .filter(|&end| end < u32::MAX)
-            .ok_or_else(|| {
-                Error::invalid("a full-text index segment holds at most 4,294,967,294 rows")
-            })?
-            - kept.len() as u32;
-        let n = kept.len();
-        let tasks = (rayon::current_num_threads() * 4).max(1);
-        let chunk = n.div_ceil(tasks).max(MIN_CHUNK_DOCS);
-        let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
-        let (tokenizer, with_positions) = (&self.tokenizer, self.with_positions);
-        let chunks: Vec<Chunk> = starts
-            .par_iter()
-            .map(|&start| {
-                let end = (start + chunk).min(n);
-                let mut out = Chunk {
-                    dictionary: fast_map(),
-                    terms: Vec::new(),
-                    docs: Vec::new(),
-                    positions: Vec::new(),
-                    lens: Vec::with_capacity(end - start),
-                };
-                let mut buffers = TokenBuffers::default();
-                for (i, &row) in kept[start..end].iter().enumerate() {
-                    let doc = base + (start + i) as u32;
-                    let Chunk {
-                        dictionary,
-                        terms,
-                        docs,
-                        positions,
-                        ..
-                    } = &mut out;
-                    let len = tokenize_row(tokenizer, &texts, row, &mut buffers, &mut |t, p| {
-                        let id = match dictionary.get(t) {
-                            Some(&id) => id,
-                            None => {
-                                let id = dictionary.len() as u32;
-                                dictionary.insert(t.into(), id);
-                                id
-                            }
-                        };
-                        terms.push(id);
-                        docs.push(doc);
-                        if with_positions {
-                            positions.push(p);
-                        }
-                    });
-                    out.lens.push(len);
-                }
-                out
-            })
-            .collect();
-        for c in chunks {
-            // Local term numbers to the accumulator's.
-            let mut remap = vec![0u32; c.dictionary.len()];
-            for (term, local) in c.dictionary {
-                let next = self.dictionary.len() as u32;
+        if self.rows.len() + kept.len() >= u32::MAX as usize {
+            return Err(Error::invalid(
+                "a full-text index segment holds at most 4,294,967,294 rows",
+            ));
+        }
+        if self.workers.is_empty() {
+            self.workers = (0..rayon::current_num_threads().max(1))
+                .map(|_| Worker::new())
+                .collect();
+        }
+        // One contiguous run of documents per worker, so its state carries over.
+        let per = kept.len().div_ceil(self.workers.len()).max(MIN_CHUNK_DOCS);
+        let runs: Vec<&[usize]> = kept.chunks(per).collect();
+        let (tokenizer, with_positions) = (&*self.tokenizer, self.with_positions);
+        let texts = &texts;
+        let mut tokenized: Vec<(Part, Vec<u32>)> = self
+            .workers
+            .par_iter_mut()
+            .zip(runs.par_iter())
+            .map(|(worker, docs)| worker.tokenize(tokenizer, texts, docs, with_positions))
+            .collect::<Result<_>>()?;
+        // Number the new terms in the dictionary, in order, then renumber each task's
+        // occurrences on the pool.
+        for worker in &mut self.workers {
+            for term in worker.new_terms.drain(..) {
+                let next = u32::try_from(self.dictionary.len())
+                    .ok()
+                    .filter(|&n| n < u32::MAX)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "a full-text index segment holds at most 4,294,967,294 terms",
+                        )
+                    })?;
                 let len = term.len();
-                let id = *self.dictionary.entry(term).or_insert_with(|| next);
+                let id = *self.dictionary.entry(term).or_insert(next);
                 if id == next {
                     self.term_bytes += len + 48;
                 }
-                remap[local as usize] = id;
+                worker.remap.push(id);
             }
-            self.terms
-                .extend(c.terms.iter().map(|&l| remap[l as usize]));
-            self.docs.extend_from_slice(&c.docs);
-            self.positions.extend_from_slice(&c.positions);
-            self.lens.extend_from_slice(&c.lens);
+        }
+        self.workers
+            .par_iter()
+            .zip(tokenized.par_iter_mut())
+            .for_each(|(worker, (part, _))| {
+                for t in &mut part.terms {
+                    *t = worker.remap[*t as usize];
+                }
+            });
+        for (part, lens) in tokenized {
+            self.lens.extend_from_slice(&lens);
+            if !part.terms.is_empty() {
+                self.parts.push(part);
+            }
         }
         self.rows.extend(kept.iter().map(|&i| rows[i]));
         Ok(())
@@ -291,59 +368,153 @@ impl Accumulator {
     pub fn encode(&mut self) -> Result<(Vec<u8>, EncodedSegment)> {
         use rayon::prelude::*;
         let dictionary = std::mem::replace(&mut self.dictionary, fast_map());
-        let terms = std::mem::take(&mut self.terms);
-        let docs = std::mem::take(&mut self.docs);
-        let positions = std::mem::take(&mut self.positions);
+        let parts = std::mem::take(&mut self.parts);
         let rows = std::mem::take(&mut self.rows);
         let lens = std::mem::take(&mut self.lens);
+        // The workers' numbers point into the dictionary just taken.
+        self.workers.clear();
         self.term_bytes = 0;
-        // Occurrences grouped by term, in document order within each.
-        let mut starts = vec![0usize; dictionary.len() + 1];
-        for &t in &terms {
-            starts[t as usize + 1] += 1;
+        let with_positions = self.with_positions;
+        // Occurrences grouped by term, in document order within each: each task owns a range
+        // of term numbers and scans every occurrence, so its writes stay its own.
+        let terms = dictionary.len();
+        let per_group = terms.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        let groups: Vec<Grouped> = (0..terms.div_ceil(per_group))
+            .into_par_iter()
+            .map(|g| {
+                let range = g * per_group..((g + 1) * per_group).min(terms);
+                Grouped::new(&parts, &lens, range, with_positions)
+            })
+            .collect::<Result<_>>()?;
+        drop(parts);
+        let postings = |id: u32| {
+            let (g, at) = (id as usize / per_group, id as usize % per_group);
+            let group = &groups[g];
+            let range = group.starts[at]..group.starts[at + 1];
+            let positions = if with_positions {
+                &group.positions[range.clone()]
+            } else {
+                &[][..]
+            };
+            (&group.docs[range], positions)
+        };
+        let mut names: Vec<(Box<str>, u32)> = dictionary.into_iter().collect();
+        names.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut encoder = SegmentEncoder::new(rows, lens, with_positions);
+        // Runs of terms of about equal postings, encoded on the pool, appended in order.
+        let occurrences: usize = groups.iter().map(|g| g.docs.len()).sum();
+        let per_run = (occurrences / (rayon::current_num_threads() * 4).max(1)).max(1);
+        let mut runs: Vec<&[(Box<str>, u32)]> = Vec::new();
+        let (mut from, mut held) = (0, 0);
+        for (i, (_, id)) in names.iter().enumerate() {
+            held += postings(*id).0.len();
+            if held >= per_run {
+                runs.push(&names[from..=i]);
+                (from, held) = (i + 1, 0);
+            }
+        }
+        runs.push(&names[from..]);
+        let coder = encoder.coder();
+        let encoded: Vec<TermRun> = runs
+            .par_iter()
+            .map(|run| {
+                let mut out = TermRun::default();
+                let (mut term_docs, mut freqs) = (Vec::new(), Vec::new());
+                for (_, id) in run.iter() {
+                    let (docs, positions) = postings(*id);
+                    term_docs.clear();
+                    freqs.clear();
+                    for &d in docs {
+                        if term_docs.last() == Some(&d) {
+                            if let Some(f) = freqs.last_mut() {
+                                *f += 1;
+                            }
+                        } else {
+                            term_docs.push(d);
+                            freqs.push(1);
+                        }
+                    }
+                    out.add(coder, &term_docs, &freqs, positions)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        encoder.reserve(encoded.iter().map(TermRun::bytes).sum());
+        for (run, encoded) in runs.iter().zip(encoded) {
+            encoder.append_run(run.iter().map(|(name, _)| name.as_bytes()), encoded)?;
+        }
+        let region = encoder.take_region();
+        Ok((region, encoder.finish()?))
+    }
+}
+
+/// The occurrences of a range of term numbers, grouped by term: term `lo + i`'s documents
+/// (and positions) are `starts[i]..starts[i + 1]`, in document order.
+struct Grouped {
+    starts: Vec<usize>,
+    docs: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+impl Grouped {
+    fn new(
+        parts: &[Part],
+        lens: &[u32],
+        range: std::ops::Range<usize>,
+        with_positions: bool,
+    ) -> Result<Self> {
+        let (lo, span) = (range.start, range.len());
+        let mut starts = vec![0usize; span + 1];
+        for part in parts {
+            for &t in &part.terms {
+                let i = (t as usize).wrapping_sub(lo);
+                if i < span {
+                    starts[i + 1] += 1;
+                }
+            }
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
         let mut next = starts.clone();
-        let mut by_term_docs = vec![0u32; docs.len()];
-        let mut by_term_positions = vec![0u32; positions.len()];
-        for (i, &t) in terms.iter().enumerate() {
-            let at = next[t as usize];
-            next[t as usize] += 1;
-            by_term_docs[at] = docs[i];
-            if self.with_positions {
-                by_term_positions[at] = positions[i];
-            }
-        }
-        drop((terms, docs, positions));
-        let mut names: Vec<(Box<str>, u32)> = dictionary.into_iter().collect();
-        names.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut encoder = SegmentEncoder::new(rows, lens, self.with_positions);
-        let (mut term_docs, mut freqs) = (Vec::new(), Vec::new());
-        for (name, id) in names {
-            let range = starts[id as usize]..starts[id as usize + 1];
-            term_docs.clear();
-            freqs.clear();
-            for &d in &by_term_docs[range.clone()] {
-                if term_docs.last() == Some(&d) {
-                    if let Some(f) = freqs.last_mut() {
-                        *f += 1;
+        let mut docs = vec![0u32; starts[span]];
+        let mut positions = vec![0u32; if with_positions { starts[span] } else { 0 }];
+        // Each occurrence's document, from the documents' lengths.
+        let mut lengths = lens.iter();
+        let (mut doc, mut left) = (0u32, 0u32);
+        let mut first = true;
+        for part in parts {
+            for (j, &t) in part.terms.iter().enumerate() {
+                while left == 0 {
+                    let Some(&l) = lengths.next() else {
+                        return Err(Error::Internal(
+                            "a full-text build holds more occurrences than its documents' lengths"
+                                .into(),
+                        ));
+                    };
+                    if !first {
+                        doc += 1;
                     }
-                } else {
-                    term_docs.push(d);
-                    freqs.push(1);
+                    first = false;
+                    left = l;
+                }
+                left -= 1;
+                let i = (t as usize).wrapping_sub(lo);
+                if i < span {
+                    let at = next[i];
+                    next[i] += 1;
+                    docs[at] = doc;
+                    if with_positions {
+                        positions[at] = part.positions[j];
+                    }
                 }
             }
-            let term_positions = if self.with_positions {
-                &by_term_positions[range]
-            } else {
-                &[][..]
-            };
-            encoder.add_term(name.as_bytes(), &term_docs, &freqs, term_positions)?;
         }
-        let region = encoder.take_region();
-        Ok((region, encoder.finish()?))
+        Ok(Grouped {
+            starts,
+            docs,
+            positions,
+        })
     }
 }
 
@@ -540,4 +711,144 @@ pub async fn on_pool<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("a full-text index task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow_array::StringArray;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fts::segment::Region;
+    use crate::fts::TokenizerConfig;
+
+    /// Words that exercise every filter: case, stop words, stems, diacritics, long tokens.
+    const WORDS: &[&str] = &[
+        "The",
+        "the",
+        "running",
+        "Runs",
+        "run",
+        "café",
+        "CAFÉ",
+        "and",
+        "Über",
+        "data",
+        "databases",
+        "x",
+        "does",
+        "ŒUVRE",
+        "naïve",
+        "a1b2",
+        "Straße",
+        "über",
+        "averyveryveryveryverylongwordthatisdroppedbythelimit",
+    ];
+
+    /// Term → (document, positions) in document order, from `Tokenizer::tokens`.
+    type Naive = BTreeMap<String, Vec<(u32, Vec<u32>)>>;
+
+    fn naive(tokenizer: &Tokenizer, texts: &[Option<String>]) -> (Naive, Vec<u32>) {
+        let mut index = Naive::new();
+        let mut lens = Vec::new();
+        for text in texts.iter().flatten() {
+            let doc = lens.len() as u32;
+            let tokens = tokenizer.tokens(text);
+            lens.push(tokens.len() as u32);
+            for (term, position) in tokens {
+                let list = index.entry(term).or_default();
+                match list.last_mut() {
+                    Some((d, positions)) if *d == doc => positions.push(position),
+                    _ => list.push((doc, vec![position])),
+                }
+            }
+        }
+        (index, lens)
+    }
+
+    fn check(segment: &Segment, want: &Naive, lens: &[u32]) {
+        assert_eq!(segment.lens, lens);
+        assert_eq!(segment.stats.terms as usize, want.len());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (term, list) in want {
+            let ord = segment
+                .lookup(term)
+                .unwrap_or_else(|| panic!("{term} missing"));
+            let postings = rt.block_on(segment.postings(ord, None)).unwrap();
+            let (docs, freqs) = postings.decode_all().unwrap();
+            let positions = rt
+                .block_on(segment.positions(ord, &freqs, None))
+                .unwrap()
+                .unwrap();
+            let want_docs: Vec<u32> = list.iter().map(|(d, _)| *d).collect();
+            let want_freqs: Vec<u32> = list.iter().map(|(_, p)| p.len() as u32).collect();
+            let want_positions: Vec<u32> = list.iter().flat_map(|(_, p)| p.clone()).collect();
+            assert_eq!((&docs, &freqs), (&want_docs, &want_freqs), "{term}");
+            assert_eq!(*positions, want_positions, "{term}");
+        }
+    }
+
+    fn encode(acc: &mut Accumulator) -> Segment {
+        let (region, encoded) = acc.encode().unwrap();
+        Segment::open(
+            0,
+            encoded.stats,
+            &encoded.dictionary,
+            &encoded.documents,
+            Region::Memory(region.into()),
+        )
+        .unwrap()
+    }
+
+    fn texts() -> impl Strategy<Value = Vec<Option<String>>> {
+        let text = prop::collection::vec(0..WORDS.len(), 0..12).prop_map(|words| {
+            words
+                .iter()
+                .map(|&w| WORDS[w])
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        prop::collection::vec(prop::option::weighted(0.9, text), 0..900)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Batches of any size, tasks keeping their token caches from batch to batch, and an
+        /// encode midway (a spill) give the same postings as tokenizing each text on its own.
+        #[test]
+        fn postings_equal_a_naive_inversion(texts in texts(), cuts in prop::collection::vec(1usize..400, 1..6), spill_at in 0usize..900) {
+            let tokenizer = Arc::new(Tokenizer::new(TokenizerConfig::default()).unwrap());
+            let spill_at = spill_at.min(texts.len());
+            let mut acc = Accumulator::new(tokenizer.clone(), true);
+            let mut segments = Vec::new();
+            let mut start = 0;
+            let mut sizes = cuts.iter().cycle();
+            while start < texts.len() {
+                let end = (start + sizes.next().copied().unwrap_or(1)).min(texts.len());
+                // Batches never straddle the spill point.
+                let end = if start < spill_at && end > spill_at { spill_at } else { end };
+                let column = StringArray::from(texts[start..end].to_vec());
+                let rows: Vec<u64> = (start as u64..end as u64).collect();
+                acc.add(&column, &rows).unwrap();
+                start = end;
+                if start == spill_at && acc.docs() > 0 {
+                    segments.push((encode(&mut acc), 0..spill_at));
+                }
+            }
+            if acc.docs() > 0 {
+                segments.push((encode(&mut acc), spill_at.min(texts.len())..texts.len()));
+            }
+            for (segment, range) in &segments {
+                let (want, lens) = naive(&tokenizer, &texts[range.clone()]);
+                check(segment, &want, &lens);
+                let rows: Vec<u64> = range.clone().filter(|&i| texts[i].is_some()).map(|i| i as u64).collect();
+                prop_assert_eq!(&segment.rows, &rows);
+            }
+        }
+    }
 }

@@ -281,10 +281,14 @@ async fn invert(
     let mut batches = source.batches()?;
     let mut done = 0u64;
     use futures::StreamExt;
-    while let Some(batch) = batches.next().await {
+    let mut next = batches.next().await;
+    while let Some(batch) = next {
         let batch = batch?;
         done += batch.num_rows() as u64;
-        acc = add_on_pool(acc, batch).await?;
+        // The next batch is read while this one is tokenized.
+        let (added, following) = futures::join!(add_on_pool(acc, batch), batches.next());
+        acc = added?;
+        next = following;
         progress(done);
         if acc.bytes() > params.memory_limit {
             let (region, encoded, back) = on_pool(move || {

@@ -122,7 +122,110 @@ pub struct SegmentEncoder {
     dictionary: fst::MapBuilder<Vec<u8>>,
     metas: Vec<u8>,
     terms: u64,
-    scratch: Vec<u8>,
+}
+
+/// Encodes one term's posting list and positions against a segment's document lengths.
+#[derive(Clone, Copy)]
+pub struct TermCoder<'a> {
+    lens: &'a [u32],
+    avg_len: f32,
+    with_positions: bool,
+}
+
+/// Terms encoded apart from their segment: their lists, back to back, and entries whose
+/// offsets count from the run's start.
+#[derive(Default)]
+pub struct TermRun {
+    region: Vec<u8>,
+    metas: Vec<TermMeta>,
+}
+
+impl TermRun {
+    /// Bytes of lists it holds.
+    pub fn bytes(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Encodes a term (held by `docs` `freqs` times at `positions`, as `add_term` takes).
+    pub fn add(
+        &mut self,
+        coder: TermCoder<'_>,
+        docs: &[u32],
+        freqs: &[u32],
+        positions: &[u32],
+    ) -> Result<()> {
+        let meta = coder.encode(docs, freqs, positions, &mut self.region)?;
+        self.metas.push(meta);
+        Ok(())
+    }
+}
+
+impl TermCoder<'_> {
+    /// Appends the term's lists to `out`; its entry's offset is where they start in `out`.
+    fn encode(
+        self,
+        docs: &[u32],
+        freqs: &[u32],
+        positions: &[u32],
+        out: &mut Vec<u8>,
+    ) -> Result<TermMeta> {
+        let lens = self.lens;
+        let avg = self.avg_len;
+        let (mut max_score, mut max_tf, mut min_len) = (0f32, 0u32, u32::MAX);
+        let offset = out.len();
+        encode_postings(
+            docs,
+            freqs,
+            |range| {
+                let (mut s, mut t, mut l) = (0f32, 0u32, u32::MAX);
+                for j in range {
+                    let len = lens[docs[j] as usize];
+                    s = s.max(tf_score(freqs[j], len, avg));
+                    t = t.max(freqs[j]);
+                    l = l.min(len);
+                }
+                max_score = max_score.max(s);
+                max_tf = max_tf.max(t);
+                min_len = min_len.min(l);
+                (s, t, l)
+            },
+            out,
+        );
+        let postings_len = out.len() - offset;
+        let postings_crc = crc32fast::hash(&out[offset..]);
+        let mut positions_len = 0;
+        let mut positions_crc = 0;
+        if self.with_positions {
+            let start = out.len();
+            let mut at = 0usize;
+            for &f in freqs {
+                let end = at + f as usize;
+                encode_positions(&positions[at..end], out);
+                at = end;
+            }
+            positions_len = out.len() - start;
+            positions_crc = crc32fast::hash(&out[start..]);
+        }
+        let too_big = |n: usize| {
+            u32::try_from(n).map_err(|_| {
+                Error::invalid(format!(
+                    "a term's posting list exceeds 4 GiB ({} documents); split the column's text",
+                    docs.len()
+                ))
+            })
+        };
+        Ok(TermMeta {
+            df: docs.len() as u32,
+            offset: offset as u64,
+            postings_len: too_big(postings_len)?,
+            positions_len: too_big(positions_len)?,
+            postings_crc,
+            positions_crc,
+            max_score,
+            max_tf,
+            min_len,
+        })
+    }
 }
 
 /// A segment's encoded parts and figures.
@@ -155,7 +258,6 @@ impl SegmentEncoder {
             dictionary: fst::MapBuilder::memory(),
             metas: Vec::new(),
             terms: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -171,66 +273,56 @@ impl SegmentEncoder {
         if docs.is_empty() {
             return Ok(());
         }
-        let lens = &self.lens;
-        let avg = self.avg_len;
-        let (mut max_score, mut max_tf, mut min_len) = (0f32, 0u32, u32::MAX);
-        let offset = self.flushed + self.region.len() as u64;
-        self.scratch.clear();
-        encode_postings(
-            docs,
-            freqs,
-            |range| {
-                let (mut s, mut t, mut l) = (0f32, 0u32, u32::MAX);
-                for j in range {
-                    let len = lens[docs[j] as usize];
-                    s = s.max(tf_score(freqs[j], len, avg));
-                    t = t.max(freqs[j]);
-                    l = l.min(len);
-                }
-                max_score = max_score.max(s);
-                max_tf = max_tf.max(t);
-                min_len = min_len.min(l);
-                (s, t, l)
-            },
-            &mut self.scratch,
-        );
-        let postings_len = self.scratch.len();
-        let postings_crc = crc32fast::hash(&self.scratch);
-        self.region.extend_from_slice(&self.scratch);
-        let mut positions_len = 0;
-        let mut positions_crc = 0;
-        if self.with_positions {
-            self.scratch.clear();
-            let mut at = 0usize;
-            for &f in freqs {
-                let end = at + f as usize;
-                encode_positions(&positions[at..end], &mut self.scratch);
-                at = end;
-            }
-            positions_len = self.scratch.len();
-            positions_crc = crc32fast::hash(&self.scratch);
-            self.region.extend_from_slice(&self.scratch);
-        }
-        let too_big = |n: usize| {
-            u32::try_from(n).map_err(|_| {
-                Error::invalid(format!(
-                    "a term's posting list exceeds 4 GiB ({} documents); split the column's text",
-                    docs.len()
-                ))
-            })
+        let base = self.flushed;
+        let coder = TermCoder {
+            lens: &self.lens,
+            avg_len: self.avg_len,
+            with_positions: self.with_positions,
         };
-        TermMeta {
-            df: docs.len() as u32,
-            offset,
-            postings_len: too_big(postings_len)?,
-            positions_len: too_big(positions_len)?,
-            postings_crc,
-            positions_crc,
-            max_score,
-            max_tf,
-            min_len,
+        let mut meta = coder.encode(docs, freqs, positions, &mut self.region)?;
+        meta.offset += base;
+        self.push_term(term, &meta)
+    }
+
+    /// What encodes one term's lists for this segment; shareable between threads, so runs
+    /// of terms can be encoded apart (`TermRun`) and appended in order (`append_run`).
+    pub fn coder(&self) -> TermCoder<'_> {
+        TermCoder {
+            lens: &self.lens,
+            avg_len: self.avg_len,
+            with_positions: self.with_positions,
         }
-        .write(&mut self.metas);
+    }
+
+    /// Appends a run of terms encoded apart: `terms` (ascending, after the last term added)
+    /// are the run's, in its order.
+    pub fn append_run<'t>(
+        &mut self,
+        terms: impl IntoIterator<Item = &'t [u8]>,
+        run: TermRun,
+    ) -> Result<()> {
+        let base = self.flushed + self.region.len() as u64;
+        let mut metas = run.metas.into_iter();
+        for term in terms {
+            let Some(mut meta) = metas.next() else {
+                return Err(Error::Internal(
+                    "a full-text build's run has fewer lists than terms".into(),
+                ));
+            };
+            meta.offset += base;
+            self.push_term(term, &meta)?;
+        }
+        if metas.next().is_some() {
+            return Err(Error::Internal(
+                "a full-text build's run has more lists than terms".into(),
+            ));
+        }
+        self.region.extend_from_slice(&run.region);
+        Ok(())
+    }
+
+    fn push_term(&mut self, term: &[u8], meta: &TermMeta) -> Result<()> {
+        meta.write(&mut self.metas);
         self.dictionary.insert(term, self.terms).map_err(|e| {
             Error::Internal(format!("terms out of order in a full-text build: {e}"))
         })?;
@@ -242,6 +334,11 @@ impl SegmentEncoder {
     pub fn take_region(&mut self) -> Vec<u8> {
         self.flushed += self.region.len() as u64;
         std::mem::take(&mut self.region)
+    }
+
+    /// Makes room for `bytes` more bytes of region.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.region.reserve(bytes);
     }
 
     /// Region bytes pending.

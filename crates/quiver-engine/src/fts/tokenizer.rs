@@ -224,6 +224,7 @@ impl std::fmt::Debug for Tokenizer {
 #[derive(Default)]
 pub struct TokenBuffers {
     lowered: String,
+    stemmed: String,
     folded: String,
 }
 
@@ -279,32 +280,41 @@ impl Tokenizer {
     /// Calls `emit(token, position)` for each token of `text`, in order. A position counts
     /// the base tokenizer's tokens (an n-gram's is its first character), so the words a
     /// filter drops leave gaps that phrase queries see.
-    pub fn tokenize(
+    pub fn tokenize<F: FnMut(&str, u32) + ?Sized>(
         &self,
         text: &str,
         buffers: &mut TokenBuffers,
-        emit: &mut dyn FnMut(&str, u32),
+        emit: &mut F,
     ) {
+        self.base_tokens(text, &mut |raw, position| {
+            if let Some(token) = self.normalize(raw, buffers) {
+                emit(token, position);
+            }
+        });
+    }
+
+    /// Calls `emit(raw, position)` for each token the base tokenizer makes of `text`, before
+    /// the filters (`normalize` applies them).
+    pub fn base_tokens<F: FnMut(&str, u32) + ?Sized>(&self, text: &str, emit: &mut F) {
         let mut position = 0u32;
-        let mut each = |raw: &str, position: u32| self.filter(raw, position, buffers, emit);
         match self.config.base {
             BaseTokenizer::Simple => {
                 for word in text.split(|c: char| !c.is_alphanumeric()) {
                     if !word.is_empty() {
-                        each(word, position);
+                        emit(word, position);
                         position = position.saturating_add(1);
                     }
                 }
             }
             BaseTokenizer::Whitespace => {
                 for word in text.split_whitespace() {
-                    each(word, position);
+                    emit(word, position);
                     position = position.saturating_add(1);
                 }
             }
             BaseTokenizer::Raw => {
                 if !text.is_empty() {
-                    each(text, 0);
+                    emit(text, 0);
                 }
             }
             BaseTokenizer::Ngram => {
@@ -322,7 +332,7 @@ impl Tokenizer {
                             break;
                         }
                         let end = starts.get(s + len).copied().unwrap_or(text.len());
-                        each(&text[starts[s]..end], s as u32);
+                        emit(&text[starts[s]..end], s as u32);
                     }
                 }
             }
@@ -338,56 +348,58 @@ impl Tokenizer {
         out
     }
 
-    /// Runs one base token through the filters.
-    fn filter(
-        &self,
-        raw: &str,
-        position: u32,
-        buffers: &mut TokenBuffers,
-        emit: &mut dyn FnMut(&str, u32),
-    ) {
+    /// One base token through the filters: the token it becomes, or `None` when a filter
+    /// drops it. Depends on `raw` alone, so callers may cache it per distinct token.
+    pub fn normalize<'b>(&self, raw: &'b str, buffers: &'b mut TokenBuffers) -> Option<&'b str> {
+        let TokenBuffers {
+            lowered,
+            stemmed,
+            folded,
+        } = buffers;
         if self.config.max_token_length.is_some_and(|l| raw.len() > l) {
-            return;
+            return None;
         }
-        let word: &str = if !self.config.lowercase {
+        let word: &'b str = if !self.config.lowercase {
             raw
         } else if raw.is_ascii() {
             // Most words: a byte check and, when needed, a byte-wise copy.
             if !raw.bytes().any(|b| b.is_ascii_uppercase()) {
                 raw
             } else {
-                buffers.lowered.clear();
-                buffers.lowered.push_str(raw);
-                buffers.lowered.make_ascii_lowercase();
-                &buffers.lowered
+                lowered.clear();
+                lowered.push_str(raw);
+                lowered.make_ascii_lowercase();
+                lowered
             }
         } else if raw.chars().any(char::is_uppercase) {
-            buffers.lowered.clear();
-            buffers
-                .lowered
-                .extend(raw.chars().flat_map(char::to_lowercase));
-            &buffers.lowered
+            lowered.clear();
+            lowered.extend(raw.chars().flat_map(char::to_lowercase));
+            lowered
         } else {
             raw
         };
         if !self.stop_words.is_empty() && self.stop_words.contains(word) {
-            return;
+            return None;
         }
-        let stemmed: Cow<'_, str> = match &self.stemmer {
-            Some(stemmer) => stemmer.stem(word),
-            None => Cow::Borrowed(word),
+        let stem: &'b str = match self.stemmer.as_ref().map(|s| s.stem(word)) {
+            None => word,
+            Some(Cow::Borrowed(same)) => same,
+            Some(Cow::Owned(changed)) => {
+                *stemmed = changed;
+                stemmed
+            }
         };
-        if self.config.ascii_folding && !stemmed.is_ascii() {
-            buffers.folded.clear();
-            for c in stemmed.chars() {
+        if self.config.ascii_folding && !stem.is_ascii() {
+            folded.clear();
+            for c in stem.chars() {
                 match fold(c) {
-                    Some(ascii) => buffers.folded.push_str(ascii),
-                    None => buffers.folded.push(c),
+                    Some(ascii) => folded.push_str(ascii),
+                    None => folded.push(c),
                 }
             }
-            emit(&buffers.folded, position);
+            Some(folded)
         } else {
-            emit(&stemmed, position);
+            Some(stem)
         }
     }
 }
