@@ -11,7 +11,7 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use quiver_engine::fts::query::{FtsQuery, Fuzziness, Occur, Operator};
 use quiver_engine::fts::{FtsParams, TokenizerConfig};
-use quiver_engine::query::text::{text_search, TextSearch};
+use quiver_engine::query::text::{analyze_text_search, text_search, TextSearch};
 use quiver_engine::table::indices::{
     create_index, index_stats, optimize_indices, CreateIndexOptions, IndexConfig,
 };
@@ -407,6 +407,101 @@ async fn appended_deleted_and_updated_rows_then_optimize() {
         .collect();
     want.truncate(10);
     assert_same_top(&got, &want, "prefiltered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unindexed_rows_are_tokenized_once_per_fragment_and_stay_exact() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let mut corpus = Corpus::new(5);
+    let mut texts = corpus.docs(1500);
+    let mut ids: Vec<i64> = (0..texts.len() as i64).collect();
+    let t = make_table(&db, "t", &ids, &texts).await;
+    fts_index(&t, plain_params()).await;
+    let tokenized = |plan: &quiver_engine::plan::PlanNode| -> (u64, u64) {
+        let source = plan.find("Bm25Source").expect("source");
+        let n = |k: &str| source.detail(k).expect(k).parse::<u64>().expect(k);
+        (n("unindexed_rows"), n("unindexed_rows_tokenized"))
+    };
+    let request = |text: &str| TextSearch {
+        query: matching(text, Operator::Or),
+        k: 10,
+        offset: 0,
+        columns: Some(vec!["id".into()]),
+        with_row_id: false,
+        filter: None,
+    };
+    // Two appends: each fragment is tokenized by the first search that needs it, once.
+    let mut appended = 0;
+    for round in 0..2 {
+        let more = corpus.docs(300);
+        let more_ids: Vec<i64> = (ids.len() as i64..(ids.len() + more.len()) as i64).collect();
+        t.append(
+            batches_stream(vec![batch(&more_ids, &more)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+        let documents = more.iter().flatten().count() as u64;
+        texts.extend(more);
+        ids.extend(more_ids);
+        appended += documents;
+        let text = corpus.query();
+        let (_, first) = analyze_text_search(&t, &request(&text))
+            .await
+            .expect("search");
+        assert_eq!(tokenized(&first), (appended, documents), "round {round}");
+        let (_, again) = analyze_text_search(&t, &request(&text))
+            .await
+            .expect("search");
+        assert_eq!(tokenized(&again), (appended, 0), "round {round}");
+        let reference = reference(&ids, &texts);
+        for q in 0..20 {
+            let text = corpus.query();
+            let got = search(&t, matching(&text, Operator::Or), 10, None).await;
+            assert_same_top(
+                &got,
+                &reference.search(&text, false, 10),
+                &format!("{round} {q}"),
+            );
+        }
+    }
+    // Deleting unindexed rows makes a new deletion file: that fragment is tokenized again,
+    // without them, so statistics stay those of the live unindexed rows.
+    let last = ids.len() as i64 - 300;
+    t.delete(&format!("id >= {last} AND id % 2 = 0"))
+        .await
+        .expect("delete");
+    let live: Vec<usize> = (0..ids.len())
+        .filter(|&i| ids[i] < last || ids[i] % 2 != 0)
+        .collect();
+    let documents = |from: i64| {
+        live.iter()
+            .filter(|&&i| ids[i] >= from && texts[i].is_some())
+            .count() as u64
+    };
+    let (_, plan) = analyze_text_search(&t, &request(&corpus.query()))
+        .await
+        .expect("search");
+    assert_eq!(tokenized(&plan), (documents(1500), documents(last)));
+    let reference = reference(
+        &live.iter().map(|&i| ids[i]).collect::<Vec<_>>(),
+        &live.iter().map(|&i| texts[i].clone()).collect::<Vec<_>>(),
+    );
+    // The index's own rows are all live, so only unindexed statistics changed: compare the
+    // appended rows' scores, found by ids above the index's.
+    for q in 0..20 {
+        let text = corpus.query();
+        let got = search(&t, matching(&text, Operator::Or), 10, Some("id >= 1500")).await;
+        let mut want: Vec<(i64, f32)> = reference
+            .search(&text, false, 1_000_000)
+            .into_iter()
+            .filter(|(id, _)| *id >= 1500)
+            .collect();
+        want.truncate(10);
+        assert_same_top(&got, &want, &format!("after delete {q}"));
+    }
 }
 
 /// Positions of each word of a document (the reference's tokens).

@@ -107,9 +107,11 @@ struct ColumnSources {
     index: Option<(LoadedIndex, Arc<FtsIndex>)>,
     /// The index's tokenizer, or the defaults for a column without one.
     tokenizer: Arc<Tokenizer>,
-    /// Rows the index does not cover, as a segment.
-    unindexed: Option<Segment>,
+    /// Rows the index does not cover, a segment per fragment.
+    unindexed: Vec<Arc<Segment>>,
     unindexed_fragments: usize,
+    /// Of those, rows this search tokenized (the rest came from the cache).
+    tokenized: u64,
     with_positions: bool,
 }
 
@@ -164,40 +166,81 @@ async fn column_sources(
         Some((_, fts)) => fts.tokenizer.clone(),
         None => Arc::new(Tokenizer::new(tokenizer_config)?),
     };
-    let unindexed = if unindexed_fragments > 0 {
-        let tokenizer = tokenizer.clone();
-        let (_, stream) = table.scan_manifest(
-            rest,
-            ScanOptions {
-                columns: Some(vec![column.to_string()]),
-                with_row_id: true,
-                ..Default::default()
-            },
-        )?;
-        let mut acc = accumulate(tokenizer, with_positions, stream).await?;
-        if acc.docs() > 0 {
-            let (region, encoded) = on_pool(move || acc.encode()).await?;
-            Some(Segment::open(
-                usize::MAX,
-                encoded.stats,
-                &encoded.dictionary,
-                &encoded.documents,
-                Region::Memory(bytes::Bytes::from(region)),
-            )?)
-        } else {
-            None
-        }
-    } else {
-        None
-    };
+    let (unindexed, tokenized) =
+        unindexed_segments(table, &rest, column, &tokenizer, with_positions).await?;
     Ok(ColumnSources {
         column: column.to_string(),
         index,
         tokenizer,
         unindexed,
         unindexed_fragments,
+        tokenized,
         with_positions,
     })
+}
+
+/// The rows of `rest`'s fragments as segments, one per fragment, each built once and kept in
+/// the connection's index cache: a fragment's files never change, and a new deletion or data
+/// file (schema changes) makes a new key. Returns them and the rows tokenized by this call.
+async fn unindexed_segments(
+    table: &Table,
+    rest: &Arc<Manifest>,
+    column: &str,
+    tokenizer: &Arc<Tokenizer>,
+    with_positions: bool,
+) -> Result<(Vec<Arc<Segment>>, u64)> {
+    let inner = table.inner();
+    let cache = inner.session.indexes();
+    // By field id, not name: a rename keeps the data, a dropped and re-added name does not.
+    let field_id = rest.schema.resolve_path(column)?;
+    let mut segments = Vec::with_capacity(rest.fragments().len());
+    let mut tokenized = 0;
+    for fragment in rest.fragments() {
+        let mut key = format!(
+            "{}#fts-rows/{field_id}/{with_positions}/{tokenizer:?}/{}",
+            inner.storage.uri(),
+            fragment.id
+        );
+        for file in &fragment.files {
+            key.push('/');
+            key.push_str(&file.path);
+        }
+        key.push('/');
+        key.push_str(fragment.deletion.as_ref().map_or("-", |d| d.path.as_str()));
+        let (segment, loaded) = cache
+            .get_or_load(&key, async {
+                let (_, stream) = table.scan_manifest(
+                    rest.with_fragments(|f| f.id == fragment.id),
+                    ScanOptions {
+                        columns: Some(vec![column.to_string()]),
+                        with_row_id: true,
+                        ..Default::default()
+                    },
+                )?;
+                let mut acc = accumulate(tokenizer.clone(), with_positions, stream).await?;
+                if acc.docs() == 0 {
+                    return Ok((None, 64));
+                }
+                let (region, encoded) = on_pool(move || acc.encode()).await?;
+                let segment = Segment::open(
+                    usize::MAX,
+                    encoded.stats,
+                    &encoded.dictionary,
+                    &encoded.documents,
+                    Region::Memory(bytes::Bytes::from(region)),
+                )?;
+                let bytes = segment.heap_bytes();
+                Ok((Some(Arc::new(segment)), bytes))
+            })
+            .await?;
+        if let Some(segment) = Option::<Arc<Segment>>::clone(&segment) {
+            if loaded {
+                tokenized += segment.stats.docs;
+            }
+            segments.push(segment);
+        }
+    }
+    Ok((segments, tokenized))
 }
 
 /// Runs a full-text search over the checked-out version: rows best first with `_score`.
@@ -317,7 +360,7 @@ pub(crate) async fn hits(
             segments.extend(fts.segments.iter());
             key = Some(entry.key.as_str());
         }
-        segments.extend(s.unindexed.iter());
+        segments.extend(s.unindexed.iter().map(|u| u.as_ref()));
         corpora.insert(
             s.column.clone(),
             Corpus::new(
@@ -344,10 +387,12 @@ pub(crate) async fn hits(
             s.unindexed_fragments,
         );
         if analyze {
-            child = child.with(
-                "unindexed_rows_tokenized",
-                s.unindexed.as_ref().map_or(0, |u| u.stats.docs),
-            );
+            child = child
+                .with(
+                    "unindexed_rows",
+                    s.unindexed.iter().map(|u| u.stats.docs).sum::<u64>(),
+                )
+                .with("unindexed_rows_tokenized", s.tokenized);
         }
         node = node.child(child);
     }
