@@ -81,7 +81,8 @@ describe("full-text search", () => {
     for (const t of tokens.values()) total += t.length;
     const avg = total / n;
     return (query: string, and: boolean, k: number): { id: number; score: number }[] => {
-      const terms = [...new Set(words(query))];
+      // A repeated query word scores once per occurrence, as in Lucene and LanceDB.
+      const terms = words(query);
       const df = terms.map((t) => [...tokens.values()].filter((d) => d.includes(t)).length);
       const out: { id: number; score: number }[] = [];
       for (const [id, doc] of tokens) {

@@ -175,6 +175,8 @@ interface Side {
 
 async function sides(corpus: Corpus, root: string): Promise<Side[]> {
   const q = await import("../../dist/index.js");
+  // LanceDB warns on every query that selects columns without `_score`.
+  process.env.LANCEDB_LOG ??= "error";
   const l = await import("@lancedb/lancedb");
   const data = table(corpus);
   const hits = (rows: Record<string, unknown>[]) => rows.map((r) => ({ id: Number(r.id), score: Number(r._score) }));

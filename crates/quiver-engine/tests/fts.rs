@@ -132,9 +132,9 @@ impl Reference {
         let n = self.docs.len() as f64;
         let total: usize = self.docs.values().map(Vec::len).sum();
         let avg = total as f64 / n;
-        let mut terms = words_of(query);
-        terms.sort();
-        terms.dedup();
+        // Every query token scores, a repeated one once per occurrence (as Lucene's and
+        // LanceDB's match queries do).
+        let terms = words_of(query);
         let df: Vec<f64> = terms
             .iter()
             .map(|t| self.docs.values().filter(|d| d.contains(t)).count() as f64)

@@ -110,6 +110,31 @@ pub fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
     None
 }
 
+/// Appends `v` as a little-endian base-128 varint (1 to 10 bytes).
+pub fn put_varint64(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint of up to 64 bits at `*at`, moving past it; `None` when truncated or longer
+/// than 10 bytes.
+#[inline]
+pub fn get_varint64(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// Encodes a posting list: `docs` ascending, `freqs` ≥ 1, one bound per block (`bounds`:
 /// max score, max tf, min length of each block's documents). Appends headers then bodies.
 pub fn encode_postings(

@@ -274,6 +274,15 @@ impl<'a> Corpus<'a> {
             .collect()
     }
 
+    /// Each term's weight when the query names term `i` `times[i]` times.
+    fn weights_times(&self, terms: &[String], times: &[f32], boost: f32) -> Vec<f32> {
+        let mut weights = self.weights(terms, boost);
+        for (w, n) in weights.iter_mut().zip(times) {
+            *w *= n;
+        }
+        weights
+    }
+
     /// Terms of the dictionaries within `edits` of `token` sharing its first `prefix`
     /// characters, closest (then most frequent) first, at most `max`.
     fn expand(&self, token: &str, edits: u8, prefix: usize, max: usize) -> Result<Vec<String>> {
@@ -569,14 +578,13 @@ impl<'a> Searcher<'a> {
             let single = groups.iter().all(|g| g.len() == 1);
             match operator {
                 Operator::Or => {
-                    let mut terms: Vec<String> = groups.into_iter().flatten().collect();
-                    terms.sort();
-                    terms.dedup();
-                    self.wand(corpus, &terms, *boost, &mut top).await?;
+                    let (terms, times) = counted(groups.into_iter().flatten().collect());
+                    self.wand(corpus, &terms, &times, *boost, &mut top).await?;
                 }
                 Operator::And if single => {
-                    let terms: Vec<String> = groups.into_iter().flatten().collect();
-                    self.conjunction(corpus, &terms, *boost, &mut top).await?;
+                    let (terms, times) = counted(groups.into_iter().flatten().collect());
+                    self.conjunction(corpus, &terms, &times, *boost, &mut top)
+                        .await?;
                 }
                 Operator::And => {
                     for (row, score) in self.scores(query, 0).await? {
@@ -593,7 +601,8 @@ impl<'a> Searcher<'a> {
         Ok(top.into_sorted())
     }
 
-    /// The query tokens' terms: one group per distinct token, each the token's expansions.
+    /// The query tokens' terms: one group per token, each the token's expansions. A token the
+    /// query holds twice is two groups, so its score counts twice, as in Lucene and LanceDB.
     fn groups(
         &self,
         corpus: &Corpus<'_>,
@@ -602,9 +611,7 @@ impl<'a> Searcher<'a> {
         max_expansions: usize,
         prefix: usize,
     ) -> Result<Vec<Vec<String>>> {
-        let mut tokens: Vec<String> = corpus.tokens(text).into_iter().map(|(t, _)| t).collect();
-        tokens.sort();
-        tokens.dedup();
+        let tokens: Vec<String> = corpus.tokens(text).into_iter().map(|(t, _)| t).collect();
         tokens
             .iter()
             .map(|t| corpus.expand(t, fuzziness.edits(t), prefix, max_expansions))
@@ -636,15 +643,17 @@ impl<'a> Searcher<'a> {
         Ok(out)
     }
 
-    /// Block-max WAND over the union of `terms`, segment by segment into `top`.
+    /// Block-max WAND over the union of `terms` (term `i` counting `times[i]` times), segment
+    /// by segment into `top`.
     async fn wand(
         &mut self,
         corpus: &Corpus<'_>,
         terms: &[String],
+        times: &[f32],
         boost: f32,
         top: &mut TopHits,
     ) -> Result<()> {
-        let weights = corpus.weights(terms, boost);
+        let weights = corpus.weights_times(terms, times, boost);
         for segment in &corpus.segments {
             let lists = self.lists(corpus, segment, terms, &weights).await?;
             let mut cursors = cursors(corpus, segment, &lists)?;
@@ -654,15 +663,17 @@ impl<'a> Searcher<'a> {
         Ok(())
     }
 
-    /// Block-max intersection of `terms` (every one must match), into `top`.
+    /// Block-max intersection of `terms` (every one must match; term `i` counting `times[i]`
+    /// times), into `top`.
     async fn conjunction(
         &mut self,
         corpus: &Corpus<'_>,
         terms: &[String],
+        times: &[f32],
         boost: f32,
         top: &mut TopHits,
     ) -> Result<()> {
-        let weights = corpus.weights(terms, boost);
+        let weights = corpus.weights_times(terms, times, boost);
         for segment in &corpus.segments {
             let lists = self.lists(corpus, segment, terms, &weights).await?;
             if lists.iter().any(Option::is_none) || lists.is_empty() {
@@ -841,16 +852,15 @@ impl<'a> Searcher<'a> {
         if tokens.is_empty() {
             return Ok(out);
         }
-        let mut distinct: Vec<String> = tokens.iter().map(|(t, _)| t.clone()).collect();
-        distinct.sort();
-        distinct.dedup();
+        // A word the phrase holds twice scores twice, as in LanceDB.
+        let (distinct, times) = counted(tokens.iter().map(|(t, _)| t.clone()).collect());
         // Each query token's distinct-term index and offset from the first.
         let first = tokens[0].1;
         let pattern: Vec<(usize, u32)> = tokens
             .iter()
             .map(|(t, p)| (distinct.binary_search(t).unwrap_or(0), p - first))
             .collect();
-        let weights = corpus.weights(&distinct, 1.0);
+        let weights = corpus.weights_times(&distinct, &times, 1.0);
         for segment in &corpus.segments {
             let lists = self.lists(corpus, segment, &distinct, &weights).await?;
             if lists.iter().any(Option::is_none) {
@@ -1099,4 +1109,22 @@ fn and_segment(
         doc = cursors[0].doc;
     }
     Ok(scored)
+}
+
+/// The distinct terms of `terms`, sorted, with how many times each occurs.
+fn counted(mut terms: Vec<String>) -> (Vec<String>, Vec<f32>) {
+    terms.sort();
+    let mut distinct: Vec<String> = Vec::with_capacity(terms.len());
+    let mut times: Vec<f32> = Vec::with_capacity(terms.len());
+    for term in terms {
+        if distinct.last() == Some(&term) {
+            if let Some(n) = times.last_mut() {
+                *n += 1.0;
+            }
+        } else {
+            distinct.push(term);
+            times.push(1.0);
+        }
+    }
+    (distinct, times)
 }

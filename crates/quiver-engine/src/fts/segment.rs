@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::path::Path;
 
-use super::codec::{encode_positions, encode_postings, Postings};
+use super::codec::{encode_positions, encode_postings, get_varint64, put_varint64, Postings};
 use crate::error::{Error, Result};
 use crate::index::cache::IndexCache;
 use crate::storage::Storage;
@@ -378,14 +378,41 @@ fn dictionary_bytes(terms: u64, fst: &[u8], metas: &[u8]) -> Vec<u8> {
 
 /// The documents part: row addresses, then lengths.
 fn documents_bytes(rows: &[u64], lens: &[u32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 12);
-    for r in rows {
-        out.extend_from_slice(&r.to_le_bytes());
+    let mut out = Vec::with_capacity(rows.len() * 3);
+    let mut prev = 0u64;
+    for &r in rows {
+        // Zigzag of the wrapping difference: addresses mostly ascend by one (a byte each),
+        // but a translated segment's may go anywhere.
+        let delta = r.wrapping_sub(prev) as i64;
+        put_varint64(((delta << 1) ^ (delta >> 63)) as u64, &mut out);
+        prev = r;
     }
-    for l in lens {
-        out.extend_from_slice(&l.to_le_bytes());
+    for &l in lens {
+        put_varint64(u64::from(l), &mut out);
     }
     out
+}
+
+/// Decodes the documents part of `docs` documents: row addresses and lengths.
+fn parse_documents(bytes: &[u8], docs: usize) -> Option<(Vec<u64>, Vec<u32>)> {
+    // Each document takes at least two bytes, which bounds what a damaged count allocates.
+    if bytes.len() / 2 < docs {
+        return None;
+    }
+    let mut at = 0;
+    let mut rows = Vec::with_capacity(docs);
+    let mut prev = 0u64;
+    for _ in 0..docs {
+        let z = get_varint64(bytes, &mut at)?;
+        let delta = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        prev = prev.wrapping_add(delta as u64);
+        rows.push(prev);
+    }
+    let mut lens = Vec::with_capacity(docs);
+    for _ in 0..docs {
+        lens.push(u32::try_from(get_varint64(bytes, &mut at)?).ok()?);
+    }
+    (at == bytes.len()).then_some((rows, lens))
 }
 
 /// Where a segment's data region is.
@@ -460,18 +487,9 @@ impl Segment {
         if map.len() as u64 != terms {
             return Err(bad("its term dictionary holds another number of terms"));
         }
-        let docs = stats.docs as usize;
-        if documents.len() as u64 != stats.docs.saturating_mul(12) {
-            return Err(bad("its document table does not match its description"));
-        }
-        let rows: Vec<u64> = documents[..docs * 8]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
-        let lens: Vec<u32> = documents[docs * 8..]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        let docs = usize::try_from(stats.docs).unwrap_or(usize::MAX);
+        let (rows, lens) = parse_documents(documents, docs)
+            .ok_or_else(|| bad("its document table does not match its description"))?;
         let tokens: u64 = lens.iter().map(|&l| u64::from(l)).sum();
         if tokens != stats.tokens {
             return Err(bad("its document lengths do not add up to its token count"));
@@ -699,6 +717,45 @@ impl RegionReader {
                 let from = (offset - self.start) as usize;
                 Ok(self.buffer.slice(from..from + len as usize))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any addresses (translated ones go anywhere, dropped ones are u64::MAX) and lengths
+        /// round-trip; damaged or cut bytes never panic and never decode to the wrong count.
+        #[test]
+        fn documents_round_trip(
+            docs in prop::collection::vec((any::<u64>(), any::<u32>(), 0u64..3), 0..200),
+            flip in any::<(usize, u8)>(),
+        ) {
+            // Mostly ascending runs, as builds write them, with arbitrary jumps.
+            let mut rows = Vec::new();
+            let mut lens = Vec::new();
+            let mut at = 0u64;
+            for &(jump, len, step) in &docs {
+                at = if step == 0 { jump } else { at.wrapping_add(step) };
+                rows.push(at);
+                lens.push(len);
+            }
+            let bytes = documents_bytes(&rows, &lens);
+            prop_assert_eq!(parse_documents(&bytes, rows.len()), Some((rows.clone(), lens.clone())));
+            if !bytes.is_empty() {
+                prop_assert_eq!(parse_documents(&bytes[..bytes.len() - 1], rows.len()), None);
+                let mut damaged = bytes.clone();
+                let i = flip.0 % damaged.len();
+                damaged[i] ^= flip.1.max(1);
+                if let Some((r, l)) = parse_documents(&damaged, rows.len()) {
+                    prop_assert_eq!((r.len(), l.len()), (rows.len(), lens.len()));
+                }
+            }
+            prop_assert_eq!(parse_documents(&bytes, rows.len() + 1), None);
         }
     }
 }
