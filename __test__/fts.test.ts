@@ -234,6 +234,29 @@ describe("full-text search", () => {
     expect(await table.search(vector).fullTextSearch(text).explainPlan()).toMatch(/Rerank[\s\S]*FullTextSearch/);
   }, 60_000);
 
+  it("filters before ranking by default, after it with postfilter()", async () => {
+    const { table, texts } = await corpusTable(1500);
+    const bm25 = reference(new Map(texts.map((t, i) => [i, t])));
+    const query = words(texts[7]).slice(0, 3).join(" ");
+    const all = bm25(query, false, 1_000_000);
+    const pre = (await table.search(query).where("id % 2 = 0").select(["id"]).limit(10).toArray()) as { id: number; _score: number }[];
+    expectSameTop(pre, all.filter((h) => h.id % 2 === 0).slice(0, 10), `prefilter ${query}`);
+    const post = (await table.search(query).where("id % 2 = 0").postfilter().select(["id"]).limit(10).toArray()) as { id: number; _score: number }[];
+    const top = all.slice(0, 10);
+    const kth = top[top.length - 1].score;
+    // The best 10 of all rows, then those matching: ties at the 10th score aside.
+    const sure = (ids: number[]) => ids.filter((id) => top.some((h) => h.id === id && h.score > kth + 1e-4));
+    expect(sure(post.map((r) => r.id))).toEqual(sure(top.filter((h) => h.id % 2 === 0).map((h) => h.id)));
+    expect(post.every((r) => r.id % 2 === 0)).toBe(true);
+    const plan = await table.search(query).where("id % 2 = 0").postfilter().explainPlan();
+    expect(plan).toMatch(/Postfilter: filter=/);
+    expect(plan).not.toMatch(/Prefilter/);
+    // In a hybrid query both sides postfilter.
+    const hybrid = await table.search([1, 0, 0, 1]).fullTextSearch(query).where("id % 2 = 0").postfilter().limit(10).toArray();
+    expect(hybrid.length).toBeGreaterThan(0);
+    expect(hybrid.every((r) => r.id % 2 === 0)).toBe(true);
+  }, 60_000);
+
   it("explains plans, tokenizes as a column's index does, and rejects what it cannot do", async () => {
     const { table } = await corpusTable(300, { removeStopWords: true });
     const plan = await table.search("installing packages").analyzePlan();

@@ -270,6 +270,7 @@ export interface NativeTextSearchOptions {
   columns?: string[];
   withRowId?: boolean;
   filter?: string;
+  postfilter?: boolean;
 }
 
 /** Tokenizer options as the binding takes them (checked by `tokenizerOptions`). */

@@ -27,6 +27,8 @@ interface QueryState {
   withRowId: boolean;
   /** A full-text query (flattened): the query ranks rows by BM25, or is hybrid with a vector. */
   fts?: NativeFtsNode[];
+  /** The full-text search applies `filter` to its best rows instead of ranking only matches. */
+  ftsPostfilter?: boolean;
   reranker?: Reranker;
 }
 
@@ -176,6 +178,7 @@ export class Query implements AsyncIterable<RecordBatch> {
       columns,
       withRowId: this.state.withRowId || withRowId,
       filter: this.state.filter,
+      postfilter: this.state.ftsPostfilter,
     };
   }
 
@@ -340,8 +343,13 @@ export class TextQuery extends Query {
     return this.notVector("ef");
   }
 
+  /**
+   * Applies `where()` after ranking: the best rows of the whole table are found, then those
+   * not matching the filter dropped, so fewer than `limit` rows may come back. Without it the
+   * filter is a prefilter: only matching rows are ranked.
+   */
   postfilter(): this {
-    return this.notVector("postfilter");
+    return this.with({ ftsPostfilter: true });
   }
 
   bypassVectorIndex(): this {
@@ -436,7 +444,8 @@ export class VectorQuery extends Query {
 
   /**
    * Filter after ranking instead of before: the `limit` nearest rows are found first and those
-   * not matching `where()` are dropped, so fewer than `limit` rows may come back.
+   * not matching `where()` are dropped, so fewer than `limit` rows may come back. In a hybrid
+   * query both searches filter this way.
    */
   postfilter(): this {
     return this.withSearch({ postfilter: true });
@@ -486,7 +495,8 @@ export class VectorQuery extends Query {
       const r = await t.vectorSearch(this.search.vector, { ...this.searchOptions(false), columns, withRowId: true }, false);
       return fromIPC(r.data!);
     });
-    const textSide = nodes ? native(() => t.textSearch({ ...this.textOptions(true, columns), offset: undefined, k })).then(fromIPC) : null;
+    const textOptions = { ...this.textOptions(true, columns), offset: undefined, k, postfilter: this.search.postfilter };
+    const textSide = nodes ? native(() => t.textSearch(textOptions)).then(fromIPC) : null;
     const [vector, text] = await Promise.all([vectorSide, textSide]);
     if (!builtin) {
       const vb = vector.batches[0] ?? emptyBatch(vector.schema);

@@ -114,8 +114,9 @@ pub struct NativeTextSearchOptions {
     pub offset: Option<u32>,
     pub columns: Option<Vec<String>>,
     pub with_row_id: Option<bool>,
-    /// SQL prefilter.
+    /// SQL filter, applied before ranking unless `postfilter`.
     pub filter: Option<String>,
+    pub postfilter: Option<bool>,
 }
 
 fn invalid(message: String) -> quiver_engine::Error {

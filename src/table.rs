@@ -1059,6 +1059,7 @@ impl NativeTable {
                 .as_deref()
                 .map(|f| self.table.parse_filter(f))
                 .transpose()?,
+            postfilter: options.postfilter.unwrap_or(false),
         })
     }
 

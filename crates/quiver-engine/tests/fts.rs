@@ -195,6 +195,7 @@ async fn search(t: &Table, query: FtsQuery, k: usize, filter: Option<&str>) -> V
         columns: Some(vec!["id".into()]),
         with_row_id: false,
         filter: filter.map(|f| t.parse_filter(f).expect("filter")),
+        postfilter: false,
     };
     let batch = text_search(t, &request).await.expect("search");
     let ids = batch
@@ -407,6 +408,43 @@ async fn appended_deleted_and_updated_rows_then_optimize() {
         .collect();
     want.truncate(10);
     assert_same_top(&got, &want, "prefiltered");
+    // A postfilter: the best rows of all, then those matching (so fewer may come back).
+    let request = TextSearch {
+        query: matching(&text, Operator::Or),
+        k: 10,
+        offset: 0,
+        columns: Some(vec!["id".into()]),
+        with_row_id: false,
+        filter: Some(t.parse_filter("id < 2000").expect("filter")),
+        postfilter: true,
+    };
+    let (batch, plan) = analyze_text_search(&t, &request).await.expect("postfilter");
+    let got: Vec<i64> = batch
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec();
+    let best = reference.search(&text, false, 10);
+    let want: Vec<i64> = best
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id < 2000)
+        .collect();
+    let kth = best.last().map_or(0.0, |b| b.1);
+    // Ties at the 10th score aside, the same rows in the same order.
+    let sure = |ids: &[i64]| -> Vec<i64> {
+        ids.iter()
+            .copied()
+            .filter(|id| best.iter().any(|(b, s)| b == id && *s > kth + 1e-4))
+            .collect()
+    };
+    assert_eq!(sure(&got), sure(&want), "postfiltered");
+    let post = plan.find("Postfilter").expect("a Postfilter operator");
+    assert_eq!(
+        post.metrics.as_ref().map(|m| m.output_rows),
+        Some(got.len() as u64)
+    );
+    assert!(plan.find("Prefilter").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,6 +469,7 @@ async fn unindexed_rows_are_tokenized_once_per_fragment_and_stay_exact() {
         columns: Some(vec!["id".into()]),
         with_row_id: false,
         filter: None,
+        postfilter: false,
     };
     // Two appends: each fragment is tokenized by the first search that needs it, once.
     let mut appended = 0;
@@ -625,6 +664,7 @@ async fn phrase_queries_need_positions_and_bad_columns_are_typed_errors() {
         columns: None,
         with_row_id: false,
         filter: None,
+        postfilter: false,
     };
     let err = text_search(&t, &none).await.expect_err("no index");
     assert!(err.to_string().contains("no full-text index"), "{err}");

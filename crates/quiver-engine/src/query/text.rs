@@ -37,6 +37,9 @@ pub struct TextSearch {
     pub columns: Option<Vec<String>>,
     pub with_row_id: bool,
     pub filter: Option<FilterRef>,
+    /// Apply `filter` to the best rows instead of ranking only matching rows (fewer than `k`
+    /// rows may come back).
+    pub postfilter: bool,
 }
 
 /// The FTS index on each column of `manifest` that has one.
@@ -275,7 +278,7 @@ pub fn explain_text_search(table: &Table, search: &TextSearch) -> Result<PlanNod
             .count();
         fts = fts.child(source_node(column, meta.map(|m| m.name.as_str()), rest));
     }
-    if let Some(filter) = &search.filter {
+    if let Some(filter) = search.filter.as_ref().filter(|_| !search.postfilter) {
         fts = fts.child(PlanNode::new("Prefilter").with("filter", filter.text()));
     }
     Ok(output_nodes(search, fts))
@@ -299,10 +302,16 @@ fn output_nodes(search: &TextSearch, input: PlanNode) -> PlanNode {
     if search.offset > 0 {
         top = top.with("offset", search.offset);
     }
+    let mut top = top.child(input);
+    if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
+        top = PlanNode::new("Postfilter")
+            .with("filter", filter.text())
+            .child(top);
+    }
     PlanNode::new("Take")
         .with("columns", columns)
         .with("with_row_id", search.with_row_id)
-        .child(top.child(input))
+        .child(top)
 }
 
 /// The query with its columns filled in.
@@ -339,7 +348,7 @@ pub(crate) async fn hits(
         sources.push(s);
     }
     let mut prefilter_node = None;
-    let gate = match &search.filter {
+    let gate = match search.filter.as_ref().filter(|_| !search.postfilter) {
         Some(filter) => {
             let matches = observed.matching_rows(manifest, filter).await?;
             let mut node = PlanNode::new("Prefilter").with("filter", filter.text());
@@ -414,12 +423,24 @@ async fn run(table: &Table, search: &TextSearch, analyze: bool) -> Result<(Recor
     let manifest = table.manifest();
     let _lease = table.lease(manifest.version());
     let (found, node) = hits(table, &manifest, search, analyze).await?;
-    let found: Vec<Hit> = found.into_iter().skip(search.offset).collect();
+    let mut found: Vec<Hit> = found.into_iter().skip(search.offset).collect();
     let mut plan = output_nodes(search, node);
     let probe = Probe::start(analyze);
-    let batch = finish(&table.measured(&probe), &manifest, &found, search).await?;
+    let observed = table.measured(&probe);
+    let ranked = found.len() as u64;
+    if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
+        let ids: Vec<u64> = found.iter().map(|h| h.row).collect();
+        let mut keep = observed.rows_matching(&ids, filter).await?.into_iter();
+        found.retain(|_| keep.next().unwrap_or(false));
+    }
+    let batch = finish(&observed, &manifest, &found, search).await?;
     if analyze {
-        plan.children[0].metrics_mut().output_rows = found.len() as u64;
+        if search.postfilter && search.filter.is_some() {
+            plan.children[0].metrics_mut().output_rows = found.len() as u64;
+            plan.children[0].children[0].metrics_mut().output_rows = ranked;
+        } else {
+            plan.children[0].metrics_mut().output_rows = ranked;
+        }
         plan.metrics_mut().output_rows = batch.num_rows() as u64;
     }
     probe.finish(&mut plan);
