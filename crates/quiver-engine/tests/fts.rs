@@ -303,16 +303,42 @@ async fn fts_index(t: &Table, params: FtsParams) {
     .expect("fts index");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn top_k_equals_a_straightforward_bm25_for_or_and_and() {
+/// A table `t` of `n` generated documents (ids 0..n) with a plain FTS index.
+struct Indexed {
+    db: Database,
+    corpus: Corpus,
+    texts: Vec<Option<String>>,
+    ids: Vec<i64>,
+    t: Table,
+}
+
+async fn indexed(seed: u64, n: usize) -> Indexed {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let mut corpus = Corpus::new(7);
-    let texts = corpus.docs(8000);
+    let mut corpus = Corpus::new(seed);
+    let texts = corpus.docs(n);
     let ids: Vec<i64> = (0..texts.len() as i64).collect();
     let t = make_table(&db, "t", &ids, &texts).await;
     fts_index(&t, plain_params()).await;
+    Indexed {
+        db,
+        corpus,
+        texts,
+        ids,
+        t,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_k_equals_a_straightforward_bm25_for_or_and_and() {
+    let Indexed {
+        db,
+        mut corpus,
+        texts,
+        ids,
+        t,
+    } = indexed(7, 8000).await;
     // A second table built with a tiny memory budget: many spilled segments merged.
     let spilled = make_table(&db, "spilled", &ids, &texts).await;
     fts_index(
@@ -345,14 +371,13 @@ async fn top_k_equals_a_straightforward_bm25_for_or_and_and() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn appended_deleted_and_updated_rows_then_optimize() {
-    let db = Database::connect("memory://", ConnectOptions::default())
-        .await
-        .expect("connect");
-    let mut corpus = Corpus::new(11);
-    let mut texts = corpus.docs(4000);
-    let mut ids: Vec<i64> = (0..texts.len() as i64).collect();
-    let t = make_table(&db, "t", &ids, &texts).await;
-    fts_index(&t, plain_params()).await;
+    let Indexed {
+        db: _db,
+        mut corpus,
+        mut texts,
+        mut ids,
+        t,
+    } = indexed(11, 4000).await;
     // Appended rows are searchable at once, scored with statistics that include them.
     for round in 0..3 {
         let more = corpus.docs(700);
@@ -449,14 +474,13 @@ async fn appended_deleted_and_updated_rows_then_optimize() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unindexed_rows_are_tokenized_once_per_fragment_and_stay_exact() {
-    let db = Database::connect("memory://", ConnectOptions::default())
-        .await
-        .expect("connect");
-    let mut corpus = Corpus::new(5);
-    let mut texts = corpus.docs(1500);
-    let mut ids: Vec<i64> = (0..texts.len() as i64).collect();
-    let t = make_table(&db, "t", &ids, &texts).await;
-    fts_index(&t, plain_params()).await;
+    let Indexed {
+        db: _db,
+        mut corpus,
+        mut texts,
+        mut ids,
+        t,
+    } = indexed(5, 1500).await;
     let tokenized = |plan: &quiver_engine::plan::PlanNode| -> (u64, u64) {
         let source = plan.find("Bm25Source").expect("source");
         let n = |k: &str| source.detail(k).expect(k).parse::<u64>().expect(k);
@@ -569,14 +593,13 @@ fn phrase_in(doc: &[String], phrase: &[String], slop: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn phrases_agree_with_a_brute_force_scan_and_fuzzy_matches_find_edits() {
-    let db = Database::connect("memory://", ConnectOptions::default())
-        .await
-        .expect("connect");
-    let mut corpus = Corpus::new(5);
-    let texts = corpus.docs(3000);
-    let ids: Vec<i64> = (0..texts.len() as i64).collect();
-    let t = make_table(&db, "t", &ids, &texts).await;
-    fts_index(&t, plain_params()).await;
+    let Indexed {
+        db: _db,
+        corpus: _,
+        texts,
+        ids,
+        t,
+    } = indexed(5, 3000).await;
     let docs: Vec<(i64, Vec<String>)> = ids
         .iter()
         .zip(&texts)

@@ -14,7 +14,7 @@ use arrow_schema::DataType;
 use futures::stream::StreamExt;
 
 use super::segment::{
-    EncodedSegment, RegionReader, Segment, SegmentEncoder, SegmentStats, TermRun,
+    EncodedSegment, Region, RegionReader, Segment, SegmentEncoder, SegmentStats, TermRun,
 };
 use super::tokenizer::{TokenBuffers, Tokenizer};
 use crate::error::{Error, Result};
@@ -702,6 +702,22 @@ pub(crate) async fn add_on_pool(
         Ok(acc)
     })
     .await
+}
+
+/// What `acc` holds as a segment in memory (`None` without documents), encoded on the pool.
+pub(crate) async fn memory_segment(mut acc: Accumulator) -> Result<Option<Segment>> {
+    if acc.docs() == 0 {
+        return Ok(None);
+    }
+    let (region, encoded) = on_pool(move || acc.encode()).await?;
+    Segment::open(
+        usize::MAX,
+        encoded.stats,
+        &encoded.dictionary,
+        &encoded.documents,
+        Region::Memory(bytes::Bytes::from(region)),
+    )
+    .map(Some)
 }
 
 /// Runs CPU-bound `work` off the async threads; a panic there becomes an error.

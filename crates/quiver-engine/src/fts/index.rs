@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use object_store::path::Path;
 
 use super::build::{
-    add_on_pool, merge_segments, on_pool, write_segment, write_tables, Accumulator,
+    add_on_pool, memory_segment, merge_segments, on_pool, write_segment, write_tables, Accumulator,
 };
 use super::segment::{avg_len, Region, Segment, SegmentStats};
 use super::tokenizer::{BaseTokenizer, Language, Tokenizer, TokenizerConfig};
@@ -353,22 +353,8 @@ async fn write_index(
         // One segment of everything kept: the old segments' rows, then the new.
         let mut all: Vec<&Segment> = old.to_vec();
         all.extend(new.iter().copied());
-        let in_memory;
-        if acc.docs() > 0 {
-            let (region, encoded, _) = on_pool(move || {
-                let (r, e) = acc.encode()?;
-                Ok((r, e, acc))
-            })
-            .await?;
-            in_memory = Segment::open(
-                usize::MAX,
-                encoded.stats,
-                &encoded.dictionary,
-                &encoded.documents,
-                Region::Memory(bytes::Bytes::from(region)),
-            )?;
-            all.push(&in_memory);
-        }
+        let in_memory = memory_segment(acc).await?;
+        all.extend(in_memory.as_ref());
         if !all.is_empty() {
             stats
                 .push(merge_segments(&all, old.len(), keep, params.with_position, &mut out).await?);

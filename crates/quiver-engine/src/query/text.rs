@@ -11,10 +11,10 @@ use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
 use crate::filter::FilterRef;
-use crate::fts::build::{accumulate, on_pool};
+use crate::fts::build::{accumulate, memory_segment};
 use crate::fts::index::{decode_details, FtsIndex};
 use crate::fts::query::{Corpus, Counters, FtsQuery, Hit, Searcher};
-use crate::fts::segment::{Region, Segment};
+use crate::fts::segment::Segment;
 use crate::fts::{Tokenizer, TokenizerConfig};
 use crate::index::vector::RowGate;
 use crate::index::IndexFamily;
@@ -220,20 +220,14 @@ async fn unindexed_segments(
                         ..Default::default()
                     },
                 )?;
-                let mut acc = accumulate(tokenizer.clone(), with_positions, stream).await?;
-                if acc.docs() == 0 {
-                    return Ok((None, 64));
-                }
-                let (region, encoded) = on_pool(move || acc.encode()).await?;
-                let segment = Segment::open(
-                    usize::MAX,
-                    encoded.stats,
-                    &encoded.dictionary,
-                    &encoded.documents,
-                    Region::Memory(bytes::Bytes::from(region)),
-                )?;
-                let bytes = segment.heap_bytes();
-                Ok((Some(Arc::new(segment)), bytes))
+                let acc = accumulate(tokenizer.clone(), with_positions, stream).await?;
+                Ok(match memory_segment(acc).await? {
+                    Some(segment) => {
+                        let bytes = segment.heap_bytes();
+                        (Some(Arc::new(segment)), bytes)
+                    }
+                    None => (None, 64),
+                })
             })
             .await?;
         if let Some(segment) = Option::<Arc<Segment>>::clone(&segment) {
