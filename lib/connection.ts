@@ -52,8 +52,17 @@ export interface ConnectOptions {
    * one can answer.
    */
   scalarIndexMaxShare?: number;
-  /** Object-store settings (used by the S3 issue; local and memory stores need none). */
-  storageOptions?: Record<string, string>;
+  /**
+   * Settings of an `s3://` database (local and memory databases take none, and refuse them):
+   * `region`, `endpoint`, `accessKeyId`, `secretAccessKey`, `sessionToken`, `allowHttp`,
+   * `virtualHostedStyleRequest`, `timeout`, `connectTimeout`, `maxRetries`, `retryTimeout`,
+   * the throttle's `quiver_aimd_*` keys, or any `aws_*` key of object_store's S3
+   * configuration (as LanceDB takes them). Unset ones fall back to the `AWS_*` environment
+   * variables, then to the shared credentials file (`~/.aws/credentials`, `AWS_PROFILE`),
+   * then to web-identity, container and instance credentials. An unknown key is an
+   * `InvalidArgumentError` naming the accepted ones. See the README's S3 section.
+   */
+  storageOptions?: Record<string, string | number | boolean>;
 }
 
 export interface CreateTableOptions {
@@ -182,10 +191,29 @@ function requireSchema(schema: Schema | undefined): Schema {
   return schema;
 }
 
-/** Opens the database at `uri`: a local folder (created on first write), `file://…` or `memory://`. */
+function storageOptionsArg(options: unknown): Record<string, string> | undefined {
+  if (options === undefined) return undefined;
+  if (options === null || typeof options !== "object" || Array.isArray(options)) {
+    invalid("storageOptions", "an object of string values", options);
+  }
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(options as Record<string, unknown>)) {
+    if (value === undefined) continue;
+    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") {
+      invalid(`storageOptions.${key}`, "a string, number or boolean", value);
+    }
+    out[key] = String(value);
+  }
+  return out;
+}
+
+/**
+ * Opens the database at `uri`: a local folder (created on first write), `file://…`,
+ * `s3://bucket/prefix` (see `storageOptions`) or `memory://`.
+ */
 export async function connect(uri: string, options: ConnectOptions = {}): Promise<Connection> {
   if (typeof uri !== "string" || uri === "") {
-    throw new InvalidArgumentError("InvalidArgument", "connect() takes a URI: a folder path, file://… or memory://");
+    throw new InvalidArgumentError("InvalidArgument", "connect() takes a URI: a folder path, file://…, s3://bucket/prefix or memory://");
   }
   if (options === null || typeof options !== "object") invalid("connect() options", "an object", options);
   const interval = options.readConsistencyInterval;
@@ -206,6 +234,7 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   if (share !== undefined && (typeof share !== "number" || !(share > 0 && share <= 1))) {
     invalid("scalarIndexMaxShare", "a number above 0 and at most 1", share);
   }
+  const storageOptions = storageOptionsArg(options.storageOptions);
   const maintenance = nativeMaintenance(options.maintenance, "maintenance");
   const inner = await native(() =>
     binding.connect(
@@ -218,6 +247,7 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
         maintenance: maintenance.options,
         durability: options.durability,
         scalarIndexMaxShare: share,
+        storageOptions,
       },
       maintenance.onEvent,
     ),

@@ -58,6 +58,11 @@ export class IoError extends QuiverError {}
 export class ClosedError extends QuiverError {}
 export class NotFoundError extends QuiverError {}
 export class InternalError extends QuiverError {}
+/**
+ * The object store lacks something Quiver needs to keep commits safe: it does not honour
+ * conditional writes (`If-None-Match: *`), so two writers could both publish one version.
+ */
+export class UnsupportedStoreError extends QuiverError {}
 
 type ErrorClass = new (code: string, message: string, options?: { cause?: unknown; retryable?: boolean }) => QuiverError;
 
@@ -80,6 +85,7 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   TagExists: [InvalidArgumentError, false],
   ReadOnlyVersion: [InvalidArgumentError, false],
   Internal: [InternalError, false],
+  UnsupportedStore: [UnsupportedStoreError, false],
 };
 
 /** Turns anything thrown by the native layer into a typed QuiverError. */

@@ -75,6 +75,7 @@ export {
   ClosedError,
   NotFoundError,
   InternalError,
+  UnsupportedStoreError,
 } from "./errors.js";
 
 /** Version of the native engine (equals the npm package version). */

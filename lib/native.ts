@@ -290,6 +290,7 @@ export interface NativeBinding {
       maintenance?: NativeMaintenanceOptions;
       durability?: string;
       scalarIndexMaxShare?: number;
+      storageOptions?: Record<string, string>;
     },
     onMaintenance?: NativeMaintenanceListener,
   ): Promise<NativeConnection>;

@@ -34,6 +34,8 @@ pub struct NativeConnectOptions {
     pub durability: Option<String>,
     /// Largest share of rows a scalar index may select for a filter to use it.
     pub scalar_index_max_share: Option<f64>,
+    /// Settings of a cloud store (s3://), checked by the engine.
+    pub storage_options: Option<std::collections::HashMap<String, String>>,
 }
 
 /// Settings of automatic maintenance (times in seconds).
@@ -170,6 +172,7 @@ pub async fn connect(
         maintenance: None,
         durability: None,
         scalar_index_max_share: None,
+        storage_options: None,
     });
     let durability = match options.durability.as_deref() {
         None => Durability::Full,
@@ -193,6 +196,10 @@ pub async fn connect(
         storage: Some(StorageOptions {
             memory_map: options.memory_map.unwrap_or(false),
             durability,
+            store_options: options
+                .storage_options
+                .map(|o| o.into_iter().collect())
+                .unwrap_or_default(),
             ..StorageOptions::default()
         }),
         maintenance: Some(maintenance),

@@ -24,6 +24,7 @@ pub(crate) fn error_code(e: &EngineError) -> &'static str {
         EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
         EngineError::ReadOnlyVersion(_) => "ReadOnlyVersion",
         EngineError::Storage(_) => "Io",
+        EngineError::UnsupportedStore(_) => "UnsupportedStore",
         EngineError::Arrow(_) => "InvalidArgument",
         EngineError::Filter(_) => "Filter",
         EngineError::Internal(_) => "Internal",

@@ -81,6 +81,10 @@ pub enum Error {
     #[error(transparent)]
     Filter(#[from] FilterError),
 
+    /// The object store lacks something Quiver needs to stay safe (conditional writes).
+    #[error("unsupported object store: {0}")]
+    UnsupportedStore(String),
+
     /// An error from the underlying object store.
     #[error("storage error: {0}")]
     Storage(#[from] object_store::Error),

@@ -1,11 +1,11 @@
 //! Storage layer: the only module that talks to `object_store`.
 //!
-//! It owns URI parsing (local paths, `file://`, `memory://`), ranged reads with coalescing of
-//! nearby ranges, conditional puts used by commits, listing and deletion, and the I/O counters
-//! that query metrics report. Nothing above this module knows which store it runs on, so adding
-//! `s3://` only changes [`Storage::from_uri`].
+//! It owns URI parsing (local paths, `file://`, `memory://`, `s3://`), ranged reads with
+//! coalescing of nearby ranges, conditional puts used by commits (checked once per cloud store
+//! to be honoured), listing and deletion, and the I/O counters that query metrics report.
+//! Nothing above this module knows which store it runs on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,8 +25,11 @@ use crate::error::{Error, Result};
 mod durable;
 #[cfg(unix)]
 mod local;
+mod s3;
+pub mod throttle;
 
 pub use durable::{Durability, Flush};
+pub use s3::S3_OPTIONS;
 
 /// Counters of the I/O a [`Storage`] performed. Shared by every clone of the handle.
 #[derive(Debug, Default)]
@@ -190,6 +193,9 @@ pub struct StorageOptions {
     /// program while mapped, or an I/O error under a mapping, raises SIGBUS and ends the
     /// process, where `pread` fails one query with a typed error.
     pub memory_map: bool,
+    /// Settings of a cloud store, as the user named them (see [`S3_OPTIONS`]); an unknown
+    /// key, or any key for a local or memory store, is an error when the store opens.
+    pub store_options: BTreeMap<String, String>,
 }
 
 impl StorageOptions {
@@ -199,9 +205,14 @@ impl StorageOptions {
             coalesce_gap: 4 * 1024,
             durability: Durability::Full,
             memory_map: false,
+            store_options: BTreeMap::new(),
         }
     }
 }
+
+/// Ranges of one object closer than this are read in one request from a cloud store: a
+/// round trip costs about as much as transferring this many bytes.
+const CLOUD_COALESCE_GAP: u64 = 256 * 1024;
 
 impl Default for StorageOptions {
     fn default() -> Self {
@@ -226,6 +237,9 @@ pub struct Storage {
     local: Option<Arc<local::LocalFiles>>,
     /// Makes writes durable; `None` for stores that are durable by their API.
     flusher: Option<Arc<dyn Flush>>,
+    /// Cloud stores: whether conditional puts were found honoured (checked before the first
+    /// one, shared by every handle on the store).
+    conditional_put: Option<Arc<tokio::sync::OnceCell<()>>>,
 }
 
 /// Named in-memory stores, so that two connections to `memory://name` in one process see the
@@ -248,6 +262,40 @@ impl Storage {
             return Err(Error::invalid(
                 "the database URI is empty; pass a folder path, file://… or memory://",
             ));
+        }
+        let options_given = options
+            .as_ref()
+            .is_some_and(|o| !o.store_options.is_empty());
+        if uri.starts_with("s3://") {
+            let options = options.unwrap_or_default();
+            let opened = s3::open(uri, &options.store_options)?;
+            let root = Path::from(opened.prefix.as_str());
+            let storage = Self::from_store(
+                opened.store,
+                root,
+                StorageOptions {
+                    coalesce_gap: options.coalesce_gap.max(CLOUD_COALESCE_GAP),
+                    ..options
+                },
+                uri,
+            );
+            return Ok(Storage {
+                conditional_put: Some(Arc::new(tokio::sync::OnceCell::new())),
+                ..storage
+            });
+        }
+        if options_given {
+            let keys: Vec<&String> = options
+                .as_ref()
+                .map(|o| o.store_options.keys().collect())
+                .unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "storage options ({}) apply to s3:// databases; '{uri}' is not one: remove them",
+                keys.iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         if let Some(name) = uri.strip_prefix("memory://") {
             let name = name.trim_matches('/');
@@ -280,7 +328,7 @@ impl Storage {
         } else if uri.contains("://") {
             let scheme = uri.split("://").next().unwrap_or_default();
             return Err(Error::invalid(format!(
-                "unsupported URI scheme '{scheme}://'; use a local path, file://… or memory://"
+                "unsupported URI scheme '{scheme}://'; use a local path, file://…, s3://bucket/prefix or memory://"
             )));
         } else {
             std::path::PathBuf::from(uri)
@@ -325,7 +373,63 @@ impl Storage {
             #[cfg(unix)]
             local: None,
             flusher: None,
+            conditional_put: None,
         }
+    }
+
+    /// The same store, treated as a cloud store whose conditional puts are checked before the
+    /// first one (tests wrap stores that do or do not honour them).
+    pub fn checking_conditional_puts(self) -> Self {
+        Storage {
+            conditional_put: Some(Arc::new(tokio::sync::OnceCell::new())),
+            ..self
+        }
+    }
+
+    /// Checks once that the store refuses to create an object that exists: commits rely on
+    /// it, and a store that overwrites instead would let two writers both publish a version.
+    async fn check_conditional_puts(&self) -> Result<()> {
+        let Some(check) = &self.conditional_put else {
+            return Ok(());
+        };
+        check
+            .get_or_try_init(|| async {
+                let probe = self.path(&format!("_quiver_probe/{}", uuid::Uuid::new_v4()));
+                let opts = || PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                let first = self
+                    .store
+                    .put_opts(&probe, PutPayload::from_static(b"1"), opts())
+                    .await;
+                let second = match first {
+                    Ok(_) => {
+                        self.store
+                            .put_opts(&probe, PutPayload::from_static(b"2"), opts())
+                            .await
+                    }
+                    Err(e) => {
+                        return Err(Error::UnsupportedStore(format!(
+                            "'{}' refused a conditional write (If-None-Match: *) that commits need: {e}",
+                            self.uri
+                        )))
+                    }
+                };
+                let _ = self.store.delete(&probe).await;
+                match second {
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                    Ok(_) => Err(Error::UnsupportedStore(format!(
+                        "'{}' overwrote an object written with If-None-Match: * instead of refusing; \
+                         it does not honour conditional writes, so concurrent commits could overwrite \
+                         each other. Use a store that does (AWS S3, MinIO, Cloudflare R2, moto >= 5.1.11)",
+                        self.uri
+                    ))),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The same store, made durable through `flusher` (a simulated disk in tests).
@@ -555,6 +659,7 @@ impl Storage {
     /// [`Storage::put_if_absent`] without the flush: a commit publishes under its lock and
     /// flushes after releasing it, so that concurrent commits share folder flushes.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        self.check_conditional_puts().await?;
         let len = bytes.len() as u64;
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -797,6 +902,71 @@ mod tests {
             // A folder is not an object.
             assert_eq!(storage.size_of(&storage.path("a/c")).await.unwrap(), None);
         }
+    }
+
+    /// A store that overwrites where it should refuse is found out before the first commit
+    /// relies on it; an honest one is checked once and then used.
+    #[tokio::test]
+    async fn stores_ignoring_conditional_puts_are_refused() {
+        use throttle::tests::{Fault, FlakyStore};
+        let liar = Arc::new(FlakyStore::new(Box::new(|_, op| {
+            (op == "put").then_some(Fault::Overwrite)
+        })));
+        let storage = Storage::from_store(
+            liar,
+            Path::default(),
+            StorageOptions::default(),
+            "s3://liar",
+        )
+        .checking_conditional_puts();
+        let err = storage
+            .create(&storage.path("_versions/1"), Bytes::from_static(b"m"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnsupportedStore(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not honour conditional writes"),
+            "{err}"
+        );
+
+        let honest = Arc::new(FlakyStore::new(Box::new(|_, _| None)));
+        let storage = Storage::from_store(
+            honest.clone(),
+            Path::default(),
+            StorageOptions::default(),
+            "s3://ok",
+        )
+        .checking_conditional_puts();
+        let path = storage.path("_versions/1");
+        assert!(storage
+            .create(&path, Bytes::from_static(b"m"))
+            .await
+            .unwrap());
+        assert!(!storage
+            .create(&path, Bytes::from_static(b"n"))
+            .await
+            .unwrap());
+        // The probe ran once (two puts and a delete, then the two creates), and left nothing.
+        assert_eq!(honest.calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(storage
+            .list(&storage.path("_quiver_probe"))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn storage_options_need_a_cloud_store() {
+        let options = StorageOptions {
+            store_options: BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]),
+            ..StorageOptions::default()
+        };
+        let err = Storage::from_uri_with_options("memory://", Some(options)).unwrap_err();
+        assert!(
+            err.to_string().contains("apply to s3:// databases"),
+            "{err}"
+        );
     }
 
     #[test]
