@@ -127,15 +127,17 @@ const SLOW_DOWN =
  * `latencyMs` added before each request is forwarded; `slowDown` (0..1) share of requests
  * answered 503 SlowDown without forwarding; `reset` (0..1) share forwarded whose client
  * connection is then destroyed before the answer (the server acted, the client never knows).
- * `counts` says what it did. Returns `{ endpoint, faults, counts, close() }`.
+ * `stripConditional`: drop If-None-Match headers (a store that does not honour conditional
+ * writes). `counts` says what it did. Returns `{ endpoint, faults, counts, close() }`.
  */
 export async function startProxy(target, faults = {}) {
   const upstream = new URL(target);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-  const state = { latencyMs: 0, slowDown: 0, reset: 0, ...faults };
+  const state = { latencyMs: 0, slowDown: 0, reset: 0, stripConditional: false, ...faults };
   const counts = { requests: 0, slowDowns: 0, resets: 0 };
   const server = http.createServer((req, res) => {
     counts.requests++;
+    if (state.log) state.log.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ""}`);
     const forward = () => {
       if (Math.random() < state.slowDown) {
         counts.slowDowns++;
@@ -145,13 +147,15 @@ export async function startProxy(target, faults = {}) {
         return;
       }
       const resetThis = Math.random() < state.reset;
+      const headers = { ...req.headers };
+      if (state.stripConditional) delete headers["if-none-match"];
       const out = http.request(
         {
           host: upstream.hostname,
           port: upstream.port,
           method: req.method,
           path: req.url,
-          headers: req.headers,
+          headers,
           agent,
         },
         (answer) => {

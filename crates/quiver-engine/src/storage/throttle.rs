@@ -277,25 +277,21 @@ impl Aimd {
         }
     }
 
-    /// A request succeeded: the rate grows by the increment for each whole second since it
-    /// last grew or was cut.
+    /// A request succeeded: the rate grows by the increment per second since it last grew
+    /// or was cut (linear growth between cuts, as in TCP's congestion avoidance).
     pub fn succeeded(&self, now: Instant) {
         let mut b = self.lock();
         let seconds = now.saturating_duration_since(b.grown).as_secs_f64();
-        if seconds >= 1.0 {
-            b.rate = (b.rate + self.config.additive_increment * seconds.floor())
-                .min(self.config.max_rate);
-            b.grown = now;
-        }
+        b.rate = (b.rate + self.config.additive_increment * seconds).min(self.config.max_rate);
+        b.grown = now;
     }
 
-    /// The store throttled a request: the rate is cut, once per round trip's worth of
-    /// responses (the requests in flight when the store began throttling all report it).
+    /// The store throttled a request: the rate is cut, at most once per second, since every
+    /// request in flight when the store began throttling reports it: one overload, one cut.
     pub fn throttled(&self, now: Instant) {
         let mut b = self.lock();
-        let window = Duration::from_secs_f64((1.0 / b.rate).clamp(0.1, 1.0));
         if b.cut
-            .is_some_and(|c| now.saturating_duration_since(c) < window)
+            .is_some_and(|c| now.saturating_duration_since(c) < CUT_WINDOW)
         {
             return;
         }
@@ -305,6 +301,9 @@ impl Aimd {
         b.grown = now;
     }
 }
+
+/// Throttling responses closer together than this are one overload (one cut of the rate).
+const CUT_WINDOW: Duration = Duration::from_secs(1);
 
 /// What a failure calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -831,23 +830,25 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_rate_halves_on_throttling_and_grows_by_the_increment_per_quiet_second() {
+    fn the_rate_halves_on_throttling_and_grows_by_the_increment_per_second() {
         let config = AimdConfig::default();
         let aimd = Aimd::new(config);
         let t0 = Instant::now();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
         assert_eq!(aimd.rate(), 2000.0);
         aimd.throttled(t0);
         assert_eq!(aimd.rate(), 1000.0);
-        // The other responses of the same burst do not cut it again.
+        // The other responses of the same overload do not cut it again.
         aimd.throttled(t0 + Duration::from_millis(1));
+        aimd.throttled(t0 + Duration::from_millis(900));
         assert_eq!(aimd.rate(), 1000.0);
-        aimd.throttled(t0 + Duration::from_millis(200));
-        assert_eq!(aimd.rate(), 500.0);
-        // Less than a second of success: no growth yet; then 300 per whole second.
-        aimd.succeeded(t0 + Duration::from_millis(900));
-        assert_eq!(aimd.rate(), 500.0);
-        aimd.succeeded(t0 + Duration::from_millis(2300));
-        assert_eq!(aimd.rate(), 1100.0);
+        // Growth since the cut: 300 per second.
+        aimd.succeeded(t0 + Duration::from_millis(500));
+        assert!(close(aimd.rate(), 1150.0), "{}", aimd.rate());
+        aimd.throttled(t0 + Duration::from_millis(1200));
+        assert!(close(aimd.rate(), 575.0), "{}", aimd.rate());
+        aimd.succeeded(t0 + Duration::from_millis(3200));
+        assert!(close(aimd.rate(), 1175.0), "{}", aimd.rate());
         aimd.succeeded(t0 + Duration::from_secs(60));
         assert_eq!(aimd.rate(), 5000.0, "capped at the max rate");
         for i in 0..100 {
