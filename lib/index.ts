@@ -59,6 +59,7 @@ export {
   Operator,
 } from "./fts.js";
 export { type Reranker, RRFReranker, LinearCombinationReranker } from "./rerankers.js";
+export { subscribeEvents, type TraceEvent, type TraceLevel, type EventSubscription } from "./events.js";
 export { Query, TextQuery, VectorQuery, type DistanceType, type VectorLike } from "./query.js";
 export { inferSchema, type Data, type DataStream, type Row, type ToArrayOptions } from "./arrow.js";
 export {

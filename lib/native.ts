@@ -280,6 +280,16 @@ export interface NativeBinding {
   version(): string;
   formatVersion(): string;
   tokenize(text: string, options?: NativeTokenizerOptions): { text: string; position: number }[];
+  subscribeEvents(
+    callback: (event: {
+      level: string;
+      target: string;
+      fields: Record<string, number | boolean | string>;
+      timestamp: number;
+    }) => void,
+    level?: string,
+  ): number;
+  unsubscribeEvents(id: number): void;
   connect(
     uri: string,
     options?: {

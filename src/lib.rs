@@ -10,6 +10,7 @@ pub mod errors;
 pub mod fts;
 pub mod index;
 pub mod ipc;
+pub mod logging;
 pub mod maintenance;
 pub mod query;
 pub mod table;
@@ -22,6 +23,7 @@ use napi_derive::napi;
 /// serving process's peak RSS grew by tens of MiB that way).
 #[napi_derive::module_init]
 fn init_runtime() {
+    logging::init();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     if let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,7 @@
 //! stored form of schemas shared by manifests and data files. See docs/ARCHITECTURE.md.
 
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod format;
 pub mod fts;

@@ -520,7 +520,13 @@ impl FileReader {
             ValueLayout::Fixed(width) if fixed_pages_ok(column, &groups) => {
                 self.take_fixed(column, &groups, width).await
             }
-            ValueLayout::Variable(offset_width) => {
+            // Offsets then values cost two round trips; a page no larger than the store's
+            // coalesce gap costs about as much to read whole, in one.
+            ValueLayout::Variable(offset_width)
+                if groups
+                    .iter()
+                    .any(|(p, _)| column.pages[*p].length > self.storage.coalesce_gap()) =>
+            {
                 self.take_variable(column, &groups, offset_width).await
             }
             _ => self.take_from_pages(column, &groups).await,

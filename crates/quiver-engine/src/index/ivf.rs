@@ -861,13 +861,16 @@ impl IvfIndex {
         size_bytes: u64,
         kind: IndexKind,
         covered: &[u64],
+        prefetch: super::scalar::Prefetch,
     ) -> Result<Self> {
-        let container = Container::open_parts(storage, path, size_bytes, kind.name()).await?;
+        let head = prefetch.head.clone();
+        let container =
+            Container::open_prefetched(storage, path, size_bytes, kind.name(), prefetch).await?;
         let bad = |what: &str| Error::corrupt(path, format!("vector index: {what}"));
         if container.lookup.parts.is_empty() {
             return Err(bad("the file holds no model"));
         }
-        let block = container.read_part(0).await?;
+        let block = container.read_part_from(0, head.as_ref()).await?;
         let decode_path = path.clone();
         let model = tokio::task::spawn_blocking(move || -> Result<Model> {
             let proto: IvfFileProto = prost::Message::decode(block)
@@ -982,6 +985,29 @@ impl IvfIndex {
     /// offset, the kind and distance names and the block trailer. `None` when the sizes
     /// overflow. A one-block file is checked against it (from the manifest's details) before
     /// it is read.
+    /// About how many bytes the model (the file's first part) of an index so described
+    /// takes: centroids, partition offsets, codebooks, and some room. Reading this much from
+    /// the start of the file at open usually fetches the model with the lookup.
+    pub fn model_size_hint(
+        kind: IndexKind,
+        distance: DistanceType,
+        dim: u64,
+        partitions: u64,
+    ) -> u64 {
+        let sdim = dim.saturating_mul(space_dim(1, distance) as u64);
+        let codebook = match kind {
+            IndexKind::IvfPq | IndexKind::IvfHnswPq => sdim.saturating_mul(CODES as u64 * 4),
+            IndexKind::IvfRq => sdim.saturating_mul(16),
+            IndexKind::IvfHnswSq => sdim.saturating_mul(8),
+            IndexKind::IvfFlat => 0,
+        };
+        partitions
+            .saturating_mul(sdim.saturating_mul(4).saturating_add(24))
+            .saturating_add(codebook)
+            .saturating_add(4096)
+            .min(256 * 1024 * 1024)
+    }
+
     pub fn max_file_size(
         kind: IndexKind,
         distance: DistanceType,

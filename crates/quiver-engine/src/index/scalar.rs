@@ -533,6 +533,68 @@ pub(crate) struct Container {
     pub key_kind: KeyKind,
     /// Decoded min/max keys of each part (`None` for null parts).
     pub bounds: Vec<Option<(Key, Key)>>,
+    /// The end of the file as read when it opened (from this offset on): parts lying in it
+    /// are served without a request, so a small index costs one request in all.
+    tail: (u64, Bytes),
+}
+
+/// Bytes read from the end of an index file when it opens: the footer, the lookup and, in a
+/// small file, every part, in one request (a round trip on a cloud store costs about as much
+/// as transferring this much).
+pub(crate) const TAIL_READ: u64 = 64 * 1024;
+
+/// The ends of an index file read when it opens, in one round trip.
+pub(crate) struct Prefetch {
+    /// The last bytes of the file (all of it when small).
+    pub tail: Bytes,
+    /// The file's size.
+    pub size: u64,
+    /// Its first bytes, when asked for (a part known to come first, e.g. a vector model).
+    pub head: Option<Bytes>,
+}
+
+impl Prefetch {
+    /// Reads the last [`TAIL_READ`] bytes of the file and, at the same time, its first
+    /// `head_len` (capped at `size_bytes`, the size the manifest records; 0: none).
+    pub(crate) async fn read(
+        storage: &Storage,
+        path: &Path,
+        size_bytes: u64,
+        head_len: u64,
+    ) -> Result<Self> {
+        let head_len = head_len.min(size_bytes);
+        if head_len == 0 || size_bytes <= TAIL_READ {
+            let (tail, size) = storage.read_tail(path, TAIL_READ).await?;
+            return Ok(Prefetch {
+                tail,
+                size,
+                head: None,
+            });
+        }
+        let (tail, head) = futures::join!(
+            storage.read_tail(path, TAIL_READ),
+            storage.read_range(path, 0..head_len)
+        );
+        let (tail, size) = tail?;
+        // A head that cannot be read (the file is shorter than recorded) is left to the
+        // checks that follow, which say what is wrong.
+        Ok(Prefetch {
+            tail,
+            size,
+            head: head.ok(),
+        })
+    }
+
+    /// The footer, when the tail holds one.
+    pub(crate) fn footer(&self) -> Option<&[u8]> {
+        let len = self.tail.len();
+        (len as u64 >= FOOTER_LEN).then(|| &self.tail[len - FOOTER_LEN as usize..])
+    }
+
+    /// Whether the file ends with a container footer.
+    pub(crate) fn is_container(&self) -> bool {
+        self.footer().is_some_and(|f| &f[16..20] == SCALAR_MAGIC)
+    }
 }
 
 impl Container {
@@ -544,18 +606,32 @@ impl Container {
         size_bytes: u64,
         index_type: &str,
     ) -> Result<Self> {
-        Self::open_with(storage, path, size_bytes, index_type, true).await
+        let prefetch = Prefetch::read(storage, path, size_bytes, 0).await?;
+        Self::open_with(storage, path, size_bytes, index_type, true, prefetch).await
     }
 
-    /// Opens a container whose parts carry no keys (vector indexes): parts are checked to lie
-    /// inside the file, and their sizes are left to the kind, which knows what each holds.
+    /// Opens a container whose parts carry no keys (vector and full-text indexes): parts are
+    /// checked to lie inside the file, and their sizes are left to the kind, which knows what
+    /// each holds.
     pub(crate) async fn open_parts(
         storage: &Storage,
         path: &Path,
         size_bytes: u64,
         index_type: &str,
     ) -> Result<Self> {
-        Self::open_with(storage, path, size_bytes, index_type, false).await
+        let prefetch = Prefetch::read(storage, path, size_bytes, 0).await?;
+        Self::open_with(storage, path, size_bytes, index_type, false, prefetch).await
+    }
+
+    /// [`Container::open_parts`] from ends of the file already read.
+    pub(crate) async fn open_prefetched(
+        storage: &Storage,
+        path: &Path,
+        size_bytes: u64,
+        index_type: &str,
+        prefetch: Prefetch,
+    ) -> Result<Self> {
+        Self::open_with(storage, path, size_bytes, index_type, false, prefetch).await
     }
 
     async fn open_with(
@@ -564,17 +640,19 @@ impl Container {
         size_bytes: u64,
         index_type: &str,
         keyed: bool,
+        prefetch: Prefetch,
     ) -> Result<Self> {
-        let (tail, size) = storage.read_tail(path, FOOTER_LEN).await?;
+        let size = prefetch.size;
         let bad = |why: String| Error::corrupt(path, format!("{index_type} index: {why}"));
         if size_bytes != 0 && size != size_bytes {
             return Err(bad(format!(
                 "the file holds {size} bytes, the manifest says {size_bytes}"
             )));
         }
-        if tail.len() as u64 != FOOTER_LEN || &tail[16..20] != SCALAR_MAGIC {
-            return Err(bad("no index footer".into()));
-        }
+        let tail = match prefetch.footer() {
+            Some(f) if &f[16..20] == SCALAR_MAGIC => f,
+            _ => return Err(bad("no index footer".into())),
+        };
         let u64_at = |i: usize| u64::from_le_bytes(tail[i..i + 8].try_into().unwrap_or([0; 8]));
         let version = u32::from_le_bytes(tail[20..24].try_into().unwrap_or([0; 4]));
         if version > CONTAINER_VERSION {
@@ -588,7 +666,13 @@ impl Container {
         if length > MAX_LOOKUP_BYTES || offset.checked_add(length) != Some(size - FOOTER_LEN) {
             return Err(bad("its lookup lies outside the file".into()));
         }
-        let block = storage.read_range(path, offset..offset + length).await?;
+        let tail_start = size - prefetch.tail.len() as u64;
+        let block = if offset >= tail_start {
+            let at = (offset - tail_start) as usize;
+            prefetch.tail.slice(at..at + length as usize)
+        } else {
+            storage.read_range(path, offset..offset + length).await?
+        };
         let lookup: LookupProto = decode_block_message(&block, path, "index lookup")?;
         let key_kind = KeyKind::from_code(lookup.key_kind)
             .ok_or_else(|| bad(format!("unknown key kind {}", lookup.key_kind)))?;
@@ -621,34 +705,63 @@ impl Container {
         if entries != lookup.entries {
             return Err(bad("its parts do not add up to its entry count".into()));
         }
+        // Only the parts' share of the tail is worth keeping.
+        let parts_end = offset;
+        let kept = if parts_end > tail_start {
+            (
+                tail_start,
+                Bytes::copy_from_slice(&prefetch.tail[..(parts_end - tail_start) as usize]),
+            )
+        } else {
+            (parts_end, Bytes::new())
+        };
         Ok(Container {
             storage: storage.clone(),
             path: path.clone(),
             lookup,
             key_kind,
             bounds,
+            tail: kept,
         })
     }
 
-    /// The checked payload of part `i`.
+    /// The checked payload of part `i` (a part load: reported to `quiver::io_events`).
     pub(crate) async fn read_part(&self, i: usize) -> Result<Bytes> {
-        let part = &self.lookup.parts[i];
-        let block = self
-            .storage
-            .read_range(&self.path, part.offset..part.offset + part.length)
-            .await?;
+        let vector = self.lookup.index_type.starts_with("IVF");
+        crate::events::part_loaded(vector, &self.path, i);
+        self.read_part_from(i, None).await
+    }
+
+    /// The checked payload of part `i`, taken from `head` (the file's first bytes) or the
+    /// tail read at open when either holds it, read otherwise.
+    pub(crate) async fn read_part_from(&self, i: usize, head: Option<&Bytes>) -> Result<Bytes> {
+        let part = self
+            .lookup
+            .parts
+            .get(i)
+            .ok_or_else(|| Error::Internal(format!("index part {i} does not exist")))?;
+        let (start, end) = (part.offset, part.offset + part.length);
+        let (tail_start, tail) = &self.tail;
+        let block = if start >= *tail_start && end <= tail_start + tail.len() as u64 {
+            tail.slice((start - tail_start) as usize..(end - tail_start) as usize)
+        } else if let Some(head) = head.filter(|h| end <= h.len() as u64) {
+            head.slice(start as usize..end as usize)
+        } else {
+            self.storage.read_range(&self.path, start..end).await?
+        };
         let len = decode_block(&block, &self.path, "index part")?.len();
         Ok(block.slice(0..len))
     }
 
-    /// Heap bytes of the lookup.
+    /// Heap bytes of the lookup and of the parts' bytes kept from the open.
     pub(crate) fn heap_bytes(&self) -> usize {
-        256 + self
-            .lookup
-            .parts
-            .iter()
-            .map(|p| 96 + 2 * (p.min.len() + p.max.len()))
-            .sum::<usize>()
+        256 + self.tail.1.len()
+            + self
+                .lookup
+                .parts
+                .iter()
+                .map(|p| 96 + 2 * (p.min.len() + p.max.len()))
+                .sum::<usize>()
     }
 }
 

@@ -1151,7 +1151,15 @@ async fn write(
     // The fragments the rows come from are the ones the manifest will record (a fresh
     // build's, or an update's after translation to the current version).
     let covered = index.fragments_held();
-    let stored = IvfIndex::open_stored(storage, file, size_bytes, index.kind, &covered).await?;
+    let head = IvfIndex::model_size_hint(
+        index.kind,
+        index.distance,
+        index.dim as u64,
+        index.num_partitions() as u64,
+    );
+    let prefetch = super::scalar::Prefetch::read(storage, file, size_bytes, head).await?;
+    let stored =
+        IvfIndex::open_stored(storage, file, size_bytes, index.kind, &covered, prefetch).await?;
     Ok(Built {
         details: details_of(&index),
         size_bytes,
@@ -1233,19 +1241,25 @@ impl IndexType for IvfType {
                 |why: String| Error::corrupt(&path, format!("vector index '{}': {why}", file.name));
             let d = decode_details(file.details)?;
             let distance = details_distance(file.details)?;
-            let (tail, size) = file
-                .storage
-                .read_tail(&path, super::scalar::FOOTER_LEN)
-                .await?;
-            let container = tail.len() as u64 == super::scalar::FOOTER_LEN
-                && &tail[16..20] == super::scalar::SCALAR_MAGIC;
-            let mut index = if container {
+            // The model comes first in the file and the lookup last: both ends in one round
+            // trip, the model's share sized from the manifest's description.
+            let head = IvfIndex::model_size_hint(
+                self.kind,
+                distance,
+                u64::from(d.dim),
+                u64::from(d.num_partitions),
+            );
+            let prefetch =
+                super::scalar::Prefetch::read(file.storage, &path, file.size_bytes, head).await?;
+            let size = prefetch.size;
+            let mut index = if prefetch.is_container() {
                 IvfIndex::open_stored(
                     file.storage,
                     &path,
                     file.size_bytes,
                     self.kind,
                     file.fragments,
+                    prefetch,
                 )
                 .await?
             } else if matches!(

@@ -1099,11 +1099,18 @@ fn output_nodes(r: &Resolved, search: &VectorSearch, inputs: Vec<PlanNode>) -> P
 }
 
 /// Runs a search, building the plan of what ran (measured when `analyze`).
+/// Fragments whose data-file metadata an indexed search reads beside its index lookup on a
+/// cloud store (see `warm_file_metadata`); a table with more is usually compacted first.
+const WARM_FRAGMENTS: usize = 64;
+
 async fn run(
     table: &Table,
     search: &VectorSearch,
     analyze: bool,
 ) -> Result<(RecordBatch, SearchStats, PlanNode)> {
+    // A listener for plan runs gets the figures of every search, analyzed or not.
+    let traced = crate::events::plans_traced();
+    let analyze = analyze || traced;
     let r = resolve(table, search)?;
     let _lease = table.lease(r.manifest.version());
     let mut stats = SearchStats::default();
@@ -1131,8 +1138,13 @@ async fn run(
             } else {
                 r.manifest.with_fragments(|f| used.covered.contains(&f.id))
             };
-            let (mut best, node) =
-                indexed_search(table, &indexed, used, search, &r, &mut stats, analyze).await?;
+            let (found, ()) = futures::join!(
+                indexed_search(table, &indexed, used, search, &r, &mut stats, analyze),
+                table
+                    .inner()
+                    .warm_file_metadata(&r.manifest, WARM_FRAGMENTS)
+            );
+            let (mut best, node) = found?;
             inputs.push(node);
             if !used.all_covered {
                 let rest = r.manifest.with_fragments(|f| !used.covered.contains(&f.id));
@@ -1160,6 +1172,9 @@ async fn run(
         plan.metrics_mut().output_rows = batch.num_rows() as u64;
     }
     probe.finish(&mut plan);
+    if traced {
+        crate::events::plan_run("vector_search", &plan);
+    }
     Ok((batch, stats, plan))
 }
 

@@ -414,6 +414,8 @@ pub(crate) async fn hits(
 }
 
 async fn run(table: &Table, search: &TextSearch, analyze: bool) -> Result<(RecordBatch, PlanNode)> {
+    let traced = crate::events::plans_traced();
+    let analyze = analyze || traced;
     let manifest = table.manifest();
     let _lease = table.lease(manifest.version());
     let (found, node) = hits(table, &manifest, search, analyze).await?;
@@ -438,6 +440,9 @@ async fn run(table: &Table, search: &TextSearch, analyze: bool) -> Result<(Recor
         plan.metrics_mut().output_rows = batch.num_rows() as u64;
     }
     probe.finish(&mut plan);
+    if traced {
+        crate::events::plan_run("text_search", &plan);
+    }
     Ok((batch, plan))
 }
 

@@ -440,6 +440,17 @@ impl Storage {
         }
     }
 
+    /// Whether this is a cloud store (S3): requests cost round trips, writes are atomic and
+    /// durable by the store's API, and conditional puts are checked before use.
+    pub fn is_cloud(&self) -> bool {
+        self.conditional_put.is_some()
+    }
+
+    /// Ranges of one object closer than this are read in one request.
+    pub fn coalesce_gap(&self) -> u64 {
+        self.options.coalesce_gap
+    }
+
     /// The durability commits get on this store.
     pub fn durability(&self) -> Durability {
         self.options.durability
@@ -642,6 +653,7 @@ impl Storage {
         let len = bytes.len() as u64;
         self.store.put(path, PutPayload::from_bytes(bytes)).await?;
         self.stats.record_write(len);
+        crate::events::file_audit("create", path);
         self.flush_if_durable(path).await
     }
 
@@ -672,6 +684,7 @@ impl Storage {
         {
             Ok(_) => {
                 self.stats.record_write(len);
+                crate::events::file_audit("create", path);
                 Ok(true)
             }
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
@@ -733,8 +746,22 @@ impl Storage {
 
     /// Deletes one object (no error if it is already gone).
     pub async fn delete(&self, path: &Path) -> Result<()> {
+        self.delete_as(path, "delete").await
+    }
+
+    /// [`Storage::delete`] of a file no version was found to reference (a cleanup's
+    /// `delete_unverified`), audited as such.
+    pub async fn delete_unverified(&self, path: &Path) -> Result<()> {
+        self.delete_as(path, "delete_unverified").await
+    }
+
+    async fn delete_as(&self, path: &Path, mode: &'static str) -> Result<()> {
         match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => {
+                crate::events::file_audit(mode, path);
+                Ok(())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -744,7 +771,10 @@ impl Storage {
         let locations = self.store.list(Some(prefix)).map_ok(|m| m.location).boxed();
         let deleted = self.store.delete_stream(locations);
         deleted
-            .try_for_each(|_| futures::future::ready(Ok(())))
+            .try_for_each(|path| {
+                crate::events::file_audit("delete", &path);
+                futures::future::ready(Ok(()))
+            })
             .await
             .or_else(|e| match e {
                 object_store::Error::NotFound { .. } => Ok(()),
@@ -797,6 +827,7 @@ impl StorageWriter {
             })
         })?;
         self.storage.stats.record_write(self.written);
+        crate::events::file_audit("create", &self.path);
         self.storage.flush_if_durable(&self.path).await?;
         Ok(self.written)
     }

@@ -232,7 +232,7 @@ impl Table {
             let unverified_ok =
                 options.delete_unverified || SystemTime::from(meta.last_modified) < grace_cutoff;
             if committed || unverified_ok {
-                doomed.push(meta);
+                doomed.push((meta, committed));
             }
         }
         let removed: Vec<&VersionFacts> = facts
@@ -294,11 +294,13 @@ impl Table {
             .collect();
         storage.flush(&touched).await?;
         let deleted: Vec<u64> = futures::stream::iter(doomed)
-            .map(|meta| async move {
-                storage
-                    .delete(&meta.location)
-                    .await
-                    .or_else(ignore_missing)?;
+            .map(|(meta, committed)| async move {
+                let deleted = if committed {
+                    storage.delete(&meta.location).await
+                } else {
+                    storage.delete_unverified(&meta.location).await
+                };
+                deleted.or_else(ignore_missing)?;
                 Ok::<_, Error>(meta.size)
             })
             .buffer_unordered(READ_CONCURRENCY)

@@ -291,6 +291,7 @@ pub(crate) async fn load_index(
         .session
         .indexes()
         .get_or_load(&key, async {
+            crate::events::index_opened(kind.family() == index::IndexFamily::Vector, &path);
             let index = kind
                 .open(IndexFile {
                     storage: &inner.storage,

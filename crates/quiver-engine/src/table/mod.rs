@@ -526,6 +526,14 @@ impl TableInner {
                     Err(Error::VersionNotFound { .. }) => continue,
                     Err(e) => return Err(e),
                 };
+                // A cloud store publishes a manifest only after the files it names, each
+                // atomically and durably (no power cut can take them back), so its versions
+                // are whole without a listing of the table's every file, which would cost a
+                // round trip per thousand files on every open.
+                if self.storage.is_cloud() {
+                    found = Some(manifest);
+                    break;
+                }
                 if files.is_none() {
                     files = Some(self.file_sizes().await?);
                 }
@@ -568,6 +576,9 @@ impl TableInner {
     /// `Corrupt` (naming the file) otherwise. For explicit checkouts.
     async fn intact_manifest(&self, version: u64) -> Result<Arc<Manifest>> {
         let manifest = self.manifest(version).await?;
+        if self.storage.is_cloud() {
+            return Ok(manifest);
+        }
         let files = self.file_sizes().await?;
         match Self::missing_file(&manifest, &files) {
             None => Ok(manifest),
@@ -578,21 +589,40 @@ impl TableInner {
         }
     }
 
+    /// On a cloud store, reads the metadata of the data files of `manifest`'s first
+    /// `limit` fragments into the cache, all at once: a search runs this beside its index
+    /// lookup so that fetching its result rows then costs one round trip, not two. Failures
+    /// are left for the reads that need the files to report.
+    pub(crate) async fn warm_file_metadata(&self, manifest: &Manifest, limit: usize) {
+        if !self.storage.is_cloud() {
+            return;
+        }
+        let files = manifest
+            .fragments()
+            .iter()
+            .take(limit)
+            .flat_map(|f| f.files.iter());
+        futures::future::join_all(files.map(|f| self.file_reader(&f.path))).await;
+    }
+
     /// A reader for the data file at `relative`, its metadata through the cache.
     async fn file_reader(&self, relative: &str) -> Result<FileReader> {
-        let key = self.cache_key(relative);
+        // Keyed by kind too: a crafted manifest may name one file as several kinds.
+        let key = format!("{}#metadata", self.cache_key(relative));
         let path = self.storage.path(relative);
-        let meta = match self.session.get(&key) {
-            Some(CachedEntry::File(m)) => m,
-            _ => {
-                let m = Arc::new(
-                    read_metadata(&self.storage, &path)
-                        .await
-                        .map_err(|e| gone(e, relative))?,
-                );
-                self.session.insert(key, CachedEntry::File(m.clone()));
-                m
-            }
+        let entry = self
+            .session
+            .get_or_load(key, async {
+                let m = read_metadata(&self.storage, &path)
+                    .await
+                    .map_err(|e| gone(e, relative))?;
+                Ok(CachedEntry::File(Arc::new(m)))
+            })
+            .await?;
+        let CachedEntry::File(meta) = entry else {
+            return Err(Error::Internal(format!(
+                "cache entry of '{relative}' is not file metadata"
+            )));
         };
         Ok(FileReader::new(self.storage.clone(), path, meta))
     }
@@ -617,18 +647,23 @@ impl TableInner {
         &self,
         file: &DeletionFileProto,
     ) -> Result<Arc<RoaringBitmap>> {
-        let key = self.cache_key(&file.path);
-        if let Some(CachedEntry::Deletion(d)) = self.session.get(&key) {
-            return Ok(d);
+        let key = format!("{}#deletion", self.cache_key(&file.path));
+        let entry = self
+            .session
+            .get_or_load(key, async {
+                let bitmap = deletion::read_deletion_file(&self.storage, file)
+                    .await
+                    .map_err(|e| gone(e, &file.path))?;
+                Ok(CachedEntry::Deletion(Arc::new(bitmap)))
+            })
+            .await?;
+        match entry {
+            CachedEntry::Deletion(d) => Ok(d),
+            _ => Err(Error::Internal(format!(
+                "cache entry of '{}' is not a deletion vector",
+                file.path
+            ))),
         }
-        let bitmap = Arc::new(
-            deletion::read_deletion_file(&self.storage, file)
-                .await
-                .map_err(|e| gone(e, &file.path))?,
-        );
-        self.session
-            .insert(key, CachedEntry::Deletion(bitmap.clone()));
-        Ok(bitmap)
     }
 }
 
@@ -1259,6 +1294,20 @@ impl Table {
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
         use futures::StreamExt;
         let lease = self.lease(manifest.version());
+        if crate::events::plans_traced() {
+            // Measured for the plan_run event, sent when the stream ends or is dropped.
+            let probe = crate::plan::Probe::start(true);
+            let inner = self.measured(&probe).inner.clone();
+            let (schema, stream) = scan::scan(inner, manifest, options)?;
+            let mut trace = crate::events::ScanTrace::new(probe);
+            let stream = stream.inspect(move |batch| {
+                let _ = &lease;
+                if let Ok(batch) = batch {
+                    trace.rows(batch.num_rows());
+                }
+            });
+            return Ok((schema, stream.boxed()));
+        }
         let (schema, stream) = scan::scan(self.inner.clone(), manifest, options)?;
         // The stream holds the lease until it is dropped.
         let stream = stream.inspect(move |_| {

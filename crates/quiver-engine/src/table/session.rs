@@ -10,6 +10,7 @@ use quick_cache::Weighter;
 use roaring::RoaringBitmap;
 
 use super::manifest::Manifest;
+use crate::error::Result;
 use crate::format::reader::FileMetadata;
 pub use crate::index::cache::CacheStats;
 use crate::index::cache::IndexCache;
@@ -252,6 +253,19 @@ impl Session {
 
     pub fn get(&self, key: &str) -> Option<CachedEntry> {
         self.cache.get(key)
+    }
+
+    /// The entry at `key`, loaded by `load` on a miss. Concurrent misses of one key load it
+    /// once: the others wait for that load (and load themselves if it fails).
+    pub async fn get_or_load(
+        &self,
+        key: String,
+        load: impl std::future::Future<Output = Result<CachedEntry>>,
+    ) -> Result<CachedEntry> {
+        if self.capacity == 0 {
+            return load.await;
+        }
+        self.cache.get_or_insert_async(&key, load).await
     }
 
     pub fn insert(&self, key: String, value: CachedEntry) {
