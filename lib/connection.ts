@@ -5,7 +5,7 @@ import { writeStream } from "./stream.js";
 import { integerArg, invalid, nameArg } from "./check.js";
 import { type MaintenanceOptions, nativeMaintenance } from "./maintenance.js";
 import { ClosedError, InvalidArgumentError, native, nativeSync } from "./errors.js";
-import { binding, type NativeConnection } from "./native.js";
+import { binding, type NativeConnection, type NativeSession } from "./native.js";
 import { Table } from "./table.js";
 
 export interface ConnectOptions {
@@ -15,10 +15,15 @@ export interface ConnectOptions {
    * at once; `Infinity` never checks (call `checkoutLatest()` to move forward).
    */
   readConsistencyInterval?: number;
-  /** Byte budget of the metadata cache (file metadata, deletion vectors, manifests). */
+  /** Byte budget of the metadata cache (file metadata, deletion vectors, manifests; default 1 GiB). */
   metadataCacheBytes?: number;
-  /** Byte budget of the index cache (loaded vector indexes; default 2 GiB). */
+  /** Byte budget of the index cache (loaded indexes and their parts; default 2 GiB). */
   indexCacheBytes?: number;
+  /**
+   * Caches shared with other connections (see `Session`); the connection then has no caches
+   * of its own, and `metadataCacheBytes` / `indexCacheBytes` belong to the session.
+   */
+  session?: Session;
   /**
    * Local databases only: exact search reads vector pages through memory maps of the data
    * files instead of copying them out with `pread` — about 1.6× faster on data in the page
@@ -74,12 +79,52 @@ export interface CreateTableOptions {
   schema?: Schema;
 }
 
+/**
+ * Byte-sized caches (metadata: file metadata, deletion vectors, manifests; index: loaded
+ * indexes and their parts) that several connections share, so that two connections to one
+ * database, or to several, stay within one memory budget and reuse each other's entries.
+ * Defaults: 1 GiB of metadata, 2 GiB of indexes.
+ *
+ * ```ts
+ * const session = new Session({ indexCacheBytes: 512 * 2 ** 20 });
+ * const a = await connect("data/a", { session });
+ * const b = await connect("s3://bucket/b", { session, storageOptions });
+ * session.sizeBytes();
+ * ```
+ */
+export class Session {
+  /** @internal */
+  readonly inner: NativeSession;
+
+  constructor(options: { metadataCacheBytes?: number; indexCacheBytes?: number } = {}) {
+    if (options === null || typeof options !== "object") invalid("Session options", "an object", options);
+    for (const key of ["metadataCacheBytes", "indexCacheBytes"] as const) {
+      const bytes = options[key];
+      if (bytes !== undefined) integerArg(bytes, key, { expected: "a whole number of bytes >= 0" });
+    }
+    this.inner = new binding.NativeSession(options.metadataCacheBytes, options.indexCacheBytes);
+  }
+
+  /** Bytes the caches hold now. */
+  sizeBytes(): number {
+    return this.inner.sizeBytes();
+  }
+
+  /** Entries the caches hold now (approximate while queries run). */
+  approxNumItems(): number {
+    return this.inner.approxNumItems();
+  }
+}
+
 export class Connection {
   private readonly inner: NativeConnection;
+  /** The shared session this connection's caches are (undefined: caches of its own). */
+  readonly session?: Session;
 
   /** @internal */
-  constructor(inner: NativeConnection) {
+  constructor(inner: NativeConnection, session?: Session) {
     this.inner = inner;
+    this.session = session;
   }
 
   private native(): NativeConnection {
@@ -235,6 +280,15 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
     invalid("scalarIndexMaxShare", "a number above 0 and at most 1", share);
   }
   const storageOptions = storageOptionsArg(options.storageOptions);
+  if (options.session !== undefined && !(options.session instanceof Session)) {
+    invalid("session", "a Session", options.session);
+  }
+  if (options.session !== undefined && (options.metadataCacheBytes !== undefined || options.indexCacheBytes !== undefined)) {
+    throw new InvalidArgumentError(
+      "InvalidArgument",
+      "cache sizes go to the shared session, not to connect: pass metadataCacheBytes and indexCacheBytes to new Session() instead",
+    );
+  }
   const maintenance = nativeMaintenance(options.maintenance, "maintenance");
   const inner = await native(() =>
     binding.connect(
@@ -248,11 +302,12 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
         durability: options.durability,
         scalarIndexMaxShare: share,
         storageOptions,
+        sessionId: options.session?.inner.id,
       },
       maintenance.onEvent,
     ),
   );
-  return new Connection(inner);
+  return new Connection(inner, options.session);
 }
 
 

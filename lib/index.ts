@@ -1,7 +1,7 @@
 // quiverdb: an embedded vector database for Node.js. Public API.
 import { binding } from "./native.js";
 
-export { connect, Connection, type ConnectOptions, type CreateTableOptions } from "./connection.js";
+export { connect, Connection, Session, type ConnectOptions, type CreateTableOptions } from "./connection.js";
 export {
   Table,
   MergeInsertBuilder,

@@ -276,6 +276,12 @@ export interface NativeTextSearchOptions {
 /** Tokenizer options as the binding takes them (checked by `tokenizerOptions`). */
 export type NativeTokenizerOptions = Omit<TokenizerOptions, "baseTokenizer"> & { baseTokenizer?: string };
 
+export interface NativeSession {
+  readonly id: number;
+  sizeBytes(): number;
+  approxNumItems(): number;
+}
+
 export interface NativeBinding {
   version(): string;
   formatVersion(): string;
@@ -290,6 +296,7 @@ export interface NativeBinding {
     level?: string,
   ): number;
   unsubscribeEvents(id: number): void;
+  NativeSession: new (metadataCacheBytes?: number, indexCacheBytes?: number) => NativeSession;
   connect(
     uri: string,
     options?: {
@@ -301,6 +308,7 @@ export interface NativeBinding {
       durability?: string;
       scalarIndexMaxShare?: number;
       storageOptions?: Record<string, string>;
+      sessionId?: number;
     },
     onMaintenance?: NativeMaintenanceListener,
   ): Promise<NativeConnection>;

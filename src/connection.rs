@@ -1,6 +1,6 @@
 //! `NativeConnection`: connecting, and the tables of a database.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,9 @@ use napi::bindgen_prelude::Buffer;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use quiver_engine::storage::{Durability, StorageOptions};
+use quiver_engine::table::session::{
+    Caches, DEFAULT_INDEX_CACHE_BYTES, DEFAULT_METADATA_CACHE_BYTES,
+};
 use quiver_engine::{batches_stream, ConnectOptions, CreateMode, Database, WriteParams};
 
 use crate::args::*;
@@ -36,6 +39,66 @@ pub struct NativeConnectOptions {
     pub scalar_index_max_share: Option<f64>,
     /// Settings of a cloud store (s3://), checked by the engine.
     pub storage_options: Option<std::collections::HashMap<String, String>>,
+    /// A `NativeSession`'s id: its caches are used instead of the connection's own.
+    pub session_id: Option<u32>,
+}
+
+/// Live sessions by id, held weakly: `connect` finds a session's caches by the id the JS
+/// object passes, and a session collected by JS leaves only a dead entry, removed on drop.
+fn sessions() -> &'static Mutex<std::collections::HashMap<u32, std::sync::Weak<Caches>>> {
+    static SESSIONS: std::sync::OnceLock<
+        Mutex<std::collections::HashMap<u32, std::sync::Weak<Caches>>>,
+    > = std::sync::OnceLock::new();
+    SESSIONS.get_or_init(Default::default)
+}
+
+/// Caches shared by several connections (`new Session()` in JS).
+#[napi]
+pub struct NativeSession {
+    caches: Arc<Caches>,
+    id: u32,
+}
+
+#[napi]
+impl NativeSession {
+    #[napi(constructor)]
+    pub fn new(metadata_cache_bytes: Option<f64>, index_cache_bytes: Option<f64>) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let caches = Arc::new(Caches::new(
+            metadata_cache_bytes.map_or(DEFAULT_METADATA_CACHE_BYTES, |b| b.max(0.0) as u64),
+            index_cache_bytes.map_or(DEFAULT_INDEX_CACHE_BYTES, |b| b.max(0.0) as u64),
+        ));
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut live) = sessions().lock() {
+            live.insert(id, Arc::downgrade(&caches));
+        }
+        NativeSession { caches, id }
+    }
+
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Bytes held by the session's caches.
+    #[napi]
+    pub fn size_bytes(&self) -> f64 {
+        self.caches.size_bytes() as f64
+    }
+
+    /// Entries in the session's caches.
+    #[napi]
+    pub fn approx_num_items(&self) -> f64 {
+        self.caches.approx_num_items() as f64
+    }
+}
+
+impl Drop for NativeSession {
+    fn drop(&mut self) {
+        if let Ok(mut live) = sessions().lock() {
+            live.remove(&self.id);
+        }
+    }
 }
 
 /// Settings of automatic maintenance (times in seconds).
@@ -173,6 +236,7 @@ pub async fn connect(
         durability: None,
         scalar_index_max_share: None,
         storage_options: None,
+        session_id: None,
     });
     let durability = match options.durability.as_deref() {
         None => Durability::Full,
@@ -190,7 +254,23 @@ pub async fn connect(
             ))
         }
     };
+    let caches = match options.session_id {
+        None => None,
+        Some(id) => Some(
+            sessions()
+                .lock()
+                .ok()
+                .and_then(|live| live.get(&id).and_then(std::sync::Weak::upgrade))
+                .ok_or_else(|| {
+                    coded(
+                        "InvalidArgument",
+                        "the session passed to connect() is no longer alive",
+                    )
+                })?,
+        ),
+    };
     let engine_options = ConnectOptions {
+        caches,
         metadata_cache_bytes: options.metadata_cache_bytes.map(|b| b.max(0.0) as u64),
         index_cache_bytes: options.index_cache_bytes.map(|b| b.max(0.0) as u64),
         storage: Some(StorageOptions {

@@ -24,6 +24,19 @@ use napi_derive::napi;
 #[napi_derive::module_init]
 fn init_runtime() {
     logging::init();
+    // The compute pool (searches, index builds, scans' decoding): one thread a core unless
+    // QUIVER_CPU_THREADS says otherwise (several processes on one machine, or an app that
+    // keeps a core for its UI).
+    if let Ok(value) = std::env::var("QUIVER_CPU_THREADS") {
+        match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => {
+                let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            }
+            _ => eprintln!(
+                "quiverdb: QUIVER_CPU_THREADS={value:?} is not a whole number above 0; using one thread a core"
+            ),
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     if let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

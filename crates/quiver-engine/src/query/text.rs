@@ -201,7 +201,7 @@ async fn unindexed_segments(
     for fragment in rest.fragments() {
         let mut key = format!(
             "{}#fts-rows/{field_id}/{with_positions}/{tokenizer:?}/{}",
-            inner.storage.uri(),
+            inner.storage.namespace(),
             fragment.id
         );
         for file in &fragment.files {

@@ -210,6 +210,73 @@ impl StorageOptions {
     }
 }
 
+/// Bounds on a store's reads in flight: requests (`QUIVER_IO_THREADS`: 8 on a local disk, 64
+/// on a cloud store, where each waits a round trip) and bytes (`QUIVER_IO_BUFFER_SIZE`,
+/// default 2 GiB), so a burst of concurrent queries queues instead of opening a socket or
+/// a buffer each. Shared by every handle on the store.
+#[derive(Debug)]
+struct IoLimits {
+    requests: tokio::sync::Semaphore,
+    request_limit: u32,
+    /// In KiB.
+    bytes: tokio::sync::Semaphore,
+    byte_limit_kib: u32,
+}
+
+/// Default bytes of reads in flight per store (the performance guide's io_buffer_size).
+const DEFAULT_IO_BUFFER_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+impl IoLimits {
+    fn from_env(cloud: bool) -> Result<Self> {
+        let number = |name: &str| -> Result<Option<u64>> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        Error::invalid(format!("{name} must be a whole number above 0, got '{v}'"))
+                    }),
+            }
+        };
+        let requests = number("QUIVER_IO_THREADS")?.unwrap_or(if cloud { 64 } else { 8 });
+        let bytes = number("QUIVER_IO_BUFFER_SIZE")?.unwrap_or(DEFAULT_IO_BUFFER_BYTES);
+        Ok(Self::new(requests, bytes))
+    }
+
+    fn new(requests: u64, bytes: u64) -> Self {
+        let request_limit = requests.clamp(1, 1 << 16) as u32;
+        let byte_limit_kib = (bytes / 1024).clamp(1, u64::from(u32::MAX)) as u32;
+        IoLimits {
+            requests: tokio::sync::Semaphore::new(request_limit as usize),
+            request_limit,
+            bytes: tokio::sync::Semaphore::new(byte_limit_kib as usize),
+            byte_limit_kib,
+        }
+    }
+
+    /// Waits until `requests` more requests of `bytes` in all may be in flight; a read
+    /// larger than the whole budget waits for all of it and then goes alone.
+    async fn admit(
+        &self,
+        requests: usize,
+        bytes: u64,
+    ) -> Result<(
+        tokio::sync::SemaphorePermit<'_>,
+        tokio::sync::SemaphorePermit<'_>,
+    )> {
+        let requests = (requests as u32).clamp(1, self.request_limit);
+        let kib = (bytes.div_ceil(1024).min(u64::from(self.byte_limit_kib)) as u32).max(1);
+        let closed = |_| Error::Internal("the store's I/O limits were closed".into());
+        let r = self.requests.acquire_many(requests).await.map_err(closed)?;
+        let b = self.bytes.acquire_many(kib).await.map_err(closed)?;
+        Ok((r, b))
+    }
+}
+
 /// Ranges of one object closer than this are read in one request from a cloud store: a
 /// round trip costs about as much as transferring this many bytes.
 const CLOUD_COALESCE_GAP: u64 = 256 * 1024;
@@ -232,6 +299,9 @@ pub struct Storage {
     /// concurrent queries on one connection are measured apart.
     observer: Option<Arc<IoStats>>,
     uri: Arc<str>,
+    /// What cache keys of this store's files begin with: the URI, except for private
+    /// `memory://` stores, which all share one URI but not their contents.
+    namespace: Arc<str>,
     /// Direct reads of a local store's files (unix), bypassing object_store's per-read cost.
     #[cfg(unix)]
     local: Option<Arc<local::LocalFiles>>,
@@ -240,6 +310,7 @@ pub struct Storage {
     /// Cloud stores: whether conditional puts were found honoured (checked before the first
     /// one, shared by every handle on the store).
     conditional_put: Option<Arc<tokio::sync::OnceCell<()>>>,
+    limits: Arc<IoLimits>,
 }
 
 /// Named in-memory stores, so that two connections to `memory://name` in one process see the
@@ -281,6 +352,7 @@ impl Storage {
             );
             return Ok(Storage {
                 conditional_put: Some(Arc::new(tokio::sync::OnceCell::new())),
+                limits: Arc::new(IoLimits::from_env(true)?),
                 ..storage
             });
         }
@@ -300,7 +372,16 @@ impl Storage {
         if let Some(name) = uri.strip_prefix("memory://") {
             let name = name.trim_matches('/');
             let store: Arc<InMemory> = if name.is_empty() {
-                Arc::new(InMemory::new())
+                let storage = Self::from_store(
+                    Arc::new(InMemory::new()),
+                    Path::default(),
+                    options.unwrap_or_default(),
+                    uri,
+                );
+                return Ok(Storage {
+                    namespace: Arc::from(format!("memory://{}", uuid::Uuid::new_v4())),
+                    ..storage
+                });
             } else {
                 let mut registry = memory_registry()
                     .lock()
@@ -343,11 +424,15 @@ impl Storage {
         let root = Path::from_absolute_path(&absolute)
             .map_err(|e| Error::invalid(format!("'{uri}' is not a usable path: {e}")))?;
         let options = options.unwrap_or_else(StorageOptions::for_local);
+        let limits = Arc::new(IoLimits::from_env(false)?);
         // Flushes are ours (`durable`), so that commits order and share them.
         let store = Arc::new(LocalFileSystem::new());
         let flusher: Arc<dyn Flush> = Arc::new(durable::LocalFlush::new(store.clone(), absolute));
         #[allow(unused_mut)]
-        let mut storage = Self::from_store(store.clone(), root, options, uri).with_flusher(flusher);
+        let mut storage = Storage {
+            limits,
+            ..Self::from_store(store.clone(), root, options, uri).with_flusher(flusher)
+        };
         #[cfg(unix)]
         {
             let memory_map = storage.options.memory_map;
@@ -370,10 +455,12 @@ impl Storage {
             stats: Arc::new(IoStats::default()),
             observer: None,
             uri: Arc::from(uri),
+            namespace: Arc::from(uri),
             #[cfg(unix)]
             local: None,
             flusher: None,
             conditional_put: None,
+            limits: Arc::new(IoLimits::new(8, DEFAULT_IO_BUFFER_BYTES)),
         }
     }
 
@@ -495,8 +582,15 @@ impl Storage {
         Storage {
             root: self.path(sub),
             uri: Arc::from(format!("{}/{}", self.uri.trim_end_matches('/'), sub)),
+            namespace: Arc::from(format!("{}/{}", self.namespace.trim_end_matches('/'), sub)),
             ..self.clone()
         }
+    }
+
+    /// The prefix of cache keys for this store's objects: unique to the store, so caches
+    /// shared by several connections never mix two stores' files.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Absolute object path of `relative` under this handle's root.
@@ -609,7 +703,11 @@ impl Storage {
         if merged.is_empty() {
             return Ok(vec![Bytes::new(); ranges.len()]);
         }
-        let fetched = self.fetch_ranges(path, &merged).await?;
+        let total: u64 = merged.iter().map(|r| r.end - r.start).sum();
+        let admitted = self.limits.admit(merged.len(), total).await?;
+        let fetched = self.fetch_ranges(path, &merged).await;
+        drop(admitted);
+        let fetched = fetched?;
         let fetched_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
         record_read(
             &self.stats,
@@ -998,6 +1096,33 @@ mod tests {
             err.to_string().contains("apply to s3:// databases"),
             "{err}"
         );
+    }
+
+    /// Reads wait for room under the limits, and a read larger than the byte budget still
+    /// goes (alone).
+    #[tokio::test]
+    async fn io_limits_bound_requests_and_bytes_in_flight() {
+        let limits = Arc::new(IoLimits::new(2, 4096));
+        let a = limits.admit(1, 1024).await.unwrap();
+        let b = limits.admit(1, 1024).await.unwrap();
+        let waiting = {
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                let _c = limits.admit(1, 10).await.unwrap();
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a third request waits for one of two"
+        );
+        drop(a);
+        waiting.await.unwrap();
+        drop(b);
+        let huge = limits.admit(1, 1 << 30).await.unwrap();
+        assert_eq!(limits.bytes.available_permits(), 0);
+        drop(huge);
+        assert_eq!(limits.bytes.available_permits(), 4);
     }
 
     #[test]

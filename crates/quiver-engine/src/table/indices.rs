@@ -278,7 +278,7 @@ pub(crate) async fn load_index(
     let coverage = remap::coverage(&manifest.proto, &meta.fragment_ids);
     let key = format!(
         "{}/{relative}{}",
-        inner.storage.uri(),
+        inner.storage.namespace(),
         coverage.cache_suffix(&manifest.proto)
     );
     let path = inner.storage.path(&relative);
@@ -534,7 +534,7 @@ async fn publish(table: &Table, read: Arc<Manifest>, p: Publish) -> Result<u64> 
     };
     if let Some(index) = p.built.loaded {
         let bytes = index.heap_bytes();
-        let key = format!("{}/{relative}", inner.storage.uri());
+        let key = format!("{}/{relative}", inner.storage.namespace());
         inner.session.indexes().insert(key, Arc::new(index), bytes);
     }
     table

@@ -72,6 +72,9 @@ pub struct ConnectOptions {
     pub scalar_index_max_share: Option<f64>,
     /// Store tuning; defaults suit the URI's store.
     pub storage: Option<StorageOptions>,
+    /// Caches shared with other connections (the byte budgets above must then be unset:
+    /// the caches have their own).
+    pub caches: Option<Arc<session::Caches>>,
     /// Automatic maintenance after writes (off when `None`; tables can still turn it on for
     /// themselves with [`Table::set_maintenance`]).
     pub maintenance: Option<crate::maintenance::MaintenanceOptions>,
@@ -128,20 +131,30 @@ impl Database {
                 )));
             }
         }
+        if options.caches.is_some()
+            && (options.metadata_cache_bytes.is_some() || options.index_cache_bytes.is_some())
+        {
+            return Err(Error::invalid(
+                "cache sizes go to the shared session, not to connect: pass metadataCacheBytes and indexCacheBytes to new Session() instead",
+            ));
+        }
         let storage = Storage::from_uri_with_options(uri, options.storage.clone())?;
         Ok(Self::from_storage(storage, options))
     }
 
     /// A database over an existing store handle (tests wrap stores to count or break I/O).
     pub fn from_storage(storage: Storage, options: ConnectOptions) -> Self {
-        let mut session = Session::with_index_cache(
-            options
-                .metadata_cache_bytes
-                .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
-            options
-                .index_cache_bytes
-                .unwrap_or(session::DEFAULT_INDEX_CACHE_BYTES),
-        );
+        let mut session = match &options.caches {
+            Some(caches) => Session::with_caches(caches.clone()),
+            None => Session::with_index_cache(
+                options
+                    .metadata_cache_bytes
+                    .unwrap_or(session::DEFAULT_METADATA_CACHE_BYTES),
+                options
+                    .index_cache_bytes
+                    .unwrap_or(session::DEFAULT_INDEX_CACHE_BYTES),
+            ),
+        };
         let maintenance = options
             .maintenance
             .unwrap_or(crate::maintenance::MaintenanceOptions {
@@ -324,7 +337,7 @@ fn is_damage(e: &Error) -> bool {
 
 impl TableInner {
     fn cache_key(&self, relative: &str) -> String {
-        format!("{}/{relative}", self.storage.uri())
+        format!("{}/{relative}", self.storage.namespace())
     }
 
     /// Manifest of a listed version, through the cache.

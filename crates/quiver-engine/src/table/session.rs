@@ -15,8 +15,8 @@ use crate::format::reader::FileMetadata;
 pub use crate::index::cache::CacheStats;
 use crate::index::cache::IndexCache;
 
-/// Default byte budget of the metadata caches.
-pub const DEFAULT_METADATA_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default byte budget of the metadata caches (the performance guide's).
+pub const DEFAULT_METADATA_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default byte budget of the index cache.
 pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -103,6 +103,67 @@ pub(crate) trait CommitObserver: Send + Sync {
     fn close(&self);
 }
 
+/// The byte-weighed caches: file metadata, deletion vectors and manifests in one, indexes and
+/// their parts in the other. Shared by every table of a connection and, when passed to
+/// several connections ([`super::ConnectOptions::caches`]), by all of them: keys name the
+/// store (see [`crate::storage::Storage::namespace`]), so databases never see each other's
+/// entries.
+pub struct Caches {
+    cache: Cache<String, CachedEntry, ByteWeighter>,
+    capacity: u64,
+    indexes: IndexCache,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("metadata", &self.stats())
+            .field("indexes", &self.indexes.stats())
+            .finish()
+    }
+}
+
+impl Caches {
+    /// Caches of at most `metadata_bytes` and `index_bytes` (0 keeps nothing).
+    pub fn new(metadata_bytes: u64, index_bytes: u64) -> Self {
+        Caches {
+            cache: Cache::with_weighter(1024, metadata_bytes.max(1), ByteWeighter),
+            capacity: metadata_bytes,
+            indexes: IndexCache::new(index_bytes),
+        }
+    }
+
+    /// Bytes held by both caches.
+    pub fn size_bytes(&self) -> u64 {
+        self.cache.weight() + self.indexes.stats().bytes
+    }
+
+    /// Entries in both caches (approximate while other threads insert and evict).
+    pub fn approx_num_items(&self) -> u64 {
+        self.cache.len() as u64 + self.indexes.stats().entries
+    }
+
+    /// Statistics of the metadata cache.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.cache.len() as u64,
+            bytes: self.cache.weight(),
+            capacity_bytes: self.capacity,
+        }
+    }
+
+    /// Statistics of the index cache.
+    pub fn index_stats(&self) -> CacheStats {
+        self.indexes.stats()
+    }
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches::new(DEFAULT_METADATA_CACHE_BYTES, DEFAULT_INDEX_CACHE_BYTES)
+    }
+}
+
 /// Per-connection state shared by its tables.
 pub struct Session {
     observer: Option<Arc<dyn CommitObserver>>,
@@ -113,9 +174,7 @@ pub struct Session {
     /// Versions operations of this connection are reading (table URI, version) → how many:
     /// a cleanup run through this connection keeps them.
     leases: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>>,
-    cache: Cache<String, CachedEntry, ByteWeighter>,
-    capacity: u64,
-    indexes: IndexCache,
+    caches: Arc<Caches>,
     /// See `ConnectOptions::scalar_index_max_share`.
     index_max_share: f64,
 }
@@ -183,15 +242,23 @@ impl Session {
 
     /// A session with both cache budgets given.
     pub fn with_index_cache(capacity_bytes: u64, index_bytes: u64) -> Self {
+        Self::with_caches(Arc::new(Caches::new(capacity_bytes, index_bytes)))
+    }
+
+    /// A session over caches other sessions may share.
+    pub fn with_caches(caches: Arc<Caches>) -> Self {
         Session {
             observer: None,
             commit_locks: Default::default(),
             leases: Default::default(),
-            cache: Cache::with_weighter(1024, capacity_bytes.max(1), ByteWeighter),
-            capacity: capacity_bytes,
-            indexes: IndexCache::new(index_bytes),
+            caches,
             index_max_share: crate::filter::index_plan::MAX_SHARE,
         }
+    }
+
+    /// The caches this session uses.
+    pub fn caches(&self) -> &Arc<Caches> {
+        &self.caches
     }
 
     pub(crate) fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
@@ -243,16 +310,16 @@ impl Session {
 
     /// The cache of indexes and their parts.
     pub fn indexes(&self) -> &IndexCache {
-        &self.indexes
+        &self.caches.indexes
     }
 
     /// Statistics of the index cache.
     pub fn index_stats(&self) -> CacheStats {
-        self.indexes.stats()
+        self.caches.index_stats()
     }
 
     pub fn get(&self, key: &str) -> Option<CachedEntry> {
-        self.cache.get(key)
+        self.caches.cache.get(key)
     }
 
     /// The entry at `key`, loaded by `load` on a miss. Concurrent misses of one key load it
@@ -262,24 +329,20 @@ impl Session {
         key: String,
         load: impl std::future::Future<Output = Result<CachedEntry>>,
     ) -> Result<CachedEntry> {
-        if self.capacity == 0 {
+        if self.caches.capacity == 0 {
             return load.await;
         }
-        self.cache.get_or_insert_async(&key, load).await
+        self.caches.cache.get_or_insert_async(&key, load).await
     }
 
     pub fn insert(&self, key: String, value: CachedEntry) {
-        if self.capacity > 0 {
-            self.cache.insert(key, value);
+        if self.caches.capacity > 0 {
+            self.caches.cache.insert(key, value);
         }
     }
 
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            entries: self.cache.len() as u64,
-            bytes: self.cache.weight(),
-            capacity_bytes: self.capacity,
-        }
+        self.caches.stats()
     }
 }
 
