@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   IoError,
   QuiverError,
+  Session,
   UnsupportedStoreError,
   type Connection,
   type Table,
@@ -131,6 +132,36 @@ describe("s3:// databases", () => {
     });
     expect(Array.isArray(await lance.tableNames())).toBe(true);
     lance.close();
+  });
+});
+
+describe("s3:// round trips", () => {
+  it("a warm search sends no request; a cold one a few", async () => {
+    const proxy = await startProxy(endpoint);
+    try {
+      const { uri, storageOptions } = await freshBucket(proxy.endpoint);
+      const setup = await connect(uri, { storageOptions, maintenance: false });
+      const t = await setup.createTable("t", rows(0, 3000));
+      await t.createIndex("v", { config: Index.ivfPq({ numPartitions: 8, numSubVectors: 2 }) });
+      setup.close();
+      const session = new Session();
+      const db = await connect(uri, { storageOptions, maintenance: false, readConsistencyInterval: Infinity, session });
+      const opened = proxy.counts.requests;
+      const table = await db.openTable("t");
+      expect(proxy.counts.requests - opened).toBe(2); // the versions' listing, the manifest
+      const query = [Math.sin(42), Math.cos(42), 0, 9];
+      const before = proxy.counts.requests;
+      const cold = await table.search(query).limit(3).toArray();
+      expect(proxy.counts.requests - before).toBeLessThanOrEqual(8);
+      const warmStart = proxy.counts.requests;
+      const warm = await table.search(query).limit(3).toArray();
+      expect(proxy.counts.requests).toBe(warmStart);
+      expect(warm.map((r) => r.id)).toEqual(cold.map((r) => r.id));
+      expect(session.sizeBytes()).toBeGreaterThan(0);
+      db.close();
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

@@ -83,7 +83,7 @@ export interface CreateTableOptions {
  * Byte-sized caches (metadata: file metadata, deletion vectors, manifests; index: loaded
  * indexes and their parts) that several connections share, so that two connections to one
  * database, or to several, stay within one memory budget and reuse each other's entries.
- * Defaults: 1 GiB of metadata, 2 GiB of indexes.
+ * Defaults: 1 GiB of metadata, 2 GiB of indexes, 256 MiB of S3 data blocks.
  *
  * ```ts
  * const session = new Session({ indexCacheBytes: 512 * 2 ** 20 });
@@ -96,13 +96,17 @@ export class Session {
   /** @internal */
   readonly inner: NativeSession;
 
-  constructor(options: { metadataCacheBytes?: number; indexCacheBytes?: number } = {}) {
+  /**
+   * `dataCacheBytes` (default 256 MiB) bounds the blocks of S3 data files kept so that warm
+   * searches fetch their rows without a round trip (local files have the OS page cache).
+   */
+  constructor(options: { metadataCacheBytes?: number; indexCacheBytes?: number; dataCacheBytes?: number } = {}) {
     if (options === null || typeof options !== "object") invalid("Session options", "an object", options);
-    for (const key of ["metadataCacheBytes", "indexCacheBytes"] as const) {
+    for (const key of ["metadataCacheBytes", "indexCacheBytes", "dataCacheBytes"] as const) {
       const bytes = options[key];
       if (bytes !== undefined) integerArg(bytes, key, { expected: "a whole number of bytes >= 0" });
     }
-    this.inner = new binding.NativeSession(options.metadataCacheBytes, options.indexCacheBytes);
+    this.inner = new binding.NativeSession(options.metadataCacheBytes, options.indexCacheBytes, options.dataCacheBytes);
   }
 
   /** Bytes the caches hold now. */

@@ -296,7 +296,7 @@ export interface NativeBinding {
     level?: string,
   ): number;
   unsubscribeEvents(id: number): void;
-  NativeSession: new (metadataCacheBytes?: number, indexCacheBytes?: number) => NativeSession;
+  NativeSession: new (metadataCacheBytes?: number, indexCacheBytes?: number, dataCacheBytes?: number) => NativeSession;
   connect(
     uri: string,
     options?: {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use napi::bindgen_prelude::Buffer;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use quiver_engine::storage::{Durability, StorageOptions};
+use quiver_engine::storage::{Durability, StorageOptions, DEFAULT_DATA_CACHE_BYTES};
 use quiver_engine::table::session::{
     Caches, DEFAULT_INDEX_CACHE_BYTES, DEFAULT_METADATA_CACHE_BYTES,
 };
@@ -62,11 +62,16 @@ pub struct NativeSession {
 #[napi]
 impl NativeSession {
     #[napi(constructor)]
-    pub fn new(metadata_cache_bytes: Option<f64>, index_cache_bytes: Option<f64>) -> Self {
+    pub fn new(
+        metadata_cache_bytes: Option<f64>,
+        index_cache_bytes: Option<f64>,
+        data_cache_bytes: Option<f64>,
+    ) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(1);
-        let caches = Arc::new(Caches::new(
+        let caches = Arc::new(Caches::with_data_cache(
             metadata_cache_bytes.map_or(DEFAULT_METADATA_CACHE_BYTES, |b| b.max(0.0) as u64),
             index_cache_bytes.map_or(DEFAULT_INDEX_CACHE_BYTES, |b| b.max(0.0) as u64),
+            data_cache_bytes.map_or(DEFAULT_DATA_CACHE_BYTES, |b| b.max(0.0) as u64),
         ));
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut live) = sessions().lock() {

@@ -319,7 +319,7 @@ impl FileReader {
     /// was removed by a cleanup (or from outside): a `MissingFile` error says so.
     async fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
         self.storage
-            .read_ranges(&self.path, ranges)
+            .read_ranges_cached(&self.path, self.meta.size_bytes, ranges)
             .await
             .map_err(|e| match e {
                 Error::Storage(object_store::Error::NotFound { .. }) => {

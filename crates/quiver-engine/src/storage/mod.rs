@@ -22,11 +22,14 @@ use object_store::{
 
 use crate::error::{Error, Result};
 
+mod blocks;
 mod durable;
 #[cfg(unix)]
 mod local;
 mod s3;
 pub mod throttle;
+
+pub use blocks::{BlockCache, DEFAULT_DATA_CACHE_BYTES};
 
 pub use durable::{Durability, Flush};
 pub use s3::S3_OPTIONS;
@@ -311,6 +314,8 @@ pub struct Storage {
     /// one, shared by every handle on the store).
     conditional_put: Option<Arc<tokio::sync::OnceCell<()>>>,
     limits: Arc<IoLimits>,
+    /// Cloud stores: blocks of data files read before (see [`Storage::read_ranges_cached`]).
+    blocks: Option<Arc<BlockCache>>,
 }
 
 /// Named in-memory stores, so that two connections to `memory://name` in one process see the
@@ -461,6 +466,78 @@ impl Storage {
             flusher: None,
             conditional_put: None,
             limits: Arc::new(IoLimits::new(8, DEFAULT_IO_BUFFER_BYTES)),
+            blocks: None,
+        }
+    }
+
+    /// The same store, keeping blocks of the data files it reads in `cache` when it is a
+    /// cloud store (a local disk has the OS page cache).
+    pub fn with_block_cache(self, cache: Arc<BlockCache>) -> Self {
+        if !self.is_cloud() {
+            return self;
+        }
+        Storage {
+            blocks: Some(cache),
+            ..self
+        }
+    }
+
+    /// [`Storage::read_ranges`] of an immutable object of `size` bytes through the block
+    /// cache: on a cloud store, the aligned blocks the ranges touch are read once (the missing
+    /// ones in one coalesced read) and served from memory after, so a warm search's row reads
+    /// cost no round trip. Without a block cache, a plain `read_ranges`.
+    pub async fn read_ranges_cached(
+        &self,
+        path: &Path,
+        size: u64,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        let Some(cache) = &self.blocks else {
+            return self.read_ranges(path, ranges).await;
+        };
+        if ranges.iter().any(|r| r.end > size) {
+            return Err(Error::corrupt(
+                path,
+                "a range lies past the end of the object".to_string(),
+            ));
+        }
+        let prefix = format!("{}#", self.namespace_of(path));
+        let wanted = blocks::blocks_of(ranges);
+        let mut have: HashMap<u64, Bytes> = HashMap::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for &b in &wanted {
+            match cache.get(&prefix, b) {
+                Some(bytes) => {
+                    have.insert(b, bytes);
+                }
+                None => missing.push(b),
+            }
+        }
+        if !missing.is_empty() {
+            let reads: Vec<Range<u64>> = missing
+                .iter()
+                .map(|&b| blocks::block_range(b, size))
+                .collect();
+            let fetched = self.read_ranges(path, &reads).await?;
+            for (b, bytes) in missing.into_iter().zip(fetched) {
+                cache.insert(&prefix, b, bytes.clone());
+                have.insert(b, bytes);
+            }
+        }
+        ranges
+            .iter()
+            .map(|r| {
+                blocks::assemble(r, &have)
+                    .ok_or_else(|| Error::Internal("a block was not read".into()))
+            })
+            .collect()
+    }
+
+    /// The cache namespace of an object path (the store's namespace and the path).
+    fn namespace_of(&self, path: &Path) -> String {
+        match self.relative(path) {
+            Some(relative) => format!("{}/{relative}", self.namespace),
+            None => format!("{}@{path}", self.namespace),
         }
     }
 
@@ -1083,6 +1160,48 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    /// On a cloud store, ranges read once are served from the block cache after, exactly.
+    #[tokio::test]
+    async fn cloud_reads_of_data_files_go_through_the_block_cache() {
+        use throttle::tests::FlakyStore;
+        let store = Arc::new(FlakyStore::new(Box::new(|_, _| None)));
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let storage =
+            Storage::from_store(store, Path::default(), StorageOptions::default(), "s3://b")
+                .checking_conditional_puts()
+                .with_block_cache(cache.clone());
+        let path = storage.path("t/data/f.qvd");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        storage.put(&path, Bytes::from(data.clone())).await.unwrap();
+        let ranges = [10..20, 65_000..70_000, 199_990..200_000];
+        let first = storage
+            .read_ranges_cached(&path, 200_000, &ranges)
+            .await
+            .unwrap();
+        let reads = storage.io_stats().read_ops;
+        assert!(reads > 0);
+        let again = storage
+            .read_ranges_cached(&path, 200_000, &ranges)
+            .await
+            .unwrap();
+        assert_eq!(storage.io_stats().read_ops, reads, "served from the cache");
+        for ((r, a), b) in ranges.iter().zip(&first).zip(&again) {
+            assert_eq!(&a[..], &data[r.start as usize..r.end as usize]);
+            assert_eq!(a, b);
+        }
+        assert!(cache.size_bytes() > 0);
+        let past_the_end = std::slice::from_ref(&(199_000..200_001));
+        assert!(storage
+            .read_ranges_cached(&path, 200_000, past_the_end)
+            .await
+            .is_err());
+        // A local store keeps no blocks.
+        let local = Storage::from_uri("memory://")
+            .unwrap()
+            .with_block_cache(cache.clone());
+        assert!(local.blocks.is_none());
     }
 
     #[test]

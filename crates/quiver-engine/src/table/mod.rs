@@ -166,7 +166,7 @@ impl Database {
             session = session.with_index_max_share(share);
         }
         Database {
-            storage,
+            storage: storage.with_block_cache(session.caches().blocks().clone()),
             session: Arc::new(session),
         }
     }

@@ -112,6 +112,8 @@ pub struct Caches {
     cache: Cache<String, CachedEntry, ByteWeighter>,
     capacity: u64,
     indexes: IndexCache,
+    /// Blocks of data files read from cloud stores.
+    blocks: Arc<crate::storage::BlockCache>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -126,21 +128,36 @@ impl std::fmt::Debug for Caches {
 impl Caches {
     /// Caches of at most `metadata_bytes` and `index_bytes` (0 keeps nothing).
     pub fn new(metadata_bytes: u64, index_bytes: u64) -> Self {
+        Self::with_data_cache(
+            metadata_bytes,
+            index_bytes,
+            crate::storage::DEFAULT_DATA_CACHE_BYTES,
+        )
+    }
+
+    /// Caches with the block cache of cloud stores' data files sized too.
+    pub fn with_data_cache(metadata_bytes: u64, index_bytes: u64, data_bytes: u64) -> Self {
         Caches {
             cache: Cache::with_weighter(1024, metadata_bytes.max(1), ByteWeighter),
             capacity: metadata_bytes,
             indexes: IndexCache::new(index_bytes),
+            blocks: Arc::new(crate::storage::BlockCache::new(data_bytes)),
         }
     }
 
-    /// Bytes held by both caches.
-    pub fn size_bytes(&self) -> u64 {
-        self.cache.weight() + self.indexes.stats().bytes
+    /// The block cache of cloud stores' data files.
+    pub fn blocks(&self) -> &Arc<crate::storage::BlockCache> {
+        &self.blocks
     }
 
-    /// Entries in both caches (approximate while other threads insert and evict).
+    /// Bytes held by the caches.
+    pub fn size_bytes(&self) -> u64 {
+        self.cache.weight() + self.indexes.stats().bytes + self.blocks.size_bytes()
+    }
+
+    /// Entries in the caches (approximate while other threads insert and evict).
     pub fn approx_num_items(&self) -> u64 {
-        self.cache.len() as u64 + self.indexes.stats().entries
+        self.cache.len() as u64 + self.indexes.stats().entries + self.blocks.len()
     }
 
     /// Statistics of the metadata cache.
