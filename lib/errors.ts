@@ -76,6 +76,7 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   CommitRetriesExhausted: [CommitConflictError, true],
   Corruption: [CorruptionError, false],
   Io: [IoError, true],
+  AccessDenied: [IoError, false],
   Closed: [ClosedError, false],
   VersionNotFound: [NotFoundError, false],
   MissingFile: [NotFoundError, false],

@@ -23,6 +23,11 @@ pub(crate) fn error_code(e: &EngineError) -> &'static str {
         EngineError::CommitConflict(_) => "CommitConflict",
         EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
         EngineError::ReadOnlyVersion(_) => "ReadOnlyVersion",
+        // Retrying cannot fix missing or refused credentials.
+        EngineError::Storage(
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. },
+        ) => "AccessDenied",
         EngineError::Storage(_) => "Io",
         EngineError::UnsupportedStore(_) => "UnsupportedStore",
         EngineError::Arrow(_) => "InvalidArgument",
@@ -73,6 +78,25 @@ mod tests {
             Some(Ok(_)) => panic!("expected an error"),
             None => panic!("the guarded future did not complete"),
         }
+    }
+
+    #[test]
+    fn refused_credentials_are_not_retryable_io_errors() {
+        let denied = EngineError::Storage(object_store::Error::PermissionDenied {
+            path: "b/x".into(),
+            source: "403 Forbidden".into(),
+        });
+        assert_eq!(error_code(&denied), "AccessDenied");
+        let unauthenticated = EngineError::Storage(object_store::Error::Unauthenticated {
+            path: "b/x".into(),
+            source: "401".into(),
+        });
+        assert_eq!(error_code(&unauthenticated), "AccessDenied");
+        let transient = EngineError::Storage(object_store::Error::Generic {
+            store: "S3",
+            source: "503".into(),
+        });
+        assert_eq!(error_code(&transient), "Io");
     }
 
     #[test]

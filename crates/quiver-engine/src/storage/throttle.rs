@@ -316,6 +316,28 @@ pub enum Failure {
     Permanent,
 }
 
+/// What the text of a throttling answer contains (429, 503, S3's and other stores' codes).
+const THROTTLE_SIGNS: &[&str] = &[
+    "status code: 503",
+    "status code: 429",
+    "SlowDown",
+    "TooManyRequests",
+    "RequestLimitExceeded",
+    "Throttling",
+];
+
+/// What the text of a failure a retry may fix contains: 5xx answers, S3's `InternalError`,
+/// and transport failures (connect, send, timeout, a body cut short).
+const TRANSIENT_SIGNS: &[&str] = &[
+    "status code: 5",
+    "HTTP error",
+    "InternalError",
+    "error sending request",
+    "connection",
+    "timed out",
+    "error decoding response body",
+];
+
 /// Classifies an object_store error from its variant and, for HTTP failures (which
 /// object_store does not expose as types), from the text of its cause chain.
 pub fn classify(error: &object_store::Error) -> Failure {
@@ -340,22 +362,9 @@ pub fn classify(error: &object_store::Error) -> Failure {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    if text.contains("status code: 503")
-        || text.contains("status code: 429")
-        || text.contains("SlowDown")
-        || text.contains("TooManyRequests")
-        || text.contains("RequestLimitExceeded")
-        || text.contains("Throttling")
-    {
+    if THROTTLE_SIGNS.iter().any(|s| text.contains(s)) {
         Failure::Throttle
-    } else if text.contains("status code: 5")
-        || text.contains("HTTP error")
-        || text.contains("InternalError")
-        || text.contains("error sending request")
-        || text.contains("connection")
-        || text.contains("timed out")
-        || text.contains("error decoding response body")
-    {
+    } else if TRANSIENT_SIGNS.iter().any(|s| text.contains(s)) {
         Failure::Transient
     } else {
         Failure::Permanent
