@@ -620,7 +620,7 @@ impl Container {
         index_type: &str,
     ) -> Result<Self> {
         let prefetch = Prefetch::read(storage, path, size_bytes, 0).await?;
-        Self::open_with(storage, path, size_bytes, index_type, false, prefetch).await
+        Self::open_prefetched(storage, path, size_bytes, index_type, prefetch).await
     }
 
     /// [`Container::open_parts`] from ends of the file already read.

@@ -5,11 +5,12 @@
 //! and the file; files are never rewritten, so blocks never go stale.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{Equivalent, Weighter};
 
 /// Bytes in a block. A row of a 768-d float32 vector is 3 KiB; a block holds a few dozen, and
 /// costs about as much to fetch as one.
@@ -24,6 +25,23 @@ struct BlockWeighter;
 impl Weighter<(String, u64), Bytes> for BlockWeighter {
     fn weight(&self, key: &(String, u64), value: &Bytes) -> u64 {
         (key.0.len() + 16 + value.len()) as u64
+    }
+}
+
+/// A borrowed block key, so that a lookup allocates nothing. Hashes as the owned
+/// `(String, u64)` does: a tuple hashes its fields in order, a `String` as its `str`.
+struct BlockRef<'a>(&'a str, u64);
+
+impl Hash for BlockRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl Equivalent<(String, u64)> for BlockRef<'_> {
+    fn equivalent(&self, key: &(String, u64)) -> bool {
+        self.1 == key.1 && self.0 == key.0
     }
 }
 
@@ -45,14 +63,30 @@ impl std::fmt::Debug for BlockCache {
 impl BlockCache {
     /// A cache of at most `capacity` bytes (0 keeps nothing).
     pub fn new(capacity: u64) -> Self {
-        BlockCache {
-            cache: Cache::with_weighter(1024, capacity.max(1), BlockWeighter),
-            capacity,
-        }
+        // A sharded cache splits its budget between shards and evicts within one, so each
+        // shard must hold many blocks: with a shard of two blocks, a third landing in it would
+        // evict one just read. At least 256 blocks (16 MiB) a shard, at most 16 shards.
+        let blocks = (capacity / BLOCK).max(1);
+        let shards = (blocks / 256).clamp(1, 16) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(blocks.min(1 << 20) as usize)
+            .weight_capacity(capacity.max(1))
+            .shards(shards)
+            .build();
+        let cache = match options {
+            Ok(options) => Cache::with_options(
+                options,
+                BlockWeighter,
+                Default::default(),
+                Default::default(),
+            ),
+            Err(_) => Cache::with_weighter(1024, capacity.max(1), BlockWeighter),
+        };
+        BlockCache { cache, capacity }
     }
 
     pub(crate) fn get(&self, file: &str, block: u64) -> Option<Bytes> {
-        self.cache.get(&(file.to_string(), block))
+        self.cache.get(&BlockRef(file, block))
     }
 
     pub(crate) fn insert(&self, file: &str, block: u64, bytes: Bytes) {
@@ -151,6 +185,25 @@ mod tests {
                 let got = assemble(r, &blocks).expect("every block is there");
                 prop_assert_eq!(&got[..], &data[r.start as usize..r.end as usize]);
             }
+        }
+    }
+
+    /// Blocks that fit the budget all stay, whichever shard they hash to: a small cache is one
+    /// shard, not several too small for two blocks.
+    #[test]
+    fn blocks_within_the_budget_all_stay() {
+        for capacity in [1u64 << 20, 64 << 20] {
+            let cache = BlockCache::new(capacity);
+            let fit = (capacity / (BLOCK + 64)) * 9 / 10;
+            let block = Bytes::from(vec![7u8; BLOCK as usize]);
+            for i in 0..fit {
+                cache.insert(&format!("ns/t/data/{}.qvd#", i % 5), i, block.clone());
+            }
+            for i in 0..fit {
+                let got = cache.get(&format!("ns/t/data/{}.qvd#", i % 5), i);
+                assert_eq!(got.as_deref(), Some(&block[..]), "block {i} of {fit}");
+            }
+            assert!(cache.get("ns/t/data/9.qvd#", 0).is_none());
         }
     }
 }

@@ -573,12 +573,18 @@ impl Storage {
                             .put_opts(&probe, PutPayload::from_static(b"2"), opts())
                             .await
                     }
-                    Err(e) => {
+                    // Only a store that cannot do conditional writes is unsupported; any
+                    // other failure is the store's (and the check runs again next commit).
+                    Err(
+                        e @ (object_store::Error::NotImplemented { .. }
+                        | object_store::Error::NotSupported { .. }),
+                    ) => {
                         return Err(Error::UnsupportedStore(format!(
                             "'{}' refused a conditional write (If-None-Match: *) that commits need: {e}",
                             self.uri
                         )))
                     }
+                    Err(e) => return Err(e.into()),
                 };
                 let _ = self.store.delete(&probe).await;
                 match second {

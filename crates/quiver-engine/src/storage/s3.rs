@@ -245,16 +245,17 @@ pub(crate) fn open(uri: &str, raw: &BTreeMap<String, String>) -> Result<S3Store>
     let options = parse_options(raw)?;
     install_tls_provider();
 
-    let mut builder = AmazonS3Builder::new();
-    let env_keys = AmazonS3Builder::from_env();
-    let has_env_keys = env_keys
+    // The AWS_* environment first; the shared credentials file fills in what it lacks (its
+    // keys only when neither the environment nor the options give keys: a key pair is taken
+    // whole from one place).
+    let mut builder = AmazonS3Builder::from_env();
+    let keys_given = builder
         .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
-        .is_some();
-    let has_option_keys = options
-        .s3
-        .iter()
-        .any(|(k, _)| matches!(k, AmazonS3ConfigKey::AccessKeyId));
-    // The shared file is the fallback under the environment.
+        .is_some()
+        || options
+            .s3
+            .iter()
+            .any(|(k, _)| matches!(k, AmazonS3ConfigKey::AccessKeyId));
     for (key, value) in shared_profile() {
         let is_key = matches!(
             key,
@@ -262,15 +263,8 @@ pub(crate) fn open(uri: &str, raw: &BTreeMap<String, String>) -> Result<S3Store>
                 | AmazonS3ConfigKey::SecretAccessKey
                 | AmazonS3ConfigKey::Token
         );
-        if !(is_key && (has_env_keys || has_option_keys)) {
+        if builder.get_config_value(&key).is_none() && !(is_key && keys_given) {
             builder = builder.with_config(key, value);
-        }
-    }
-    for (os_key, os_value) in std::env::vars() {
-        if os_key.starts_with("AWS_") {
-            if let Ok(key) = os_key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                builder = builder.with_config(key, os_value);
-            }
         }
     }
     let mut allow_http = None;

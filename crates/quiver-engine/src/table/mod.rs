@@ -605,9 +605,20 @@ impl TableInner {
     /// On a cloud store, reads the metadata of the data files of `manifest`'s first
     /// `limit` fragments into the cache, all at once: a search runs this beside its index
     /// lookup so that fetching its result rows then costs one round trip, not two. Failures
-    /// are left for the reads that need the files to report.
+    /// are left for the reads that need the files to report. A warm table (its newest
+    /// fragment's metadata cached) costs one lookup, not one per fragment.
     pub(crate) async fn warm_file_metadata(&self, manifest: &Manifest, limit: usize) {
         if !self.storage.is_cloud() {
+            return;
+        }
+        let newest = manifest.fragments().last().and_then(|f| f.files.first());
+        let warm = newest.is_none_or(|f| {
+            matches!(
+                self.session.get(&self.metadata_key(&f.path)),
+                Some(CachedEntry::File(_))
+            )
+        });
+        if warm {
             return;
         }
         let files = manifest
@@ -618,10 +629,15 @@ impl TableInner {
         futures::future::join_all(files.map(|f| self.file_reader(&f.path))).await;
     }
 
+    /// The cache key of a data file's metadata: keyed by kind too, since a crafted manifest
+    /// may name one file as several kinds.
+    fn metadata_key(&self, relative: &str) -> String {
+        format!("{}#metadata", self.cache_key(relative))
+    }
+
     /// A reader for the data file at `relative`, its metadata through the cache.
     async fn file_reader(&self, relative: &str) -> Result<FileReader> {
-        // Keyed by kind too: a crafted manifest may name one file as several kinds.
-        let key = format!("{}#metadata", self.cache_key(relative));
+        let key = self.metadata_key(relative);
         let path = self.storage.path(relative);
         let entry = self
             .session
