@@ -135,6 +135,16 @@ describe("s3:// databases", () => {
   });
 });
 
+/** The longest chain of requests each sent after the one before it was answered. */
+function sequentialRoundTrips(requests: { start: number; end: number }[]): number {
+  const sorted = [...requests].sort((a, b) => a.start - b.start);
+  const depth: number[] = [];
+  sorted.forEach((r, i) => {
+    depth.push(1 + Math.max(0, ...sorted.slice(0, i).map((q, j) => (q.end <= r.start ? depth[j] : 0))));
+  });
+  return Math.max(0, ...depth);
+}
+
 describe("s3:// round trips", () => {
   it("a warm search sends no request; a cold one a few", async () => {
     const proxy = await startProxy(endpoint);
@@ -151,8 +161,13 @@ describe("s3:// round trips", () => {
       expect(proxy.counts.requests - opened).toBe(2); // the versions' listing, the manifest
       const query = [Math.sin(42), Math.cos(42), 0, 9];
       const before = proxy.counts.requests;
+      const timeline: { start: number; end: number }[] = [];
+      proxy.faults.timeline = timeline;
       const cold = await table.search(query).limit(3).toArray();
+      proxy.faults.timeline = undefined;
       expect(proxy.counts.requests - before).toBeLessThanOrEqual(8);
+      // Index open (tail and model at once), its partitions, then refine and rows together.
+      expect(sequentialRoundTrips(timeline)).toBeLessThanOrEqual(4);
       const warmStart = proxy.counts.requests;
       const warm = await table.search(query).limit(3).toArray();
       expect(proxy.counts.requests).toBe(warmStart);

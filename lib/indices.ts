@@ -211,9 +211,9 @@ function checkOptions(options: IvfPqOptions & HnswSqOptions, what: string): IvfP
 /** Options of `table.createIndex(column, options)`. */
 export interface CreateIndexOptions {
   /**
-   * Default: picked by the column — vector columns `Index.ivfPq()`, list columns
-   * `Index.labelList()`, columns of at most 1,000 distinct values (and at most one per 10
-   * rows) `Index.bitmap()`, other columns `Index.btree()`.
+   * Default: picked by the column — vector columns `Index.ivfRq()` (`Index.ivfPq()` above
+   * 4,096 dimensions), list columns `Index.labelList()`, columns of at most 1,000 distinct
+   * values (and at most one per 10 rows) `Index.bitmap()`, other columns `Index.btree()`.
    */
   config?: Index;
   /** Replace an existing index on the column or of the same name (default true). */

@@ -128,7 +128,9 @@ const SLOW_DOWN =
  * answered 503 SlowDown without forwarding; `reset` (0..1) share forwarded whose client
  * connection is then destroyed before the answer (the server acted, the client never knows).
  * `stripConditional`: drop If-None-Match headers (a store that does not honour conditional
- * writes). `counts` says what it did. Returns `{ endpoint, faults, counts, close() }`.
+ * writes). `timeline`: an array that receives `{ method, url, start, end }` (performance.now()
+ * milliseconds, latency included) of each request once answered. `counts` says what it did.
+ * Returns `{ endpoint, faults, counts, close() }`.
  */
 export async function startProxy(target, faults = {}) {
   const upstream = new URL(target);
@@ -138,6 +140,11 @@ export async function startProxy(target, faults = {}) {
   const server = http.createServer((req, res) => {
     counts.requests++;
     if (state.log) state.log.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ""}`);
+    if (state.timeline) {
+      const timeline = state.timeline;
+      const start = performance.now();
+      res.once("close", () => timeline.push({ method: req.method, url: req.url, start, end: performance.now() }));
+    }
     const forward = () => {
       if (Math.random() < state.slowDown) {
         counts.slowDowns++;

@@ -1,7 +1,7 @@
 //! Random access costs, counted at the object store: `take` of a fixed-width column (vectors
 //! included) is at most one ranged read per non-adjacent row and reads only those rows' bytes;
 //! a variable-width column is at most two reads per row. Projection reads only the projected
-//! columns' bytes.
+//! columns' bytes. On a cloud store, a search's result rows cost no read after its refine.
 
 mod common;
 
@@ -206,4 +206,97 @@ async fn range_filters_skip_pages_by_statistics() {
     let before = store.snapshot();
     assert_eq!(table.count_rows_where("id < 0").await.expect("count"), 0);
     assert_eq!(store.snapshot().0, before.0);
+}
+
+/// On a cloud store an indexed search takes the returned columns of its refine candidates
+/// beside the refine, so returning the results reads nothing more: one round trip, not two
+/// in turn. Elsewhere the results are taken after (a local read costs no round trip).
+#[tokio::test]
+async fn cloud_search_takes_its_rows_beside_the_refine() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use quiver_engine::query::{analyze_search, VectorSearch};
+    use quiver_engine::table::indices::{create_index, CreateIndexOptions, VectorIndexParams};
+
+    const D: i32 = 16;
+    let search = VectorSearch {
+        query: (0..D).map(|j| 4321.0 + f64::from(j) / 1000.0).collect(),
+        k: 5,
+        refine_factor: Some(4),
+        columns: Some(vec!["id".into(), "text".into()]),
+        with_row_id: true,
+        ..Default::default()
+    };
+    for cloud in [true, false] {
+        let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
+        let storage = Storage::from_store(
+            store,
+            Path::default(),
+            StorageOptions::default(),
+            if cloud { "s3://counted" } else { "count://" },
+        );
+        let storage = if cloud {
+            storage.checking_conditional_puts()
+        } else {
+            storage
+        };
+        let db = Database::from_storage(storage, ConnectOptions::default());
+        let batches = (0..4)
+            .map(|i| common::simple_batch(i * 2_000, 2_000, D))
+            .collect();
+        let table = db
+            .create_table(
+                "t",
+                common::simple_schema(D),
+                batches_stream(batches),
+                CreateMode::Create,
+                WriteParams::default(),
+            )
+            .await
+            .expect("create");
+        let options = CreateIndexOptions {
+            config: Some(VectorIndexParams::default().into()),
+            ..Default::default()
+        };
+        create_index(&table, "vector", options)
+            .await
+            .expect("index");
+        let (batch, plan) = analyze_search(&table, &search).await.expect("search");
+        let take_reads = plan
+            .find("Take")
+            .and_then(|t| t.metrics.as_ref())
+            .expect("a measured Take")
+            .iops;
+        if cloud {
+            assert_eq!(take_reads, 0, "{}", plan.render(true, None));
+        } else {
+            assert!(take_reads > 0, "{}", plan.render(true, None));
+        }
+        // The right rows, nearest first, each with its own text and row address.
+        let ids: Vec<i64> = batch
+            .column_by_name("id")
+            .expect("id")
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(ids[0], 4321);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![4319, 4320, 4321, 4322, 4323]);
+        let texts = batch
+            .column_by_name("text")
+            .expect("text")
+            .as_string::<i32>();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(texts.value(i), format!("row {id}"));
+        }
+        let distances = batch
+            .column_by_name("_distance")
+            .expect("distances")
+            .as_primitive::<arrow_array::types::Float32Type>()
+            .values()
+            .to_vec();
+        assert!(distances.windows(2).all(|w| w[0] <= w[1]), "{distances:?}");
+        assert_eq!(batch.column_by_name("_rowid").expect("row ids").len(), 5);
+    }
 }

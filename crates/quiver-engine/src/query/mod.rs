@@ -1115,6 +1115,7 @@ async fn run(
     let _lease = table.lease(r.manifest.version());
     let mut stats = SearchStats::default();
     let mut inputs = Vec::new();
+    let mut taken = None;
     let mut best = match &r.index {
         None => {
             let mut node = exact_node(&r, r.manifest.fragments().len(), &r.exact_reason);
@@ -1144,7 +1145,8 @@ async fn run(
                     .inner()
                     .warm_file_metadata(&r.manifest, WARM_FRAGMENTS)
             );
-            let (mut best, node) = found?;
+            let (mut best, node, ahead) = found?;
+            taken = ahead;
             inputs.push(node);
             if !used.all_covered {
                 let rest = r.manifest.with_fragments(|f| !used.covered.contains(&f.id));
@@ -1162,7 +1164,14 @@ async fn run(
     if analyze {
         top_of(&mut plan).metrics_mut().output_rows = best.len() as u64;
     }
-    let batch = finish(&table.measured(&probe), &r.manifest, &mut best, search).await?;
+    let batch = finish(
+        &table.measured(&probe),
+        &r.manifest,
+        &mut best,
+        search,
+        taken.as_ref(),
+    )
+    .await?;
     if analyze {
         if search.filter.is_some() && search.postfilter {
             if let Some(post) = plan.children.first_mut() {
@@ -1277,8 +1286,9 @@ async fn refine_within_bounds(
     Ok((best, pruned))
 }
 
-/// The best candidates among the fragments of `indexed` (those the index covers), and the
-/// plan node that found them.
+/// The best candidates among the fragments of `indexed` (those the index covers), the plan
+/// node that found them, and on a cloud store the returned columns of every refined candidate,
+/// taken beside the refine so that returning the results costs no round trip of its own.
 async fn indexed_search(
     table: &Table,
     indexed: &Arc<Manifest>,
@@ -1287,13 +1297,13 @@ async fn indexed_search(
     r: &Resolved,
     stats: &mut SearchStats,
     analyze: bool,
-) -> Result<(Vec<Candidate>, PlanNode)> {
+) -> Result<(Vec<Candidate>, PlanNode, Option<Taken>)> {
     let meta = &used.meta;
     let exact = &r.exact;
     let fragments = indexed.fragments().len();
     let mut node = index_node(used, search, fragments, r.prefilter.is_some());
     if indexed.fragments().is_empty() || search.k == 0 {
-        return Ok((Vec::new(), node));
+        return Ok((Vec::new(), node, None));
     }
     let gate = match &r.prefilter {
         Some(filter) => {
@@ -1322,7 +1332,7 @@ async fn indexed_search(
                 let best =
                     measured_exact_at(table, indexed, &rows, exact, stats, &mut take, analyze)
                         .await?;
-                return Ok((best, take));
+                return Ok((best, take, None));
             }
             node = node.child(pre);
             Some(RowGate::Only(matches.into_iter().collect()))
@@ -1388,15 +1398,33 @@ async fn indexed_search(
             let probe = Probe::start(analyze);
             let before = stats.exact_rows;
             let observed = table.measured(&probe);
-            let best = if probed.bounds.iter().any(|&b| b > 0.0) {
-                let (best, pruned) =
-                    refine_within_bounds(&observed, indexed, &probed, exact, stats).await?;
-                refine_step = refine_step.with("pruned_by_error_bound", pruned);
-                best
-            } else {
-                let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
-                exact_at(&observed, indexed, &rows, exact, stats).await?
+            let refined = async {
+                if probed.bounds.iter().any(|&b| b > 0.0) {
+                    let (best, pruned) =
+                        refine_within_bounds(&observed, indexed, &probed, exact, stats).await?;
+                    Ok((best, Some(pruned)))
+                } else {
+                    let rows: Vec<u64> = probed.candidates.iter().map(|c| c.row_id).collect();
+                    Ok((
+                        exact_at(&observed, indexed, &rows, exact, stats).await?,
+                        None,
+                    ))
+                }
             };
+            let ahead = async {
+                if !table.inner().storage.is_cloud() {
+                    return None;
+                }
+                let rows = probed.candidates.iter().map(|c| c.row_id).collect();
+                // Only a shortcut: if it fails, returning the results takes the rows itself
+                // (and reports what went wrong).
+                Taken::read(&observed, &r.manifest, rows, search).await.ok()
+            };
+            let (refined, taken): (Result<_>, _) = futures::join!(refined, ahead);
+            let (best, pruned) = refined?;
+            if let Some(pruned) = pruned {
+                refine_step = refine_step.with("pruned_by_error_bound", pruned);
+            }
             record_ranked(
                 &mut refine_step,
                 analyze,
@@ -1404,7 +1432,7 @@ async fn indexed_search(
                 stats.exact_rows - before,
             );
             probe.finish(&mut refine_step);
-            Ok((best, refine_step))
+            Ok((best, refine_step, taken))
         }
         None => Ok((
             probed
@@ -1414,6 +1442,7 @@ async fn indexed_search(
                 .take(exact.k)
                 .collect(),
             node,
+            None,
         )),
     }
 }
@@ -1424,6 +1453,7 @@ async fn finish(
     manifest: &Manifest,
     best: &mut Vec<Candidate>,
     search: &VectorSearch,
+    taken: Option<&Taken>,
 ) -> Result<RecordBatch> {
     if let Some(filter) = search.filter.as_ref().filter(|_| search.postfilter) {
         let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
@@ -1432,40 +1462,120 @@ async fn finish(
     }
     let ids: Vec<u64> = best.iter().map(|c| c.row_id).collect();
     // `_distance` is always returned; naming it in the projection (as LanceDB users do) is fine.
+    let output = RankedOutput {
+        columns: search.columns.as_deref(),
+        with_row_id: search.with_row_id,
+        rank: DISTANCE,
+    };
     take_ranked(
         table,
         manifest,
         ids,
-        search.columns.as_deref(),
-        search.with_row_id,
-        DISTANCE,
+        &output,
         best.iter().map(|c| c.distance),
+        taken,
     )
     .await
 }
 
-/// The rows at `ids` (ranked results, in order) with the returned `columns`, the ranking
-/// column `rank` (one value per row; left out of `columns` when a user names it), and `_rowid`
-/// when asked.
+/// Rows taken ahead of knowing which are returned: the returned columns of candidates, by
+/// ascending address.
+pub(crate) struct Taken {
+    addresses: Vec<u64>,
+    rows: RecordBatch,
+}
+
+impl Taken {
+    /// The returned columns of `search` at `addresses`.
+    async fn read(
+        table: &Table,
+        manifest: &Manifest,
+        mut addresses: Vec<u64>,
+        search: &VectorSearch,
+    ) -> Result<Taken> {
+        addresses.sort_unstable();
+        addresses.dedup();
+        let columns = returned_columns(search.columns.as_deref(), DISTANCE);
+        let rows = scan::take(
+            table.inner(),
+            manifest,
+            &addresses,
+            columns.as_deref(),
+            search.with_row_id,
+        )
+        .await?;
+        Ok(Taken { addresses, rows })
+    }
+
+    /// The rows at `ids`, in order, when every one was taken.
+    fn select(&self, ids: &[u64]) -> Option<Result<RecordBatch>> {
+        let indices: Option<Vec<u32>> = ids
+            .iter()
+            .map(|id| self.addresses.binary_search(id).ok().map(|i| i as u32))
+            .collect();
+        let indices = arrow_array::UInt32Array::from(indices?);
+        let select = || -> Result<RecordBatch> {
+            let columns = self
+                .rows
+                .columns()
+                .iter()
+                .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(ids.len()));
+            Ok(RecordBatch::try_new_with_options(
+                self.rows.schema(),
+                columns,
+                &options,
+            )?)
+        };
+        Some(select())
+    }
+}
+
+/// The columns a ranked result returns from the table: `columns` without the ranking column
+/// `rank`, which a user may name.
+fn returned_columns(columns: Option<&[String]>, rank: &str) -> Option<Vec<String>> {
+    columns.map(|c| c.iter().filter(|n| *n != rank).cloned().collect())
+}
+
+/// What a ranked result returns: the table's `columns` (all when `None`), the ranking column
+/// `rank` (left out of `columns` when a user names it), and `_rowid` when asked.
+#[derive(Clone, Copy)]
+pub(crate) struct RankedOutput<'a> {
+    pub columns: Option<&'a [String]>,
+    pub with_row_id: bool,
+    pub rank: &'a str,
+}
+
+/// The rows at `ids` (ranked results, in order) as `output` asks, `values` the ranking
+/// column's (one per row); from `taken` when it holds them all.
 pub(crate) async fn take_ranked(
     table: &Table,
     manifest: &Manifest,
     ids: Vec<u64>,
-    columns: Option<&[String]>,
-    with_row_id: bool,
-    rank: &str,
+    output: &RankedOutput<'_>,
     values: impl Iterator<Item = f32>,
+    taken: Option<&Taken>,
 ) -> Result<RecordBatch> {
-    let columns: Option<Vec<String>> =
-        columns.map(|c| c.iter().filter(|n| *n != rank).cloned().collect());
-    let rows = scan::take(
-        table.inner(),
-        manifest,
-        &ids,
-        columns.as_deref(),
+    let RankedOutput {
+        columns,
         with_row_id,
-    )
-    .await?;
+        rank,
+    } = *output;
+    let rows = match taken.and_then(|t| t.select(&ids)) {
+        Some(rows) => rows?,
+        None => {
+            let columns = returned_columns(columns, rank);
+            scan::take(
+                table.inner(),
+                manifest,
+                &ids,
+                columns.as_deref(),
+                with_row_id,
+            )
+            .await?
+        }
+    };
     let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
     let mut arrays: Vec<ArrayRef> = rows.columns().to_vec();
     fields.push(Arc::new(Field::new(rank, DataType::Float32, false)));

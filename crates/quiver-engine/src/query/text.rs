@@ -453,14 +453,18 @@ async fn finish(
     found: &[Hit],
     search: &TextSearch,
 ) -> Result<RecordBatch> {
+    let output = super::RankedOutput {
+        columns: search.columns.as_deref(),
+        with_row_id: search.with_row_id,
+        rank: SCORE,
+    };
     super::take_ranked(
         table,
         manifest,
         found.iter().map(|h| h.row).collect(),
-        search.columns.as_deref(),
-        search.with_row_id,
-        SCORE,
+        &output,
         found.iter().map(|h| h.score),
+        None,
     )
     .await
 }

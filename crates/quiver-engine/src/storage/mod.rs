@@ -375,6 +375,7 @@ impl Storage {
             )));
         }
         if let Some(name) = uri.strip_prefix("memory://") {
+            let limits = Arc::new(IoLimits::from_env(false)?);
             let name = name.trim_matches('/');
             let store: Arc<InMemory> = if name.is_empty() {
                 let storage = Self::from_store(
@@ -385,6 +386,7 @@ impl Storage {
                 );
                 return Ok(Storage {
                     namespace: Arc::from(format!("memory://{}", uuid::Uuid::new_v4())),
+                    limits,
                     ..storage
                 });
             } else {
@@ -396,12 +398,10 @@ impl Storage {
                     .or_insert_with(|| Arc::new(InMemory::new()))
                     .clone()
             };
-            return Ok(Self::from_store(
-                store,
-                Path::default(),
-                options.unwrap_or_default(),
-                uri,
-            ));
+            return Ok(Storage {
+                limits,
+                ..Self::from_store(store, Path::default(), options.unwrap_or_default(), uri)
+            });
         }
         let fs_path = if let Some(rest) = uri.strip_prefix("file://") {
             let url = url::Url::parse(&format!("file://{rest}"))
@@ -707,7 +707,10 @@ impl Storage {
 
     /// Reads a whole object.
     pub async fn read_all(&self, path: &Path) -> Result<Bytes> {
+        // Whole objects are small (manifests, deletion files): one request, its bytes unknown.
+        let admitted = self.limits.admit(1, 0).await?;
         let bytes = self.store.get(path).await?.bytes().await?;
+        drop(admitted);
         record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok(bytes)
     }
@@ -721,6 +724,7 @@ impl Storage {
         limit: u64,
         what: &str,
     ) -> Result<(Bytes, ObjectMeta)> {
+        let _admitted = self.limits.admit(1, 0).await?;
         let result = self.store.get(path).await?;
         let meta = result.meta.clone();
         if meta.size > limit {
@@ -740,6 +744,7 @@ impl Storage {
     /// Reads the last `len` bytes of an object (all of it when smaller) in one request and
     /// returns them with the object's total size, so a reader can find a footer without a HEAD.
     pub async fn read_tail(&self, path: &Path, len: u64) -> Result<(Bytes, u64)> {
+        let _admitted = self.limits.admit(1, len).await?;
         #[cfg(unix)]
         if let Some(local) = &self.local {
             let (bytes, size) = local.read_tail(path, len).await?;

@@ -1,0 +1,425 @@
+// Tables on S3, side by side: Quiver and LanceDB against one S3 API server (moto, started here
+// on loopback, see scripts/s3-server.mjs), reached through a proxy that adds 10 ms to every
+// request, as a nearby cloud region would. Measures ingest, index builds (S3 vs a local
+// folder), warm and cold search (requests and sequential round trips counted by the proxy),
+// row fetch by id, a 1,000-query run with a share of requests answered 503 SlowDown, and what
+// listening to trace events costs. Writes benchmark/S3.md and its section of BENCHMARKS.md.
+//
+//   npm run bench:s3 [-- --size small|medium --queries 200 --latency 10 --no-markdown]
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { Table as ArrowTable } from "apache-arrow";
+import type { Connection, Session, Table } from "quiverdb";
+import { type Columns, ensureDataset, loadColumns, type Size } from "./datasets.js";
+import { installedVersion, repoRoot } from "./env.js";
+import { generatedLine, ms, timedMs, writeSection, x } from "./section.js";
+import { quantile, rng } from "./stats.js";
+import { arrowTableOf } from "./workloads.js";
+
+const { values: args } = parseArgs({
+  options: {
+    size: { type: "string", default: "medium" },
+    queries: { type: "string", default: "200" },
+    latency: { type: "string", default: "10" },
+    "no-markdown": { type: "boolean", default: false },
+  },
+});
+const SIZE = args.size as Size;
+const QUERIES = Number(args.queries);
+const LATENCY_MS = Number(args.latency);
+const BUILD_ROUNDS = 2;
+const COLD_ROUNDS = 3;
+const THROTTLED_QUERIES = 1_000;
+const THROTTLED_SHARE = 0.1;
+const THROTTLED_CONCURRENCY = 4;
+const TRACE_ROUNDS = 6;
+const K = 10;
+const BUCKET = "bench";
+
+interface Request {
+  method: string;
+  url: string;
+  start: number;
+  end: number;
+}
+interface Proxy {
+  endpoint: string;
+  faults: { latencyMs: number; slowDown: number; timeline?: Request[] };
+  counts: { requests: number; slowDowns: number };
+  close(): Promise<void>;
+}
+interface S3Server {
+  MOTO_VERSION: string;
+  startMoto(): Promise<{ endpoint: string; stop(): Promise<void> }>;
+  createBucket(endpoint: string, name: string): Promise<void>;
+  s3Options(endpoint: string): Record<string, string>;
+  startProxy(target: string, faults?: Partial<Proxy["faults"]>): Promise<Proxy>;
+}
+
+/** A table queried by id: Quiver's and LanceDB's both. */
+interface Queryable {
+  query(): { where(sql: string): { limit(n: number): { toArray(): Promise<Record<string, unknown>[]> } } };
+}
+/** What the benchmark asks of a LanceDB table. */
+interface LanceTable extends Queryable {
+  createIndex(column: string, options?: { config: unknown }): Promise<unknown>;
+  close(): void;
+}
+
+/** The length of the longest chain of requests each sent after the one before was answered:
+ * the round trips an operation waited for one after another. */
+export function sequentialRoundTrips(requests: readonly Request[]): number {
+  const sorted = [...requests].sort((a, b) => a.start - b.start);
+  const depth: number[] = [];
+  let longest = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    let d = 1;
+    for (let j = 0; j < i; j++) if (sorted[j].end <= sorted[i].start) d = Math.max(d, depth[j] + 1);
+    depth.push(d);
+    longest = Math.max(longest, d);
+  }
+  return longest;
+}
+
+/** `count` query vectors: the dataset's held-out queries where it has them, otherwise base
+ * rows moved by a little noise (deterministic). */
+function queryVectors(dir: string, cols: Columns, count: number): Float32Array[] {
+  const file = path.join(dir, "query.f32bin");
+  if (existsSync(file)) {
+    const bytes = readFileSync(file);
+    const rows = bytes.readUInt32LE(4);
+    const d = bytes.readUInt32LE(8);
+    const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset + 12, bytes.byteOffset + 12 + rows * d * 4));
+    if (d === cols.d && rows >= count) return Array.from({ length: count }, (_, i) => all.slice(i * d, (i + 1) * d));
+  }
+  const random = rng(7);
+  return Array.from({ length: count }, () => {
+    const row = Math.floor(random() * cols.n);
+    const v = cols.vectors.slice(row * cols.d, (row + 1) * cols.d);
+    for (let j = 0; j < v.length; j++) v[j] += (random() - 0.5) * 0.01;
+    return v;
+  });
+}
+
+const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5);
+const row = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
+const met = (ok: boolean) => (ok ? "met" : "**not met**");
+const seconds = (v: number) => `${(v / 1000).toFixed(1)} s`;
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const s3 = (await import(pathToFileURL(path.join(repoRoot, "scripts", "s3-server.mjs")).href)) as S3Server;
+  const q = await import("quiverdb");
+  const l = await import("@lancedb/lancedb");
+  const info = await ensureDataset("clustered", SIZE);
+  if (!info) throw new Error("no dataset");
+  const cols = loadColumns(info);
+  const batches = arrowTableOf(cols).batches.map((b) => new ArrowTable([b]));
+  const queries = queryVectors(info.dir, cols, 2 * QUERIES);
+  const [repeated, fresh] = [queries.slice(0, QUERIES), queries.slice(QUERIES)];
+  const random = rng(13);
+  const fetchIds = Array.from({ length: QUERIES }, () => Math.floor(random() * cols.n));
+
+  console.log("starting moto and the latency proxy…");
+  const moto = await s3.startMoto();
+  await s3.createBucket(moto.endpoint, BUCKET);
+  const proxy = await s3.startProxy(moto.endpoint, { latencyMs: LATENCY_MS });
+  const storageOptions = s3.s3Options(proxy.endpoint);
+  const lanceOptions = {
+    endpoint: proxy.endpoint,
+    region: "us-east-1",
+    aws_access_key_id: "testing",
+    aws_secret_access_key: "testing",
+    allow_http: "true",
+  };
+  const local = mkdtempSync(path.join(tmpdir(), "quiver-bench-s3-"));
+  const quiverUri = `s3://${BUCKET}/quiver`;
+  const lanceUri = `s3://${BUCKET}/lancedb`;
+  // Quiver never checks for other writers here, as LanceDB by default (readConsistencyInterval
+  // unset); a run at Quiver's own default (a check before every read) is reported beside.
+  const quiverS3 = (session?: Session, readConsistencyInterval = Infinity) =>
+    q.connect(quiverUri, { storageOptions, readConsistencyInterval, maintenance: false, session });
+  const requestsDuring = async (f: () => Promise<unknown>) => {
+    const before = proxy.counts.requests;
+    await f();
+    return proxy.counts.requests - before;
+  };
+
+  try {
+    // Ingest: the rows in add()s of 10,000 to a table created with the first batch.
+    const ingest = async (create: (first: ArrowTable) => Promise<{ add(t: ArrowTable): Promise<unknown> }>) =>
+      timedMs(async () => {
+        const table = await create(batches[0]);
+        for (const batch of batches.slice(1)) await table.add(batch);
+      });
+    console.log("ingest…");
+    const lanceDb = await l.connect(lanceUri, { storageOptions: lanceOptions });
+    const ingestLance = await ingest((t) => lanceDb.createTable("t", t as never) as never);
+    const shared = new q.Session();
+    const s3Db: Connection = await quiverS3(shared);
+    const ingestS3 = await ingest((t) => s3Db.createTable("t", t));
+    const localDb = await q.connect(local, { maintenance: false });
+    const ingestLocal = await ingest((t) => localDb.createTable("t", t));
+    console.log({ ingestLance, ingestS3, ingestLocal });
+    const s3Table = await s3Db.openTable("t");
+    const localTable = await localDb.openTable("t");
+    const lanceTable = (await lanceDb.openTable("t")) as unknown as LanceTable;
+
+    // Index builds, local and S3 in turn.
+    const builds = { local: [] as number[], s3: [] as number[] };
+    for (let round = 0; round < BUILD_ROUNDS; round++) {
+      for (const [where, table] of [
+        ["local", localTable],
+        ["s3", s3Table],
+      ] as const) {
+        console.log(`vector index build ${round + 1}/${BUILD_ROUNDS}, ${where}…`);
+        builds[where].push(await timedMs(() => table.createIndex("vector")));
+      }
+    }
+    const build = { local: Math.min(...builds.local), s3: Math.min(...builds.s3) };
+    const vectorIndex = (await s3Table.indexStats("vector_idx"))?.indexType ?? "?";
+    console.log("id indexes…");
+    const idBuild = {
+      quiver: await timedMs(() => s3Table.createIndex("id", { config: q.Index.btree() })),
+      lancedb: await timedMs(() => lanceTable.createIndex("id", { config: l.Index.btree() })),
+    };
+    await localTable.createIndex("id", { config: q.Index.btree() });
+
+    // Warm search: each query once to warm the caches, then timed: the same queries again, and
+    // new ones (index cached, rows not), local and S3 in turn.
+    const search = (table: Table, v: Float32Array) => table.search(v).select(["id", "text"]).limit(K).toArray();
+    console.log("warm search…");
+    for (const v of repeated) {
+      await search(s3Table, v);
+      await search(localTable, v);
+    }
+    const warm = { local: [] as number[], s3: [] as number[], localNew: [] as number[], s3New: [] as number[] };
+    let repeatedRequests = 0;
+    for (const v of repeated) {
+      warm.local.push(await timedMs(() => search(localTable, v)));
+      repeatedRequests += await requestsDuring(async () => warm.s3.push(await timedMs(() => search(s3Table, v))));
+    }
+    let newRequests = 0;
+    for (const v of fresh) {
+      warm.localNew.push(await timedMs(() => search(localTable, v)));
+      newRequests += await requestsDuring(async () => warm.s3New.push(await timedMs(() => search(s3Table, v))));
+    }
+    // The same, at Quiver's default consistency: one version check before each read.
+    const checking = await quiverS3(shared, 0);
+    const checkingTable = await checking.openTable("t");
+    const checked: number[] = [];
+    for (const v of repeated) checked.push(await timedMs(() => search(checkingTable, v)));
+    checkingTable.close();
+    checking.close();
+
+    // Cold: a new connection with empty caches opens the table and searches once.
+    console.log("cold search…");
+    const cold: { openMs: number; searchMs: number; open: Request[]; search: Request[] }[] = [];
+    for (let round = 0; round < COLD_ROUNDS; round++) {
+      const timeline: Request[] = [];
+      proxy.faults.timeline = timeline;
+      let table: Table | undefined;
+      let db: Connection | undefined;
+      const openMs = await timedMs(async () => {
+        db = await quiverS3(new q.Session());
+        table = await db.openTable("t");
+      });
+      const opened = timeline.length;
+      const searchMs = await timedMs(() => search(table!, repeated[round]));
+      cold.push({ openMs, searchMs, open: timeline.slice(0, opened), search: timeline.slice(opened) });
+      proxy.faults.timeline = undefined;
+      table!.close();
+      db!.close();
+    }
+    const coldLast = cold[cold.length - 1];
+
+    // Row fetch by id: new connections (the index loaded by a few fetches first), the same
+    // ids for both systems in turn; every column of the row.
+    console.log("row fetch…");
+    const fetchDb = await quiverS3(new q.Session());
+    const fetchTable = await fetchDb.openTable("t");
+    const fetchLanceDb = await l.connect(lanceUri, { storageOptions: lanceOptions });
+    const fetchLance = (await fetchLanceDb.openTable("t")) as unknown as LanceTable;
+    const byId = async (table: Queryable, id: number) => {
+      const rows = await table.query().where(`id = ${id}`).limit(1).toArray();
+      if (rows.length !== 1 || Number(rows[0].id) !== id) throw new Error(`fetching id ${id} returned ${rows.length} rows`);
+    };
+    for (const id of [1, 2, 3, 4, 5].map((i) => (i * 7919) % cols.n)) {
+      await byId(fetchTable, id);
+      await byId(fetchLance, id);
+    }
+    const fetch = { quiver: [] as number[], lancedb: [] as number[] };
+    for (const id of fetchIds) {
+      fetch.quiver.push(await timedMs(() => byId(fetchTable, id)));
+      fetch.lancedb.push(await timedMs(() => byId(fetchLance, id)));
+    }
+    fetchTable.close();
+    fetchDb.close();
+    fetchLance.close();
+    fetchLanceDb.close();
+
+    // Throttling: a share of requests answered 503 SlowDown; no data cache and a version
+    // check before every read, so every query goes to the store.
+    console.log("throttled run…");
+    const throttledDb = await quiverS3(new q.Session({ dataCacheBytes: 0 }), 0);
+    const throttledTable = await throttledDb.openTable("t");
+    const beforeRequests = proxy.counts.requests;
+    const beforeSlowDowns = proxy.counts.slowDowns;
+    proxy.faults.slowDown = THROTTLED_SHARE;
+    let next = 0;
+    let failures = 0;
+    let firstFailure = "";
+    const throttledMs = await timedMs(() =>
+      Promise.all(
+        Array.from({ length: THROTTLED_CONCURRENCY }, async () => {
+          while (next < THROTTLED_QUERIES) {
+            const i = next++;
+            try {
+              if (i % 2 === 0) await search(throttledTable, queries[i % queries.length]);
+              else await byId(throttledTable, fetchIds[i % fetchIds.length]);
+            } catch (e) {
+              failures++;
+              firstFailure ||= String(e);
+            }
+          }
+        }),
+      ),
+    );
+    proxy.faults.slowDown = 0;
+    const throttled = {
+      requests: proxy.counts.requests - beforeRequests,
+      slowDowns: proxy.counts.slowDowns - beforeSlowDowns,
+    };
+    throttledTable.close();
+    throttledDb.close();
+    if (failures) console.log(`throttled run: ${failures} failures, first: ${firstFailure}`);
+
+    // Trace events: search p50 with no listener and with one at "info" (every plan_run
+    // delivered), in alternating rounds on the local table.
+    console.log("tracing…");
+    const traced = { off: [] as number[], on: [] as number[] };
+    let events = 0;
+    for (let round = 0; round < TRACE_ROUNDS; round++) {
+      const on = round % 2 === 1;
+      const subscription = on ? q.subscribeEvents(() => events++, { level: "info" }) : undefined;
+      for (const v of repeated) (on ? traced.on : traced.off).push(await timedMs(() => search(localTable, v)));
+      // Let the queued events reach the listener before the next round.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      subscription?.unsubscribe();
+    }
+    if (events === 0) throw new Error("no trace events reached the listener");
+
+    s3Table.close();
+    localTable.close();
+    lanceTable.close();
+    s3Db.close();
+    localDb.close();
+    lanceDb.close();
+
+    // The report.
+    const n = cols.n;
+    const rowsPerSecond = (msTotal: number) => Math.round(n / (msTotal / 1000)).toLocaleString("en");
+    const warmP50 = { local: p50(warm.local), s3: p50(warm.s3), localNew: p50(warm.localNew), s3New: p50(warm.s3New) };
+    const fetchP50 = { quiver: p50(fetch.quiver), lancedb: p50(fetch.lancedb) };
+    const coldRoundTrips = sequentialRoundTrips(coldLast.search);
+    const traceP50 = { off: p50(traced.off), on: p50(traced.on) };
+    const lines = [
+      "<!-- s3 -->",
+      "## Tables on S3",
+      "",
+      generatedLine(
+        "npm run bench:s3",
+        started,
+        `quiver ${q.version()}, lancedb ${installedVersion("@lancedb/lancedb")}; moto ${s3.MOTO_VERSION} on loopback behind a proxy adding ${LATENCY_MS} ms per request`,
+      ),
+      "",
+      `${info.source === "builtin" ? "Built-in clustered" : "Clustered (gen-vectors.mjs)"} data, ${n.toLocaleString("en")} rows × ${cols.d}-d (id int64, vector, category, price, text), on one S3 API server (moto) for both systems, every request through a loopback proxy that adds ${LATENCY_MS} ms. Quiver runs with \`readConsistencyInterval: Infinity\` (LanceDB's default: no check for other writers) unless said otherwise, and automatic maintenance off. Searches return id and text of the top ${K}; ${QUERIES} queries per figure. Ratios below 1 favour the row's first system.`,
+      "",
+      "| measure | Quiver | reference | ratio | bar |",
+      "| --- | --- | --- | --- | --- |",
+      row([
+        `ingest ${n.toLocaleString("en")} rows (${batches.length} add()s), rows/s`,
+        `${rowsPerSecond(ingestS3)} (S3)`,
+        `LanceDB ${rowsPerSecond(ingestLance)} (S3); Quiver local ${rowsPerSecond(ingestLocal)}`,
+        `${(ingestLance / ingestS3).toFixed(2)}× LanceDB's rows/s`,
+        `≥ 2×: ${met(ingestLance / ingestS3 >= 2)}`,
+      ]),
+      row([
+        `vector index build (default, ${vectorIndex}), fastest of ${BUILD_ROUNDS}`,
+        `${seconds(build.s3)} (S3)`,
+        `local ${seconds(build.local)}`,
+        `${x(build.s3, build.local)} local`,
+        `≤ 1.2×: ${met(build.s3 / build.local <= 1.2)}`,
+      ]),
+      row([
+        "warm search p50, queries seen before (index and rows cached)",
+        `${ms(warmP50.s3)} (S3, ${(repeatedRequests / QUERIES).toFixed(2)} requests/query)`,
+        `local ${ms(warmP50.local)}`,
+        `${x(warmP50.s3, warmP50.local)} local`,
+        `≤ 1.3×: ${met(warmP50.s3 / warmP50.local <= 1.3)}`,
+      ]),
+      row([
+        "warm search p50, new queries (index cached, their rows not)",
+        `${ms(warmP50.s3New)} (S3, ${(newRequests / QUERIES).toFixed(2)} requests/query)`,
+        `local ${ms(warmP50.localNew)}`,
+        `${x(warmP50.s3New, warmP50.localNew)} local`,
+        "",
+      ]),
+      row([
+        "warm search p50, queries seen before, `readConsistencyInterval: 0` (Quiver's default)",
+        `${ms(p50(checked))} (S3)`,
+        `local ${ms(warmP50.local)}`,
+        `${x(p50(checked), warmP50.local)} local`,
+        "",
+      ]),
+      row([
+        "cold first search after connect + openTable (new Session)",
+        `${coldRoundTrips} sequential round trips, ${coldLast.search.length} requests; ${ms(p50(cold.map((c) => c.searchMs)))}`,
+        `openTable: ${sequentialRoundTrips(coldLast.open)} round trips, ${coldLast.open.length} requests; ${ms(p50(cold.map((c) => c.openMs)))}`,
+        "",
+        `≤ 4 round trips: ${met(coldRoundTrips <= 4)}`,
+      ]),
+      row([
+        "row fetch by id (btree on id, every column) p50",
+        ms(fetchP50.quiver),
+        `LanceDB ${ms(fetchP50.lancedb)}`,
+        `${x(fetchP50.quiver, fetchP50.lancedb)} LanceDB`,
+        `≤ 0.5×: ${met(fetchP50.quiver / fetchP50.lancedb <= 0.5)}`,
+      ]),
+      row([
+        `${THROTTLED_QUERIES.toLocaleString("en")} queries (searches and row fetches, ${THROTTLED_CONCURRENCY} at a time) with ${THROTTLED_SHARE * 100}% of requests answered 503 SlowDown`,
+        `${failures} failed; ${seconds(throttledMs)}`,
+        `${throttled.requests.toLocaleString("en")} requests, ${throttled.slowDowns.toLocaleString("en")} answered 503`,
+        "",
+        `zero failures: ${met(failures === 0)}`,
+      ]),
+      row([
+        "search p50 (local), trace events delivered to a listener vs none",
+        `${ms(traceP50.on)} listened (${events.toLocaleString("en")} events)`,
+        `${ms(traceP50.off)} not listened`,
+        `${x(traceP50.on, traceP50.off)}`,
+        `≤ 1.02×: ${met(traceP50.on / traceP50.off <= 1.02)}`,
+      ]),
+      "",
+      `Index builds: ${builds.local.map(seconds).join(", ")} local; ${builds.s3.map(seconds).join(", ")} on S3. Btree on id: Quiver ${seconds(idBuild.quiver)}, LanceDB ${seconds(idBuild.lancedb)} (S3). Cold rounds (search): ${cold.map((c) => `${ms(c.searchMs)}, ${sequentialRoundTrips(c.search)} round trips`).join("; ")}. With no listener (and \`QUIVER_LOG\` unset) the engine skips trace events at one check of the level per call site and does not measure plans at all, so tracing off does less than the listened run above.`,
+      "",
+      "<!-- /s3 -->",
+      "",
+    ];
+    const section = lines.join("\n");
+    console.log(`\n${section}`);
+    if (!args["no-markdown"]) writeSection("s3", "S3.md", section);
+  } finally {
+    await proxy.close();
+    await moto.stop();
+    rmSync(local, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.stack : error);
+  process.exit(1);
+});
