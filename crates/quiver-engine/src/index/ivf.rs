@@ -997,13 +997,17 @@ impl IvfIndex {
         let sdim = dim.saturating_mul(space_dim(1, distance) as u64);
         let codebook = match kind {
             IndexKind::IvfPq | IndexKind::IvfHnswPq => sdim.saturating_mul(CODES as u64 * 4),
-            IndexKind::IvfRq => sdim.saturating_mul(16),
+            // The rotation, space_dim² f32.
+            IndexKind::IvfRq => sdim.saturating_mul(sdim).saturating_mul(4),
             IndexKind::IvfHnswSq => sdim.saturating_mul(8),
             IndexKind::IvfFlat => 0,
         };
-        partitions
+        let model = partitions
             .saturating_mul(sdim.saturating_mul(4).saturating_add(24))
-            .saturating_add(codebook)
+            .saturating_add(codebook);
+        // Generous: a short guess costs a round trip more, a long one some bytes.
+        model
+            .saturating_add(model / 8)
             .saturating_add(4096)
             .min(256 * 1024 * 1024)
     }

@@ -1398,8 +1398,11 @@ async fn indexed_search(
             let probe = Probe::start(analyze);
             let before = stats.exact_rows;
             let observed = table.measured(&probe);
+            let cloud = table.inner().storage.is_cloud();
             let refined = async {
-                if probed.bounds.iter().any(|&b| b > 0.0) {
+                // On a cloud store a second read costs a round trip, more than reading the
+                // candidates the bounds would rule out: they are all read at once.
+                if !cloud && probed.bounds.iter().any(|&b| b > 0.0) {
                     let (best, pruned) =
                         refine_within_bounds(&observed, indexed, &probed, exact, stats).await?;
                     Ok((best, Some(pruned)))
@@ -1412,7 +1415,7 @@ async fn indexed_search(
                 }
             };
             let ahead = async {
-                if !table.inner().storage.is_cloud() {
+                if !cloud {
                     return None;
                 }
                 let rows = probed.candidates.iter().map(|c| c.row_id).collect();
