@@ -95,6 +95,25 @@ describe("trace events", () => {
     expect(events.filter((e) => e.level === "INFO")).toEqual([]);
     sub.unsubscribe();
     sub.unsubscribe();
+    // Call sites decide once per change of subscriptions: after an "info" one ends, nothing
+    // arrives; a new one receives again.
+    const t = await db.createTable("v", [{ id: 1, vector: [1, 0] }, { id: 2, vector: [0, 1] }]);
+    const first: TraceEvent[] = [];
+    const info = subscribeEvents((e) => first.push(e), { level: "info" });
+    await t.search([1, 0]).limit(1).toArray();
+    await settle();
+    info.unsubscribe();
+    const runs = (list: TraceEvent[]) => list.filter((e) => e.fields.type === "plan_run").length;
+    expect(runs(first)).toBe(1);
+    await t.search([1, 0]).limit(1).toArray();
+    await settle();
+    expect(runs(first)).toBe(1);
+    const second: TraceEvent[] = [];
+    const again = subscribeEvents((e) => second.push(e), { level: "info" });
+    await t.search([1, 0]).limit(1).toArray();
+    await settle();
+    again.unsubscribe();
+    expect(runs(second)).toBe(1);
     expect(() => subscribeEvents((() => {}) as never, { level: "loud" as never })).toThrow(InvalidArgumentError);
     expect(() => subscribeEvents("nope" as never)).toThrow(InvalidArgumentError);
   });

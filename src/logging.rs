@@ -13,6 +13,7 @@ use napi::bindgen_prelude::Either3;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
@@ -61,22 +62,49 @@ fn rank(level: &Level) -> u8 {
     }
 }
 
-fn update_wanted(subscriptions: &[Subscription]) {
-    let most = subscriptions.iter().map(|s| s.rank).max().unwrap_or(0);
+/// Records the most verbose level the subscriptions want, then has every call site ask again
+/// (call it without holding the subscription list).
+fn update_wanted(most: u8) {
     WANTED.store(most, Ordering::Release);
+    tracing::callsite::rebuild_interest_cache();
 }
 
-/// Lets events through to the JS layer only while a subscription wants their level.
+fn most_wanted(subscriptions: &[Subscription]) -> u8 {
+    subscriptions.iter().map(|s| s.rank).max().unwrap_or(0)
+}
+
+/// Lets events through to the JS layer only while a subscription wants their level. Its
+/// answers are cached per call site and its level is tracing's global ceiling, both rebuilt
+/// when subscriptions change: with none (and QUIVER_LOG unset) an event site costs one
+/// relaxed load, as with no subscriber at all — no per-event check, no plan measured.
 struct Wanted;
+
+fn wanted(meta: &Metadata<'_>) -> bool {
+    rank(meta.level()) <= WANTED.load(Ordering::Acquire) && meta.target().starts_with("quiver")
+}
 
 impl<S> Filter<S> for Wanted {
     fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
-        rank(meta.level()) <= WANTED.load(Ordering::Acquire) && meta.target().starts_with("quiver")
+        wanted(meta)
     }
 
-    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        // Subscriptions come and go: decide per event (one atomic load).
-        tracing::subscriber::Interest::sometimes()
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if wanted(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(match WANTED.load(Ordering::Acquire) {
+            0 => LevelFilter::OFF,
+            1 => LevelFilter::ERROR,
+            2 => LevelFilter::WARN,
+            3 => LevelFilter::INFO,
+            4 => LevelFilter::DEBUG,
+            _ => LevelFilter::TRACE,
+        })
     }
 }
 
@@ -274,15 +302,21 @@ pub fn subscribe_events(callback: EventCallback, level: Option<String>) -> napi:
         .write()
         .map_err(|_| coded("Internal", "the subscription list is poisoned"))?;
     subscriptions.push(Subscription { id, rank, callback });
-    update_wanted(&subscriptions);
+    let most = most_wanted(&subscriptions);
+    drop(subscriptions);
+    update_wanted(most);
     Ok(id)
 }
 
 /// Stops a subscription (nothing happens for an unknown id).
 #[napi]
 pub fn unsubscribe_events(id: u32) {
-    if let Ok(mut subscriptions) = SUBSCRIPTIONS.write() {
-        subscriptions.retain(|s| s.id != id);
-        update_wanted(&subscriptions);
-    }
+    let most = match SUBSCRIPTIONS.write() {
+        Ok(mut subscriptions) => {
+            subscriptions.retain(|s| s.id != id);
+            most_wanted(&subscriptions)
+        }
+        Err(_) => return,
+    };
+    update_wanted(most);
 }

@@ -297,20 +297,22 @@ async function main(): Promise<void> {
     throttledDb.close();
     if (failures) console.log(`throttled run: ${failures} failures, first: ${firstFailure}`);
 
-    // Trace events: search p50 with no listener and with one at "info" (every plan_run
-    // delivered), in alternating rounds on the local table.
+    // Trace events: search p50 with no listener (tracing off), with a listener at "error"
+    // (which a search's events do not reach) and with one at "info" (every plan_run
+    // delivered), in rotating rounds on the local table.
     console.log("tracing…");
-    const traced = { off: [] as number[], on: [] as number[] };
-    let events = 0;
-    for (let round = 0; round < TRACE_ROUNDS; round++) {
-      const on = round % 2 === 1;
-      const subscription = on ? q.subscribeEvents(() => events++, { level: "info" }) : undefined;
-      for (const v of repeated) (on ? traced.on : traced.off).push(await timedMs(() => search(localTable, v)));
+    const modes = ["off", "error", "info"] as const;
+    const traced = { off: [] as number[], error: [] as number[], info: [] as number[] };
+    const events = { off: 0, error: 0, info: 0 };
+    for (let round = 0; round < TRACE_ROUNDS * modes.length; round++) {
+      const mode = modes[round % modes.length];
+      const subscription = mode === "off" ? undefined : q.subscribeEvents(() => events[mode]++, { level: mode });
+      for (const v of repeated) traced[mode].push(await timedMs(() => search(localTable, v)));
       // Let the queued events reach the listener before the next round.
       await new Promise((resolve) => setTimeout(resolve, 50));
       subscription?.unsubscribe();
     }
-    if (events === 0) throw new Error("no trace events reached the listener");
+    if (events.info === 0) throw new Error("no trace events reached the listener");
 
     s3Table.close();
     localTable.close();
@@ -325,7 +327,7 @@ async function main(): Promise<void> {
     const warmP50 = { local: p50(warm.local), s3: p50(warm.s3), localNew: p50(warm.localNew), s3New: p50(warm.s3New) };
     const fetchP50 = { quiver: p50(fetch.quiver), lancedb: p50(fetch.lancedb) };
     const coldRoundTrips = sequentialRoundTrips(coldLast.search);
-    const traceP50 = { off: p50(traced.off), on: p50(traced.on) };
+    const traceP50 = { off: p50(traced.off), error: p50(traced.error), info: p50(traced.info) };
     const lines = [
       "<!-- s3 -->",
       "## Tables on S3",
@@ -397,14 +399,21 @@ async function main(): Promise<void> {
         `zero failures: ${met(failures === 0)}`,
       ]),
       row([
-        "search p50 (local), trace events delivered to a listener vs none",
-        `${ms(traceP50.on)} listened (${events.toLocaleString("en")} events)`,
-        `${ms(traceP50.off)} not listened`,
-        `${x(traceP50.on, traceP50.off)}`,
-        `≤ 1.02×: ${met(traceP50.on / traceP50.off <= 1.02)}`,
+        "search p50 (local), a listener at \"error\" (tracing on, a search's events filtered out where they arise) vs tracing off",
+        `${ms(traceP50.error)} (${events.error} events)`,
+        `${ms(traceP50.off)} off`,
+        `${x(traceP50.error, traceP50.off)}`,
+        `≤ 1.02×: ${met(traceP50.error / traceP50.off <= 1.02)}`,
+      ]),
+      row([
+        "search p50 (local), a listener at \"info\" (each search's plan measured and its plan_run delivered) vs tracing off",
+        `${ms(traceP50.info)} (${events.info.toLocaleString("en")} events)`,
+        `${ms(traceP50.off)} off`,
+        `${x(traceP50.info, traceP50.off)}`,
+        "",
       ]),
       "",
-      `Index builds: ${builds.local.map(seconds).join(", ")} local; ${builds.s3.map(seconds).join(", ")} on S3. Btree on id: Quiver ${seconds(idBuild.quiver)}, LanceDB ${seconds(idBuild.lancedb)} (S3). Cold rounds (search): ${cold.map((c) => `${ms(c.searchMs)}, ${sequentialRoundTrips(c.search)} round trips`).join("; ")}. With no listener (and \`QUIVER_LOG\` unset) the engine skips trace events at one check of the level per call site and does not measure plans at all, so tracing off does less than the listened run above.`,
+      `Index builds: ${builds.local.map(seconds).join(", ")} local; ${builds.s3.map(seconds).join(", ")} on S3. Btree on id: Quiver ${seconds(idBuild.quiver)}, LanceDB ${seconds(idBuild.lancedb)} (S3). Cold rounds (search): ${cold.map((c) => `${ms(c.searchMs)}, ${sequentialRoundTrips(c.search)} round trips`).join("; ")}. Tracing off (no listener, \`QUIVER_LOG\` unset) sets tracing's global level ceiling to off, so an event site costs one relaxed load, as in a process with no subscriber, and plans are not measured; ${TRACE_ROUNDS} rounds of each state, rotated.`,
       "",
       "<!-- /s3 -->",
       "",

@@ -1273,7 +1273,25 @@ impl Table {
         &self,
         options: ScanOptions,
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
-        self.scan_manifest(self.manifest(), options)
+        use futures::StreamExt;
+        let manifest = self.manifest();
+        if !crate::events::plans_traced() {
+            return self.scan_manifest(manifest, options);
+        }
+        // Measured for the plan_run event, sent when the stream ends or is dropped. (Scans
+        // inside other operations, a search's or a build's, are part of their plans.)
+        let lease = self.lease(manifest.version());
+        let probe = crate::plan::Probe::start(true);
+        let inner = self.measured(&probe).inner.clone();
+        let (schema, stream) = scan::scan(inner, manifest, options)?;
+        let mut trace = crate::events::ScanTrace::new(probe);
+        let stream = stream.inspect(move |batch| {
+            let _ = &lease;
+            if let Ok(batch) = batch {
+                trace.rows(batch.num_rows());
+            }
+        });
+        Ok((schema, stream.boxed()))
     }
 
     /// Keeps `version` from this connection's cleanups while the lease lives.
@@ -1323,20 +1341,6 @@ impl Table {
     ) -> Result<(SchemaRef, BoxStream<'static, Result<RecordBatch>>)> {
         use futures::StreamExt;
         let lease = self.lease(manifest.version());
-        if crate::events::plans_traced() {
-            // Measured for the plan_run event, sent when the stream ends or is dropped.
-            let probe = crate::plan::Probe::start(true);
-            let inner = self.measured(&probe).inner.clone();
-            let (schema, stream) = scan::scan(inner, manifest, options)?;
-            let mut trace = crate::events::ScanTrace::new(probe);
-            let stream = stream.inspect(move |batch| {
-                let _ = &lease;
-                if let Ok(batch) = batch {
-                    trace.rows(batch.num_rows());
-                }
-            });
-            return Ok((schema, stream.boxed()));
-        }
         let (schema, stream) = scan::scan(self.inner.clone(), manifest, options)?;
         // The stream holds the lease until it is dropped.
         let stream = stream.inspect(move |_| {
