@@ -128,7 +128,7 @@ const SLOW_DOWN =
  * answered 503 SlowDown without forwarding; `reset` (0..1) share forwarded whose client
  * connection is then destroyed before the answer (the server acted, the client never knows).
  * `stripConditional`: drop If-None-Match headers (a store that does not honour conditional
- * writes). `timeline`: an array that receives `{ method, url, start, end }` (performance.now()
+ * writes). `timeline`: an array that receives `{ method, url, range, start, end }` (performance.now()
  * milliseconds, latency included) of each request once answered. `counts` says what it did.
  * Returns `{ endpoint, faults, counts, close() }`.
  */
@@ -143,7 +143,7 @@ export async function startProxy(target, faults = {}) {
     if (state.timeline) {
       const timeline = state.timeline;
       const start = performance.now();
-      res.once("close", () => timeline.push({ method: req.method, url: req.url, start, end: performance.now() }));
+      res.once("close", () => timeline.push({ method: req.method, url: req.url, range: req.headers.range, start, end: performance.now() }));
     }
     const forward = () => {
       if (Math.random() < state.slowDown) {

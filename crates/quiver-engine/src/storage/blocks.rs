@@ -12,9 +12,14 @@ use bytes::{Bytes, BytesMut};
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 
-/// Bytes in a block. A row of a 768-d float32 vector is 3 KiB; a block holds a few dozen, and
-/// costs about as much to fetch as one.
-pub const BLOCK: u64 = 64 * 1024;
+/// Bytes in a block. A round trip costs the same for 3 KiB (a 768-d float32 vector) as for
+/// 64, but a warm search's working set is its candidates' vectors, one or two blocks each:
+/// small blocks keep five times more of them in the same budget than 64 KiB ones would.
+pub const BLOCK: u64 = 16 * 1024;
+
+/// Ranges at least this long (a scan's pages) are read past the cache: a scan would copy
+/// everything it reads into blocks that random reads will not ask for again.
+pub const UNCACHED_RANGE: u64 = 256 * 1024;
 
 /// Default byte budget of the block cache.
 pub const DEFAULT_DATA_CACHE_BYTES: u64 = 256 * 1024 * 1024;

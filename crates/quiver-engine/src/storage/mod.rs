@@ -501,6 +501,13 @@ impl Storage {
                 "a range lies past the end of the object".to_string(),
             ));
         }
+        if ranges
+            .iter()
+            .any(|r| r.end - r.start >= blocks::UNCACHED_RANGE)
+        {
+            // A scan's pages (all of them, so one request's ranges stay together).
+            return self.read_ranges(path, ranges).await;
+        }
         let prefix = format!("{}#", self.namespace_of(path));
         let wanted = blocks::blocks_of(ranges);
         let mut have: HashMap<u64, Bytes> = HashMap::with_capacity(wanted.len());

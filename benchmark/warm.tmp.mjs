@@ -1,0 +1,44 @@
+import { connect, Session } from "quiverdb";
+import { startMoto, createBucket, s3Options, startProxy } from "../scripts/s3-server.mjs";
+import { ensureDataset, loadColumns } from "./dist/datasets.js";
+import { arrowTableOf } from "./dist/workloads.js";
+import { Table as ArrowTable } from "apache-arrow";
+import { readFileSync } from "node:fs";
+const info = await ensureDataset("clustered", "medium");
+const cols = loadColumns(info);
+const batches = arrowTableOf(cols).batches.map((b) => new ArrowTable([b]));
+const qb = readFileSync(info.dir + "/query.f32bin");
+const queries = Array.from({ length: 200 }, (_, i) => new Float32Array(qb.buffer.slice(qb.byteOffset + 12 + i * 3072, qb.byteOffset + 12 + (i + 1) * 3072)));
+const moto = await startMoto();
+await createBucket(moto.endpoint, "warm-dbg");
+const proxy = await startProxy(moto.endpoint, { latencyMs: 10 });
+const db = await connect("s3://warm-dbg/db", { storageOptions: s3Options(proxy.endpoint), readConsistencyInterval: Infinity, maintenance: false, session: new Session({ dataCacheBytes: Number(process.env.DCB ?? 256 * 2 ** 20) }) });
+const t = await db.createTable("t", batches[0]);
+for (const b of batches.slice(1)) await t.add(b);
+await t.createIndex("vector");
+console.log(JSON.stringify((await t.indexStats("vector_idx")).calibration));
+const search = (v) => t.search(v).select(["id", "text"]).limit(10).toArray();
+for (const v of queries) await search(v);
+console.log("session bytes", db.session?.sizeBytes());
+proxy.faults.log = [];
+const before = proxy.counts.requests;
+for (const v of queries.slice(0, 50)) await search(v);
+console.log("repeated requests", proxy.counts.requests - before);
+const byKind = {};
+for (const l of proxy.faults.log) { const k = l.includes("_indices") ? "index" : l.includes("/data/") ? "data" : "other"; byKind[k] = (byKind[k] ?? 0) + 1; }
+console.log(byKind, proxy.faults.log.slice(0, 8));
+for (const qi of [7, 8]) {
+const tl = [];
+const db2 = await connect("s3://warm-dbg/db", { storageOptions: s3Options(proxy.endpoint), readConsistencyInterval: Infinity, maintenance: false, session: new Session() });
+const t2 = await db2.openTable("t");
+proxy.faults.timeline = tl;
+const st = performance.now();
+await t2.search(queries[qi]).select(["id", "text"]).limit(10).toArray();
+console.log("cold ms", performance.now() - st);
+proxy.faults.timeline = undefined;
+const base = Math.min(...tl.map((r) => r.start));
+for (const r of [...tl].sort((a, b) => a.start - b.start)) console.log(`  ${(r.start - base).toFixed(1).padStart(7)} → ${(r.end - base).toFixed(1).padStart(7)}  ${r.method} ${r.url.slice(20, 60)} ${r.range}`);
+}
+const plan = await t.search(queries[3]).select(["id", "text"]).limit(10).analyzePlan();
+console.log(plan);
+await proxy.close(); await moto.stop();
