@@ -70,9 +70,10 @@ impl BlockCache {
     pub fn new(capacity: u64) -> Self {
         // A sharded cache splits its budget between shards and evicts within one, so each
         // shard must hold many blocks: with a shard of two blocks, a third landing in it would
-        // evict one just read. At least 256 blocks (16 MiB) a shard, at most 16 shards.
+        // evict one just read, and shards of a few hundred overflow by chance well before the
+        // cache is full. At least 4,096 blocks (64 MiB) a shard, at most 16 shards.
         let blocks = (capacity / BLOCK).max(1);
-        let shards = (blocks / 256).clamp(1, 16) as usize;
+        let shards = (blocks / 4096).clamp(1, 16) as usize;
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(blocks.min(1 << 20) as usize)
             .weight_capacity(capacity.max(1))
