@@ -268,6 +268,7 @@ async function main(): Promise<void> {
     const byId = async (table: Queryable, id: number) => {
       const rows = await table.query().where(`id = ${id}`).limit(1).toArray();
       if (rows.length !== 1 || Number(rows[0].id) !== id) throw new Error(`fetching id ${id} returned ${rows.length} rows`);
+      if (rows[0].text !== cols.text[id]) throw new Error(`fetching id ${id} returned the text of another row`);
     };
     for (const id of [1, 2, 3, 4, 5].map((i) => (i * 7919) % cols.n)) {
       await byId(fetchTable, id);

@@ -587,7 +587,10 @@ impl FileReader {
         let speculate = self.storage.is_cloud();
         // Round 1: the two offsets around each value, plus validity bits (and the guesses).
         let mut ranges = Vec::with_capacity(total + groups.len());
+        // Value windows (relative to their data buffer) and their byte ranges, read after the
+        // offsets and validity of every page.
         let mut guesses = Vec::new();
+        let mut guess_ranges = Vec::new();
         for (page_idx, local) in groups {
             let page = &column.pages[*page_idx];
             let offsets = buffer(page, 1)?;
@@ -605,10 +608,11 @@ impl FileReader {
                     let to = at.saturating_add(SPECULATIVE_SLACK).min(data.1);
                     guesses.push(from.min(to)..to);
                     let base = page.offset + data.0;
-                    ranges.push(base + from.min(to)..base + to);
+                    guess_ranges.push(base + from.min(to)..base + to);
                 }
             }
         }
+        ranges.extend(guess_ranges);
         let fetched = self.fetch(&ranges).await?;
         let (fetched, guessed) = fetched.split_at(fetched.len() - guesses.len());
         let mut values: Vec<Option<Bytes>> = Vec::with_capacity(total);
