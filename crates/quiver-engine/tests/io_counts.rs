@@ -377,3 +377,83 @@ async fn cloud_string_takes_guess_where_values_lie() {
         }
     }
 }
+
+/// On a cloud store a row's columns are read together: the small columns' last pages lie side
+/// by side at the end of the file (the writer flushes them after the large ones), and a take's
+/// column reads are gathered into one request set per file, so one row costs one request for
+/// its vector and one for everything else, however many small columns it has.
+#[tokio::test]
+async fn cloud_row_take_reads_small_columns_in_one_request() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_array::{Float64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let store = Arc::new(InstrumentedStore::new(Arc::new(InMemory::new())));
+    let storage = Storage::from_store(
+        store.clone(),
+        Path::default(),
+        StorageOptions::default(),
+        "s3://rows",
+    )
+    .checking_conditional_puts();
+    let db = Database::from_storage(storage, ConnectOptions::default());
+    // One add() of the S3 benchmark's size: every small column's page lies within the cloud
+    // coalesce gap of the next.
+    let n = 10_000usize;
+    let simple = common::simple_batch(0, n, DIM);
+    let mut fields: Vec<Field> = simple
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("category", DataType::Utf8, false));
+    fields.push(Field::new("price", DataType::Float64, false));
+    let schema = Arc::new(Schema::new(fields));
+    let mut columns = simple.columns().to_vec();
+    columns.push(Arc::new(StringArray::from_iter_values(
+        (0..n).map(|i| format!("category {}", i % 13)),
+    )));
+    columns.push(Arc::new(Float64Array::from_iter_values(
+        (0..n).map(|i| i as f64 / 4.0),
+    )));
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let table = db
+        .create_table(
+            "t",
+            schema,
+            batches_stream(vec![batch]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    table.take(&[0], None, false).await.expect("warm-up take");
+    for row in [1_234u64, 6_789, 9_999] {
+        let before = store.snapshot().0;
+        let taken = table.take(&[row], None, false).await.expect("take");
+        let reads = store.snapshot().0 - before;
+        assert!(reads <= 2, "row {row}: {reads} reads");
+        let id = taken
+            .column_by_name("id")
+            .expect("id")
+            .as_primitive::<Int64Type>();
+        assert_eq!(id.value(0), row as i64);
+        let text = taken
+            .column_by_name("text")
+            .expect("text")
+            .as_string::<i32>();
+        assert_eq!(text.value(0), format!("row {row}"));
+        let category = taken
+            .column_by_name("category")
+            .expect("category")
+            .as_string::<i32>();
+        assert_eq!(category.value(0), format!("category {}", row % 13));
+        let price = taken
+            .column_by_name("price")
+            .expect("price")
+            .as_primitive::<Float64Type>();
+        assert_eq!(price.value(0), row as f64 / 4.0);
+    }
+}

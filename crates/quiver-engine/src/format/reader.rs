@@ -26,7 +26,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
-use crate::storage::{Storage, SyncFile};
+use crate::storage::{GatherMember, Storage, SyncFile};
 
 /// How much of a file's end to fetch when opening it: enough for the metadata of most files,
 /// so opening costs a single request.
@@ -317,16 +317,26 @@ impl FileReader {
 
     /// Reads byte ranges of the file. A file whose metadata was read but that is gone now
     /// was removed by a cleanup (or from outside): a `MissingFile` error says so.
-    async fn fetch(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
-        self.storage
-            .read_ranges_cached(&self.path, self.meta.size_bytes, ranges)
-            .await
-            .map_err(|e| match e {
-                Error::Storage(object_store::Error::NotFound { .. }) => {
-                    Error::MissingFile(self.path.to_string())
-                }
-                e => e,
-            })
+    async fn fetch(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+        gather: Option<&GatherMember>,
+    ) -> Result<Vec<Bytes>> {
+        let size = self.meta.size_bytes;
+        match gather {
+            Some(member) => member.read(&self.storage, &self.path, size, ranges).await,
+            None => {
+                self.storage
+                    .read_ranges_cached(&self.path, size, ranges)
+                    .await
+            }
+        }
+        .map_err(|e| match e {
+            Error::Storage(object_store::Error::NotFound { .. }) => {
+                Error::MissingFile(self.path.to_string())
+            }
+            e => e,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -371,7 +381,7 @@ impl FileReader {
             .iter()
             .map(|p| p.offset..p.offset + p.length)
             .collect();
-        let bytes = self.fetch(&ranges).await?;
+        let bytes = self.fetch(&ranges, None).await?;
         metas
             .iter()
             .zip(bytes.iter())
@@ -504,6 +514,16 @@ impl FileReader {
 
     /// Values of column `field_id` at `rows` (sorted ascending, no duplicates), in that order.
     pub async fn take(&self, field_id: i32, rows: &[u64]) -> Result<ArrayRef> {
+        self.take_gathered(field_id, rows, None).await
+    }
+
+    /// [`FileReader::take`] whose reads go through `gather` (shared with concurrent takes).
+    pub async fn take_gathered(
+        &self,
+        field_id: i32,
+        rows: &[u64],
+        gather: Option<&GatherMember>,
+    ) -> Result<ArrayRef> {
         let column = self.meta.column(field_id, &self.path)?;
         if let Some(&last) = rows.last() {
             if last >= self.meta.num_rows {
@@ -518,7 +538,7 @@ impl FileReader {
         let groups = group_by_page(column, rows);
         match value_layout(&column.data_type) {
             ValueLayout::Fixed(width) if fixed_pages_ok(column, &groups) => {
-                self.take_fixed(column, &groups, width).await
+                self.take_fixed(column, &groups, width, gather).await
             }
             // Offsets then values cost two round trips; a page no larger than the store's
             // coalesce gap costs about as much to read whole, in one.
@@ -527,9 +547,10 @@ impl FileReader {
                     .iter()
                     .any(|(p, _)| column.pages[*p].length > self.storage.coalesce_gap()) =>
             {
-                self.take_variable(column, &groups, offset_width).await
+                self.take_variable(column, &groups, offset_width, gather)
+                    .await
             }
-            _ => self.take_from_pages(column, &groups).await,
+            _ => self.take_from_pages(column, &groups, gather).await,
         }
     }
 
@@ -538,6 +559,7 @@ impl FileReader {
         column: &ColumnMeta,
         groups: &[(usize, Vec<u64>)],
         width: u64,
+        gather: Option<&GatherMember>,
     ) -> Result<ArrayRef> {
         let total: usize = groups.iter().map(|(_, r)| r.len()).sum();
         let mut ranges = Vec::with_capacity(total + groups.len());
@@ -550,7 +572,7 @@ impl FileReader {
             }
             push_validity_range(page, local, &mut ranges);
         }
-        let fetched = self.fetch(&ranges).await?;
+        let fetched = self.fetch(&ranges, gather).await?;
         let mut values = MutableBuffer::with_capacity(total * width as usize);
         let mut nulls = NullCollector::new(total);
         let mut next = fetched.iter();
@@ -579,6 +601,7 @@ impl FileReader {
         column: &ColumnMeta,
         groups: &[(usize, Vec<u64>)],
         offset_width: u64,
+        gather: Option<&GatherMember>,
     ) -> Result<ArrayRef> {
         let total: usize = groups.iter().map(|(_, r)| r.len()).sum();
         // On a cloud store a second round trip costs more than some bytes: round 1 also reads
@@ -613,7 +636,7 @@ impl FileReader {
             }
         }
         ranges.extend(guess_ranges);
-        let fetched = self.fetch(&ranges).await?;
+        let fetched = self.fetch(&ranges, gather).await?;
         let (fetched, guessed) = fetched.split_at(fetched.len() - guesses.len());
         let mut values: Vec<Option<Bytes>> = Vec::with_capacity(total);
         let mut data_ranges = Vec::new();
@@ -650,7 +673,7 @@ impl FileReader {
         let mut missing = if data_ranges.is_empty() {
             Vec::new()
         } else {
-            self.fetch(&data_ranges).await?
+            self.fetch(&data_ranges, gather).await?
         }
         .into_iter();
         let values = values
@@ -666,6 +689,7 @@ impl FileReader {
         &self,
         column: &ColumnMeta,
         groups: &[(usize, Vec<u64>)],
+        gather: Option<&GatherMember>,
     ) -> Result<ArrayRef> {
         let ranges: Vec<Range<u64>> = groups
             .iter()
@@ -674,7 +698,7 @@ impl FileReader {
                 page.offset..page.offset + page.length
             })
             .collect();
-        let fetched = self.fetch(&ranges).await?;
+        let fetched = self.fetch(&ranges, gather).await?;
         let mut parts = Vec::with_capacity(groups.len());
         for ((page_idx, local), bytes) in groups.iter().zip(fetched.iter()) {
             let page = &column.pages[*page_idx];

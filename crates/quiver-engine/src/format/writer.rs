@@ -2,7 +2,8 @@
 //!
 //! Each column accumulates values until they fill a page (the configured page size), then the
 //! page is encoded, checksummed and streamed to the store; pages of different columns
-//! interleave in the file. On finish, the column metadata blocks, the column index and the
+//! interleave in the file. On finish, the last pages are flushed smallest first (the small
+//! columns' pages end side by side), then the column metadata blocks, the column index and the
 //! footer are appended. Memory held is about one page per column.
 
 use arrow_array::ArrayRef;
@@ -187,7 +188,12 @@ impl DataFileWriter {
 
     /// Flushes the last pages, writes the metadata and footer, and completes the upload.
     pub async fn finish(mut self) -> Result<DataFileInfo> {
-        for i in 0..self.columns.len() {
+        // Smallest last pages first: the small columns' last pages (often their only ones) end
+        // up side by side, followed by the larger ones (a string column's offsets lead its
+        // page), so a row fetch on a cloud store reads a row's small values in one request.
+        let mut order: Vec<usize> = (0..self.columns.len()).collect();
+        order.sort_by_key(|&i| self.columns[i].pending_bytes);
+        for i in order {
             self.flush_page(i).await?;
         }
         let mut index = ColumnIndexProto {

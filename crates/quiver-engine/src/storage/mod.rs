@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 
 mod blocks;
 mod durable;
+mod gather;
+pub use gather::{gather, GatherMember};
 #[cfg(unix)]
 mod local;
 mod s3;
@@ -549,10 +551,16 @@ impl Storage {
     }
 
     /// The same store, treated as a cloud store whose conditional puts are checked before the
-    /// first one (tests wrap stores that do or do not honour them).
+    /// first one, and whose nearby ranges are read together as an S3 store's are (tests wrap
+    /// stores that do or do not honour them).
     pub fn checking_conditional_puts(self) -> Self {
+        let coalesce_gap = self.options.coalesce_gap.max(CLOUD_COALESCE_GAP);
         Storage {
             conditional_put: Some(Arc::new(tokio::sync::OnceCell::new())),
+            options: StorageOptions {
+                coalesce_gap,
+                ..self.options.clone()
+            },
             ..self
         }
     }

@@ -1049,12 +1049,30 @@ pub(crate) async fn take(
             }
         }
     }
-    // Every (fragment, column) read runs concurrently.
+    // Every (fragment, column) read runs concurrently. On a cloud store their ranges are
+    // gathered into one request set per file: a row's small columns lie close together and
+    // coalesce into one request where apart they would cost one each.
+    let reads_count = fragment_runs.len() * fields.len();
+    let mut members = if table.storage.is_cloud() && reads_count > 1 {
+        crate::storage::gather(reads_count)
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     let reads = fragment_runs.iter().flat_map(|(fragment, offsets)| {
-        fields.iter().map(move |(field_id, field)| async move {
+        fields
+            .iter()
+            .map(move |(field_id, field)| (fragment, offsets, field_id, field))
+    });
+    let reads = reads.map(|(fragment, offsets, field_id, field)| {
+        let member = members.next();
+        async move {
             let reader = fragment_reader(table, fragment, *field_id).await?;
-            as_stored(reader.take(*field_id, offsets).await?, field, reader.path())
-        })
+            let taken = reader
+                .take_gathered(*field_id, offsets, member.as_ref())
+                .await?;
+            as_stored(taken, field, reader.path())
+        }
     });
     let arrays = futures::future::try_join_all(reads).await?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len() + 1);
