@@ -174,6 +174,75 @@ describe("error classes from the engine", () => {
     expect(await b.countRows()).toBe(47);
   });
 
+  it("an upsert rebases over other writers' rows unless they hold its keys; timeoutMs bounds the retrying", async () => {
+    const [a, b] = await twoWriters();
+    const row = (id: number) => ({ ...twoVectorRows[0], id: BigInt(id) });
+    const upsert = (t: typeof a) => t.mergeInsert("id").whenMatchedUpdateAll().whenNotMatchedInsertAll();
+    // b adds id 100; a, behind, upserts id 60: no conflict, only a lost race, and with no time
+    // to rebase in, a runs out of time.
+    await b.add([row(100)]);
+    const late = await upsert(a)
+      .execute([row(60)], { timeoutMs: 0 })
+      .catch((e) => e);
+    expect(late).toBeInstanceOf(CommitConflictError);
+    expect(late.code).toBe("CommitTimeout");
+    expect(late.retryable).toBe(true);
+    expect(late.message).toMatch(/gave up after \d+ ms and 1 attempts: other writers committed 1 versions/);
+    expect(await upsert(a).execute([row(60)])).toMatchObject({ numInsertedRows: 1, numUpdatedRows: 0 });
+    // b adds id 200; a upserts id 200: a true conflict, and given time a re-runs and updates it.
+    await b.add([row(200)]);
+    const conflict = await upsert(a)
+      .execute([row(200)], { timeoutMs: 0 })
+      .catch((e) => e);
+    expect(conflict).toBeInstanceOf(CommitConflictError);
+    expect(conflict.code).toBe("CommitConflict");
+    expect(await upsert(a).execute([row(200)], { timeoutMs: 5_000 })).toMatchObject({ numInsertedRows: 0, numUpdatedRows: 1 });
+    await a.checkoutLatest();
+    expect(await a.countRows("id >= 60")).toBe(3);
+    // Bad timeouts are refused before anything is written.
+    for (const timeoutMs of [-1, Number.NaN, "10"]) {
+      await expect(a.add([row(300)], { timeoutMs } as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(a.delete("id = 1", { timeoutMs } as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(a.update({ values: { id: 7n }, where: "id = 1", timeoutMs } as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+      await expect(upsert(a).execute([row(300)], { timeoutMs } as never)).rejects.toBeInstanceOf(InvalidArgumentError);
+    }
+    expect(await a.countRows()).toBe(53);
+    expect(await a.delete("id = 1", { timeoutMs: Number.POSITIVE_INFINITY })).toMatchObject({ numDeletedRows: 1 });
+  });
+
+  it("async writers of two connections upsert, update and append their own rows without one failure", async () => {
+    const dir = tempDir();
+    // Maintenance off: it would outlive the test (the soak test runs it).
+    const seed = await connect(dir, { maintenance: false });
+    await seed.createTable("c", [{ id: 0n, owner: 0, c: 0 }]);
+    const writers = [];
+    for (const conn of [await connect(dir, { maintenance: false }), await connect(dir, { maintenance: false })]) {
+      for (let w = 0; w < 4; w++) {
+        const owner = writers.length + 1;
+        const t = await conn.openTable("c");
+        writers.push(
+          (async () => {
+            const base = owner * 1_000;
+            for (let i = 0; i < 6; i++) {
+              await t.add([{ id: BigInt(base + 100 + i), owner, c: 0 }]);
+              await t.mergeInsert("id").whenMatchedUpdateAll().whenNotMatchedInsertAll().execute([{ id: BigInt(base), owner, c: i }]);
+              await t.update({ where: `id = ${base}`, valuesSql: { c: "c + 1" } });
+            }
+          })(),
+        );
+      }
+    }
+    const results = await Promise.allSettled(writers);
+    expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+    const t = await seed.openTable("c");
+    expect(await t.countRows()).toBe(1 + 8 * 7);
+    for (let owner = 1; owner <= 8; owner++) {
+      const [row] = await t.query().where(`id = ${owner * 1_000}`).toArray();
+      // The last upsert set 5, the update after it added one.
+      expect(Number(row.c)).toBe(6);
+    }
+  });
+
   it("CommitConflictError when an append races an overwrite", async () => {
     const [a, b] = await twoWriters();
     await b.add(twoVectorRows.slice(0, 5), { mode: "overwrite" });

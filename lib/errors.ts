@@ -73,7 +73,7 @@ const CLASSES: Record<string, [ErrorClass, boolean]> = {
   InvalidArgument: [InvalidArgumentError, false],
   Filter: [FilterError, false],
   CommitConflict: [CommitConflictError, true],
-  CommitRetriesExhausted: [CommitConflictError, true],
+  CommitTimeout: [CommitConflictError, true],
   Corruption: [CorruptionError, false],
   Io: [IoError, true],
   AccessDenied: [IoError, false],

@@ -16,6 +16,7 @@ export {
   Tags,
   type UpdateOptions,
   type Version,
+  type WriteOptions,
 } from "./table.js";
 export {
   Index,

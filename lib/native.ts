@@ -153,10 +153,16 @@ export interface NativeTable {
   close(): void;
   schema(): Promise<Buffer>;
   countRows(filter?: string): Promise<number>;
-  add(data: Uint8Array, mode: string): Promise<number>;
-  addWriter(schema: Uint8Array, mode: string): Promise<NativeWriter>;
-  delete(filter: string): Promise<number[]>;
-  update(filter: string | undefined, sqlColumns: string[], sqlValues: string[], values?: Uint8Array): Promise<number[]>;
+  add(data: Uint8Array, mode: string, timeoutMs?: number): Promise<number>;
+  addWriter(schema: Uint8Array, mode: string, timeoutMs?: number): Promise<NativeWriter>;
+  delete(filter: string, timeoutMs?: number): Promise<number[]>;
+  update(
+    filter: string | undefined,
+    sqlColumns: string[],
+    sqlValues: string[],
+    values?: Uint8Array,
+    timeoutMs?: number,
+  ): Promise<number[]>;
   mergeInsert(
     on: string[],
     options: {
@@ -165,6 +171,7 @@ export interface NativeTable {
       whenNotMatchedInsertAll: boolean;
       whenNotMatchedBySourceDelete: boolean;
       bySourceWhere?: string;
+      timeoutMs?: number;
     },
     data: Uint8Array,
   ): Promise<{ numInsertedRows: number; numUpdatedRows: number; numDeletedRows: number; version: number }>;

@@ -114,7 +114,20 @@ export interface AddResult {
   version: number;
 }
 
-export interface AddOptions {
+/**
+ * How long a write keeps going against other writers. A commit that loses the race to another
+ * writer's rebases onto it and tries again, and an operation that truly conflicts (a delete
+ * or update of the same rows, an upsert of the same keys) re-runs against the newer version,
+ * with backoff, until `timeoutMs` has passed; then it fails with a retryable
+ * `CommitConflictError` (code `CommitTimeout`) saying how long it tried and how many versions
+ * other writers committed meanwhile.
+ */
+export interface WriteOptions {
+  /** Milliseconds, 0 or more (0 tries once; `Infinity`, no limit). Default 30,000. */
+  timeoutMs?: number;
+}
+
+export interface AddOptions extends WriteOptions {
   /** append (default) or overwrite (replace all rows, and the schema). */
   mode?: "append" | "overwrite";
   /** Schema for plain-object rows (otherwise inferred). */
@@ -298,30 +311,33 @@ export class Table implements QueryTarget {
     if (options === null || typeof options !== "object") invalid("add() options", "an object", options);
     const mode = options.mode ?? "append";
     if (mode !== "append" && mode !== "overwrite") invalid("mode", "'append' or 'overwrite'", mode);
+    const timeoutMs = checkTimeout(options.timeoutMs);
     const t = this.native();
     // Plain objects appended to a table take its schema, not a fresh inference.
     const schemaFor = async (chunk: unknown) =>
       options.schema ?? (isRowArray(chunk) && mode === "append" ? await this.schema() : undefined);
     if (isDataStream(data)) {
       const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
-      return { version: await writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode)) };
+      return { version: await writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode, timeoutMs)) };
     }
     // One schema lookup (a native call) serves both paths.
     const schema = await schemaFor(data);
     const chunks = inMemoryChunks(data, schema);
-    if (chunks) return { version: await writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode)) };
+    if (chunks) return { version: await writeStream(chunks, undefined, undefined, (first) => t.addWriter(first, mode, timeoutMs)) };
     const bytes = toIPC(data, schema);
-    return { version: await native(() => t.add(bytes, mode)) };
+    return { version: await native(() => t.add(bytes, mode, timeoutMs)) };
   }
 
   /**
    * Deletes the rows matching a SQL filter, as one new version (none when nothing matches).
    * `"_rowid IN (…)"` deletes rows by the ids `withRowId()` returned.
    */
-  async delete(filter: string): Promise<{ numDeletedRows: number; version: number }> {
+  async delete(filter: string, options: WriteOptions = {}): Promise<{ numDeletedRows: number; version: number }> {
     sqlText(filter, "delete");
+    if (options === null || typeof options !== "object") invalid("delete() options", "an object", options);
+    const timeoutMs = checkTimeout(options.timeoutMs);
     const t = this.native();
-    const [numDeletedRows, version] = await native(() => t.delete(filter));
+    const [numDeletedRows, version] = await native(() => t.delete(filter, timeoutMs));
     return { numDeletedRows, version };
   }
 
@@ -335,6 +351,7 @@ export class Table implements QueryTarget {
       throw new InvalidArgumentError("InvalidArgument", "update() takes { where?, values?, valuesSql? }");
     }
     const { where, values, valuesSql } = options;
+    const timeoutMs = checkTimeout(options.timeoutMs);
     if (where !== undefined) sqlText(where, "update");
     if (values !== undefined && (values === null || typeof values !== "object")) invalid("update() values", "an object", values);
     if (valuesSql !== undefined && (valuesSql === null || typeof valuesSql !== "object")) {
@@ -373,6 +390,7 @@ export class Table implements QueryTarget {
         sqlEntries.map(([c]) => c),
         sqlEntries.map(([, e]) => e),
         literals,
+        timeoutMs,
       ),
     );
     return { rowsUpdated, version };
@@ -663,7 +681,7 @@ export class Table implements QueryTarget {
 }
 
 /** Options of `Table.update`. */
-export interface UpdateOptions {
+export interface UpdateOptions extends WriteOptions {
   /** SQL filter of the rows to update; all rows when omitted. */
   where?: string;
   /** New values as JavaScript values, by column. */
@@ -717,8 +735,14 @@ export class MergeInsertBuilder {
     return new MergeInsertBuilder(this.#table, this.#on, { ...this.#state, bySource: { where: options.where } });
   }
 
-  /** Runs the upsert with `data` as the source, as one new version. Duplicate source keys are an error. */
-  async execute(data: Data): Promise<MergeResult> {
+  /**
+   * Runs the upsert with `data` as the source, as one new version. Duplicate source keys are an
+   * error. It conflicts only with concurrent writes of rows holding its keys (and re-runs
+   * then); with `whenNotMatchedBySourceDelete`, which covers every row, with any rows added.
+   */
+  async execute(data: Data, options: WriteOptions = {}): Promise<MergeResult> {
+    if (options === null || typeof options !== "object") invalid("execute() options", "an object", options);
+    const timeoutMs = checkTimeout(options.timeoutMs);
     const schema = isRowArray(data) ? await this.#table.schema() : undefined;
     const bytes = toIPC(data, schema);
     const t = this.#table.native();
@@ -731,11 +755,21 @@ export class MergeInsertBuilder {
           whenNotMatchedInsertAll: this.#state.insert,
           whenNotMatchedBySourceDelete: this.#state.bySource !== undefined,
           bySourceWhere: this.#state.bySource?.where,
+          timeoutMs,
         },
         bytes,
       ),
     );
   }
+}
+
+/** A write's `timeoutMs`: a number of milliseconds, 0 or more (Infinity allowed). */
+function checkTimeout(timeoutMs: unknown): number | undefined {
+  if (timeoutMs === undefined) return undefined;
+  if (typeof timeoutMs !== "number" || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    invalid("timeoutMs", "a number of milliseconds, 0 or more", timeoutMs);
+  }
+  return timeoutMs;
 }
 
 /** Checks that a SQL argument is a non-empty string. */

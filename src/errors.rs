@@ -21,7 +21,7 @@ pub(crate) fn error_code(e: &EngineError) -> &'static str {
         EngineError::TagAlreadyExists(_) => "TagExists",
         EngineError::Corrupt { .. } | EngineError::IncompatibleVersion { .. } => "Corruption",
         EngineError::CommitConflict(_) => "CommitConflict",
-        EngineError::CommitRetriesExhausted { .. } => "CommitRetriesExhausted",
+        EngineError::CommitTimeout { .. } => "CommitTimeout",
         EngineError::ReadOnlyVersion(_) => "ReadOnlyVersion",
         // Retrying cannot fix missing or refused credentials.
         EngineError::Storage(

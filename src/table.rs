@@ -11,7 +11,7 @@ use napi::bindgen_prelude::{
 };
 use napi::Env;
 use napi_derive::napi;
-use quiver_engine::table::{MergeInsert, UpdateValue};
+use quiver_engine::table::{MergeInsert, UpdateValue, DEFAULT_COMMIT_TIMEOUT};
 use quiver_engine::{
     batches_stream, ColumnAlteration, Error as EngineError, NewColumns, ScanOptions, WriteParams,
 };
@@ -91,6 +91,29 @@ pub struct NativeMergeOptions {
     pub when_not_matched_insert_all: bool,
     pub when_not_matched_by_source_delete: bool,
     pub by_source_where: Option<String>,
+    /// Milliseconds to keep retrying against other writers.
+    pub timeout_ms: Option<f64>,
+}
+
+/// A write's time to keep retrying against other writers (`timeoutMs`; default 30 s).
+fn commit_timeout(ms: Option<f64>) -> Result<Duration, EngineError> {
+    match ms {
+        None => Ok(DEFAULT_COMMIT_TIMEOUT),
+        Some(ms) if ms >= 0.0 => {
+            Ok(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX))
+        }
+        Some(ms) => Err(EngineError::InvalidArgument(format!(
+            "timeoutMs must be a number of milliseconds, 0 or more, got {ms}"
+        ))),
+    }
+}
+
+/// Write parameters with the commit timeout of `timeout_ms`.
+fn write_params(timeout_ms: Option<f64>) -> Result<WriteParams, EngineError> {
+    Ok(WriteParams {
+        commit_timeout: commit_timeout(timeout_ms)?,
+        ..WriteParams::default()
+    })
 }
 
 /// A change to one column (see the engine's `ColumnAlteration`); `data_type` is an Arrow IPC
@@ -237,21 +260,25 @@ impl NativeTable {
 
     /// Adds rows (IPC stream bytes); `mode` is append or overwrite. Returns the new version.
     #[napi]
-    pub async fn add(&self, data: Buffer, mode: String) -> napi::Result<f64> {
+    pub async fn add(
+        &self,
+        data: Buffer,
+        mode: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<f64> {
         self.check_open()?;
         guarded(async {
+            let params = write_params(timeout_ms)?;
             let (schema, batches) = decode_ipc(&data)?;
             let version = match mode.as_str() {
                 "append" => {
                     // Checked before writing so that data without batches is refused too.
                     self.table.manifest().schema.check_compatible(&schema)?;
-                    self.table
-                        .append(batches_stream(batches), WriteParams::default())
-                        .await?
+                    self.table.append(batches_stream(batches), params).await?
                 }
                 "overwrite" => {
                     self.table
-                        .overwrite(schema, batches_stream(batches), WriteParams::default())
+                        .overwrite(schema, batches_stream(batches), params)
                         .await?
                 }
                 other => {
@@ -267,8 +294,14 @@ impl NativeTable {
 
     /// Starts a streaming add (`append` or `overwrite`): send batches, then `finish`.
     #[napi]
-    pub async fn add_writer(&self, schema: Buffer, mode: String) -> napi::Result<NativeWriter> {
+    pub async fn add_writer(
+        &self,
+        schema: Buffer,
+        mode: String,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<NativeWriter> {
         self.check_open()?;
+        let params = guarded(async { write_params(timeout_ms) }).await?;
         let (schema, _) = guarded(async { decode_ipc(&schema) }).await?;
         let table = self.table.clone();
         let overwrite = match mode.as_str() {
@@ -287,21 +320,20 @@ impl NativeTable {
         let new_schema = schema.clone();
         Ok(NativeWriter::start(move |stream| async move {
             if overwrite {
-                table
-                    .overwrite(new_schema, stream, WriteParams::default())
-                    .await
+                table.overwrite(new_schema, stream, params).await
             } else {
-                table.append(stream, WriteParams::default()).await
+                table.append(stream, params).await
             }
         }))
     }
 
     /// Deletes the rows matching a SQL filter; returns [deleted rows, version].
     #[napi]
-    pub async fn delete(&self, filter: String) -> napi::Result<Vec<f64>> {
+    pub async fn delete(&self, filter: String, timeout_ms: Option<f64>) -> napi::Result<Vec<f64>> {
         self.check_open()?;
         guarded(async {
-            let r = self.table.delete(&filter).await?;
+            let timeout = commit_timeout(timeout_ms)?;
+            let r = self.table.delete_within(&filter, timeout).await?;
             Ok(vec![r.num_deleted_rows as f64, r.version as f64])
         })
         .await
@@ -316,9 +348,11 @@ impl NativeTable {
         sql_columns: Vec<String>,
         sql_values: Vec<String>,
         values: Option<Buffer>,
+        timeout_ms: Option<f64>,
     ) -> napi::Result<Vec<f64>> {
         self.check_open()?;
         guarded(async {
+            let timeout = commit_timeout(timeout_ms)?;
             let mut assignments: Vec<(String, UpdateValue)> = sql_columns
                 .into_iter()
                 .zip(sql_values)
@@ -333,7 +367,10 @@ impl NativeTable {
                     }
                 }
             }
-            let r = self.table.update(filter.as_deref(), assignments).await?;
+            let r = self
+                .table
+                .update_within(filter.as_deref(), assignments, timeout)
+                .await?;
             Ok(vec![r.rows_updated as f64, r.version as f64])
         })
         .await
@@ -359,6 +396,7 @@ impl NativeTable {
                 when_not_matched_by_source_delete: options
                     .when_not_matched_by_source_delete
                     .then_some(options.by_source_where),
+                timeout: Some(commit_timeout(options.timeout_ms)?),
             };
             let r = self.table.merge_insert(&spec, &schema, batches).await?;
             Ok(NativeMergeResult {

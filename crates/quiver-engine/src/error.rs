@@ -69,9 +69,13 @@ pub enum Error {
     #[error("commit conflict: {0}. Re-read the table and retry the operation")]
     CommitConflict(String),
 
-    /// Rebasing kept losing the race to other writers.
-    #[error("commit failed after {attempts} attempts because other writers kept committing first; retry later or reduce write concurrency")]
-    CommitRetriesExhausted { attempts: u32 },
+    /// Rebasing kept losing the race to other writers until the operation's deadline.
+    #[error("commit gave up after {waited_ms} ms and {attempts} attempts: other writers committed {commits} versions first; retry the operation, or give it more time (timeoutMs)")]
+    CommitTimeout {
+        waited_ms: u64,
+        attempts: u32,
+        commits: u64,
+    },
 
     /// The table handle was opened at an old version and cannot be written.
     #[error("table is checked out at version {0} (read-only); call checkout_latest() or restore() before writing")]

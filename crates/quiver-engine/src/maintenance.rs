@@ -579,7 +579,7 @@ impl Maintainer {
                 }
                 Ok(_) => {}
                 // Lost to a user's write: the next write schedules another round.
-                Err(Error::CommitConflict(_)) | Err(Error::CommitRetriesExhausted { .. }) => {}
+                Err(Error::CommitConflict(_)) | Err(Error::CommitTimeout { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -600,7 +600,7 @@ impl Maintainer {
                     );
                 }
                 Ok(_) => {}
-                Err(Error::CommitConflict(_)) | Err(Error::CommitRetriesExhausted { .. }) => {}
+                Err(Error::CommitConflict(_)) | Err(Error::CommitTimeout { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use quiver_engine::table::MergeInsert;
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
 };
@@ -203,7 +205,7 @@ async fn conflicting_operations_fail_with_typed_errors() {
         "the conflicting append left no rows behind"
     );
 
-    // Retries exhausted is its own error (a commit through another connection, which this
+    // Running out of time is its own error (a commit through another connection, which this
     // one only finds by losing the publish race; commits through the same connection are
     // rebased on directly).
     let t4 = db.open_table("t").await.expect("open");
@@ -217,7 +219,7 @@ async fn conflicting_operations_fail_with_typed_errors() {
         .await
         .expect("append");
     let no_retries = WriteParams {
-        max_commit_retries: 0,
+        commit_timeout: Duration::ZERO,
         ..Default::default()
     };
     let err = t4
@@ -228,7 +230,14 @@ async fn conflicting_operations_fail_with_typed_errors() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::CommitRetriesExhausted { attempts: 1 }),
+        matches!(
+            err,
+            Error::CommitTimeout {
+                attempts: 1,
+                commits: 1,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -316,7 +325,7 @@ async fn commits_through_one_connection_never_race_each_other() {
                     t.append(
                         batches_stream(vec![common::simple_batch(1_000 + w * 100 + i, 1, DIM)]),
                         WriteParams {
-                            max_commit_retries: 0,
+                            commit_timeout: Duration::ZERO,
                             ..Default::default()
                         },
                     )
@@ -332,4 +341,113 @@ async fn commits_through_one_connection_never_race_each_other() {
     let latest = db.open_table("t").await.expect("open");
     assert_eq!(latest.count_rows(), 90);
     assert_eq!(latest.version(), 81);
+}
+
+/// Ids of every live row, sorted.
+async fn all_ids(table: &Table) -> Vec<i64> {
+    let batches = table
+        .scan_all(ScanOptions {
+            columns: Some(vec!["id".into()]),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    let mut ids = common::ids_of(&batches);
+    ids.sort_unstable();
+    ids
+}
+
+/// A merge-insert conflicts with a concurrent commit only when that commit wrote a row holding
+/// one of the merge's keys: over an append of other keys it rebases (with no time to rebase
+/// in, it runs out of time instead of conflicting), over an append of one of its keys it
+/// conflicts, and given time re-runs and updates the row instead of duplicating it. A
+/// by-source delete covers every row, so any concurrent append conflicts with it.
+#[tokio::test]
+async fn merge_insert_conflicts_only_with_rows_holding_its_keys() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = create(&db, 10).await;
+    let other = Database::from_storage(db.storage().clone(), ConnectOptions::default());
+    let upsert = |timeout: Option<Duration>| MergeInsert {
+        on: vec!["id".into()],
+        when_matched_update_all: Some(None),
+        when_not_matched_insert_all: true,
+        timeout,
+        ..Default::default()
+    };
+    let schema = common::simple_schema(DIM);
+    let append_elsewhere = |start: i64| {
+        let other = other.clone();
+        async move {
+            let t = other.open_table("t").await.expect("open");
+            t.append(
+                batches_stream(vec![common::simple_batch(start, 1, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+        }
+    };
+
+    // Another writer adds id 100; this handle, behind, upserts id 50.
+    append_elsewhere(100).await;
+    let err = table
+        .merge_insert(
+            &upsert(Some(Duration::ZERO)),
+            &schema,
+            vec![common::simple_batch(50, 1, DIM)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CommitTimeout { .. }), "{err}");
+    let merged = table
+        .merge_insert(
+            &upsert(None),
+            &schema,
+            vec![common::simple_batch(50, 1, DIM)],
+        )
+        .await
+        .expect("merge over an append of another key");
+    assert_eq!(merged.num_inserted_rows, 1);
+
+    // Another writer adds id 300; this handle, behind, upserts id 300 too.
+    append_elsewhere(300).await;
+    let err = table
+        .merge_insert(
+            &upsert(Some(Duration::ZERO)),
+            &schema,
+            vec![common::simple_batch(300, 1, DIM)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CommitConflict(_)), "{err}");
+    append_elsewhere(301).await;
+    let merged = table
+        .merge_insert(
+            &upsert(None),
+            &schema,
+            vec![common::simple_batch(300, 1, DIM)],
+        )
+        .await
+        .expect("merge re-run over an append of its key");
+    assert_eq!((merged.num_inserted_rows, merged.num_updated_rows), (0, 1));
+    let mut want: Vec<i64> = (0..10).chain([50, 100, 300, 301]).collect();
+    want.sort_unstable();
+    assert_eq!(all_ids(&table).await, want, "no key lost or duplicated");
+
+    // A by-source delete conflicts with any concurrent append.
+    append_elsewhere(400).await;
+    let err = table
+        .merge_insert(
+            &MergeInsert {
+                when_not_matched_by_source_delete: Some(Some("id >= 1000".into())),
+                ..upsert(Some(Duration::ZERO))
+            },
+            &schema,
+            vec![common::simple_batch(2_000, 1, DIM)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CommitConflict(_)), "{err}");
 }

@@ -486,6 +486,7 @@ async fn merge_insert_finds_its_keys_through_an_index() {
         when_matched_update_all: Some(None),
         when_not_matched_insert_all: true,
         when_not_matched_by_source_delete: None,
+        timeout: None,
     };
     // Keys matching covered rows, uncovered rows, deleted rows and no row at all.
     let keys: Vec<i64> = vec![5, 1007, 12_345, 20_050, 20_099, 30_000, 30_001];

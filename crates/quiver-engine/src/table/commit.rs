@@ -7,9 +7,9 @@
 //! operation, and if not rebuilds its manifest on top of the newest one and tries again, with
 //! jittered exponential backoff.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use roaring::RoaringBitmap;
@@ -50,11 +50,13 @@ pub(crate) enum Operation {
         rows: BTreeMap<u64, RoaringBitmap>,
         fragments: Vec<NewFragment>,
     },
-    /// An upsert: like `Update`, but new fragments may hold new keys, so any rows another
-    /// writer added meanwhile conflict (they could hold the same keys).
+    /// An upsert: like `Update`, but new fragments may hold new keys. Rows another writer
+    /// added meanwhile conflict when they hold one of `keys` (the source's); with no `keys`
+    /// (a by-source delete, which covers every row) any added rows conflict.
     MergeInsert {
         rows: BTreeMap<u64, RoaringBitmap>,
         fragments: Vec<NewFragment>,
+        keys: Option<Arc<MergeKeys>>,
     },
     /// Add, alter or drop columns (`operation` names which). `files`, when the change writes
     /// data, holds each fragment's new data files (values of added or re-typed columns).
@@ -74,6 +76,15 @@ pub(crate) enum Operation {
         groups: Vec<CompactGroup>,
         remap: (String, u64),
     },
+}
+
+/// The keys a merge-insert writes, to check rows other writers added meanwhile against.
+#[derive(Debug)]
+pub(crate) struct MergeKeys {
+    /// Field ids of the key columns, in key order.
+    pub field_ids: Vec<i32>,
+    /// The source's keys, encoded by `mutate::encode_key`.
+    pub encoded: HashSet<Vec<u8>>,
 }
 
 /// One bin of a compaction: the fragments it read (with the rows deleted when it read them)
@@ -146,7 +157,8 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
         return Ok(());
     }
     let adds_rows = matches!(committed.operation(), "append" | "update" | "merge_insert");
-    if matches!(ours, Operation::MergeInsert { .. }) && adds_rows {
+    // With its keys known, a merge-insert checks the added rows' keys (`check_merge_keys`).
+    if matches!(ours, Operation::MergeInsert { keys: None, .. }) && adds_rows {
         return Err(Error::CommitConflict(format!(
             "a concurrent {} added rows at version {} that may hold the same keys as this merge_insert",
             committed.operation(),
@@ -200,6 +212,60 @@ fn check_conflict(ours: &Operation, committed: &Manifest) -> Result<()> {
             ours.name()
         ))),
     }
+}
+
+/// A merge-insert's check against a version another writer committed meanwhile: it conflicts
+/// when a row that version added holds one of the merge's keys (the merge would then insert a
+/// duplicate, or miss the row it should update), and rebases otherwise. Reads the key columns
+/// of the added fragments only.
+async fn check_merge_keys(
+    table: &TableInner,
+    ours: &Operation,
+    committed: &Manifest,
+) -> Result<()> {
+    let Operation::MergeInsert {
+        keys: Some(keys), ..
+    } = ours
+    else {
+        return Ok(());
+    };
+    if !matches!(committed.operation(), "append" | "update" | "merge_insert") {
+        return Ok(());
+    }
+    let added: HashSet<u64> = committed
+        .proto
+        .transaction
+        .as_ref()
+        .map(|t| t.added_fragment_ids.iter().copied().collect())
+        .unwrap_or_default();
+    let mut buffer = Vec::new();
+    for fragment in committed
+        .fragments()
+        .iter()
+        .filter(|f| added.contains(&f.id))
+    {
+        let mut columns = Vec::with_capacity(keys.field_ids.len());
+        for &field_id in &keys.field_ids {
+            let reader = super::scan::fragment_reader(table, fragment, field_id).await?;
+            let column = reader.metadata().column(field_id, reader.path())?;
+            let data_type = column.data_type.clone();
+            let pages = reader.read_pages(field_id, 0..column.pages.len()).await?;
+            columns.push(crate::format::reader::concat_parts(pages, &data_type)?);
+        }
+        let key_columns = super::mutate::key_columns(&columns);
+        for row in 0..fragment.physical_rows as usize {
+            if super::mutate::encode_key(&key_columns, row, &mut buffer)
+                && keys.encoded.contains(buffer.as_slice())
+            {
+                return Err(Error::CommitConflict(format!(
+                    "a concurrent {} at version {} wrote a row whose key this merge_insert also writes",
+                    committed.operation(),
+                    committed.version()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The conflict check when some versions committed after `from` were cleaned up before this
@@ -420,7 +486,12 @@ async fn build_manifest(
             proto
         }
         (Operation::Update { rows, fragments }, Some(base))
-        | (Operation::MergeInsert { rows, fragments }, Some(base)) => {
+        | (
+            Operation::MergeInsert {
+                rows, fragments, ..
+            },
+            Some(base),
+        ) => {
             let mut proto = base.proto.clone();
             apply_deletes(table, base, &mut proto, &mut txn, rows, version).await?;
             let added = new_fragments(&mut proto.next_fragment_id, fragments);
@@ -577,13 +648,16 @@ async fn build_manifest(
 }
 
 /// Commits `op`, read at `read` (None for a table that does not exist yet). Returns the
-/// published manifest.
+/// published manifest. A commit that loses the publish race rebases and tries again, with
+/// backoff, until `deadline`; then it fails with [`Error::CommitTimeout`] (a deadline already
+/// passed still allows one attempt).
 pub(crate) async fn commit(
     table: &TableInner,
     read: Option<Arc<Manifest>>,
     op: Operation,
-    max_retries: u32,
+    deadline: Instant,
 ) -> Result<Arc<Manifest>> {
+    let started = Instant::now();
     let read_version = read.as_ref().map_or(0, |m| m.version());
     let mut base = read;
     // Version numbers up to here are taken by damaged versions (see `latest_intact`): a commit
@@ -604,13 +678,15 @@ pub(crate) async fn commit(
         if let Some(known) = turn.since(b.version()).filter(follows) {
             for committed in &known {
                 check_conflict(&op, committed)?;
+                check_merge_keys(table, &op, committed).await?;
             }
             if let Some(newest) = known.last() {
                 base = Some(newest.clone());
             }
         }
     }
-    for attempt in 0..=max_retries {
+    let mut attempt: u32 = 0;
+    loop {
         let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
         let manifest = build_manifest(table, base.as_deref(), &op, read_version, version).await?;
         if table.manifests.try_publish(&manifest).await? {
@@ -655,6 +731,7 @@ pub(crate) async fn commit(
                 match table.manifest_at(&entry).await {
                     Ok(committed) => {
                         check_conflict(&op, &committed)?;
+                        check_merge_keys(table, &op, &committed).await?;
                         newest = Some(committed);
                     }
                     // Cleaned up since the listing: judged by the newest's summary below.
@@ -678,11 +755,17 @@ pub(crate) async fn commit(
             }
             base = Some(newest);
         }
-        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::CommitTimeout {
+                waited_ms: now.duration_since(started).as_millis() as u64,
+                attempts: attempt,
+                commits: taken.saturating_sub(read_version),
+            });
+        }
+        tokio::time::sleep(backoff(attempt - 1).min(deadline - now)).await;
     }
-    Err(Error::CommitRetriesExhausted {
-        attempts: max_retries + 1,
-    })
 }
 
 /// Removes a manifest this writer published that must not stand, durably: were it to come

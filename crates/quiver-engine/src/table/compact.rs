@@ -307,7 +307,11 @@ impl Table {
     /// concurrent writer changed the fragments it rewrote.
     pub async fn compact_files(&self, options: CompactionOptions) -> Result<CompactionMetrics> {
         options.check()?;
-        self.retry_on_conflict(|| self.compact_once(&options)).await
+        self.retry_on_conflict(
+            super::write::deadline_after(super::write::DEFAULT_COMMIT_TIMEOUT),
+            || self.compact_once(&options),
+        )
+        .await
     }
 
     async fn compact_once(&self, options: &CompactionOptions) -> Result<CompactionMetrics> {
@@ -408,7 +412,7 @@ impl Table {
                 groups,
                 remap: remap.clone(),
             },
-            WriteParams::default().max_commit_retries,
+            super::write::deadline_after(WriteParams::default().commit_timeout),
         )
         .await;
         let manifest = match committed {

@@ -51,22 +51,29 @@ impl Table {
     /// Adds columns, as one new version; returns it. SQL expressions are evaluated over every
     /// stored row and written as new data files; existing data files are not rewritten.
     pub async fn add_columns(&self, columns: NewColumns) -> Result<u64> {
-        self.retry_on_conflict(|| async {
-            let read = self.writable_manifest()?;
-            let first_id = read.proto.max_field_id.max(read.schema.max_field_id()) + 1;
-            let (fields, inputs, with_row_id, compute): (Vec<Field>, Vec<String>, bool, Compute) =
-                match &columns {
+        self.retry_on_conflict(
+            super::write::deadline_after(super::write::DEFAULT_COMMIT_TIMEOUT),
+            || async {
+                let read = self.writable_manifest()?;
+                let first_id = read.proto.max_field_id.max(read.schema.max_field_id()) + 1;
+                let (fields, inputs, with_row_id, compute): (
+                    Vec<Field>,
+                    Vec<String>,
+                    bool,
+                    Compute,
+                ) = match &columns {
                     NewColumns::Sql(columns) => sql_columns(&read, columns)?,
                     NewColumns::AllNull(schema) => null_columns(schema)?,
                 };
-            let added = TableSchema::with_first_id(&Schema::new(fields), first_id)?;
-            let schema = read.schema.with_columns(&added)?;
-            let files = self
-                .write_columns(&read, &inputs, with_row_id, added, compute)
-                .await?;
-            self.commit_schema(read, ADD_COLUMNS, schema, Some(files), true)
-                .await
-        })
+                let added = TableSchema::with_first_id(&Schema::new(fields), first_id)?;
+                let schema = read.schema.with_columns(&added)?;
+                let files = self
+                    .write_columns(&read, &inputs, with_row_id, added, compute)
+                    .await?;
+                self.commit_schema(read, ADD_COLUMNS, schema, Some(files), true)
+                    .await
+            },
+        )
         .await
     }
 
@@ -78,7 +85,7 @@ impl Table {
                 "alter_columns needs at least one alteration",
             ));
         }
-        self.retry_on_conflict(|| async {
+        self.retry_on_conflict(super::write::deadline_after(super::write::DEFAULT_COMMIT_TIMEOUT), || async {
             let read = self.writable_manifest()?;
             let mut schema = read.schema.clone();
             let mut next_id = read.proto.max_field_id.max(schema.max_field_id()) + 1;
@@ -179,21 +186,24 @@ impl Table {
                 "drop_columns needs at least one column name",
             ));
         }
-        self.retry_on_conflict(|| async {
-            let read = self.writable_manifest()?;
-            if let Some(member) = names
-                .iter()
-                .find(|n| read.schema.arrow.index_of(n).is_err() && n.contains('.'))
-            {
-                read.schema.resolve_path(member)?;
-                return Err(Error::invalid(format!(
+        self.retry_on_conflict(
+            super::write::deadline_after(super::write::DEFAULT_COMMIT_TIMEOUT),
+            || async {
+                let read = self.writable_manifest()?;
+                if let Some(member) = names
+                    .iter()
+                    .find(|n| read.schema.arrow.index_of(n).is_err() && n.contains('.'))
+                {
+                    read.schema.resolve_path(member)?;
+                    return Err(Error::invalid(format!(
                     "cannot drop struct member '{member}'; drop_columns takes top-level columns"
                 )));
-            }
-            let schema = read.schema.without_columns(names)?;
-            self.commit_schema(read, DROP_COLUMNS, schema, None, false)
-                .await
-        })
+                }
+                let schema = read.schema.without_columns(names)?;
+                self.commit_schema(read, DROP_COLUMNS, schema, None, false)
+                    .await
+            },
+        )
         .await
     }
 
@@ -214,7 +224,7 @@ impl Table {
                 files,
                 covers_rows,
             },
-            WriteParams::default().max_commit_retries,
+            super::write::deadline_after(WriteParams::default().commit_timeout),
         )
         .await?;
         let version = manifest.version();

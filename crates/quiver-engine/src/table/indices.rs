@@ -583,7 +583,10 @@ pub async fn optimize_indices(table: &Table) -> Result<OptimizeStats> {
         // Another writer (automatic maintenance, another process) may rewrite the same index
         // meanwhile: then this one starts over from the newer version.
         let Some(done) = table
-            .retry_on_conflict(|| optimize_one(table, &name))
+            .retry_on_conflict(
+                super::write::deadline_after(super::write::DEFAULT_COMMIT_TIMEOUT),
+                || optimize_one(table, &name),
+            )
             .await?
         else {
             continue;

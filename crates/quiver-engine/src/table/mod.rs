@@ -23,6 +23,7 @@ pub mod write;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -43,7 +44,9 @@ pub use self::mutate::{MergeInsert, MergeResult, UpdateResult, UpdateValue};
 pub use self::scan::{row_address, ScanOptions, ROW_ID};
 use self::session::{CachedEntry, Session};
 pub use self::tags::TagInfo;
-pub use self::write::{batches_stream, BatchStream, CommitHook, WriteParams};
+pub use self::write::{
+    batches_stream, BatchStream, CommitHook, WriteParams, DEFAULT_COMMIT_TIMEOUT,
+};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, FilterRef};
 use crate::format::reader::{read_metadata, FileReader};
@@ -52,9 +55,6 @@ use crate::storage::{IoSnapshot, Storage, StorageOptions};
 
 /// Fragments searched at once by filtered counts and mutations.
 const FRAGMENT_CONCURRENCY: usize = 4;
-
-/// How many times a mutation re-runs against a newer version after a row-level conflict.
-const MAX_REEXECUTIONS: u32 = 10;
 
 /// Suffix of a table's folder.
 pub const TABLE_SUFFIX: &str = ".quiver";
@@ -290,7 +290,14 @@ impl Database {
                 fragments,
             }
         };
-        let manifest = match commit(&inner, base, op, params.max_commit_retries).await {
+        let manifest = match commit(
+            &inner,
+            base,
+            op,
+            write::deadline_after(params.commit_timeout),
+        )
+        .await
+        {
             Err(Error::TableAlreadyExists(_)) if mode == CreateMode::ExistOk => {
                 return self.open_table(name).await;
             }
@@ -965,7 +972,7 @@ impl Table {
             &self.inner,
             Some(base),
             Operation::Restore { from },
-            WriteParams::default().max_commit_retries,
+            write::deadline_after(WriteParams::default().commit_timeout),
         )
         .await?;
         let version = manifest.version();
@@ -1009,7 +1016,7 @@ impl Table {
             &self.inner,
             Some(read),
             Operation::Index(change),
-            WriteParams::default().max_commit_retries,
+            write::deadline_after(WriteParams::default().commit_timeout),
         )
         .await?;
         let version = manifest.version();
@@ -1041,7 +1048,7 @@ impl Table {
             &self.inner,
             Some(read),
             Operation::Append { fragments },
-            params.max_commit_retries,
+            write::deadline_after(params.commit_timeout),
         )
         .await?;
         let version = manifest.version();
@@ -1070,7 +1077,7 @@ impl Table {
                 schema: table_schema,
                 fragments,
             },
-            params.max_commit_retries,
+            write::deadline_after(params.commit_timeout),
         )
         .await?;
         let version = manifest.version();
@@ -1152,11 +1159,19 @@ impl Table {
     /// matches). A concurrent commit that deleted some of the same rows makes it re-run against
     /// the newer version.
     pub async fn delete(&self, filter: &str) -> Result<DeleteResult> {
+        self.delete_within(filter, write::DEFAULT_COMMIT_TIMEOUT)
+            .await
+    }
+
+    /// [`Table::delete`] that gives up against other writers after `timeout` (see
+    /// [`WriteParams::commit_timeout`]).
+    pub async fn delete_within(&self, filter: &str, timeout: Duration) -> Result<DeleteResult> {
         let filter = self.parse_filter(filter)?;
-        self.retry_on_conflict(|| async {
+        let deadline = write::deadline_after(timeout);
+        self.retry_on_conflict(deadline, || async {
             let read = self.writable_manifest()?;
             let rows = self.matching_rows(&read, &filter).await?;
-            self.commit_deletes(read, rows).await
+            self.commit_deletes(read, rows, deadline).await
         })
         .await
     }
@@ -1177,25 +1192,36 @@ impl Table {
         Ok(out)
     }
 
-    /// Runs `attempt` until it does not fail with a row-level commit conflict, moving the handle
-    /// to the newest version between tries.
-    pub(crate) async fn retry_on_conflict<T, F, Fut>(&self, attempt: F) -> Result<T>
+    /// Runs `attempt` until it does not fail with a commit conflict (or its version read was
+    /// cleaned up under it), moving the handle to the newest version between tries, until
+    /// `deadline`: a conflict after it is returned.
+    pub(crate) async fn retry_on_conflict<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let mut tries = 0;
+        let mut tries: u32 = 0;
         loop {
             match attempt().await {
-                // A conflict, or the version read was cleaned up under the operation.
                 Err(Error::CommitConflict(_) | Error::MissingFile(_))
-                    if tries < MAX_REEXECUTIONS =>
+                    if Instant::now() < deadline =>
                 {
                     tries += 1;
                     // A pinned handle stays put; its retry then fails as read-only.
                     if !self.is_pinned() {
                         self.refresh().await?;
                     }
+                    // Writers that conflicted with each other re-run apart.
+                    let pause =
+                        Duration::from_millis(rand::random_range(0..=(2u64 << tries.min(6))));
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 }
                 other => return other,
             }
@@ -1236,7 +1262,8 @@ impl Table {
                 *bitmap -= deleted.as_ref();
             }
         }
-        self.commit_deletes(read, rows).await
+        let deadline = write::deadline_after(write::DEFAULT_COMMIT_TIMEOUT);
+        self.commit_deletes(read, rows, deadline).await
     }
 
     /// Commits the deletion of `rows` (fragment id → offsets not yet deleted) read at `read`.
@@ -1244,6 +1271,7 @@ impl Table {
         &self,
         read: Arc<Manifest>,
         mut rows: BTreeMap<u64, RoaringBitmap>,
+        deadline: Instant,
     ) -> Result<DeleteResult> {
         rows.retain(|_, b| !b.is_empty());
         let num_deleted_rows = rows.values().map(RoaringBitmap::len).sum();
@@ -1257,7 +1285,7 @@ impl Table {
             &self.inner,
             Some(read),
             Operation::Delete { rows },
-            WriteParams::default().max_commit_retries,
+            deadline,
         )
         .await?;
         let version = manifest.version();

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
@@ -12,7 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use roaring::RoaringBitmap;
 
-use super::commit::{commit, Operation};
+use super::commit::{commit, MergeKeys, Operation};
 use super::scan::{self, ScanOptions, ROW_ID};
 use super::write::{self, WriteParams};
 use super::Table;
@@ -48,6 +49,9 @@ pub struct MergeInsert {
     /// Delete target rows whose key matches no source row; `Some(Some(filter))` only those
     /// matching `filter` (SQL over the target's columns).
     pub when_not_matched_by_source_delete: Option<Option<String>>,
+    /// How long to keep retrying against other writers (default
+    /// [`super::write::DEFAULT_COMMIT_TIMEOUT`]); see [`WriteParams::commit_timeout`].
+    pub timeout: Option<Duration>,
 }
 
 /// Result of a merge-insert.
@@ -90,6 +94,18 @@ impl Table {
         &self,
         filter: Option<&str>,
         values: Vec<(String, UpdateValue)>,
+    ) -> Result<UpdateResult> {
+        self.update_within(filter, values, super::write::DEFAULT_COMMIT_TIMEOUT)
+            .await
+    }
+
+    /// [`Table::update`] that gives up against other writers after `timeout` (see
+    /// [`WriteParams::commit_timeout`]).
+    pub async fn update_within(
+        &self,
+        filter: Option<&str>,
+        values: Vec<(String, UpdateValue)>,
+        timeout: Duration,
     ) -> Result<UpdateResult> {
         if values.is_empty() {
             return Err(Error::invalid(
@@ -138,14 +154,18 @@ impl Table {
             None => None,
         };
         let assignments = Arc::new(assignments);
-        self.retry_on_conflict(|| self.update_once(filter.clone(), assignments.clone()))
-            .await
+        let deadline = super::write::deadline_after(timeout);
+        self.retry_on_conflict(deadline, || {
+            self.update_once(filter.clone(), assignments.clone(), deadline)
+        })
+        .await
     }
 
     async fn update_once(
         &self,
         filter: Option<FilterRef>,
         assignments: Arc<Vec<(usize, Assignment)>>,
+        deadline: Instant,
     ) -> Result<UpdateResult> {
         let read = self.writable_manifest()?;
         let (_, batches) = scan::scan(
@@ -216,7 +236,7 @@ impl Table {
             &self.inner,
             Some(read),
             Operation::Update { rows, fragments },
-            params.max_commit_retries,
+            deadline,
         )
         .await?;
         let version = manifest.version();
@@ -301,15 +321,28 @@ impl Table {
             Some(Some(text)) => Some(Filter::parse(text, &table_schema)?),
             _ => None,
         };
+        // A by-source delete covers every row, so any rows added meanwhile conflict; otherwise
+        // only rows holding one of the source's keys do.
+        let merge_keys = spec.when_not_matched_by_source_delete.is_none().then(|| {
+            Arc::new(MergeKeys {
+                field_ids: keys.iter().map(|&i| manifest.schema.field_ids[i]).collect(),
+                encoded: by_key.keys().cloned().collect(),
+            })
+        });
         let context = MergeContext {
             spec,
+            merge_keys,
             keys: &keys,
             source: &source,
             by_key: &by_key,
             matched_condition,
             by_source_filter,
         };
-        self.retry_on_conflict(|| self.merge_once(&context)).await
+        let deadline = super::write::deadline_after(
+            spec.timeout.unwrap_or(super::write::DEFAULT_COMMIT_TIMEOUT),
+        );
+        self.retry_on_conflict(deadline, || self.merge_once(&context, deadline))
+            .await
     }
 
     /// The key columns and `_rowid` of the target rows that may match the source: through a
@@ -389,7 +422,7 @@ impl Table {
         Ok(taken.chain(rest).boxed())
     }
 
-    async fn merge_once(&self, cx: &MergeContext<'_>) -> Result<MergeResult> {
+    async fn merge_once(&self, cx: &MergeContext<'_>, deadline: Instant) -> Result<MergeResult> {
         let read = self.writable_manifest()?;
         let table_schema = read.schema.arrow.clone();
         let key_names: Vec<String> = cx
@@ -491,8 +524,9 @@ impl Table {
             Operation::MergeInsert {
                 rows: deleted,
                 fragments,
+                keys: cx.merge_keys.clone(),
             },
-            params.max_commit_retries,
+            deadline,
         )
         .await?;
         let version = manifest.version();
@@ -540,6 +574,7 @@ impl Table {
 
 struct MergeContext<'a> {
     spec: &'a MergeInsert,
+    merge_keys: Option<Arc<MergeKeys>>,
     keys: &'a [usize],
     source: &'a RecordBatch,
     by_key: &'a HashMap<Vec<u8>, u32>,
@@ -580,7 +615,7 @@ fn check_key_type(name: &str, t: &DataType) -> Result<()> {
 }
 
 /// A key column prepared for encoding rows without per-row allocation.
-enum KeyColumn {
+pub(super) enum KeyColumn {
     /// Strings, binaries and booleans, read through the array.
     Array(ArrayRef),
     /// Fixed-width values: the value bytes of the array's rows.
@@ -591,7 +626,7 @@ enum KeyColumn {
     },
 }
 
-fn key_columns(columns: &[ArrayRef]) -> Vec<KeyColumn> {
+pub(super) fn key_columns(columns: &[ArrayRef]) -> Vec<KeyColumn> {
     columns
         .iter()
         .map(|column| match column.data_type().primitive_width() {
@@ -612,7 +647,7 @@ fn key_columns(columns: &[ArrayRef]) -> Vec<KeyColumn> {
 
 /// Writes the key of `row` into `buffer`; `false` when a key column is NULL (never matches).
 /// Both sides have the table's column types, so native bytes compare correctly.
-fn encode_key(columns: &[KeyColumn], row: usize, buffer: &mut Vec<u8>) -> bool {
+pub(super) fn encode_key(columns: &[KeyColumn], row: usize, buffer: &mut Vec<u8>) -> bool {
     buffer.clear();
     for column in columns {
         match column {

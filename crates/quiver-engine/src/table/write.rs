@@ -1,6 +1,7 @@
 //! Turning a stream of record batches into new fragments (data files not yet committed).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use futures::stream::BoxStream;
@@ -24,6 +25,17 @@ pub fn batches_stream(batches: Vec<RecordBatch>) -> BatchStream {
 /// Called after a write's data files are complete and before its manifest is published.
 pub type CommitHook = Arc<dyn Fn() + Send + Sync>;
 
+/// How long a write keeps retrying against other writers by default (LanceDB's merge_insert
+/// default too).
+pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The instant `timeout` from now (a century at most: an `Instant` cannot hold any span).
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout.min(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// How data is written and committed.
 #[derive(Clone)]
 pub struct WriteParams {
@@ -33,8 +45,10 @@ pub struct WriteParams {
     pub max_rows_per_file: u64,
     /// Bytes per data file (about: a file is closed after the batch that reaches it).
     pub max_bytes_per_file: u64,
-    /// How many times a commit that lost a race is rebased and retried.
-    pub max_commit_retries: u32,
+    /// How long a commit that loses races to other writers keeps rebasing and retrying (and
+    /// an operation that meets a true conflict keeps re-running) before it fails with
+    /// `CommitTimeout`. Zero tries once.
+    pub commit_timeout: Duration,
     /// Runs between writing data files and publishing the manifest (crash tests, tracing).
     pub before_commit: Option<CommitHook>,
 }
@@ -45,7 +59,7 @@ impl Default for WriteParams {
             page_size: DEFAULT_PAGE_SIZE,
             max_rows_per_file: 1024 * 1024,
             max_bytes_per_file: u64::MAX,
-            max_commit_retries: 50,
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
             before_commit: None,
         }
     }
@@ -57,7 +71,7 @@ impl std::fmt::Debug for WriteParams {
             .field("page_size", &self.page_size)
             .field("max_rows_per_file", &self.max_rows_per_file)
             .field("max_bytes_per_file", &self.max_bytes_per_file)
-            .field("max_commit_retries", &self.max_commit_retries)
+            .field("commit_timeout", &self.commit_timeout)
             .finish()
     }
 }
