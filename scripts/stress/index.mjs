@@ -1,5 +1,6 @@
-// The stress campaign (`npm run test:stress`): a kill -9 harness and a random-input campaign
-// against the built package (dist/), and the engine's simulated power-loss campaign. Not part
+// The stress campaign (`npm run test:stress`): a kill -9 harness, a random-input campaign and a
+// concurrent-writers soak against the built package (dist/), and the engine's simulated
+// power-loss campaign. Not part
 // of `npm test` (which runs a short power-loss campaign itself).
 //
 //   npm run test:stress                      all parts, full size (1,000 cycles, 100,000 calls,
@@ -8,6 +9,8 @@
 //   npm run test:stress -- --kill [--cycles N] [--max-delay MS]
 //   npm run test:stress -- --fuzz [--calls N] [--hang S]
 //   npm run test:stress -- --power [--cuts N]
+//   npm run test:stress -- --soak [--soak-seconds S]   concurrent writers (2 processes × 8
+//                                            writers, 600 s; 15 s with --quick)
 //   common: --seed S (default 1), --dir PATH (default: a temporary folder), --keep, --json PATH
 //
 // Exits 1 when anything failed. Totals are printed at the end (and written to --json).
@@ -18,12 +21,15 @@ import { parseArgs } from "node:util";
 import { runFuzz } from "./fuzz.mjs";
 import { runKill } from "./kill.mjs";
 import { runPowerLoss } from "./power.mjs";
+import { runSoak } from "./soak.mjs";
 
 const { values: args } = parseArgs({
   options: {
     kill: { type: "boolean", default: false },
     fuzz: { type: "boolean", default: false },
     power: { type: "boolean", default: false },
+    soak: { type: "boolean", default: false },
+    "soak-seconds": { type: "string" },
     cuts: { type: "string" },
     quick: { type: "boolean", default: false },
     cycles: { type: "string" },
@@ -59,10 +65,11 @@ const positive = (text, what) => {
   }
   return n;
 };
-const both = !args.kill && !args.fuzz && !args.power;
+const both = !args.kill && !args.fuzz && !args.power && !args.soak;
 const cycles = args.cycles ? positive(args.cycles, "cycles") : args.quick ? 50 : 1000;
 const calls = args.calls ? positive(args.calls, "calls") : args.quick ? 5000 : 100_000;
 const cuts = args.cuts ? positive(args.cuts, "cuts") : args.quick ? 100 : 1000;
+const soakSeconds = args["soak-seconds"] ? positive(args["soak-seconds"], "soak-seconds") : args.quick ? 15 : 600;
 const dir = args.dir ?? mkdtempSync(join(tmpdir(), "quiver-stress-"));
 const machine = `${cpus().length}-core ${cpus()[0]?.model.trim() ?? arch()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 console.log(`quiver stress: seed ${args.seed}, folder ${dir}\n  ${machine}`);
@@ -131,6 +138,22 @@ if (args.power || both) {
   if (!p.passed) console.log(p.output.slice(-4000));
   console.log(`simulated power loss: ${p.passed ? "every promise kept" : "FAILED"} (${p.seconds} s)`);
   failed ||= !p.passed;
+}
+
+if (args.soak || both) {
+  console.log(`concurrent-writers soak: 2 processes × 8 writers, ${soakSeconds} s`);
+  const s = await runSoak({ seconds: soakSeconds, processes: 2, writers: 8, seed: args.seed, dir: join(dir, "soak") });
+  report.soak = s;
+  console.log(
+    [
+      `concurrent-writers soak: ${s.operations} operations in ${s.seconds} s (${s.perSecond}/s; ${Object.entries(s.ops)
+        .map(([op, n]) => `${op} ${n}`)
+        .join(", ")}), p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, ${s.rows} rows at the end`,
+      `  failed operations ${s.failures}, lost ${s.lost}, duplicated ${s.duplicated}, wrong counters ${s.wrongCounters}, unexpected rows ${s.unexpected}`,
+    ].join("\n"),
+  );
+  for (const e of s.failureExamples) console.log(`  - ${e}`);
+  failed ||= !s.passed;
 }
 
 if (args.json) writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`);
