@@ -180,7 +180,7 @@ ${footnotes.length ? `\n${footnotes.map((n) => `- ${n}`).join("\n")}\n` : ""}${a
  * durability and scalar index benchmarks (`npm run bench:maintenance`, `bench:durability`,
  * `bench:scalar`), kept across regenerations. */
 function analysis(): string {
-  return ["MAINTENANCE.md", "DURABILITY.md", "SCALAR.md", "GRAPH.md", "QUANTIZERS.md", "MILLION.md", "S3.md", "ANALYSIS.md"]
+  return ["MAINTENANCE.md", "DURABILITY.md", "SCALAR.md", "GRAPH.md", "QUANTIZERS.md", "MILLION.md", "S3.md", "WRITERS.md", "ANALYSIS.md"]
     .map((name) => path.join(repoRoot, "benchmark", name))
     .filter((file) => existsSync(file))
     .map((file) => `\n${readFileSync(file, "utf8")}`)

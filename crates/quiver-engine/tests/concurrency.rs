@@ -451,3 +451,33 @@ async fn merge_insert_conflicts_only_with_rows_holding_its_keys() {
         .unwrap_err();
     assert!(matches!(err, Error::CommitConflict(_)), "{err}");
 }
+
+/// A handle behind by any number of versions catches up to the newest in one refresh (found by
+/// probing forward rather than listing the history), with every row of it.
+#[tokio::test]
+async fn refresh_finds_the_newest_version_however_far_behind() {
+    let db = Database::connect("memory://", ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = create(&db, 10).await;
+    let other = Database::from_storage(db.storage().clone(), ConnectOptions::default());
+    let writer = other.open_table("t").await.expect("open");
+    let mut next_id = 1_000;
+    for behind in [1u64, 2, 3, 5, 8, 37, 64, 65] {
+        let before = table.version();
+        for _ in 0..behind {
+            writer
+                .append(
+                    batches_stream(vec![common::simple_batch(next_id, 1, DIM)]),
+                    WriteParams::default(),
+                )
+                .await
+                .expect("append");
+            next_id += 1;
+        }
+        assert_eq!(table.refresh().await.expect("refresh"), before + behind);
+        assert_eq!(table.count_rows(), 10 + (next_id - 1_000) as u64);
+    }
+    // Nothing new: the handle stays.
+    assert_eq!(table.refresh().await.expect("refresh"), writer.version());
+}

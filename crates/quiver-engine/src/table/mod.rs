@@ -889,6 +889,12 @@ impl Table {
         if next == ManifestState::Absent && here == ManifestState::Live {
             return Ok(current);
         }
+        if here == ManifestState::Live {
+            if let Some(newest) = self.newest_after(current + 1).await? {
+                self.set_state(newest, false);
+                return Ok(self.version());
+            }
+        }
         match self.inner.manifests.latest().await? {
             Some(latest) if latest.version > current && !self.inner.is_damaged(latest.version) => {
                 let manifest = match self.inner.manifest_at(&latest).await {
@@ -903,6 +909,48 @@ impl Table {
                 Ok(self.version())
             }
             _ => Ok(current),
+        }
+    }
+
+    /// The newest version when `present` (a version after this handle's, which still stands)
+    /// exists: versions are published one after another and cleanup removes the oldest first,
+    /// so from a standing version on they form a run, whose end galloping and bisecting find
+    /// in a few metadata requests. A listing would cost one entry per version in the history,
+    /// and writers refreshing before every operation would pay it each time. `None` (the
+    /// caller lists instead) when that end is a tombstone, damaged or does not decode.
+    async fn newest_after(&self, present: u64) -> Result<Option<Arc<Manifest>>> {
+        let manifests = &self.inner.manifests;
+        let exists = |version: u64| async move {
+            Ok::<bool, Error>(manifests.state(version).await? != ManifestState::Absent)
+        };
+        let (mut lo, mut step) = (present, 1u64);
+        let mut hi = loop {
+            let probe = lo.saturating_add(step);
+            if probe == lo || step > 1 << 32 {
+                return Ok(None);
+            }
+            if !exists(probe).await? {
+                break probe;
+            }
+            lo = probe;
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if exists(mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        if self.inner.is_damaged(lo) {
+            return Ok(None);
+        }
+        match manifests.read(lo).await {
+            Ok(Some((manifest, _))) => Ok(Some(manifest)),
+            Ok(None) => Ok(None),
+            Err(e) if is_damage(&e) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
