@@ -162,6 +162,7 @@ export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed =
     else if (expected.get(id) !== Number(r.n)) wrongCounters++;
   }
   const lost = [...expected.keys()].filter((id) => !seen.has(id)).length;
+  const version = await table.version();
   db.close();
   const ops = {};
   for (const r of results) for (const [op, n] of Object.entries(r.ops)) ops[op] = (ops[op] ?? 0) + n;
@@ -180,6 +181,7 @@ export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed =
     p50Ms: Number(quantile(0.5).toFixed(1)),
     p99Ms: Number(quantile(0.99).toFixed(1)),
     rows: seen.size,
+    version,
     failures: failures.length,
     failureExamples: failures.slice(0, 10),
     lost,

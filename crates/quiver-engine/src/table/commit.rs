@@ -665,28 +665,28 @@ pub(crate) async fn commit(
     let mut taken = table.highest_damaged();
     let lock = table.session.commit_lock(table.storage.uri());
     let mut turn = lock.lock().await;
-    // Commits this connection made while this one waited for its turn: rebase on them now
-    // (other processes' commits are still found by losing the publish race).
-    if let Some(b) = &base {
-        let uuid_of = |m: &Manifest| m.proto.transaction.as_ref().map(|t| t.uuid.clone());
-        // Built on our base (not on a table of the same name dropped since).
-        let follows = |known: &Vec<Arc<Manifest>>| {
-            known
-                .first()
-                .is_none_or(|next| Some(&next.proto.parent_uuid) == uuid_of(b).as_ref())
-        };
-        if let Some(known) = turn.since(b.version()).filter(follows) {
-            for committed in &known {
-                check_conflict(&op, committed)?;
-                check_merge_keys(table, &op, committed).await?;
-            }
-            if let Some(newest) = known.last() {
-                base = Some(newest.clone());
-            }
-        }
-    }
     let mut attempt: u32 = 0;
     loop {
+        // Commits this connection made while this one waited for its turn: rebase on them
+        // now (other processes' commits are still found by losing the publish race).
+        if let Some(b) = &base {
+            let uuid_of = |m: &Manifest| m.proto.transaction.as_ref().map(|t| t.uuid.clone());
+            // Built on our base (not on a table of the same name dropped since).
+            let follows = |known: &Vec<Arc<Manifest>>| {
+                known
+                    .first()
+                    .is_none_or(|next| Some(&next.proto.parent_uuid) == uuid_of(b).as_ref())
+            };
+            if let Some(known) = turn.since(b.version()).filter(follows) {
+                for committed in &known {
+                    check_conflict(&op, committed)?;
+                    check_merge_keys(table, &op, committed).await?;
+                }
+                if let Some(newest) = known.last() {
+                    base = Some(newest.clone());
+                }
+            }
+        }
         let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
         let manifest = build_manifest(table, base.as_deref(), &op, read_version, version).await?;
         if table.manifests.try_publish(&manifest).await? {
@@ -719,7 +719,11 @@ pub(crate) async fn commit(
         let mut newest = None;
         let mut unseen = false;
         let mut expected = from + 1;
-        for entry in table.manifests.list().await? {
+        let entries = match table.manifests.after(from).await? {
+            Some(entries) => entries,
+            None => table.manifests.list().await?,
+        };
+        for entry in entries {
             if entry.version > from {
                 taken = taken.max(entry.version);
                 // A gap: versions cleaned up (or buried) before this writer could read them.
@@ -764,7 +768,11 @@ pub(crate) async fn commit(
                 commits: taken.saturating_sub(read_version),
             });
         }
+        // The connection's other commits go ahead meanwhile (they rebase on each other
+        // directly); holding the turn through a losing streak would queue them all behind it.
+        drop(turn);
         tokio::time::sleep(backoff(attempt - 1).min(deadline - now)).await;
+        turn = lock.lock().await;
     }
 }
 
@@ -810,9 +818,11 @@ async fn stands(table: &TableInner, manifest: &Manifest) -> Result<bool> {
     })
 }
 
-/// Exponential backoff with full jitter, capped so a crowd of writers drains quickly.
+/// Exponential backoff with full jitter, capped low: only one commit per connection races at a
+/// time (the others wait their turn), so the crowd is a few processes, and a loser that sleeps
+/// long finds more versions to rebase over when it wakes.
 fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (2u64 << attempt.min(7)).min(200);
+    let cap_ms = (2u64 << attempt.min(7)).min(25);
     let ms = rand::rng().random_range(0..=cap_ms);
     Duration::from_millis(ms)
 }

@@ -490,6 +490,26 @@ impl ManifestStore {
         Ok(versions)
     }
 
+    /// The versions after `from`, oldest first, found by asking for `from + 1`, `from + 2`, …
+    /// until one is absent: as many metadata requests as new versions, where a listing costs
+    /// one entry per version in the history. `None` when `from + 1` is absent (nothing new,
+    /// or versions cleaned up in between: the caller lists instead). Tombstones are left out,
+    /// as `list` leaves them out.
+    pub async fn after(&self, from: u64) -> Result<Option<Vec<VersionEntry>>> {
+        let mut entries = Vec::new();
+        let mut version = from + 1;
+        while let Some(meta) = self.storage.head(&self.path_of(version)).await? {
+            if meta.size != TOMBSTONE.len() as u64 {
+                entries.push(VersionEntry {
+                    version,
+                    identity: identity(&meta),
+                });
+            }
+            version += 1;
+        }
+        Ok((version > from + 1).then_some(entries))
+    }
+
     /// The newest committed version, if any.
     pub async fn latest(&self) -> Result<Option<VersionEntry>> {
         Ok(self.list().await?.pop())
