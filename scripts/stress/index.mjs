@@ -149,7 +149,7 @@ if (args.soak || both) {
       `concurrent-writers soak: ${s.operations} operations in ${s.seconds} s (${s.perSecond}/s; ${Object.entries(s.ops)
         .map(([op, n]) => `${op} ${n}`)
         .join(", ")}), p50 ${s.p50Ms} ms, p99 ${s.p99Ms} ms, ${s.rows} rows at the end`,
-      `  failed operations ${s.failures}, lost ${s.lost}, duplicated ${s.duplicated}, wrong counters ${s.wrongCounters}, unexpected rows ${s.unexpected}`,
+      `  failed operations ${s.failures}, lost ${s.lost}, duplicated ${s.duplicated}, wrong counters ${s.wrongCounters}, unexpected rows ${s.unexpected}, peak memory ${s.peakRssMb} MiB per process, version ${s.version} at the end`,
     ].join("\n"),
   );
   for (const e of s.failureExamples) console.log(`  - ${e}`);

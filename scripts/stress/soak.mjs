@@ -6,7 +6,10 @@
 // every one must succeed (retries against other writers are the engine's job), and at the end
 // the table must hold exactly the rows every writer's own model says, with exact counters.
 //
-//   node scripts/stress/soak.mjs [--seconds 30] [--processes 2] [--writers 8] [--seed 1] [--dir D]
+//   node scripts/stress/soak.mjs [--seconds 30] [--processes 2] [--writers 8] [--seed 1] [--dir D] [--trace]
+//
+// Memory must stay bounded too: no process may peak above MAX_RSS_MB (--trace prints each
+// process's memory and the table's shape every 10 s).
 //
 // Exported as runSoak() for scripts/stress/index.mjs and the 30-second test in npm test.
 import { spawn } from "node:child_process";
@@ -22,15 +25,41 @@ import { Rng } from "./rng.mjs";
 const TABLE = "soak";
 /** Ids of writer g are g * SPAN + 1, g * SPAN + 2, … */
 const SPAN = 1_000_000;
+/**
+ * Highest peak resident memory a writer process may reach: the default cache budgets (1 GiB of
+ * metadata, 2 GiB of indexes, 256 MiB of blocks) and the runtime. A cache that under-charges
+ * what it holds, or anything else that grows with the history, crosses it within minutes.
+ */
+const MAX_RSS_MB = 4096;
 
 /** One child process: `writers` writers (global numbers first, first + 1, …) until `until`. */
-async function child(dir, first, writers, until, seed) {
+async function child(dir, first, writers, until, seed, trace) {
   const db = await connect(dir);
+  if (trace) traceMemory(db, first, until);
   const runs = [];
   for (let w = 0; w < writers; w++) runs.push(writer(db, first + w, until, seed));
   const results = await Promise.all(runs);
   db.close();
-  process.stdout.write(`${JSON.stringify(results)}\n`);
+  // maxRSS is in KiB.
+  const peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+  process.stdout.write(`${JSON.stringify({ writers: results, peakRssMb })}\n`);
+}
+
+/** `--trace`: the process's memory every 10 s, and (from the first child) the table's shape. */
+function traceMemory(db, first, until) {
+  const started = Date.now();
+  const mb = (bytes) => Math.round(bytes / 2 ** 20);
+  const table = first === 0 ? db.openTable(TABLE) : undefined;
+  const timer = setInterval(async () => {
+    const at = Math.round((Date.now() - started) / 1000);
+    let line = `[soak ${first}] ${at} s: rss ${mb(process.memoryUsage().rss)} MiB`;
+    if (table && Date.now() < until - 10_000) {
+      const stats = await (await table).stats();
+      line += `, ${stats.numFragments} fragments, ${stats.numRows} rows, version ${stats.version}`;
+    }
+    process.stderr.write(`${line}\n`);
+  }, 10_000);
+  timer.unref();
 }
 
 /** One writer's loop; returns its model (id → counter), counts and failures. */
@@ -115,9 +144,10 @@ async function writer(db, number, until, seed) {
 /**
  * Runs the soak in `dir` (a temporary folder when omitted) and checks the table against the
  * writers' models. Returns the figures; `passed` is false on any failed operation, lost,
- * duplicated or unexpected row, or wrong counter.
+ * duplicated or unexpected row, wrong counter, or a process whose memory peaked above
+ * MAX_RSS_MB. `trace` prints memory and the table's shape every 10 s.
  */
-export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed = "1", dir } = {}) {
+export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed = "1", dir, trace = false } = {}) {
   const folder = dir ?? mkdtempSync(join(tmpdir(), "quiver-soak-"));
   const db = await connect(folder);
   await db.createEmptyTable(TABLE, schema);
@@ -126,7 +156,7 @@ export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed =
   const self = fileURLToPath(import.meta.url);
   const children = Array.from({ length: processes }, (_, p) =>
     new Promise((resolve, reject) => {
-      const c = spawn(process.execPath, [self, "--child", folder, String(p * writers), String(writers), String(until), seed], {
+      const c = spawn(process.execPath, [self, "--child", folder, String(p * writers), String(writers), String(until), seed, trace ? "trace" : ""], {
         stdio: ["ignore", "pipe", "inherit"],
       });
       let out = "";
@@ -144,7 +174,9 @@ export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed =
       });
     }),
   );
-  const results = (await Promise.all(children)).flat();
+  const reports = await Promise.all(children);
+  const results = reports.flatMap((r) => r.writers);
+  const peakRssMb = Math.max(...reports.map((r) => r.peakRssMb));
   const elapsed = (Date.now() - started) / 1000;
 
   const expected = new Map();
@@ -188,16 +220,18 @@ export async function runSoak({ seconds = 30, processes = 2, writers = 8, seed =
     duplicated,
     wrongCounters,
     unexpected,
-    passed: failures.length === 0 && lost === 0 && duplicated === 0 && wrongCounters === 0 && unexpected === 0,
+    peakRssMb,
+    passed:
+      failures.length === 0 && lost === 0 && duplicated === 0 && wrongCounters === 0 && unexpected === 0 && peakRssMb <= MAX_RSS_MB,
   };
 }
 
 const invokedDirectly = process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1];
 if (invokedDirectly && process.argv[2] === "--child") {
-  const [dir, first, writers, until, seed] = process.argv.slice(3);
+  const [dir, first, writers, until, seed, trace] = process.argv.slice(3);
   // A child its parent forgot must not write forever.
   setTimeout(() => process.exit(4), Number(until) - Date.now() + 120_000).unref();
-  await child(dir, Number(first), Number(writers), Number(until), seed);
+  await child(dir, Number(first), Number(writers), Number(until), seed, trace === "trace");
 } else if (invokedDirectly) {
   const { values } = parseArgs({
     options: {
@@ -206,6 +240,7 @@ if (invokedDirectly && process.argv[2] === "--child") {
       writers: { type: "string", default: "8" },
       seed: { type: "string", default: "1" },
       dir: { type: "string" },
+      trace: { type: "boolean", default: false },
     },
   });
   const result = await runSoak({
@@ -214,6 +249,7 @@ if (invokedDirectly && process.argv[2] === "--child") {
     writers: Number(values.writers),
     seed: values.seed,
     dir: values.dir,
+    trace: values.trace,
   });
   console.log(JSON.stringify(result, null, 2));
   process.exit(result.passed ? 0 : 1);

@@ -457,3 +457,50 @@ async fn cloud_row_take_reads_small_columns_in_one_request() {
         assert_eq!(price.value(0), row as f64 / 4.0);
     }
 }
+
+#[tokio::test]
+async fn cleanup_with_nothing_to_remove_reads_no_manifest() {
+    let (store, db) = counted_db();
+    let table = db
+        .create_table(
+            "t",
+            common::simple_schema(DIM),
+            batches_stream(vec![common::simple_batch(0, 10, DIM)]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    for i in 0..30 {
+        table
+            .append(
+                batches_stream(vec![common::simple_batch(100 + i, 1, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect("append");
+    }
+    // Default retention: the listings show every version and file is younger than it.
+    let before = store.snapshot();
+    let stats = table
+        .cleanup_old_versions(quiver_engine::table::CleanupOptions::default())
+        .await
+        .expect("cleanup");
+    let (reads, _) = store.snapshot();
+    assert_eq!(stats, quiver_engine::table::CleanupStats::default());
+    assert_eq!(
+        reads - before.0,
+        0,
+        "manifests read for a cleanup with nothing to do"
+    );
+    // Everything superseded: the manifests are read and the old versions go.
+    let stats = table
+        .cleanup_old_versions(quiver_engine::table::CleanupOptions {
+            before: Some(std::time::SystemTime::now() + std::time::Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("cleanup");
+    assert_eq!(stats.old_versions_removed, 30);
+    assert_eq!(table.count_rows(), 40);
+}

@@ -18,7 +18,7 @@ use quiver_engine::table::indices::{
 };
 use quiver_engine::table::{CleanupOptions, CompactionOptions, NewColumns, UpdateValue};
 use quiver_engine::{
-    batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, Table, WriteParams,
+    batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
 };
 
 const DIM: i32 = 8;
@@ -355,6 +355,93 @@ async fn compaction_racing_index_builds_never_fails_and_stays_exact() {
         assert_eq!(stats.num_unindexed_rows, 0, "round {round}: {stats:?}");
         assert_index_exact(&t, &[0, 399, 10_000 + round * 10 + 5]).await;
     }
+}
+
+#[tokio::test]
+async fn an_index_build_that_read_before_a_compaction_carries_its_map() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 400, 6).await;
+    // The builder's handle is not refreshed: its build reads the table as it was before the
+    // compaction below, whose map no index needs when it commits. The delete after it leaves
+    // the map out of the newer manifest; the build finds it in the compaction's own version
+    // as it rebases, and takes it into its commit.
+    let builder = db.open_table("t").await.expect("open");
+    let metrics = t
+        .compact_files(CompactionOptions::default())
+        .await
+        .expect("compact");
+    assert_eq!(metrics.fragments_removed, 7, "{metrics:?}");
+    t.delete("id = 3").await.expect("delete");
+    assert!(t.manifest().proto.remaps.is_empty(), "an unused map stays");
+    t.append(
+        batches_stream(vec![common::simple_batch(6_000, 1, DIM)]),
+        WriteParams::default(),
+    )
+    .await
+    .expect("append");
+    create_index(&builder, "vector", flat_index())
+        .await
+        .expect("index build");
+    t.checkout_latest().await.expect("latest");
+    assert_eq!(t.manifest().proto.remaps.len(), 1);
+    let stats = index_stats(&t, "vector_idx").expect("stats");
+    // Only what the build never read: the append after it.
+    assert_eq!(stats.num_unindexed_rows, 1, "{stats:?}");
+    assert_index_exact(&t, &[0, 399, 402, 6_000]).await;
+}
+
+#[tokio::test]
+async fn deletes_and_updates_read_before_a_compaction_follow_its_rows() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 100, 6).await;
+    // Handles not refreshed: their writes are computed on the table before the compaction.
+    let deleter = db.open_table("t").await.expect("open");
+    let updater = db.open_table("t").await.expect("open");
+    let late = db.open_table("t").await.expect("open");
+    t.delete("id = 50").await.expect("delete");
+    let metrics = t
+        .compact_files(CompactionOptions {
+            materialize_deletions_threshold: 0.0,
+            ..Default::default()
+        })
+        .await
+        .expect("compact");
+    assert_eq!(metrics.fragments_removed, 7, "{metrics:?}");
+    // No time to re-run: these succeed only by following the rows to where the compaction put
+    // them.
+    let deleted = deleter
+        .delete_within("id = 7 OR id = 104", Duration::ZERO)
+        .await
+        .expect("delete after the compaction");
+    assert_eq!(deleted.num_deleted_rows, 2);
+    let updated = updater
+        .update_within(
+            Some("id = 60"),
+            vec![("text".into(), UpdateValue::Sql("'moved'".into()))],
+            Duration::ZERO,
+        )
+        .await
+        .expect("update after the compaction");
+    assert_eq!(updated.rows_updated, 1);
+    // A row another writer deleted before the compaction read it: a true conflict.
+    let err = late
+        .delete_within("id = 50 OR id = 51", Duration::ZERO)
+        .await
+        .expect_err("row 50 is gone");
+    assert!(matches!(err, Error::CommitConflict(_)), "{err}");
+    t.checkout_latest().await.expect("latest");
+    let mut got = ids(&t).await;
+    got.sort_unstable();
+    let want: Vec<i64> = (0..106).filter(|id| ![7, 50, 104].contains(id)).collect();
+    assert_eq!(got, want);
+    let moved = t
+        .scan_all(ScanOptions {
+            filter: Some(t.parse_filter("text = 'moved'").expect("filter")),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert_eq!(common::ids_of(&moved), vec![60]);
 }
 
 #[tokio::test]

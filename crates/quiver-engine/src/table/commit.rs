@@ -438,14 +438,44 @@ async fn apply_compaction_group(
     Ok(new_ids)
 }
 
+/// Checks `op` (read at `read_version`) against `committed`, a version another commit published
+/// meanwhile, and carries `op` over it: rows it deletes that a compaction moved are deleted
+/// where they went, and an index change collects the compaction maps that version lists.
+async fn rebase_over(
+    table: &TableInner,
+    op: &mut Operation,
+    committed: &Manifest,
+    read_version: u64,
+    carried: &mut Vec<FragmentRemapProto>,
+) -> Result<()> {
+    check_conflict(op, committed)?;
+    check_merge_keys(table, op, committed).await?;
+    match op {
+        Operation::Index(IndexChange::Create { .. }) => {
+            remap::carry(&committed.proto, read_version, carried);
+        }
+        Operation::Delete { rows }
+        | Operation::Update { rows, .. }
+        | Operation::MergeInsert { rows, .. }
+            if committed.operation() == COMPACT =>
+        {
+            remap::follow_compaction(table, committed, rows).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Builds the manifest of `version` that applies `op` on top of `base` (the newest readable
-/// version; `version` is past it, and past any damaged one above it).
+/// version; `version` is past it, and past any damaged one above it). `carried`: compaction
+/// maps of versions an index change rebased over, which its index may need.
 async fn build_manifest(
     table: &TableInner,
     base: Option<&Manifest>,
     op: &Operation,
     read_version: u64,
     version: u64,
+    carried: &[FragmentRemapProto],
 ) -> Result<Manifest> {
     let mut txn = TransactionProto {
         operation: op.name().to_string(),
@@ -552,6 +582,7 @@ async fn build_manifest(
                     && i.field_ids != index.field_ids
             });
             proto.indices.push(index.clone());
+            remap::restore_carried(&mut proto, carried);
             proto
         }
         (Operation::Index(IndexChange::Drop { name }), Some(base)) => {
@@ -642,7 +673,7 @@ async fn build_manifest(
         writer_version: format!("quiverdb {}", env!("CARGO_PKG_VERSION")),
         ..proto
     };
-    remap::prune(&mut proto, timestamp_micros);
+    remap::prune(&mut proto);
     let schema = TableSchema::from_protos(proto.fields.clone(), proto.schema_metadata.clone())?;
     Ok(Manifest { proto, schema })
 }
@@ -654,7 +685,7 @@ async fn build_manifest(
 pub(crate) async fn commit(
     table: &TableInner,
     read: Option<Arc<Manifest>>,
-    op: Operation,
+    mut op: Operation,
     deadline: Instant,
 ) -> Result<Arc<Manifest>> {
     let started = Instant::now();
@@ -666,6 +697,8 @@ pub(crate) async fn commit(
     let lock = table.session.commit_lock(table.storage.uri());
     let mut turn = lock.lock().await;
     let mut attempt: u32 = 0;
+    // Compaction maps an index change needs from the versions it rebased over.
+    let mut carried = Vec::new();
     loop {
         // Commits this connection made while this one waited for its turn: rebase on them
         // now (other processes' commits are still found by losing the publish race).
@@ -679,8 +712,7 @@ pub(crate) async fn commit(
             };
             if let Some(known) = turn.since(b.version()).filter(follows) {
                 for committed in &known {
-                    check_conflict(&op, committed)?;
-                    check_merge_keys(table, &op, committed).await?;
+                    rebase_over(table, &mut op, committed, read_version, &mut carried).await?;
                 }
                 if let Some(newest) = known.last() {
                     base = Some(newest.clone());
@@ -688,7 +720,8 @@ pub(crate) async fn commit(
             }
         }
         let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
-        let manifest = build_manifest(table, base.as_deref(), &op, read_version, version).await?;
+        let manifest =
+            build_manifest(table, base.as_deref(), &op, read_version, version, &carried).await?;
         if table.manifests.try_publish(&manifest).await? {
             if stands(table, &manifest).await? {
                 let manifest = Arc::new(manifest);
@@ -711,57 +744,23 @@ pub(crate) async fn commit(
                 return Err(Error::TableAlreadyExists(table.name.clone()));
             }
         }
-        // Lost the race: look at everything committed since our base.
-        let from = base.as_ref().map_or(0, |b| b.version());
+        // Lost the race.
         if matches!(op, Operation::Create { .. }) {
             return Err(Error::TableAlreadyExists(table.name.clone()));
-        }
-        let mut newest = None;
-        let mut unseen = false;
-        let mut expected = from + 1;
-        let entries = match table.manifests.after(from).await? {
-            Some(entries) => entries,
-            None => table.manifests.list().await?,
-        };
-        for entry in entries {
-            if entry.version > from {
-                taken = taken.max(entry.version);
-                // A gap: versions cleaned up (or buried) before this writer could read them.
-                unseen |= entry.version != expected;
-                expected = entry.version + 1;
-                if table.is_damaged(entry.version) {
-                    continue;
-                }
-                match table.manifest_at(&entry).await {
-                    Ok(committed) => {
-                        check_conflict(&op, &committed)?;
-                        check_merge_keys(table, &op, &committed).await?;
-                        newest = Some(committed);
-                    }
-                    // Cleaned up since the listing: judged by the newest's summary below.
-                    Err(Error::VersionNotFound { .. }) => {
-                        unseen = true;
-                        newest = None;
-                    }
-                    // A damaged version (a power cut took its bytes): it never committed
-                    // anything readable, so there is nothing to rebase over; its number stays
-                    // taken.
-                    Err(e @ Error::Corrupt { .. }) => {
-                        table.mark_damaged(entry.version, e.to_string())
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if let Some(newest) = newest {
-            if unseen {
-                check_unseen(&op, &newest, from)?;
-            }
-            base = Some(newest);
         }
         attempt += 1;
         let now = Instant::now();
         if now >= deadline {
+            // Out of time; still, a true conflict is reported as one, and the count is exact.
+            Rebase {
+                op: &mut op,
+                base: &mut base,
+                taken: &mut taken,
+                read_version,
+                carried: &mut carried,
+            }
+            .catch_up(table, now + FINAL_CATCH_UP)
+            .await?;
             return Err(Error::CommitTimeout {
                 waited_ms: now.duration_since(started).as_millis() as u64,
                 attempts: attempt,
@@ -769,10 +768,92 @@ pub(crate) async fn commit(
             });
         }
         // The connection's other commits go ahead meanwhile (they rebase on each other
-        // directly); holding the turn through a losing streak would queue them all behind it.
+        // directly): holding the turn through a losing streak, or while reading what others
+        // committed (thousands of versions for an index build that read long ago), would
+        // queue them all behind it.
         drop(turn);
         tokio::time::sleep(backoff(attempt - 1).min(deadline - now)).await;
+        // Catch up only now, right before the next attempt: versions read before the pause
+        // are stale by its end, and a writer that always rebases on stale versions loses every
+        // race to one that commits on its own commits (the soak saw a process lose 250 in a
+        // row). The turn then brings the connection's own commits since.
+        Rebase {
+            op: &mut op,
+            base: &mut base,
+            taken: &mut taken,
+            read_version,
+            carried: &mut carried,
+        }
+        .catch_up(table, deadline)
+        .await?;
         turn = lock.lock().await;
+    }
+}
+
+/// How long a commit out of time still reads the versions it lost to, to tell a true conflict.
+const FINAL_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// A losing commit's state while it reads what others committed.
+struct Rebase<'a> {
+    op: &'a mut Operation,
+    base: &'a mut Option<Arc<Manifest>>,
+    /// Highest version number seen taken.
+    taken: &'a mut u64,
+    read_version: u64,
+    carried: &'a mut Vec<FragmentRemapProto>,
+}
+
+impl Rebase<'_> {
+    /// Reads the versions committed after the base, checks the operation against each and
+    /// moves the base to the newest read; stops early at `stop_at` (the next attempt then
+    /// loses and reads on).
+    async fn catch_up(&mut self, table: &TableInner, stop_at: Instant) -> Result<()> {
+        let from = self.base.as_ref().map_or(0, |b| b.version());
+        let entries = match table.manifests.after(from).await? {
+            Some(entries) => entries,
+            None => table.manifests.list().await?,
+        };
+        let mut newest = None;
+        let mut unseen = false;
+        let mut expected = from + 1;
+        for entry in entries {
+            if entry.version <= from {
+                continue;
+            }
+            if Instant::now() >= stop_at && newest.is_some() {
+                break;
+            }
+            *self.taken = (*self.taken).max(entry.version);
+            // A gap: versions cleaned up (or buried) before this writer could read them.
+            unseen |= entry.version != expected;
+            expected = entry.version + 1;
+            if table.is_damaged(entry.version) {
+                continue;
+            }
+            match table.manifest_at(&entry).await {
+                Ok(committed) => {
+                    rebase_over(table, self.op, &committed, self.read_version, self.carried)
+                        .await?;
+                    newest = Some(committed);
+                }
+                // Cleaned up since the listing: judged by the newest's summary below.
+                Err(Error::VersionNotFound { .. }) => {
+                    unseen = true;
+                    newest = None;
+                }
+                // A damaged version (a power cut took its bytes): it never committed anything
+                // readable, so there is nothing to rebase over; its number stays taken.
+                Err(e @ Error::Corrupt { .. }) => table.mark_damaged(entry.version, e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(newest) = newest {
+            if unseen {
+                check_unseen(self.op, &newest, from)?;
+            }
+            *self.base = Some(newest);
+        }
+        Ok(())
     }
 }
 

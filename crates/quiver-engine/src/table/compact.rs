@@ -388,7 +388,8 @@ impl Table {
             .collect();
         // Written even when the table has no index yet: an index build that read the table
         // before this compaction may commit before or after it, and translates through this
-        // map either way. Unused maps are pruned after an hour (`remap::prune`).
+        // map either way (after it, by carrying the entry over from this version's manifest:
+        // `remap::carry`).
         let remap = match remap::write_remap_file(self.inner(), &remap_groups).await {
             Ok(written_map) => written_map,
             Err(e) => {

@@ -314,6 +314,84 @@ impl Manifest {
         })
     }
 
+    /// Bytes this manifest holds in memory, as a cache is charged for it. Walks everything
+    /// that grows with the table (fragments, index coverage lists, compaction maps), since a
+    /// cache charging less than what it holds is a cache without a bound.
+    pub fn heap_bytes(&self) -> usize {
+        fn vec<T>(v: &Vec<T>) -> usize {
+            v.capacity() * std::mem::size_of::<T>()
+        }
+        let p = &self.proto;
+        let fragments: usize = p
+            .fragments
+            .iter()
+            .map(|f| {
+                vec(&f.files)
+                    + f.files
+                        .iter()
+                        .map(|d| d.path.capacity() + vec(&d.field_ids))
+                        .sum::<usize>()
+                    + f.deletion.as_ref().map_or(0, |d| d.path.capacity())
+            })
+            .sum();
+        let indices: usize = p
+            .indices
+            .iter()
+            .map(|i| {
+                i.uuid.capacity()
+                    + i.name.capacity()
+                    + i.index_type.capacity()
+                    + vec(&i.field_ids)
+                    + vec(&i.fragment_ids)
+                    + i.details.capacity()
+            })
+            .sum();
+        let remaps: usize = p
+            .remaps
+            .iter()
+            .map(|r| {
+                r.path.capacity()
+                    + vec(&r.groups)
+                    + r.groups
+                        .iter()
+                        .map(|g| vec(&g.old_fragment_ids) + vec(&g.new_fragment_ids))
+                        .sum::<usize>()
+            })
+            .sum();
+        let transaction = p.transaction.as_ref().map_or(0, |t| {
+            t.operation.capacity()
+                + t.uuid.capacity()
+                + vec(&t.added_fragment_ids)
+                + vec(&t.modified_fragment_ids)
+                + vec(&t.removed_fragment_ids)
+        });
+        // Fields are held twice (the proto's and the schema's) beside the Arrow schema.
+        let fields: usize = p
+            .fields
+            .iter()
+            .map(|f| {
+                2 * (std::mem::size_of_val(f) + f.name.capacity() + f.logical_type.capacity()) + 128
+            })
+            .sum();
+        let metadata: usize = p
+            .schema_metadata
+            .iter()
+            .map(|(k, v)| 2 * (k.len() + v.len() + 48))
+            .sum();
+        std::mem::size_of::<Manifest>()
+            + vec(&p.fragments)
+            + fragments
+            + vec(&p.indices)
+            + indices
+            + vec(&p.remaps)
+            + remaps
+            + transaction
+            + fields
+            + metadata
+            + p.writer_version.capacity()
+            + p.parent_uuid.capacity()
+    }
+
     /// Live rows over all fragments.
     pub fn live_rows(&self) -> u64 {
         self.proto
@@ -649,6 +727,35 @@ mod tests {
         let mut details = prost::Message::decode(index.details.as_slice()).unwrap();
         edit(&mut details);
         index.details = prost::Message::encode_to_vec(&details);
+    }
+
+    #[test]
+    fn a_manifest_is_charged_for_what_grows_with_the_table() {
+        let small = decode(&sample()).expect("valid").heap_bytes();
+        let mut proto = sample();
+        proto.indices[0].fragment_ids = (0..5_000).collect();
+        proto.remaps = (0..1_000)
+            .map(|v| FragmentRemapProto {
+                version: v + 1,
+                path: format!("_remaps/{v:032}.remap"),
+                groups: vec![RemapGroupProto {
+                    old_fragment_ids: (v * 20..v * 20 + 20).collect(),
+                    new_fragment_ids: vec![v],
+                }],
+                ..Default::default()
+            })
+            .collect();
+        proto.version = 1_001;
+        proto.next_fragment_id = 20_000;
+        let encoded = prost::Message::encoded_len(&proto);
+        let big = decode(&proto).expect("valid").heap_bytes();
+        // At least the decoded ids (8 bytes each, over 3 when encoded) and the paths.
+        let ids = 5_000 + 1_000 * 21;
+        assert!(
+            big >= small + ids * 8 + 1_000 * 45,
+            "{big} bytes for {ids} ids"
+        );
+        assert!(big >= encoded, "{big} < {encoded} encoded");
     }
 
     #[test]

@@ -11,8 +11,13 @@
 //! A group only part of whose old fragments an index covered (a build that raced an append
 //! and a compaction) cannot be translated: the index forgets those rows and their new
 //! fragments count as unindexed, so they are searched exactly until the index is optimized.
-//! An entry stays in the manifest while some index needs it, and for [`UNUSED_REMAP_KEEP`]
-//! after its commit so that index builds in flight when it was committed still find it.
+//! An entry stays in the manifest while some index needs it. One no index needs lives only in
+//! the manifest of the compaction that wrote it: an index build that read the table before
+//! the compaction finds it there when it rebases over that version, and carries it into its
+//! own commit ([`carry`]). Keeping unused entries around instead would grow every manifest by
+//! one entry per compaction for as long as they were kept, and a table compacted every few
+//! seconds under steady writes would then rewrite (and every racing writer re-read) ever
+//! larger manifests.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,10 +33,6 @@ use crate::error::{Error, Result};
 use crate::format::{
     decode_bounded_message, encode_block, Shape, MAX_DECODED_BYTES, MAX_FILE_ROWS,
 };
-
-/// How long an entry no index needs stays in the manifest (an index build that read the table
-/// before the compaction may still commit and need it).
-pub const UNUSED_REMAP_KEEP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Largest map file a reader accepts.
 const MAX_REMAP_FILE_BYTES: u64 = 256 << 20;
@@ -299,9 +300,9 @@ pub fn coverage(manifest: &ManifestProto, fragment_ids: &[u64]) -> Coverage {
     Coverage { fragments, steps }
 }
 
-/// Drops map entries no index needs any more, once they are older than
-/// [`UNUSED_REMAP_KEEP`] (`now_micros` is the commit time of the manifest being built).
-pub fn prune(manifest: &mut ManifestProto, now_micros: i64) {
+/// Drops map entries no index needs, except the one `manifest`'s own compaction wrote (an index
+/// build in flight finds it there; see [`carry`]).
+pub fn prune(manifest: &mut ManifestProto) {
     if manifest.remaps.is_empty() {
         return;
     }
@@ -311,13 +312,93 @@ pub fn prune(manifest: &mut ManifestProto, now_micros: i64) {
             used[step.remap] = true;
         }
     }
-    let keep_micros = UNUSED_REMAP_KEEP.as_micros() as i64;
+    let version = manifest.version;
     let mut i = 0;
     manifest.remaps.retain(|r| {
-        let keep = used[i] || now_micros.saturating_sub(r.created_micros) < keep_micros;
+        let keep = used[i] || r.version == version;
         i += 1;
         keep
     });
+}
+
+/// Collects the map entries of compactions committed after `read_version` that `committed`
+/// (a version an index change rebases over) lists and `carried` lacks.
+pub fn carry(committed: &ManifestProto, read_version: u64, carried: &mut Vec<FragmentRemapProto>) {
+    for entry in &committed.remaps {
+        if entry.version > read_version && !carried.iter().any(|c| c.version == entry.version) {
+            carried.push(entry.clone());
+        }
+    }
+}
+
+/// Adds to `manifest` the `carried` entries it no longer lists, keeping the maps in commit
+/// order (coverage walks them oldest first); [`prune`] then drops those the manifest's indexes
+/// do not walk through.
+pub fn restore_carried(manifest: &mut ManifestProto, carried: &[FragmentRemapProto]) {
+    let before = manifest.remaps.len();
+    for entry in carried {
+        if !manifest.remaps.iter().any(|r| r.version == entry.version) {
+            manifest.remaps.push(entry.clone());
+        }
+    }
+    if manifest.remaps.len() > before {
+        manifest.remaps.sort_by_key(|r| r.version);
+    }
+}
+
+/// Moves `rows` (fragment id → offsets a writer deletes, read before `compaction` committed) to
+/// where that compaction put them, so a delete or update racing a compaction rebases instead of
+/// re-running. A row the compaction did not carry over was deleted by another writer first: a
+/// conflict. Rows of fragments it did not touch stay as they are.
+pub(crate) async fn follow_compaction(
+    inner: &TableInner,
+    compaction: &super::manifest::Manifest,
+    rows: &mut std::collections::BTreeMap<u64, RoaringBitmap>,
+) -> Result<()> {
+    // Its own version always lists the map (see `prune`).
+    let Some(entry) = compaction
+        .proto
+        .remaps
+        .iter()
+        .find(|r| r.version == compaction.version())
+    else {
+        return Ok(());
+    };
+    let touched = entry
+        .groups
+        .iter()
+        .any(|g| g.old_fragment_ids.iter().any(|id| rows.contains_key(id)));
+    if !touched {
+        return Ok(());
+    }
+    let groups = read_remap(inner, entry).await?;
+    for (group, listed) in groups.iter().zip(&entry.groups) {
+        let starts = group.starts();
+        for (i, old) in group.old.iter().enumerate() {
+            let Some(ours) = rows.remove(&old.id) else {
+                continue;
+            };
+            for offset in &ours {
+                let (k, at) = group
+                    .locate(i, u64::from(offset), &starts)
+                    .ok_or_else(|| {
+                        Error::CommitConflict(format!(
+                            "a row of fragment {} was deleted by a concurrent writer before a compaction moved the fragment (version {})",
+                            old.id,
+                            compaction.version()
+                        ))
+                    })?;
+                let new_id = listed.new_fragment_ids.get(k).copied().ok_or_else(|| {
+                    Error::corrupt(
+                        inner.storage.path(&entry.path),
+                        "compaction map: a group has fewer new fragments than its rows fill",
+                    )
+                })?;
+                rows.entry(new_id).or_default().insert(at as u32);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Translates the row addresses of an index through `coverage`'s steps, in place: moved rows
@@ -419,15 +500,45 @@ mod tests {
         assert_eq!(c.fragments, HashSet::from([8]));
         let c = coverage(&m, &[9]);
         assert!(c.steps.is_empty());
-        // Unused and old: pruned; used: kept.
-        m.remaps[0].created_micros = 0;
-        m.remaps[1].created_micros = 0;
+        // Unused: pruned, unless this manifest's own compaction wrote it; used: kept.
+        m.version = 6;
+        prune(&mut m);
+        assert_eq!(m.remaps.iter().map(|r| r.version).collect::<Vec<_>>(), [6]);
+        m.remaps = vec![remap(5, vec![1, 2], vec![7]), remap(6, vec![7, 3], vec![8])];
+        m.version = 7;
         m.indices.push(crate::table::manifest::IndexMetadataProto {
             fragment_ids: vec![7],
             ..Default::default()
         });
-        prune(&mut m, i64::MAX);
+        prune(&mut m);
         assert_eq!(m.remaps.len(), 1);
         assert_eq!(m.remaps[0].version, 6);
+        // An index built before both compactions, committed after them: it carries their
+        // entries (from the versions it rebased over) back in, in commit order.
+        let mut carried = Vec::new();
+        let at = |version, remaps| ManifestProto {
+            version,
+            remaps,
+            ..Default::default()
+        };
+        carry(&at(5, vec![remap(5, vec![1, 2], vec![7])]), 4, &mut carried);
+        carry(&at(6, vec![remap(6, vec![7, 3], vec![8])]), 4, &mut carried);
+        carry(&at(6, vec![remap(3, vec![0], vec![1])]), 4, &mut carried);
+        assert_eq!(
+            carried.iter().map(|r| r.version).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        let mut m = at(8, vec![remap(6, vec![7, 3], vec![8])]);
+        m.indices.push(crate::table::manifest::IndexMetadataProto {
+            fragment_ids: vec![1, 2, 3],
+            ..Default::default()
+        });
+        restore_carried(&mut m, &carried);
+        prune(&mut m);
+        assert_eq!(
+            m.remaps.iter().map(|r| r.version).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(coverage(&m, &[1, 2, 3]).fragments, HashSet::from([8]));
     }
 }

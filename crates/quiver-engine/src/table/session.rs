@@ -44,9 +44,7 @@ impl CachedEntry {
         match self {
             CachedEntry::File(m) => m.heap_bytes,
             CachedEntry::Deletion(b) => b.serialized_size() + 64,
-            CachedEntry::Manifest(m) => {
-                512 + m.proto.fragments.len() * 160 + m.proto.fields.len() * 96
-            }
+            CachedEntry::Manifest(m) => m.heap_bytes(),
             CachedEntry::Remap(groups) => {
                 groups
                     .iter()
