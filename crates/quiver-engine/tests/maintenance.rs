@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arrow_array::cast::AsArray;
@@ -17,6 +19,7 @@ use quiver_engine::table::indices::{
     VectorIndexParams,
 };
 use quiver_engine::table::{CleanupOptions, CompactionOptions, NewColumns, UpdateValue};
+use quiver_engine::vocab::{BuildProgress, ProgressFn};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
 };
@@ -442,6 +445,133 @@ async fn deletes_and_updates_read_before_a_compaction_follow_its_rows() {
         .await
         .expect("scan");
     assert_eq!(common::ids_of(&moved), vec![60]);
+}
+
+/// Starts a compaction of `t` that stops right before its first commit until `resume` is sent.
+/// Returns the task, the receiver told when it stops, the resume sender, and how many times
+/// the compaction planned and rewrote (a re-run counts again).
+fn compaction_paused_before_commit(t: &Table, options: CompactionOptions) -> PausedCompaction {
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    let resume_rx = Mutex::new(resume_rx);
+    let rewrites = Arc::new(AtomicUsize::new(0));
+    let counted = rewrites.clone();
+    let paused_once = AtomicBool::new(false);
+    let progress: ProgressFn = Arc::new(move |p: BuildProgress| {
+        if p.phase == "rewrite" && p.done == 0 {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        if p.phase == "commit" && p.done == 0 && !paused_once.swap(true, Ordering::SeqCst) {
+            let _ = stopped_tx.send(());
+            // Blocks this worker thread only: the test runs on a multi-threaded runtime.
+            let _ = resume_rx.lock().map(|rx| rx.recv());
+        }
+    });
+    let compactor = t.clone();
+    let task = tokio::spawn(async move {
+        compactor
+            .compact_files(CompactionOptions {
+                progress: Some(progress),
+                ..options
+            })
+            .await
+    });
+    PausedCompaction {
+        task,
+        stopped,
+        resume,
+        rewrites,
+    }
+}
+
+struct PausedCompaction {
+    task: tokio::task::JoinHandle<quiver_engine::Result<quiver_engine::table::CompactionMetrics>>,
+    stopped: std::sync::mpsc::Receiver<()>,
+    resume: std::sync::mpsc::Sender<()>,
+    rewrites: Arc<AtomicUsize>,
+}
+
+impl PausedCompaction {
+    async fn wait_until_stopped(&self) {
+        while self.stopped.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_carries_fragments_emptied_meanwhile_without_re_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = db(dir.path().to_str().expect("utf-8 path")).await;
+    let t = fed_table(&db, "t", 3, 6).await;
+    create_index(&t, "vector", flat_index())
+        .await
+        .expect("index");
+    // Bins of three one-row fragments: [3, 4, 5] and [6, 7, 8] after the base fragment.
+    let options = CompactionOptions {
+        target_rows_per_fragment: 3,
+        ..Default::default()
+    };
+    let compaction = compaction_paused_before_commit(&t, options);
+    compaction.wait_until_stopped().await;
+    // While it waits to commit: one delete empties a fragment of the first bin, another
+    // every fragment of the second.
+    let writer = db.open_table("t").await.expect("open");
+    writer.delete("id = 4").await.expect("delete");
+    writer.delete("id >= 6").await.expect("delete");
+    let data_files = files_in(&dir.path().join("t.quiver").join("data"));
+    compaction.resume.send(()).expect("resume");
+    let metrics = compaction.task.await.expect("join").expect("compact");
+    assert_eq!(compaction.rewrites.load(Ordering::SeqCst), 1, "re-ran");
+    assert_eq!(metrics.fragments_removed, 2, "{metrics:?}");
+    assert_eq!(metrics.fragments_added, 1, "{metrics:?}");
+    // The emptied second bin's new fragment never joined the table, and its file is gone.
+    assert_eq!(
+        files_in(&dir.path().join("t.quiver").join("data")),
+        data_files - 1
+    );
+    t.checkout_latest().await.expect("latest");
+    let mut got = ids(&t).await;
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 3, 5]);
+    assert_eq!(t.stats().num_fragments, 2);
+    assert_index_exact(&t, &[0, 3, 5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_gives_up_only_the_groups_another_compaction_took() {
+    let db = db("memory://").await;
+    let t = fed_table(&db, "t", 3, 3).await;
+    // Its plan sees three one-row fragments: one bin.
+    let early = db.open_table("t").await.expect("open");
+    for id in 6..9 {
+        t.append(
+            batches_stream(vec![common::simple_batch(id, 1, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    let options = CompactionOptions {
+        target_rows_per_fragment: 3,
+        ..Default::default()
+    };
+    let compaction = compaction_paused_before_commit(&t, options.clone());
+    compaction.wait_until_stopped().await;
+    let first = early
+        .compact_files(options)
+        .await
+        .expect("other compaction");
+    assert_eq!(first.fragments_removed, 3, "{first:?}");
+    compaction.resume.send(()).expect("resume");
+    let metrics = compaction.task.await.expect("join").expect("compact");
+    assert_eq!(compaction.rewrites.load(Ordering::SeqCst), 1, "re-ran");
+    assert_eq!(metrics.fragments_removed, 3, "{metrics:?}");
+    t.checkout_latest().await.expect("latest");
+    let mut got = ids(&t).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..9).collect::<Vec<i64>>(), "rows lost or duplicated");
+    assert_eq!(t.stats().num_fragments, 3);
 }
 
 #[tokio::test]

@@ -93,6 +93,19 @@ pub(crate) struct MergeKeys {
 pub(crate) struct CompactGroup {
     pub old: Vec<OldFragment>,
     pub new: Vec<NewFragment>,
+    /// Old fragments a concurrent write deleted every row of (which removes a fragment) after
+    /// the compaction read them: their rows are carried over deleted.
+    pub emptied: HashSet<u64>,
+}
+
+impl CompactGroup {
+    /// The group as its address map records it.
+    pub fn layout(&self) -> RemapGroup {
+        RemapGroup {
+            old: self.old.clone(),
+            new_rows: self.new.iter().map(|f| f.physical_rows).collect(),
+        }
+    }
 }
 
 /// A change to the table's indexes.
@@ -363,25 +376,33 @@ async fn apply_compaction_group(
     group: &CompactGroup,
     version: u64,
 ) -> Result<Vec<u64>> {
-    let layout = RemapGroup {
-        old: group.old.clone(),
-        new_rows: group.new.iter().map(|f| f.physical_rows).collect(),
-    };
-    let starts = layout.starts();
+    let layout = group.layout();
+    let positions = layout.positions();
     let mut moved: Vec<RoaringBitmap> = vec![RoaringBitmap::new(); group.new.len()];
     let mut first = None;
+    let mut replaced = Vec::with_capacity(group.old.len());
     for (i, old) in group.old.iter().enumerate() {
-        let Some(pos) = proto.fragments.iter().position(|f| f.id == old.id) else {
-            return Err(Error::CommitConflict(format!(
-                "fragment {} was rewritten or removed by a concurrent writer (version {})",
-                old.id,
-                base.version()
-            )));
-        };
-        first = Some(first.map_or(pos, |p: usize| p.min(pos)));
-        let now = match table.deleted_rows(&proto.fragments[pos]).await? {
-            Some(d) => (*d).clone(),
-            None => RoaringBitmap::new(),
+        let now = match proto.fragments.iter().position(|f| f.id == old.id) {
+            Some(pos) => {
+                first = Some(first.map_or(pos, |p: usize| p.min(pos)));
+                replaced.push(old.id);
+                match table.deleted_rows(&proto.fragments[pos]).await? {
+                    Some(d) => (*d).clone(),
+                    None => RoaringBitmap::new(),
+                }
+            }
+            None if group.emptied.contains(&old.id) => {
+                let mut every = RoaringBitmap::new();
+                every.insert_range(0..old.physical_rows.min(u64::from(u32::MAX)) as u32);
+                every
+            }
+            None => {
+                return Err(Error::CommitConflict(format!(
+                    "fragment {} was rewritten or removed by a concurrent writer (version {})",
+                    old.id,
+                    base.version()
+                )))
+            }
         };
         if !old.dropped.is_subset(&now) {
             return Err(Error::CommitConflict(format!(
@@ -391,14 +412,11 @@ async fn apply_compaction_group(
             )));
         }
         for offset in &(now - old.dropped.as_ref()) {
-            if let Some((k, at)) = layout.locate(i, u64::from(offset), &starts) {
+            if let Some((k, at)) = layout.locate(i, u64::from(offset), &positions) {
                 moved[k].insert(at as u32);
             }
         }
     }
-    let Some(first) = first else {
-        return Ok(Vec::new());
-    };
     let mut replacement = Vec::with_capacity(group.new.len());
     let mut new_ids = Vec::with_capacity(group.new.len());
     for (fragment, deleted) in group.new.iter().zip(moved) {
@@ -422,9 +440,12 @@ async fn apply_compaction_group(
             deletion,
         });
     }
-    let old_ids: std::collections::HashSet<u64> = group.old.iter().map(|o| o.id).collect();
-    txn.removed_fragment_ids
-        .extend(group.old.iter().map(|o| o.id));
+    // Every old fragment was emptied meanwhile: so is every new one, and none joins the table.
+    let Some(first) = first else {
+        return Ok(new_ids);
+    };
+    let old_ids: HashSet<u64> = group.old.iter().map(|o| o.id).collect();
+    txn.removed_fragment_ids.extend(replaced);
     let mut kept = Vec::with_capacity(proto.fragments.len() + replacement.len());
     for (pos, f) in std::mem::take(&mut proto.fragments).into_iter().enumerate() {
         if pos == first {
@@ -440,7 +461,9 @@ async fn apply_compaction_group(
 
 /// Checks `op` (read at `read_version`) against `committed`, a version another commit published
 /// meanwhile, and carries `op` over it: rows it deletes that a compaction moved are deleted
-/// where they went, and an index change collects the compaction maps that version lists.
+/// where they went, an index change collects the compaction maps that version lists, and a
+/// compaction notes the fragments a write emptied and gives up the groups another compaction
+/// rewrote first.
 async fn rebase_over(
     table: &TableInner,
     op: &mut Operation,
@@ -461,8 +484,68 @@ async fn rebase_over(
         {
             remap::follow_compaction(table, committed, rows).await?;
         }
+        Operation::Compact { groups, remap } => {
+            let removed: HashSet<u64> = committed
+                .proto
+                .transaction
+                .as_ref()
+                .map(|t| t.removed_fragment_ids.iter().copied().collect())
+                .unwrap_or_default();
+            if removed.is_empty() {
+                return Ok(());
+            }
+            if committed.operation() == COMPACT {
+                give_up_taken_groups(table, groups, remap, &removed, committed.version()).await?;
+            } else {
+                // A delete, update or merge-insert removes only the fragments it emptied.
+                for group in groups.iter_mut() {
+                    for old in &group.old {
+                        if removed.contains(&old.id) {
+                            group.emptied.insert(old.id);
+                        }
+                    }
+                }
+            }
+        }
         _ => {}
     }
+    Ok(())
+}
+
+/// Drops from a compaction the groups whose fragments another compaction (committed at
+/// `version`) rewrote first, rewriting the address map for the groups left; the rows are
+/// compacted already, and carrying them again would duplicate them. Fails as a conflict when
+/// no group is left (the caller re-plans).
+async fn give_up_taken_groups(
+    table: &TableInner,
+    groups: &mut Vec<CompactGroup>,
+    remap: &mut (String, u64),
+    removed: &HashSet<u64>,
+    version: u64,
+) -> Result<()> {
+    let (taken, left): (Vec<CompactGroup>, Vec<CompactGroup>) = std::mem::take(groups)
+        .into_iter()
+        .partition(|g| g.old.iter().any(|o| removed.contains(&o.id)));
+    *groups = left;
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let storage = &table.storage;
+    let unused = taken
+        .iter()
+        .flat_map(|g| &g.new)
+        .map(|f| f.file.path.as_str());
+    for path in unused.chain([remap.0.as_str()]) {
+        // Never committed, so nobody reads them; a file left behind goes with the next cleanup.
+        let _ = storage.delete(&storage.path(path)).await;
+    }
+    if groups.is_empty() {
+        return Err(Error::CommitConflict(format!(
+            "a concurrent compaction (version {version}) rewrote the fragments this one did"
+        )));
+    }
+    let layouts: Vec<RemapGroup> = groups.iter().map(CompactGroup::layout).collect();
+    *remap = remap::write_remap_file(table, &layouts).await?;
     Ok(())
 }
 
@@ -685,24 +768,24 @@ async fn build_manifest(
 pub(crate) async fn commit(
     table: &TableInner,
     read: Option<Arc<Manifest>>,
-    mut op: Operation,
+    op: Operation,
     deadline: Instant,
 ) -> Result<Arc<Manifest>> {
     let started = Instant::now();
-    let read_version = read.as_ref().map_or(0, |m| m.version());
-    let mut base = read;
-    // Version numbers up to here are taken by damaged versions (see `latest_intact`): a commit
-    // numbers past them and builds on the newest readable version below.
-    let mut taken = table.highest_damaged();
+    let mut pending = Pending {
+        read_version: read.as_ref().map_or(0, |m| m.version()),
+        op,
+        base: read,
+        taken: table.highest_damaged(),
+        carried: Vec::new(),
+    };
     let lock = table.session.commit_lock(table.storage.uri());
     let mut turn = lock.lock().await;
     let mut attempt: u32 = 0;
-    // Compaction maps an index change needs from the versions it rebased over.
-    let mut carried = Vec::new();
     loop {
         // Commits this connection made while this one waited for its turn: rebase on them
         // now (other processes' commits are still found by losing the publish race).
-        if let Some(b) = &base {
+        if let Some(b) = &pending.base {
             let uuid_of = |m: &Manifest| m.proto.transaction.as_ref().map(|t| t.uuid.clone());
             // Built on our base (not on a table of the same name dropped since).
             let follows = |known: &Vec<Arc<Manifest>>| {
@@ -712,16 +795,14 @@ pub(crate) async fn commit(
             };
             if let Some(known) = turn.since(b.version()).filter(follows) {
                 for committed in &known {
-                    rebase_over(table, &mut op, committed, read_version, &mut carried).await?;
+                    pending.rebase_over(table, committed).await?;
                 }
                 if let Some(newest) = known.last() {
-                    base = Some(newest.clone());
+                    pending.base = Some(newest.clone());
                 }
             }
         }
-        let version = base.as_ref().map_or(1, |b| b.version() + 1).max(taken + 1);
-        let manifest =
-            build_manifest(table, base.as_deref(), &op, read_version, version, &carried).await?;
+        let manifest = pending.build(table).await?;
         if table.manifests.try_publish(&manifest).await? {
             if stands(table, &manifest).await? {
                 let manifest = Arc::new(manifest);
@@ -734,37 +815,31 @@ pub(crate) async fn commit(
                 drop(turn);
                 table
                     .storage
-                    .flush_if_durable(&table.manifests.path_of(version))
+                    .flush_if_durable(&table.manifests.path_of(manifest.version()))
                     .await?;
                 return Ok(manifest);
             }
             // A cleanup had removed this version number before it was published again.
             withdraw(table, manifest.version()).await?;
-            if matches!(op, Operation::Create { .. }) {
+            if matches!(pending.op, Operation::Create { .. }) {
                 return Err(Error::TableAlreadyExists(table.name.clone()));
             }
         }
         // Lost the race.
-        if matches!(op, Operation::Create { .. }) {
+        if matches!(pending.op, Operation::Create { .. }) {
             return Err(Error::TableAlreadyExists(table.name.clone()));
         }
         attempt += 1;
         let now = Instant::now();
         if now >= deadline {
-            // Out of time; still, a true conflict is reported as one, and the count is exact.
-            Rebase {
-                op: &mut op,
-                base: &mut base,
-                taken: &mut taken,
-                read_version,
-                carried: &mut carried,
-            }
-            .catch_up(table, now + FINAL_CATCH_UP)
-            .await?;
+            // Out of time; still, a true conflict among the versions read within
+            // `FINAL_CATCH_UP` is reported as one. The count of versions committed first is
+            // then a lower bound when there were more than that.
+            pending.catch_up(table, now + FINAL_CATCH_UP).await?;
             return Err(Error::CommitTimeout {
                 waited_ms: now.duration_since(started).as_millis() as u64,
                 attempts: attempt,
-                commits: taken.saturating_sub(read_version),
+                commits: pending.taken.saturating_sub(pending.read_version),
             });
         }
         // The connection's other commits go ahead meanwhile (they rebase on each other
@@ -777,15 +852,7 @@ pub(crate) async fn commit(
         // are stale by its end, and a writer that always rebases on stale versions loses every
         // race to one that commits on its own commits (the soak saw a process lose 250 in a
         // row). The turn then brings the connection's own commits since.
-        Rebase {
-            op: &mut op,
-            base: &mut base,
-            taken: &mut taken,
-            read_version,
-            carried: &mut carried,
-        }
-        .catch_up(table, deadline)
-        .await?;
+        pending.catch_up(table, deadline).await?;
         turn = lock.lock().await;
     }
 }
@@ -793,17 +860,50 @@ pub(crate) async fn commit(
 /// How long a commit out of time still reads the versions it lost to, to tell a true conflict.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(1);
 
-/// A losing commit's state while it reads what others committed.
-struct Rebase<'a> {
-    op: &'a mut Operation,
-    base: &'a mut Option<Arc<Manifest>>,
-    /// Highest version number seen taken.
-    taken: &'a mut u64,
+/// A commit in progress: its operation as rebased so far and the version it builds on.
+struct Pending {
+    op: Operation,
+    /// The version the operation was computed on.
     read_version: u64,
-    carried: &'a mut Vec<FragmentRemapProto>,
+    /// The newest version rebased over (None: the table has no version yet).
+    base: Option<Arc<Manifest>>,
+    /// Highest version number seen taken (damaged versions included).
+    taken: u64,
+    /// Compaction maps an index change needs from the versions it rebased over.
+    carried: Vec<FragmentRemapProto>,
 }
 
-impl Rebase<'_> {
+impl Pending {
+    async fn rebase_over(&mut self, table: &TableInner, committed: &Manifest) -> Result<()> {
+        rebase_over(
+            table,
+            &mut self.op,
+            committed,
+            self.read_version,
+            &mut self.carried,
+        )
+        .await
+    }
+
+    /// The manifest of the next version: past the base and past any damaged one above it (see
+    /// `latest_intact`), built on the base.
+    async fn build(&self, table: &TableInner) -> Result<Manifest> {
+        let version = self
+            .base
+            .as_ref()
+            .map_or(1, |b| b.version() + 1)
+            .max(self.taken + 1);
+        build_manifest(
+            table,
+            self.base.as_deref(),
+            &self.op,
+            self.read_version,
+            version,
+            &self.carried,
+        )
+        .await
+    }
+
     /// Reads the versions committed after the base, checks the operation against each and
     /// moves the base to the newest read; stops early at `stop_at` (the next attempt then
     /// loses and reads on).
@@ -823,7 +923,7 @@ impl Rebase<'_> {
             if Instant::now() >= stop_at && newest.is_some() {
                 break;
             }
-            *self.taken = (*self.taken).max(entry.version);
+            self.taken = self.taken.max(entry.version);
             // A gap: versions cleaned up (or buried) before this writer could read them.
             unseen |= entry.version != expected;
             expected = entry.version + 1;
@@ -832,8 +932,7 @@ impl Rebase<'_> {
             }
             match table.manifest_at(&entry).await {
                 Ok(committed) => {
-                    rebase_over(table, self.op, &committed, self.read_version, self.carried)
-                        .await?;
+                    self.rebase_over(table, &committed).await?;
                     newest = Some(committed);
                 }
                 // Cleaned up since the listing: judged by the newest's summary below.
@@ -849,9 +948,9 @@ impl Rebase<'_> {
         }
         if let Some(newest) = newest {
             if unseen {
-                check_unseen(self.op, &newest, from)?;
+                check_unseen(&self.op, &newest, from)?;
             }
-            *self.base = Some(newest);
+            self.base = Some(newest);
         }
         Ok(())
     }

@@ -286,7 +286,11 @@ async fn rewrite(
             "compaction read {written} rows from fragments holding {live} live rows"
         )));
     }
-    Ok(CompactGroup { old, new })
+    Ok(CompactGroup {
+        old,
+        new,
+        emptied: HashSet::new(),
+    })
 }
 
 /// Best-effort removal of files a compaction wrote but did not commit.
@@ -379,13 +383,7 @@ impl Table {
             delete_files(self, &written, None).await;
             return Err(e);
         }
-        let remap_groups: Vec<RemapGroup> = groups
-            .iter()
-            .map(|g| RemapGroup {
-                old: g.old.clone(),
-                new_rows: g.new.iter().map(|f| f.physical_rows).collect(),
-            })
-            .collect();
+        let remap_groups: Vec<RemapGroup> = groups.iter().map(CompactGroup::layout).collect();
         // Written even when the table has no index yet: an index build that read the table
         // before this compaction may commit before or after it, and translates through this
         // map either way (after it, by carrying the entry over from this version's manifest:
@@ -398,17 +396,9 @@ impl Table {
             }
         };
         report("commit", 0, 1);
-        for bin in &bins {
-            for &i in bin {
-                let f = &read.fragments()[i];
-                metrics.fragments_removed += 1;
-                metrics.files_removed += f.files.len() as u64 + u64::from(f.deletion.is_some());
-                metrics.rows_rewritten += f.live_rows();
-            }
-        }
         let committed = commit(
             self.inner(),
-            Some(read),
+            Some(read.clone()),
             Operation::Compact {
                 groups,
                 remap: remap.clone(),
@@ -424,7 +414,18 @@ impl Table {
             }
         };
         if let Some(txn) = &manifest.proto.transaction {
+            // Groups another compaction took first, and new fragments whose rows were all
+            // deleted meanwhile, did not join the table.
+            let removed: HashSet<u64> = txn.removed_fragment_ids.iter().copied().collect();
+            for f in bins.iter().flatten().map(|&i| &read.fragments()[i]) {
+                if removed.contains(&f.id) {
+                    metrics.fragments_removed += 1;
+                    metrics.files_removed += f.files.len() as u64 + u64::from(f.deletion.is_some());
+                    metrics.rows_rewritten += f.live_rows();
+                }
+            }
             let added: HashSet<u64> = txn.added_fragment_ids.iter().copied().collect();
+            let mut kept = HashSet::new();
             for f in manifest
                 .fragments()
                 .iter()
@@ -432,7 +433,14 @@ impl Table {
             {
                 metrics.fragments_added += 1;
                 metrics.files_added += f.files.len() as u64 + u64::from(f.deletion.is_some());
+                kept.extend(f.files.iter().map(|file| file.path.as_str()));
             }
+            let unused: Vec<NewFragment> = written
+                .iter()
+                .filter(|f| !kept.contains(f.file.path.as_str()))
+                .cloned()
+                .collect();
+            delete_files(self, &unused, None).await;
         }
         metrics.version = manifest.version();
         self.committed(manifest);

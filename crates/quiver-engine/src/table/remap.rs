@@ -100,36 +100,48 @@ pub struct RemapGroup {
     pub new_rows: Vec<u64>,
 }
 
+/// Where a group's rows start, computed once per group so that locating a row costs a lookup
+/// rather than a sum over the fragments before it.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    /// Output position of each old fragment's first carried row.
+    old: Vec<u64>,
+    /// Output position of each new fragment's first row.
+    new: Vec<u64>,
+}
+
 impl RemapGroup {
     /// Where the `offset`-th row of the `index`-th old fragment went: the new fragment's
     /// position in the group and the row's offset in it, or `None` when it was dropped.
-    pub fn locate(&self, index: usize, offset: u64, starts: &[u64]) -> Option<(usize, u64)> {
+    pub fn locate(&self, index: usize, offset: u64, positions: &Positions) -> Option<(usize, u64)> {
         let old = &self.old[index];
         if offset >= old.physical_rows || old.dropped.contains(offset as u32) {
             return None;
         }
-        let before: u64 = self.old[..index]
-            .iter()
-            .map(|o| o.physical_rows - o.dropped.len())
-            .sum();
         // `rank` counts dropped rows at or below `offset`; the row itself is not dropped.
-        let position = before + offset - old.dropped.rank(offset as u32);
+        let position = positions.old[index] + offset - old.dropped.rank(offset as u32);
+        let starts = &positions.new;
         let k = starts.partition_point(|&s| s <= position).checked_sub(1)?;
         (k < self.new_rows.len()).then(|| (k, position - starts[k]))
     }
 
-    /// Start position of each new fragment in the group's output.
-    pub fn starts(&self) -> Vec<u64> {
-        let mut total = 0;
-        self.new_rows
-            .iter()
-            .map(|&n| {
-                let s = total;
-                total += n;
-                s
-            })
-            .collect()
+    pub fn positions(&self) -> Positions {
+        Positions {
+            old: running_starts(self.old.iter().map(|o| o.physical_rows - o.dropped.len())),
+            new: running_starts(self.new_rows.iter().copied()),
+        }
     }
+}
+
+fn running_starts(sizes: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut total = 0;
+    sizes
+        .map(|n| {
+            let start = total;
+            total += n;
+            start
+        })
+        .collect()
 }
 
 /// Writes the map file of a compaction's groups; returns its relative path and size.
@@ -373,14 +385,17 @@ pub(crate) async fn follow_compaction(
     }
     let groups = read_remap(inner, entry).await?;
     for (group, listed) in groups.iter().zip(&entry.groups) {
-        let starts = group.starts();
+        if !group.old.iter().any(|o| rows.contains_key(&o.id)) {
+            continue;
+        }
+        let positions = group.positions();
         for (i, old) in group.old.iter().enumerate() {
             let Some(ours) = rows.remove(&old.id) else {
                 continue;
             };
             for offset in &ours {
                 let (k, at) = group
-                    .locate(i, u64::from(offset), &starts)
+                    .locate(i, u64::from(offset), &positions)
                     .ok_or_else(|| {
                         Error::CommitConflict(format!(
                             "a row of fragment {} was deleted by a concurrent writer before a compaction moved the fragment (version {})",
@@ -428,12 +443,12 @@ pub(crate) async fn translate(
         }
         let groups = read_remap(inner, entry).await?;
         let group = &groups[step.group];
-        let starts = group.starts();
+        let positions = group.positions();
         for row in row_ids.iter_mut() {
             let Some(&i) = position.get(&(*row >> 32)) else {
                 continue;
             };
-            *row = match group.locate(i, *row & 0xFFFF_FFFF, &starts) {
+            *row = match group.locate(i, *row & 0xFFFF_FFFF, &positions) {
                 Some((k, offset)) => row_address(listed.new_fragment_ids[k], offset),
                 None => DROPPED_ROW,
             };
@@ -470,13 +485,13 @@ mod tests {
     #[test]
     fn surviving_rows_keep_their_order_across_new_fragments() {
         let g = group();
-        let starts = g.starts();
-        assert_eq!(g.locate(0, 0, &starts), Some((0, 0)));
-        assert_eq!(g.locate(0, 1, &starts), None);
-        assert_eq!(g.locate(0, 2, &starts), Some((0, 1)));
-        assert_eq!(g.locate(1, 0, &starts), Some((0, 2)));
-        assert_eq!(g.locate(1, 1, &starts), Some((1, 0)));
-        assert_eq!(g.locate(1, 2, &starts), None);
+        let at = g.positions();
+        assert_eq!(g.locate(0, 0, &at), Some((0, 0)));
+        assert_eq!(g.locate(0, 1, &at), None);
+        assert_eq!(g.locate(0, 2, &at), Some((0, 1)));
+        assert_eq!(g.locate(1, 0, &at), Some((0, 2)));
+        assert_eq!(g.locate(1, 1, &at), Some((1, 0)));
+        assert_eq!(g.locate(1, 2, &at), None);
     }
 
     #[test]
