@@ -481,3 +481,58 @@ async fn refresh_finds_the_newest_version_however_far_behind() {
     // Nothing new: the handle stays.
     assert_eq!(table.refresh().await.expect("refresh"), writer.version());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commits_take_turns_between_processes_through_a_lock_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8 path").to_string();
+    let db = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let table = create(&db, 1).await;
+    let stale = Database::connect(&uri, ConnectOptions::default())
+        .await
+        .expect("connect")
+        .open_table("t")
+        .await
+        .expect("open");
+    // Another process's turn, as this one sees it: the table's lock file locked elsewhere.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.path().join("t.quiver").join("_commit.lock"))
+        .expect("lock file");
+    held.lock().expect("lock");
+    let writer = table.clone();
+    let waiting = tokio::spawn(async move {
+        writer
+            .append(
+                batches_stream(vec![common::simple_batch(1, 1, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "committed during another's turn");
+    // A commit whose deadline passes while it waits races for the version instead.
+    stale
+        .append(
+            batches_stream(vec![common::simple_batch(2, 1, DIM)]),
+            WriteParams {
+                commit_timeout: Duration::from_millis(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("append past the deadline");
+    assert_eq!(stale.version(), 2);
+    drop(held);
+    // The waiting commit reads what was committed meanwhile and builds on it.
+    let landed = waiting.await.expect("join").expect("append after the turn");
+    assert_eq!(landed, 3);
+    let mut ids = common::ids_of(&table.scan_all(ScanOptions::default()).await.expect("scan"));
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 2]);
+    check_linear_history(&table, 1, 1).await;
+}

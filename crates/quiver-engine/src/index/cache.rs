@@ -58,20 +58,7 @@ impl IndexCache {
         // entry heavier than one shard's share, and a graph partition of a million rows
         // (550 MB) outweighed 2 GiB / 8. Lookups are per query, not per row, so one lock
         // does not contend.
-        let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(256)
-            .weight_capacity(capacity_bytes.max(1))
-            .shards(1)
-            .build();
-        let cache = match options {
-            Ok(options) => Cache::with_options(
-                options,
-                EntryWeighter,
-                Default::default(),
-                Default::default(),
-            ),
-            Err(_) => Cache::with_weighter(256, capacity_bytes.max(1), EntryWeighter),
-        };
+        let cache = crate::storage::weighted_cache(256, capacity_bytes, 1, EntryWeighter);
         IndexCache {
             cache,
             capacity: capacity_bytes,

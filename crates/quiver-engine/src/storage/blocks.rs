@@ -65,6 +65,33 @@ impl std::fmt::Debug for BlockCache {
     }
 }
 
+/// A byte-weighted cache of `capacity` bytes in `shards` shards (the caches of blocks and of
+/// indexes differ only in these).
+pub(crate) fn weighted_cache<K, V, W>(
+    items: usize,
+    capacity: u64,
+    shards: usize,
+    weighter: W,
+) -> Cache<K, V, W>
+where
+    K: Eq + std::hash::Hash,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    let options = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity(items)
+        .weight_capacity(capacity.max(1))
+        .shards(shards)
+        .build();
+    match options {
+        Ok(options) => {
+            Cache::with_options(options, weighter, Default::default(), Default::default())
+        }
+        // Only a zero shard count is refused; neither caller passes one.
+        Err(_) => Cache::with_weighter(items, capacity.max(1), weighter),
+    }
+}
+
 impl BlockCache {
     /// A cache of at most `capacity` bytes (0 keeps nothing).
     pub fn new(capacity: u64) -> Self {
@@ -74,20 +101,12 @@ impl BlockCache {
         // cache is full. At least 4,096 blocks (64 MiB) a shard, at most 16 shards.
         let blocks = (capacity / BLOCK).max(1);
         let shards = (blocks / 4096).clamp(1, 16) as usize;
-        let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(blocks.min(1 << 20) as usize)
-            .weight_capacity(capacity.max(1))
-            .shards(shards)
-            .build();
-        let cache = match options {
-            Ok(options) => Cache::with_options(
-                options,
-                BlockWeighter,
-                Default::default(),
-                Default::default(),
-            ),
-            Err(_) => Cache::with_weighter(1024, capacity.max(1), BlockWeighter),
-        };
+        let cache = weighted_cache(
+            blocks.min(1 << 20) as usize,
+            capacity,
+            shards,
+            BlockWeighter,
+        );
         BlockCache { cache, capacity }
     }
 
