@@ -91,27 +91,6 @@ impl LocalFiles {
         }
     }
 
-    /// Takes an exclusive advisory lock on the file at `path` (created empty when missing),
-    /// waiting while another process holds it when `wait`; released when the returned file
-    /// closes, also when the process dies. `Ok(None)`: held elsewhere and not waiting.
-    pub(crate) fn lock(&self, path: &Path, wait: bool) -> Result<Option<File>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.fs_path(path)?)
-            .map_err(|e| store_error(path, e))?;
-        if wait {
-            file.lock().map_err(|e| store_error(path, e))?;
-            return Ok(Some(file));
-        }
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(store_error(path, e)),
-        }
-    }
-
     /// The file an object path names, exactly as the store maps it.
     fn fs_path(&self, path: &Path) -> Result<std::path::PathBuf> {
         Ok(self.store.path_to_filesystem(path)?)

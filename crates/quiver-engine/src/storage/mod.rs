@@ -626,15 +626,6 @@ impl Storage {
         }
     }
 
-    /// Whether this store is a local file system (files read directly, locks between
-    /// processes).
-    pub fn is_local(&self) -> bool {
-        #[cfg(unix)]
-        return self.local.is_some();
-        #[cfg(not(unix))]
-        return false;
-    }
-
     /// Whether this is a cloud store (S3): requests cost round trips, writes are atomic and
     /// durable by the store's API, and conditional puts are checked before use.
     pub fn is_cloud(&self) -> bool {
@@ -782,36 +773,6 @@ impl Storage {
         let bytes = result.bytes().await?;
         record_read(&self.stats, self.observer.as_deref(), 1, bytes.len() as u64);
         Ok((bytes, size))
-    }
-
-    /// An exclusive lock on the file at `path` shared with other processes, held until the
-    /// guard drops. `None` when this store is not a local file system (there a conditional
-    /// write decides races), when the lock cannot be taken (a read-only folder), or when
-    /// `deadline` passes while another process holds it.
-    pub async fn lock_between_processes(
-        &self,
-        path: &Path,
-        deadline: std::time::Instant,
-    ) -> Option<ProcessLock> {
-        #[cfg(unix)]
-        if let Some(local) = &self.local {
-            match local.lock(path, false) {
-                Ok(Some(file)) => return Some(ProcessLock { _file: file }),
-                Ok(None) => {}
-                // Commits then race, as on other stores: slower under contention, as safe.
-                Err(_) => return None,
-            }
-            let (local, path) = (local.clone(), path.clone());
-            // A wait that outlives the deadline still ends in the lock, which is then dropped
-            // with the task's unclaimed result.
-            let waiting = tokio::task::spawn_blocking(move || local.lock(&path, true));
-            return match tokio::time::timeout_at(deadline.into(), waiting).await {
-                Ok(Ok(Ok(Some(file)))) => Some(ProcessLock { _file: file }),
-                _ => None,
-            };
-        }
-        let _ = (path, deadline);
-        None
     }
 
     /// A synchronous reader of the file at `path` when this store is a local file system
@@ -1078,12 +1039,6 @@ impl StorageWriter {
         self.inner.abort().await?;
         Ok(())
     }
-}
-
-/// A lock between processes (see [`Storage::lock_between_processes`]); released on drop.
-#[derive(Debug)]
-pub struct ProcessLock {
-    _file: std::fs::File,
 }
 
 /// Sorts ranges and merges those that overlap or lie within `gap` bytes of each other.

@@ -779,32 +779,10 @@ pub(crate) async fn commit(
         taken: table.highest_damaged(),
         carried: Vec::new(),
     };
-    // Between processes on one local disk, commits also take turns, through a lock file,
-    // instead of racing: a lost race costs a read of the winner's version, a backoff and a
-    // rebuild, and two busy processes made some writers lose hundreds in a row. Other stores
-    // race, and their conditional write decides.
-    let between_processes =
-        table.storage.is_local() && !matches!(pending.op, Operation::Create { .. });
-    if between_processes {
-        // Versions committed since the operation read the table, read before taking any turn
-        // (an index build may be thousands behind): the turn then holds only the last few.
-        pending.catch_up(table, deadline).await?;
-    }
     let lock = table.session.commit_lock(table.storage.uri());
     let mut turn = lock.lock().await;
     let mut attempt: u32 = 0;
     loop {
-        let process_turn = if between_processes {
-            table
-                .storage
-                .lock_between_processes(&table.storage.path(COMMIT_LOCK), deadline)
-                .await
-        } else {
-            None
-        };
-        if process_turn.is_some() {
-            pending.catch_up(table, deadline).await?;
-        }
         // Commits this connection made while this one waited for its turn: rebase on them
         // now (other processes' commits are still found by losing the publish race).
         if let Some(b) = &pending.base {
@@ -825,9 +803,7 @@ pub(crate) async fn commit(
             }
         }
         let manifest = pending.build(table).await?;
-        let published = table.manifests.try_publish(&manifest).await;
-        drop(process_turn);
-        if published? {
+        if table.manifests.try_publish(&manifest).await? {
             if stands(table, &manifest).await? {
                 let manifest = Arc::new(manifest);
                 turn.push(manifest.clone());
@@ -880,10 +856,6 @@ pub(crate) async fn commit(
         turn = lock.lock().await;
     }
 }
-
-/// The lock file commits to a local table take turns through between processes (in the
-/// table's folder; empty, never removed).
-pub(crate) const COMMIT_LOCK: &str = "_commit.lock";
 
 /// How long a commit out of time still reads the versions it lost to, to tell a true conflict.
 const FINAL_CATCH_UP: Duration = Duration::from_secs(1);
