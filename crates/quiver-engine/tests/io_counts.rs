@@ -461,25 +461,7 @@ async fn cloud_row_take_reads_small_columns_in_one_request() {
 #[tokio::test]
 async fn cleanup_with_nothing_to_remove_reads_no_manifest() {
     let (store, db) = counted_db();
-    let table = db
-        .create_table(
-            "t",
-            common::simple_schema(DIM),
-            batches_stream(vec![common::simple_batch(0, 10, DIM)]),
-            CreateMode::Create,
-            WriteParams::default(),
-        )
-        .await
-        .expect("create");
-    for i in 0..30 {
-        table
-            .append(
-                batches_stream(vec![common::simple_batch(100 + i, 1, DIM)]),
-                WriteParams::default(),
-            )
-            .await
-            .expect("append");
-    }
+    let table = common::fed_table(&db, "t", DIM, 10, 30).await;
     // Default retention: the listings show every version and file is younger than it.
     let before = store.snapshot();
     let stats = table

@@ -34,25 +34,7 @@ async fn db(uri: &str) -> Database {
 
 /// A table of `base` rows, then `singles` one-row appends.
 async fn fed_table(db: &Database, name: &str, base: usize, singles: usize) -> Table {
-    let t = db
-        .create_table(
-            name,
-            common::simple_schema(DIM),
-            batches_stream(vec![common::simple_batch(0, base, DIM)]),
-            CreateMode::Create,
-            WriteParams::default(),
-        )
-        .await
-        .expect("create");
-    for i in 0..singles {
-        t.append(
-            batches_stream(vec![common::simple_batch((base + i) as i64, 1, DIM)]),
-            WriteParams::default(),
-        )
-        .await
-        .expect("append");
-    }
-    t
+    common::fed_table(db, name, DIM, base, singles).await
 }
 
 async fn ids(t: &Table) -> Vec<i64> {

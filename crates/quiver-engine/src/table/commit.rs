@@ -496,8 +496,9 @@ async fn rebase_over(
             }
             if committed.operation() == COMPACT {
                 give_up_taken_groups(table, groups, remap, &removed, committed.version()).await?;
-            } else {
-                // A delete, update or merge-insert removes only the fragments it emptied.
+            } else if matches!(committed.operation(), "delete" | "update" | "merge_insert") {
+                // These remove only the fragments they emptied (anything else that removes
+                // fragments replaced the table, a conflict found above).
                 for group in groups.iter_mut() {
                     for old in &group.old {
                         if removed.contains(&old.id) {

@@ -444,3 +444,34 @@ impl ObjectStore for InstrumentedStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// A table of `base` rows (ids from 0), then `singles` one-row appends (ids after them): the
+/// one-row fragments of a table fed row by row.
+pub async fn fed_table(
+    db: &quiver_engine::Database,
+    name: &str,
+    dim: i32,
+    base: usize,
+    singles: usize,
+) -> quiver_engine::Table {
+    use quiver_engine::{batches_stream, CreateMode, WriteParams};
+    let t = db
+        .create_table(
+            name,
+            simple_schema(dim),
+            batches_stream(vec![simple_batch(0, base, dim)]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    for i in 0..singles {
+        t.append(
+            batches_stream(vec![simple_batch((base + i) as i64, 1, dim)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    }
+    t
+}
