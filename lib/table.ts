@@ -134,6 +134,23 @@ export interface AddOptions extends WriteOptions {
   schema?: Schema;
 }
 
+/** Per native table: the schema rows were last converted with, and its IPC bytes. */
+const rowSchemas = new WeakMap<NativeTable, { bytes: Buffer; schema: Schema }>();
+
+/**
+ * The schema plain-object rows are converted with: the table's, decoded only when it changed
+ * since the last call (an `add()` of one row would otherwise spend more on decoding the schema
+ * than on the row). Callers must not modify it.
+ */
+async function rowSchema(t: NativeTable): Promise<Schema> {
+  const bytes = await native(() => t.schema());
+  const cached = rowSchemas.get(t);
+  if (cached?.bytes.equals(bytes)) return cached.schema;
+  const schema = fromIPC(bytes).schema;
+  rowSchemas.set(t, { bytes, schema });
+  return schema;
+}
+
 export class Table implements QueryTarget {
   private readonly inner: NativeTable;
 
@@ -315,10 +332,10 @@ export class Table implements QueryTarget {
     const t = this.native();
     // Plain objects appended to a table take its schema, not a fresh inference.
     const schemaFor = async (chunk: unknown) =>
-      options.schema ?? (isRowArray(chunk) && mode === "append" ? await this.schema() : undefined);
+      options.schema ?? (isRowArray(chunk) && mode === "append" ? await rowSchema(t) : undefined);
     if (isDataStream(data)) {
-      const rowSchema = options.schema ?? (mode === "append" ? await this.schema() : undefined);
-      return { version: await writeStream(data, options.schema, rowSchema, (first) => t.addWriter(first, mode, timeoutMs)) };
+      const streamSchema = options.schema ?? (mode === "append" ? await rowSchema(t) : undefined);
+      return { version: await writeStream(data, options.schema, streamSchema, (first) => t.addWriter(first, mode, timeoutMs)) };
     }
     // One schema lookup (a native call) serves both paths.
     const schema = await schemaFor(data);
@@ -743,7 +760,7 @@ export class MergeInsertBuilder {
   async execute(data: Data, options: WriteOptions = {}): Promise<MergeResult> {
     if (options === null || typeof options !== "object") invalid("execute() options", "an object", options);
     const timeoutMs = checkTimeout(options.timeoutMs);
-    const schema = isRowArray(data) ? await this.#table.schema() : undefined;
+    const schema = isRowArray(data) ? await rowSchema(this.#table.native()) : undefined;
     const bytes = toIPC(data, schema);
     const t = this.#table.native();
     return native(() =>

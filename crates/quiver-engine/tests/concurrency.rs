@@ -27,6 +27,8 @@ async fn create(db: &Database, rows: usize) -> Table {
     .expect("create")
 }
 
+/// Versions are contiguous appends, each adding whole appends of `rows_per_append` rows (one
+/// or more: appends queued through one connection share a version).
 async fn check_linear_history(table: &Table, initial_rows: u64, rows_per_append: u64) {
     let history = table.list_versions().await.expect("versions");
     let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
@@ -35,16 +37,18 @@ async fn check_linear_history(table: &Table, initial_rows: u64, rows_per_append:
         (1..=history.len() as u64).collect::<Vec<_>>(),
         "versions are contiguous"
     );
+    let mut rows = initial_rows;
     for info in &history[1..] {
         assert_eq!(info.operation, "append");
         let snapshot = table.clone();
         snapshot.checkout(info.version).await.expect("checkout");
-        assert_eq!(
-            snapshot.count_rows(),
-            initial_rows + rows_per_append * (info.version - 1),
-            "version {} holds every earlier append plus its own",
+        let added = snapshot.count_rows() - rows;
+        assert!(
+            added > 0 && added.is_multiple_of(rows_per_append),
+            "version {} holds every earlier append plus whole appends of its own (added {added})",
             info.version
         );
+        rows += added;
     }
     table.checkout_latest().await.expect("latest");
 }
@@ -89,16 +93,24 @@ async fn many_tasks_append_at_once() {
         for h in handles {
             versions.push(h.await.expect("join").expect("append"));
         }
-        versions.sort_unstable();
-        assert_eq!(
-            versions,
-            (2..=tasks as u64 + 1).collect::<Vec<_>>(),
-            "each append got its own version"
-        );
         table.checkout_latest().await.expect("latest");
         let ids = common::ids_of(&table.scan_all(ScanOptions::default()).await.expect("scan"));
         assert_ids_exactly_once(&ids, (0..10).chain(1000..1000 + tasks * 10));
         check_linear_history(&table, 10, 10).await;
+        // Each append's rows arrive in the version it returned, not before.
+        for (task, &version) in versions.iter().enumerate() {
+            let own = 1000 + task as i64 * 10;
+            for (at, present) in [(version, true), (version - 1, false)] {
+                let snapshot = db.open_table_at("t", at).await.expect("open at");
+                let ids = common::ids_of(
+                    &snapshot
+                        .scan_all(ScanOptions::default())
+                        .await
+                        .expect("scan"),
+                );
+                assert_eq!(ids.contains(&own), present, "task {task} at version {at}");
+            }
+        }
     }
 }
 
@@ -309,8 +321,9 @@ async fn two_processes_append() {
     check_linear_history(&table, 10, 10).await;
 }
 
-/// Concurrent commits through one connection queue behind each other and rebase on the ones
-/// before them directly: none loses a publish race, so none needs a retry.
+/// Concurrent commits through one connection queue behind each other (appends in batches that
+/// share a version) and rebase on the ones before them directly: none loses a publish race,
+/// so none needs a retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_through_one_connection_never_race_each_other() {
     let db = Database::connect("memory://", ConnectOptions::default())
@@ -340,7 +353,8 @@ async fn commits_through_one_connection_never_race_each_other() {
     }
     let latest = db.open_table("t").await.expect("open");
     assert_eq!(latest.count_rows(), 90);
-    assert_eq!(latest.version(), 81);
+    assert!(latest.version() <= 81, "{}", latest.version());
+    check_linear_history(&latest, 10, 1).await;
 }
 
 /// Ids of every live row, sorted.

@@ -20,6 +20,7 @@ use super::manifest::{
     RemapGroupProto, TransactionProto,
 };
 use super::remap::{self, OldFragment, RemapGroup};
+use super::session::{lock, CommitSlot, RecentCommits};
 use super::write::NewFragment;
 use super::TableInner;
 use crate::error::{Error, Result};
@@ -773,15 +774,215 @@ pub(crate) async fn commit(
     deadline: Instant,
 ) -> Result<Arc<Manifest>> {
     let started = Instant::now();
-    let mut pending = Pending {
+    let pending = Pending {
         read_version: read.as_ref().map_or(0, |m| m.version()),
         op,
         base: read,
         taken: table.highest_damaged(),
         carried: Vec::new(),
     };
-    let lock = table.session.commit_lock(table.storage.uri());
-    let mut turn = lock.lock().await;
+    let slot = table.session.commit_slot(table.storage.uri());
+    let turn = slot.turn.lock().await;
+    let manifest = publish(table, &slot.turn, turn, pending, deadline, started).await?;
+    flush_published(table, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Commits an append, in one version with the other appends queued on the table through
+/// this connection meanwhile (group commit: appends commute, so a batch rebases and races
+/// as one, and concurrent writers of one process publish, flush, and make other processes
+/// read, one manifest per batch instead of one each). Acknowledged, like any commit, once the
+/// version is durable.
+pub(crate) async fn commit_append(
+    table: &Arc<TableInner>,
+    read: Arc<Manifest>,
+    fragments: Vec<NewFragment>,
+    deadline: Instant,
+) -> Result<Arc<Manifest>> {
+    let slot = table.session.commit_slot(table.storage.uri());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let queued = QueuedAppend {
+        read: read.clone(),
+        fragments,
+        deadline,
+        queued_at: Instant::now(),
+        reply,
+    };
+    let opened = {
+        let mut open = lock(&slot.appends);
+        match open.as_mut() {
+            Some(batch) => {
+                batch.push(queued);
+                false
+            }
+            None => {
+                *open = Some(vec![queued]);
+                true
+            }
+        }
+    };
+    if opened {
+        // A task of its own: a caller that stops waiting never abandons the others' rows.
+        let table = table.clone();
+        tokio::spawn(async move { publish_appends(&table, &slot).await });
+    }
+    match answer.await {
+        Ok(AppendReply::Done(result)) => result,
+        Ok(AppendReply::Alone(fragments)) => {
+            commit(table, Some(read), Operation::Append { fragments }, deadline).await
+        }
+        Err(_) => Err(Error::Internal(
+            "the task publishing a batch of appends ended without an answer".into(),
+        )),
+    }
+}
+
+/// An append waiting in a batch (see [`commit_append`]).
+pub(crate) struct QueuedAppend {
+    /// The version its rows were written for.
+    read: Arc<Manifest>,
+    fragments: Vec<NewFragment>,
+    deadline: Instant,
+    queued_at: Instant,
+    reply: tokio::sync::oneshot::Sender<AppendReply>,
+}
+
+enum AppendReply {
+    /// Published with the batch (or failed for good).
+    Done(Result<Arc<Manifest>>),
+    /// Not published: the append commits on its own, where it gets its own answer.
+    Alone(Vec<NewFragment>),
+}
+
+impl QueuedAppend {
+    fn answer(self, reply: AppendReply) {
+        // A caller that stopped waiting needs no answer.
+        let _ = self.reply.send(reply);
+    }
+
+    fn alone(mut self) {
+        let fragments = std::mem::take(&mut self.fragments);
+        self.answer(AppendReply::Alone(fragments));
+    }
+}
+
+/// Publishes the batch of appends open on `slot`: takes the turn, closes the batch (appends
+/// arriving from then on open the next one, published while this one flushes) and commits
+/// its rows as one append.
+async fn publish_appends(table: &TableInner, slot: &CommitSlot) {
+    let started = Instant::now();
+    let turn = slot.turn.lock().await;
+    let Some(batch) = lock(&slot.appends).take() else {
+        return;
+    };
+    let Some(base) = batch
+        .iter()
+        .map(|q| q.read.clone())
+        .max_by_key(|read| read.version())
+    else {
+        return;
+    };
+    // An append written for an older version joins only when no version since can conflict
+    // with it (none replaced the table or changed its schema); otherwise it commits alone,
+    // checking each version between.
+    let (joined, alone): (Vec<QueuedAppend>, Vec<QueuedAppend>) =
+        batch.into_iter().partition(|q| {
+            q.read.version() == base.version()
+                || base.proto.last_replace_version <= q.read.version()
+        });
+    alone.into_iter().for_each(QueuedAppend::alone);
+    let (Some(deadline), Some(read_version)) = (
+        joined.iter().map(|q| q.deadline).min(),
+        joined.iter().map(|q| q.read.version()).min(),
+    ) else {
+        return;
+    };
+    let pending = Pending {
+        op: Operation::Append {
+            fragments: joined
+                .iter()
+                .flat_map(|q| q.fragments.iter().cloned())
+                .collect(),
+        },
+        read_version,
+        base: Some(base),
+        taken: table.highest_damaged(),
+        carried: Vec::new(),
+    };
+    match publish(table, &slot.turn, turn, pending, deadline, started).await {
+        Ok(manifest) => match flush_published(table, &manifest).await {
+            Ok(()) => {
+                for queued in joined {
+                    queued.answer(AppendReply::Done(Ok(manifest.clone())));
+                }
+            }
+            // Published but not made durable: every member gets the failure (none may
+            // commit its rows again).
+            Err(e) => {
+                for queued in joined {
+                    queued.answer(AppendReply::Done(Err(Error::Storage(
+                        object_store::Error::Generic {
+                            store: "quiver",
+                            source: e.to_string().into(),
+                        },
+                    ))));
+                }
+            }
+        },
+        // Out of the earliest member's time: members out of their own fail, the others go on
+        // alone until their deadlines.
+        Err(Error::CommitTimeout {
+            attempts, commits, ..
+        }) => {
+            let now = Instant::now();
+            for queued in joined {
+                if queued.deadline <= now {
+                    let waited_ms = now.duration_since(queued.queued_at).as_millis() as u64;
+                    queued.answer(AppendReply::Done(Err(Error::CommitTimeout {
+                        waited_ms,
+                        attempts,
+                        commits,
+                    })));
+                } else {
+                    queued.alone();
+                }
+            }
+        }
+        // Nothing was published: one member gets the failure, the others try alone (and get
+        // their own answer, the same one when the cause lasts).
+        Err(e) => {
+            let mut members = joined.into_iter();
+            if let Some(first) = members.next() {
+                first.answer(AppendReply::Done(Err(e)));
+            }
+            members.for_each(QueuedAppend::alone);
+        }
+    }
+}
+
+/// Makes a published version durable (when commits are): the manifest is flushed after the
+/// turn is released, so the commits queued behind it publish meanwhile and share the folder
+/// flush. Publishing before the flush is safe: every file the manifest names was flushed
+/// before it was written, and a later version that reaches the disk first holds this one's
+/// changes.
+async fn flush_published(table: &TableInner, manifest: &Manifest) -> Result<()> {
+    table
+        .storage
+        .flush_if_durable(&table.manifests.path_of(manifest.version()))
+        .await
+}
+
+/// The publish loop of a commit holding the connection's `turn` of the table: rebase,
+/// build, publish; on a lost race catch up and try again until `deadline`. Returns the
+/// published manifest with the turn released, not yet flushed.
+async fn publish<'a>(
+    table: &TableInner,
+    lock: &'a tokio::sync::Mutex<RecentCommits>,
+    mut turn: tokio::sync::MutexGuard<'a, RecentCommits>,
+    mut pending: Pending,
+    deadline: Instant,
+    started: Instant,
+) -> Result<Arc<Manifest>> {
     let mut attempt: u32 = 0;
     loop {
         // Commits this connection made while this one waited for its turn: rebase on them
@@ -808,16 +1009,6 @@ pub(crate) async fn commit(
             if stands(table, &manifest).await? {
                 let manifest = Arc::new(manifest);
                 turn.push(manifest.clone());
-                // Group commit: the manifest is flushed after the lock is released, so the
-                // commits queued behind this one publish meanwhile and share the folder
-                // flush. Publishing before the flush is safe: every file the manifest names
-                // was flushed before it was written, and a later version that reaches the
-                // disk first holds this one's changes.
-                drop(turn);
-                table
-                    .storage
-                    .flush_if_durable(&table.manifests.path_of(manifest.version()))
-                    .await?;
                 return Ok(manifest);
             }
             // A cleanup had removed this version number before it was published again.
@@ -1006,4 +1197,163 @@ fn backoff(attempt: u32) -> Duration {
     let cap_ms = (2u64 << attempt.min(7)).min(25);
     let ms = rand::rng().random_range(0..=cap_ms);
     Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+    use super::lock;
+    use crate::table::{batches_stream, CreateMode, Database, Table, WriteParams};
+    use crate::{ConnectOptions, Error};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
+    }
+
+    fn rows(ids: impl IntoIterator<Item = i64>) -> RecordBatch {
+        let ids: Int64Array = ids.into_iter().collect();
+        RecordBatch::try_new(schema(), vec![Arc::new(ids)]).expect("batch")
+    }
+
+    async fn table(db: &Database) -> Table {
+        db.create_table(
+            "t",
+            schema(),
+            batches_stream(vec![rows([0])]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create")
+    }
+
+    fn append(t: Table, id: i64, timeout: Duration) -> tokio::task::JoinHandle<crate::Result<u64>> {
+        tokio::spawn(async move {
+            let params = WriteParams {
+                commit_timeout: timeout,
+                ..Default::default()
+            };
+            t.append(batches_stream(vec![rows([id])]), params).await
+        })
+    }
+
+    /// Waits until `n` appends are queued on the table's open batch.
+    async fn queued(t: &Table, n: usize) {
+        let slot = t.inner().session.commit_slot(t.inner().storage.uri());
+        for _ in 0..2_000 {
+            if lock(&slot.appends).as_ref().map_or(0, Vec::len) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{n} appends never queued");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_queued_while_the_turn_is_taken_publish_as_one_version() {
+        let db = Database::connect("memory://", ConnectOptions::default())
+            .await
+            .expect("connect");
+        let t = table(&db).await;
+        let slot = t.inner().session.commit_slot(t.inner().storage.uri());
+        let turn = slot.turn.lock().await;
+        let mut appends = Vec::new();
+        for id in 1..=6 {
+            let handle = db.open_table("t").await.expect("open");
+            appends.push(append(handle, id, Duration::from_secs(30)));
+        }
+        queued(&t, 6).await;
+        drop(turn);
+        for a in appends {
+            assert_eq!(a.await.expect("join").expect("append"), 2);
+        }
+        let latest = db.open_table("t").await.expect("open");
+        assert_eq!(latest.version(), 2);
+        assert_eq!(latest.count_rows(), 7);
+        let versions = latest.list_versions().await.expect("versions");
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[1].operation, "append");
+        // Appends arriving after a batch closed open the next one.
+        assert_eq!(
+            append(latest.clone(), 7, Duration::from_secs(30))
+                .await
+                .expect("join")
+                .expect("append"),
+            3
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_written_before_a_replace_commits_alone_and_conflicts() {
+        let db = Database::connect("memory://", ConnectOptions::default())
+            .await
+            .expect("connect");
+        let t = table(&db).await;
+        let stale = db.open_table("t").await.expect("open");
+        t.overwrite(
+            schema(),
+            batches_stream(vec![rows([100])]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("overwrite");
+        let fresh = db.open_table("t").await.expect("open");
+        let slot = t.inner().session.commit_slot(t.inner().storage.uri());
+        let turn = slot.turn.lock().await;
+        let old = append(stale, 1, Duration::from_secs(30));
+        queued(&t, 1).await;
+        let new = append(fresh, 2, Duration::from_secs(30));
+        queued(&t, 2).await;
+        drop(turn);
+        let err = old
+            .await
+            .expect("join")
+            .expect_err("written before the overwrite");
+        assert!(matches!(err, Error::CommitConflict(_)), "{err}");
+        assert_eq!(new.await.expect("join").expect("append"), 3);
+        t.checkout_latest().await.expect("latest");
+        assert_eq!(t.count_rows(), 2);
+    }
+
+    /// A batch retries until its earliest member's deadline; then members out of time fail and
+    /// the others go on alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_out_of_one_members_time_fails_only_that_member() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = dir.path().to_str().expect("utf8");
+        let db = Database::connect(uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        let t = table(&db).await;
+        let other = Database::connect(uri, ConnectOptions::default())
+            .await
+            .expect("second connection");
+        let slot = t.inner().session.commit_slot(t.inner().storage.uri());
+        let turn = slot.turn.lock().await;
+        let hasty = append(db.open_table("t").await.expect("open"), 1, Duration::ZERO);
+        queued(&t, 1).await;
+        let patient = append(
+            db.open_table("t").await.expect("open"),
+            2,
+            Duration::from_secs(30),
+        );
+        queued(&t, 2).await;
+        // Version 2 goes to another connection: the batch loses its first race.
+        let theirs = other.open_table("t").await.expect("open");
+        theirs
+            .append(batches_stream(vec![rows([3])]), WriteParams::default())
+            .await
+            .expect("other connection");
+        drop(turn);
+        let err = hasty.await.expect("join").expect_err("out of time");
+        assert!(matches!(err, Error::CommitTimeout { .. }), "{err}");
+        assert_eq!(patient.await.expect("join").expect("append"), 3);
+        t.checkout_latest().await.expect("latest");
+        assert_eq!(t.count_rows(), 3);
+    }
 }

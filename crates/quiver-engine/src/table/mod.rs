@@ -1092,10 +1092,10 @@ impl Table {
         if let Some(hook) = &params.before_commit {
             hook();
         }
-        let manifest = commit(
+        let manifest = commit::commit_append(
             &self.inner,
-            Some(read),
-            Operation::Append { fragments },
+            read,
+            fragments,
             write::deadline_after(params.commit_timeout),
         )
         .await?;

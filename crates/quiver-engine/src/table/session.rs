@@ -9,6 +9,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use roaring::RoaringBitmap;
 
+use super::commit::QueuedAppend;
 use super::manifest::Manifest;
 use crate::error::Result;
 use crate::format::reader::FileMetadata;
@@ -59,13 +60,10 @@ impl CachedEntry {
 
 type Leases = std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>;
 
-fn lock(
-    leases: &Leases,
-) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, u64), usize>> {
-    match leases.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A version being read (see [`Session::lease`]); released on drop.
@@ -182,16 +180,25 @@ impl Default for Caches {
 /// Per-connection state shared by its tables.
 pub struct Session {
     observer: Option<Arc<dyn CommitObserver>>,
-    /// One lock per table: commits through this connection take turns instead of racing
-    /// (other processes still race, and rebase).
-    commit_locks:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<RecentCommits>>>>,
+    /// One commit slot per table: commits through this connection take turns instead of
+    /// racing (other processes still race, and rebase), and queued appends share a version.
+    commit_slots: std::sync::Mutex<std::collections::HashMap<String, Arc<CommitSlot>>>,
     /// Versions operations of this connection are reading (table URI, version) → how many:
     /// a cleanup run through this connection keeps them.
     leases: Arc<std::sync::Mutex<std::collections::HashMap<(String, u64), usize>>>,
     caches: Arc<Caches>,
     /// See `ConnectOptions::scalar_index_max_share`.
     index_max_share: f64,
+}
+
+/// One table's commits through one connection.
+#[derive(Default)]
+pub(crate) struct CommitSlot {
+    /// The turn a commit holds while it publishes, with the commits made under it.
+    pub turn: tokio::sync::Mutex<RecentCommits>,
+    /// Appends waiting to be published together, in the order they arrived (`None`: no batch
+    /// is open; the next append opens one). See `commit::commit_append`.
+    pub appends: std::sync::Mutex<Option<Vec<QueuedAppend>>>,
 }
 
 /// The last commits made through one connection's commit lock of a table, newest last, at
@@ -264,7 +271,7 @@ impl Session {
     pub fn with_caches(caches: Arc<Caches>) -> Self {
         Session {
             observer: None,
-            commit_locks: Default::default(),
+            commit_slots: Default::default(),
             leases: Default::default(),
             caches,
             index_max_share: crate::filter::index_plan::MAX_SHARE,
@@ -291,13 +298,12 @@ impl Session {
         self.index_max_share
     }
 
-    /// The commit lock of the table at `uri`, holding the commits made under it.
-    pub(crate) fn commit_lock(&self, uri: &str) -> Arc<tokio::sync::Mutex<RecentCommits>> {
-        let mut locks = match self.commit_locks.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        locks.entry(uri.to_string()).or_default().clone()
+    /// The commit slot of the table at `uri`.
+    pub(crate) fn commit_slot(&self, uri: &str) -> Arc<CommitSlot> {
+        lock(&self.commit_slots)
+            .entry(uri.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Marks `version` of the table at `uri` as being read until the lease is dropped.
