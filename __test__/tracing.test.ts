@@ -74,6 +74,10 @@ describe("trace events", () => {
       expect(search.fields.output_rows).toBe(5);
       expect(search.fields.indices_loaded).toBe(1);
       expect(search.fields.iops as number).toBeGreaterThan(0);
+      // A filter a scalar index answered reports the index and the parts it loaded.
+      const lookup = runs.find((e) => e.fields.plan === "scan" && e.fields.output_rows === 1)!;
+      expect(lookup.fields.indices_loaded).toBe(1);
+      expect(lookup.fields.parts_loaded as number).toBeGreaterThan(0);
 
       // Cache hits are not I/O events: the same search again opens and loads nothing.
       const before = of("quiver::io_events").length;

@@ -220,9 +220,12 @@ impl Probe {
             return;
         };
         let read = io.snapshot();
+        let (indices, parts) = io.index_loads();
         let m = node.metrics_mut();
         m.iops += read.read_ops;
         m.bytes_read += read.read_bytes;
+        m.indices_loaded += indices;
+        m.parts_loaded += parts;
         m.elapsed += self.started.elapsed();
     }
 }

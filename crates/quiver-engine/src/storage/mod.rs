@@ -44,6 +44,10 @@ pub struct IoStats {
     read_bytes: AtomicU64,
     write_ops: AtomicU64,
     write_bytes: AtomicU64,
+    /// Scalar indexes, and their parts, read from storage (cache misses) to answer filters:
+    /// counted for an observed operation's plan (see [`Storage::observed`]).
+    indices_loaded: AtomicU64,
+    parts_loaded: AtomicU64,
 }
 
 /// A local file read with blocking `pread`s (see [`Storage::sync_file`]); counted in the
@@ -172,6 +176,19 @@ impl IoStats {
     fn record_write(&self, bytes: u64) {
         self.write_ops.fetch_add(1, Ordering::Relaxed);
         self.write_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn record_index_loads(&self, indices: u64, parts: u64) {
+        self.indices_loaded.fetch_add(indices, Ordering::Relaxed);
+        self.parts_loaded.fetch_add(parts, Ordering::Relaxed);
+    }
+
+    /// Scalar indexes and index parts read from storage to answer filters.
+    pub(crate) fn index_loads(&self) -> (u64, u64) {
+        (
+            self.indices_loaded.load(Ordering::Relaxed),
+            self.parts_loaded.load(Ordering::Relaxed),
+        )
     }
 
     /// Current values of the counters.
@@ -665,6 +682,14 @@ impl Storage {
             self.flush(std::slice::from_ref(path)).await?;
         }
         Ok(())
+    }
+
+    /// Counts scalar indexes and index parts a filter read from storage in the observer of
+    /// this handle, when it has one.
+    pub(crate) fn record_index_loads(&self, indices: u64, parts: u64) {
+        if let Some(observer) = &self.observer {
+            observer.record_index_loads(indices, parts);
+        }
     }
 
     /// The same store whose reads are also counted in `observer` (one query operator's I/O,

@@ -59,9 +59,14 @@ impl IndexedRows {
         self.rows.values().map(RoaringBitmap::len).sum()
     }
 
+    /// Index parts read from storage for this answer.
+    pub(crate) fn parts_loaded(&self) -> u64 {
+        self.uses.iter().map(|u| u.parts_loaded).sum()
+    }
+
     /// A plan node describing the index part of a filter.
     pub(crate) fn node(&self, fragments: usize) -> PlanNode {
-        let parts: u64 = self.uses.iter().map(|u| u.parts_loaded).sum();
+        let parts = self.parts_loaded();
         let mut node = PlanNode::new("ScalarIndexQuery")
             .with("exact", self.exact)
             .with("parts_loaded", parts)
@@ -188,13 +193,18 @@ async fn answer(
         }
     }
     let indices_loaded = loaded.values().filter(|l| l.loaded).count() as u64;
-    Ok(Some(IndexedRows {
+    let found = IndexedRows {
         covered,
         rows: per_fragment,
         exact: plan.exact,
         uses,
         indices_loaded,
-    }))
+    };
+    // An observed operation (an analyzed or traced plan) counts what its filter loaded.
+    inner
+        .storage
+        .record_index_loads(found.indices_loaded, found.parts_loaded());
+    Ok(Some(found))
 }
 
 /// The rows whose `column` holds one of `values`, through a scalar index on it (`None`: no
