@@ -110,7 +110,10 @@ export interface SkippedVersion {
 
 /** What `add()` did (LanceDB's `AddResult`). */
 export interface AddResult {
-  /** The table version the rows were committed as. */
+  /**
+   * The table version the rows were committed as (appends made at once through one connection
+   * commit together, and share it).
+   */
   version: number;
 }
 
