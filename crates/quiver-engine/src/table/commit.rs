@@ -883,13 +883,14 @@ async fn publish_appends(table: &TableInner, slot: &CommitSlot) {
         return;
     };
     // An append written for an older version joins only when no version since can conflict
-    // with it (none replaced the table or changed its schema); otherwise it commits alone,
-    // checking each version between.
-    let (joined, alone): (Vec<QueuedAppend>, Vec<QueuedAppend>) =
-        batch.into_iter().partition(|q| {
-            q.read.version() == base.version()
-                || base.proto.last_replace_version <= q.read.version()
-        });
+    // with it (none replaced the table or changed its schema: the check for versions cleaned
+    // up unseen); otherwise it commits alone, checking each version between.
+    let append = Operation::Append {
+        fragments: Vec::new(),
+    };
+    let (joined, alone): (Vec<QueuedAppend>, Vec<QueuedAppend>) = batch
+        .into_iter()
+        .partition(|q| check_unseen(&append, &base, q.read.version()).is_ok());
     alone.into_iter().for_each(QueuedAppend::alone);
     let (Some(deadline), Some(read_version)) = (
         joined.iter().map(|q| q.deadline).min(),
