@@ -714,3 +714,56 @@ async fn phrase_queries_need_positions_and_bad_columns_are_typed_errors() {
     .expect_err("not text");
     assert!(err.to_string().contains("string columns"), "{err}");
 }
+
+/// An analyzed search counts the posting lists it read from storage, through its own store
+/// handle even when an earlier, unmeasured search opened the index; a repeat finds them
+/// cached and reads none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyzed_searches_count_the_lists_they_read_from_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uri = dir.path().to_str().expect("utf-8");
+    let db = Database::connect(uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let texts = Corpus::new(11).docs(3000);
+    let ids: Vec<i64> = (0..texts.len() as i64).collect();
+    fts_index(&make_table(&db, "t", &ids, &texts).await, plain_params()).await;
+    // Two words of one document: each has a posting list of its own.
+    let words: Vec<&str> = texts
+        .iter()
+        .flatten()
+        .next()
+        .expect("a document")
+        .split_whitespace()
+        .collect();
+    let (opener, word) = (
+        words[0],
+        *words.iter().find(|w| **w != words[0]).expect("two words"),
+    );
+    let fresh = Database::connect(uri, ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = fresh.open_table("t").await.expect("open");
+    assert!(!search(&t, matching(opener, Operator::Or), 10, None)
+        .await
+        .is_empty());
+    let request = TextSearch {
+        query: matching(word, Operator::Or),
+        k: 10,
+        offset: 0,
+        columns: Some(vec!["id".into()]),
+        with_row_id: false,
+        filter: None,
+        postfilter: false,
+    };
+    let figures = |plan: &quiver_engine::plan::PlanNode| {
+        let node = plan.find("FullTextSearch").expect("search node");
+        let m = node.metrics.clone().expect("measured");
+        (m.parts_loaded, m.iops)
+    };
+    let (_, first) = analyze_text_search(&t, &request).await.expect("search");
+    let (_, again) = analyze_text_search(&t, &request).await.expect("search");
+    let (first, again) = (figures(&first), figures(&again));
+    assert!(first.0 >= 1 && first.1 >= first.0, "{first:?}");
+    assert_eq!(again, (0, 0));
+}

@@ -222,8 +222,12 @@ async fn figures_are_per_query_under_concurrency() {
         filter: Some(t.parse_filter("id >= 19990").expect("filter")),
         ..Default::default()
     };
+    // The first run also reads the files' metadata (its planning needs it); later runs find
+    // it cached.
+    let cold = t.analyze_scan(last_ten()).await.expect("analyze");
     let alone = t.analyze_scan(last_ten()).await.expect("analyze");
-    let alone = metrics(&alone, "Scan");
+    let (cold, alone) = (metrics(&cold, "Scan"), metrics(&alone, "Scan"));
+    assert!(cold.iops > alone.iops, "{cold:?} / {alone:?}");
     assert_eq!(alone.output_rows, 10);
     // The same scan while full scans of every column run on the same connection: its own
     // figures do not move.
@@ -304,4 +308,46 @@ async fn scan_plans_show_pruning_limits_and_takes() {
             .and_then(|f| f.detail("fragments_pruned")),
         Some("0/3")
     );
+}
+
+/// An index opened by an earlier, unmeasured query still counts the parts a measured query
+/// reads through it: the part read is this query's request, whoever opened the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyzed_filters_count_the_index_parts_they_read_from_an_index_opened_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_writer, t) = table(dir.path(), 1, 60_000).await;
+    create_index(
+        &t,
+        "id",
+        CreateIndexOptions {
+            config: Some(quiver_engine::index::IndexConfig::BTree),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("btree");
+    // A new connection: nothing of the index cached yet.
+    let db = Database::connect(
+        dir.path().to_str().expect("utf-8"),
+        ConnectOptions::default(),
+    )
+    .await
+    .expect("connect");
+    let t = db.open_table("t").await.expect("open");
+    let by_id = |id: i64| ScanOptions {
+        columns: Some(vec!["id".into()]),
+        filter: Some(t.parse_filter(&format!("id = {id}")).expect("filter")),
+        ..Default::default()
+    };
+    // Opens the index and reads the part holding id 50000 (another part than id 100's; the
+    // same data file, whose metadata it caches).
+    assert_eq!(t.scan_all(by_id(50_000)).await.expect("scan").len(), 1);
+    let first = t.analyze_scan(by_id(100)).await.expect("analyze");
+    let again = t.analyze_scan(by_id(100)).await.expect("analyze");
+    let (first, again) = (metrics(&first, "Scan"), metrics(&again, "Scan"));
+    assert_eq!((first.output_rows, again.output_rows), (1, 1));
+    assert_eq!((first.parts_loaded, again.parts_loaded), (1, 0));
+    // The second query finds the part in the index cache; everything else it reads the same.
+    assert_eq!(first.iops, again.iops + 1, "{first:?} / {again:?}");
+    assert!(first.bytes_read > again.bytes_read, "{first:?} / {again:?}");
 }

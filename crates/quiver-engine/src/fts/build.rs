@@ -794,9 +794,9 @@ mod tests {
             let ord = segment
                 .lookup(term)
                 .unwrap_or_else(|| panic!("{term} missing"));
-            let postings = rt.block_on(segment.postings(ord, None)).unwrap();
+            let (postings, _) = rt.block_on(segment.postings(ord, None)).unwrap();
             let (docs, freqs) = postings.decode_all().unwrap();
-            let positions = rt
+            let (positions, _) = rt
                 .block_on(segment.positions(ord, &freqs, None))
                 .unwrap()
                 .unwrap();

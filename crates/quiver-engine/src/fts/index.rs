@@ -244,8 +244,8 @@ async fn open_segments(
     let mut segments = Vec::with_capacity(stats.len());
     for (id, s) in stats.iter().enumerate() {
         let region = &container.lookup.parts[id * 3];
-        let dictionary = container.read_part(id * 3 + 1).await?;
-        let documents = container.read_part(id * 3 + 2).await?;
+        let dictionary = container.read_part(storage, id * 3 + 1).await?;
+        let documents = container.read_part(storage, id * 3 + 2).await?;
         let mut segment = Segment::open(
             id,
             *s,

@@ -10,10 +10,9 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use super::codec::{Postings, BLOCK};
-use super::segment::{avg_len, idf, tf_score, Segment, TermMeta};
+use super::segment::{avg_len, idf, tf_score, FileReads, Segment, TermMeta};
 use super::tokenizer::{TokenBuffers, Tokenizer};
 use crate::error::{Error, Result};
-use crate::index::cache::IndexCache;
 
 /// How a match combines its terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -223,8 +222,8 @@ pub struct Corpus<'a> {
     pub tokenizer: &'a Tokenizer,
     pub segments: Vec<&'a Segment>,
     pub with_positions: bool,
-    /// Where file segments cache their posting lists (cache, key prefix).
-    pub cache: Option<(&'a IndexCache, &'a str)>,
+    /// How file segments are read (their lists cached); `None` for memory segments only.
+    pub reads: Option<FileReads<'a>>,
     pub docs: u64,
     pub avg_len: f32,
 }
@@ -234,7 +233,7 @@ impl<'a> Corpus<'a> {
         tokenizer: &'a Tokenizer,
         segments: Vec<&'a Segment>,
         with_positions: bool,
-        cache: Option<(&'a IndexCache, &'a str)>,
+        reads: Option<FileReads<'a>>,
     ) -> Self {
         let docs = segments.iter().map(|s| s.stats.docs).sum();
         let tokens = segments.iter().map(|s| s.stats.tokens).sum();
@@ -242,7 +241,7 @@ impl<'a> Corpus<'a> {
             tokenizer,
             segments,
             with_positions,
-            cache,
+            reads,
             docs,
             avg_len: avg_len(tokens, docs),
         }
@@ -342,8 +341,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// What a query evaluation did (plans).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counters {
-    /// Posting lists (and position lists) read, from the cache or storage.
-    pub lists_read: u64,
+    /// Posting lists (and position lists) read from storage (cache hits not counted).
+    pub lists_loaded: u64,
     /// Documents scored.
     pub docs_scored: u64,
 }
@@ -632,8 +631,8 @@ impl<'a> Searcher<'a> {
                 out.push(None);
                 continue;
             };
-            let postings = segment.postings(ord, corpus.cache).await?;
-            self.counters.lists_read += 1;
+            let (postings, loaded) = segment.postings(ord, corpus.reads).await?;
+            self.counters.lists_loaded += u64::from(loaded);
             out.push(Some(TermInSegment {
                 ord,
                 weight,
@@ -869,8 +868,8 @@ impl<'a> Searcher<'a> {
             let mut decoded = Vec::with_capacity(lists.len());
             for t in lists.iter().flatten() {
                 let (docs, freqs) = t.postings.decode_all()?;
-                let positions = segment
-                    .positions(t.ord, &freqs, corpus.cache)
+                let (positions, loaded) = segment
+                    .positions(t.ord, &freqs, corpus.reads)
                     .await?
                     .ok_or_else(|| {
                         Error::corrupt(
@@ -878,7 +877,7 @@ impl<'a> Searcher<'a> {
                             "a term of an index with positions has none",
                         )
                     })?;
-                self.counters.lists_read += 1;
+                self.counters.lists_loaded += u64::from(loaded);
                 // Start of each document's positions.
                 let mut starts = Vec::with_capacity(freqs.len() + 1);
                 let mut at = 0usize;

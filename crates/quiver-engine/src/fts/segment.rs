@@ -429,6 +429,15 @@ pub enum Region {
     Memory(Bytes),
 }
 
+/// How a query reads file segments: through the index cache (under `key`, the index's
+/// prefix) and the query's own store handle, so its I/O figures count the lists it reads.
+#[derive(Clone, Copy)]
+pub struct FileReads<'a> {
+    pub cache: &'a IndexCache,
+    pub key: &'a str,
+    pub storage: &'a Storage,
+}
+
 /// A segment ready to search.
 pub struct Segment {
     /// Its number in the index (cache keys).
@@ -552,7 +561,16 @@ impl Segment {
         TermMeta::bound(m.max_score, m.max_tf, m.min_len, self.avg_len, avg_len)
     }
 
-    async fn read(&self, start: u64, len: u32, crc: u32, what: &str) -> Result<Bytes> {
+    /// Bytes of the region, read through `reads`' store when given (a query's), else through
+    /// the one the segment was opened with.
+    async fn read(
+        &self,
+        reads: Option<FileReads<'_>>,
+        start: u64,
+        len: u32,
+        crc: u32,
+        what: &str,
+    ) -> Result<Bytes> {
         match &self.region {
             Region::Memory(bytes) => Ok(bytes.slice(start as usize..start as usize + len as usize)),
             Region::File {
@@ -562,6 +580,7 @@ impl Segment {
                 ..
             } => {
                 let at = offset + start;
+                let storage = reads.map_or(storage, |r| r.storage);
                 let bytes = storage.read_range(path, at..at + u64::from(len)).await?;
                 if crc32fast::hash(&bytes) != crc {
                     return Err(Error::corrupt(
@@ -574,38 +593,41 @@ impl Segment {
         }
     }
 
-    /// Term `ord`'s posting list (file segments: through the cache, read once).
+    /// Term `ord`'s posting list (file segments: through the cache, read once); the flag says
+    /// whether this call read it from storage.
     pub async fn postings(
         &self,
         ord: usize,
-        cache: Option<(&IndexCache, &str)>,
-    ) -> Result<Arc<Postings>> {
+        reads: Option<FileReads<'_>>,
+    ) -> Result<(Arc<Postings>, bool)> {
         let m = self.meta(ord);
         let load = async {
             let bytes = self
-                .read(m.offset, m.postings_len, m.postings_crc, "postings")
+                .read(reads, m.offset, m.postings_len, m.postings_crc, "postings")
                 .await?;
             let list = Postings::parse(bytes, m.df as usize)?;
             let heap = list.heap_bytes();
             Ok((list, heap))
         };
-        match (cache, &self.region) {
-            (Some((cache, prefix)), Region::File { .. }) => {
-                let key = format!("{prefix}#s{}p{ord}", self.id);
-                Ok(cache.get_or_load(&key, load).await?.0)
+        match (reads, &self.region) {
+            (Some(reads), Region::File { .. }) => {
+                let key = format!("{}#s{}p{ord}", reads.key, self.id);
+                reads.cache.get_or_load(&key, load).await
             }
-            _ => Ok(Arc::new(load.await?.0)),
+            (_, Region::File { .. }) => Ok((Arc::new(load.await?.0), true)),
+            (_, Region::Memory(_)) => Ok((Arc::new(load.await?.0), false)),
         }
     }
 
     /// Term `ord`'s positions, each document's in posting order, concatenated (`freqs` are
-    /// the posting list's, which say how many each document has). `None`: none stored.
+    /// the posting list's, which say how many each document has). `None`: none stored. The
+    /// flag says whether this call read them from storage.
     pub async fn positions(
         &self,
         ord: usize,
         freqs: &[u32],
-        cache: Option<(&IndexCache, &str)>,
-    ) -> Result<Option<Arc<Vec<u32>>>> {
+        reads: Option<FileReads<'_>>,
+    ) -> Result<Option<(Arc<Vec<u32>>, bool)>> {
         let m = self.meta(ord);
         if m.positions_len == 0 {
             return Ok(None);
@@ -613,6 +635,7 @@ impl Segment {
         let load = async {
             let bytes = self
                 .read(
+                    reads,
                     m.offset + u64::from(m.postings_len),
                     m.positions_len,
                     m.positions_crc,
@@ -624,13 +647,14 @@ impl Segment {
             let heap = out.len() * 4 + 64;
             Ok((out, heap))
         };
-        match (cache, &self.region) {
-            (Some((cache, prefix)), Region::File { .. }) => {
-                let key = format!("{prefix}#s{}q{ord}", self.id);
-                Ok(Some(cache.get_or_load(&key, load).await?.0))
+        Ok(Some(match (reads, &self.region) {
+            (Some(reads), Region::File { .. }) => {
+                let key = format!("{}#s{}q{ord}", reads.key, self.id);
+                reads.cache.get_or_load(&key, load).await?
             }
-            _ => Ok(Some(Arc::new(load.await?.0))),
-        }
+            (_, Region::File { .. }) => (Arc::new(load.await?.0), true),
+            (_, Region::Memory(_)) => (Arc::new(load.await?.0), false),
+        }))
     }
 
     /// Reads the raw postings and positions of term `ord` through a sequential `reader`

@@ -343,23 +343,23 @@ impl BitmapIndex {
         })
     }
 
-    /// Part `i`'s rows, translated, through the cache.
-    async fn part(&self, i: usize, parts: &PartContext<'_>) -> Result<Arc<RoaringTreemap>> {
+    /// Part `i`'s rows, translated, through the cache; the flag says whether this call read
+    /// it from storage.
+    async fn part(&self, i: usize, parts: &PartContext<'_>) -> Result<(Arc<RoaringTreemap>, bool)> {
         let key = format!("{}#v{i}", parts.key);
-        let (rows, _) = parts
+        parts
             .cache
             .get_or_load(&key, async {
                 let rows = self.read(i, parts).await?;
                 let bytes = rows.serialized_size() + 64;
                 Ok((rows, bytes))
             })
-            .await?;
-        Ok(rows)
+            .await
     }
 
     /// Reads part `i` from storage, translated.
     async fn read(&self, i: usize, parts: &PartContext<'_>) -> Result<RoaringTreemap> {
-        let bytes = self.container.read_part(i).await?;
+        let bytes = self.container.read_part(parts.storage, i).await?;
         let rows = RoaringTreemap::deserialize_from(&bytes[..]).map_err(|e| {
             Error::corrupt(
                 &self.container.path,
@@ -441,8 +441,10 @@ impl ScalarIndex for BitmapIndex {
             // Smallest first, so an intersection shrinks fastest.
             let mut order = wanted.clone();
             order.sort_by_key(|&i| self.container.lookup.parts[i].entries);
+            let mut parts_loaded = 0;
             for &i in &order {
-                let part = self.part(i, parts).await?;
+                let (part, loaded) = self.part(i, parts).await?;
+                parts_loaded += u64::from(loaded);
                 rows = Some(match rows {
                     None => (*part).clone(),
                     Some(mut acc) => {
@@ -460,7 +462,7 @@ impl ScalarIndex for BitmapIndex {
             }
             Ok(ScalarSearch {
                 rows: rows.unwrap_or_default(),
-                parts_loaded: wanted.len() as u64,
+                parts_loaded,
             })
         })
     }

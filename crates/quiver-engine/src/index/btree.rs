@@ -446,6 +446,8 @@ enum Cursor<'k> {
     /// Pages of a container (a spilled run, or an index being updated).
     Pages {
         container: Arc<Container>,
+        /// The store its pages are read through.
+        storage: &'k Storage,
         /// Non-null page numbers still to read.
         next: std::vec::IntoIter<usize>,
         page: Page,
@@ -467,6 +469,7 @@ impl Cursor<'_> {
             })),
             Cursor::Pages {
                 container,
+                storage,
                 next,
                 page,
                 at,
@@ -480,7 +483,7 @@ impl Cursor<'_> {
                 let Some(i) = next.next() else {
                     return Ok(None);
                 };
-                let mut read = read_page(container, i).await?;
+                let mut read = read_page(container, storage, i).await?;
                 if let Some(parts) = translate {
                     translate_page(parts, &mut read).await?;
                 }
@@ -528,8 +531,8 @@ fn retain_rows(page: &mut Page, keep: impl Fn(u64) -> bool) {
     *page = Page { keys, rows };
 }
 
-async fn read_page(container: &Container, i: usize) -> Result<Page> {
-    let bytes = container.read_part(i).await?;
+async fn read_page(container: &Container, storage: &Storage, i: usize) -> Result<Page> {
+    let bytes = container.read_part(storage, i).await?;
     let entries = container.lookup.parts[i].entries;
     Page::decode(&bytes, container.key_kind, entries).map_err(|why| {
         Error::corrupt(
@@ -659,19 +662,19 @@ impl BTreeIndex {
         })
     }
 
-    /// Page `i` with translated rows, through the cache.
-    async fn page(&self, i: usize, parts: &PartContext<'_>) -> Result<Arc<Page>> {
+    /// Page `i` with translated rows, through the cache; the flag says whether this call read
+    /// it from storage.
+    async fn page(&self, i: usize, parts: &PartContext<'_>) -> Result<(Arc<Page>, bool)> {
         let key = format!("{}#p{i}", parts.key);
-        let (page, _) = parts
+        parts
             .cache
             .get_or_load(&key, async {
-                let mut page = read_page(&self.container, i).await?;
+                let mut page = read_page(&self.container, parts.storage, i).await?;
                 translate_page(parts, &mut page).await?;
                 let bytes = page.heap_bytes();
                 Ok((page, bytes))
             })
-            .await?;
-        Ok(page)
+            .await
     }
 }
 
@@ -729,8 +732,10 @@ impl ScalarIndex for BTreeIndex {
             }
             let keys_in = query.sorted_in_keys();
             let mut rows: Vec<u64> = Vec::new();
+            let mut parts_loaded = 0;
             for &i in &pages {
-                let page = self.page(i, parts).await?;
+                let (page, loaded) = self.page(i, parts).await?;
+                parts_loaded += u64::from(loaded);
                 let whole = match (query, &self.container.bounds[i]) {
                     (ScalarQuery::IsNull | ScalarQuery::IsNotNull, _) => true,
                     (ScalarQuery::Range { lower, upper }, Some((min, max))) => {
@@ -757,7 +762,7 @@ impl ScalarIndex for BTreeIndex {
             }
             Ok(ScalarSearch {
                 rows: super::scalar::treemap_of(rows),
-                parts_loaded: pages.len() as u64,
+                parts_loaded,
             })
         })
     }
@@ -863,6 +868,7 @@ pub(crate) async fn build_btree<'a>(
         let pages: Vec<usize> = (0..container.bounds.len()).collect();
         cursors.push(Cursor::Pages {
             container: Arc::new(container),
+            storage,
             next: pages.into_iter(),
             page: Page::default(),
             at: 0,
@@ -885,7 +891,7 @@ pub(crate) async fn build_btree<'a>(
     if let Some((index, parts, keep)) = &old {
         // The old index's null rows join the new ones; its sorted pages are one more run.
         for i in index.null_pages() {
-            let mut page = read_page(&index.container, i).await?;
+            let mut page = read_page(&index.container, storage, i).await?;
             translate_page(parts, &mut page).await?;
             for &r in &page.rows {
                 if r != DROPPED_ROW && keep(r) {
@@ -895,6 +901,7 @@ pub(crate) async fn build_btree<'a>(
         }
         cursors.push(Cursor::Pages {
             container: index.container.clone(),
+            storage,
             next: index.non_null_pages().into_iter(),
             page: Page::default(),
             at: 0,
@@ -1147,6 +1154,7 @@ mod tests {
         let cache = super::super::cache::IndexCache::new(1 << 20);
         let parts = PartContext {
             cache: &cache,
+            storage: &storage,
             key: "k",
             translate: &Identity,
         };

@@ -870,7 +870,7 @@ impl IvfIndex {
         if container.lookup.parts.is_empty() {
             return Err(bad("the file holds no model"));
         }
-        let block = container.read_part_from(0, head.as_ref()).await?;
+        let block = container.read_part_from(storage, 0, head.as_ref()).await?;
         let decode_path = path.clone();
         let model = tokio::task::spawn_blocking(move || -> Result<Model> {
             let proto: IvfFileProto = prost::Message::decode(block)
@@ -923,12 +923,13 @@ impl IvfIndex {
         Ok(())
     }
 
-    /// Reads and checks partition `p` of a stored index (addresses not yet translated).
-    async fn read_partition(&self, p: usize) -> Result<Partition> {
+    /// Reads and checks partition `p` of a stored index through `storage` (addresses not yet
+    /// translated).
+    async fn read_partition(&self, storage: &Storage, p: usize) -> Result<Partition> {
         let Partitions::Stored { container, covered } = &self.partitions else {
             return Err(Error::Internal("a resident partition was read".into()));
         };
-        let bytes = container.read_part(part_of(p)).await?;
+        let bytes = container.read_part(storage, part_of(p)).await?;
         let rows = self.offsets[p + 1] - self.offsets[p];
         let path = container.path.clone();
         let part = decode_rows(self.layout(), rows, &bytes, &path)?;
@@ -950,7 +951,7 @@ impl IvfIndex {
         parts
             .cache
             .get_or_load(&key, async {
-                let mut part = self.read_partition(p).await?;
+                let mut part = self.read_partition(parts.storage, p).await?;
                 if !parts.translate.is_identity() {
                     parts.translate.translate(&mut part.row_ids).await?;
                 }
@@ -964,16 +965,16 @@ impl IvfIndex {
     /// once; keeping them would push out what queries use).
     pub(crate) async fn all_partitions(
         &self,
-        translate: &dyn RowTranslate,
+        parts: &PartContext<'_>,
     ) -> Result<Vec<Arc<Partition>>> {
         if let Partitions::Resident(resident) = &self.partitions {
             return Ok(resident.clone());
         }
         let mut out = Vec::with_capacity(self.num_partitions());
         for p in 0..self.num_partitions() {
-            let mut part = self.read_partition(p).await?;
-            if !translate.is_identity() {
-                translate.translate(&mut part.row_ids).await?;
+            let mut part = self.read_partition(parts.storage, p).await?;
+            if !parts.translate.is_identity() {
+                parts.translate.translate(&mut part.row_ids).await?;
             }
             out.push(Arc::new(part));
         }

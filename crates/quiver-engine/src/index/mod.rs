@@ -78,10 +78,12 @@ pub trait RowTranslate: Send + Sync {
 /// fragment id and offset are out of range of every fragment, so no row gate admits it.
 pub const DROPPED_ROW: u64 = u64::MAX;
 
-/// What a scalar search needs besides the index: where its parts are cached and how its
-/// row addresses are translated.
+/// What a scalar search needs besides the index: where its parts are cached, the store
+/// handle it reads them through (the reading operation's: its I/O figures count them), and
+/// how its row addresses are translated.
 pub struct PartContext<'a> {
     pub cache: &'a cache::IndexCache,
+    pub storage: &'a crate::storage::Storage,
     /// Prefix of the cache keys of this index's parts, as read by this version (it names the
     /// file and the translation).
     pub key: &'a str,

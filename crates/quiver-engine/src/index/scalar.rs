@@ -362,7 +362,7 @@ impl ScalarQuery {
 pub struct ScalarSearch {
     /// Row addresses (translated to the version read).
     pub rows: RoaringTreemap,
-    /// Parts (pages, bitmaps) read to answer, from the cache or storage.
+    /// Parts (pages, bitmaps) read from storage to answer (cache hits not counted).
     pub parts_loaded: u64,
 }
 
@@ -524,10 +524,11 @@ impl ContainerWriter {
     }
 }
 
-/// An open container: its lookup, and where to read parts.
+/// An open container: its lookup, and where its parts lie. Parts are read through the store
+/// handle of the operation reading them (not the opener's), so each query's I/O figures
+/// count the parts it read.
 #[derive(Debug)]
 pub(crate) struct Container {
-    pub storage: Storage,
     pub path: Path,
     pub lookup: LookupProto,
     pub key_kind: KeyKind,
@@ -716,7 +717,6 @@ impl Container {
             (parts_end, Bytes::new())
         };
         Ok(Container {
-            storage: storage.clone(),
             path: path.clone(),
             lookup,
             key_kind,
@@ -725,16 +725,22 @@ impl Container {
         })
     }
 
-    /// The checked payload of part `i` (a part load: reported to `quiver::io_events`).
-    pub(crate) async fn read_part(&self, i: usize) -> Result<Bytes> {
+    /// The checked payload of part `i`, read through `storage` (a part load: reported to
+    /// `quiver::io_events`).
+    pub(crate) async fn read_part(&self, storage: &Storage, i: usize) -> Result<Bytes> {
         let vector = self.lookup.index_type.starts_with("IVF");
         crate::events::part_loaded(vector, &self.path, i);
-        self.read_part_from(i, None).await
+        self.read_part_from(storage, i, None).await
     }
 
     /// The checked payload of part `i`, taken from `head` (the file's first bytes) or the
-    /// tail read at open when either holds it, read otherwise.
-    pub(crate) async fn read_part_from(&self, i: usize, head: Option<&Bytes>) -> Result<Bytes> {
+    /// tail read at open when either holds it, read through `storage` otherwise.
+    pub(crate) async fn read_part_from(
+        &self,
+        storage: &Storage,
+        i: usize,
+        head: Option<&Bytes>,
+    ) -> Result<Bytes> {
         let part = self
             .lookup
             .parts
@@ -747,7 +753,7 @@ impl Container {
         } else if let Some(head) = head.filter(|h| end <= h.len() as u64) {
             head.slice(start as usize..end as usize)
         } else {
-            self.storage.read_range(&self.path, start..end).await?
+            storage.read_range(&self.path, start..end).await?
         };
         let len = decode_block(&block, &self.path, "index part")?.len();
         Ok(block.slice(0..len))

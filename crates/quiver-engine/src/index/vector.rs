@@ -1321,7 +1321,7 @@ impl IndexType for IvfType {
                 .as_any()
                 .downcast_ref::<IvfIndex>()
                 .ok_or_else(|| Error::Internal("a vector update got another index".into()))?;
-            let partitions = index.all_partitions(job.parts.translate).await?;
+            let partitions = index.all_partitions(job.parts).await?;
             let (kept, removed, graphs) = existing_rows(&partitions, job.keep);
             drop(partitions);
             let model = Arc::new(Codec::of(index));

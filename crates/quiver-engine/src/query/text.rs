@@ -14,7 +14,7 @@ use crate::filter::FilterRef;
 use crate::fts::build::{accumulate, memory_segment};
 use crate::fts::index::{decode_details, FtsIndex};
 use crate::fts::query::{Corpus, Counters, FtsQuery, Hit, Searcher};
-use crate::fts::segment::Segment;
+use crate::fts::segment::{FileReads, Segment};
 use crate::fts::{Tokenizer, TokenizerConfig};
 use crate::index::vector::RowGate;
 use crate::index::IndexFamily;
@@ -370,7 +370,11 @@ pub(crate) async fn hits(
                 &s.tokenizer,
                 segments,
                 s.with_positions,
-                key.map(|k| (cache, k)),
+                key.map(|key| FileReads {
+                    cache,
+                    key,
+                    storage: &observed.inner().storage,
+                }),
             ),
         );
     }
@@ -406,7 +410,7 @@ pub(crate) async fn hits(
         let m = node.metrics_mut();
         m.output_rows = found.len() as u64;
         m.indices_loaded = loaded;
-        m.parts_loaded = searcher.counters.lists_read;
+        m.parts_loaded = searcher.counters.lists_loaded;
         m.index_comparisons = searcher.counters.docs_scored;
     }
     probe.finish(&mut node);

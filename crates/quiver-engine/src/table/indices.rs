@@ -260,6 +260,7 @@ impl LoadedIndex {
     ) -> PartContext<'a> {
         PartContext {
             cache: inner.session.indexes(),
+            storage: &inner.storage,
             key: &self.key,
             translate,
         }

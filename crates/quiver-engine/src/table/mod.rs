@@ -1386,9 +1386,11 @@ impl Table {
     pub async fn analyze_scan(&self, options: ScanOptions) -> Result<crate::plan::PlanNode> {
         use futures::TryStreamExt;
         let manifest = self.manifest();
-        let mut plan = scan::explain(&self.inner, &manifest, &options).await?;
         let probe = crate::plan::Probe::start(true);
         let observed = self.measured(&probe);
+        // Planning runs the filter's index lookups, and whatever they read (index files,
+        // parts) is this query's cost: the scan after it finds them cached.
+        let mut plan = scan::explain(&observed.inner, &manifest, &options).await?;
         let (_, stream) = scan::scan(observed.inner.clone(), manifest, options)?;
         let rows = stream
             .try_fold(
