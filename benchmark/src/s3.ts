@@ -6,7 +6,8 @@
 // listening to trace events costs. Writes benchmark/S3.md and its section of BENCHMARKS.md.
 //
 //   npm run bench:s3 [-- --size small|medium --queries 200 --latency 10 --no-markdown]
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -102,6 +103,35 @@ function queryVectors(dir: string, cols: Columns, count: number): Float32Array[]
     for (let j = 0; j < v.length; j++) v[j] += (random() - 0.5) * 0.01;
     return v;
   });
+}
+
+/** Builds the addon with every trace event site compiled out (cargo feature
+ * `tracing-compiled-out`) into its own target directory, so the normal build's artifacts stay
+ * as they are; returns the path of the `.node` file. */
+function buildTracingCompiledOut(): string {
+  const out = path.join(repoRoot, "target", "tracing-compiled-out");
+  const napi = path.join(repoRoot, "node_modules", ".bin", "napi");
+  const args = ["build", "--platform", "--release", "--features", "tracing-compiled-out"];
+  args.push("--target-dir", path.join(out, "cargo"), "--output-dir", out, "--no-js", "--dts", "tracing-compiled-out.d.ts");
+  console.log("building the addon with tracing compiled out (a separate target directory; the first build takes minutes)…");
+  const built = spawnSync(napi, args, { cwd: repoRoot, stdio: ["ignore", "ignore", "inherit"] });
+  if (built.status !== 0) throw new Error(`building with tracing compiled out failed (exit ${built.status})`);
+  const file = readdirSync(out).find((f) => f.endsWith(".node"));
+  if (!file) throw new Error(`no .node file in ${out}`);
+  return path.join(out, file);
+}
+
+/** One tracing round in a process of its own (benchmark/dist/trace-cost.js). */
+function traceRound(dir: string, queriesFile: string, d: number, mode: string, addon?: string): { times: number[]; events: number } {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.QUIVER_LOG;
+  delete env.NAPI_RS_NATIVE_LIBRARY_PATH;
+  if (addon) env.NAPI_RS_NATIVE_LIBRARY_PATH = addon;
+  const script = path.join(repoRoot, "benchmark", "dist", "trace-cost.js");
+  const run = spawnSync(process.execPath, [script, dir, queriesFile, String(d), mode], { env, encoding: "utf8", maxBuffer: 64 << 20 });
+  const line = run.stdout.split("\n").find((l) => l.startsWith("@@result "));
+  if (run.status !== 0 || !line) throw new Error(`tracing round (${mode}${addon ? ", compiled out" : ""}) failed: ${run.stderr}`);
+  return JSON.parse(line.slice("@@result ".length)) as { times: number[]; events: number };
 }
 
 const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5);
@@ -339,22 +369,28 @@ async function main(): Promise<void> {
     throttledDb.close();
     if (failures) console.log(`throttled run: ${failures} failures, first: ${firstFailure}`);
 
-    // Trace events: search p50 with no listener (tracing off), with a listener at "error"
-    // (which a search's events do not reach) and with one at "info" (every plan_run
-    // delivered), in rotating rounds on the local table.
+    // Trace events: search p50 on the local table, each round in a process of its own, in
+    // four states rotated: the normal build with tracing off (no listener), the same with a
+    // listener at "error" (which a search's events do not reach) and at "info" (every
+    // plan_run delivered), and a build with every event site compiled out, the baseline
+    // "tracing off costs nothing" is measured against.
     console.log("tracing…");
-    const modes = ["off", "error", "info"] as const;
-    const traced = { off: [] as number[], error: [] as number[], info: [] as number[] };
-    const events = { off: 0, error: 0, info: 0 };
-    for (let round = 0; round < TRACE_ROUNDS * modes.length; round++) {
-      const mode = modes[round % modes.length];
-      const subscription = mode === "off" ? undefined : q.subscribeEvents(() => events[mode]++, { level: mode });
-      for (const v of repeated) traced[mode].push(await timedMs(() => search(localTable, v)));
-      // Let the queued events reach the listener before the next round.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      subscription?.unsubscribe();
+    const compiledOut = buildTracingCompiledOut();
+    const queriesFile = path.join(local, "queries.f32");
+    writeFileSync(queriesFile, Buffer.concat(repeated.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength))));
+    const states = ["off", "compiled-out", "error", "info"] as const;
+    const traced = { off: [] as number[], "compiled-out": [] as number[], error: [] as number[], info: [] as number[] };
+    const events = { off: 0, "compiled-out": 0, error: 0, info: 0 };
+    for (let round = 0; round < TRACE_ROUNDS; round++) {
+      for (let i = 0; i < states.length; i++) {
+        const state = states[(round + i) % states.length];
+        const result = traceRound(local, queriesFile, cols.d, state === "compiled-out" ? "off" : state, state === "compiled-out" ? compiledOut : undefined);
+        traced[state].push(...result.times);
+        events[state] += result.events;
+      }
     }
     if (events.info === 0) throw new Error("no trace events reached the listener");
+    if (events.off + events["compiled-out"] + events.error !== 0) throw new Error("events reached a listener that should get none");
 
     s3Table.close();
     localTable.close();
@@ -369,7 +405,7 @@ async function main(): Promise<void> {
     const warmP50 = { local: p50(warm.local), s3: p50(warm.s3), localNew: p50(warm.localNew), s3New: p50(warm.s3New) };
     const fetchP50 = { quiver: p50(fetched.quiver), lancedb: p50(fetched.lancedb) };
     const coldRoundTrips = sequentialRoundTrips(coldLast.search);
-    const traceP50 = { off: p50(traced.off), error: p50(traced.error), info: p50(traced.info) };
+    const traceP50 = { off: p50(traced.off), compiledOut: p50(traced["compiled-out"]), error: p50(traced.error), info: p50(traced.info) };
     const lines = [
       "<!-- s3 -->",
       "## Tables on S3",
@@ -448,11 +484,18 @@ async function main(): Promise<void> {
         `zero failures: ${met(failures === 0)}`,
       ]),
       row([
+        "search p50 (local), tracing off (no listener, `QUIVER_LOG` unset) vs a build with every event site compiled out",
+        `${ms(traceP50.off)} off`,
+        `${ms(traceP50.compiledOut)} compiled out`,
+        `${x(traceP50.off, traceP50.compiledOut)}`,
+        `≤ 1.02×: ${met(traceP50.off / traceP50.compiledOut <= 1.02)}`,
+      ]),
+      row([
         "search p50 (local), a listener at \"error\" (tracing on, a search's events filtered out where they arise) vs tracing off",
         `${ms(traceP50.error)} (${events.error} events)`,
         `${ms(traceP50.off)} off`,
         `${x(traceP50.error, traceP50.off)}`,
-        `≤ 1.02×: ${met(traceP50.error / traceP50.off <= 1.02)}`,
+        "",
       ]),
       row([
         "search p50 (local), a listener at \"info\" (each search's plan measured and its plan_run delivered) vs tracing off",
@@ -462,7 +505,7 @@ async function main(): Promise<void> {
         "",
       ]),
       "",
-      `Index builds: ${builds.local.map(seconds).join(", ")} local; ${builds.s3.map(seconds).join(", ")} on S3. Btree on id: Quiver ${seconds(idBuild.quiver)}, LanceDB ${seconds(idBuild.lancedb)} (S3). Cold rounds (search): ${cold.map((c) => `${ms(c.searchMs)}, ${sequentialRoundTrips(c.search)} round trips`).join("; ")}. Tracing off (no listener, \`QUIVER_LOG\` unset) sets tracing's global level ceiling to off, so an event site costs one relaxed load, as in a process with no subscriber, and plans are not measured; ${TRACE_ROUNDS} rounds of each state, rotated.`,
+      `Index builds: ${builds.local.map(seconds).join(", ")} local; ${builds.s3.map(seconds).join(", ")} on S3. Btree on id: Quiver ${seconds(idBuild.quiver)}, LanceDB ${seconds(idBuild.lancedb)} (S3). Cold rounds (search): ${cold.map((c) => `${ms(c.searchMs)}, ${sequentialRoundTrips(c.search)} round trips`).join("; ")}. Tracing off (no listener, \`QUIVER_LOG\` unset) sets tracing's global level ceiling to off, so an event site costs one relaxed load, as in a process with no subscriber, and plans are not measured. The compiled-out build is the same source built with the \`tracing-compiled-out\` feature (tracing's \`max_level_off\`: event sites compile to nothing). Tracing figures: ${TRACE_ROUNDS} rounds of each state, each a process of its own searching the ${repeated.length} queries once to warm up and once timed, the order of the states rotated from round to round.`,
       "",
       `The store: one 16 KiB GET through the proxy takes ${ms(store.one)} (p50), eight at once ${ms(store.eight)}: moto answers requests one at a time, so parallel requests (a row's columns, a search's candidates) cost here what S3 would serve at once.`,
       "",
