@@ -187,6 +187,19 @@ fn assert_same_top(got: &[(i64, f32)], want: &[(i64, f32)], what: &str) {
     }
 }
 
+/// A search for the ids of `query`'s top 10, unfiltered.
+fn top_ids(query: FtsQuery) -> TextSearch {
+    TextSearch {
+        query,
+        k: 10,
+        offset: 0,
+        columns: Some(vec!["id".into()]),
+        with_row_id: false,
+        filter: None,
+        postfilter: false,
+    }
+}
+
 async fn search(t: &Table, query: FtsQuery, k: usize, filter: Option<&str>) -> Vec<(i64, f32)> {
     let request = TextSearch {
         query,
@@ -486,15 +499,7 @@ async fn unindexed_rows_are_tokenized_once_per_fragment_and_stay_exact() {
         let n = |k: &str| source.detail(k).expect(k).parse::<u64>().expect(k);
         (n("unindexed_rows"), n("unindexed_rows_tokenized"))
     };
-    let request = |text: &str| TextSearch {
-        query: matching(text, Operator::Or),
-        k: 10,
-        offset: 0,
-        columns: Some(vec!["id".into()]),
-        with_row_id: false,
-        filter: None,
-        postfilter: false,
-    };
+    let request = |text: &str| top_ids(matching(text, Operator::Or));
     // Two appends: each fragment is tokenized by the first search that needs it, once.
     let mut appended = 0;
     for round in 0..2 {
@@ -747,15 +752,7 @@ async fn analyzed_searches_count_the_lists_they_read_from_storage() {
     assert!(!search(&t, matching(opener, Operator::Or), 10, None)
         .await
         .is_empty());
-    let request = TextSearch {
-        query: matching(word, Operator::Or),
-        k: 10,
-        offset: 0,
-        columns: Some(vec!["id".into()]),
-        with_row_id: false,
-        filter: None,
-        postfilter: false,
-    };
+    let request = top_ids(matching(word, Operator::Or));
     let figures = |plan: &quiver_engine::plan::PlanNode| {
         let node = plan.find("FullTextSearch").expect("search node");
         let m = node.metrics.clone().expect("measured");

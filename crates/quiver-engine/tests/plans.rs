@@ -42,6 +42,15 @@ async fn table(dir: &std::path::Path, fragments: i64, rows: usize) -> (Database,
     (db, t)
 }
 
+/// Table `t` of `dir` on a new connection: nothing of it cached yet.
+async fn reopened(dir: &std::path::Path) -> (Database, Table) {
+    let db = Database::connect(dir.to_str().expect("utf-8"), ConnectOptions::default())
+        .await
+        .expect("connect");
+    let t = db.open_table("t").await.expect("open");
+    (db, t)
+}
+
 fn query(at: f64) -> VectorSearch {
     VectorSearch {
         query: vec![at; DIM as usize],
@@ -165,13 +174,7 @@ async fn indexed_search_plan_reports_what_ran() {
 
     // Partitions load as searches probe them: a query probing 2 of 16 on a fresh connection
     // reads the model and those 2, and its neighbour query the partitions it adds.
-    let db = Database::connect(
-        dir.path().to_str().expect("utf-8"),
-        ConnectOptions::default(),
-    )
-    .await
-    .expect("connect");
-    let fresh = db.open_table("t").await.expect("open");
+    let (_fresh_db, fresh) = reopened(dir.path()).await;
     let narrow = |at: f64| VectorSearch {
         nprobes: Some(2),
         ..query(at)
@@ -326,14 +329,7 @@ async fn analyzed_filters_count_the_index_parts_they_read_from_an_index_opened_b
     )
     .await
     .expect("btree");
-    // A new connection: nothing of the index cached yet.
-    let db = Database::connect(
-        dir.path().to_str().expect("utf-8"),
-        ConnectOptions::default(),
-    )
-    .await
-    .expect("connect");
-    let t = db.open_table("t").await.expect("open");
+    let (_db, t) = reopened(dir.path()).await;
     let by_id = |id: i64| ScanOptions {
         columns: Some(vec!["id".into()]),
         filter: Some(t.parse_filter(&format!("id = {id}")).expect("filter")),
