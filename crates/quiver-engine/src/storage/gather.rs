@@ -39,6 +39,8 @@ struct Read {
     path: Path,
     size: u64,
     ranges: Vec<Range<u64>>,
+    /// Extents to read whole with any of the ranges (see [`Storage::read_ranges_cached`]).
+    extents: Vec<Range<u64>>,
 }
 
 enum Reply {
@@ -84,12 +86,14 @@ impl GatherMember {
         path: &Path,
         size: u64,
         ranges: &[Range<u64>],
+        extents: &[Range<u64>],
     ) -> Result<Vec<Bytes>> {
         let read = Read {
             storage: storage.clone(),
             path: path.clone(),
             size,
             ranges: ranges.to_vec(),
+            extents: extents.to_vec(),
         };
         // Either every other member waits (this one reads for all) or this one waits.
         let turn = {
@@ -115,11 +119,16 @@ impl GatherMember {
                     path: path.clone(),
                     size,
                     ranges: ranges.to_vec(),
+                    extents: extents.to_vec(),
                 };
                 lead(read, others).await
             }
             // The leader failed or was cancelled.
-            Ok(Reply::Alone) | Err(_) => storage.read_ranges_cached(path, size, ranges).await,
+            Ok(Reply::Alone) | Err(_) => {
+                storage
+                    .read_ranges_cached(path, size, ranges, extents)
+                    .await
+            }
         }
     }
 }
@@ -152,30 +161,38 @@ async fn lead(mine: Read, others: Vec<Waiter>) -> Result<Vec<Bytes>> {
     if others.is_empty() {
         return mine
             .storage
-            .read_ranges_cached(&mine.path, mine.size, &mine.ranges)
+            .read_ranges_cached(&mine.path, mine.size, &mine.ranges, &mine.extents)
             .await;
     }
-    // Objects in order of first appearance, each with the ranges of every request for it;
-    // `placed[i]` is where request i's ranges start (object, index), `mine` first.
-    let mut objects: Vec<(&Read, Vec<Range<u64>>)> = Vec::new();
+    // Objects in order of first appearance, each with the ranges and extents of every
+    // request for it; `placed[i]` is where request i's ranges start (object, index), `mine`
+    // first.
+    let mut objects: Vec<Read> = Vec::new();
     let mut placed = Vec::with_capacity(others.len() + 1);
     for read in std::iter::once(&mine).chain(others.iter().map(|w| &w.read)) {
-        let same = |o: &&Read| o.path == read.path && o.storage.uri() == read.storage.uri();
-        let at = match objects.iter().position(|(o, _)| same(o)) {
+        let same = |o: &Read| o.path == read.path && o.storage.uri() == read.storage.uri();
+        let at = match objects.iter().position(same) {
             Some(at) => at,
             None => {
-                objects.push((read, Vec::new()));
+                objects.push(Read {
+                    storage: read.storage.clone(),
+                    path: read.path.clone(),
+                    size: read.size,
+                    ranges: Vec::new(),
+                    extents: Vec::new(),
+                });
                 objects.len() - 1
             }
         };
-        placed.push((at, objects[at].1.len()));
-        objects[at].1.extend(read.ranges.iter().cloned());
+        let all = &mut objects[at];
+        placed.push((at, all.ranges.len()));
+        all.ranges.extend(read.ranges.iter().cloned());
+        all.extents.extend(read.extents.iter().cloned());
     }
-    let mut results = futures::future::join_all(
-        objects
-            .iter()
-            .map(|(o, ranges)| o.storage.read_ranges_cached(&o.path, o.size, ranges)),
-    )
+    let mut results = futures::future::join_all(objects.iter().map(|o| {
+        o.storage
+            .read_ranges_cached(&o.path, o.size, &o.ranges, &o.extents)
+    }))
     .await;
     let part = |results: &[Result<Vec<Bytes>>], (at, from): (usize, usize), n: usize| {
         results[at]
@@ -239,10 +256,10 @@ mod tests {
         let before = reads(&storage);
         let wanted = [0..10u64, 100_000..100_100, 200_000..200_008];
         let (x, y, z, w) = tokio::join!(
-            members[0].read(&storage, &a, 1 << 20, &wanted[..1]),
-            members[1].read(&storage, &a, 1 << 20, &wanted[1..2]),
-            members[2].read(&storage, &b, 1024, &[5..9]),
-            members[3].read(&storage, &a, 1 << 20, &wanted[2..]),
+            members[0].read(&storage, &a, 1 << 20, &wanted[..1], &[]),
+            members[1].read(&storage, &a, 1 << 20, &wanted[1..2], &[]),
+            members[2].read(&storage, &b, 1024, &[5..9], &[]),
+            members[3].read(&storage, &a, 1 << 20, &wanted[2..], &[]),
         );
         // One coalesced request for `a` (its ranges lie within the gap), one for `b`.
         assert_eq!(reads(&storage) - before, 2);
@@ -264,8 +281,8 @@ mod tests {
         let ((x, y), ()) = tokio::join!(
             async {
                 tokio::join!(
-                    members[0].read(&storage, &a, 1 << 20, &[0..4]),
-                    members[1].read(&storage, &a, 1 << 20, &[8..12]),
+                    members[0].read(&storage, &a, 1 << 20, &[0..4], &[]),
+                    members[1].read(&storage, &a, 1 << 20, &[8..12], &[]),
                 )
             },
             async {
@@ -279,7 +296,7 @@ mod tests {
 
         // Alone, a member reads at once.
         let alone = gather(1);
-        let got = alone[0].read(&storage, &a, 1 << 20, &[3..5]).await;
+        let got = alone[0].read(&storage, &a, 1 << 20, &[3..5], &[]).await;
         assert_eq!(&got.expect("alone")[0][..], &data[3..5]);
     }
 
@@ -289,7 +306,7 @@ mod tests {
         let (storage, a, _, data) = store().await;
         let members = gather(3);
         {
-            let waiting = members[0].read(&storage, &a, 1 << 20, &[0..4]);
+            let waiting = members[0].read(&storage, &a, 1 << 20, &[0..4], &[]);
             let mut waiting = Box::pin(waiting);
             // Polled once: it now waits for the others.
             assert!(futures::poll!(waiting.as_mut()).is_pending());
@@ -298,8 +315,8 @@ mod tests {
         drop(members.next());
         let (x, y) = (members.next().expect("x"), members.next().expect("y"));
         let (x, y) = tokio::join!(
-            x.read(&storage, &a, 1 << 20, &[16..20]),
-            y.read(&storage, &a, 1 << 20, &[32..36]),
+            x.read(&storage, &a, 1 << 20, &[16..20], &[]),
+            y.read(&storage, &a, 1 << 20, &[32..36], &[]),
         );
         assert_eq!(&x.expect("x")[0][..], &data[16..20]);
         assert_eq!(&y.expect("y")[0][..], &data[32..36]);
@@ -313,9 +330,9 @@ mod tests {
         let missing = storage.path("missing");
         let members = gather(3);
         let (x, y, z) = tokio::join!(
-            members[0].read(&storage, &missing, 100, &[0..4]),
-            members[1].read(&storage, &a, 1 << 20, &[0..4]),
-            members[2].read(&storage, &missing, 100, &[8..12]),
+            members[0].read(&storage, &missing, 100, &[0..4], &[]),
+            members[1].read(&storage, &a, 1 << 20, &[0..4], &[]),
+            members[2].read(&storage, &missing, 100, &[8..12], &[]),
         );
         assert!(
             matches!(x, Err(Error::Storage(object_store::Error::NotFound { .. }))),

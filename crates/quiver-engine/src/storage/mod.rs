@@ -505,12 +505,15 @@ impl Storage {
     /// [`Storage::read_ranges`] of an immutable object of `size` bytes through the block
     /// cache: on a cloud store, the aligned blocks the ranges touch are read once (the missing
     /// ones in one coalesced read) and served from memory after, so a warm search's row reads
-    /// cost no round trip. Without a block cache, a plain `read_ranges`.
+    /// cost no round trip. An extent (a small page, say) holding a range whose blocks must be
+    /// read is read whole with them, in the same requests, and cached: the next reads in it
+    /// cost none. Without a block cache, a plain `read_ranges`.
     pub async fn read_ranges_cached(
         &self,
         path: &Path,
         size: u64,
         ranges: &[Range<u64>],
+        extents: &[Range<u64>],
     ) -> Result<Vec<Bytes>> {
         let Some(cache) = &self.blocks else {
             return self.read_ranges(path, ranges).await;
@@ -541,14 +544,46 @@ impl Storage {
             }
         }
         if !missing.is_empty() {
+            for extent in extents {
+                let blocks =
+                    extent.start / blocks::BLOCK..extent.end.min(size).div_ceil(blocks::BLOCK);
+                if missing.iter().any(|b| blocks.contains(b)) {
+                    missing
+                        .extend(blocks.filter(|&b| {
+                            !have.contains_key(&b) && cache.get(&prefix, b).is_none()
+                        }));
+                }
+            }
+            missing.sort_unstable();
+            missing.dedup();
             let reads: Vec<Range<u64>> = missing
                 .iter()
                 .map(|&b| blocks::block_range(b, size))
                 .collect();
-            let fetched = self.read_ranges(path, &reads).await?;
-            for (b, bytes) in missing.into_iter().zip(fetched) {
-                cache.insert(&prefix, b, bytes.clone());
-                have.insert(b, bytes);
+            // Missing blocks are block-aligned, so each coalesced read is whole blocks: the
+            // ones between wanted blocks came with the same request, at no extra round trip,
+            // and are cached too. A row fetch's columns (a few bytes each, in pages side by
+            // side) then cost one request per file until the pages around them are cached,
+            // where keeping only the wanted blocks paid one per fetch.
+            let (merged, chunks) = self.fetch_coalesced(path, &reads).await?;
+            for (range, chunk) in merged.iter().zip(&chunks) {
+                if chunk.len() as u64 != range.end - range.start {
+                    return Err(Error::corrupt(
+                        path,
+                        format!("range {range:?} lies past the end of the object"),
+                    ));
+                }
+                for b in range.start / blocks::BLOCK..range.end.div_ceil(blocks::BLOCK) {
+                    let block = blocks::block_range(b, size);
+                    if have.contains_key(&b) {
+                        continue; // a wanted block found cached
+                    }
+                    let bytes = chunk.slice(
+                        (block.start - range.start) as usize..(block.end - range.start) as usize,
+                    );
+                    cache.insert(&prefix, b, bytes.clone());
+                    have.insert(b, bytes);
+                }
             }
         }
         ranges
@@ -828,22 +863,10 @@ impl Storage {
     /// Reads many byte ranges of one object. Ranges closer than the coalesce gap are fetched
     /// as one request; the result holds one `Bytes` per requested range, in request order.
     pub async fn read_ranges(&self, path: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let merged = coalesce_ranges(ranges, self.options.coalesce_gap);
+        let (merged, fetched) = self.fetch_coalesced(path, ranges).await?;
         if merged.is_empty() {
             return Ok(vec![Bytes::new(); ranges.len()]);
         }
-        let total: u64 = merged.iter().map(|r| r.end - r.start).sum();
-        let admitted = self.limits.admit(merged.len(), total).await?;
-        let fetched = self.fetch_ranges(path, &merged).await;
-        drop(admitted);
-        let fetched = fetched?;
-        let fetched_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
-        record_read(
-            &self.stats,
-            self.observer.as_deref(),
-            merged.len() as u64,
-            fetched_bytes,
-        );
         ranges
             .iter()
             .map(|r| {
@@ -864,6 +887,32 @@ impl Storage {
                 Ok(chunk.slice(start..end))
             })
             .collect()
+    }
+
+    /// Reads `ranges` coalesced: the merged ranges, ascending, and the bytes of each, as
+    /// counted requests under the store's limits.
+    async fn fetch_coalesced(
+        &self,
+        path: &Path,
+        ranges: &[Range<u64>],
+    ) -> Result<(Vec<Range<u64>>, Vec<Bytes>)> {
+        let merged = coalesce_ranges(ranges, self.options.coalesce_gap);
+        if merged.is_empty() {
+            return Ok((merged, Vec::new()));
+        }
+        let total: u64 = merged.iter().map(|r| r.end - r.start).sum();
+        let admitted = self.limits.admit(merged.len(), total).await?;
+        let fetched = self.fetch_ranges(path, &merged).await;
+        drop(admitted);
+        let fetched = fetched?;
+        let fetched_bytes: u64 = fetched.iter().map(|b| b.len() as u64).sum();
+        record_read(
+            &self.stats,
+            self.observer.as_deref(),
+            merged.len() as u64,
+            fetched_bytes,
+        );
+        Ok((merged, fetched))
     }
 
     async fn fetch_ranges(&self, path: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -1229,13 +1278,13 @@ mod tests {
         storage.put(&path, Bytes::from(data.clone())).await.unwrap();
         let ranges = [10..20, 65_000..70_000, 199_990..200_000];
         let first = storage
-            .read_ranges_cached(&path, 200_000, &ranges)
+            .read_ranges_cached(&path, 200_000, &ranges, &[])
             .await
             .unwrap();
         let reads = storage.io_stats().read_ops;
         assert!(reads > 0);
         let again = storage
-            .read_ranges_cached(&path, 200_000, &ranges)
+            .read_ranges_cached(&path, 200_000, &ranges, &[])
             .await
             .unwrap();
         assert_eq!(storage.io_stats().read_ops, reads, "served from the cache");
@@ -1246,7 +1295,7 @@ mod tests {
         assert!(cache.size_bytes() > 0);
         let past_the_end = std::slice::from_ref(&(199_000..200_001));
         assert!(storage
-            .read_ranges_cached(&path, 200_000, past_the_end)
+            .read_ranges_cached(&path, 200_000, past_the_end, &[])
             .await
             .is_err());
         // A local store keeps no blocks.
@@ -1254,6 +1303,78 @@ mod tests {
             .unwrap()
             .with_block_cache(cache.clone());
         assert!(local.blocks.is_none());
+    }
+
+    /// The blocks between two wanted ranges that one request read with them are cached too,
+    /// and so are the extents read with them: a later read in either costs no request, and
+    /// bytes past them still do.
+    #[tokio::test]
+    #[allow(clippy::single_range_in_vec_init)] // one range per read reads plainest here
+    async fn blocks_read_along_with_wanted_ones_are_cached() {
+        use throttle::tests::FlakyStore;
+        let store = Arc::new(FlakyStore::new(Box::new(|_, _| None)));
+        let cache = Arc::new(BlockCache::new(4 << 20));
+        let storage =
+            Storage::from_store(store, Path::default(), StorageOptions::default(), "s3://b")
+                .checking_conditional_puts()
+                .with_block_cache(cache.clone());
+        let path = storage.path("t/data/f.qvd");
+        let size = 1_000_000u64;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        storage.put(&path, Bytes::from(data.clone())).await.unwrap();
+        let bytes = |r: &Range<u64>| &data[r.start as usize..r.end as usize];
+        // 200 KB apart: within the cloud coalesce gap, so one request.
+        let reads = storage.io_stats().read_ops;
+        let wanted = [100..108, 200_000..200_100];
+        let got = storage
+            .read_ranges_cached(&path, size, &wanted, &[])
+            .await
+            .unwrap();
+        assert_eq!(storage.io_stats().read_ops, reads + 1);
+        assert_eq!(&got[1][..], bytes(&wanted[1]));
+        let between = [50_000..50_008, 150_000..150_200];
+        let got = storage
+            .read_ranges_cached(&path, size, &between, &[])
+            .await
+            .unwrap();
+        assert_eq!(storage.io_stats().read_ops, reads + 1, "read along before");
+        for (r, b) in between.iter().zip(&got) {
+            assert_eq!(&b[..], bytes(r));
+        }
+        let beyond = [600_000..600_008];
+        let got = storage
+            .read_ranges_cached(&path, size, &beyond, &[])
+            .await
+            .unwrap();
+        assert_eq!(storage.io_stats().read_ops, reads + 2);
+        assert_eq!(&got[0][..], bytes(&beyond[0]));
+        // An extent holding a range to read is read whole with it, in one request; one that
+        // holds none is not read.
+        let extents = [700_000..950_000, 960_000..990_000];
+        let got = storage
+            .read_ranges_cached(&path, size, &[900_000..900_010], &extents)
+            .await
+            .unwrap();
+        assert_eq!(&got[0][..], bytes(&(900_000..900_010)));
+        assert_eq!(storage.io_stats().read_ops, reads + 3);
+        let inside = [700_000..700_100, 949_000..950_000];
+        let got = storage
+            .read_ranges_cached(&path, size, &inside, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.io_stats().read_ops,
+            reads + 3,
+            "read with its extent"
+        );
+        for (r, b) in inside.iter().zip(&got) {
+            assert_eq!(&b[..], bytes(r));
+        }
+        storage
+            .read_ranges_cached(&path, size, &[980_000..980_001], &[])
+            .await
+            .unwrap();
+        assert_eq!(storage.io_stats().read_ops, reads + 4);
     }
 
     #[test]
