@@ -31,12 +31,17 @@ const { values: args } = parseArgs({
 const SIZE = args.size as Size;
 const QUERIES = Number(args.queries);
 const LATENCY_MS = Number(args.latency);
-const BUILD_ROUNDS = 2;
+/** The build's time varies by a second or two from run to run here (k-means alone), so the
+ * fastest of three builds is compared on each side. */
+const BUILD_ROUNDS = 3;
 const COLD_ROUNDS = 3;
 const THROTTLED_QUERIES = 1_000;
 const THROTTLED_SHARE = 0.1;
 const THROTTLED_CONCURRENCY = 4;
-const TRACE_ROUNDS = 6;
+/** Processes per tracing state. Per-process latency differs by a few percent (code and heap
+ * layout), so the 2% bar needs many; a multiple of the four states, so that with their order
+ * rotated each state runs in each position equally often. */
+const TRACE_ROUNDS = 16;
 const K = 10;
 const BUCKET = "bench";
 
