@@ -574,10 +574,10 @@ impl Storage {
                     ));
                 }
                 for b in range.start / blocks::BLOCK..range.end.div_ceil(blocks::BLOCK) {
-                    let block = blocks::block_range(b, size);
                     if have.contains_key(&b) {
                         continue; // a wanted block found cached
                     }
+                    let block = blocks::block_range(b, size);
                     let bytes = chunk.slice(
                         (block.start - range.start) as usize..(block.end - range.start) as usize,
                     );
