@@ -1263,19 +1263,26 @@ mod tests {
             .is_empty());
     }
 
-    /// On a cloud store, ranges read once are served from the block cache after, exactly.
-    #[tokio::test]
-    async fn cloud_reads_of_data_files_go_through_the_block_cache() {
+    /// A cloud store with a block cache of `capacity` bytes, holding a data file of `size`
+    /// bytes (`i % 251` at offset `i`).
+    async fn cloud_file(capacity: u64, size: u64) -> (Storage, Arc<BlockCache>, Path, Vec<u8>) {
         use throttle::tests::FlakyStore;
         let store = Arc::new(FlakyStore::new(Box::new(|_, _| None)));
-        let cache = Arc::new(BlockCache::new(1 << 20));
+        let cache = Arc::new(BlockCache::new(capacity));
         let storage =
             Storage::from_store(store, Path::default(), StorageOptions::default(), "s3://b")
                 .checking_conditional_puts()
                 .with_block_cache(cache.clone());
         let path = storage.path("t/data/f.qvd");
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         storage.put(&path, Bytes::from(data.clone())).await.unwrap();
+        (storage, cache, path, data)
+    }
+
+    /// On a cloud store, ranges read once are served from the block cache after, exactly.
+    #[tokio::test]
+    async fn cloud_reads_of_data_files_go_through_the_block_cache() {
+        let (storage, cache, path, data) = cloud_file(1 << 20, 200_000).await;
         let ranges = [10..20, 65_000..70_000, 199_990..200_000];
         let first = storage
             .read_ranges_cached(&path, 200_000, &ranges, &[])
@@ -1311,70 +1318,32 @@ mod tests {
     #[tokio::test]
     #[allow(clippy::single_range_in_vec_init)] // one range per read reads plainest here
     async fn blocks_read_along_with_wanted_ones_are_cached() {
-        use throttle::tests::FlakyStore;
-        let store = Arc::new(FlakyStore::new(Box::new(|_, _| None)));
-        let cache = Arc::new(BlockCache::new(4 << 20));
-        let storage =
-            Storage::from_store(store, Path::default(), StorageOptions::default(), "s3://b")
-                .checking_conditional_puts()
-                .with_block_cache(cache.clone());
-        let path = storage.path("t/data/f.qvd");
         let size = 1_000_000u64;
-        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        storage.put(&path, Bytes::from(data.clone())).await.unwrap();
-        let bytes = |r: &Range<u64>| &data[r.start as usize..r.end as usize];
+        let (storage, _, path, data) = cloud_file(4 << 20, size).await;
+        let before = storage.io_stats().read_ops;
+        // Reads `ranges` with `extents`, checks the bytes; returns the requests made so far.
+        let read = async |ranges: &[Range<u64>], extents: &[Range<u64>]| {
+            let got = storage
+                .read_ranges_cached(&path, size, ranges, extents)
+                .await
+                .unwrap();
+            for (r, b) in ranges.iter().zip(&got) {
+                assert_eq!(&b[..], &data[r.start as usize..r.end as usize]);
+            }
+            storage.io_stats().read_ops - before
+        };
         // 200 KB apart: within the cloud coalesce gap, so one request.
-        let reads = storage.io_stats().read_ops;
-        let wanted = [100..108, 200_000..200_100];
-        let got = storage
-            .read_ranges_cached(&path, size, &wanted, &[])
-            .await
-            .unwrap();
-        assert_eq!(storage.io_stats().read_ops, reads + 1);
-        assert_eq!(&got[1][..], bytes(&wanted[1]));
+        assert_eq!(read(&[100..108, 200_000..200_100], &[]).await, 1);
         let between = [50_000..50_008, 150_000..150_200];
-        let got = storage
-            .read_ranges_cached(&path, size, &between, &[])
-            .await
-            .unwrap();
-        assert_eq!(storage.io_stats().read_ops, reads + 1, "read along before");
-        for (r, b) in between.iter().zip(&got) {
-            assert_eq!(&b[..], bytes(r));
-        }
-        let beyond = [600_000..600_008];
-        let got = storage
-            .read_ranges_cached(&path, size, &beyond, &[])
-            .await
-            .unwrap();
-        assert_eq!(storage.io_stats().read_ops, reads + 2);
-        assert_eq!(&got[0][..], bytes(&beyond[0]));
+        assert_eq!(read(&between, &[]).await, 1, "read along before");
+        assert_eq!(read(&[600_000..600_008], &[]).await, 2);
         // An extent holding a range to read is read whole with it, in one request; one that
         // holds none is not read.
         let extents = [700_000..950_000, 960_000..990_000];
-        let got = storage
-            .read_ranges_cached(&path, size, &[900_000..900_010], &extents)
-            .await
-            .unwrap();
-        assert_eq!(&got[0][..], bytes(&(900_000..900_010)));
-        assert_eq!(storage.io_stats().read_ops, reads + 3);
+        assert_eq!(read(&[900_000..900_010], &extents).await, 3);
         let inside = [700_000..700_100, 949_000..950_000];
-        let got = storage
-            .read_ranges_cached(&path, size, &inside, &[])
-            .await
-            .unwrap();
-        assert_eq!(
-            storage.io_stats().read_ops,
-            reads + 3,
-            "read with its extent"
-        );
-        for (r, b) in inside.iter().zip(&got) {
-            assert_eq!(&b[..], bytes(r));
-        }
-        storage
-            .read_ranges_cached(&path, size, &[980_000..980_001], &[])
-            .await
-            .unwrap();
-        assert_eq!(storage.io_stats().read_ops, reads + 4);
+        assert_eq!(read(&inside, &[]).await, 3, "read with its extent");
+        assert_eq!(read(&[980_000..980_001], &[]).await, 4);
     }
 
     #[test]
