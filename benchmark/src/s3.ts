@@ -31,16 +31,16 @@ const { values: args } = parseArgs({
 const SIZE = args.size as Size;
 const QUERIES = Number(args.queries);
 const LATENCY_MS = Number(args.latency);
-/** The build's time varies by a second or two from run to run here (k-means alone), so the
- * fastest of three builds is compared on each side. */
+/** The build's time varies by seconds from run to run here (17.1 to 22.0 s locally within
+ * one run), so the fastest of three builds is compared on each side. */
 const BUILD_ROUNDS = 3;
 const COLD_ROUNDS = 3;
 const THROTTLED_QUERIES = 1_000;
 const THROTTLED_SHARE = 0.1;
 const THROTTLED_CONCURRENCY = 4;
-/** Processes per tracing state. Per-process latency differs by a few percent (code and heap
- * layout), so the 2% bar needs many; a multiple of the four states, so that with their order
- * rotated each state runs in each position equally often. */
+/** Processes per tracing state. With 6, "off vs compiled out" (the same code) came out 0.95×
+ * in one run and 1.05× in the next, so the 2% bar needs more; a multiple of the four states,
+ * so that with their order rotated each state runs in each position equally often. */
 const TRACE_ROUNDS = 16;
 const K = 10;
 const BUCKET = "bench";

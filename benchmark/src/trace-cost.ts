@@ -8,8 +8,8 @@
 import { readFileSync } from "node:fs";
 import { timedMs } from "./section.js";
 
-export const TRACE_MODES = ["off", "error", "info"] as const;
-export type TraceMode = (typeof TRACE_MODES)[number];
+const TRACE_MODES = ["off", "error", "info"] as const;
+type TraceMode = (typeof TRACE_MODES)[number];
 
 async function main(): Promise<void> {
   const [dir, queriesFile, dimension, mode] = process.argv.slice(2);
