@@ -8,6 +8,7 @@
 //   npm run bench:s3 [-- --size small|medium --queries 200 --latency 10 --no-markdown]
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -222,21 +223,31 @@ async function main(): Promise<void> {
     const ingestLocal = await ingest((t) => localDb.createTable("t", t));
     console.log({ ingestLance, ingestS3, ingestLocal });
     // What the store itself allows: each add()'s bytes (its Arrow IPC size, about a data
-    // file's) as 4 plain PUTs at once, then one small PUT for the commit, add after add.
+    // file's) as plain PUTs of 5 MiB at once (the part size of Quiver's uploads), then one
+    // small PUT for the commit, add after add. Sent with node:http, which costs less per
+    // request than fetch (30 MB as 4 PUTs: ~230 ms through fetch, ~170 ms through http, medians
+    // of 6 here).
     const addBytes = batches.map((b) => tableToIPC(b, "stream").byteLength);
+    const agent = new http.Agent({ keepAlive: true });
+    const plainPut = (key: string, body: Buffer) =>
+      new Promise<void>((resolve, reject) => {
+        const url = new URL(`${proxy.endpoint}/${BUCKET}/floor/${key}`);
+        const request = http.request(url, { method: "PUT", agent, headers: { "content-length": body.length } }, (answer) => {
+          answer.resume();
+          answer.on("end", () => (answer.statusCode === 200 ? resolve() : reject(new Error(`PUT ${key}: HTTP ${answer.statusCode}`))));
+        });
+        request.on("error", reject);
+        request.end(body);
+      });
+    const PART = 5 * 1024 * 1024;
     const ingestFloor = await timedMs(async () => {
       for (const [i, bytes] of addBytes.entries()) {
-        const part = Buffer.alloc(Math.ceil(bytes / 4), 1);
-        await Promise.all(
-          [0, 1, 2, 3].map((p) =>
-            fetch(`${proxy.endpoint}/${BUCKET}/floor/${i}-${p}`, { method: "PUT", body: part }).then((r) => r.arrayBuffer()),
-          ),
-        );
-        await fetch(`${proxy.endpoint}/${BUCKET}/floor/${i}.manifest`, { method: "PUT", body: Buffer.alloc(4096, 1) }).then((r) =>
-          r.arrayBuffer(),
-        );
+        const parts = Math.ceil(bytes / PART);
+        await Promise.all(Array.from({ length: parts }, (_, p) => plainPut(`${i}-${p}`, Buffer.alloc(Math.min(PART, bytes - p * PART), 1))));
+        await plainPut(`${i}.manifest`, Buffer.alloc(4096, 1));
       }
     });
+    agent.destroy();
     console.log({ ingestFloor });
     const s3Table = await s3Db.openTable("t");
     const localTable = await localDb.openTable("t");
@@ -433,7 +444,7 @@ async function main(): Promise<void> {
         `≥ 2×: ${met(ingestLance / ingestS3 >= 2)}`,
       ]),
       row([
-        "ingest: the store alone (each add()'s bytes as 4 plain PUTs at once, then a 4 KiB PUT), rows/s",
+        "ingest: the store alone (each add()'s bytes as plain 5 MiB PUTs at once, then a 4 KiB PUT), rows/s",
         rowsPerSecond(ingestFloor),
         `LanceDB ${rowsPerSecond(ingestLance)}`,
         `${(ingestLance / ingestFloor).toFixed(2)}× LanceDB's rows/s`,

@@ -116,8 +116,10 @@ impl DataFileWriter {
                 self.columns.len()
             )));
         }
-        for (i, array) in columns.iter().enumerate() {
-            let size = encoded_size(array.as_ref());
+        let sizes: Vec<usize> = columns.iter().map(|c| encoded_size(c.as_ref())).collect();
+        self.out
+            .will_reach(self.bytes_written() + sizes.iter().sum::<usize>() as u64);
+        for ((i, array), size) in columns.iter().enumerate().zip(sizes) {
             let len = array.len();
             if size > self.page_size && len > 1 {
                 // Cut big inputs into page-sized slices so no page grows past the target.
@@ -139,6 +141,12 @@ impl DataFileWriter {
     }
 
     async fn push(&mut self, column: usize, array: ArrayRef, size: usize) -> Result<()> {
+        // A page ends before values that would take it past the target (a slice of a big
+        // input is just under it), so pages are not concatenated to twice its size.
+        let state = &self.columns[column];
+        if !state.pending.is_empty() && state.pending_bytes + size > self.page_size {
+            self.flush_page(column).await?;
+        }
         let state = &mut self.columns[column];
         state.pending.push(array);
         state.pending_bytes += size;
@@ -260,4 +268,70 @@ pub(crate) fn subtree(fields: &[FieldProto], id: i32) -> Vec<FieldProto> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{FixedSizeListArray, Float32Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::format::reader::read_metadata;
+
+    const PAGE: usize = 64 * 1024;
+
+    /// Pages of a 100-float vector column (400 bytes a row, so no whole number of rows fills
+    /// a page) after writing `rows` rows in writes of `per_write` rows: (length, rows) each.
+    async fn vector_pages(rows: usize, per_write: usize) -> Vec<(u64, u64)> {
+        let item = Arc::new(Field::new("item", DataType::Float32, true));
+        let field = Field::new("v", DataType::FixedSizeList(item.clone(), 100), false);
+        let schema = TableSchema::new(&Schema::new(vec![field])).unwrap();
+        let storage = Storage::from_uri("memory://").unwrap();
+        let path = storage.path("f.qvd");
+        let mut writer = DataFileWriter::create(&storage, path.clone(), &schema, PAGE)
+            .await
+            .unwrap();
+        for start in (0..rows).step_by(per_write) {
+            let n = per_write.min(rows - start);
+            let values = Float32Array::from_iter_values((0..n * 100).map(|i| i as f32));
+            let column = FixedSizeListArray::new(item.clone(), 100, Arc::new(values), None);
+            writer.write(&[Arc::new(column)]).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let meta = read_metadata(&storage, &path).await.unwrap();
+        let column = meta.column(schema.field_ids[0], &path).unwrap();
+        column
+            .pages
+            .iter()
+            .map(|p| (p.length, p.num_rows))
+            .collect()
+    }
+
+    /// Pages stay within the page size, each as full as whole rows allow (a big input is cut
+    /// into pages) or as whole writes allow (small writes gather into pages).
+    #[tokio::test]
+    async fn pages_stay_within_the_page_size() {
+        let rows_per_page = (PAGE / 400) as u64;
+        for per_write in [3_000, 7, 1] {
+            let pages = vector_pages(3_000, per_write as usize).await;
+            assert_eq!(pages.iter().map(|p| p.1).sum::<u64>(), 3_000);
+            assert!(
+                pages.iter().all(|&(length, _)| length <= PAGE as u64),
+                "{pages:?}"
+            );
+            let full_rows = if per_write >= rows_per_page {
+                rows_per_page
+            } else {
+                rows_per_page / per_write * per_write
+            };
+            let (last, full) = pages.split_last().unwrap();
+            assert!(last.1 <= full_rows);
+            assert!(
+                full.iter().all(|p| p.1 == full_rows),
+                "{per_write}: {pages:?}"
+            );
+        }
+    }
 }

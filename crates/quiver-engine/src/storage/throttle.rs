@@ -780,7 +780,10 @@ pub(crate) mod tests {
             location: &Path,
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
+            match self.fault("put_multipart") {
+                Some(_) => Err(status("503 Service Unavailable")),
+                None => self.inner.put_multipart_opts(location, opts).await,
+            }
         }
 
         async fn get_opts(
