@@ -1116,12 +1116,14 @@ impl StorageWriter {
     /// first part instead of stalling the writer when the part is ready.
     pub fn will_reach(&mut self, bytes: u64) {
         if let WriterState::Holding { upload, .. } = &mut self.state {
-            if upload.is_none() && bytes > SINGLE_PUT_MAX as u64 && self.storage.is_cloud() {
+            if upload.is_some() || bytes <= SINGLE_PUT_MAX as u64 || !self.storage.is_cloud() {
+                return;
+            }
+            // Outside a tokio runtime the upload simply starts when the first part is ready.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let store = self.storage.store.clone();
                 let path = self.path.clone();
-                *upload = Some(tokio::spawn(
-                    async move { store.put_multipart(&path).await },
-                ));
+                *upload = Some(runtime.spawn(async move { store.put_multipart(&path).await }));
             }
         }
     }
