@@ -1085,8 +1085,8 @@ const UPLOAD_PARTS_IN_FLIGHT: usize = 8;
 type MultipartStart = tokio::task::JoinHandle<object_store::Result<Box<dyn MultipartUpload>>>;
 
 enum WriterState {
-    /// Bytes held until they pass [`SINGLE_PUT_MAX`]; `upload` is a multipart upload started early, when
-    /// the writer was told the file will be larger (see [`StorageWriter::will_reach`]).
+    /// Bytes held until they pass [`SINGLE_PUT_MAX`]; `upload` is a multipart upload started
+    /// early, when the writer was told the file will be larger ([`StorageWriter::will_reach`]).
     Holding {
         held: PutPayloadMut,
         upload: Option<MultipartStart>,
