@@ -2,15 +2,18 @@
 //! included) is at most one ranged read per non-adjacent row and reads only those rows' bytes;
 //! a variable-width column is at most two reads per row. Projection reads only the projected
 //! columns' bytes. On a cloud store, a search's result rows cost no read after its refine.
+//! A vector index build reads its column once; a scan opens the next fragment ahead.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::InstrumentedStore;
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use quiver_engine::storage::{Storage, StorageOptions};
+use quiver_engine::table::indices::{create_index, CreateIndexOptions, VectorIndexParams};
 use quiver_engine::{
     batches_stream, ConnectOptions, CreateMode, Database, ScanOptions, WriteParams,
 };
@@ -139,6 +142,102 @@ async fn projected_scan_reads_only_projected_columns() {
     assert!(
         bytes < id_bytes + 64 * 1024,
         "{bytes} bytes read for {id_bytes} bytes of ids"
+    );
+}
+
+/// A vector index build reads the vector column once: the sampling scan's batches are kept
+/// for the encoding (a column this size is well within what a build keeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_index_build_reads_the_column_once() {
+    let (store, table) = fixture().await;
+    let before = store.snapshot();
+    let options = CreateIndexOptions {
+        config: Some(
+            VectorIndexParams {
+                num_partitions: Some(16),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    create_index(&table, "vector", options)
+        .await
+        .expect("build");
+    let bytes = store.snapshot().1 - before.1;
+    let column_bytes = (ROWS * DIM as usize * 4 + ROWS * 8) as u64;
+    assert!(
+        bytes >= column_bytes && bytes < column_bytes * 3 / 2,
+        "{bytes} bytes read to build on a {column_bytes}-byte vector column"
+    );
+}
+
+/// A scan over several fragments requests the next fragment's pages while it reads one (no
+/// round trip waited at the boundary), and a scan whose limit ends within a fragment reads
+/// nothing of the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_open_the_next_fragment_ahead_but_not_past_a_limit() {
+    let (store, db) = counted_db();
+    let rows = 5_000;
+    let table = db
+        .create_table(
+            "t",
+            common::simple_schema(DIM),
+            batches_stream(vec![common::simple_batch(0, rows, DIM)]),
+            CreateMode::Create,
+            WriteParams::default(),
+        )
+        .await
+        .expect("create");
+    table
+        .append(
+            batches_stream(vec![common::simple_batch(rows as i64, rows, DIM)]),
+            WriteParams::default(),
+        )
+        .await
+        .expect("append");
+    let fragment_bytes = (rows * DIM as usize * 4) as u64;
+    let options = |limit| ScanOptions {
+        columns: Some(vec!["vector".into()]),
+        batch_size: 100,
+        limit,
+        ..Default::default()
+    };
+
+    let before = store.snapshot().1;
+    let (_, mut stream) = table.scan(options(None)).expect("scan");
+    let first = stream.next().await.expect("a batch").expect("read");
+    assert_eq!(first.num_rows(), 100);
+    // The second fragment's page arrives while the first batch is held (bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.snapshot().1 - before < 2 * fragment_bytes && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let bytes = store.snapshot().1 - before;
+    assert!(
+        bytes >= 2 * fragment_bytes,
+        "{bytes} bytes read after the first batch; both fragments' vectors are {}",
+        2 * fragment_bytes
+    );
+    let mut read = first.num_rows();
+    while let Some(batch) = stream.next().await {
+        read += batch.expect("read").num_rows();
+    }
+    assert_eq!(read, 2 * rows, "every row once");
+
+    let before = store.snapshot().1;
+    let limited = table
+        .scan_all(options(Some(rows as u64 - 100)))
+        .await
+        .expect("limited scan");
+    assert_eq!(
+        limited.iter().map(|b| b.num_rows()).sum::<usize>(),
+        rows - 100
+    );
+    let bytes = store.snapshot().1 - before;
+    assert!(
+        bytes < fragment_bytes * 3 / 2,
+        "{bytes} bytes read for a limit within one {fragment_bytes}-byte fragment"
     );
 }
 

@@ -3,8 +3,9 @@
 //! A scan walks fragments in order. For each fragment, every projected column has its own
 //! stream of pages, read ahead a few pages at a time on tokio workers (so reading, checksum
 //! and decoding overlap across columns), and batches are cut from those pages. Deleted rows
-//! are filtered out with the fragment's deletion vector. Memory is bounded by
-//! columns × (read-ahead + 1) pages plus one batch, not by the table.
+//! are filtered out with the fragment's deletion vector. An unfiltered scan opens the next
+//! fragment while it reads one, so the next pages are on the way at the boundary. Memory is
+//! bounded by two fragments' columns × (read-ahead + 1) pages plus one batch, not by the table.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -193,19 +194,25 @@ impl ColumnCursor {
                 }
             }
         }
-        let pages = stream::iter(pages)
-            .map(move |(page, start)| {
-                let reader = reader.clone();
-                let field = field.clone();
-                tokio::spawn(async move {
-                    let mut arrays = reader.read_pages(field_id, page..page + 1).await?;
-                    let array = arrays
-                        .pop()
-                        .ok_or_else(|| Error::Internal("page read returned nothing".into()))?;
-                    Ok((start, as_stored(array, &field, reader.path())?))
-                })
+        let read = move |(page, start): (usize, u64)| {
+            let reader = reader.clone();
+            let field = field.clone();
+            tokio::spawn(async move {
+                let mut arrays = reader.read_pages(field_id, page..page + 1).await?;
+                let array = arrays
+                    .pop()
+                    .ok_or_else(|| Error::Internal("page read returned nothing".into()))?;
+                Ok((start, as_stored(array, &field, reader.path())?))
             })
-            .buffered(readahead.max(1))
+        };
+        // The first pages are requested now, not when the scan first asks: a fragment opened
+        // ahead (see `ScanState::open_ahead`) has its data on the way before it is reached.
+        let readahead = readahead.max(1);
+        let mut pages = pages.into_iter();
+        let first: Vec<_> = pages.by_ref().take(readahead).map(&read).collect();
+        let pages = stream::iter(first)
+            .chain(stream::iter(pages).map(read))
+            .buffered(readahead)
             .map(|joined| {
                 joined.map_err(|e| Error::Internal(format!("page reader failed: {e}")))?
             })
@@ -589,27 +596,88 @@ struct ScanState {
     remaining: u64,
     /// What scalar indexes answer of the filter (computed before the first fragment).
     indexed: Option<Option<Arc<IndexedRows>>>,
+    /// The next fragment, opened while the current one is read.
+    upcoming: Option<Upcoming>,
+}
+
+/// A fragment being opened ahead in a task: its file footers and deletion vector read and its
+/// first pages requested, so the scan does not wait a round trip at each fragment boundary.
+struct Upcoming {
+    fragment: usize,
+    open: tokio::task::JoinHandle<Result<FragmentScan>>,
+}
+
+impl Drop for ScanState {
+    fn drop(&mut self) {
+        if let Some(upcoming) = &self.upcoming {
+            upcoming.open.abort();
+        }
+    }
+}
+
+/// Every live row of `fragment`, unfiltered.
+async fn open_whole_fragment(
+    table: &TableInner,
+    fragment: &FragmentProto,
+    fields: &[(i32, Arc<Field>)],
+    with_row_id: bool,
+    readahead: usize,
+) -> Result<FragmentScan> {
+    let deleted = table.deleted_rows(fragment).await?;
+    FragmentScan::open(
+        table,
+        fragment,
+        fields,
+        with_row_id,
+        all_rows(fragment),
+        Keep::deletions(deleted),
+        None,
+        readahead,
+    )
+    .await
 }
 
 impl ScanState {
+    /// Opens fragment `index` ahead when the scan is sure to read it: no filter (a filtered
+    /// fragment may be skipped or taken row by row), rows with it, and more rows wanted than the
+    /// current fragment's `current_rows` (no read past a limit).
+    fn open_ahead(&mut self, index: usize, current_rows: u64) {
+        if self.options.filter.is_some() || self.remaining <= current_rows {
+            return;
+        }
+        let Some(fragment) = self.manifest.fragments().get(index) else {
+            return;
+        };
+        if fragment.live_rows() == 0 {
+            return;
+        }
+        let fragment = fragment.clone();
+        let (table, fields) = (self.table.clone(), self.fields.clone());
+        let (with_row_id, readahead) = (self.options.with_row_id, self.options.readahead_pages);
+        let open = tokio::spawn(async move {
+            open_whole_fragment(&table, &fragment, &fields, with_row_id, readahead).await
+        });
+        self.upcoming = Some(Upcoming {
+            fragment: index,
+            open,
+        });
+    }
+
     async fn open_fragment(&mut self, fragment: &FragmentProto) -> Result<Option<FragmentState>> {
-        let deleted = self.table.deleted_rows(fragment).await?;
         let readahead = self.options.readahead_pages;
         let Some(filter) = self.options.filter.clone() else {
             return Ok(Some(FragmentState::Ranges(
-                FragmentScan::open(
+                open_whole_fragment(
                     &self.table,
                     fragment,
                     &self.fields,
                     self.options.with_row_id,
-                    all_rows(fragment),
-                    Keep::deletions(deleted),
-                    None,
                     readahead,
                 )
                 .await?,
             )));
         };
+        let deleted = self.table.deleted_rows(fragment).await?;
         if self.indexed.is_none() {
             let found = index_rows(&self.table, &self.manifest, &filter).await?;
             self.indexed = Some(found.map(Arc::new));
@@ -717,7 +785,8 @@ impl ScanState {
             }
             if self.current.is_none() {
                 let manifest = self.manifest.clone();
-                let Some(fragment) = manifest.fragments().get(self.next_fragment) else {
+                let index = self.next_fragment;
+                let Some(fragment) = manifest.fragments().get(index) else {
                     return Ok(None);
                 };
                 self.next_fragment += 1;
@@ -727,7 +796,21 @@ impl ScanState {
                     self.to_skip -= live;
                     continue;
                 }
-                self.current = self.open_fragment(fragment).await?;
+                self.current = match self.upcoming.take() {
+                    Some(upcoming) if upcoming.fragment == index => {
+                        let opened = upcoming.open.await.map_err(|e| {
+                            Error::Internal(format!("opening a fragment failed: {e}"))
+                        })??;
+                        Some(FragmentState::Ranges(opened))
+                    }
+                    other => {
+                        if let Some(stale) = other {
+                            stale.open.abort();
+                        }
+                        self.open_fragment(fragment).await?
+                    }
+                };
+                self.open_ahead(index + 1, live.saturating_sub(self.to_skip));
                 continue;
             }
             let batch = match self.current.as_mut() {
@@ -992,6 +1075,7 @@ pub(crate) fn scan(
         next_fragment: 0,
         current: None,
         indexed: None,
+        upcoming: None,
     };
     let stream = stream::try_unfold(state, |mut state| async move {
         Ok(state.next_batch().await?.map(|batch| (batch, state)))
