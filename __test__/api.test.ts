@@ -66,6 +66,24 @@ describe("connection", () => {
     await expect(connect("ftp://nowhere")).rejects.toMatchObject({ code: "InvalidArgument" });
   });
 
+  it("refuses a write through a handle whose table another connection dropped and created again", async () => {
+    const uri = join(tempDir(), "db");
+    const [a, b] = [await connect(uri), await connect(uri)];
+    const stale = await a.createTable("t", docs(5));
+    await stale.add(docs(5, 5));
+    await b.dropTable("t");
+    await b.createTable("t", docs(2, 100));
+    const refused = await stale.add(docs(1, 50)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(TableNotFoundError);
+    expect(refused).toMatchObject({ code: "TableDropped", retryable: false });
+    const fresh = await b.openTable("t");
+    expect(await fresh.countRows()).toBe(2);
+    expect((await fresh.listVersions()).map((v) => v.version)).toEqual([1]);
+  });
+
   it("creates empty tables from a schema", async () => {
     const db = await connect("memory://");
     const schema = new Schema([

@@ -68,6 +68,8 @@ type ErrorClass = new (code: string, message: string, options?: { cause?: unknow
 
 const CLASSES: Record<string, [ErrorClass, boolean]> = {
   TableNotFound: [TableNotFoundError, false],
+  // The table a handle read was dropped (perhaps created again) before its write committed.
+  TableDropped: [TableNotFoundError, false],
   TableExists: [TableExistsError, false],
   SchemaMismatch: [SchemaMismatchError, false],
   InvalidArgument: [InvalidArgumentError, false],

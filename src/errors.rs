@@ -13,6 +13,7 @@ pub(crate) fn error_code(e: &EngineError) -> &'static str {
         EngineError::SchemaMismatch(_) | EngineError::UnsupportedType { .. } => "SchemaMismatch",
         EngineError::TableAlreadyExists(_) => "TableExists",
         EngineError::TableNotFound(_) => "TableNotFound",
+        EngineError::TableDropped { .. } => "TableDropped",
         EngineError::VersionNotFound { .. } => "VersionNotFound",
         EngineError::MissingFile(_) => "MissingFile",
         EngineError::RowNotFound(_) => "RowNotFound",

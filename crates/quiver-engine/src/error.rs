@@ -28,6 +28,11 @@ pub enum Error {
     #[error("table '{0}' was not found; check the name with table_names()")]
     TableNotFound(String),
 
+    /// The table a handle read was dropped (and perhaps created again) before its write
+    /// could commit.
+    #[error("table '{table}' was dropped (and perhaps created again) after this handle read version {read_version}; nothing was written. Open the table again with open_table()")]
+    TableDropped { table: String, read_version: u64 },
+
     /// The requested version is not in the table's history.
     #[error("version {version} of table '{table}' was not found; list the available ones with list_versions()")]
     VersionNotFound { table: String, version: u64 },

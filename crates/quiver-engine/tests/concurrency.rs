@@ -495,3 +495,82 @@ async fn refresh_finds_the_newest_version_however_far_behind() {
     // Nothing new: the handle stays.
     assert_eq!(table.refresh().await.expect("refresh"), writer.version());
 }
+
+/// A handle whose table another connection dropped, and perhaps created again with a history
+/// shorter, as long or longer, commits nothing: its append fails with a typed conflict, and
+/// the table of that name keeps exactly its own versions and rows.
+#[tokio::test]
+async fn a_handle_of_a_dropped_table_commits_nothing() {
+    for new_versions in [None, Some(1u64), Some(4), Some(6)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = dir.path().to_str().expect("utf8").to_string();
+        let (a, b) = (
+            Database::connect(&uri, ConnectOptions::default())
+                .await
+                .expect("connect"),
+            Database::connect(&uri, ConnectOptions::default())
+                .await
+                .expect("connect"),
+        );
+        let stale = create(&a, 10).await;
+        for start in [100, 200, 300] {
+            stale
+                .append(
+                    batches_stream(vec![common::simple_batch(start, 10, DIM)]),
+                    WriteParams::default(),
+                )
+                .await
+                .expect("append");
+        }
+        assert_eq!(stale.version(), 4);
+        b.drop_table("t").await.expect("drop");
+        if let Some(versions) = new_versions {
+            let fresh = create(&b, 3).await;
+            for v in 1..versions {
+                fresh
+                    .append(
+                        batches_stream(vec![common::simple_batch(1_000 * v as i64, 1, DIM)]),
+                        WriteParams::default(),
+                    )
+                    .await
+                    .expect("append to the new table");
+            }
+        }
+        let err = stale
+            .append(
+                batches_stream(vec![common::simple_batch(500, 10, DIM)]),
+                WriteParams::default(),
+            )
+            .await
+            .expect_err("a commit into a dropped table");
+        assert!(
+            matches!(
+                &err,
+                Error::TableDropped {
+                    read_version: 4,
+                    ..
+                }
+            ),
+            "{new_versions:?}: {err}"
+        );
+        match new_versions {
+            None => assert!(
+                b.table_names().await.expect("names").is_empty(),
+                "the dropped table stays dropped"
+            ),
+            Some(versions) => {
+                let table = b.open_table("t").await.expect("open");
+                let listed: Vec<u64> = table
+                    .list_versions()
+                    .await
+                    .expect("versions")
+                    .iter()
+                    .map(|v| v.version)
+                    .collect();
+                assert_eq!(listed, (1..=versions).collect::<Vec<_>>(), "{versions}");
+                assert_eq!(table.count_rows(), 3 + versions - 1);
+                assert!(table.skipped_versions().is_empty(), "no junk manifest");
+            }
+        }
+    }
+}

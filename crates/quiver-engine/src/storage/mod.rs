@@ -1093,6 +1093,8 @@ enum WriterState {
         upload: Option<MultipartStart>,
     },
     Uploading(WriteMultipart),
+    /// Finished or aborted.
+    Done,
 }
 
 /// Streaming upload of one object; see [`Storage::writer`].
@@ -1144,6 +1146,9 @@ impl StorageWriter {
                 parts.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
                 parts.put(bytes);
             }
+            WriterState::Done => {
+                return Err(Error::Internal("write to a finished file writer".into()))
+            }
         }
         Ok(())
     }
@@ -1174,37 +1179,34 @@ impl StorageWriter {
 
     /// Completes the upload; the object becomes visible atomically (and durable under
     /// [`Durability::Full`]).
-    pub async fn finish(self) -> Result<u64> {
-        let StorageWriter {
-            state,
-            written,
-            storage,
-            path,
-        } = self;
+    pub async fn finish(mut self) -> Result<u64> {
+        let state = std::mem::replace(&mut self.state, WriterState::Done);
+        let (written, storage, path) = (self.written, &self.storage, &self.path);
         match state {
             WriterState::Holding { held, upload: None } => {
-                storage.store.put(&path, held.freeze()).await?;
+                storage.store.put(path, held.freeze()).await?;
             }
             WriterState::Holding {
                 mut held,
                 mut upload,
             } => {
-                let parts = Self::start_upload(&storage, &path, &mut held, &mut upload).await?;
+                let parts = Self::start_upload(storage, path, &mut held, &mut upload).await?;
                 parts.finish().await?;
             }
             WriterState::Uploading(parts) => {
                 parts.finish().await?;
             }
+            WriterState::Done => return Err(Error::Internal("file writer finished twice".into())),
         }
         storage.stats.record_write(written);
-        crate::events::file_audit("create", &path);
-        storage.flush_if_durable(&path).await?;
+        crate::events::file_audit("create", path);
+        storage.flush_if_durable(path).await?;
         Ok(written)
     }
 
     /// Abandons the upload.
-    pub async fn abort(self) -> Result<()> {
-        match self.state {
+    pub async fn abort(mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, WriterState::Done) {
             WriterState::Holding {
                 upload: Some(started),
                 ..
@@ -1213,10 +1215,41 @@ impl StorageWriter {
                     upload.abort().await?;
                 }
             }
-            WriterState::Holding { upload: None, .. } => {}
+            WriterState::Holding { upload: None, .. } | WriterState::Done => {}
             WriterState::Uploading(parts) => parts.abort().await?,
         }
         Ok(())
+    }
+}
+
+impl Drop for StorageWriter {
+    /// A writer dropped unfinished (its task cancelled: a maintenance task stopped, a future
+    /// dropped) aborts the multipart upload it started, in the background, so no incomplete
+    /// upload is left on the store (where it is billed until a lifecycle rule removes it).
+    fn drop(&mut self) {
+        let state = std::mem::replace(&mut self.state, WriterState::Done);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Best effort: the upload is abandoned whether or not the abort reaches the store.
+        match state {
+            WriterState::Holding {
+                upload: Some(started),
+                ..
+            } => {
+                runtime.spawn(async move {
+                    if let Ok(Ok(mut upload)) = started.await {
+                        let _ = upload.abort().await;
+                    }
+                });
+            }
+            WriterState::Uploading(parts) => {
+                runtime.spawn(async move {
+                    let _ = parts.abort().await;
+                });
+            }
+            WriterState::Holding { upload: None, .. } | WriterState::Done => {}
+        }
     }
 }
 
@@ -1456,6 +1489,38 @@ mod tests {
             storage.read_all(&path).await.is_err(),
             "an abandoned upload leaves nothing"
         );
+    }
+
+    /// A writer dropped unfinished (its task cancelled) aborts the upload it started, whether
+    /// started early at a hint or with parts already sent.
+    #[tokio::test]
+    async fn dropped_writers_abort_their_uploads() {
+        for parts_sent in [false, true] {
+            let (storage, ops) = recording_cloud();
+            let path = storage.path("t/data/h.qvd");
+            let mut writer = storage.writer(&path);
+            writer.will_reach(2 * SINGLE_PUT_MAX as u64);
+            if parts_sent {
+                writer
+                    .write(Bytes::from(vec![1u8; SINGLE_PUT_MAX + UPLOAD_PART]))
+                    .await
+                    .unwrap();
+            }
+            drop(writer);
+            let aborted = || ops.lock().unwrap().iter().any(|op| op == "abort_multipart");
+            for _ in 0..1000 {
+                if aborted() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                aborted(),
+                "parts sent: {parts_sent}: {:?}",
+                ops.lock().unwrap()
+            );
+            assert!(storage.read_all(&path).await.is_err());
+        }
     }
 
     /// On a cloud store, ranges read once are served from the block cache after, exactly.

@@ -705,11 +705,43 @@ pub(crate) mod tests {
         Overwrite,
     }
 
-    /// An in-memory store that fails requests on a schedule.
+    /// An in-memory store that fails requests on a schedule. Multipart uploads pass their
+    /// aborts (`abort_multipart`) through the schedule too, to be recorded.
     pub(crate) struct FlakyStore {
         inner: InMemory,
-        schedule: Schedule,
-        pub calls: AtomicUsize,
+        schedule: Arc<Schedule>,
+        pub calls: Arc<AtomicUsize>,
+    }
+
+    /// An upload of a [`FlakyStore`].
+    struct ScheduledUpload {
+        inner: Box<dyn MultipartUpload>,
+        schedule: Arc<Schedule>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl std::fmt::Debug for ScheduledUpload {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "ScheduledUpload")
+        }
+    }
+
+    #[async_trait]
+    impl MultipartUpload for ScheduledUpload {
+        fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+            self.inner.put_part(data)
+        }
+
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            self.inner.complete().await
+        }
+
+        async fn abort(&mut self) -> object_store::Result<()> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            // Recorded only: an abort is not made to fail.
+            let _ = (self.schedule)(n, "abort_multipart");
+            self.inner.abort().await
+        }
     }
 
     impl std::fmt::Debug for FlakyStore {
@@ -738,8 +770,8 @@ pub(crate) mod tests {
         pub(crate) fn new(schedule: Schedule) -> Self {
             FlakyStore {
                 inner: InMemory::new(),
-                schedule,
-                calls: AtomicUsize::new(0),
+                schedule: Arc::new(schedule),
+                calls: Arc::new(AtomicUsize::new(0)),
             }
         }
 
@@ -782,7 +814,11 @@ pub(crate) mod tests {
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
             match self.fault("put_multipart") {
                 Some(_) => Err(status("503 Service Unavailable")),
-                None => self.inner.put_multipart_opts(location, opts).await,
+                None => Ok(Box::new(ScheduledUpload {
+                    inner: self.inner.put_multipart_opts(location, opts).await?,
+                    schedule: self.schedule.clone(),
+                    calls: self.calls.clone(),
+                })),
             }
         }
 

@@ -17,7 +17,7 @@ use roaring::RoaringBitmap;
 use super::deletion::write_deletion_file;
 use super::manifest::{
     DataFileProto, FragmentProto, FragmentRemapProto, IndexMetadataProto, Manifest, ManifestProto,
-    RemapGroupProto, TransactionProto,
+    ManifestState, RemapGroupProto, TransactionProto,
 };
 use super::remap::{self, OldFragment, RemapGroup};
 use super::session::{lock, CommitSlot, RecentCommits};
@@ -1012,13 +1012,17 @@ async fn publish<'a>(
         }
         let manifest = pending.build(table).await?;
         if table.manifests.try_publish(&manifest).await? {
-            if stands(table, &manifest).await? {
+            let standing = stands(table, &manifest, pending.base.as_deref()).await?;
+            if standing == Standing::Stands {
                 let manifest = Arc::new(manifest);
                 turn.push(manifest.clone());
                 return Ok(manifest);
             }
-            // A cleanup had removed this version number before it was published again.
             withdraw(table, manifest.version()).await?;
+            if standing == Standing::Foreign {
+                return Err(dropped_since_read(table, pending.read_version));
+            }
+            // A cleanup had removed this version number before it was published again.
             if matches!(pending.op, Operation::Create { .. }) {
                 return Err(Error::TableAlreadyExists(table.name.clone()));
             }
@@ -1114,6 +1118,12 @@ impl Pending {
         let mut newest = None;
         let mut unseen = false;
         let mut expected = from + 1;
+        let base_uuid = self
+            .base
+            .as_ref()
+            .and_then(|b| b.proto.transaction.as_ref())
+            .map(|t| t.uuid.clone());
+        let mut first_read = true;
         for entry in entries {
             if entry.version <= from {
                 continue;
@@ -1130,6 +1140,17 @@ impl Pending {
             }
             match table.manifest_at(&entry).await {
                 Ok(committed) => {
+                    // The first version read after the base, with none missing between, was
+                    // built on the base (damaged ones skipped are numbered past): otherwise
+                    // the table was dropped and created again since the base was read.
+                    let parent = committed.proto.parent_uuid.as_str();
+                    if std::mem::take(&mut first_read)
+                        && !unseen
+                        && !parent.is_empty()
+                        && base_uuid.as_deref().is_some_and(|base| base != parent)
+                    {
+                        return Err(dropped_since_read(table, self.read_version));
+                    }
                     self.rebase_over(table, &committed).await?;
                     newest = Some(committed);
                 }
@@ -1164,25 +1185,84 @@ async fn withdraw(table: &TableInner, version: u64) -> Result<()> {
         .await
 }
 
-/// Whether a manifest just published stands as the next version. It does not when a cleanup
-/// had removed an old manifest of that number (the writer's base was stale): cleanup removes
-/// manifests oldest first and buries instead of removing one whose predecessor it keeps, so a
-/// base still in place proves the number was free; otherwise the version after it, if any,
-/// must have been built on this one.
-async fn stands(table: &TableInner, manifest: &Manifest) -> Result<bool> {
-    // The manifest before it still in place (our base, or a damaged version numbered past)
-    // proves the number was free.
-    if manifest.version() > 1 && table.manifests.is_live(manifest.version() - 1).await? {
-        return Ok(true);
+/// What a manifest just published turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// The next version of the table.
+    Stands,
+    /// A version number a cleanup had removed (the writer's base was stale).
+    Reused,
+    /// A version of another table of the same name: the table was dropped, and perhaps
+    /// created again, since the writer read it.
+    Foreign,
+}
+
+/// The error of a commit into a table dropped since `read_version` was read.
+fn dropped_since_read(table: &TableInner, read_version: u64) -> Error {
+    Error::TableDropped {
+        table: table.name.clone(),
+        read_version,
     }
+}
+
+/// Whether a manifest just published stands as the next version of the table its writer read.
+///
+/// Cleanup removes manifests oldest first and buries instead of removing one whose
+/// predecessor it keeps, so in one table's history the version before a live one is live or
+/// buried, or it and every version before it are gone. Hence:
+/// - the manifest before it in place proves the number was free when this one was built on
+///   it or numbered past it (a damaged one); one in the base's place that
+///   this one was not built on is another table's;
+/// - with it missing, a live version further down is another table's; with nothing left
+///   below, a file this manifest carries from its base must still exist (a dropped table's
+///   are gone);
+/// - otherwise the number was free if no version follows, or the one after was built on
+///   this one (else a cleanup had removed the number and it was published again).
+async fn stands(
+    table: &TableInner,
+    manifest: &Manifest,
+    base: Option<&Manifest>,
+) -> Result<Standing> {
     let version = manifest.version();
-    if table
-        .manifests
-        .latest()
-        .await?
-        .is_none_or(|l| l.version <= version)
-    {
-        return Ok(true);
+    if version == 1 {
+        return Ok(Standing::Stands);
+    }
+    let parent = manifest.proto.parent_uuid.as_str();
+    match table.manifests.read(version - 1).await {
+        // A version numbered past (a damaged one): it is not the base.
+        Ok(Some(_)) if base.is_none_or(|b| b.version() != version - 1) => {
+            return Ok(Standing::Stands)
+        }
+        Ok(Some((before, _))) => {
+            let uuid = before
+                .proto
+                .transaction
+                .as_ref()
+                .map_or("", |t| t.uuid.as_str());
+            return Ok(if parent.is_empty() || uuid.is_empty() || uuid == parent {
+                Standing::Stands
+            } else {
+                Standing::Foreign
+            });
+        }
+        Err(Error::Corrupt { .. }) => return Ok(Standing::Stands),
+        // Written by a newer quiverdb: not the base this manifest was built on.
+        Err(Error::IncompatibleVersion { .. }) => return Ok(Standing::Foreign),
+        Err(e) => return Err(e),
+        Ok(None) => {}
+    }
+    let states = table.manifests.states().await?;
+    let before = states.iter().rev().find(|(v, _)| *v < version);
+    match before {
+        Some(&(v, ManifestState::Live)) if v < version - 1 => return Ok(Standing::Foreign),
+        None if !carried_files_exist(table, manifest, base).await? => return Ok(Standing::Foreign),
+        _ => {}
+    }
+    let newer = states
+        .iter()
+        .any(|&(v, state)| v > version && state == ManifestState::Live);
+    if !newer {
+        return Ok(Standing::Stands);
     }
     let ours = manifest
         .proto
@@ -1191,9 +1271,34 @@ async fn stands(table: &TableInner, manifest: &Manifest) -> Result<bool> {
         .map(|t| t.uuid.as_str())
         .unwrap_or_default();
     Ok(match table.manifests.read(version + 1).await? {
-        Some((next, _)) => next.proto.parent_uuid == ours,
-        None => false,
+        Some((next, _)) if next.proto.parent_uuid == ours => Standing::Stands,
+        _ => Standing::Reused,
     })
+}
+
+/// Whether a data file `manifest` carries over from `base` still exists (true when it carries
+/// none): a cleanup keeps the files of the versions it keeps, a dropped table has none.
+async fn carried_files_exist(
+    table: &TableInner,
+    manifest: &Manifest,
+    base: Option<&Manifest>,
+) -> Result<bool> {
+    let Some(base) = base else {
+        return Ok(true);
+    };
+    let carried = manifest
+        .fragments()
+        .iter()
+        .filter(|f| f.id < base.proto.next_fragment_id)
+        .find_map(|f| f.files.first());
+    match carried {
+        Some(file) => Ok(table
+            .storage
+            .size_of(&table.storage.path(&file.path))
+            .await?
+            .is_some()),
+        None => Ok(true),
+    }
 }
 
 /// Exponential backoff with full jitter, capped low: only one commit per connection races at a

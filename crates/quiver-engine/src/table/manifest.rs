@@ -568,6 +568,26 @@ impl ManifestStore {
         Ok(versions)
     }
 
+    /// Every version's manifest name in use, ascending, with what stands there (tombstones
+    /// included; one listing).
+    pub async fn states(&self) -> Result<Vec<(u64, ManifestState)>> {
+        let listing = self.storage.list(&self.storage.path(VERSIONS_DIR)).await?;
+        let mut states: Vec<(u64, ManifestState)> = listing
+            .iter()
+            .filter_map(|m| {
+                let version = m.location.filename().and_then(parse_manifest_name)?;
+                let state = if m.size == TOMBSTONE.len() as u64 {
+                    ManifestState::Buried
+                } else {
+                    ManifestState::Live
+                };
+                Some((version, state))
+            })
+            .collect();
+        states.sort_unstable_by_key(|s| s.0);
+        Ok(states)
+    }
+
     /// The versions after `from`, oldest first, found by asking for `from + 1`, `from + 2`, …
     /// until one is absent: as many metadata requests as new versions, where a listing costs
     /// one entry per version in the history. `None` when `from + 1` is absent (nothing new,
@@ -612,11 +632,6 @@ impl ManifestStore {
             Err(Error::Storage(object_store::Error::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Whether the manifest of `version` exists (a tombstone does not count).
-    pub async fn is_live(&self, version: u64) -> Result<bool> {
-        Ok(self.state(version).await? == ManifestState::Live)
     }
 
     /// What stands at `version`'s name (one metadata request).
