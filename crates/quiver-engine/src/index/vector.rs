@@ -619,7 +619,6 @@ impl Encoded {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn encode_rows(
     mut stream: BoxStream<'static, Result<RecordBatch>>,
     model: Arc<Codec>,

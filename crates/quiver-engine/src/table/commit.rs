@@ -1228,28 +1228,32 @@ async fn stands(
         return Ok(Standing::Stands);
     }
     let parent = manifest.proto.parent_uuid.as_str();
-    match table.manifests.read(version - 1).await {
-        // A version numbered past (a damaged one): it is not the base.
-        Ok(Some(_)) if base.is_none_or(|b| b.version() != version - 1) => {
-            return Ok(Standing::Stands)
+    if base.is_none_or(|b| b.version() != version - 1) {
+        // A version numbered past (a damaged one) still in place: one metadata request.
+        if table.manifests.state(version - 1).await? == ManifestState::Live {
+            return Ok(Standing::Stands);
         }
-        Ok(Some((before, _))) => {
-            let uuid = before
-                .proto
-                .transaction
-                .as_ref()
-                .map_or("", |t| t.uuid.as_str());
-            return Ok(if parent.is_empty() || uuid.is_empty() || uuid == parent {
-                Standing::Stands
-            } else {
-                Standing::Foreign
-            });
+    } else {
+        match table.manifests.read(version - 1).await {
+            Ok(Some((before, _))) => {
+                let uuid = before
+                    .proto
+                    .transaction
+                    .as_ref()
+                    .map_or("", |t| t.uuid.as_str());
+                return Ok(if parent.is_empty() || uuid.is_empty() || uuid == parent {
+                    Standing::Stands
+                } else {
+                    Standing::Foreign
+                });
+            }
+            // Damaged since it was read as the base: the number was free all the same.
+            Err(Error::Corrupt { .. }) => return Ok(Standing::Stands),
+            // Written by a newer quiverdb: not the base this manifest was built on.
+            Err(Error::IncompatibleVersion { .. }) => return Ok(Standing::Foreign),
+            Err(e) => return Err(e),
+            Ok(None) => {}
         }
-        Err(Error::Corrupt { .. }) => return Ok(Standing::Stands),
-        // Written by a newer quiverdb: not the base this manifest was built on.
-        Err(Error::IncompatibleVersion { .. }) => return Ok(Standing::Foreign),
-        Err(e) => return Err(e),
-        Ok(None) => {}
     }
     let states = table.manifests.states().await?;
     let before = states.iter().rev().find(|(v, _)| *v < version);
