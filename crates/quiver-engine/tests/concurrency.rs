@@ -10,22 +10,10 @@ use std::time::Duration;
 
 use quiver_engine::table::MergeInsert;
 use quiver_engine::{
-    batches_stream, ConnectOptions, CreateMode, Database, Error, ScanOptions, Table, WriteParams,
+    batches_stream, ConnectOptions, Database, Error, ScanOptions, Table, WriteParams,
 };
 
 const DIM: i32 = 4;
-
-async fn create(db: &Database, rows: usize) -> Table {
-    db.create_table(
-        "t",
-        common::simple_schema(DIM),
-        batches_stream(vec![common::simple_batch(0, rows, DIM)]),
-        CreateMode::Create,
-        WriteParams::default(),
-    )
-    .await
-    .expect("create")
-}
 
 /// Versions are contiguous appends, each adding whole appends of `rows_per_append` rows (one
 /// or more: appends queued through one connection share a version).
@@ -74,7 +62,7 @@ async fn many_tasks_append_at_once() {
         let db = Database::connect(&uri, ConnectOptions::default())
             .await
             .expect("connect");
-        let table = create(&db, 10).await;
+        let table = common::simple_table(&db, 10, DIM).await;
         let tasks = 16;
         let mut handles = Vec::new();
         for task in 0..tasks {
@@ -119,7 +107,7 @@ async fn commuting_operations_rebase() {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let t1 = create(&db, 100).await;
+    let t1 = common::simple_table(&db, 100, DIM).await;
     let t2 = db.open_table("t").await.expect("open");
     let rows = common::row_ids_of(
         &t1.scan_all(ScanOptions {
@@ -172,7 +160,7 @@ async fn conflicting_operations_fail_with_typed_errors() {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let t1 = create(&db, 100).await;
+    let t1 = common::simple_table(&db, 100, DIM).await;
     let t2 = db.open_table("t").await.expect("open");
     let rows = common::row_ids_of(
         &t1.scan_all(ScanOptions {
@@ -290,7 +278,7 @@ async fn two_processes_append() {
     let db = Database::connect(&uri, ConnectOptions::default())
         .await
         .expect("connect");
-    let table = create(&db, 10).await;
+    let table = common::simple_table(&db, 10, DIM).await;
     let exe = std::env::current_exe().expect("test binary");
     let children: Vec<_> = [100_000i64, 200_000]
         .iter()
@@ -329,7 +317,7 @@ async fn commits_through_one_connection_never_race_each_other() {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let table = create(&db, 10).await;
+    let table = common::simple_table(&db, 10, DIM).await;
     let writers: Vec<_> = (0..8i64)
         .map(|w| {
             let t = table.clone();
@@ -381,7 +369,7 @@ async fn merge_insert_conflicts_only_with_rows_holding_its_keys() {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let table = create(&db, 10).await;
+    let table = common::simple_table(&db, 10, DIM).await;
     let other = Database::from_storage(db.storage().clone(), ConnectOptions::default());
     let upsert = |timeout: Option<Duration>| MergeInsert {
         on: vec!["id".into()],
@@ -473,7 +461,7 @@ async fn refresh_finds_the_newest_version_however_far_behind() {
     let db = Database::connect("memory://", ConnectOptions::default())
         .await
         .expect("connect");
-    let table = create(&db, 10).await;
+    let table = common::simple_table(&db, 10, DIM).await;
     let other = Database::from_storage(db.storage().clone(), ConnectOptions::default());
     let writer = other.open_table("t").await.expect("open");
     let mut next_id = 1_000;
@@ -512,7 +500,7 @@ async fn a_handle_of_a_dropped_table_commits_nothing() {
                 .await
                 .expect("connect"),
         );
-        let stale = create(&a, 10).await;
+        let stale = common::simple_table(&a, 10, DIM).await;
         for start in [100, 200, 300] {
             stale
                 .append(
@@ -525,7 +513,7 @@ async fn a_handle_of_a_dropped_table_commits_nothing() {
         assert_eq!(stale.version(), 4);
         b.drop_table("t").await.expect("drop");
         if let Some(versions) = new_versions {
-            let fresh = create(&b, 3).await;
+            let fresh = common::simple_table(&b, 3, DIM).await;
             for v in 1..versions {
                 fresh
                     .append(
@@ -560,14 +548,10 @@ async fn a_handle_of_a_dropped_table_commits_nothing() {
             ),
             Some(versions) => {
                 let table = b.open_table("t").await.expect("open");
-                let listed: Vec<u64> = table
-                    .list_versions()
-                    .await
-                    .expect("versions")
-                    .iter()
-                    .map(|v| v.version)
-                    .collect();
-                assert_eq!(listed, (1..=versions).collect::<Vec<_>>(), "{versions}");
+                assert_eq!(
+                    common::version_numbers(&table).await,
+                    (1..=versions).collect::<Vec<_>>()
+                );
                 assert_eq!(table.count_rows(), 3 + versions - 1);
                 assert!(table.skipped_versions().is_empty(), "no junk manifest");
             }

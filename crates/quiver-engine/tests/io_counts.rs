@@ -179,16 +179,7 @@ async fn vector_index_build_reads_the_column_once() {
 async fn scans_open_the_next_fragment_ahead_but_not_past_a_limit() {
     let (store, db) = counted_db();
     let rows = 5_000;
-    let table = db
-        .create_table(
-            "t",
-            common::simple_schema(DIM),
-            batches_stream(vec![common::simple_batch(0, rows, DIM)]),
-            CreateMode::Create,
-            WriteParams::default(),
-        )
-        .await
-        .expect("create");
+    let table = common::simple_table(&db, rows, DIM).await;
     table
         .append(
             batches_stream(vec![common::simple_batch(rows as i64, rows, DIM)]),

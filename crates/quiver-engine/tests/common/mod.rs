@@ -445,6 +445,30 @@ impl ObjectStore for InstrumentedStore {
     }
 }
 
+/// A new table "t" of [`simple_schema`] holding ids `0..rows`.
+pub async fn simple_table(
+    db: &quiver_engine::Database,
+    rows: usize,
+    dim: i32,
+) -> quiver_engine::Table {
+    use quiver_engine::{batches_stream, CreateMode, WriteParams};
+    db.create_table(
+        "t",
+        simple_schema(dim),
+        batches_stream(vec![simple_batch(0, rows, dim)]),
+        CreateMode::Create,
+        WriteParams::default(),
+    )
+    .await
+    .expect("create")
+}
+
+/// The version numbers `table` lists, ascending.
+pub async fn version_numbers(table: &quiver_engine::Table) -> Vec<u64> {
+    let versions = table.list_versions().await.expect("versions");
+    versions.iter().map(|v| v.version).collect()
+}
+
 /// A table of `base` rows (ids from 0), then `singles` one-row appends (ids after them): the
 /// one-row fragments of a table fed row by row.
 pub async fn fed_table(
