@@ -26,6 +26,8 @@ pub const NONE: u32 = u32::MAX;
 const MAX_LEVEL: u8 = 16;
 /// Candidates a search reserves room for up front.
 const PREALLOCATE_NODES: usize = 1024;
+/// Candidates of the walk that links a node no other node reaches (a few per build).
+const REPAIR_EF: usize = 100;
 /// Neighbours whose data a walk requests ahead of the distance it computes. Requesting every
 /// neighbour's at once (up to 2m × a code's cache lines) stalls on the CPU's few outstanding
 /// misses before the first distance; a short window keeps them in flight while it computes
@@ -276,7 +278,7 @@ fn select<S: GraphSpace + ?Sized>(space: &S, candidates: &[Candidate], m: usize)
         let node = c.row_id as u32;
         if chosen
             .iter()
-            .all(|(_, q)| space.distance(q, node) > c.distance)
+            .all(|(_, q)| space.distance(q, node) >= c.distance)
         {
             chosen.push((*c, space.node_query(node)));
         }
@@ -302,7 +304,7 @@ fn admit<S: GraphSpace + ?Sized>(
     let new_node = new.row_id as u32;
     let dominated = list[..nearer]
         .iter()
-        .any(|c| space.distance(&space.node_query(c.row_id as u32), new_node) <= new.distance);
+        .any(|c| space.distance(&space.node_query(c.row_id as u32), new_node) < new.distance);
     if dominated {
         return None;
     }
@@ -314,7 +316,7 @@ fn admit<S: GraphSpace + ?Sized>(
         if chosen.len() >= cap {
             break;
         }
-        if space.distance(&new_query, c.row_id as u32) > c.distance {
+        if space.distance(&new_query, c.row_id as u32) >= c.distance {
             chosen.push(*c);
         }
     }
@@ -402,7 +404,9 @@ pub fn extend<S: GraphSpace>(
                 on_node();
             },
         );
-    links.into_graph(m, entry, levels)
+    let mut graph = links.into_graph(m, entry, levels);
+    graph.reach_every_node(space, REPAIR_EF);
+    graph
 }
 
 /// The graph of `kept` (old node numbers, ascending), renumbered `0..kept.len()` in that
@@ -473,7 +477,9 @@ pub fn without<S: GraphSpace>(graph: &Graph, kept: &[u32], space: &S) -> Graph {
             .max_by_key(|&i| (levels[i], std::cmp::Reverse(i)))
             .unwrap_or(0) as u32,
     };
-    links.into_graph(m, entry, levels)
+    let mut graph = links.into_graph(m, entry, levels);
+    graph.reach_every_node(space, REPAIR_EF);
+    graph
 }
 
 /// Per-thread buffers of inserts.
@@ -777,6 +783,114 @@ fn set_closed(bits: &mut u32, level: usize, closed: bool) {
 impl Graph {
     pub fn len(&self) -> usize {
         self.levels.len()
+    }
+
+    /// Links every node the entry cannot reach on layer 0 from the nearest node a walk
+    /// towards it finds, and gives it the links an insert would choose now: the heuristic
+    /// may drop a node from every list that held it (nodes linked early in a parallel build,
+    /// when the graph held few and far nodes, or whose neighbours later chose nearer ones),
+    /// and a node no walk reaches is never found, nor is a copy of it appended later (its
+    /// insert finds other nodes). The new link goes in a free slot, or replaces the farthest
+    /// link whose node others also reach.
+    fn reach_every_node<S: GraphSpace>(&mut self, space: &S, ef: usize) {
+        let n = self.len();
+        let m0 = 2 * self.m;
+        if n < 2 || self.layer0.len() != n * m0 {
+            return;
+        }
+        let mut reached = vec![false; n];
+        let mut stack = Vec::new();
+        self.mark_reached(self.entry, &mut reached, &mut stack);
+        if reached.iter().all(|&r| r) {
+            return;
+        }
+        let mut in_degree = vec![0u32; n];
+        for &nb in &self.layer0 {
+            if let Some(d) = in_degree.get_mut(nb as usize) {
+                *d += 1;
+            }
+        }
+        let mut visited = Visited::new(n);
+        for node in 0..n as u32 {
+            if reached[node as usize] {
+                continue;
+            }
+            let query = space.node_query(node);
+            let found = self.search(space, &query, ef, ef, &|_| true, &mut visited, Some(node));
+            let chosen = select(space, &found, self.m);
+            let own = node as usize * m0;
+            if !chosen.is_empty() {
+                for (k, slot) in self.layer0[own..own + m0].iter_mut().enumerate() {
+                    if let Some(d) = in_degree.get_mut(*slot as usize) {
+                        *d -= 1;
+                    }
+                    *slot = chosen.get(k).map_or(NONE, |c| c.row_id as u32);
+                    if let Some(d) = in_degree.get_mut(*slot as usize) {
+                        *d += 1;
+                    }
+                }
+            }
+            let linked = found
+                .iter()
+                .any(|c| self.link_to(c.row_id as u32, node, &mut in_degree));
+            if linked {
+                self.mark_reached(node, &mut reached, &mut stack);
+            }
+        }
+    }
+
+    /// Marks `from` and every node it leads to on layer 0.
+    fn mark_reached(&self, from: u32, reached: &mut [bool], stack: &mut Vec<u32>) {
+        let m0 = 2 * self.m;
+        if reached.get(from as usize).is_none_or(|&r| r) {
+            return;
+        }
+        reached[from as usize] = true;
+        stack.push(from);
+        while let Some(node) = stack.pop() {
+            let start = node as usize * m0;
+            for &nb in self.layer0[start..start + m0]
+                .iter()
+                .take_while(|&&nb| nb != NONE)
+            {
+                if let Some(r) = reached.get_mut(nb as usize) {
+                    if !*r {
+                        *r = true;
+                        stack.push(nb);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the link `from → to` on layer 0 in a free slot, or in place of the farthest link
+    /// whose node has other links to it; false when `from` has neither.
+    fn link_to(&mut self, from: u32, to: u32, in_degree: &mut [u32]) -> bool {
+        let m0 = 2 * self.m;
+        let Some(slots) = self
+            .layer0
+            .get_mut(from as usize * m0..(from as usize + 1) * m0)
+        else {
+            return false;
+        };
+        if slots.contains(&to) {
+            return true;
+        }
+        let slot = match slots.iter().position(|&nb| nb == NONE) {
+            Some(free) => Some(free),
+            None => slots
+                .iter()
+                .rposition(|&nb| in_degree.get(nb as usize).is_some_and(|&d| d >= 2)),
+        };
+        let Some(slot) = slot else {
+            return false;
+        };
+        if let Some(d) = in_degree.get_mut(slots[slot] as usize) {
+            *d -= 1;
+        }
+        slots[slot] = to;
+        in_degree[to as usize] += 1;
+        true
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1096,6 +1210,46 @@ mod tests {
         let mut bytes = Vec::new();
         graph.encode(&mut bytes);
         assert_eq!(Graph::decode(&bytes, 3000, graph.m), Some(graph));
+    }
+
+    /// Nodes reached from the entry on layer 0.
+    fn reached_from_entry(graph: &Graph) -> usize {
+        let mut reached = vec![false; graph.len()];
+        let (mut stack, mut out) = (vec![graph.entry], Vec::new());
+        reached[graph.entry as usize] = true;
+        while let Some(node) = stack.pop() {
+            out.clear();
+            graph.neighbours(node, 0, &mut out);
+            for &nb in &out {
+                if !reached[nb as usize] {
+                    reached[nb as usize] = true;
+                    stack.push(nb);
+                }
+            }
+        }
+        reached.iter().filter(|&&r| r).count()
+    }
+
+    /// The heuristic can drop a node from every list that held it (in this plane's lattice,
+    /// early nodes of a parallel build often are): builds, appends and drops leave every
+    /// node reachable from the entry.
+    #[test]
+    fn every_node_is_reachable_from_the_entry() {
+        let space = points(3000);
+        for seed in 0..8 {
+            let graph = build(&space, 2990, SMALL, seed, &|| {});
+            assert_eq!(reached_from_entry(&graph), 2990, "built, seed {seed}");
+            let graph = extend(Some(&graph), &space, 3000, SMALL, seed, &|| {});
+            assert_eq!(reached_from_entry(&graph), 3000, "extended, seed {seed}");
+            let kept: Vec<u32> = (0..3000).filter(|i| i % 5 != 0).collect();
+            let remaining = Points(kept.iter().map(|&i| space.0[i as usize]).collect());
+            let graph = without(&graph, &kept, &remaining);
+            assert_eq!(
+                reached_from_entry(&graph),
+                kept.len(),
+                "dropped, seed {seed}"
+            );
+        }
     }
 
     #[test]
