@@ -790,8 +790,9 @@ impl Graph {
     /// may drop a node from every list that held it (nodes linked early in a parallel build,
     /// when the graph held few and far nodes, or whose neighbours later chose nearer ones),
     /// and a node no walk reaches is never found, nor is a copy of it appended later (its
-    /// insert finds other nodes). The new link goes in a free slot, or replaces the farthest
-    /// link whose node others also reach.
+    /// insert finds other nodes). The new link goes in a free slot, or replaces the last
+    /// link (lists hold the nearest first, save links added back since) whose node others
+    /// also reach.
     fn reach_every_node<S: GraphSpace>(&mut self, space: &S, ef: usize) {
         let n = self.len();
         let m0 = 2 * self.m;
@@ -863,7 +864,7 @@ impl Graph {
         }
     }
 
-    /// Adds the link `from → to` on layer 0 in a free slot, or in place of the farthest link
+    /// Adds the link `from → to` on layer 0 in a free slot, or in place of the last link
     /// whose node has other links to it; false when `from` has neither.
     fn link_to(&mut self, from: u32, to: u32, in_degree: &mut [u32]) -> bool {
         let m0 = 2 * self.m;
@@ -1215,18 +1216,7 @@ mod tests {
     /// Nodes reached from the entry on layer 0.
     fn reached_from_entry(graph: &Graph) -> usize {
         let mut reached = vec![false; graph.len()];
-        let (mut stack, mut out) = (vec![graph.entry], Vec::new());
-        reached[graph.entry as usize] = true;
-        while let Some(node) = stack.pop() {
-            out.clear();
-            graph.neighbours(node, 0, &mut out);
-            for &nb in &out {
-                if !reached[nb as usize] {
-                    reached[nb as usize] = true;
-                    stack.push(nb);
-                }
-            }
-        }
+        graph.mark_reached(graph.entry, &mut reached, &mut Vec::new());
         reached.iter().filter(|&&r| r).count()
     }
 
