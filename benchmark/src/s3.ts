@@ -42,7 +42,7 @@ const THROTTLED_CONCURRENCY = 4;
 /** Processes per tracing state. With 6, "off vs compiled out" (the same code) came out 0.95×
  * in one run and 1.05× in the next, so the 2% bar needs more; a multiple of the four states,
  * so that with their order rotated each state runs in each position equally often. */
-const TRACE_ROUNDS = 16;
+const TRACE_ROUNDS = 40;
 const K = 10;
 const BUCKET = "bench";
 
@@ -140,7 +140,49 @@ function traceRound(dir: string, queriesFile: string, d: number, mode: string, a
   return JSON.parse(line.slice("@@result ".length)) as { times: number[]; events: number };
 }
 
+interface AddTimeline {
+  start: number;
+  end: number;
+  requests: Request[];
+}
+
+/** Splits each add()'s requests into its data file's and the commit's (every request after
+ * the data file's last answer: manifests, transaction files, listings), and takes the median
+ * of each figure over the adds. Times in ms from the call, each request's span as the proxy
+ * saw it (its added latency included). */
+function medianPhases(adds: AddTimeline[]) {
+  const phases = adds.map(({ start, end, requests }) => {
+    const data = requests.filter((r) => r.url.includes("/data/"));
+    const dataEnd = Math.max(...data.map((r) => r.end));
+    const complete = data.filter((r) => r.method === "POST" && !r.url.includes("uploads"));
+    return {
+      total: end - start,
+      firstRequest: Math.min(...requests.map((r) => r.start)) - start,
+      dataRequests: data.length,
+      dataEnd: dataEnd - start,
+      completeMs: complete.reduce((sum, r) => sum + (r.end - r.start), 0),
+      commitRequests: requests.length - data.length,
+      commitMs: end - dataEnd,
+    };
+  });
+  const median = (pick: (p: (typeof phases)[number]) => number) => p50(phases.map(pick));
+  return {
+    adds: phases.length,
+    total: median((p) => p.total),
+    fastest: Math.min(...phases.map((p) => p.total)),
+    slowest: Math.max(...phases.map((p) => p.total)),
+    firstRequest: median((p) => p.firstRequest),
+    dataRequests: median((p) => p.dataRequests),
+    dataEnd: median((p) => p.dataEnd),
+    completeMs: median((p) => p.completeMs),
+    commitRequests: median((p) => p.commitRequests),
+    commitMs: median((p) => p.commitMs),
+  };
+}
+
 const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5);
+const describeAdd = (a: ReturnType<typeof medianPhases>) =>
+  `${a.total.toFixed(0)} ms (${a.fastest.toFixed(0)}–${a.slowest.toFixed(0)}): first request at ${a.firstRequest.toFixed(0)} ms; data file in ${a.dataRequests} requests, done at ${a.dataEnd.toFixed(0)} ms (its multipart complete ${a.completeMs.toFixed(0)} ms); commit ${a.commitMs.toFixed(0)} ms in ${a.commitRequests} requests`;
 const row = (cells: (string | number)[]) => `| ${cells.join(" | ")} |`;
 const met = (ok: boolean) => (ok ? "met" : "**not met**");
 const seconds = (v: number) => `${(v / 1000).toFixed(1)} s`;
@@ -207,18 +249,29 @@ async function main(): Promise<void> {
     };
     const store = { one: await getsMs(1), eight: await getsMs(8) };
 
-    // Ingest: the rows in add()s of 10,000 to a table created with the first batch.
-    const ingest = async (create: (first: ArrowTable) => Promise<{ add(t: ArrowTable): Promise<unknown> }>) =>
+    // Ingest: the rows in add()s of 10,000 to a table created with the first batch. The
+    // requests of each add() are kept, to show where an add's time goes.
+    const ingest = async (create: (first: ArrowTable) => Promise<{ add(t: ArrowTable): Promise<unknown> }>, adds?: AddTimeline[]) =>
       timedMs(async () => {
         const table = await create(batches[0]);
-        for (const batch of batches.slice(1)) await table.add(batch);
+        for (const batch of batches.slice(1)) {
+          const requests: Request[] = [];
+          proxy.faults.timeline = requests;
+          const start = performance.now();
+          await table.add(batch);
+          adds?.push({ start, end: performance.now(), requests });
+        }
+        proxy.faults.timeline = undefined;
       });
     console.log("ingest…");
     const lanceDb = await l.connect(lanceUri, { storageOptions: lanceOptions });
-    const ingestLance = await ingest((t) => lanceDb.createTable("t", t as never) as never);
+    const lanceAdds: AddTimeline[] = [];
+    const ingestLance = await ingest((t) => lanceDb.createTable("t", t as never) as never, lanceAdds);
     const shared = new q.Session();
     const s3Db: Connection = await quiverS3(shared);
-    const ingestS3 = await ingest((t) => s3Db.createTable("t", t));
+    const quiverAdds: AddTimeline[] = [];
+    const ingestS3 = await ingest((t) => s3Db.createTable("t", t), quiverAdds);
+    const [lanceAdd, quiverAdd] = [lanceAdds, quiverAdds].map(medianPhases);
     const localDb = await q.connect(local, { maintenance: false });
     const ingestLocal = await ingest((t) => localDb.createTable("t", t));
     console.log({ ingestLance, ingestS3, ingestLocal });
@@ -448,6 +501,13 @@ async function main(): Promise<void> {
         rowsPerSecond(ingestFloor),
         `LanceDB ${rowsPerSecond(ingestLance)}`,
         `${(ingestLance / ingestFloor).toFixed(2)}× LanceDB's rows/s`,
+        "",
+      ]),
+      row([
+        `an add() of ${batches[1].numRows.toLocaleString("en")} rows, where its time went: medians over the ${quiverAdd.adds} adds (fastest–slowest add)`,
+        describeAdd(quiverAdd),
+        `LanceDB: ${describeAdd(lanceAdd)}`,
+        `${x(quiverAdd.total, lanceAdd.total)} LanceDB`,
         "",
       ]),
       row([
